@@ -1,0 +1,2 @@
+/* coro: see coro.h. */
+#include "coro.h"

@@ -1,0 +1,2 @@
+/* headers: see headers.h. */
+#include "headers.h"

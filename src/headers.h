@@ -1,0 +1,3 @@
+#ifndef FERRY_HEADERS_H
+#define FERRY_HEADERS_H
+#endif

@@ -1,0 +1,2 @@
+/* io: see io.h. */
+#include "io.h"

@@ -1,0 +1,151 @@
+/*
+ * io: the await layer, the only bridge from callbacks to coroutines.
+ *
+ * Owns: streams (a bufferevent and the record of who waits on it) and wait
+ * records. A wait record belongs to io.c, never to a coroutine stack, and
+ * carries a generation number: a stale timer or a late library callback
+ * (evdns) that finds its record finished or orphaned touches nothing else
+ * and never wakes the next await.
+ *
+ * Callbacks here only record what fired on the wait record and call
+ * loop_wake(). The coroutine, resumed by the scheduler, reads the result.
+ *
+ * Every function named "may yield" must be called from a coroutine, never
+ * from a libevent callback. Every wait takes an absolute deadline
+ * (loop.h; LOOP_NEVER for none) and returns -ETIMEDOUT at it, -ECANCELED
+ * when the coroutine was cancelled (coro_cancel), or -errno from the
+ * socket. A cancelled coroutine's later waits return -ECANCELED at once so
+ * it unwinds without blocking.
+ *
+ * Calls: loop, coro, libevent (core, evdns).
+ */
+#ifndef FERRY_IO_H
+#define FERRY_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct bufferevent;
+struct coro;
+struct evbuffer;
+struct io_stream;
+struct loop;
+
+/* What a wait may ask for on a stream (bits of io_want.events). */
+enum io_event {
+    IO_READABLE = 1u << 0,  /* input holds at least read_min bytes (or EOF) */
+    IO_WRITABLE = 1u << 1,  /* output holds at most write_below bytes */
+    IO_EOF = 1u << 2,       /* the peer closed, or the socket failed */
+    IO_CONNECTED = 1u << 3, /* a connect in progress completed */
+    IO_SIGNAL = 1u << 4,    /* io_signal() was called for this coroutine */
+};
+
+/* One entry of a wait set. stream is NULL for IO_SIGNAL alone. */
+struct io_want {
+    struct io_stream *stream;
+    unsigned events;
+    size_t read_min;    /* IO_READABLE: bytes wanted, at least 1 */
+    size_t write_below; /* IO_WRITABLE: output length to drain to */
+    unsigned fired;     /* out: which of events hold */
+};
+
+/*
+ * Waits until one event of the set holds, or the deadline passes. Events
+ * that already hold return at once without yielding. Returns the number of
+ * entries with fired != 0 (at least 1), or -ETIMEDOUT / -ECANCELED.
+ * A stream may have only one waiting coroutine: waiting twice aborts with a
+ * message naming io_wait. May yield.
+ */
+int io_wait(struct io_want *wants, unsigned n, int64_t deadline);
+
+/* Wakes c if it waits with IO_SIGNAL; otherwise its next such wait returns
+ * at once. Safe from callbacks and from other coroutines of the thread. */
+void io_signal(struct coro *c);
+
+/* Suspends the calling coroutine until the deadline. Returns 0 at the
+ * deadline or -ECANCELED. May yield. */
+int io_sleep(int64_t deadline);
+
+/*
+ * Wraps a connected socket bufferevent (created by the caller on the
+ * loop's base, BEV_OPT_CLOSE_ON_FREE). The stream takes ownership of bev
+ * and sets its callbacks; reads stay enabled, with the input capped at
+ * read_max bytes (a read high watermark: backpressure on the peer).
+ * Returns NULL when out of memory (bev is then freed).
+ */
+struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size_t read_max);
+/* Creates a stream on an accepted or connected fd (non-blocking set here). */
+struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max);
+/*
+ * Frees the stream and its bufferevent (closing the socket). No coroutine
+ * may be waiting on it. io_stream_free(NULL) does nothing.
+ */
+void io_stream_free(struct io_stream *s);
+
+struct evbuffer *io_input(struct io_stream *s);
+struct evbuffer *io_output(struct io_stream *s);
+struct bufferevent *io_bev(struct io_stream *s);
+int io_fd(struct io_stream *s);
+/* True once the peer closed or the socket failed; io_error() gives the
+ * errno (0 for a clean EOF). */
+bool io_eof(const struct io_stream *s);
+int io_error(const struct io_stream *s);
+/* True while a coroutine waits on the stream. */
+bool io_waited(const struct io_stream *s);
+/* Changes the input cap (read high watermark). */
+void io_set_read_max(struct io_stream *s, size_t read_max);
+/* Stops (false) or resumes (true) reading from the socket. */
+void io_set_reading(struct io_stream *s, bool on);
+
+/*
+ * Idle callback: what a stream reports when no coroutine waits on it
+ * (a keep-alive client between requests, a pooled upstream connection).
+ * what is IO_READABLE or IO_EOF. Runs in a libevent callback: it may spawn
+ * or wake coroutines and free the stream (io_stream_free), nothing that yields.
+ * NULL removes it.
+ */
+void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsigned what, void *arg),
+                 void *arg);
+
+/*
+ * Reads: waits until input has at least one byte, then moves at most max
+ * bytes into dst. Returns the bytes moved (>= 1), 0 at a clean EOF, or
+ * -ETIMEDOUT, -ECANCELED, -ECONNRESET / -errno. May yield.
+ */
+ssize_t io_read(struct io_stream *s, struct evbuffer *dst, size_t max, int64_t deadline);
+/* Waits until input holds at least n bytes. Returns 0, -EPIPE at EOF first,
+ * or as io_read. May yield. */
+int io_read_at_least(struct io_stream *s, size_t n, int64_t deadline);
+
+/*
+ * Writes: moves all of src (or len bytes of data) to the output and, when
+ * the output holds more than high bytes, waits until it drains to high
+ * (backpressure). Returns 0, or -ETIMEDOUT, -ECANCELED, -EPIPE/-errno.
+ * May yield.
+ */
+int io_write_buffer(struct io_stream *s, struct evbuffer *src, size_t high, int64_t deadline);
+int io_write(struct io_stream *s, const void *data, size_t len, size_t high, int64_t deadline);
+/* Waits until the output is empty (everything handed to the kernel).
+ * May yield. */
+int io_flush(struct io_stream *s, int64_t deadline);
+
+/*
+ * Connects to host:port. A numeric host (IPv4, IPv6 without brackets) is
+ * used as is; a name goes through the worker's evdns (which may call back
+ * synchronously; the run queue absorbs it). Returns 0 and a stream in *out,
+ * or -ECONNREFUSED, -ETIMEDOUT, -ECANCELED, -EHOSTUNREACH (no address),
+ * -EMFILE/-ENFILE (no descriptor: the caller answers 503), -errno.
+ * May yield.
+ */
+int io_connect(struct loop *loop, const char *host, uint16_t port, size_t read_max,
+               int64_t deadline, struct io_stream **out);
+/* As io_connect, to an address already resolved (also AF_UNIX). May yield. */
+int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len, size_t read_max,
+                    int64_t deadline, struct io_stream **out);
+
+/* Wait records currently allocated (in use or orphaned), for tests. */
+unsigned io_records_live(void);
+
+#endif

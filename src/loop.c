@@ -1,0 +1,2 @@
+/* loop: see loop.h. */
+#include "loop.h"
