@@ -1,0 +1,252 @@
+/*
+ * config: the YAML file (../shared/CONFIG.md, docs/config.md) loaded into an
+ * immutable snapshot.
+ *
+ * Contract:
+ * - Pure module: reads one file (or a buffer) and returns a struct config.
+ *   No libevent, no coroutines, no I/O but reading the file; only config.c
+ *   includes <yaml.h>. Nothing here yields; call it from the main thread.
+ * - A loaded config is never modified. Workers and requests hold references
+ *   (config_ref/config_unref, an atomic count); the last unref frees it.
+ * - Every error and warning is printed to `diag` as
+ *       FILE:LINE:COLUMN: PATH: message
+ *       <the offending line>
+ *       <spaces>^
+ *   (warnings say "warning: " before the message; PATH is left out when
+ *   the problem is not inside any key, e.g. an empty file). All errors of a
+ *   file are reported, up to CONFIG_MAX_ERRORS, then one summary line
+ *   "FILE: N errors, N warnings".
+ * - Durations are int64_t milliseconds, sizes uint64_t bytes, counts
+ *   uint32_t. Every default is documented in conf/ferry.yaml.
+ * - Out of memory while loading aborts the process (the loader runs at
+ *   start and on SIGHUP, in the main thread, on a file capped at
+ *   CONFIG_MAX_FILE_BYTES; there is no request to fail instead).
+ */
+#ifndef FERRY_CONFIG_H
+#define FERRY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define CONFIG_MAX_ERRORS 20
+#define CONFIG_MAX_FILE_BYTES (8u << 20) /* larger files are rejected */
+#define CONFIG_MAX_NODES 1000000         /* YAML nodes after alias expansion */
+#define CONFIG_MAX_DEPTH 64              /* YAML nesting */
+#define CONFIG_MAX_ROUTES 10000
+
+/* An address from listen[].address, admin.listen or servers[].address. */
+struct config_addr {
+    char *text;     /* as written: "0.0.0.0:8080", "[::1]:80", "unix:/run/x.sock" */
+    bool is_unix;   /* unix:/path */
+    char *path;     /* the unix socket path, else NULL */
+    char *host;     /* host without brackets ("::1", "api.internal"), else NULL */
+    uint16_t port;  /* 0 for unix */
+    bool numeric;   /* host is an IP literal (or unix): sa/salen are ready */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+};
+
+/* A CIDR from trusted_proxies. An address without /N is a full-length prefix. */
+struct config_cidr {
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network order, host bits zeroed; AF_INET uses addr[0..3] */
+    uint8_t prefix;   /* 0..32 or 0..128 */
+};
+
+/* timeouts: every phase, milliseconds. Only `total` may be 0 (= none). */
+struct config_timeouts {
+    int64_t client_header;    /* 10s: whole request head, from its first byte */
+    int64_t client_body;      /* 30s: longest gap between two body reads */
+    int64_t client_send;      /* 60s: longest a client may stall reading */
+    int64_t client_idle;      /* 60s: keep-alive idle between requests */
+    int64_t upstream_connect; /* 2s */
+    int64_t upstream_header;  /* 30s: request sent -> response head */
+    int64_t upstream_read;    /* 60s: gap between two response body reads */
+    int64_t upstream_send;    /* 60s: upstream stalls reading our request */
+    int64_t upstream_idle;    /* 4s: pooled idle upstream connection */
+    int64_t total;            /* 0 = none: whole request including retries */
+};
+
+struct config_limits {
+    uint32_t max_connections;  /* 100000 per worker */
+    uint64_t max_header_bytes; /* 32k */
+    uint32_t max_headers;      /* 100 */
+    uint64_t max_body_bytes;   /* 10m, 0 = unlimited */
+};
+
+struct config_listener {
+    struct config_addr addr; /* always numeric or unix */
+    uint32_t backlog;        /* 4096 */
+    bool proxy_protocol;     /* false */
+};
+
+enum config_host_header {
+    CONFIG_HOST_PRESERVE, /* the client's Host (default) */
+    CONFIG_HOST_UPSTREAM, /* the server's host[:port] as written in its address */
+    CONFIG_HOST_LITERAL,  /* host_literal */
+};
+
+enum config_balance {
+    CONFIG_BALANCE_ROUND_ROBIN, /* the only one supported yet */
+};
+
+struct config_server {
+    struct config_addr addr; /* host may be a DNS name (numeric == false) */
+    uint32_t weight;         /* 1 */
+    uint32_t index;          /* position in its upstream's servers[] */
+};
+
+struct config_upstream {
+    char *name;
+    uint32_t index; /* position in cfg->upstreams */
+    struct config_server *servers;
+    size_t nservers; /* >= 1 */
+    enum config_balance balance;
+    uint32_t keepalive;       /* 64 idle pooled connections per server per worker */
+    uint32_t max_connections; /* per server per worker, 0 = unlimited */
+    enum config_host_header host_header;
+    char *host_literal; /* CONFIG_HOST_LITERAL only, else NULL */
+};
+
+/* Method bits for the common methods; others are only in match.methods[]. */
+enum {
+    CONFIG_METHOD_GET = 1u << 0,
+    CONFIG_METHOD_HEAD = 1u << 1,
+    CONFIG_METHOD_POST = 1u << 2,
+    CONFIG_METHOD_PUT = 1u << 3,
+    CONFIG_METHOD_DELETE = 1u << 4,
+    CONFIG_METHOD_CONNECT = 1u << 5,
+    CONFIG_METHOD_OPTIONS = 1u << 6,
+    CONFIG_METHOD_TRACE = 1u << 7,
+    CONFIG_METHOD_PATCH = 1u << 8,
+    CONFIG_METHOD_OTHER = 1u << 31, /* some method outside this list is named */
+};
+
+/*
+ * match: every condition present must hold; an absent one matches all.
+ * Host: lower-cased, no port, no trailing dot. "*.example.com" is stored
+ * with host_wildcard set and host = ".example.com" (matches any name
+ * ending with it, not "example.com" itself).
+ * path_prefix respects segment boundaries: "/v1" matches "/v1" and
+ * "/v1/x", never "/v1evil"; "/v1/" matches "/v1/x" only.
+ */
+struct config_match {
+    char *host; /* NULL = any */
+    bool host_wildcard;
+    char *path;        /* exact, NULL = any */
+    char *path_prefix; /* NULL = any; path and path_prefix are exclusive */
+    char **methods;    /* upper-case tokens as written; NULL/0 = any */
+    size_t nmethods;
+    uint32_t method_mask; /* CONFIG_METHOD_* of methods[]; 0 = any */
+};
+
+struct config_respond {
+    uint16_t status; /* 100..599 */
+    char *body;      /* "" when absent */
+    size_t body_len;
+    char *content_type; /* NULL when absent */
+};
+
+struct config_route {
+    char *name;          /* as written, or derived "route-N" (1-based) */
+    bool name_derived;   /* true when `name` was absent (a warning was given) */
+    uint32_t index;      /* position in cfg->routes */
+    struct config_match match;
+    const struct config_upstream *upstream; /* NULL for respond routes */
+    char *strip_prefix;                     /* NULL = none */
+    char *add_prefix;                       /* NULL = none */
+    struct config_respond *respond;         /* NULL for proxied routes */
+    uint64_t max_body_bytes;                /* the route's or limits.max_body_bytes */
+    struct config_timeouts timeouts;        /* global timeouts overlaid with the route's */
+};
+
+enum config_log_format {
+    CONFIG_LOG_JSON,
+    CONFIG_LOG_COMBINED,
+};
+
+enum config_log_level {
+    CONFIG_LOG_DEBUG,
+    CONFIG_LOG_INFO,
+    CONFIG_LOG_WARN,
+    CONFIG_LOG_ERROR,
+};
+
+/*
+ * access_log: off when the section is absent (path NULL). With the section,
+ * path defaults to "stderr" (the journal under systemd), format to json.
+ */
+struct config_access_log {
+    char *path; /* NULL = off, "stderr", or a file path */
+    enum config_log_format format;
+};
+
+struct config {
+    long refs_; /* atomic; use config_ref/config_unref */
+    char *path; /* the file name as given to config_load */
+
+    uint32_t workers;         /* 0 = auto (one per core) */
+    uint64_t coroutine_stack; /* 64k (bytes) */
+    uint32_t max_requests;    /* 20000 in-flight request coroutines per worker */
+    int64_t shutdown_timeout; /* 30s (ms) */
+    char *pid_file;           /* NULL = none */
+    struct config_cidr *trusted_proxies;
+    size_t ntrusted_proxies; /* default: none trusted */
+
+    struct config_listener *listeners;
+    size_t nlisteners; /* >= 1 */
+
+    struct config_timeouts timeouts;
+    struct config_limits limits;
+
+    struct config_upstream *upstreams;
+    size_t nupstreams;
+    struct config_route *routes; /* in file order: first match wins */
+    size_t nroutes;
+
+    struct config_access_log access_log;
+    enum config_log_level error_log_level; /* info */
+    struct config_addr *admin_listen;      /* NULL = no admin listener */
+
+    unsigned nwarnings; /* warnings printed while loading */
+};
+
+/*
+ * Loads and validates `path`. On success stores a config with one reference
+ * in *out and returns 0 (warnings may have been printed). On any error
+ * prints every error (up to CONFIG_MAX_ERRORS) to diag, stores NULL and
+ * returns -1. diag may be NULL (silent).
+ */
+int config_load(const char *path, struct config **out, FILE *diag);
+
+/* The same on a buffer (tests, fuzzing); `name` is used in messages. */
+int config_load_string(const char *name, const char *data, size_t len, struct config **out,
+                       FILE *diag);
+
+/* Adds a reference (atomic). Returns cfg. */
+struct config *config_ref(struct config *cfg);
+/* Drops a reference (atomic); the last one frees. NULL does nothing. */
+void config_unref(struct config *cfg);
+
+/* True when the peer address (AF_INET, AF_INET6 incl. v4-mapped) is inside
+ * trusted_proxies. AF_UNIX peers are trusted (they are local). */
+bool config_trusted(const struct config *cfg, const struct sockaddr *sa);
+
+/* The upstream or route by name, NULL when absent. */
+const struct config_upstream *config_upstream_find(const struct config *cfg, const char *name);
+const struct config_route *config_route_find(const struct config *cfg, const char *name);
+
+/* True when the route accepts this method token (any when none listed). */
+bool config_route_allows_method(const struct config_route *route, const char *method,
+                                size_t len);
+
+/* Value parsers (also used by tests): return 0, or -1 with *why set to a
+ * static explanation. Durations: 250ms, 5s, 2m, 1h, 0. Sizes: 512, 16k,
+ * 1m, 1g (powers of 1024). */
+int config_parse_duration(const char *s, int64_t *ms, const char **why);
+int config_parse_size(const char *s, uint64_t *bytes, const char **why);
+
+#endif
