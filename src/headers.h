@@ -1,3 +1,114 @@
+/*
+ * headers: what a proxy changes in a message's fields and path between the
+ * client and the upstream: hop-by-hop removal, X-Forwarded-* / Forwarded /
+ * Via, X-Request-Id, path normalisation and prefix rewriting, Host
+ * normalisation.
+ *
+ * Contract:
+ * - Pure module like http1 (whose types it uses): no allocation, no I/O,
+ *   nothing yields. Output goes to caller-provided arrays and scratch
+ *   buffers; views in the output point into the parsed head, into the
+ *   scratch buffer, or to static strings.
+ * - Whether the peer is a trusted proxy (trusted_proxies CIDRs) is decided
+ *   by the caller; this module only takes the answer.
+ * - Functions return 0 / a length, or a negative: -ENOSPC when the output
+ *   array or scratch is too small, or an HTTP1_E_* error (answered 400).
+ *
+ * Decisions (docs/http1.md):
+ * - `//` in a path is merged into `/` (as nginx's merge_slashes): a route
+ *   for /admin must not be bypassed by //admin reaching a backend that
+ *   merges itself.
+ * - Dot segments are removed per RFC 3986 §5.2.4 after decoding the
+ *   percent-encoded unreserved characters (so %2e%2e is ".."); ".." above
+ *   the root stays at the root. %2F, %5C, '\' and %00 are rejected; other
+ *   percent-encodings are kept, hex digits uppercased.
+ * - Forwarded (RFC 7239) is never created; from a trusted peer it is kept
+ *   and Ferry's element (for=...;proto=...) appended, from others removed.
+ * - X-Forwarded-Proto and X-Forwarded-Host from a trusted peer are kept as
+ *   sent (the first proxy knew the original); otherwise Ferry sets them.
+ * - X-Request-Id is kept when exactly one is present and it is 1..128
+ *   characters of [A-Za-z0-9._:+/=-], from any peer; else replaced.
+ */
 #ifndef FERRY_HEADERS_H
 #define FERRY_HEADERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "http1.h"
+
+#define HEADERS_REQUEST_ID_MAX 128
+#define HEADERS_VIA "1.1 ferry"
+
+/* What the proxy knows about the request being forwarded upstream. */
+struct headers_forward {
+    bool trusted_peer;       /* the peer address is in trusted_proxies */
+    const char *client_addr; /* textual client IP ("192.0.2.1", "2001:db8::1") */
+    bool tls;                /* client connection is TLS: proto https */
+    const char *host;        /* Host to send upstream (preserve/upstream/literal) */
+    size_t host_len;
+    const char *new_request_id; /* a fresh id, used when the client's is absent/invalid */
+    bool tunnel;             /* an Upgrade (websocket) is being forwarded */
+    /* out: the X-Request-Id in effect (client's or new_request_id) */
+    const char *request_id;
+    size_t request_id_len;
+};
+
+/*
+ * Builds the header list to send upstream for `req` into out[0..cap) and
+ * returns how many (>= 0), or -ENOSPC (out or scratch too small). In
+ * order: Host (fwd->host), then the client's end-to-end headers in their
+ * order minus: hop-by-hop ones (Connection, Keep-Alive, Proxy-Connection,
+ * TE, Trailer, Transfer-Encoding, Upgrade unless fwd->tunnel, every field
+ * named in Connection), Host, Content-Length (framing is the serializer's),
+ * HTTP2-Settings, Upgrade: h2c, X-Forwarded-*/Forwarded from untrusted
+ * peers, Via and X-Request-Id (re-added); then X-Forwarded-For (the trusted
+ * chain + client_addr), X-Forwarded-Proto, X-Forwarded-Host, Forwarded (see
+ * above), Via (chain + "1.1 ferry"), X-Request-Id, and when tunnelling
+ * Upgrade: <client's> and Connection: upgrade. `scratch` holds the joined
+ * values.
+ */
+int headers_forward_request(const struct http1_request *req, struct headers_forward *fwd,
+                            struct http1_header *out, size_t cap, char *scratch,
+                            size_t scratch_cap);
+
+/* The same for an upstream response going to the client: hop-by-hop fields
+ * removed (Upgrade kept and Connection: upgrade added for a 101 when
+ * `tunnel`), Content-Length/Transfer-Encoding removed (re-serialised), Via
+ * appended. Returns the count or -ENOSPC. */
+int headers_forward_response(const struct http1_response *resp, bool tunnel,
+                             struct http1_header *out, size_t cap, char *scratch,
+                             size_t scratch_cap);
+
+/* Is `id` a well-formed X-Request-Id (see above)? */
+bool headers_request_id_valid(const char *id, size_t len);
+
+/*
+ * Normalises an origin-form path (no query) into out (cap >= len suffices:
+ * the result is never longer). Returns the normalised length, or
+ * HTTP1_E_PATH, HTTP1_E_PATH_BACKSLASH, HTTP1_E_PATH_ENCODED_SLASH,
+ * HTTP1_E_PATH_PERCENT, -ENOSPC. "*" is returned unchanged.
+ */
+ssize_t headers_path_normalise(const char *path, size_t len, char *out, size_t cap);
+
+/* Does the normalised `path` fall under `prefix` on a segment boundary?
+ * "/v1" matches "/v1", "/v1/", "/v1/x", not "/v1evil"; "/v1/" matches
+ * "/v1/" and "/v1/x", not "/v1"; "/" matches everything. */
+bool headers_path_has_prefix(const char *path, size_t len, const char *prefix, size_t plen);
+
+/*
+ * Rewrites a path for a route's strip_prefix/add_prefix: removes `strip`
+ * (when headers_path_has_prefix holds; otherwise nothing is stripped; an
+ * emptied path becomes "/"), then prepends `add` without doubling the
+ * slash between them. Either may be NULL/0. Writes into out snprintf-style
+ * (NUL-terminated when it fits) and returns the length needed.
+ */
+size_t headers_path_rewrite(const char *path, size_t len, const char *strip, size_t strip_len,
+                            const char *add, size_t add_len, char *out, size_t cap);
+
+/* Host for routing: lowercased, port and one trailing dot removed, IPv6
+ * brackets kept. Returns the length written to out (cap >= len suffices),
+ * HTTP1_E_HOST_INVALID, or -ENOSPC. */
+ssize_t headers_host_normalise(const char *host, size_t len, char *out, size_t cap);
+
 #endif
