@@ -122,6 +122,7 @@ struct coro_slots {
     bool ready;    /* woken since it last yielded: the scheduler resumes it */
     void *loop;    /* struct loop * that owns it */
     void *wait;    /* io.c: the wait record it is suspended on */
+    bool signalled; /* io.c: io_signal() not yet consumed */
 };
 struct coro_slots *coro_slots(struct coro *c);
 

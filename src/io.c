@@ -1,2 +1,668 @@
-/* io: see io.h. */
+/*
+ * io: see io.h for the contract.
+ *
+ * A wait is: register a wait record (from this thread's pool) on every
+ * stream of the set, arm its timer, set the coroutine's cancel hook, yield.
+ * Callbacks that find a stream's waiter (matching generation) whose wanted
+ * condition now holds call loop_wake(); the coroutine, resumed by the
+ * scheduler, unregisters everything, bumps the generation and re-checks the
+ * conditions itself from the streams' state. So the callbacks carry no
+ * result worth trusting except "look again", "timed out" and "cancelled",
+ * and a late one (generation mismatch) does nothing at all.
+ */
 #include "io.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <event2/util.h>
+
+#include "coro.h"
+#include "loop.h"
+
+struct wait_rec {
+    uint32_t gen;
+    bool timer_armed;
+    int result; /* 0: look again; -ETIMEDOUT; -ECANCELED */
+    struct coro *coro;
+    struct event timer;
+    struct wait_rec *next_free;
+};
+
+struct io_stream {
+    struct bufferevent *bev;
+    struct loop *loop;
+    struct wait_rec *waiter; /* valid only while waiter_gen == waiter->gen */
+    uint32_t waiter_gen;
+    unsigned want; /* the waiter's events on this stream */
+    size_t read_min;
+    size_t write_below;
+    bool read_done; /* EOF or a read error: nothing more will arrive */
+    bool write_err; /* writing failed (or the connect did) */
+    bool connected;
+    int error;
+    void (*on_idle)(struct io_stream *s, unsigned what, void *arg);
+    void *idle_arg;
+};
+
+static __thread struct wait_rec *rec_free_list;
+static __thread unsigned recs_live;
+
+static void misuse(const char *call, const char *what)
+{
+    fprintf(stderr, "ferry: BUG: %s: %s\n", call, what);
+    abort();
+}
+
+static struct wait_rec *rec_get(void)
+{
+    struct wait_rec *rec = rec_free_list;
+    if (rec) {
+        rec_free_list = rec->next_free;
+    } else {
+        rec = calloc(1, sizeof(*rec));
+        if (!rec)
+            return NULL;
+    }
+    recs_live++;
+    rec->result = 0;
+    rec->timer_armed = false;
+    rec->next_free = NULL;
+    return rec;
+}
+
+/* Ends a record's use: the generation changes, so anything still holding
+ * (rec, old gen) is stale from now on. */
+static void rec_put(struct wait_rec *rec)
+{
+    if (rec->timer_armed)
+        event_del(&rec->timer);
+    rec->gen++;
+    rec->coro = NULL;
+    rec->next_free = rec_free_list;
+    rec_free_list = rec;
+    recs_live--;
+}
+
+unsigned io_records_live(void)
+{
+    return recs_live;
+}
+
+/* Wakes the stream's waiter if it is current and wants one of `events`. */
+static void wake_waiter(struct io_stream *s, unsigned events)
+{
+    struct wait_rec *rec = s->waiter;
+    if (!rec || rec->gen != s->waiter_gen || !rec->coro)
+        return;
+    if (s->want & events)
+        loop_wake(rec->coro);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct wait_rec *rec = arg;
+    rec->timer_armed = false;
+    if (!rec->coro)
+        return;
+    rec->result = -ETIMEDOUT;
+    loop_wake(rec->coro);
+}
+
+static void on_cancel(struct coro *c, void *arg)
+{
+    struct wait_rec *rec = arg;
+    if (rec->coro != c)
+        return;
+    rec->result = -ECANCELED;
+    loop_wake(c);
+}
+
+/* ---- streams --------------------------------------------------------------- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct io_stream *s = arg;
+    if (s->waiter && s->waiter->gen == s->waiter_gen) {
+        if ((s->want & IO_READABLE) && evbuffer_get_length(bufferevent_get_input(bev)) >= s->read_min)
+            wake_waiter(s, IO_READABLE);
+        return;
+    }
+    if (s->on_idle)
+        s->on_idle(s, IO_READABLE, s->idle_arg);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct io_stream *s = arg;
+    if ((s->want & IO_WRITABLE) && evbuffer_get_length(bufferevent_get_output(bev)) <= s->write_below)
+        wake_waiter(s, IO_WRITABLE);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct io_stream *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        s->connected = true;
+        wake_waiter(s, IO_CONNECTED | IO_WRITABLE);
+        return;
+    }
+    int err = (what & BEV_EVENT_ERROR) ? EVUTIL_SOCKET_ERROR() : 0;
+    if (what & BEV_EVENT_ERROR) {
+        if (!s->connected)
+            err = err ? err : ECONNREFUSED;
+        else if (err == 0)
+            err = ECONNRESET;
+        s->error = err;
+        if (!(what & BEV_EVENT_READING) || !s->connected)
+            s->write_err = true;
+        if (!(what & BEV_EVENT_WRITING) || !s->connected)
+            s->read_done = true;
+    }
+    if (what & BEV_EVENT_EOF)
+        s->read_done = true;
+    if (s->waiter && s->waiter->gen == s->waiter_gen) {
+        wake_waiter(s, IO_READABLE | IO_WRITABLE | IO_EOF | IO_CONNECTED);
+        return;
+    }
+    if (s->on_idle)
+        s->on_idle(s, IO_EOF, s->idle_arg);
+}
+
+static void set_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size_t read_max)
+{
+    struct io_stream *s = calloc(1, sizeof(*s));
+    if (!s) {
+        bufferevent_free(bev);
+        return NULL;
+    }
+    s->bev = bev;
+    s->loop = loop;
+    bufferevent_setcb(bev, on_read, on_write, on_event, s);
+    bufferevent_setwatermark(bev, EV_READ, 0, read_max);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    return s;
+}
+
+struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max)
+{
+    evutil_make_socket_nonblocking(fd);
+    set_nodelay(fd);
+    struct bufferevent *bev = bufferevent_socket_new(loop_base(loop), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        close(fd);
+        return NULL;
+    }
+    struct io_stream *s = io_stream_new(loop, bev, read_max);
+    if (s)
+        s->connected = true;
+    return s;
+}
+
+void io_stream_free(struct io_stream *s)
+{
+    if (!s)
+        return;
+    if (s->waiter && s->waiter->gen == s->waiter_gen && s->waiter->coro)
+        misuse("io_stream_free", "a coroutine is still waiting on the stream");
+    bufferevent_free(s->bev);
+    free(s);
+}
+
+struct evbuffer *io_input(struct io_stream *s)
+{
+    return bufferevent_get_input(s->bev);
+}
+
+struct evbuffer *io_output(struct io_stream *s)
+{
+    return bufferevent_get_output(s->bev);
+}
+
+struct bufferevent *io_bev(struct io_stream *s)
+{
+    return s->bev;
+}
+
+int io_fd(struct io_stream *s)
+{
+    return (int)bufferevent_getfd(s->bev);
+}
+
+bool io_eof(const struct io_stream *s)
+{
+    return s->read_done || s->write_err;
+}
+
+int io_error(const struct io_stream *s)
+{
+    return s->error;
+}
+
+bool io_waited(const struct io_stream *s)
+{
+    return s->waiter && s->waiter->gen == s->waiter_gen && s->waiter->coro;
+}
+
+void io_set_read_max(struct io_stream *s, size_t read_max)
+{
+    bufferevent_setwatermark(s->bev, EV_READ, 0, read_max);
+}
+
+void io_set_reading(struct io_stream *s, bool on)
+{
+    if (on)
+        bufferevent_enable(s->bev, EV_READ);
+    else
+        bufferevent_disable(s->bev, EV_READ);
+}
+
+void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsigned what, void *arg),
+                 void *arg)
+{
+    s->on_idle = on_idle;
+    s->idle_arg = arg;
+}
+
+/* ---- waiting ---------------------------------------------------------------- */
+
+/* Which of w's events hold now. */
+static unsigned evaluate(struct io_want *w, struct coro_slots *slots)
+{
+    unsigned fired = 0;
+    struct io_stream *s = w->stream;
+    if (s) {
+        size_t in = evbuffer_get_length(bufferevent_get_input(s->bev));
+        size_t out = evbuffer_get_length(bufferevent_get_output(s->bev));
+        size_t min = w->read_min ? w->read_min : 1;
+        if ((w->events & IO_READABLE) && (in >= min || s->read_done))
+            fired |= IO_READABLE;
+        if ((w->events & IO_WRITABLE) && (s->write_err || (s->connected && out <= w->write_below)))
+            fired |= IO_WRITABLE;
+        if ((w->events & IO_EOF) && (s->read_done || s->write_err))
+            fired |= IO_EOF;
+        if ((w->events & IO_CONNECTED) && (s->connected || s->write_err))
+            fired |= IO_CONNECTED;
+    }
+    if ((w->events & IO_SIGNAL) && slots->signalled)
+        fired |= IO_SIGNAL;
+    return fired;
+}
+
+static unsigned evaluate_all(struct io_want *wants, unsigned n, struct coro_slots *slots)
+{
+    unsigned count = 0;
+    for (unsigned i = 0; i < n; i++) {
+        wants[i].fired = evaluate(&wants[i], slots);
+        if (wants[i].fired)
+            count++;
+    }
+    for (unsigned i = 0; i < n; i++)
+        if (wants[i].fired & IO_SIGNAL)
+            slots->signalled = false;
+    return count;
+}
+
+/*
+ * Suspends c on rec (fresh from rec_get(), released here) until a callback
+ * wakes it, the deadline passes or it is cancelled. wants (may be NULL) are
+ * registered on their streams for the duration. Returns 0 ("look again"),
+ * -ETIMEDOUT or -ECANCELED.
+ */
+static int park(struct coro *c, struct wait_rec *rec, struct io_want *wants, unsigned n,
+                int64_t deadline)
+{
+    struct coro_slots *slots = coro_slots(c);
+    rec->coro = c;
+    for (unsigned i = 0; i < n; i++) {
+        struct io_stream *s = wants[i].stream;
+        if (!s)
+            continue;
+        if (s->waiter && s->waiter != rec && s->waiter->gen == s->waiter_gen && s->waiter->coro)
+            misuse("io_wait", "a second coroutine waits on a stream that already has a waiter");
+        if (s->waiter != rec)
+            s->want = 0;
+        s->waiter = rec;
+        s->waiter_gen = rec->gen;
+        s->want |= wants[i].events;
+        if (wants[i].events & IO_READABLE)
+            s->read_min = wants[i].read_min ? wants[i].read_min : 1;
+        if (wants[i].events & IO_WRITABLE) {
+            s->write_below = wants[i].write_below;
+            bufferevent_setwatermark(s->bev, EV_WRITE, wants[i].write_below, 0);
+        }
+    }
+    if (deadline != LOOP_NEVER) {
+        int64_t left = deadline - loop_now();
+        if (left < 0)
+            left = 0;
+        struct timeval tv = {.tv_sec = (time_t)(left / LOOP_SEC),
+                             .tv_usec = (suseconds_t)((left % LOOP_SEC) / 1000)};
+        struct loop *loop = slots->loop;
+        event_assign(&rec->timer, loop_base(loop), -1, 0, on_timer, rec);
+        event_add(&rec->timer, &tv);
+        rec->timer_armed = true;
+    }
+    coro_set_cancel_hook(c, on_cancel, rec);
+    slots->wait = rec;
+
+    coro_yield();
+
+    slots->wait = NULL;
+    coro_set_cancel_hook(c, NULL, NULL);
+    for (unsigned i = 0; i < n; i++) {
+        struct io_stream *s = wants[i].stream;
+        if (s && s->waiter == rec) {
+            s->waiter = NULL;
+            s->want = 0;
+        }
+    }
+    int result = rec->result;
+    rec_put(rec);
+    return result;
+}
+
+int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
+{
+    struct coro *c = coro_current();
+    if (!c)
+        misuse("io_wait", "called outside a coroutine (from a callback?)");
+    struct coro_slots *slots = coro_slots(c);
+    if (slots->wait)
+        misuse("io_wait", "the coroutine is already waiting");
+    /* A wake not consumed yet belongs to an earlier wait: drop it. */
+    loop_consume_wake(c);
+    for (;;) {
+        if (coro_cancelled(c))
+            return -ECANCELED;
+        int count = (int)evaluate_all(wants, n, slots);
+        if (count > 0)
+            return count;
+        if (deadline != LOOP_NEVER && loop_now() >= deadline)
+            return -ETIMEDOUT;
+        struct wait_rec *rec = rec_get();
+        if (!rec)
+            return -ENOMEM;
+        int r = park(c, rec, wants, n, deadline);
+        if (r == -ECANCELED)
+            return r;
+        if (r == -ETIMEDOUT) {
+            /* The event may have arrived in the same loop turn. */
+            count = (int)evaluate_all(wants, n, slots);
+            return count > 0 ? count : -ETIMEDOUT;
+        }
+    }
+}
+
+void io_signal(struct coro *c)
+{
+    struct coro_slots *slots = coro_slots(c);
+    slots->signalled = true;
+    struct wait_rec *rec = slots->wait;
+    if (rec && rec->coro == c)
+        loop_wake(c);
+}
+
+int io_sleep(int64_t deadline)
+{
+    int r = io_wait(NULL, 0, deadline);
+    return r == -ETIMEDOUT ? 0 : r;
+}
+
+/* ---- reads and writes ------------------------------------------------------------ */
+
+static int stream_error(const struct io_stream *s, int clean)
+{
+    return s->error ? -s->error : clean;
+}
+
+ssize_t io_read(struct io_stream *s, struct evbuffer *dst, size_t max, int64_t deadline)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        if (len > 0) {
+            size_t n = len < max ? len : max;
+            int moved = evbuffer_remove_buffer(in, dst, n);
+            return moved < 0 ? -ENOMEM : moved;
+        }
+        if (s->read_done)
+            return stream_error(s, 0);
+        struct io_want w = {.stream = s, .events = IO_READABLE, .read_min = 1};
+        int r = io_wait(&w, 1, deadline);
+        if (r < 0)
+            return r;
+    }
+}
+
+int io_read_at_least(struct io_stream *s, size_t n, int64_t deadline)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    for (;;) {
+        if (evbuffer_get_length(in) >= n)
+            return 0;
+        if (s->read_done)
+            return stream_error(s, -EPIPE);
+        struct io_want w = {.stream = s, .events = IO_READABLE, .read_min = n};
+        int r = io_wait(&w, 1, deadline);
+        if (r < 0)
+            return r;
+    }
+}
+
+/* Waits until the output holds at most high bytes. */
+static int drain_to(struct io_stream *s, size_t high, int64_t deadline)
+{
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    for (;;) {
+        if (s->write_err)
+            return stream_error(s, -EPIPE);
+        if (evbuffer_get_length(out) <= high)
+            return 0;
+        struct io_want w = {.stream = s, .events = IO_WRITABLE, .write_below = high};
+        int r = io_wait(&w, 1, deadline);
+        if (r < 0)
+            return r;
+    }
+}
+
+int io_write_buffer(struct io_stream *s, struct evbuffer *src, size_t high, int64_t deadline)
+{
+    if (s->write_err)
+        return stream_error(s, -EPIPE);
+    if (evbuffer_add_buffer(bufferevent_get_output(s->bev), src) != 0)
+        return -ENOMEM;
+    return drain_to(s, high, deadline);
+}
+
+int io_write(struct io_stream *s, const void *data, size_t len, size_t high, int64_t deadline)
+{
+    if (s->write_err)
+        return stream_error(s, -EPIPE);
+    if (evbuffer_add(bufferevent_get_output(s->bev), data, len) != 0)
+        return -ENOMEM;
+    return drain_to(s, high, deadline);
+}
+
+int io_flush(struct io_stream *s, int64_t deadline)
+{
+    return drain_to(s, 0, deadline);
+}
+
+/* ---- connecting ----------------------------------------------------------------- */
+
+int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len, size_t read_max,
+                    int64_t deadline, struct io_stream **out)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (sa->sa_family != AF_UNIX)
+        set_nodelay(fd);
+    struct bufferevent *bev = bufferevent_socket_new(loop_base(loop), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        close(fd);
+        return -ENOMEM;
+    }
+    struct io_stream *s = io_stream_new(loop, bev, read_max);
+    if (!s)
+        return -ENOMEM;
+    if (bufferevent_socket_connect(bev, sa, (int)len) != 0) {
+        int err = errno ? errno : ECONNREFUSED;
+        io_stream_free(s);
+        return -err;
+    }
+    struct io_want w = {.stream = s, .events = IO_CONNECTED};
+    int r = io_wait(&w, 1, deadline);
+    if (r < 0) {
+        io_stream_free(s);
+        return r;
+    }
+    if (!s->connected || s->write_err) {
+        int err = s->error ? s->error : ECONNREFUSED;
+        io_stream_free(s);
+        return -err;
+    }
+    *out = s;
+    return 0;
+}
+
+/* A name lookup in flight. If its coroutine stops waiting (deadline,
+ * cancel), the request is orphaned and the late callback frees it. */
+struct dns_req {
+    struct coro *coro;
+    struct wait_rec *rec; /* the record to wake, valid while gen matches */
+    uint32_t gen;
+    bool done;
+    bool orphaned;
+    int err;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+static void on_dns(int result, struct evutil_addrinfo *ai, void *arg)
+{
+    struct dns_req *req = arg;
+    if (req->orphaned) {
+        if (ai)
+            evutil_freeaddrinfo(ai);
+        free(req);
+        recs_live--;
+        return;
+    }
+    req->done = true;
+    if (result == 0 && ai && ai->ai_addrlen <= sizeof(req->addr)) {
+        memcpy(&req->addr, ai->ai_addr, ai->ai_addrlen);
+        req->addrlen = (socklen_t)ai->ai_addrlen;
+    } else {
+        req->err = EHOSTUNREACH;
+    }
+    if (ai)
+        evutil_freeaddrinfo(ai);
+    /* Synchronous answers arrive while the coroutine runs: it sees done. */
+    struct coro_slots *slots = coro_slots(req->coro);
+    if (slots->wait && slots->wait == req->rec && req->rec->gen == req->gen)
+        loop_wake(req->coro);
+}
+
+/* Resolves host with evdns, waiting on a record like any other await. */
+static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t deadline,
+                   struct sockaddr_storage *addr, socklen_t *addrlen)
+{
+    struct evdns_base *dns = loop_dns(loop);
+    if (!dns)
+        return -EHOSTUNREACH;
+    struct dns_req *req = calloc(1, sizeof(*req));
+    if (!req)
+        return -ENOMEM;
+    recs_live++;
+    req->coro = coro_current();
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                                    .ai_flags = EVUTIL_AI_ADDRCONFIG};
+    struct evdns_getaddrinfo_request *handle =
+        evdns_getaddrinfo(dns, host, portstr, &hints, on_dns, req);
+    int r = 0;
+    while (!req->done) {
+        if (coro_cancelled(req->coro)) {
+            r = -ECANCELED;
+            break;
+        }
+        if (deadline != LOOP_NEVER && loop_now() >= deadline) {
+            r = -ETIMEDOUT;
+            break;
+        }
+        struct wait_rec *rec = rec_get();
+        if (!rec) {
+            r = -ENOMEM;
+            break;
+        }
+        req->rec = rec;
+        req->gen = rec->gen;
+        loop_consume_wake(req->coro);
+        r = park(req->coro, rec, NULL, 0, deadline);
+        if (r < 0 && !req->done)
+            break;
+        r = 0;
+    }
+    if (!req->done) {
+        req->orphaned = true;
+        if (handle)
+            evdns_getaddrinfo_cancel(handle);
+        return r;
+    }
+    int err = req->err;
+    if (!err) {
+        memcpy(addr, &req->addr, req->addrlen);
+        *addrlen = req->addrlen;
+    }
+    free(req);
+    recs_live--;
+    return -err;
+}
+
+int io_connect(struct loop *loop, const char *host, uint16_t port, size_t read_max,
+               int64_t deadline, struct io_stream **out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = 0;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        len = sizeof(*v4);
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        len = sizeof(*v6);
+    } else {
+        int r = resolve(loop, host, port, deadline, &ss, &len);
+        if (r < 0)
+            return r;
+    }
+    return io_connect_addr(loop, (struct sockaddr *)&ss, len, read_max, deadline, out);
+}

@@ -1,2 +1,248 @@
-/* loop: see loop.h. */
+/*
+ * loop: see loop.h for the contract.
+ *
+ * The run queue is an intrusive list through coro_slots.run_next. A
+ * coroutine is queued at most once (slots.queued) and resumed only if it
+ * is still ready when its turn comes: a wake that the coroutine consumed
+ * itself (an io_wait that found its event already there) leaves a queued
+ * but no longer ready entry, which the scheduler skips.
+ */
 #include "loop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+
+#include "coro.h"
+
+/* A scheduler pass resumes at most this many coroutines before letting the
+ * loop poll for I/O again, so two coroutines signalling each other cannot
+ * starve the sockets. */
+#define LOOP_PASS_MAX 1024
+
+struct free_later {
+    void (*fn)(void *obj);
+    void *obj;
+    struct free_later *next;
+};
+
+struct loop {
+    struct event_base *base;
+    struct event *sched;
+    struct event *reaper;
+    struct coro_pool *pool;
+    struct coro *run_head;
+    struct coro *run_tail;
+    struct free_later *reap_head;
+    struct free_later **reap_tail;
+    struct evdns_base *dns;
+    unsigned live;
+};
+
+static __thread struct loop *current_loop;
+
+int64_t loop_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * LOOP_SEC + ts.tv_nsec;
+}
+
+int64_t loop_deadline(int64_t after)
+{
+    return after > 0 ? loop_now() + after : LOOP_NEVER;
+}
+
+int64_t loop_deadline_min(int64_t a, int64_t b)
+{
+    if (a == LOOP_NEVER)
+        return b;
+    if (b == LOOP_NEVER)
+        return a;
+    return a < b ? a : b;
+}
+
+static void on_schedule(evutil_socket_t fd, short what, void *arg);
+static void on_reap(evutil_socket_t fd, short what, void *arg);
+
+struct loop *loop_new(size_t stack_size, unsigned pool_cap)
+{
+    if (coro_thread_init() != 0)
+        return NULL;
+    struct loop *loop = calloc(1, sizeof(*loop));
+    if (!loop)
+        return NULL;
+    loop->reap_tail = &loop->reap_head;
+    loop->base = event_base_new();
+    loop->pool = coro_pool_new(stack_size, pool_cap);
+    if (!loop->base || !loop->pool)
+        goto out_free;
+    loop->sched = event_new(loop->base, -1, 0, on_schedule, loop);
+    loop->reaper = event_new(loop->base, -1, 0, on_reap, loop);
+    if (!loop->sched || !loop->reaper)
+        goto out_free;
+    current_loop = loop;
+    return loop;
+
+out_free:
+    loop_free(loop);
+    return NULL;
+}
+
+void loop_free(struct loop *loop)
+{
+    if (!loop)
+        return;
+    on_reap(-1, 0, loop);
+    if (loop->dns)
+        evdns_base_free(loop->dns, 1);
+    if (loop->sched)
+        event_free(loop->sched);
+    if (loop->reaper)
+        event_free(loop->reaper);
+    coro_pool_free(loop->pool);
+    if (loop->base)
+        event_base_free(loop->base);
+    if (current_loop == loop)
+        current_loop = NULL;
+    free(loop);
+}
+
+struct loop *loop_current(void)
+{
+    return current_loop;
+}
+
+struct event_base *loop_base(struct loop *loop)
+{
+    return loop->base;
+}
+
+struct evdns_base *loop_dns(struct loop *loop)
+{
+    if (!loop->dns)
+        loop->dns = evdns_base_new(loop->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    return loop->dns;
+}
+
+int loop_spawn(struct loop *loop, void (*fn)(void *arg), void *arg, struct coro **out)
+{
+    struct coro *c;
+    int err = coro_new(loop->pool, fn, arg, &c);
+    if (err)
+        return err;
+    coro_slots(c)->loop = loop;
+    loop->live++;
+    loop_wake(c);
+    if (out)
+        *out = c;
+    return 0;
+}
+
+void loop_wake(struct coro *c)
+{
+    struct coro_slots *s = coro_slots(c);
+    struct loop *loop = s->loop;
+    s->ready = true;
+    if (s->queued)
+        return;
+    s->queued = true;
+    s->run_next = NULL;
+    if (loop->run_tail)
+        coro_slots(loop->run_tail)->run_next = c;
+    else
+        loop->run_head = c;
+    loop->run_tail = c;
+    event_active(loop->sched, EV_TIMEOUT, 0);
+}
+
+void loop_consume_wake(struct coro *c)
+{
+    coro_slots(c)->ready = false;
+}
+
+/* The scheduler: the only caller of coro_resume(), on the loop's stack. */
+static void on_schedule(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct loop *loop = arg;
+    coro_resume_gate(true);
+    for (unsigned n = 0; loop->run_head && n < LOOP_PASS_MAX; n++) {
+        struct coro *c = loop->run_head;
+        struct coro_slots *s = coro_slots(c);
+        loop->run_head = s->run_next;
+        if (!loop->run_head)
+            loop->run_tail = NULL;
+        s->queued = false;
+        s->run_next = NULL;
+        if (!s->ready)
+            continue;
+        s->ready = false;
+        coro_resume(c);
+        if (coro_done(c)) {
+            loop->live--;
+            coro_release(c);
+        }
+    }
+    coro_resume_gate(false);
+    if (loop->run_head)
+        event_active(loop->sched, EV_TIMEOUT, 0);
+}
+
+int loop_run(struct loop *loop)
+{
+    return event_base_dispatch(loop->base) < 0 ? -EIO : 0;
+}
+
+void loop_stop(struct loop *loop)
+{
+    event_base_loopexit(loop->base, NULL);
+}
+
+void loop_free_later(struct loop *loop, void (*fn)(void *obj), void *obj)
+{
+    struct free_later *f = malloc(sizeof(*f));
+    if (!f) {
+        /* Out of memory: freeing now is the lesser evil than leaking
+         * forever; callers pass objects whose callbacks are gone. */
+        fn(obj);
+        return;
+    }
+    f->fn = fn;
+    f->obj = obj;
+    f->next = NULL;
+    *loop->reap_tail = f;
+    loop->reap_tail = &f->next;
+    event_active(loop->reaper, EV_TIMEOUT, 0);
+}
+
+/* Runs after every callback already active when the objects were queued. */
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct loop *loop = arg;
+    struct free_later *list = loop->reap_head;
+    loop->reap_head = NULL;
+    loop->reap_tail = &loop->reap_head;
+    while (list) {
+        struct free_later *next = list->next;
+        list->fn(list->obj);
+        free(list);
+        list = next;
+    }
+}
+
+unsigned loop_live(const struct loop *loop)
+{
+    return loop->live;
+}
+
+unsigned loop_stacks_mapped(const struct loop *loop)
+{
+    return coro_pool_live(loop->pool) + coro_pool_idle(loop->pool);
+}
