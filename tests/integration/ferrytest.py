@@ -1015,6 +1015,8 @@ def run_cases(f, cases):
         try:
             cl.send(data)
             r = cl.response(c.timeout, head_request=(c.method == "HEAD"))
+            cl._fill(time.monotonic() + 0.05)
+            check(not cl.buf, "%s: unexpected bytes after the response: %r" % (c.name, cl.buf[:200]))
         finally:
             cl.close()
         expect_response(r, status=c.status, headers=c.resp_headers, body=c.resp_body,
