@@ -61,7 +61,7 @@ struct headers_forward {
  * order minus: hop-by-hop ones (Connection, Keep-Alive, Proxy-Connection,
  * TE, Trailer, Transfer-Encoding, Upgrade unless fwd->tunnel, every field
  * named in Connection), Host, Content-Length (framing is the serializer's),
- * HTTP2-Settings, Upgrade: h2c, X-Forwarded-*/Forwarded from untrusted
+ * HTTP2-Settings, Upgrade: h2c, X-Forwarded-* and Forwarded from untrusted
  * peers, Via and X-Request-Id (re-added); then X-Forwarded-For (the trusted
  * chain + client_addr), X-Forwarded-Proto, X-Forwarded-Host, Forwarded (see
  * above), Via (chain + "1.1 ferry"), X-Request-Id, and when tunnelling
