@@ -163,6 +163,17 @@ struct http1_header {
     size_t value_len;
 };
 
+/* Private to http1.c: where a restarted parse resumes. Offsets, not
+ * pointers, since the caller's buffer may move between calls. */
+struct http1_scan {
+    size_t line;   /* start of the first line not yet complete */
+    size_t scan;   /* bytes [line, scan) hold no LF */
+    size_t tstart; /* request line: offset of the target, 0 = not yet seen */
+    size_t first_end; /* offset of the start line's CR once complete */
+    int phase;     /* request line: 0 method, 1 target, 2 rest */
+    bool first_done; /* the start line is complete and valid */
+};
+
 struct http1_request {
     enum http1_method method;
     const char *method_str; /* the token as received (case-sensitive) */
@@ -196,7 +207,7 @@ struct http1_request {
     bool upgrade_websocket;  /* ... and Upgrade lists "websocket" */
     bool upgrade_h2c;        /* Upgrade lists "h2c" (headers.c drops it) */
 
-    size_t scan_; /* private: resume offset, set by http1_request_init */
+    struct http1_scan scan_; /* private: resume state, see http1_request_init */
 };
 
 struct http1_response {
@@ -213,7 +224,7 @@ struct http1_response {
     bool has_content_length;
     bool keep_alive; /* false for CLOSE framing */
     bool upgrade;    /* 101 with Upgrade: the connection becomes a tunnel */
-    size_t scan_;    /* private */
+    struct http1_scan scan_; /* private */
 };
 
 /* Prepares `req` for a new head, with `cap` header slots owned by the
