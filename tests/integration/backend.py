@@ -211,7 +211,7 @@ class Backend:
         self.lsock.listen(1024)
         self.port = self.lsock.getsockname()[1]
         self.address = "%s:%d" % (host, self.port)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.conns = []  # every Conn ever accepted
         self.requests = []  # every Request, in arrival order (head received)

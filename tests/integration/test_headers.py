@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Forwarded headers (issue 5, point 3): X-Forwarded-* kept only from
+trusted_proxies, Via, X-Request-Id, hop-by-hop removal both ways, host_header
+modes, request re-serialisation. Fast (~2 s)."""
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ferrytest import *  # noqa: E402,F401,F403
+
+
+def joined(req, name):
+    v = req.header_all(name)
+    return ", ".join(v) if v else None
+
+
+def setup(trusted):
+    be = backend()
+    f = ferry(trusted_proxies=trusted, upstreams={"u": servers(be)},
+              routes=[route("all", "/", upstream="u")])
+    return be, f
+
+
+FORGED = {"X-Forwarded-For": "1.2.3.4", "X-Forwarded-Proto": "https",
+          "X-Forwarded-Host": "evil.test", "Forwarded": "for=1.2.3.4;proto=https"}
+
+
+def test_untrusted_peer():
+    "from a peer outside trusted_proxies, X-Forwarded-*/Forwarded are replaced by ferry's own"
+    be, f = setup(["10.0.0.0/8"])
+
+    def upstream(req):
+        eq(joined(req, "X-Forwarded-For"), "127.0.0.1", "upstream X-Forwarded-For")
+        eq(req.header("X-Forwarded-Proto"), "http", "upstream X-Forwarded-Proto")
+        check(req.header("X-Forwarded-Host") in (None, "client.test"),
+              "upstream X-Forwarded-Host %r" % req.header("X-Forwarded-Host"))
+        check("1.2.3.4" not in (joined(req, "Forwarded") or ""),
+              "forged Forwarded kept: %r" % joined(req, "Forwarded"))
+    run_cases(f, [Case("forged headers dropped", path="/echo", host="client.test",
+                       headers=FORGED, status=200, backend=be, upstream=upstream),
+                  Case("no headers -> ferry adds its own", path="/echo", status=200, backend=be,
+                       upstream={"headers": {"X-Forwarded-For": "127.0.0.1",
+                                             "X-Forwarded-Proto": "http"}})])
+
+
+def test_trusted_peer():
+    "from a trusted peer, X-Forwarded-For is kept and the peer appended"
+    be, f = setup(["127.0.0.1/32"])
+
+    def upstream(req):
+        eq(joined(req, "X-Forwarded-For"), "1.2.3.4, 127.0.0.1", "upstream X-Forwarded-For")
+        eq(req.header("X-Forwarded-Proto"), "https", "upstream X-Forwarded-Proto (trusted)")
+    run_cases(f, [Case("trusted chain kept", path="/echo", headers=FORGED, status=200,
+                       backend=be, upstream=upstream)])
+
+
+def test_via_and_request_id():
+    "Via added (appended to the client's), X-Request-Id sent upstream and logged, unique"
+    be, f = setup([])
+    run_cases(f, [
+        Case("Via added", path="/echo", status=200, backend=be,
+             upstream={"headers": {"Via": re.compile(r"^1\.1 \S+$")}}),
+        Case("Via appended", path="/echo", headers={"Via": "1.0 edge"}, status=200, backend=be,
+             upstream=lambda req: check(re.match(r"^1\.0 edge, 1\.1 \S+$",
+                                                 joined(req, "Via") or ""),
+                                        "upstream Via %r" % joined(req, "Via"))),
+    ])
+    ids = set()
+    for i in range(5):
+        expect_response(request(f, "GET", "/echo?i=%d" % i), status=200)
+        rid = be.last().header("X-Request-Id")
+        check(rid, "no X-Request-Id upstream: %r" % be.last().head_raw)
+        ids.add(rid)
+        f.wait_access(lambda e: e.get("request_id") == rid, what="request_id %s" % rid)
+    eq(len(ids), 5, "distinct request ids for 5 requests")
+
+
+def test_hop_by_hop_request():
+    "hop-by-hop request headers (and those named in Connection) are not forwarded"
+    be, f = setup([])
+
+    def upstream(req):
+        for h in ("X-Drop", "Keep-Alive", "Proxy-Connection", "Upgrade"):
+            check(req.header(h) is None, "upstream got hop-by-hop %s: %r" % (h, req.head_raw))
+        conn = (joined(req, "Connection") or "").lower()
+        check("x-drop" not in conn, "upstream Connection %r" % conn)
+        eq(req.header("X-Keep"), "1", "end-to-end header X-Keep")
+        eq(req.version, "HTTP/1.1", "upstream request version")
+    run_cases(f, [Case("Connection-named and hop-by-hop removed", path="/echo",
+                       headers=[("Connection", "keep-alive, X-Drop"), ("X-Drop", "1"),
+                                ("Keep-Alive", "timeout=5"), ("Proxy-Connection", "keep-alive"),
+                                ("Upgrade", "h2c"), ("X-Keep", "1")],
+                       status=200, backend=be, upstream=upstream)])
+
+
+def test_hop_by_hop_response():
+    "hop-by-hop response headers from the backend do not reach the client"
+    be, f = setup([])
+    r = request(f, "GET", "/headers?h=Connection:X-Secret&h=X-Secret:1&h=Keep-Alive:timeout=99"
+                "&h=X-Public:2")
+    expect_response(r, status=200, body="headers\n",
+                    headers={"X-Public": "2", "X-Secret": None,
+                             "Keep-Alive": lambda v: v is None or "99" not in v,
+                             "Connection": lambda v: v is None or "secret" not in v.lower()})
+
+
+def test_request_reserialised():
+    "the upstream head is re-serialised: one framing header, values trimmed"
+    be, f = setup([])
+
+    def upstream(req):
+        eq(req.header("X-Pad"), "padded", "trimmed value")
+        check(b"X-Pad:   padded" not in req.head_raw, "client bytes copied: %r" % req.head_raw)
+        framing = [n.lower() for n, _ in req.headers
+                   if n.lower() in ("content-length", "transfer-encoding")]
+        check(len(framing) == 1, "framing headers upstream: %r" % framing)
+        eq(req.body, b"abc", "body")
+    run_cases(f, [Case("X-Pad trimmed", method="POST", path="/echo",
+                       headers=[("X-Pad", "  padded  ")], body=b"abc", status=200, backend=be,
+                       upstream=upstream)])
+
+
+def test_host_header_modes():
+    "host_header: preserve (client's Host), upstream (server address), a literal"
+    be = backend()
+    f = ferry(upstreams={"keep": servers(be, host_header="preserve"),
+                         "srv": servers(be, host_header="upstream"),
+                         "lit": servers(be, host_header="internal.example")},
+              routes=[route("keep", "/keep", upstream="keep"),
+                      route("srv", "/srv", upstream="srv"),
+                      route("lit", "/lit", upstream="lit")])
+    run_cases(f, [
+        Case("preserve", path="/keep", host="client.test", status=200, backend=be,
+             upstream={"headers": {"Host": "client.test"}}),
+        Case("upstream", path="/srv", host="client.test", status=200, backend=be,
+             upstream={"headers": {"Host": re.compile(r"^127\.0\.0\.1(:%d)?$" % be.port)}}),
+        Case("literal", path="/lit", host="client.test", status=200, backend=be,
+             upstream={"headers": {"Host": "internal.example"}}),
+    ])
+    for n in ("Host",):
+        eq(len(be.last().header_all(n)), 1, "Host headers upstream")
+
+
+if __name__ == "__main__":
+    run(globals(), budget=30)
