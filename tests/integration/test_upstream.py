@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Upstreams (issue 5, points 4 and 6): weighted smooth round robin, the
+keep-alive pool counted at the backend, a pooled connection the backend
+closed leaves the pool, one retry on a fresh connection when a reused one
+fails before any response byte, max_connections, connect refused and reset
+-> 502, no head within upstream_header -> 504, a body stall beyond
+upstream_read aborts. Fast (~8 s)."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ferrytest import *  # noqa: E402,F401,F403
+
+
+def test_round_robin_weights():
+    "weights 3:1 give exactly 30:10 of 40 sequential requests, interleaved (smooth)"
+    a, b = backend("a"), backend("b")
+    f = ferry(upstreams={"u": servers(a, b, weights=[3, 1])},
+              routes=[route("all", "/", upstream="u")])
+    seq = []
+    for i in range(40):
+        before = a.stats()["requests"]
+        expect_response(request(f, "GET", "/fast"), status=200, body="ok\n")
+        seq.append("a" if a.stats()["requests"] > before else "b")
+    eq((a.stats()["requests"], b.stats()["requests"]), (30, 10), "requests per server (a, b)")
+    for i in range(0, 40, 4):
+        eq(seq[i:i + 4].count("b"), 1, "b in each window of 4 (smooth): %s" % "".join(seq))
+
+
+def test_pool_reuse():
+    "20 requests from 20 client connections use one pooled upstream connection"
+    be = backend()
+    f = ferry(upstreams={"u": servers(be, keepalive=8)}, routes=[route("all", "/", upstream="u")])
+    for i in range(20):
+        expect_response(request(f, "GET", "/fast?i=%d" % i), status=200)
+    st = be.stats()
+    eq(st["requests"], 20, "requests at the backend")
+    eq(st["connections"], 1, "upstream connections opened for 20 sequential requests")
+    f.wait_access(lambda e: e.get("path", "").startswith("/fast?i=19") or
+                  e.get("path") == "/fast", what="the last request")
+
+
+def test_pool_drops_connection_closed_by_backend():
+    "a pooled connection the backend closes leaves the pool: the next request succeeds"
+    be = backend()
+    f = ferry(upstreams={"u": servers(be)}, routes=[route("all", "/", upstream="u")])
+    for i in range(4):
+        r = request(f, "GET", "/close-after?n=1&mode=close")
+        expect_response(r, status=200, body_contains="req 1")
+        time.sleep(0.2)
+    eq(be.stats()["connections"], 4, "upstream connections (each closed by the backend)")
+
+
+def test_retry_on_reused_connection():
+    "a GET failing on a reused connection before any byte is retried once on a fresh one"
+    be = backend()
+    f = ferry(upstreams={"u": servers(be)}, routes=[route("all", "/", upstream="u")])
+    expect_response(request(f, "GET", "/close-after?n=1"), status=200, body_contains="conn 1 req 1")
+    # the pooled connection 1 gets request 2: the backend reads it and closes silently
+    r = request(f, "GET", "/close-after?n=1")
+    expect_response(r, status=200, body_contains="conn 2 req 1", what="retried GET")
+    eq(be.stats()["connections"], 2, "upstream connections (pooled one + retry)")
+    eq(be.stats()["requests"], 3, "requests seen by the backend")
+
+
+def test_max_connections():
+    "max_connections: 2 caps concurrent upstream connections per server"
+    be = backend()
+    f = ferry(upstreams={"u": servers(be, max_connections=2)},
+              routes=[route("all", "/", upstream="u")])
+    res = parallel(6, lambda i: request(f, "GET", "/slow?ms=400&i=%d" % i), timeout=20)
+    for r in res:
+        check(isinstance(r, Response), "request failed: %r" % r)
+    statuses = sorted(r.status for r in res)
+    check(set(statuses) <= {200, 503}, "statuses %r (expected 200 or 503)" % statuses)
+    check(statuses.count(200) >= 2, "fewer than 2 requests served: %r" % statuses)
+    st = be.stats()
+    check(st["peak_open_connections"] <= 2, "backend saw %d concurrent connections"
+          % st["peak_open_connections"])
+
+
+def test_connect_refused_502():
+    "connect refused -> 502 JSON, logged"
+    f = ferry(upstreams={"u": servers(refused_address())}, routes=[route("all", "/", upstream="u")])
+    r = request(f, "GET", "/x")
+    expect_response(r, status=502, json={"status": 502, "error": lambda v: bool(v),
+                                         "request_id": lambda v: bool(v)})
+    f.wait_access(lambda e: e.get("status") == 502, what="the 502")
+
+
+def test_reset_502():
+    "an upstream reset before the head -> 502; ferry keeps serving"
+    be = backend()
+    f = ferry(upstreams={"u": servers(be)}, routes=[route("all", "/", upstream="u")])
+    expect_response(request(f, "GET", "/reset"), status=502, json={"status": 502})
+    expect_response(request(f, "GET", "/fast"), status=200)
+
+
+def test_upstream_header_timeout_504():
+    "no response head within upstream_header -> 504, upstream connection closed"
+    be = backend()
+    f = ferry(timeouts={"upstream_header": "500ms"}, upstreams={"u": servers(be)},
+              routes=[route("all", "/", upstream="u")])
+    r, dt = timed(request, f, "GET", "/slow?ms=4000", timeout=10)
+    expect_response(r, status=504, json={"status": 504})
+    check(0.4 <= dt <= 2.0, "504 after %.2fs, expected about 0.5s" % dt)
+    req = be.wait_for(lambda b: b.last() and b.last().peer_closed, 2.0)
+    check(req, "the backend's connection was not closed by ferry after the 504")
+
+
+def test_upstream_read_stall_aborts():
+    "a response body stalling beyond upstream_read reaches the client cut short"
+    be = backend()
+    f = ferry(timeouts={"upstream_read": "500ms"}, upstreams={"u": servers(be)},
+              routes=[route("all", "/", upstream="u")])
+    t0 = time.monotonic()
+    res = raw(f, b"GET /slow-body?bytes=100000&after=1000&ms=4000 HTTP/1.1\r\nHost: x\r\n\r\n",
+              timeout=5)
+    dt = time.monotonic() - t0
+    r = res.response
+    eq(r.status, 200, "status of the stalled response")
+    check(not r.complete, "stalled body came back complete: %r" % r)
+    check(res.how in ("eof", "reset"), "client connection not closed (%s)" % res.how)
+    check(dt < 3.0, "abort after %.2fs, expected about 0.5s" % dt)
+
+
+if __name__ == "__main__":
+    run(globals(), budget=60)
