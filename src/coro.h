@@ -27,10 +27,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
-
 /* Stack sizes: the default follows `coroutine_stack: 64k`; sanitizer builds
  * need room for ASan's redzones and UBSan's frames. */
 #ifdef FERRY_SANITIZERS

@@ -1,0 +1,21 @@
+/*
+ * admin: the admin listener (admin.listen) on the main thread:
+ * GET /healthz ("ok"), GET /status (JSON: workers, connections,
+ * live_coroutines, requests_total, upstream_connections). Metrics in
+ * Prometheus format come with the operations work.
+ */
+#ifndef FERRY_ADMIN_H
+#define FERRY_ADMIN_H
+
+#include "config.h"
+
+struct event_base;
+struct worker;
+struct admin;
+
+/* Starts serving on cfg->admin_listen. NULL (message printed) on failure. */
+struct admin *admin_start(struct event_base *base, const struct config *cfg,
+                          struct worker *workers, unsigned nworkers);
+void admin_stop(struct admin *a);
+
+#endif

@@ -1,0 +1,203 @@
+/* conn: see conn.h. */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "io.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "worker.h"
+
+#define CLIENT_READ_MAX (128u * 1024u)
+
+static void on_idle(struct io_stream *s, unsigned what, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
+static void arm_timer(struct conn *c, int64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    event_add(c->timer, &tv);
+}
+
+/* The peer's address as text; a v4-mapped IPv6 address prints as IPv4. */
+static void peer_text(const struct sockaddr *sa, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            inet_ntop(AF_INET, &a->s6_addr[12], out, (socklen_t)cap);
+        else
+            inet_ntop(AF_INET6, a, out, (socklen_t)cap);
+    } else {
+        snprintf(out, cap, "unix");
+    }
+}
+
+void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->w = w;
+    c->s = io_stream_from_fd(w->loop, fd, CLIENT_READ_MAX);
+    c->timer = event_new(loop_base(w->loop), -1, 0, on_timer, c);
+    if (!c->s || !c->timer) {
+        io_stream_free(c->s);
+        if (c->timer)
+            event_free(c->timer);
+        free(c);
+        return;
+    }
+    if (len > sizeof(c->peer))
+        len = sizeof(c->peer);
+    memcpy(&c->peer, peer, len);
+    c->peer_len = len;
+    peer_text(peer, c->client, sizeof(c->client));
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    WORKER_STAT_ADD(w, connections, 1);
+    io_set_idle(c->s, on_idle, c);
+    /* Until its first byte, a new connection has client_header to send a
+     * head (a silent connection is a slowloris as much as a slow one). */
+    arm_timer(c, w->cfg->timeouts.client_header);
+}
+
+static void conn_close(struct conn *c)
+{
+    struct worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    event_free(c->timer);
+    io_stream_free(c->s);
+    WORKER_STAT_SUB(w, connections, 1);
+    free(c);
+}
+
+/* Lingering close: our answer is out (flushed, write side shut by the
+ * request); discard what the client still sends until it closes or
+ * CONN_LINGER_MS pass. No coroutine is held. */
+static void conn_linger(struct conn *c)
+{
+    c->lingering = true;
+    evbuffer_drain(io_input(c->s), evbuffer_get_length(io_input(c->s)));
+    arm_timer(c, CONN_LINGER_MS);
+}
+
+/* Answers from a callback, without a coroutine (no stack could be had). */
+static void answer_now(struct conn *c, int status, const char *why)
+{
+    char body[160], head[256];
+    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d}\n", why, status);
+    int hlen = snprintf(head, sizeof(head),
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                        "Retry-After: 1\r\nConnection: close\r\n\r\n",
+                        status, status == 503 ? "Service Unavailable" : "Error", blen);
+    evbuffer_add(io_output(c->s), head, (size_t)hlen);
+    evbuffer_add(io_output(c->s), body, (size_t)blen);
+    conn_linger(c);
+}
+
+static void start_request(struct conn *c)
+{
+    struct worker *w = c->w;
+    event_del(c->timer);
+    if (WORKER_STAT_GET(w, requests_live) >= w->cfg->max_requests) {
+        static int64_t last;
+        log_ratelimited(&last, 1000, CONFIG_LOG_WARN,
+                        "worker %u: max_requests (%u) reached: answering 503", w->id,
+                        w->cfg->max_requests);
+        answer_now(c, 503, "too many requests in flight");
+        return;
+    }
+    int r = loop_spawn(w->loop, proxy_serve, c, &c->req);
+    if (r < 0) {
+        static int64_t last;
+        log_ratelimited(&last, 1000, CONFIG_LOG_ERROR,
+                        "worker %u: cannot map a coroutine stack (%s): answering 503; raise "
+                        "vm.max_map_count or lower max_requests",
+                        w->id, strerror(-r));
+        c->req = NULL;
+        answer_now(c, 503, "out of memory for a new request");
+        return;
+    }
+    WORKER_STAT_ADD(w, requests_live, 1);
+    WORKER_STAT_ADD(w, requests_total, 1);
+}
+
+static void on_idle(struct io_stream *s, unsigned what, void *arg)
+{
+    struct conn *c = arg;
+    if (c->lingering) {
+        if (what & IO_EOF)
+            conn_close(c);
+        else
+            evbuffer_drain(io_input(s), evbuffer_get_length(io_input(s)));
+        return;
+    }
+    if (c->req)
+        return; /* spawned, not yet waiting: it will see this itself */
+    if (what & IO_EOF) {
+        conn_close(c);
+        return;
+    }
+    start_request(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct conn *c = arg;
+    if (c->req)
+        return;
+    conn_close(c);
+}
+
+void conn_finish_request(struct conn *c, bool keep_alive, bool linger)
+{
+    struct worker *w = c->w;
+    c->req = NULL;
+    c->served++;
+    WORKER_STAT_SUB(w, requests_live, 1);
+    if (keep_alive && !c->close_after && !w->draining) {
+        arm_timer(c, w->cfg->timeouts.client_idle);
+        /* Bytes that arrived while the response finished start the next
+         * request on the next loop turn (the idle callback only fires on
+         * new reads). */
+        if (evbuffer_get_length(io_input(c->s)) > 0)
+            start_request(c);
+        return;
+    }
+    if (linger)
+        conn_linger(c);
+    else
+        conn_close(c);
+}
+
+void conn_drain(struct conn *c)
+{
+    if (!c->req && !c->lingering)
+        conn_close(c);
+    else
+        c->close_after = true;
+}

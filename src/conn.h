@@ -1,0 +1,59 @@
+/*
+ * conn: one client connection.
+ *
+ * An idle keep-alive connection is this struct and a stream, with no
+ * coroutine and no stack (DESIGN "A coroutine per request"). The first byte
+ * of a request starts a request coroutine (proxy_serve); when the response
+ * is done and nothing is pipelined behind it, the coroutine ends and the
+ * connection is idle again. Closing is immediate, or lingering after an
+ * early answer: the unread request body is drained for up to
+ * CONN_LINGER_MS so the client reads the answer instead of a reset.
+ *
+ * Everything here runs on the worker's thread; conn_accept and the idle
+ * handlers run in callbacks, conn_finish_request in the request coroutine.
+ */
+#ifndef FERRY_CONN_H
+#define FERRY_CONN_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+
+#define CONN_LINGER_MS 2000
+
+struct coro;
+struct event;
+struct io_stream;
+struct worker;
+
+struct conn {
+    struct worker *w;
+    struct io_stream *s;
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+    char client[INET6_ADDRSTRLEN]; /* peer address as text */
+    struct coro *req;              /* the request coroutine, NULL when idle */
+    struct event *timer;           /* idle keep-alive, or lingering close */
+    struct conn *next, *prev;      /* the worker's list */
+    unsigned served;               /* requests answered */
+    bool close_after;              /* answer with Connection: close, then close */
+    bool lingering;
+};
+
+/* Takes an accepted socket. Closes it when out of memory. */
+void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len);
+
+/*
+ * Called by the request coroutine when its last response is complete:
+ * keep_alive leaves the connection idle (client_idle timer, no coroutine);
+ * otherwise it closes, lingering when linger is set (an early answer with
+ * request bytes left unread). The coroutine must not use c afterwards.
+ */
+void conn_finish_request(struct conn *c, bool keep_alive, bool linger);
+
+/* Draining (SIGTERM): closes c now if it is idle, else marks it to close
+ * after its current response. */
+void conn_drain(struct conn *c);
+
+#endif

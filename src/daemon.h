@@ -1,0 +1,24 @@
+/*
+ * daemon: what a well-behaved Unix service does around the proxy: the pid
+ * file (locked, so a second instance on the same file fails at once),
+ * RLIMIT_NOFILE raised soft to hard, and systemd notifications (READY=1,
+ * STOPPING=1, STATUS=). The only module that talks to libsystemd.
+ */
+#ifndef FERRY_DAEMON_H
+#define FERRY_DAEMON_H
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit. Returns the new soft limit. */
+long daemon_raise_nofile(void);
+
+/* Creates and locks the pid file, writing our pid. Returns an fd to keep
+ * open, or -errno after printing why (another instance holds the lock). */
+int daemon_pidfile(const char *path);
+/* Removes the pid file at a clean exit. */
+void daemon_pidfile_remove(const char *path, int fd);
+
+/* sd_notify wrappers; no-ops outside systemd. */
+void daemon_ready(const char *status);
+void daemon_stopping(void);
+void daemon_status(const char *status);
+
+#endif

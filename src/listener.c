@@ -1,0 +1,192 @@
+/* listener: see listener.h. */
+#include "listener.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "conn.h"
+#include "log.h"
+#include "loop.h"
+#include "worker.h"
+
+#define ACCEPT_BATCH 64
+
+static int open_socket(const struct config_listener *l, bool reuseport)
+{
+    const struct config_addr *a = &l->addr;
+    int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (!a->is_unix) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (reuseport)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        if (a->sa.ss_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (bind(fd, (const struct sockaddr *)&a->sa, a->salen) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+int listener_probe(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct config_listener *l = &cfg->listeners[i];
+        if (l->addr.is_unix) {
+            /* A stale socket file from a crashed run is replaced; a live
+             * one (something accepts on it) is in use. */
+            int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (probe >= 0 && connect(probe, (const struct sockaddr *)&l->addr.sa, l->addr.salen) == 0) {
+                close(probe);
+                fprintf(stderr, "ferry: listen %s: address in use\n", l->addr.text);
+                return -EADDRINUSE;
+            }
+            if (probe >= 0)
+                close(probe);
+            unlink(l->addr.path);
+            continue;
+        }
+        int fd = open_socket(l, false);
+        if (fd < 0) {
+            fprintf(stderr, "ferry: listen %s: %s\n", l->addr.text,
+                    fd == -EADDRINUSE ? "address in use (another ferry or server holds it)"
+                                      : strerror(-fd));
+            return fd;
+        }
+        close(fd);
+    }
+    return 0;
+}
+
+int listener_open(const struct config *cfg, int *fds)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct config_listener *l = &cfg->listeners[i];
+        int fd = open_socket(l, true);
+        if (fd >= 0 && listen(fd, (int)l->backlog) != 0) {
+            close(fd);
+            fd = -errno;
+        }
+        if (fd < 0) {
+            fprintf(stderr, "ferry: listen %s: %s\n", l->addr.text, strerror(-fd));
+            while (i-- > 0)
+                close(fds[i]);
+            return fd;
+        }
+        fds[i] = fd;
+    }
+    return 0;
+}
+
+/* One listening socket of a worker. */
+struct acceptor {
+    struct worker *w;
+    struct event *ev;
+    int fd;
+};
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct acceptor *a = arg;
+    event_add(a->ev, NULL);
+}
+
+/* Out of descriptors: spend the reserve one to accept and close a
+ * connection (the client sees a close, not a hang in the backlog), then
+ * stop polling the socket for 100 ms so the loop does not spin. */
+static void out_of_descriptors(struct acceptor *a, int err)
+{
+    struct worker *w = a->w;
+    static int64_t last;
+    log_ratelimited(&last, 1000, CONFIG_LOG_ERROR,
+                    "worker %u: accept: %s: closing new connections until descriptors free up",
+                    w->id, strerror(err));
+    if (w->reserve_fd >= 0) {
+        close(w->reserve_fd);
+        int fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            close(fd);
+        w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    event_del(a->ev);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
+    event_base_once(loop_base(w->loop), -1, EV_TIMEOUT, on_resume, a, &tv);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    (void)what;
+    struct acceptor *a = arg;
+    struct worker *w = a->w;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                out_of_descriptors(a, errno);
+            else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                log_warn("worker %u: accept: %s", w->id, strerror(errno));
+            return;
+        }
+        if (WORKER_STAT_GET(w, connections) >= w->cfg->limits.max_connections) {
+            close(fd);
+            continue;
+        }
+        if (peer.ss_family == AF_UNIX || len == 0) {
+            memset(&peer, 0, sizeof(peer));
+            peer.ss_family = AF_UNIX;
+            len = sizeof(sa_family_t);
+        }
+        conn_accept(w, fd, (struct sockaddr *)&peer, len);
+    }
+}
+
+int listener_start(struct worker *w)
+{
+    w->acceptors = calloc(w->nlisten ? w->nlisten : 1, sizeof(*w->acceptors));
+    if (!w->acceptors)
+        return -ENOMEM;
+    w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    for (unsigned i = 0; i < w->nlisten; i++) {
+        struct acceptor *a = &w->acceptors[i];
+        a->w = w;
+        a->fd = w->listen_fds[i];
+        a->ev = event_new(loop_base(w->loop), a->fd, EV_READ | EV_PERSIST, on_accept, a);
+        if (!a->ev || event_add(a->ev, NULL) != 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+void listener_stop(struct worker *w)
+{
+    if (!w->acceptors)
+        return;
+    for (unsigned i = 0; i < w->nlisten; i++) {
+        struct acceptor *a = &w->acceptors[i];
+        if (a->ev)
+            event_free(a->ev);
+        close(a->fd);
+    }
+    free(w->acceptors);
+    w->acceptors = NULL;
+    if (w->reserve_fd >= 0)
+        close(w->reserve_fd);
+    w->reserve_fd = -1;
+}

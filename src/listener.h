@@ -1,0 +1,33 @@
+/*
+ * listener: the listening sockets of `listen[]` and the accept loop.
+ *
+ * Before binding, each address is probe-bound without SO_REUSEPORT, so a
+ * second Ferry (or anything else) on the port fails with "address in use"
+ * instead of silently sharing it. Then each worker gets its own
+ * SO_REUSEPORT socket per address (the kernel spreads connections).
+ * Accepting runs in a libevent callback on the worker; when descriptors run
+ * out (EMFILE/ENFILE) the worker's reserve descriptor is spent to accept and
+ * close one connection, the error is logged at most once a second, and the
+ * listener pauses for 100 ms instead of spinning.
+ */
+#ifndef FERRY_LISTENER_H
+#define FERRY_LISTENER_H
+
+#include "config.h"
+
+struct worker;
+
+/* Checks that every listen address is free. Returns 0, or -errno after
+ * printing "ferry: listen ADDRESS: ..." to stderr. */
+int listener_probe(const struct config *cfg);
+
+/* Opens one SO_REUSEPORT listening socket per listen[] entry for a worker.
+ * Returns 0 with fds[0..n) set, or -errno (message printed). */
+int listener_open(const struct config *cfg, int *fds);
+
+/* Starts accepting on the worker's sockets. Returns 0 or -ENOMEM. */
+int listener_start(struct worker *w);
+/* Stops accepting and closes the worker's sockets. */
+void listener_stop(struct worker *w);
+
+#endif

@@ -1,0 +1,921 @@
+/*
+ * proxy: see proxy.h. One request's life, top to bottom: proxy_serve ->
+ * serve_one -> read_head -> route -> (respond | forward -> exchange ->
+ * send_response) -> finish -> log.
+ *
+ * Bytes stay in evbuffers: the client's head is moved into its own evbuffer
+ * (the parsed views point into it), bodies move evbuffer to evbuffer with
+ * evbuffer_remove_buffer (chains change hands, nothing is copied), and the
+ * heads Ferry sends are serialised from parsed fields only.
+ *
+ * Decision: the request body is moved by this coroutine inside the same
+ * wait set as the response head (client readable, upstream writable,
+ * upstream readable, client EOF, deadline), not by separate callbacks: the
+ * effect DESIGN asks for (an early upstream answer is forwarded, not turned
+ * into a 502) holds, and the flow stays in one place.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "conn.h"
+#include "coro.h"
+#include "headers.h"
+#include "http1.h"
+#include "io.h"
+#include "log.h"
+#include "loop.h"
+#include "route.h"
+#include "upstream.h"
+#include "worker.h"
+
+/* Output queued beyond this waits for the peer to read (backpressure). */
+#define OUT_HIGH (256u * 1024u)
+/* Header slots added by Ferry on top of the client's (Host, X-Forwarded-*,
+ * Forwarded, Via, X-Request-Id, Upgrade, Connection). */
+#define EXTRA_HEADERS 12
+
+/* How a body is read from one side and written to the other. */
+struct body {
+    enum http1_body in; /* framing as received */
+    bool chunk_out;     /* re-encode as chunked (else pass raw bytes) */
+    uint64_t remaining; /* HTTP1_BODY_LENGTH */
+    struct http1_chunked dec;
+    bool done;
+    uint64_t bytes; /* payload bytes moved */
+};
+
+/* Failures of the upstream exchange, each mapped to an answer. */
+enum fail {
+    FAIL_NONE = 0,
+    FAIL_UP_CLOSED,       /* closed or reset before any response byte */
+    FAIL_UP_TIMEOUT,      /* no response head within upstream_header: 504 */
+    FAIL_UP_SEND_TIMEOUT, /* the upstream stopped reading our request: 504 */
+    FAIL_UP_BAD,          /* a response that breaks HTTP/1: 502 */
+    FAIL_CLIENT_GONE,     /* the client closed: 499, nothing to answer */
+    FAIL_CLIENT_BODY,     /* a bad chunked request body: 400 */
+    FAIL_CLIENT_TIMEOUT,  /* the client stalled its body: 408 */
+    FAIL_BODY_TOO_LARGE,  /* chunked body over max_body_bytes: 413 */
+    FAIL_NOMEM,
+};
+
+struct request {
+    struct conn *conn;
+    struct worker *w;
+    const struct config *cfg;
+    struct io_stream *client;
+    const struct config_route *route;
+    const struct config_timeouts *tmo;
+    int64_t start;
+    int64_t total_deadline;
+
+    struct evbuffer *head; /* the client's head bytes; req's views point here */
+    struct http1_request req;
+    struct http1_header *hdrs;
+    size_t hdrs_cap;
+    char *path; /* normalised path */
+    size_t path_len;
+    char host[256]; /* normalised host, for routing */
+    size_t host_len;
+    char new_id[17];
+    const char *id; /* X-Request-Id in effect */
+    size_t id_len;
+
+    struct body req_body;
+    bool sent_continue;
+
+    struct upstream_conn *uc;
+    struct http1_response resp;
+    struct http1_header *resp_hdrs;
+    size_t resp_head_len;
+    struct body resp_body;
+
+    int status; /* what the client got */
+    int upstream_status;
+    const char *upstream_server;
+    const char *error;
+    uint64_t bytes_out;
+    double connect_ms;
+    double header_ms;
+    bool keep_alive; /* keep the client connection after this response */
+    bool linger;     /* close lingering: request bytes were left unread */
+};
+
+static int64_t phase_deadline(const struct request *r, int64_t ms)
+{
+    return loop_deadline_min(loop_deadline(ms * LOOP_MS), r->total_deadline);
+}
+
+static double ms_since(int64_t t0)
+{
+    return (double)(loop_now() - t0) / 1e6;
+}
+
+/* ---- answering the client ourselves -------------------------------------------- */
+
+/*
+ * Queues a complete response (head and body) on the client's output. The
+ * connection is kept only when the request was read whole (keep_alive
+ * unchanged) and the status is not a protocol error.
+ */
+static void answer(struct request *r, int status, const char *content_type, const char *body,
+                   size_t body_len, const char *extra_headers)
+{
+    struct evbuffer *out = io_output(r->client);
+    r->status = status;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, http1_reason(status));
+    if (content_type)
+        evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
+    evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
+    if (r->id_len)
+        evbuffer_add_printf(out, "X-Request-Id: %.*s\r\n", (int)r->id_len, r->id);
+    if (extra_headers)
+        evbuffer_add(out, extra_headers, strlen(extra_headers));
+    if (!r->keep_alive)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    evbuffer_add(out, "\r\n", 2);
+    if (r->req.method != HTTP1_METHOD_HEAD && body_len)
+        evbuffer_add(out, body, body_len);
+    r->bytes_out = body_len;
+}
+
+/* An error of Ferry's own, as JSON: {"error", "status", "request_id"}. */
+static void answer_error(struct request *r, int status, const char *why)
+{
+    char body[512];
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%.*s\"}\n",
+                     why, status, (int)r->id_len, r->id ? r->id : "");
+    if (!r->error)
+        r->error = why;
+    if (status >= 400 && status != 404 && status != 502 && status != 503 && status != 504)
+        r->keep_alive = false;
+    answer(r, status, "application/json", body, (size_t)n,
+           status == 503 ? "Retry-After: 1\r\n" : NULL);
+}
+
+/* ---- reading the request head ----------------------------------------------------- */
+
+/*
+ * Reads and parses one request head, trickled or pipelined, within
+ * client_header from its first byte. Returns 0, an HTTP status to answer
+ * (400, 408, 413, 414, 431, 501, 505), or -1 when the client closed
+ * before sending a whole head (nothing to answer).
+ */
+static int read_head(struct request *r)
+{
+    struct evbuffer *in = io_input(r->client);
+    int64_t deadline = phase_deadline(r, r->tmo->client_header);
+    struct http1_limits lim = {.max_header_bytes = r->cfg->limits.max_header_bytes,
+                               .max_headers = r->cfg->limits.max_headers};
+    http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
+        if (want > 0) {
+            const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
+            ssize_t n = http1_parse_request(buf, want, &lim, &r->req);
+            if (n > 0) {
+                /* Move the head into its own buffer: the views stay valid
+                 * while the body and pipelined bytes move on. */
+                evbuffer_remove_buffer(in, r->head, (size_t)n);
+                const char *head = (const char *)evbuffer_pullup(r->head, -1);
+                http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
+                if (http1_parse_request(head, (size_t)n, &lim, &r->req) != n)
+                    return 400; /* cannot happen: same bytes, same result */
+                return 0;
+            }
+            if (n != HTTP1_INCOMPLETE) {
+                r->error = http1_error_str((int)n);
+                return http1_error_status((int)n);
+            }
+        }
+        if (io_eof(r->client))
+            return -1;
+        struct io_want w = {.stream = r->client, .events = IO_READABLE, .read_min = len + 1};
+        int rc = io_wait(&w, 1, deadline);
+        if (rc == -ETIMEDOUT) {
+            r->error = "request head timed out (client_header)";
+            return len > 0 ? 408 : -1;
+        }
+        if (rc < 0)
+            return -1;
+    }
+}
+
+/* ---- bodies ------------------------------------------------------------------ */
+
+static void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_out,
+                      uint64_t max_body)
+{
+    memset(b, 0, sizeof(*b));
+    b->in = in;
+    b->chunk_out = chunk_out;
+    b->remaining = length;
+    struct http1_limits lim = {.max_body_bytes = max_body};
+    if (in == HTTP1_BODY_CHUNKED)
+        http1_chunked_init(&b->dec, &lim);
+    b->done = in == HTTP1_BODY_NONE || (in == HTTP1_BODY_LENGTH && length == 0);
+    if (b->done && b->chunk_out)
+        b->chunk_out = false;
+}
+
+/*
+ * Moves what `in` holds of the body to `out`, re-framing chunked bodies
+ * (extensions and trailers dropped). Never waits. Returns 0 or an
+ * HTTP1_E_* error. b->done turns true at the body's end (for CLOSE
+ * framing the caller decides at EOF).
+ */
+static int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
+{
+    size_t len = evbuffer_get_length(in);
+    if (b->done || len == 0)
+        return 0;
+    if (b->in == HTTP1_BODY_LENGTH) {
+        size_t n = len < b->remaining ? len : (size_t)b->remaining;
+        evbuffer_remove_buffer(in, out, n);
+        b->remaining -= n;
+        b->bytes += n;
+        b->done = b->remaining == 0;
+        return 0;
+    }
+    if (b->in == HTTP1_BODY_CLOSE) {
+        evbuffer_remove_buffer(in, out, len);
+        b->bytes += len;
+        return 0;
+    }
+    while (!b->done && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t off = 0, dlen = 0;
+        ssize_t n = http1_chunked_decode(&b->dec, v.iov_base, v.iov_len, &off, &dlen);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            break;
+        if (dlen > 0) {
+            evbuffer_drain(in, off);
+            if (b->chunk_out) {
+                char line[HTTP1_CHUNK_HEADER_MAX];
+                evbuffer_add(out, line, http1_chunk_header(line, dlen));
+            }
+            evbuffer_remove_buffer(in, out, dlen);
+            if (b->chunk_out)
+                evbuffer_add(out, HTTP1_CHUNK_END, 2);
+            evbuffer_drain(in, (size_t)n - off - dlen);
+            b->bytes += dlen;
+        } else {
+            evbuffer_drain(in, (size_t)n);
+        }
+        if (http1_chunked_done(&b->dec)) {
+            b->done = true;
+            if (b->chunk_out)
+                evbuffer_add(out, HTTP1_LAST_CHUNK, 5);
+        }
+    }
+    return 0;
+}
+
+/* ---- the upstream request head ------------------------------------------------ */
+
+/* The Host sent upstream, per the upstream's host_header. */
+static void upstream_host(const struct request *r, const struct config_upstream *up,
+                          const struct config_server *server, const char **host, size_t *len)
+{
+    if (up->host_header == CONFIG_HOST_LITERAL) {
+        *host = up->host_literal;
+        *len = strlen(up->host_literal);
+    } else if (up->host_header == CONFIG_HOST_UPSTREAM || !r->req.host) {
+        *host = server->addr.text;
+        *len = strlen(server->addr.text);
+    } else {
+        *host = r->req.host;
+        *len = r->req.host_len;
+    }
+}
+
+/*
+ * Serialises the head sent upstream into a fresh evbuffer (kept for a
+ * retry): the rewritten path, the forwarded headers, one framing header.
+ * Returns 0 or -ENOMEM / -ENOSPC.
+ */
+static int build_upstream_head(struct request *r, struct evbuffer *dst)
+{
+    const struct config_route *rt = r->route;
+    const struct config_upstream *up = rt->upstream;
+    size_t cap = r->path_len + (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
+    size_t scratch_cap = evbuffer_get_length(r->head) + 1024;
+    size_t nout = r->req.nheaders + EXTRA_HEADERS;
+    char *path = malloc(cap);
+    char *scratch = malloc(scratch_cap);
+    struct http1_header *out = calloc(nout, sizeof(*out));
+    int rc = -ENOMEM;
+    if (!path || !scratch || !out)
+        goto out_free;
+    size_t plen = headers_path_rewrite(r->path, r->path_len, rt->strip_prefix,
+                                       rt->strip_prefix ? strlen(rt->strip_prefix) : 0,
+                                       rt->add_prefix, rt->add_prefix ? strlen(rt->add_prefix) : 0,
+                                       path, cap);
+    if (plen >= cap) {
+        rc = -ENOSPC;
+        goto out_free;
+    }
+    struct headers_forward fwd = {
+        .trusted_peer = config_trusted(r->cfg, (const struct sockaddr *)&r->conn->peer),
+        .client_addr = r->conn->client,
+        .new_request_id = r->new_id,
+    };
+    upstream_host(r, up, &up->servers[0], &fwd.host, &fwd.host_len);
+    int n = headers_forward_request(&r->req, &fwd, out, nout, scratch, scratch_cap);
+    if (n < 0) {
+        rc = n;
+        goto out_free;
+    }
+    r->id = fwd.request_id;
+    r->id_len = fwd.request_id_len;
+    struct http1_head_out h = {
+        .method = r->req.method_str,
+        .method_len = r->req.method_len,
+        .path = path,
+        .path_len = plen,
+        .query = r->req.query,
+        .query_len = r->req.query_len,
+        .headers = out,
+        .nheaders = (size_t)n,
+        .body = r->req.body,
+        .content_length = r->req.content_length,
+    };
+    ssize_t need = http1_write_request_head(NULL, 0, &h);
+    struct evbuffer_iovec v;
+    if (need < 0 || evbuffer_reserve_space(dst, need + 1, &v, 1) < 1) {
+        rc = need < 0 ? (int)need : -ENOMEM;
+        goto out_free;
+    }
+    http1_write_request_head(v.iov_base, (size_t)need + 1, &h);
+    v.iov_len = (size_t)need;
+    evbuffer_commit_space(dst, &v, 1);
+    rc = 0;
+out_free:
+    free(out);
+    free(scratch);
+    free(path);
+    return rc;
+}
+
+/* ---- the exchange with the upstream -------------------------------------------------- */
+
+/* Answers `Expect: 100-continue` before the first body byte is needed. */
+static void maybe_continue(struct request *r)
+{
+    if (r->req.expect_continue && !r->sent_continue && !r->req_body.done &&
+        evbuffer_get_length(io_input(r->client)) == 0) {
+        evbuffer_add(io_output(r->client), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        r->sent_continue = true;
+    }
+}
+
+/*
+ * Tries to parse the response head from what the upstream sent. Returns 1
+ * with r->resp set, 0 when more bytes are needed, or -1 on a broken head.
+ * Interim 1xx heads (100 Continue, 103) are dropped here.
+ */
+static int parse_response_head(struct request *r, struct evbuffer *in)
+{
+    struct http1_limits lim = {.max_header_bytes = r->cfg->limits.max_header_bytes,
+                               .max_headers = r->cfg->limits.max_headers};
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        if (len == 0)
+            return 0;
+        size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
+        const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
+        http1_response_init(&r->resp, r->resp_hdrs, r->hdrs_cap);
+        ssize_t n = http1_parse_response(buf, want, &lim, r->req.method, &r->resp);
+        if (n == HTTP1_INCOMPLETE)
+            return 0;
+        if (n < 0) {
+            r->error = http1_error_str((int)n);
+            return -1;
+        }
+        if (r->resp.status >= 200 || r->resp.status == 101) {
+            r->resp_head_len = (size_t)n;
+            return 1;
+        }
+        evbuffer_drain(in, (size_t)n);
+    }
+}
+
+/*
+ * Sends the request body (if any) while waiting for the response head.
+ * The head was already queued on the upstream's output. Returns FAIL_NONE
+ * with r->resp parsed, or a failure.
+ */
+static enum fail exchange(struct request *r, struct io_stream *up)
+{
+    struct evbuffer *cin = io_input(r->client);
+    struct evbuffer *uout = io_output(up);
+    struct evbuffer *uin = io_input(up);
+    int64_t header_deadline = LOOP_NEVER;
+    for (;;) {
+        if (!r->req_body.done && evbuffer_get_length(uout) < OUT_HIGH) {
+            int e = body_move(&r->req_body, cin, uout);
+            if (e == HTTP1_E_BODY_TOO_LARGE)
+                return FAIL_BODY_TOO_LARGE;
+            if (e < 0) {
+                r->error = http1_error_str(e);
+                return FAIL_CLIENT_BODY;
+            }
+        }
+        if (r->req_body.done && header_deadline == LOOP_NEVER)
+            header_deadline = phase_deadline(r, r->tmo->upstream_header);
+        int p = parse_response_head(r, uin);
+        if (p > 0)
+            return FAIL_NONE;
+        if (p < 0)
+            return FAIL_UP_BAD;
+        if (io_eof(up))
+            return evbuffer_get_length(uin) == 0 ? FAIL_UP_CLOSED : FAIL_UP_BAD;
+
+        maybe_continue(r);
+        struct io_want w[3] = {
+            {.stream = up, .events = IO_READABLE | IO_EOF, .read_min = evbuffer_get_length(uin) + 1},
+            {.stream = r->client, .events = IO_EOF},
+        };
+        unsigned n = 2;
+        int64_t deadline = header_deadline;
+        bool reading_body = !r->req_body.done && evbuffer_get_length(uout) < OUT_HIGH;
+        if (reading_body) {
+            w[1].events |= IO_READABLE;
+            w[1].read_min = evbuffer_get_length(cin) + 1;
+            deadline = phase_deadline(r, r->tmo->client_body);
+        } else if (!r->req_body.done) {
+            w[0].events |= IO_WRITABLE;
+            w[0].write_below = OUT_HIGH / 2;
+            deadline = phase_deadline(r, r->tmo->upstream_send);
+        }
+        (void)n;
+        int rc = io_wait(w, 2, deadline);
+        if (rc == -ETIMEDOUT) {
+            if (r->req_body.done)
+                return FAIL_UP_TIMEOUT;
+            return reading_body ? FAIL_CLIENT_TIMEOUT : FAIL_UP_SEND_TIMEOUT;
+        }
+        if (rc < 0)
+            return FAIL_CLIENT_GONE;
+        /* The client's read side ending with its body incomplete, or its
+         * socket failing, is an abort; an upstream EOF is handled above. */
+        if ((w[1].fired & IO_EOF) && (!r->req_body.done || io_error(r->client)) &&
+            evbuffer_get_length(cin) == 0)
+            return FAIL_CLIENT_GONE;
+    }
+}
+
+/* ---- the response ------------------------------------------------------------ */
+
+/*
+ * Sends the response head to the client and streams the body with
+ * backpressure both ways. Returns 0 when the body ended cleanly, -1 when
+ * it was cut short (upstream EOF, error or stall: the client connection
+ * is then closed without a clean end) or the client went away.
+ */
+static int send_response(struct request *r, struct io_stream *up)
+{
+    struct http1_response *resp = &r->resp;
+    struct evbuffer *uin = io_input(up);
+    struct evbuffer *cout = io_output(r->client);
+    r->upstream_status = resp->status;
+    r->status = resp->status;
+
+    enum http1_body down = resp->body;
+    if (down == HTTP1_BODY_CHUNKED && r->req.version_minor == 0)
+        down = HTTP1_BODY_CLOSE; /* an HTTP/1.0 client cannot take chunks */
+    if (down == HTTP1_BODY_CLOSE)
+        r->keep_alive = false;
+    enum http1_body advertised = down;
+    if (down == HTTP1_BODY_NONE && resp->has_content_length)
+        advertised = HTTP1_BODY_LENGTH; /* HEAD, 304: the length, no body */
+
+    size_t nout = resp->nheaders + EXTRA_HEADERS;
+    size_t scratch_cap = r->resp_head_len + 256;
+    struct http1_header *out = calloc(nout, sizeof(*out));
+    char *scratch = malloc(scratch_cap);
+    if (!out || !scratch) {
+        free(out);
+        free(scratch);
+        return -1;
+    }
+    int n = headers_forward_response(resp, false, out, nout, scratch, scratch_cap);
+    struct http1_head_out h = {
+        .status = resp->status,
+        .reason = resp->reason,
+        .reason_len = resp->reason_len,
+        .headers = out,
+        .nheaders = n > 0 ? (size_t)n : 0,
+        .body = advertised,
+        .content_length = resp->content_length,
+        .connection_close = !r->keep_alive,
+    };
+    ssize_t need = http1_write_response_head(NULL, 0, &h);
+    struct evbuffer_iovec v;
+    int rc = -1;
+    if (n >= 0 && need > 0 && evbuffer_reserve_space(cout, need + 1, &v, 1) == 1) {
+        http1_write_response_head(v.iov_base, (size_t)need + 1, &h);
+        v.iov_len = (size_t)need;
+        evbuffer_commit_space(cout, &v, 1);
+        rc = 0;
+    }
+    free(out);
+    free(scratch);
+    if (rc < 0) {
+        r->error = "cannot serialise the response head";
+        return -1;
+    }
+    evbuffer_drain(uin, r->resp_head_len);
+
+    body_init(&r->resp_body, down == HTTP1_BODY_NONE ? HTTP1_BODY_NONE : resp->body,
+              resp->content_length, down == HTTP1_BODY_CHUNKED, 0);
+    struct body *b = &r->resp_body;
+    while (!b->done) {
+        if (evbuffer_get_length(cout) < OUT_HIGH) {
+            int e = body_move(b, uin, cout);
+            if (e < 0) {
+                r->error = http1_error_str(e);
+                return -1;
+            }
+            if (b->done)
+                break;
+        }
+        if (io_eof(up) && evbuffer_get_length(uin) == 0) {
+            if (b->in == HTTP1_BODY_CLOSE && !io_error(up)) {
+                b->done = true;
+                break;
+            }
+            r->error = "upstream closed in the middle of the response body";
+            return -1;
+        }
+        if (io_eof(r->client)) {
+            r->error = "client closed during the response";
+            return -1;
+        }
+        struct io_want w[2] = {
+            {.stream = up, .events = IO_READABLE | IO_EOF, .read_min = evbuffer_get_length(uin) + 1},
+            {.stream = r->client, .events = IO_EOF},
+        };
+        int64_t deadline;
+        if (evbuffer_get_length(cout) >= OUT_HIGH) {
+            w[0].events = IO_EOF;
+            w[1].events |= IO_WRITABLE;
+            w[1].write_below = OUT_HIGH / 2;
+            deadline = phase_deadline(r, r->tmo->client_send);
+        } else {
+            deadline = phase_deadline(r, r->tmo->upstream_read);
+        }
+        int rc2 = io_wait(w, 2, deadline);
+        if (rc2 == -ETIMEDOUT) {
+            r->error = evbuffer_get_length(cout) >= OUT_HIGH ? "client stopped reading (client_send)"
+                                                             : "upstream stalled (upstream_read)";
+            return -1;
+        }
+        if (rc2 < 0)
+            return -1;
+    }
+    r->bytes_out = b->bytes;
+    return 0;
+}
+
+/* ---- forwarding ------------------------------------------------------------------ */
+
+static bool idempotent(enum http1_method m)
+{
+    return m == HTTP1_METHOD_GET || m == HTTP1_METHOD_HEAD || m == HTTP1_METHOD_PUT ||
+           m == HTTP1_METHOD_DELETE || m == HTTP1_METHOD_OPTIONS || m == HTTP1_METHOD_TRACE;
+}
+
+/* The answer for a failed connect: 504 on timeout, 503 when out of
+ * descriptors or memory, 502 otherwise. */
+static void answer_connect_error(struct request *r, int err)
+{
+    static int64_t last;
+    log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "upstream %s: %s: connect: %s",
+                    r->route->upstream->name, r->upstream_server, strerror(-err));
+    if (err == -ETIMEDOUT)
+        answer_error(r, 504, "upstream connect timed out");
+    else if (err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOBUFS)
+        answer_error(r, 503, "out of resources to reach the upstream");
+    else
+        answer_error(r, 502, "upstream connection failed");
+}
+
+/*
+ * Proxies the request to its route's upstream and the response back.
+ * Retries once, on a fresh connection, when a reused one fails before any
+ * response byte and the request is idempotent or its body is untouched.
+ */
+static void forward(struct request *r)
+{
+    const struct config_upstream *up = r->route->upstream;
+    struct evbuffer *uhead = evbuffer_new();
+    if (!uhead || build_upstream_head(r, uhead) != 0) {
+        answer_error(r, 400, "request head cannot be forwarded");
+        goto out_free_head;
+    }
+    uint64_t max_body = r->route->max_body_bytes;
+    body_init(&r->req_body, r->req.body, r->req.content_length, r->req.body == HTTP1_BODY_CHUNKED,
+              max_body);
+
+    bool fresh = false;
+    for (int attempt = 0;; attempt++) {
+        int server = upstream_pick(r->w->upstreams, up, NULL);
+        r->upstream_server = up->servers[server].addr.text;
+        bool reused = false;
+        int64_t t0 = loop_now();
+        int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
+                                   phase_deadline(r, r->tmo->upstream_connect), &r->uc, &reused);
+        if (err == -ECANCELED) {
+            r->status = 499;
+            r->keep_alive = false;
+            goto out_free_head;
+        }
+        if (err < 0) {
+            answer_connect_error(r, err);
+            goto out_free_head;
+        }
+        r->connect_ms = ms_since(t0);
+        struct io_stream *us = upstream_stream(r->uc);
+        evbuffer_add(io_output(us), evbuffer_pullup(uhead, -1), evbuffer_get_length(uhead));
+        t0 = loop_now();
+        enum fail f = exchange(r, us);
+        r->header_ms = ms_since(t0);
+        if (f == FAIL_UP_CLOSED && reused && attempt == 0 &&
+            (idempotent(r->req.method) || r->req_body.bytes == 0)) {
+            upstream_release(r->uc, false);
+            r->uc = NULL;
+            fresh = true;
+            continue;
+        }
+        switch (f) {
+        case FAIL_NONE:
+            break;
+        case FAIL_UP_CLOSED:
+            answer_error(r, 502, "upstream closed the connection without answering");
+            goto out_close_upstream;
+        case FAIL_UP_BAD:
+            answer_error(r, 502, "upstream sent an invalid response");
+            goto out_close_upstream;
+        case FAIL_UP_TIMEOUT:
+            answer_error(r, 504, "upstream timed out (upstream_header)");
+            goto out_close_upstream;
+        case FAIL_UP_SEND_TIMEOUT:
+            answer_error(r, 504, "upstream stopped reading the request (upstream_send)");
+            goto out_close_upstream;
+        case FAIL_CLIENT_BODY:
+            answer_error(r, 400, r->error ? r->error : "invalid request body");
+            r->linger = true;
+            goto out_close_upstream;
+        case FAIL_BODY_TOO_LARGE:
+            answer_error(r, 413, "request body too large");
+            r->linger = true;
+            goto out_close_upstream;
+        case FAIL_CLIENT_TIMEOUT:
+            answer_error(r, 408, "request body timed out (client_body)");
+            goto out_close_upstream;
+        case FAIL_CLIENT_GONE:
+        case FAIL_NOMEM:
+            r->status = 499;
+            r->error = "client closed the connection";
+            r->keep_alive = false;
+            goto out_close_upstream;
+        }
+        break;
+    }
+
+    /* An early answer: the upstream spoke before the whole body was sent.
+     * Forward it; the body's rest is drained by a lingering close. */
+    bool early = !r->req_body.done;
+    if (early) {
+        r->keep_alive = false;
+        r->linger = true;
+    }
+    struct io_stream *us = upstream_stream(r->uc);
+    if (send_response(r, us) < 0) {
+        r->keep_alive = false;
+        r->linger = false;
+        goto out_close_upstream;
+    }
+    bool reusable = !early && r->resp.keep_alive && r->resp_body.in != HTTP1_BODY_CLOSE;
+    upstream_release(r->uc, reusable);
+    r->uc = NULL;
+    goto out_free_head;
+
+out_close_upstream:
+    if (r->uc)
+        upstream_release(r->uc, false);
+    r->uc = NULL;
+out_free_head:
+    if (uhead)
+        evbuffer_free(uhead);
+}
+
+/* ---- one request -------------------------------------------------------------------- */
+
+static void log_request(const struct request *r)
+{
+    if (!log_access_enabled())
+        return;
+    struct log_access a = {
+        .client = r->conn->client,
+        .method = r->req.method_str,
+        .method_len = r->req.method_str ? r->req.method_len : 0,
+        .host = r->host_len ? r->host : NULL,
+        .host_len = r->host_len,
+        .path = r->path ? r->path : NULL,
+        .path_len = r->path_len,
+        .status = r->status,
+        .bytes_sent = r->bytes_out,
+        .bytes_received = r->req_body.bytes,
+        .route = r->route ? r->route->name : NULL,
+        .upstream = r->route && r->route->upstream ? r->route->upstream->name : NULL,
+        .upstream_server = r->upstream_server,
+        .upstream_status = r->upstream_status,
+        .request_id = r->id,
+        .request_id_len = r->id_len,
+        .duration_ms = ms_since(r->start),
+        .upstream_connect_ms = r->upstream_server ? r->connect_ms : -1,
+        .upstream_header_ms = r->upstream_status ? r->header_ms : -1,
+        .error = r->error,
+    };
+    log_access_write(&a);
+}
+
+/* Normalises path and host and finds the route. Returns 0, or an HTTP
+ * status to answer (400 for a bad path or host, 404 for no route). */
+static int route_request(struct request *r)
+{
+    r->path = malloc(r->req.path_len + 1);
+    if (!r->path)
+        return 503;
+    ssize_t n = headers_path_normalise(r->req.path, r->req.path_len, r->path, r->req.path_len + 1);
+    if (n < 0) {
+        r->error = http1_error_str((int)n);
+        return 400;
+    }
+    r->path_len = (size_t)n;
+    if (r->req.host) {
+        n = headers_host_normalise(r->req.host, r->req.host_len, r->host, sizeof(r->host));
+        if (n < 0) {
+            r->error = "invalid Host";
+            return 400;
+        }
+        r->host_len = (size_t)n;
+    }
+    r->route = route_find(r->cfg, r->req.method_str, r->req.method_len, r->host, r->host_len,
+                          r->path, r->path_len);
+    if (!r->route) {
+        r->error = "no route matches the request";
+        return 404;
+    }
+    r->tmo = &r->route->timeouts;
+    return 0;
+}
+
+/* True when the request carries a body Ferry has not read. */
+static bool body_unread(const struct request *r)
+{
+    return (r->req.body == HTTP1_BODY_LENGTH && r->req.content_length > 0) ||
+           r->req.body == HTTP1_BODY_CHUNKED;
+}
+
+/*
+ * One request on the connection, from head to logged response. Returns
+ * true when the connection stays open for another request.
+ */
+static bool serve_one(struct request *r)
+{
+    int status = read_head(r);
+    if (status < 0) {
+        r->keep_alive = false;
+        return false; /* closed or idle before a whole head: nothing to log */
+    }
+    worker_request_id(r->w, r->new_id);
+    r->id = r->new_id;
+    r->id_len = 16;
+    if (status > 0) {
+        r->keep_alive = false;
+        answer_error(r, status, r->error ? r->error : "bad request");
+        r->linger = true;
+        goto out_log;
+    }
+    r->keep_alive = r->req.keep_alive && !r->conn->close_after && !r->w->draining;
+
+    status = route_request(r);
+    if (status) {
+        if (body_unread(r)) {
+            r->keep_alive = false;
+            r->linger = true;
+        }
+        answer_error(r, status, status == 404 ? "no route" : r->error);
+        goto out_log;
+    }
+    if (r->req.body == HTTP1_BODY_LENGTH && r->route->max_body_bytes &&
+        r->req.content_length > r->route->max_body_bytes) {
+        r->keep_alive = false;
+        r->linger = true;
+        answer_error(r, 413, "request body too large");
+        goto out_log;
+    }
+    if (r->route->respond) {
+        const struct config_respond *rs = r->route->respond;
+        if (body_unread(r)) {
+            r->keep_alive = false;
+            r->linger = true;
+        }
+        answer(r, rs->status, rs->content_type, rs->body, rs->body_len, NULL);
+        goto out_log;
+    }
+    forward(r);
+
+out_log:
+    log_request(r);
+    return r->keep_alive;
+}
+
+static void request_reset(struct request *r)
+{
+    evbuffer_drain(r->head, evbuffer_get_length(r->head));
+    free(r->path);
+    struct evbuffer *head = r->head;
+    struct http1_header *hdrs = r->hdrs, *resp_hdrs = r->resp_hdrs;
+    size_t cap = r->hdrs_cap;
+    struct conn *c = r->conn;
+    struct worker *w = r->w;
+    memset(r, 0, sizeof(*r));
+    r->head = head;
+    r->hdrs = hdrs;
+    r->resp_hdrs = resp_hdrs;
+    r->hdrs_cap = cap;
+    r->conn = c;
+    r->w = w;
+    r->cfg = w->cfg;
+    r->client = c->s;
+    r->tmo = &w->cfg->timeouts;
+    r->start = loop_now();
+    r->total_deadline = loop_deadline(r->tmo->total * LOOP_MS);
+}
+
+void proxy_serve(void *arg)
+{
+    struct conn *c = arg;
+    struct worker *w = c->w;
+    struct request *r = calloc(1, sizeof(*r));
+    size_t cap = w->cfg->limits.max_headers + 1;
+    bool keep = false, linger = false;
+    if (r) {
+        r->head = evbuffer_new();
+        r->hdrs = calloc(cap, sizeof(*r->hdrs));
+        r->resp_hdrs = calloc(cap, sizeof(*r->resp_hdrs));
+    }
+    if (!r || !r->head || !r->hdrs || !r->resp_hdrs)
+        goto out_free;
+    r->hdrs_cap = cap;
+    r->conn = c;
+    r->w = w;
+
+    /* Requests pipelined behind this one are served by this coroutine. */
+    do {
+        request_reset(r);
+        keep = serve_one(r);
+        linger = r->linger;
+        if (keep && evbuffer_get_length(io_output(c->s)) >= OUT_HIGH &&
+            io_flush(c->s, phase_deadline(r, r->tmo->client_send)) < 0)
+            keep = false;
+    } while (keep && evbuffer_get_length(io_input(c->s)) > 0);
+
+    /* Hand our answer to the kernel before the connection goes idle or
+     * closes; a lingering close then shuts the write side so the client
+     * sees the end of the answer while its body is drained. */
+    if (io_flush(c->s, phase_deadline(r, r->tmo->client_send)) < 0) {
+        keep = false;
+        linger = false;
+    } else if (!keep && linger) {
+        shutdown(io_fd(c->s), SHUT_WR);
+    }
+    free(r->path);
+    r->path = NULL;
+
+out_free:
+    if (r) {
+        if (r->head)
+            evbuffer_free(r->head);
+        free(r->hdrs);
+        free(r->resp_hdrs);
+        free(r);
+    }
+    conn_finish_request(c, keep, linger);
+}

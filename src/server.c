@@ -1,0 +1,267 @@
+/*
+ * server: the process around the workers (see server.h). The main thread
+ * checks and binds the listen addresses, starts one worker thread per
+ * core (or `workers`), serves the admin endpoint and handles signals:
+ * SIGTERM/SIGINT drain (stop accepting, finish in-flight requests up to
+ * shutdown_timeout, close idle keep-alive connections), SIGUSR1 reopens
+ * the access log, SIGHUP re-checks the file (applying a new config needs
+ * the reload work: until then it says so and keeps the running one).
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "admin.h"
+#include "config.h"
+#include "conn.h"
+#include "coro.h"
+#include "daemon.h"
+#include "listener.h"
+#include "log.h"
+#include "loop.h"
+#include "upstream.h"
+#include "worker.h"
+
+/* Released stacks each worker keeps mapped for reuse. */
+#define STACK_POOL_CAP 256
+#define DRAIN_POLL_MS 50
+
+struct server {
+    struct config *cfg;
+    const char *config_path;
+    struct event_base *base;
+    struct worker *workers;
+    unsigned nworkers;
+    bool stopping;
+};
+
+void worker_request_id(struct worker *w, char out[17])
+{
+    /* xorshift64*: ids need to be unique, not secret. */
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    uint64_t v = x * 0x2545F4914F6CDD1Dull;
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--) {
+        out[i] = hex[v & 15];
+        v >>= 4;
+    }
+    out[16] = '\0';
+}
+
+static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    if (!w->conns)
+        loop_stop(w->loop);
+}
+
+static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    log_warn("worker %u: shutdown_timeout reached with %lu requests in flight", w->id,
+             WORKER_STAT_GET(w, requests_live));
+    loop_stop(w->loop);
+}
+
+/* The main thread asked this worker to drain. */
+static void on_control(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct worker *w = arg;
+    uint64_t v;
+    if (read(fd, &v, sizeof(v)) != sizeof(v) || w->draining)
+        return;
+    w->draining = true;
+    listener_stop(w);
+    for (struct conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        conn_drain(c);
+    }
+    struct event_base *base = loop_base(w->loop);
+    struct event *poll = event_new(base, -1, EV_PERSIST, on_drain_poll, w);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = DRAIN_POLL_MS * 1000};
+    event_add(poll, &tv);
+    int64_t ms = w->cfg->shutdown_timeout;
+    struct timeval dl = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    w->drain_timer = event_new(base, -1, 0, on_drain_deadline, w);
+    event_add(w->drain_timer, &dl);
+    on_drain_poll(-1, 0, w);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    w->loop = loop_new(w->cfg->coroutine_stack, STACK_POOL_CAP);
+    if (!w->loop) {
+        log_error("worker %u: cannot create its event loop", w->id);
+        return NULL;
+    }
+    w->upstreams = upstream_set_new(w, w->cfg);
+    w->control_ev = event_new(loop_base(w->loop), w->control_fd, EV_READ | EV_PERSIST, on_control, w);
+    if (!w->upstreams || !w->control_ev || event_add(w->control_ev, NULL) != 0 ||
+        listener_start(w) != 0) {
+        log_error("worker %u: out of memory at start", w->id);
+        return NULL;
+    }
+    loop_run(w->loop);
+    /* Whatever is still open after the drain is closed with the process. */
+    return NULL;
+}
+
+static void stop_workers(struct server *srv)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    daemon_stopping();
+    log_info("draining: finishing in-flight requests (shutdown_timeout %llds)",
+             (long long)(srv->cfg->shutdown_timeout / 1000));
+    uint64_t one = 1;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        ssize_t n = write(srv->workers[i].control_fd, &one, sizeof(one));
+        (void)n;
+    }
+    event_base_loopexit(srv->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct server *srv = arg;
+    if (sig == SIGTERM || sig == SIGINT) {
+        stop_workers(srv);
+    } else if (sig == SIGUSR1) {
+        if (log_reopen() != 0)
+            log_error("SIGUSR1: cannot reopen the access log");
+        else
+            log_info("SIGUSR1: access log reopened");
+    } else if (sig == SIGHUP) {
+        struct config *fresh = NULL;
+        if (config_load(srv->config_path, &fresh, stderr) != 0) {
+            log_error("SIGHUP: %s is invalid; keeping the running config", srv->config_path);
+            return;
+        }
+        config_unref(fresh);
+        log_warn("SIGHUP: %s is valid, but applying a new config without a restart is not "
+                 "implemented yet; keeping the running config",
+                 srv->config_path);
+    }
+}
+
+static unsigned worker_count(const struct config *cfg)
+{
+    if (cfg->workers)
+        return cfg->workers;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int server_run(struct config *cfg, const char *config_path)
+{
+    struct server srv = {.cfg = cfg, .config_path = config_path};
+    int status = 1, pid_fd = -1;
+    struct admin *admin = NULL;
+    struct event *sigev[4] = {NULL};
+
+    signal(SIGPIPE, SIG_IGN);
+    if (log_init(cfg->error_log_level, &cfg->access_log) != 0) {
+        fprintf(stderr, "ferry: access_log %s: %s\n", cfg->access_log.path, strerror(errno));
+        goto out_unref;
+    }
+    daemon_raise_nofile();
+    if (listener_probe(cfg) != 0)
+        goto out_unref;
+    if (cfg->pid_file && (pid_fd = daemon_pidfile(cfg->pid_file)) < 0)
+        goto out_unref;
+
+    srv.nworkers = worker_count(cfg);
+    srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
+    srv.base = event_base_new();
+    if (!srv.workers || !srv.base)
+        goto out_pidfile;
+    for (unsigned i = 0; i < srv.nworkers; i++) {
+        struct worker *w = &srv.workers[i];
+        w->id = i;
+        w->cfg = config_ref(cfg);
+        w->reserve_fd = -1;
+        w->nlisten = (unsigned)cfg->nlisteners;
+        w->listen_fds = calloc(cfg->nlisteners, sizeof(int));
+        w->control_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
+            w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)getpid() << 16) ^ i;
+        if (!w->listen_fds || w->control_fd < 0 || listener_open(cfg, w->listen_fds) != 0)
+            goto out_pidfile;
+    }
+    for (unsigned i = 0; i < srv.nworkers; i++) {
+        if (pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]) != 0) {
+            log_error("cannot start worker %u", i);
+            srv.nworkers = i;
+            stop_workers(&srv);
+            goto out_join;
+        }
+    }
+    if (cfg->admin_listen && !(admin = admin_start(srv.base, cfg, srv.workers, srv.nworkers))) {
+        stop_workers(&srv);
+        goto out_join;
+    }
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
+        sigev[i] = evsignal_new(srv.base, sigs[i], on_signal, &srv);
+        if (sigev[i])
+            event_add(sigev[i], NULL);
+    }
+    char ready[128];
+    snprintf(ready, sizeof(ready), "serving: %zu listeners, %u workers", cfg->nlisteners,
+             srv.nworkers);
+    log_info("%s (%s)", ready, cfg->listeners[0].addr.text);
+    daemon_ready(ready);
+    event_base_dispatch(srv.base);
+    status = 0;
+
+out_join:
+    for (unsigned i = 0; i < srv.nworkers; i++)
+        pthread_join(srv.workers[i].thread, NULL);
+    log_info("stopped");
+out_pidfile:
+    admin_stop(admin);
+    for (int i = 0; i < 4; i++)
+        if (sigev[i])
+            event_free(sigev[i]);
+    if (cfg->pid_file)
+        daemon_pidfile_remove(cfg->pid_file, pid_fd);
+    if (srv.workers) {
+        for (unsigned i = 0; i < srv.nworkers; i++) {
+            struct worker *w = &srv.workers[i];
+            free(w->listen_fds);
+            if (w->control_fd > 0)
+                close(w->control_fd);
+            config_unref(w->cfg);
+        }
+        free(srv.workers);
+    }
+    if (srv.base)
+        event_base_free(srv.base);
+out_unref:
+    config_unref(cfg);
+    return status;
+}

@@ -1,0 +1,331 @@
+/* upstream: see upstream.h. */
+#include "upstream.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "balancer.h"
+#include "coro.h"
+#include "io.h"
+#include "log.h"
+#include "loop.h"
+#include "worker.h"
+
+#define UPSTREAM_READ_MAX (256u * 1024u)
+
+struct pool;
+
+struct upstream_conn {
+    struct io_stream *s;
+    struct pool *pool;
+    struct upstream_conn *next; /* idle list */
+    struct upstream_conn *prev;
+    struct event *idle_timer;
+    bool idle;
+};
+
+/* A coroutine waiting for a slot under max_connections. */
+struct slot_waiter {
+    struct coro *coro;
+    struct slot_waiter *next;
+};
+
+/* One server's connections in this worker: the registry's value. */
+struct pool {
+    char *key; /* "upstream name" NUL "address" */
+    size_t key_len;
+    struct worker *w;
+    const struct config_server *server; /* of the config in force */
+    const struct config_upstream *up;
+    struct upstream_conn *idle_head; /* most recently released first */
+    unsigned nidle;
+    unsigned nactive; /* in use by requests */
+    struct slot_waiter *waiters;
+    struct slot_waiter **waiters_tail;
+    struct pool *next; /* registry chain */
+};
+
+struct upstream_state {
+    struct balancer balancer;
+    uint32_t *weights;
+    struct pool **pools; /* one per server, from the registry */
+};
+
+struct upstream_set {
+    struct worker *w;
+    const struct config *cfg;
+    struct upstream_state *ups; /* one per cfg->upstreams[i] */
+    struct pool *registry;      /* every pool, keyed by name + address */
+};
+
+static struct pool *registry_get(struct upstream_set *set, const struct config_upstream *up,
+                                 const struct config_server *server)
+{
+    size_t nlen = strlen(up->name), alen = strlen(server->addr.text);
+    size_t klen = nlen + 1 + alen;
+    for (struct pool *p = set->registry; p; p = p->next) {
+        if (p->key_len == klen && memcmp(p->key, up->name, nlen + 1) == 0 &&
+            memcmp(p->key + nlen + 1, server->addr.text, alen) == 0) {
+            p->server = server;
+            p->up = up;
+            return p;
+        }
+    }
+    struct pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->key = malloc(klen + 1);
+    if (!p->key) {
+        free(p);
+        return NULL;
+    }
+    memcpy(p->key, up->name, nlen + 1);
+    memcpy(p->key + nlen + 1, server->addr.text, alen + 1);
+    p->key_len = klen;
+    p->w = set->w;
+    p->server = server;
+    p->up = up;
+    p->waiters_tail = &p->waiters;
+    p->next = set->registry;
+    set->registry = p;
+    return p;
+}
+
+struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg)
+{
+    struct upstream_set *set = calloc(1, sizeof(*set));
+    if (!set)
+        return NULL;
+    set->w = w;
+    set->cfg = cfg;
+    set->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*set->ups));
+    if (!set->ups)
+        goto out_free;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        const struct config_upstream *up = &cfg->upstreams[i];
+        struct upstream_state *st = &set->ups[i];
+        st->weights = calloc(up->nservers, sizeof(*st->weights));
+        st->pools = calloc(up->nservers, sizeof(*st->pools));
+        if (!st->weights || !st->pools)
+            goto out_free;
+        for (size_t j = 0; j < up->nservers; j++) {
+            st->weights[j] = up->servers[j].weight;
+            st->pools[j] = registry_get(set, up, &up->servers[j]);
+            if (!st->pools[j])
+                goto out_free;
+        }
+        if (balancer_init(&st->balancer, st->weights, up->nservers) != 0)
+            goto out_free;
+    }
+    return set;
+
+out_free:
+    upstream_set_free(set);
+    return NULL;
+}
+
+static void conn_close(struct upstream_conn *uc)
+{
+    if (uc->idle_timer)
+        event_free(uc->idle_timer);
+    io_stream_free(uc->s);
+    WORKER_STAT_SUB(uc->pool->w, upstream_conns, 1);
+    free(uc);
+}
+
+static void idle_unlink(struct upstream_conn *uc)
+{
+    struct pool *p = uc->pool;
+    if (uc->prev)
+        uc->prev->next = uc->next;
+    else
+        p->idle_head = uc->next;
+    if (uc->next)
+        uc->next->prev = uc->prev;
+    uc->next = uc->prev = NULL;
+    uc->idle = false;
+    p->nidle--;
+}
+
+void upstream_set_free(struct upstream_set *set)
+{
+    if (!set)
+        return;
+    for (struct pool *p = set->registry, *next; p; p = next) {
+        next = p->next;
+        while (p->idle_head) {
+            struct upstream_conn *uc = p->idle_head;
+            idle_unlink(uc);
+            conn_close(uc);
+        }
+        free(p->key);
+        free(p);
+    }
+    if (set->ups) {
+        for (size_t i = 0; i < set->cfg->nupstreams; i++) {
+            balancer_fini(&set->ups[i].balancer);
+            free(set->ups[i].weights);
+            free(set->ups[i].pools);
+        }
+        free(set->ups);
+    }
+    free(set);
+}
+
+int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip)
+{
+    return balancer_next(&set->ups[up->index].balancer, skip);
+}
+
+/* A pooled connection said something (stray bytes) or closed: drop it. */
+static void on_pooled_event(struct io_stream *s, unsigned what, void *arg)
+{
+    (void)s;
+    (void)what;
+    struct upstream_conn *uc = arg;
+    idle_unlink(uc);
+    conn_close(uc);
+}
+
+static void on_pooled_expired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct upstream_conn *uc = arg;
+    idle_unlink(uc);
+    conn_close(uc);
+}
+
+/* Hands a slot to the first coroutine waiting for one. */
+static void wake_slot_waiter(struct pool *p)
+{
+    struct slot_waiter *sw = p->waiters;
+    if (!sw)
+        return;
+    p->waiters = sw->next;
+    if (!p->waiters)
+        p->waiters_tail = &p->waiters;
+    io_signal(sw->coro);
+}
+
+/* Waits until the server is below max_connections. May yield. */
+static int wait_for_slot(struct pool *p, int64_t deadline)
+{
+    uint32_t max = p->up->max_connections;
+    while (max && p->nactive >= max && !p->idle_head) {
+        struct slot_waiter sw = {.coro = coro_current(), .next = NULL};
+        *p->waiters_tail = &sw;
+        p->waiters_tail = &sw.next;
+        struct io_want want = {.events = IO_SIGNAL};
+        int r = io_wait(&want, 1, deadline);
+        if (r < 0) {
+            /* Still queued (not handed a slot): unlink ourselves. */
+            for (struct slot_waiter **pp = &p->waiters; *pp; pp = &(*pp)->next) {
+                if (*pp == &sw) {
+                    *pp = sw.next;
+                    if (!*pp)
+                        p->waiters_tail = pp;
+                    break;
+                }
+            }
+            return r;
+        }
+    }
+    return 0;
+}
+
+int upstream_acquire(struct upstream_set *set, const struct config_upstream *up, unsigned server,
+                     bool fresh, int64_t deadline, struct upstream_conn **out, bool *reused)
+{
+    struct pool *p = set->ups[up->index].pools[server];
+    int r = wait_for_slot(p, deadline);
+    if (r < 0)
+        return r;
+    if (!fresh && p->idle_head) {
+        struct upstream_conn *uc = p->idle_head;
+        idle_unlink(uc);
+        event_del(uc->idle_timer);
+        io_set_idle(uc->s, NULL, NULL);
+        p->nactive++;
+        *reused = true;
+        *out = uc;
+        return 0;
+    }
+    struct upstream_conn *uc = calloc(1, sizeof(*uc));
+    if (!uc)
+        return -ENOMEM;
+    uc->pool = p;
+    p->nactive++; /* the slot is ours while connecting */
+    const struct config_addr *a = &p->server->addr;
+    struct loop *loop = loop_current();
+    if (a->numeric)
+        r = io_connect_addr(loop, (const struct sockaddr *)&a->sa, a->salen, UPSTREAM_READ_MAX,
+                            deadline, &uc->s);
+    else
+        r = io_connect(loop, a->host, a->port, UPSTREAM_READ_MAX, deadline, &uc->s);
+    if (r < 0) {
+        p->nactive--;
+        wake_slot_waiter(p);
+        free(uc);
+        return r;
+    }
+    WORKER_STAT_ADD(p->w, upstream_conns, 1);
+    *reused = false;
+    *out = uc;
+    return 0;
+}
+
+void upstream_release(struct upstream_conn *uc, bool reusable)
+{
+    struct pool *p = uc->pool;
+    p->nactive--;
+    struct io_stream *s = uc->s;
+    const struct config *cfg = p->w->cfg;
+    if (!reusable || io_eof(s) || p->nidle >= p->up->keepalive || p->w->draining ||
+        evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
+        conn_close(uc);
+        wake_slot_waiter(p);
+        return;
+    }
+    if (!uc->idle_timer) {
+        uc->idle_timer = event_new(loop_base(loop_current()), -1, 0, on_pooled_expired, uc);
+        if (!uc->idle_timer) {
+            conn_close(uc);
+            wake_slot_waiter(p);
+            return;
+        }
+    }
+    int64_t ms = cfg->timeouts.upstream_idle;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    event_add(uc->idle_timer, &tv);
+    io_set_idle(s, on_pooled_event, uc);
+    uc->idle = true;
+    uc->prev = NULL;
+    uc->next = p->idle_head;
+    if (p->idle_head)
+        p->idle_head->prev = uc;
+    p->idle_head = uc;
+    p->nidle++;
+    wake_slot_waiter(p);
+}
+
+struct io_stream *upstream_stream(struct upstream_conn *uc)
+{
+    return uc->s;
+}
+
+const char *upstream_conn_address(const struct upstream_conn *uc)
+{
+    return uc->pool->server->addr.text;
+}
+
+unsigned upstream_idle_count(struct upstream_set *set, const struct config_upstream *up,
+                             unsigned server)
+{
+    return set->ups[up->index].pools[server]->nidle;
+}

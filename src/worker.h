@@ -1,0 +1,57 @@
+/*
+ * worker: one event-loop thread's context, shared by the flow modules
+ * (conn, proxy, upstream) and started by server.c.
+ *
+ * Everything here belongs to the worker's thread, except the counters the
+ * main thread reads for /status (atomics, relaxed: they are statistics).
+ */
+#ifndef FERRY_WORKER_H
+#define FERRY_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct acceptor;
+struct conn;
+struct config;
+struct event;
+struct loop;
+struct upstream_set;
+
+struct worker_stats {
+    unsigned long connections;   /* open client connections */
+    unsigned long requests_live; /* request coroutines running */
+    unsigned long requests_total;
+    unsigned long stacks_mapped;
+    unsigned long upstream_conns; /* open upstream connections (pooled or in use) */
+};
+
+struct worker {
+    unsigned id;
+    pthread_t thread;
+    struct loop *loop;
+    struct config *cfg; /* the snapshot in force; the worker holds a reference */
+    struct upstream_set *upstreams;
+    int *listen_fds;
+    unsigned nlisten;
+    struct acceptor *acceptors; /* listener.c */
+    int reserve_fd; /* spent to accept-and-close when out of descriptors */
+    int control_fd; /* eventfd: the main thread asks to drain or stop */
+    struct event *control_ev;
+    struct event *drain_timer;
+    bool draining;
+    struct conn *conns; /* every open client connection, for draining */
+    uint64_t rng;       /* request ids */
+    struct worker_stats stats;
+};
+
+/* Statistics helpers: relaxed atomics (read by the admin thread). */
+#define WORKER_STAT_ADD(w, field, n) __atomic_add_fetch(&(w)->stats.field, (n), __ATOMIC_RELAXED)
+#define WORKER_STAT_SUB(w, field, n) __atomic_sub_fetch(&(w)->stats.field, (n), __ATOMIC_RELAXED)
+#define WORKER_STAT_GET(w, field) __atomic_load_n(&(w)->stats.field, __ATOMIC_RELAXED)
+
+/* Writes a fresh 16-hex-digit request id (and a NUL) into out[17]. */
+void worker_request_id(struct worker *w, char out[17]);
+
+#endif
