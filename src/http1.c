@@ -950,7 +950,7 @@ ssize_t http1_chunked_decode(struct http1_chunked *dec, const char *buf, size_t 
         case CH_SIZE_START:
             v = hexval(c);
             if (v < 0)
-                return c == '\n' ? HTTP1_E_BARE_LF : bad_byte(c, HTTP1_E_CHUNK_SIZE);
+                return c == '\n' ? HTTP1_E_BARE_LF : HTTP1_E_CHUNK_SIZE;
             dec->remaining = (uint64_t)v;
             dec->digits = 1;
             dec->ext_len = 0;
@@ -1117,6 +1117,8 @@ struct out {
 
 static void put(struct out *o, const char *s, size_t n)
 {
+    if (n == 0)
+        return;
     if (o->len < o->cap) {
         size_t room = o->cap - o->len;
         memcpy(o->buf + o->len, s, n < room ? n : room);
