@@ -65,7 +65,8 @@ __all__ = [
     "expect_closed", "expect_response", "ferry", "free_port", "header_names", "is_sanitized",
     "log", "parallel", "parse_response", "parse_responses", "pattern", "raw", "refused_address",
     "request", "route", "run", "run_cases", "run_ferry_cli", "servers", "sha256",
-    "wait_until", "to_yaml", "respond_route", "timed",
+    "wait_until", "to_yaml", "respond_route", "timed", "build_request", "kill_pid", "tmpdir",
+    "RawResult",
 ]
 
 
@@ -1016,7 +1017,8 @@ def run_cases(f, cases):
             cl.send(data)
             r = cl.response(c.timeout, head_request=(c.method == "HEAD"))
             cl._fill(time.monotonic() + 0.05)
-            check(not cl.buf, "%s: unexpected bytes after the response: %r" % (c.name, cl.buf[:200]))
+            check(not cl.buf, "%s: unexpected bytes after the response: %r"
+                  % (c.name, cl.buf[:200]))
         finally:
             cl.close()
         expect_response(r, status=c.status, headers=c.resp_headers, body=c.resp_body,
