@@ -37,6 +37,11 @@
 #include "loop.h"
 
 #define MS(t) ((t) / LOOP_MS)
+/* The test's own timers (event_base_once) run on libevent's clock, which is
+ * CLOCK_MONOTONIC_COARSE (4 ms ticks) unless the base asks for precise
+ * timers: instants they drive get this slack. Deadlines of io.c's own waits
+ * are checked exactly in deadlines_never_early. */
+#define SLACK_MS 5
 
 /* --- scaffolding -------------------------------------------------------------- */
 
@@ -288,7 +293,7 @@ START_TEST(interleave_with_slow_peer)
     ck_assert_int_eq(il.write_rc, 0);
     ck_assert_int_eq(il.got, 1);
     ck_assert_int_eq(il.byte, 'x');
-    ck_assert_int_ge(MS(il.read_at - il.t0), 199);
+    ck_assert_int_ge(MS(il.read_at - il.t0), 200 - SLACK_MS);
     ck_assert_int_lt(MS(il.read_at - il.t0), 400);
     /* The ticker ran all its turns while the reader waited. */
     ck_assert_uint_eq(il.ticks_at_read, 10);
@@ -339,7 +344,7 @@ START_TEST(stale_timer_does_not_end_next_wait)
     ck_assert_msg(st.r2 == 1, "second wait returned %d after %lld ms", st.r2,
                   (long long)MS(st.t2 - st.t0));
     ck_assert_uint_eq(st.f2, IO_READABLE);
-    ck_assert_int_ge(MS(st.t2 - st.t0), 149);
+    ck_assert_int_ge(MS(st.t2 - st.t0), 150 - SLACK_MS);
     io_stream_free(st.s);
     close(st.peer);
     end_loop(loop);
@@ -380,10 +385,10 @@ START_TEST(stale_timer_after_signal)
     ck_assert_uint_eq(st.f1, IO_SIGNAL);
     ck_assert_int_lt(MS(st.t1 - st.t0), 40);
     ck_assert_int_eq(st.r2, 0);
-    ck_assert_int_ge(MS(st.t2 - st.t0), 149);
+    ck_assert_int_ge(MS(st.t2 - st.t0), 150 - SLACK_MS);
     ck_assert_int_eq(st.r3, -ETIMEDOUT);
     ck_assert_uint_eq(st.f2, 0);
-    ck_assert_int_ge(MS(st.t3 - st.t0), 249);
+    ck_assert_int_ge(MS(st.t3 - st.t0), 250 - SLACK_MS);
     end_loop(loop);
 }
 END_TEST
@@ -532,13 +537,13 @@ START_TEST(trickle_gets_etimedout_at_deadline)
     event_free(tr.tick);
     ck_assert_int_eq(tr.last, -ETIMEDOUT);
     int64_t ms = MS(tr.t_end - tr.t0);
-    ck_assert_msg(ms >= 499 && ms <= 550, "-ETIMEDOUT after %lld ms, want 500 +- 50", (long long)ms);
+    ck_assert_msg(ms >= 450 && ms <= 550, "-ETIMEDOUT after %lld ms, want 500 +- 50", (long long)ms);
     ck_assert_uint_ge(tr.reads, 3); /* the trickle did arrive, one byte at a time */
     ck_assert_uint_le(tr.reads, 5);
     ck_assert_uint_eq(tr.bytes, tr.reads);
     ck_assert_int_eq(tr.last2, -ETIMEDOUT);
     ms = MS(tr.t_end2);
-    ck_assert_msg(ms >= 499 && ms <= 550, "read_at_least: -ETIMEDOUT after %lld ms", (long long)ms);
+    ck_assert_msg(ms >= 450 && ms <= 550, "read_at_least: -ETIMEDOUT after %lld ms", (long long)ms);
     io_stream_free(tr.s);
     close(tr.peer);
     end_loop(loop);
@@ -800,7 +805,7 @@ START_TEST(connect_name_synchronous_answer_no_reentry)
     ck_assert_uint_eq(dc.peer_port, dc.port);
     ck_assert_int_eq(dc.rwrite, 0);
     ck_assert_int_eq(dc.rsleep, 0);
-    ck_assert_int_ge(MS(dc.t_sleep), 49);
+    ck_assert_int_ge(MS(dc.t_sleep), 50 - SLACK_MS);
     ck_assert_uint_eq(dc.concurrent, 3);
     assert_pinged(lfd);
     io_stream_free(dc.s);
@@ -824,7 +829,7 @@ START_TEST(connect_name_through_evdns)
     ck_assert_uint_ge(dns.queries, 1);
     ck_assert_uint_eq(dc.peer_port, dc.port);
     ck_assert_int_eq(dc.rsleep, 0);
-    ck_assert_int_ge(MS(dc.t_sleep), 49);
+    ck_assert_int_ge(MS(dc.t_sleep), 50 - SLACK_MS);
     assert_pinged(lfd);
     io_stream_free(dc.s);
     fake_dns_free();
@@ -846,7 +851,7 @@ START_TEST(connect_name_late_answer_after_timeout)
     spawn(loop, dc_fn, NULL);
     run_loop(loop, 500);
     ck_assert_int_eq(dc.rc, -ETIMEDOUT);
-    ck_assert_int_ge(MS(dc.t_connect), 99);
+    ck_assert_int_ge(MS(dc.t_connect), 100 - SLACK_MS);
     ck_assert_int_lt(MS(dc.t_connect), 250);
     ck_assert_uint_ge(dns.queries, 1);
     ck_assert_uint_ge(dns.answered, 1);
@@ -989,7 +994,7 @@ START_TEST(wait_set_returns_which_fired)
     after_ms(loop, 100, on_ws_stage2, loop);
     run_loop(loop, 0);
     ck_assert_int_eq(ws.r[0], 1);
-    ck_assert_int_ge(MS(ws.t[0] - ws.t0), 29);
+    ck_assert_int_ge(MS(ws.t[0] - ws.t0), 30 - SLACK_MS);
     ck_assert_uint_eq(ws.fired[0][0], 0);
     ck_assert_uint_eq(ws.fired[0][1], IO_READABLE);
     ck_assert_uint_eq(ws.fired[0][2], 0);
@@ -998,12 +1003,12 @@ START_TEST(wait_set_returns_which_fired)
     ck_assert_uint_eq(ws.fired[1][1], IO_READABLE);
     ck_assert_uint_eq(ws.fired[1][0] | ws.fired[1][2], 0);
     ck_assert_int_eq(ws.r[2], -ETIMEDOUT);
-    ck_assert_int_ge(MS(ws.t[2]), 59);
+    ck_assert_int_ge(MS(ws.t[2]), 60 - SLACK_MS);
     ck_assert_uint_eq(ws.fired[2][0] | ws.fired[2][1] | ws.fired[2][2], 0);
     ck_assert_int_eq(ws.r[3], 1);
     ck_assert_uint_eq(ws.fired[3][0], IO_READABLE);
     ck_assert_uint_ge(ws.len, 10);
-    ck_assert_int_ge(MS(ws.t[3] - ws.t0), 159); /* not at the first 5 bytes (120 ms) */
+    ck_assert_int_ge(MS(ws.t[3] - ws.t0), 160 - SLACK_MS); /* not at the first 5 bytes (120 ms) */
     ck_assert_int_eq(ws.r[4], 1);
     ck_assert_uint_eq(ws.fired[4][0], IO_EOF);
     ck_assert(ws.eof);
@@ -1064,16 +1069,81 @@ START_TEST(signal_between_coroutines)
     run_loop(loop, 0);
     ck_assert_int_eq(sg.r[0], 1);
     ck_assert_uint_eq(sg.fired[0], IO_SIGNAL);
-    ck_assert_int_ge(MS(sg.t[0] - sg.t0), 29);
+    ck_assert_int_ge(MS(sg.t[0] - sg.t0), 30 - SLACK_MS);
     ck_assert_int_lt(MS(sg.t[0] - sg.t0), 50);
     ck_assert_int_eq(sg.r[1], 0);
-    ck_assert_int_ge(MS(sg.t[1] - sg.t0), 99);
+    ck_assert_int_ge(MS(sg.t[1] - sg.t0), 100 - SLACK_MS);
     ck_assert_int_eq(sg.r[2], 1);
     ck_assert_uint_eq(sg.fired[2], IO_SIGNAL);
     ck_assert_int_lt(MS(sg.t[2]), 5);
     ck_assert_int_eq(sg.r[3], -ETIMEDOUT);
     ck_assert_uint_eq(sg.fired[3], 0);
-    ck_assert_int_ge(MS(sg.t[3]), 49);
+    ck_assert_int_ge(MS(sg.t[3]), 50 - SLACK_MS);
+    end_loop(loop);
+}
+END_TEST
+
+/* A signal sent before the coroutine ever waited is kept for its first
+ * IO_SIGNAL wait, and consumed by it. */
+static struct {
+    int r[2];
+    int64_t t[2];
+} sp;
+
+static void sp_fn(void *arg)
+{
+    (void)arg;
+    struct io_want w = {.events = IO_SIGNAL};
+    int64_t t = loop_now();
+    sp.r[0] = io_wait(&w, 1, loop_deadline(LOOP_SEC));
+    sp.t[0] = loop_now() - t;
+    t = loop_now();
+    sp.r[1] = io_wait(&w, 1, loop_deadline(30 * LOOP_MS));
+    sp.t[1] = loop_now() - t;
+}
+
+START_TEST(signal_before_first_wait)
+{
+    struct loop *loop = new_loop(8);
+    struct coro *c = spawn(loop, sp_fn, NULL);
+    io_signal(c); /* not started yet, so not waiting */
+    run_loop(loop, 0);
+    ck_assert_int_eq(sp.r[0], 1);
+    ck_assert_int_lt(MS(sp.t[0]), 5);
+    ck_assert_int_eq(sp.r[1], -ETIMEDOUT);
+    ck_assert_int_ge(MS(sp.t[1]), 30 - SLACK_MS);
+    end_loop(loop);
+}
+END_TEST
+
+/* loop.h: loop_wake() is safe "also while c itself is running". A coroutine
+ * that wakes itself and then ends must not be resumed or touched again
+ * (pool cap 0: its stack and struct are unmapped when it ends). */
+static unsigned ws_runs;
+
+static void wake_self_fn(void *arg)
+{
+    (void)arg;
+    ws_runs++;
+    loop_wake(coro_current());
+}
+
+static void wake_self_yield_fn(void *arg)
+{
+    (void)arg;
+    ws_runs++;
+    loop_wake(coro_current());
+    io_sleep(loop_deadline(5 * LOOP_MS));
+    loop_wake(coro_current());
+}
+
+START_TEST(wake_self_then_finish)
+{
+    struct loop *loop = new_loop(0);
+    spawn(loop, wake_self_fn, NULL);
+    spawn(loop, wake_self_yield_fn, NULL);
+    run_loop(loop, 20);
+    ck_assert_uint_eq(ws_runs, 2);
     end_loop(loop);
 }
 END_TEST
@@ -1120,11 +1190,63 @@ START_TEST(sleep_ordering)
     for (int i = 0; i < 6; i++) {
         ck_assert_int_eq(sl.order[i], want[i]);
         ck_assert_int_eq(sl.rc[i], 0);
-        ck_assert_int_ge(sl.late[i], 0); /* never before the deadline */
+        ck_assert_int_ge(MS(sl.late[i]), -SLACK_MS); /* exactly: deadlines_never_early */
         ck_assert_int_lt(MS(sl.late[i]), 40);
     }
     ck_assert_int_eq(sl.past_rc, 0);
     ck_assert_int_lt(MS(sl.past_t), 5);
+    end_loop(loop);
+}
+END_TEST
+
+/* An absolute deadline is an instant: a wait never returns -ETIMEDOUT (or
+ * io_sleep 0) while loop_now() is still before it. Two coroutines sleep
+ * and wait at staggered sub-millisecond offsets so timers are armed from
+ * callbacks deep in a loop turn. */
+static struct {
+    unsigned early, waits, bad_rc;
+    int64_t worst;
+} dl;
+
+static void dl_fn(void *arg)
+{
+    int64_t phase = (int64_t)(intptr_t)arg;
+    for (int64_t i = 0; i < 15; i++) {
+        int64_t after = (1 + (i * 7 + phase) % 9) * LOOP_MS + ((i * 131 + phase) % 1000) * 1000;
+        int64_t d = loop_deadline(after);
+        int r = io_sleep(d);
+        int64_t late = loop_now() - d;
+        dl.waits++;
+        if (r != 0)
+            dl.bad_rc++;
+        if (late < 0) {
+            dl.early++;
+            dl.worst = late < dl.worst ? late : dl.worst;
+        }
+        struct io_want w = {.events = IO_SIGNAL};
+        d = loop_deadline(after / 2);
+        r = io_wait(&w, 1, d);
+        late = loop_now() - d;
+        dl.waits++;
+        if (r != -ETIMEDOUT)
+            dl.bad_rc++;
+        if (late < 0) {
+            dl.early++;
+            dl.worst = late < dl.worst ? late : dl.worst;
+        }
+    }
+}
+
+START_TEST(deadlines_never_early)
+{
+    struct loop *loop = new_loop(8);
+    spawn(loop, dl_fn, (void *)(intptr_t)0);
+    spawn(loop, dl_fn, (void *)(intptr_t)5);
+    run_loop(loop, 0);
+    ck_assert_uint_eq(dl.waits, 60);
+    ck_assert_uint_eq(dl.bad_rc, 0);
+    ck_assert_msg(dl.early == 0, "%u of %u waits ended before their deadline, worst by %lld us",
+                  dl.early, dl.waits, (long long)(-dl.worst / 1000));
     end_loop(loop);
 }
 END_TEST
@@ -1197,7 +1319,7 @@ START_TEST(cancel_from_timer_wakes_waiter)
     after_ms(loop, 50, on_cx_cancel, NULL);
     run_loop(loop, 0);
     ck_assert_int_eq(cx.r[0], -ECANCELED);
-    ck_assert_int_ge(MS(cx.ta - cx.t0), 49);
+    ck_assert_int_ge(MS(cx.ta - cx.t0), 50 - SLACK_MS);
     ck_assert_int_lt(MS(cx.ta - cx.t0), 200);
     ck_assert(cx.cancelled);
     for (int i = 1; i <= 4; i++)
@@ -1395,6 +1517,8 @@ int main(void)
     tcase_add_test(tc, interleave_with_slow_peer);
     tcase_add_test(tc, wait_set_returns_which_fired);
     tcase_add_test(tc, signal_between_coroutines);
+    tcase_add_test(tc, signal_before_first_wait);
+    tcase_add_test(tc, wake_self_then_finish);
     tcase_add_test(tc, sleep_ordering);
     tcase_add_test(tc, write_backpressure_and_read_limits);
     suite_add_tcase(s, tc);
@@ -1404,6 +1528,7 @@ int main(void)
     tcase_add_test(tc, stale_timer_does_not_end_next_wait);
     tcase_add_test(tc, stale_timer_after_signal);
     tcase_add_test(tc, trickle_gets_etimedout_at_deadline);
+    tcase_add_test(tc, deadlines_never_early);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("cancel");
