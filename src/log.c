@@ -182,9 +182,9 @@ void log_access_write(const struct log_access *a)
                     (unsigned long long)a->bytes_received);
         p = put_json(buf, p, cap, a->route, slen(a->route));
         p = put_raw(buf, p, cap, ",\"upstream\":");
-        p = put_json(buf, p, cap, a->upstream, slen(a->upstream));
-        p = put_raw(buf, p, cap, ",\"upstream_server\":");
         p = put_json(buf, p, cap, a->upstream_server, slen(a->upstream_server));
+        p = put_raw(buf, p, cap, ",\"upstream_name\":");
+        p = put_json(buf, p, cap, a->upstream, slen(a->upstream));
         if (a->upstream_status)
             p = put_raw(buf, p, cap, ",\"upstream_status\":%d", a->upstream_status);
         else

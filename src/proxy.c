@@ -444,11 +444,10 @@ static enum fail exchange(struct request *r, struct io_stream *up)
             return evbuffer_get_length(uin) == 0 ? FAIL_UP_CLOSED : FAIL_UP_BAD;
 
         maybe_continue(r);
-        struct io_want w[3] = {
+        struct io_want w[2] = {
             {.stream = up, .events = IO_READABLE | IO_EOF, .read_min = evbuffer_get_length(uin) + 1},
             {.stream = r->client, .events = IO_EOF},
         };
-        unsigned n = 2;
         int64_t deadline = header_deadline;
         bool reading_body = !r->req_body.done && evbuffer_get_length(uout) < OUT_HIGH;
         if (reading_body) {
@@ -460,7 +459,6 @@ static enum fail exchange(struct request *r, struct io_stream *up)
             w[0].write_below = OUT_HIGH / 2;
             deadline = phase_deadline(r, r->tmo->upstream_send);
         }
-        (void)n;
         int rc = io_wait(w, 2, deadline);
         if (rc == -ETIMEDOUT) {
             if (r->req_body.done)
@@ -469,10 +467,9 @@ static enum fail exchange(struct request *r, struct io_stream *up)
         }
         if (rc < 0)
             return FAIL_CLIENT_GONE;
-        /* The client's read side ending with its body incomplete, or its
-         * socket failing, is an abort; an upstream EOF is handled above. */
-        if ((w[1].fired & IO_EOF) && (!r->req_body.done || io_error(r->client)) &&
-            evbuffer_get_length(cin) == 0)
+        /* The client closing while it waits is an abort (as nginx: its
+         * answer has nowhere to go); an upstream EOF is handled above. */
+        if (w[1].fired & IO_EOF)
             return FAIL_CLIENT_GONE;
     }
 }
