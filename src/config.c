@@ -107,6 +107,7 @@ enum ykind { Y_SCALAR, Y_SEQ, Y_MAP };
 struct ynode {
     enum ykind kind;
     bool quoted;    /* a quoted or block scalar: never null, never a number */
+    bool repeated;  /* a key seen before in its mapping: reported, then ignored */
     uint32_t line;  /* 1-based */
     uint32_t col;   /* 1-based, in characters */
     char *str;      /* scalars: NUL-terminated (may hold NULs: len counts) */
@@ -628,6 +629,7 @@ static void check_mapping_keys(struct builder *b, struct ynode *map)
                    memcmp(keys[first - 1]->str, keys[i]->str, keys[i]->len) == 0)
                 first--;
             char sub[512], q[96];
+            keys[i]->repeated = true;
             subpath(sub, sizeof(sub), path, keys[i]->str);
             err(c, keys[i], sub, "duplicate key %s (first at line %u)",
                 quote(q, sizeof(q), keys[i]->str, keys[i]->len), keys[first]->line);
@@ -1121,7 +1123,7 @@ static size_t seq_items(const struct ynode *n)
 static const char *lookup_key(struct ctx *c, const struct ynode *key, const char *path,
                               const char *const *known, const char *const *later)
 {
-    if (key->kind != Y_SCALAR)
+    if (key->kind != Y_SCALAR || key->repeated)
         return NULL;
     char sub[512], q[96];
     subpath(sub, sizeof(sub), path, key->str);
@@ -1665,7 +1667,7 @@ static void load_upstreams(struct ctx *c, const struct ynode *n, const char *pat
     c->uaux = arena_alloc(&c->tree, (count ? count : 1) * sizeof(*c->uaux));
     for (size_t i = 0; i < count; i++) {
         const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        if (k->kind != Y_SCALAR)
+        if (k->kind != Y_SCALAR || k->repeated)
             continue;
         char sub[512], q[96];
         subpath(sub, sizeof(sub), path, k->str);
