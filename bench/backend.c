@@ -21,7 +21,9 @@
  * Usage: backend -l 127.0.0.1:PORT [-b backlog] [-B big_bytes]
  * Built by bench/run with cc -O2; not part of the autotools build.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

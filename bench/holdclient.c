@@ -17,7 +17,9 @@
  * Usage: holdclient -a 127.0.0.1:PORT [-n 5000] [-p /slow/5000] [-t 30]
  * Built by bench/run with cc -O2; not part of the autotools build.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>

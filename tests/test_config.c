@@ -8,7 +8,9 @@
  * $FERRY_SRCDIR (VPATH builds, make distcheck).
  */
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf, open_memstream */
+#endif
 #include <arpa/inet.h>
 #include <check.h>
 #include <dirent.h>
