@@ -39,6 +39,7 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -1089,6 +1090,11 @@ def run(namespace, budget=60.0, needs_ferry=True):
     _kill_all()
     log("%d passed, %d failed, %d skipped%s" % (len(passed), len(failed), len(skipped),
                                                 ": " + " ".join(failed) if failed else ""))
+    if _tmpdir is not None:
+        if failed:
+            log("configs and ferry stderr kept in %s" % _tmpdir)
+        else:
+            shutil.rmtree(_tmpdir, ignore_errors=True)
     if failed:
         sys.exit(EXIT_FAIL)
     if skipped and not passed:
