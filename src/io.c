@@ -410,7 +410,13 @@ int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
         if (r == -ETIMEDOUT) {
             /* The event may have arrived in the same loop turn. */
             count = (int)evaluate_all(wants, n, slots);
-            return count > 0 ? count : -ETIMEDOUT;
+            if (count > 0)
+                return count;
+            /* libevent's clock may run ahead of ours by a little (its time
+             * is cached per loop turn): never end a wait early. */
+            if (loop_now() < deadline)
+                continue;
+            return -ETIMEDOUT;
         }
     }
 }

@@ -76,7 +76,14 @@ struct loop *loop_new(size_t stack_size, unsigned pool_cap)
     if (!loop)
         return NULL;
     loop->reap_tail = &loop->reap_head;
-    loop->base = event_base_new();
+    /* Precise timers: deadlines are exact CLOCK_MONOTONIC instants, and
+     * the coarse clock (4 ms ticks) would end waits early. */
+    struct event_config *ec = event_config_new();
+    if (ec)
+        event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+    loop->base = ec ? event_base_new_with_config(ec) : NULL;
+    if (ec)
+        event_config_free(ec);
     loop->pool = coro_pool_new(stack_size, pool_cap);
     if (!loop->base || !loop->pool)
         goto out_free;
@@ -179,13 +186,20 @@ static void on_schedule(evutil_socket_t fd, short what, void *arg)
             loop->run_tail = NULL;
         s->queued = false;
         s->run_next = NULL;
+        if (coro_done(c)) {
+            /* Woken while it ran, then it ended: released only now that
+             * the queue no longer links it. */
+            coro_release(c);
+            continue;
+        }
         if (!s->ready)
             continue;
         s->ready = false;
         coro_resume(c);
         if (coro_done(c)) {
             loop->live--;
-            coro_release(c);
+            if (!s->queued)
+                coro_release(c);
         }
     }
     coro_resume_gate(false);
