@@ -76,28 +76,89 @@ static bool list_has_n(const char *value, size_t vlen, const char *n, size_t len
     return false;
 }
 
-static bool named_in_connection(const struct http1_header *hs, size_t n,
+/* The fields this module treats specially, found by length first. */
+enum field {
+    F_OTHER,
+    F_HOP, /* hop-by-hop or re-serialised: never forwarded as is */
+    F_HOST,
+    F_UPGRADE,
+    F_VIA,
+    F_XFF,
+    F_XFP,
+    F_XFH,
+    F_FORWARDED,
+    F_REQUEST_ID,
+};
+
+/* RFC 9110 §7.6.1 hop-by-hop fields, the legacy ones proxies drop,
+ * Content-Length (framing is the serializer's) and HTTP2-Settings. */
+static enum field classify(const struct http1_header *h)
+{
+    const char *n = h->name;
+    switch (h->name_len) {
+    case 2:
+        return http1_token_eq(n, 2, "te") ? F_HOP : F_OTHER;
+    case 3:
+        return http1_token_eq(n, 3, "via") ? F_VIA : F_OTHER;
+    case 4:
+        return http1_token_eq(n, 4, "host") ? F_HOST : F_OTHER;
+    case 7:
+        if (http1_token_eq(n, 7, "upgrade"))
+            return F_UPGRADE;
+        return http1_token_eq(n, 7, "trailer") ? F_HOP : F_OTHER;
+    case 9:
+        return http1_token_eq(n, 9, "forwarded") ? F_FORWARDED : F_OTHER;
+    case 10:
+        if (http1_token_eq(n, 10, "connection") || http1_token_eq(n, 10, "keep-alive"))
+            return F_HOP;
+        return F_OTHER;
+    case 12:
+        return http1_token_eq(n, 12, "x-request-id") ? F_REQUEST_ID : F_OTHER;
+    case 14:
+        if (http1_token_eq(n, 14, "content-length") || http1_token_eq(n, 14, "http2-settings"))
+            return F_HOP;
+        return F_OTHER;
+    case 15:
+        return http1_token_eq(n, 15, "x-forwarded-for") ? F_XFF : F_OTHER;
+    case 16:
+        if (http1_token_eq(n, 16, "proxy-connection"))
+            return F_HOP;
+        return http1_token_eq(n, 16, "x-forwarded-host") ? F_XFH : F_OTHER;
+    case 17:
+        if (http1_token_eq(n, 17, "transfer-encoding"))
+            return F_HOP;
+        return http1_token_eq(n, 17, "x-forwarded-proto") ? F_XFP : F_OTHER;
+    default:
+        return F_OTHER;
+    }
+}
+
+/* Is h named in one of the Connection values conn[0..nconn)? */
+static bool named_in_connection(const struct http1_header *const *conn, size_t nconn,
                                 const struct http1_header *h)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (name_is(&hs[i], "connection") &&
-            list_has_n(hs[i].value, hs[i].value_len, h->name, h->name_len))
+    for (size_t i = 0; i < nconn; i++) {
+        if (list_has_n(conn[i]->value, conn[i]->value_len, h->name, h->name_len))
             return true;
     }
     return false;
 }
 
-/* RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy ones proxies drop. */
-static bool is_hop_by_hop(const struct http1_header *h)
+#define MAX_CONNECTION_FIELDS 16
+
+/* Collects the Connection fields; more than MAX_CONNECTION_FIELDS is -ENOSPC. */
+static int connection_fields(const struct http1_header *hs, size_t n,
+                             const struct http1_header **conn, size_t *nconn)
 {
-    static const char *const hop[] = {"connection", "keep-alive",        "proxy-connection",
-                                      "te",         "trailer",           "transfer-encoding",
-                                      "upgrade",    "content-length",    "http2-settings"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
-        if (name_is(h, hop[i]))
-            return true;
+    *nconn = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (hs[i].name_len == 10 && http1_token_eq(hs[i].name, 10, "connection")) {
+            if (*nconn == MAX_CONNECTION_FIELDS)
+                return -ENOSPC;
+            conn[(*nconn)++] = &hs[i];
+        }
     }
-    return false;
+    return 0;
 }
 
 /*
@@ -105,8 +166,8 @@ static bool is_hop_by_hop(const struct http1_header *h)
  * (if not NULL), into scratch. Returns the value length, or -ENOSPC;
  * *value points into scratch.
  */
-static int join_values(struct builder *b, const struct http1_header *hs, size_t n,
-                       const char *name, const char *extra, const char **value)
+static int join_values(struct builder *b, const struct http1_header *hs, size_t n, const char *name,
+                       const char *extra, const char **value)
 {
     size_t start = b->used;
     bool any = false;
@@ -151,8 +212,7 @@ static int forwarded_element(struct builder *b, const char *addr, bool tls)
 }
 
 int headers_forward_request(const struct http1_request *req, struct headers_forward *fwd,
-                            struct http1_header *out, size_t cap, char *scratch,
-                            size_t scratch_cap)
+                            struct http1_header *out, size_t cap, char *scratch, size_t scratch_cap)
 {
     struct builder b = {out, cap, 0, scratch, scratch_cap, 0};
     const struct http1_header *hs = req->headers;
@@ -163,34 +223,37 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
     const char *v;
     int len;
 
+    const struct http1_header *conn[MAX_CONNECTION_FIELDS];
+    size_t nconn;
+    if (connection_fields(hs, n, conn, &nconn) < 0)
+        return -ENOSPC;
     if (fwd->host && add(&b, "Host", fwd->host, fwd->host_len) < 0)
         return -ENOSPC;
     for (size_t i = 0; i < n; i++) {
         const struct http1_header *h = &hs[i];
-        if (is_hop_by_hop(h) || name_is(h, "host") || named_in_connection(hs, n, h) ||
-            name_is(h, "via") || name_is(h, "x-forwarded-for"))
-            continue;
-        if (name_is(h, "x-request-id")) {
+        switch (classify(h)) {
+        case F_OTHER:
+            if (!named_in_connection(conn, nconn, h) && add_view(&b, h) < 0)
+                return -ENOSPC;
+            break;
+        case F_REQUEST_ID:
             rid = h;
             rid_count++;
-            continue;
-        }
-        if (name_is(h, "x-forwarded-proto")) {
+            break;
+        case F_XFP:
             if (!xfp)
                 xfp = h;
-            continue;
-        }
-        if (name_is(h, "x-forwarded-host")) {
+            break;
+        case F_XFH:
             if (!xfh)
                 xfh = h;
-            continue;
-        }
-        if (name_is(h, "forwarded")) {
+            break;
+        case F_FORWARDED:
             has_forwarded = true;
-            continue;
+            break;
+        default: /* hop-by-hop, Host, Upgrade, Via, X-Forwarded-For: re-made below */
+            break;
         }
-        if (add_view(&b, h) < 0)
-            return -ENOSPC;
     }
 
     len = join_values(&b, hs, fwd->trusted_peer ? n : 0, "x-forwarded-for",
@@ -233,8 +296,7 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
         fwd->request_id = fwd->new_request_id;
         fwd->request_id_len = strlen(fwd->new_request_id);
     }
-    if (fwd->request_id &&
-        add(&b, "X-Request-Id", fwd->request_id, fwd->request_id_len) < 0)
+    if (fwd->request_id && add(&b, "X-Request-Id", fwd->request_id, fwd->request_id_len) < 0)
         return -ENOSPC;
 
     if (fwd->tunnel && req->upgrade_websocket) {
@@ -253,11 +315,16 @@ int headers_forward_response(const struct http1_response *resp, bool tunnel,
     size_t n = resp->nheaders;
     const char *v;
 
+    const struct http1_header *conn[MAX_CONNECTION_FIELDS];
+    size_t nconn;
+    if (connection_fields(hs, n, conn, &nconn) < 0)
+        return -ENOSPC;
     for (size_t i = 0; i < n; i++) {
         const struct http1_header *h = &hs[i];
-        if (name_is(h, "upgrade") && !upgrade)
+        enum field f = classify(h);
+        if (f == F_UPGRADE && !upgrade)
             upgrade = h;
-        if (is_hop_by_hop(h) || named_in_connection(hs, n, h) || name_is(h, "via"))
+        if (f == F_HOP || f == F_UPGRADE || f == F_VIA || named_in_connection(conn, nconn, h))
             continue;
         if (add_view(&b, h) < 0)
             return -ENOSPC;
@@ -287,8 +354,8 @@ static int hexval(unsigned char c)
 
 static bool is_unreserved(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 /*

@@ -48,7 +48,7 @@ struct headers_forward {
     const char *host;        /* Host to send upstream (preserve/upstream/literal) */
     size_t host_len;
     const char *new_request_id; /* a fresh id, used when the client's is absent/invalid */
-    bool tunnel;             /* an Upgrade (websocket) is being forwarded */
+    bool tunnel;                /* an Upgrade (websocket) is being forwarded */
     /* out: the X-Request-Id in effect (client's or new_request_id) */
     const char *request_id;
     size_t request_id_len;

@@ -21,14 +21,14 @@
 #define C_VALUE 2
 #define C_TARGET 4
 #define C_HEX 8
+#define C_FIELD 16 /* C_VALUE or SP/HTAB: any byte allowed inside a value */
 
 static unsigned char cclass[256];
-static bool cclass_ready;
+static unsigned char lower_tab[256];
 
-static void cclass_init(void)
+/* Filled once before main (a constructor), so threads only ever read. */
+__attribute__((constructor)) static void cclass_init(void)
 {
-    if (cclass_ready)
-        return;
     for (int c = 0; c < 256; c++) {
         unsigned char k = 0;
         if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -40,10 +40,11 @@ static void cclass_init(void)
             k |= C_TARGET;
         if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))
             k |= C_HEX;
+        if ((k & C_VALUE) || c == ' ' || c == '\t')
+            k |= C_FIELD;
         cclass[c] = k;
+        lower_tab[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
     }
-    /* Idempotent: racing threads write the same bytes. */
-    cclass_ready = true;
 }
 
 static inline bool is_tchar(unsigned char c)
@@ -65,11 +66,6 @@ static inline int hexval(unsigned char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
-}
-
-static inline unsigned char lower(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
 
 int http1_error_status(int err)
@@ -201,8 +197,8 @@ static void limits_resolve(const struct http1_limits *lim, struct http1_limits *
     static const struct http1_limits none;
     if (!lim)
         lim = &none;
-    out->max_header_bytes = lim->max_header_bytes ? lim->max_header_bytes
-                                                  : HTTP1_DEFAULT_MAX_HEADER_BYTES;
+    out->max_header_bytes =
+        lim->max_header_bytes ? lim->max_header_bytes : HTTP1_DEFAULT_MAX_HEADER_BYTES;
     out->max_headers = lim->max_headers ? lim->max_headers : HTTP1_DEFAULT_MAX_HEADERS;
     out->max_target = lim->max_target ? lim->max_target : HTTP1_DEFAULT_MAX_TARGET;
     out->max_chunk_ext = lim->max_chunk_ext ? lim->max_chunk_ext : HTTP1_DEFAULT_MAX_CHUNK_EXT;
@@ -212,7 +208,7 @@ static void limits_resolve(const struct http1_limits *lim, struct http1_limits *
 bool http1_token_eq(const char *a, size_t alen, const char *b)
 {
     for (size_t i = 0; i < alen; i++) {
-        if (!b[i] || lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+        if (!b[i] || lower_tab[(unsigned char)a[i]] != lower_tab[(unsigned char)b[i]])
             return false;
     }
     return b[alen] == '\0';
@@ -534,16 +530,15 @@ static int parse_field_line(const char *p, size_t len, bool first, struct http1_
     i++;
     while (i < len && is_ows((unsigned char)p[i]))
         i++;
-    size_t v = i, last = i;
-    for (; i < len; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (cclass[c] & C_VALUE)
-            last = i + 1;
-        else if (!is_ows(c))
-            return bad_byte(c, HTTP1_E_VALUE_CHAR);
-    }
+    size_t v = i;
+    while (i < len && (cclass[(unsigned char)p[i]] & C_FIELD))
+        i++;
+    if (i < len)
+        return bad_byte((unsigned char)p[i], HTTP1_E_VALUE_CHAR);
+    while (i > v && is_ows((unsigned char)p[i - 1]))
+        i--;
     h->value = p + v;
-    h->value_len = last - v;
+    h->value_len = i - v;
     return 0;
 }
 
@@ -657,9 +652,8 @@ static int note_field(const struct http1_header *h, bool request, struct fields 
 
 /* Parses the field lines in buf[start..end) (each ending in CRLF, no bare
  * LF: the scan checked). */
-static int parse_fields(const char *buf, size_t start, size_t end, size_t max_headers,
-                        bool request, struct http1_header *headers, size_t *nheaders,
-                        struct fields *f)
+static int parse_fields(const char *buf, size_t start, size_t end, size_t max_headers, bool request,
+                        struct http1_header *headers, size_t *nheaders, struct fields *f)
 {
     size_t n = 0, pos = start;
     memset(f, 0, sizeof(*f));
@@ -787,7 +781,6 @@ ssize_t http1_parse_request(const char *buf, size_t len, const struct http1_limi
     bool line_parsed = false;
     ssize_t r;
 
-    cclass_init();
     limits_resolve(lim, &l);
     while ((r = scan_head(buf, len, &l, st, true)) == 0) {
         int e = parse_request_line(buf, st->first_end, &l, req);
@@ -846,7 +839,6 @@ ssize_t http1_parse_response(const char *buf, size_t len, const struct http1_lim
     bool line_parsed = false;
     ssize_t r;
 
-    cclass_init();
     limits_resolve(lim, &l);
     while ((r = scan_head(buf, len, &l, st, false)) == 0) {
         int e = parse_status_line(buf, st->first_end, resp);
@@ -940,7 +932,6 @@ ssize_t http1_chunked_decode(struct http1_chunked *dec, const char *buf, size_t 
     size_t i = 0;
     bool have_data = false;
 
-    cclass_init();
     *data_off = 0;
     *data_len = 0;
     while (i < len) {
@@ -1175,8 +1166,8 @@ static ssize_t finish_head(struct out *o, const struct http1_head_out *h)
         const struct http1_header *f = &h->headers[i];
         if (!token_ok(f->name, f->name_len) || !field_text_ok(f->value, f->value_len))
             return HTTP1_E_SERIALIZE;
-        if (http1_token_eq(f->name, f->name_len, "content-length") ||
-            http1_token_eq(f->name, f->name_len, "transfer-encoding"))
+        if ((f->name_len == 14 && http1_token_eq(f->name, 14, "content-length")) ||
+            (f->name_len == 17 && http1_token_eq(f->name, 17, "transfer-encoding")))
             continue;
         put(o, f->name, f->name_len);
         put(o, ": ", 2);
@@ -1203,7 +1194,6 @@ static ssize_t finish_head(struct out *o, const struct http1_head_out *h)
 ssize_t http1_write_request_head(char *buf, size_t cap, const struct http1_head_out *h)
 {
     struct out o = {buf, cap, 0};
-    cclass_init();
     if (!token_ok(h->method, h->method_len) || h->path_len == 0 ||
         !target_ok(h->path, h->path_len) || (h->query && !target_ok(h->query, h->query_len)))
         return HTTP1_E_SERIALIZE;
@@ -1222,7 +1212,6 @@ ssize_t http1_write_response_head(char *buf, size_t cap, const struct http1_head
 {
     struct out o = {buf, cap, 0};
     char code[4];
-    cclass_init();
     if (h->status < 100 || h->status > 599 || !field_text_ok(h->reason, h->reason_len))
         return HTTP1_E_SERIALIZE;
     snprintf(code, sizeof(code), "%03d", h->status);
@@ -1237,42 +1226,79 @@ ssize_t http1_write_response_head(char *buf, size_t cap, const struct http1_head
 const char *http1_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 421: return "Misdirected Request";
-    case 422: return "Unprocessable Content";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 421:
+        return "Misdirected Request";
+    case 422:
+        return "Unprocessable Content";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "";
     }
 }

@@ -52,60 +52,60 @@
 enum http1_error {
     HTTP1_INCOMPLETE = -1,
     /* 400: request line */
-    HTTP1_E_METHOD_CHAR = -10,   /* method not a token (CTL, NUL, DEL, separators) */
-    HTTP1_E_REQUEST_LINE = -11,  /* not "method SP target SP version", extra spaces */
-    HTTP1_E_TARGET_CHAR = -12,   /* CTL, NUL, DEL, SP, '#' or non-ASCII in target */
-    HTTP1_E_TARGET_FORM = -13,   /* not origin/absolute/asterisk(OPTIONS) form */
-    HTTP1_E_VERSION = -14,       /* not HTTP/DIGIT.DIGIT */
+    HTTP1_E_METHOD_CHAR = -10,  /* method not a token (CTL, NUL, DEL, separators) */
+    HTTP1_E_REQUEST_LINE = -11, /* not "method SP target SP version", extra spaces */
+    HTTP1_E_TARGET_CHAR = -12,  /* CTL, NUL, DEL, SP, '#' or non-ASCII in target */
+    HTTP1_E_TARGET_FORM = -13,  /* not origin/absolute/asterisk(OPTIONS) form */
+    HTTP1_E_VERSION = -14,      /* not HTTP/DIGIT.DIGIT */
     /* 400: line endings and field lines */
-    HTTP1_E_BARE_LF = -20,       /* LF not preceded by CR */
-    HTTP1_E_BARE_CR = -21,       /* CR not followed by LF */
-    HTTP1_E_LEADING_WS = -22,    /* first field line starts with SP/HTAB */
-    HTTP1_E_OBS_FOLD = -23,      /* a later field line starts with SP/HTAB */
-    HTTP1_E_NO_COLON = -24,      /* field line without ':' */
+    HTTP1_E_BARE_LF = -20,         /* LF not preceded by CR */
+    HTTP1_E_BARE_CR = -21,         /* CR not followed by LF */
+    HTTP1_E_LEADING_WS = -22,      /* first field line starts with SP/HTAB */
+    HTTP1_E_OBS_FOLD = -23,        /* a later field line starts with SP/HTAB */
+    HTTP1_E_NO_COLON = -24,        /* field line without ':' */
     HTTP1_E_WS_BEFORE_COLON = -25, /* "Name :" */
-    HTTP1_E_EMPTY_NAME = -26,    /* ": value" */
-    HTTP1_E_NAME_CHAR = -27,     /* field name not a token */
-    HTTP1_E_VALUE_CHAR = -28,    /* CTL (but HTAB), NUL or DEL in a value */
+    HTTP1_E_EMPTY_NAME = -26,      /* ": value" */
+    HTTP1_E_NAME_CHAR = -27,       /* field name not a token */
+    HTTP1_E_VALUE_CHAR = -28,      /* CTL (but HTAB), NUL or DEL in a value */
     /* 400: framing */
-    HTTP1_E_CL_INVALID = -30,    /* empty, signed, hex, spaces, list... */
-    HTTP1_E_CL_OVERFLOW = -31,   /* more than 2^63-1 */
-    HTTP1_E_CL_DIFFERENT = -32,  /* two Content-Length lines that differ */
-    HTTP1_E_CL_AND_TE = -33,     /* both Content-Length and Transfer-Encoding */
-    HTTP1_E_TE_SYNTAX = -34,     /* empty element, parameters, not a token */
+    HTTP1_E_CL_INVALID = -30,          /* empty, signed, hex, spaces, list... */
+    HTTP1_E_CL_OVERFLOW = -31,         /* more than 2^63-1 */
+    HTTP1_E_CL_DIFFERENT = -32,        /* two Content-Length lines that differ */
+    HTTP1_E_CL_AND_TE = -33,           /* both Content-Length and Transfer-Encoding */
+    HTTP1_E_TE_SYNTAX = -34,           /* empty element, parameters, not a token */
     HTTP1_E_TE_NOT_CHUNKED_LAST = -35, /* final coding is not chunked */
     HTTP1_E_TE_CHUNKED_TWICE = -36,
-    HTTP1_E_TE_HTTP10 = -37,     /* Transfer-Encoding in an HTTP/1.0 message */
+    HTTP1_E_TE_HTTP10 = -37, /* Transfer-Encoding in an HTTP/1.0 message */
     /* 400: Host */
-    HTTP1_E_HOST_MISSING = -40,  /* HTTP/1.1 request without Host */
+    HTTP1_E_HOST_MISSING = -40, /* HTTP/1.1 request without Host */
     HTTP1_E_HOST_REPEATED = -41,
-    HTTP1_E_HOST_INVALID = -42,  /* Host or absolute-form authority syntax */
+    HTTP1_E_HOST_INVALID = -42, /* Host or absolute-form authority syntax */
     /* 400: chunked body (http1_chunked_decode) */
-    HTTP1_E_CHUNK_SIZE = -50,    /* empty, 0x, sign, spaces, non-hex */
+    HTTP1_E_CHUNK_SIZE = -50,     /* empty, 0x, sign, spaces, non-hex */
     HTTP1_E_CHUNK_OVERFLOW = -51, /* more than 16 hex digits or > 2^63-1 */
-    HTTP1_E_CHUNK_EXT = -52,     /* CTL in a chunk extension */
+    HTTP1_E_CHUNK_EXT = -52,      /* CTL in a chunk extension */
     HTTP1_E_CHUNK_EXT_TOO_LONG = -53,
-    HTTP1_E_CHUNK_CRLF = -54,    /* chunk data not followed by CRLF */
+    HTTP1_E_CHUNK_CRLF = -54, /* chunk data not followed by CRLF */
     HTTP1_E_TRAILER_TOO_LARGE = -55,
     /* 400: path and host rules (headers.c) */
-    HTTP1_E_PATH = -60,          /* does not start with '/' */
-    HTTP1_E_PATH_BACKSLASH = -61, /* '\' or %5C */
+    HTTP1_E_PATH = -60,               /* does not start with '/' */
+    HTTP1_E_PATH_BACKSLASH = -61,     /* '\' or %5C */
     HTTP1_E_PATH_ENCODED_SLASH = -62, /* %2F */
-    HTTP1_E_PATH_PERCENT = -63,  /* '%' not followed by two hex digits, or %00 */
+    HTTP1_E_PATH_PERCENT = -63,       /* '%' not followed by two hex digits, or %00 */
     /* 413, 414, 431 */
-    HTTP1_E_BODY_TOO_LARGE = -70, /* 413: Content-Length or chunked total over max_body_bytes */
-    HTTP1_E_TARGET_TOO_LONG = -71, /* 414 */
-    HTTP1_E_HEAD_TOO_LARGE = -72, /* 431: no head end within max_header_bytes */
+    HTTP1_E_BODY_TOO_LARGE = -70,   /* 413: Content-Length or chunked total over max_body_bytes */
+    HTTP1_E_TARGET_TOO_LONG = -71,  /* 414 */
+    HTTP1_E_HEAD_TOO_LARGE = -72,   /* 431: no head end within max_header_bytes */
     HTTP1_E_TOO_MANY_HEADERS = -73, /* 431 */
     /* 501, 505 */
-    HTTP1_E_TE_UNKNOWN = -80,    /* 501: a coding other than chunked */
-    HTTP1_E_CONNECT = -81,       /* 501: CONNECT is not supported */
+    HTTP1_E_TE_UNKNOWN = -80,          /* 501: a coding other than chunked */
+    HTTP1_E_CONNECT = -81,             /* 501: CONNECT is not supported */
     HTTP1_E_VERSION_UNSUPPORTED = -82, /* 505: major version not 1 */
     /* responses only (always 502) */
-    HTTP1_E_STATUS = -90,        /* status code not 3 digits in 100..599 */
-    HTTP1_E_REASON_CHAR = -91,   /* CTL in the reason phrase */
+    HTTP1_E_STATUS = -90,      /* status code not 3 digits in 100..599 */
+    HTTP1_E_REASON_CHAR = -91, /* CTL in the reason phrase */
     /* serializer */
-    HTTP1_E_SERIALIZE = -99,     /* CR, LF or NUL in a field given to the serializer */
+    HTTP1_E_SERIALIZE = -99, /* CR, LF or NUL in a field given to the serializer */
 };
 
 /* The HTTP status answering a request-side error (400, 413, 414, 431, 501,
@@ -166,12 +166,12 @@ struct http1_header {
 /* Private to http1.c: where a restarted parse resumes. Offsets, not
  * pointers, since the caller's buffer may move between calls. */
 struct http1_scan {
-    size_t line;   /* start of the first line not yet complete */
-    size_t scan;   /* bytes [line, scan) hold no LF */
-    size_t tstart; /* request line: offset of the target, 0 = not yet seen */
+    size_t line;      /* start of the first line not yet complete */
+    size_t scan;      /* bytes [line, scan) hold no LF */
+    size_t tstart;    /* request line: offset of the target, 0 = not yet seen */
     size_t first_end; /* offset of the start line's CR once complete */
-    int phase;     /* request line: 0 method, 1 target, 2 rest */
-    bool first_done; /* the start line is complete and valid */
+    int phase;        /* request line: 0 method, 1 target, 2 rest */
+    bool first_done;  /* the start line is complete and valid */
 };
 
 struct http1_request {
@@ -199,7 +199,7 @@ struct http1_request {
     const char *host;
     size_t host_len;
 
-    enum http1_body body; /* NONE, LENGTH or CHUNKED */
+    enum http1_body body;    /* NONE, LENGTH or CHUNKED */
     uint64_t content_length; /* for HTTP1_BODY_LENGTH */
     bool keep_alive;         /* version default, Connection: close/keep-alive */
     bool expect_continue;    /* Expect: 100-continue */
@@ -222,8 +222,8 @@ struct http1_response {
     uint64_t content_length; /* for LENGTH; also set (has_content_length) when
                               * a bodiless response (HEAD, 304) carries one */
     bool has_content_length;
-    bool keep_alive; /* false for CLOSE framing */
-    bool upgrade;    /* 101 with Upgrade: the connection becomes a tunnel */
+    bool keep_alive;         /* false for CLOSE framing */
+    bool upgrade;            /* 101 with Upgrade: the connection becomes a tunnel */
     struct http1_scan scan_; /* private */
 };
 
@@ -285,16 +285,16 @@ bool http1_host_valid(const char *host, size_t len);
  */
 struct http1_chunked {
     uint8_t state;
-    uint8_t digits;       /* size digits seen on this line */
-    uint16_t ext_len;     /* extension bytes on this line */
+    uint8_t digits;   /* size digits seen on this line */
+    uint16_t ext_len; /* extension bytes on this line */
     uint32_t trailer_lines;
-    uint64_t remaining;   /* payload bytes left in the current chunk, or the size being read */
-    uint64_t total;       /* payload bytes so far */
+    uint64_t remaining; /* payload bytes left in the current chunk, or the size being read */
+    uint64_t total;     /* payload bytes so far */
     uint64_t trailer_bytes;
     size_t max_chunk_ext;
     size_t max_trailer_bytes;
     size_t max_trailers;
-    uint64_t max_body;    /* 0 = unlimited */
+    uint64_t max_body; /* 0 = unlimited */
 };
 
 void http1_chunked_init(struct http1_chunked *dec, const struct http1_limits *lim);

@@ -42,16 +42,15 @@ START_TEST(hop_by_hop)
               "HTTP2-Settings: AAA\r\nX-Secret: 1\r\nx-secret: 2\r\nContent-Length: 0\r\n"
               "Accept: */*\r\n\r\n",
           &req);
-    struct headers_forward fwd = {.client_addr = "192.0.2.1",
-                                  .host = "backend",
-                                  .host_len = 7,
-                                  .new_request_id = "gen-1"};
+    struct headers_forward fwd = {
+        .client_addr = "192.0.2.1", .host = "backend", .host_len = 7, .new_request_id = "gen-1"};
     int n = headers_forward_request(&req, &fwd, out, MAXH, scratch, sizeof(scratch));
     ck_assert_int_gt(n, 0);
     char v[512];
-    static const char *const gone[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                       "trailer", "upgrade", "http2-settings", "x-secret",
-                                       "content-length", "transfer-encoding"};
+    static const char *const gone[] = {
+        "connection",     "keep-alive",       "proxy-connection", "te",
+        "trailer",        "upgrade",          "http2-settings",   "x-secret",
+        "content-length", "transfer-encoding"};
     for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
         ck_assert_msg(!value_of(n, gone[i], v), "%s forwarded", gone[i]);
     ck_assert_str_eq(value_of(n, "host", v), "backend");
@@ -67,8 +66,8 @@ START_TEST(hop_by_hop)
 END_TEST
 
 #define XFWD                                                                                       \
-    "X-Forwarded-For: 198.51.100.7, 10.0.0.2\r\nx-forwarded-for: 10.0.0.3\r\n"                   \
-    "X-Forwarded-Proto: https\r\nX-Forwarded-Host: orig.example\r\n"                              \
+    "X-Forwarded-For: 198.51.100.7, 10.0.0.2\r\nx-forwarded-for: 10.0.0.3\r\n"                     \
+    "X-Forwarded-Proto: https\r\nX-Forwarded-Host: orig.example\r\n"                               \
     "Forwarded: for=198.51.100.7\r\nVia: 1.0 edge\r\n\r\n"
 
 START_TEST(forwarded_untrusted)
@@ -95,7 +94,8 @@ START_TEST(forwarded_trusted)
     struct headers_forward fwd = {.client_addr = "10.0.0.4", .trusted_peer = true};
     int n = headers_forward_request(&req, &fwd, out, MAXH, scratch, sizeof(scratch));
     char v[512];
-    ck_assert_str_eq(value_of(n, "x-forwarded-for", v), "198.51.100.7, 10.0.0.2, 10.0.0.3, 10.0.0.4");
+    ck_assert_str_eq(value_of(n, "x-forwarded-for", v),
+                     "198.51.100.7, 10.0.0.2, 10.0.0.3, 10.0.0.4");
     ck_assert_str_eq(value_of(n, "x-forwarded-proto", v), "https");
     ck_assert_str_eq(value_of(n, "x-forwarded-host", v), "orig.example");
     ck_assert_str_eq(value_of(n, "forwarded", v), "for=198.51.100.7, for=10.0.0.4;proto=http");
@@ -314,9 +314,9 @@ START_TEST(path_rewrite)
 {
     const struct rwcase *c = &rewrite_cases[_i];
     char o[64];
-    size_t n = headers_path_rewrite(c->path, strlen(c->path), c->strip,
-                                    c->strip ? strlen(c->strip) : 0, c->add,
-                                    c->add ? strlen(c->add) : 0, o, sizeof(o));
+    size_t n =
+        headers_path_rewrite(c->path, strlen(c->path), c->strip, c->strip ? strlen(c->strip) : 0,
+                             c->add, c->add ? strlen(c->add) : 0, o, sizeof(o));
     ck_assert_uint_eq(n, strlen(c->want));
     ck_assert_str_eq(o, c->want);
     /* snprintf-style truncation */

@@ -170,8 +170,7 @@ static const struct rcase req_cases[] = {
     {POST "Transfer-Encoding: chunked, gzip\r\n\r\n", 0, HTTP1_E_TE_NOT_CHUNKED_LAST},
     {POST "Transfer-Encoding: xchunked\r\n\r\n", 0, HTTP1_E_TE_NOT_CHUNKED_LAST},
     {POST "Transfer-Encoding: gzip, chunked\r\n\r\n", 0, HTTP1_E_TE_UNKNOWN},
-    {POST "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
-     HTTP1_E_TE_UNKNOWN},
+    {POST "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 0, HTTP1_E_TE_UNKNOWN},
     {POST "Transfer-Encoding: chunked, chunked\r\n\r\n", 0, HTTP1_E_TE_CHUNKED_TWICE},
     {POST "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
      HTTP1_E_TE_CHUNKED_TWICE},
@@ -206,8 +205,8 @@ START_TEST(request_table)
         ck_assert_msg(r == (ssize_t)len, "case %d: want accepted, got %zd (%s)", _i, r,
                       http1_error_str((int)r));
     else
-        ck_assert_msg(r == c->want, "case %d: want %s, got %zd (%s)", _i,
-                      http1_error_str(c->want), r, http1_error_str((int)r));
+        ck_assert_msg(r == c->want, "case %d: want %s, got %zd (%s)", _i, http1_error_str(c->want),
+                      r, http1_error_str((int)r));
 }
 END_TEST
 
@@ -276,8 +275,7 @@ START_TEST(request_upgrade)
 {
     struct http1_request req;
     ck_assert_int_gt(
-        parse_reqs(RL H "Connection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\r\n", &req),
-        0);
+        parse_reqs(RL H "Connection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\n\r\n", &req), 0);
     ck_assert(req.upgrade && req.upgrade_websocket && !req.upgrade_h2c);
     ck_assert_int_gt(parse_reqs(RL H "Upgrade: websocket\r\n\r\n", &req), 0);
     ck_assert(!req.upgrade && !req.upgrade_websocket);
@@ -359,8 +357,8 @@ END_TEST
  * with no field named Transfer-Encoding at all. */
 START_TEST(smuggling_te_variants)
 {
-    static const char bytes[] = {' ', '\t', '\v', '\f', '\r', '\n', '\0', '\x7f', ',', '\x80',
-                                 '"', ';', '='};
+    static const char bytes[] = {' ',    '\t', '\v',   '\f', '\r', '\n', '\0',
+                                 '\x7f', ',',  '\x80', '"',  ';',  '='};
     static const char *const shapes[] = {
         "@Transfer-Encoding: chunked", "Transfer-Encoding@: chunked",
         "Transfer-Encoding:@chunked",  "Transfer-Encoding: @chunked",
@@ -394,10 +392,9 @@ START_TEST(smuggling_te_variants)
                     ck_assert_msg(r < 0, "shape %zu byte %#x order %d accepted", s,
                                   (unsigned char)bytes[b], order);
                 } else if (r > 0 && req.body != HTTP1_BODY_CHUNKED) {
-                    ck_assert_msg(!http1_header_find(req.headers, req.nheaders,
-                                                     "transfer-encoding"),
-                                  "shape %zu byte %#x: TE seen but not chunked", s,
-                                  (unsigned char)bytes[b]);
+                    ck_assert_msg(
+                        !http1_header_find(req.headers, req.nheaders, "transfer-encoding"),
+                        "shape %zu byte %#x: TE seen but not chunked", s, (unsigned char)bytes[b]);
                 }
             }
         }
@@ -578,9 +575,9 @@ END_TEST
 struct respcase {
     const char *in;
     enum http1_method method;
-    int want;                /* OK or an error */
-    enum http1_body body;    /* when OK */
-    int keep_alive;          /* when OK */
+    int want;             /* OK or an error */
+    enum http1_body body; /* when OK */
+    int keep_alive;       /* when OK */
 };
 
 #define R200 "HTTP/1.1 200 OK\r\n"
@@ -598,15 +595,15 @@ static const struct respcase resp_cases[] = {
      HTTP1_METHOD_GET, OK, HTTP1_BODY_NONE, 1},
     {R200 "\r\n", HTTP1_METHOD_CONNECT, OK, HTTP1_BODY_NONE, 1},
     {"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", HTTP1_METHOD_GET, OK, HTTP1_BODY_LENGTH, 0},
-    {"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n", HTTP1_METHOD_GET,
-     OK, HTTP1_BODY_LENGTH, 1},
-    {R200 "Content-Length: 1\r\nConnection: close\r\n\r\n", HTTP1_METHOD_GET, OK,
-     HTTP1_BODY_LENGTH, 0},
+    {"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n", HTTP1_METHOD_GET, OK,
+     HTTP1_BODY_LENGTH, 1},
+    {R200 "Content-Length: 1\r\nConnection: close\r\n\r\n", HTTP1_METHOD_GET, OK, HTTP1_BODY_LENGTH,
+     0},
     {"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET, OK, HTTP1_BODY_LENGTH, 1},
     {"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n", HTTP1_METHOD_GET, OK, HTTP1_BODY_LENGTH, 1},
     /* 502 cases */
-    {R200 "Content-Length: 5\r\nContent-Length: 6\r\n\r\n", HTTP1_METHOD_GET,
-     HTTP1_E_CL_DIFFERENT, 0, 0},
+    {R200 "Content-Length: 5\r\nContent-Length: 6\r\n\r\n", HTTP1_METHOD_GET, HTTP1_E_CL_DIFFERENT,
+     0, 0},
     {R200 "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_METHOD_GET,
      HTTP1_E_CL_AND_TE, 0, 0},
     {R200 "Content-Length: -1\r\n\r\n", HTTP1_METHOD_GET, HTTP1_E_CL_INVALID, 0, 0},
@@ -624,10 +621,9 @@ static const struct respcase resp_cases[] = {
     {"HTTP/2 200\r\n\r\n", HTTP1_METHOD_GET, HTTP1_E_VERSION, 0, 0},
     {"HTTP/2.0 200 OK\r\n\r\n", HTTP1_METHOD_GET, HTTP1_E_VERSION_UNSUPPORTED, 0, 0},
     {"HTTP/1.1 200 OK\n\r\n", HTTP1_METHOD_GET, HTTP1_E_BARE_LF, 0, 0},
-    {R200 "Transfer-Encoding: gzip\r\n\r\n", HTTP1_METHOD_GET, HTTP1_E_TE_NOT_CHUNKED_LAST, 0,
-     0},
-    {"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_METHOD_GET,
-     HTTP1_E_TE_HTTP10, 0, 0},
+    {R200 "Transfer-Encoding: gzip\r\n\r\n", HTTP1_METHOD_GET, HTTP1_E_TE_NOT_CHUNKED_LAST, 0, 0},
+    {"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP1_METHOD_GET, HTTP1_E_TE_HTTP10,
+     0, 0},
 };
 
 START_TEST(response_table)
@@ -671,8 +667,7 @@ START_TEST(response_fields)
     const char *h = "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n";
     http1_response_init(&resp, hdrs, MAXH);
     ck_assert_int_gt(http1_parse_response(h, strlen(h), NULL, HTTP1_METHOD_HEAD, &resp), 0);
-    ck_assert(resp.body == HTTP1_BODY_NONE && resp.has_content_length &&
-              resp.content_length == 42);
+    ck_assert(resp.body == HTTP1_BODY_NONE && resp.has_content_length && resp.content_length == 42);
     /* head size limit applies to responses too */
     struct http1_limits lim = {.max_header_bytes = 20};
     http1_response_init(&resp, hdrs, MAXH);
@@ -847,16 +842,41 @@ END_TEST
 
 START_TEST(error_mapping)
 {
-    static const int e400[] = {
-        HTTP1_E_METHOD_CHAR, HTTP1_E_REQUEST_LINE, HTTP1_E_TARGET_CHAR, HTTP1_E_TARGET_FORM,
-        HTTP1_E_VERSION, HTTP1_E_BARE_LF, HTTP1_E_BARE_CR, HTTP1_E_LEADING_WS, HTTP1_E_OBS_FOLD,
-        HTTP1_E_NO_COLON, HTTP1_E_WS_BEFORE_COLON, HTTP1_E_EMPTY_NAME, HTTP1_E_NAME_CHAR,
-        HTTP1_E_VALUE_CHAR, HTTP1_E_CL_INVALID, HTTP1_E_CL_OVERFLOW, HTTP1_E_CL_DIFFERENT,
-        HTTP1_E_CL_AND_TE, HTTP1_E_TE_SYNTAX, HTTP1_E_TE_NOT_CHUNKED_LAST,
-        HTTP1_E_TE_CHUNKED_TWICE, HTTP1_E_TE_HTTP10, HTTP1_E_HOST_MISSING, HTTP1_E_HOST_REPEATED,
-        HTTP1_E_HOST_INVALID, HTTP1_E_CHUNK_SIZE, HTTP1_E_CHUNK_OVERFLOW, HTTP1_E_CHUNK_EXT,
-        HTTP1_E_CHUNK_EXT_TOO_LONG, HTTP1_E_CHUNK_CRLF, HTTP1_E_TRAILER_TOO_LARGE, HTTP1_E_PATH,
-        HTTP1_E_PATH_BACKSLASH, HTTP1_E_PATH_ENCODED_SLASH, HTTP1_E_PATH_PERCENT};
+    static const int e400[] = {HTTP1_E_METHOD_CHAR,
+                               HTTP1_E_REQUEST_LINE,
+                               HTTP1_E_TARGET_CHAR,
+                               HTTP1_E_TARGET_FORM,
+                               HTTP1_E_VERSION,
+                               HTTP1_E_BARE_LF,
+                               HTTP1_E_BARE_CR,
+                               HTTP1_E_LEADING_WS,
+                               HTTP1_E_OBS_FOLD,
+                               HTTP1_E_NO_COLON,
+                               HTTP1_E_WS_BEFORE_COLON,
+                               HTTP1_E_EMPTY_NAME,
+                               HTTP1_E_NAME_CHAR,
+                               HTTP1_E_VALUE_CHAR,
+                               HTTP1_E_CL_INVALID,
+                               HTTP1_E_CL_OVERFLOW,
+                               HTTP1_E_CL_DIFFERENT,
+                               HTTP1_E_CL_AND_TE,
+                               HTTP1_E_TE_SYNTAX,
+                               HTTP1_E_TE_NOT_CHUNKED_LAST,
+                               HTTP1_E_TE_CHUNKED_TWICE,
+                               HTTP1_E_TE_HTTP10,
+                               HTTP1_E_HOST_MISSING,
+                               HTTP1_E_HOST_REPEATED,
+                               HTTP1_E_HOST_INVALID,
+                               HTTP1_E_CHUNK_SIZE,
+                               HTTP1_E_CHUNK_OVERFLOW,
+                               HTTP1_E_CHUNK_EXT,
+                               HTTP1_E_CHUNK_EXT_TOO_LONG,
+                               HTTP1_E_CHUNK_CRLF,
+                               HTTP1_E_TRAILER_TOO_LARGE,
+                               HTTP1_E_PATH,
+                               HTTP1_E_PATH_BACKSLASH,
+                               HTTP1_E_PATH_ENCODED_SLASH,
+                               HTTP1_E_PATH_PERCENT};
     for (size_t i = 0; i < sizeof(e400) / sizeof(e400[0]); i++) {
         ck_assert_int_eq(http1_error_status(e400[i]), 400);
         ck_assert_str_ne(http1_error_str(e400[i]), "unknown error");
