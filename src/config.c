@@ -289,7 +289,7 @@ static void print_source_line(FILE *f, const char *src, size_t srclen, uint32_t 
     }
     char out[1024];
     size_t o = 0;
-    char mark[512];
+    char mark[256];
     size_t m = 0;
     if (from > 0) {
         memcpy(out, "...", 3);
@@ -337,7 +337,8 @@ static void print_diags(struct ctx *c, FILE *f)
 {
     if (!f)
         return;
-    qsort(c->diags, c->ndiags, sizeof(*c->diags), diag_cmp);
+    if (c->ndiags)
+        qsort(c->diags, c->ndiags, sizeof(*c->diags), diag_cmp);
     for (size_t i = 0; i < c->ndiags; i++) {
         const struct diag *d = &c->diags[i];
         if (d->line)
@@ -361,6 +362,12 @@ static void print_diags(struct ctx *c, FILE *f)
 }
 
 /* ---- small string helpers ---- */
+
+/* Buffers for paths and quoted values: small, frames stay under 4 KiB even
+ * with the sanitizers' redzones. A longer path ends in "...". */
+enum { PATHLEN = 200, QLEN = 72 };
+/* Each schema level keeps its own frame instead of one inlined giant. */
+#define NOINLINE __attribute__((noinline))
 
 static bool streq(const char *a, const char *b)
 {
@@ -559,7 +566,7 @@ static struct ynode *anchor_get(struct builder *b, const char *name)
 static void builder_path(struct builder *b, char *out, size_t size)
 {
     out[0] = '\0';
-    char tmp[512];
+    char tmp[PATHLEN];
     for (size_t i = 0; i < b->depth; i++) {
         struct ynode *n = b->stack[i];
         bool inner = i + 1 == b->depth;
@@ -610,11 +617,11 @@ static void check_mapping_keys(struct builder *b, struct ynode *map)
         return;
     struct ynode **keys = arena_alloc(&c->tree, nkeys * sizeof(*keys));
     size_t k = 0;
-    char path[512];
+    char path[PATHLEN];
     builder_path(b, path, sizeof(path));
     for (size_t i = 0; i + 1 < map->n; i += 2) {
         struct ynode *key = map->v[i];
-        char what[96];
+        char what[QLEN];
         if (key->kind != Y_SCALAR)
             err(c, key, path, "expected a plain key, got %s", describe(what, sizeof(what), key));
         else
@@ -696,7 +703,7 @@ static int source_char(const struct ctx *c, uint32_t line, uint32_t col)
 static void syntax_error(struct builder *b, yaml_parser_t *p)
 {
     struct ctx *c = b->c;
-    char path[512];
+    char path[PATHLEN];
     builder_path(b, path, sizeof(path));
     uint32_t line, col;
     if (p->error == YAML_READER_ERROR) {
@@ -727,7 +734,7 @@ static void syntax_error(struct builder *b, yaml_parser_t *p)
  * the error (syntax, depth, size, aliases). Only stops at the first error:
  * after a YAML syntax error nothing that follows has a reliable meaning.
  */
-static int build_tree(struct builder *b)
+NOINLINE static int build_tree(struct builder *b)
 {
     struct ctx *c = b->c;
     yaml_parser_t p;
@@ -772,7 +779,7 @@ static int build_tree(struct builder *b)
         case YAML_SEQUENCE_START_EVENT:
         case YAML_MAPPING_START_EVENT:
             if (b->depth == CONFIG_MAX_DEPTH) {
-                char path[512];
+                char path[PATHLEN];
                 builder_path(b, path, sizeof(path));
                 err_at(c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
                        "nested deeper than %d levels", CONFIG_MAX_DEPTH);
@@ -826,7 +833,7 @@ static int build_tree(struct builder *b)
         if (anchor && node)
             anchor_set(b, anchor, node);
         if (!fail && b->count > CONFIG_MAX_NODES) {
-            char path[512];
+            char path[PATHLEN];
             builder_path(b, path, sizeof(path));
             err_at(c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
                    "more than %d YAML nodes (counting each use of an alias): too large",
@@ -959,7 +966,7 @@ static bool want_scalar(struct ctx *c, const struct ynode *n, const char *path, 
 {
     if (n->kind == Y_SCALAR && !is_null(n))
         return true;
-    char d[96];
+    char d[QLEN];
     err(c, n, path, "expected %s, got %s", what, describe(d, sizeof(d), n));
     return false;
 }
@@ -999,7 +1006,7 @@ static bool get_uint(struct ctx *c, const struct ynode *n, const char *path, uin
     if (!want_scalar(c, n, path, what))
         return false;
     uint64_t v;
-    char q[96];
+    char q[QLEN];
     if (!parse_u64(n->str, &v) || strlen(n->str) != n->len) {
         err(c, n, path, "expected %s, got %s", what, quote(q, sizeof(q), n->str, n->len));
         return false;
@@ -1034,7 +1041,7 @@ static bool get_bool(struct ctx *c, const struct ynode *n, const char *path, boo
         *out = false;
         return true;
     }
-    char q[96];
+    char q[QLEN];
     err(c, n, path, "expected true or false, got %s", quote(q, sizeof(q), n->str, n->len));
     return false;
 }
@@ -1046,7 +1053,7 @@ static bool get_duration(struct ctx *c, const struct ynode *n, const char *path,
         return false;
     const char *why;
     int64_t v;
-    char q[96];
+    char q[QLEN];
     if (strlen(n->str) != n->len || config_parse_duration(n->str, &v, &why) != 0) {
         if (strlen(n->str) != n->len)
             why = "expected a duration like 250ms, 5s, 2m, 1h or 1h30m";
@@ -1068,7 +1075,7 @@ static bool get_size(struct ctx *c, const struct ynode *n, const char *path, uin
         return false;
     const char *why;
     uint64_t v;
-    char q[96];
+    char q[QLEN];
     if (strlen(n->str) != n->len || config_parse_size(n->str, &v, &why) != 0) {
         if (strlen(n->str) != n->len)
             why = "expected a size like 512, 16k, 1m or 1g";
@@ -1089,7 +1096,7 @@ static bool want_map(struct ctx *c, const struct ynode *n, const char *path, con
 {
     if (n->kind == Y_MAP || is_null(n))
         return true;
-    char d[96];
+    char d[QLEN];
     err(c, n, path, "expected %s, got %s", what, describe(d, sizeof(d), n));
     return false;
 }
@@ -1098,7 +1105,7 @@ static bool want_seq(struct ctx *c, const struct ynode *n, const char *path, con
 {
     if (n->kind == Y_SEQ || is_null(n))
         return true;
-    char d[96];
+    char d[QLEN];
     err(c, n, path, "expected %s, got %s", what, describe(d, sizeof(d), n));
     return false;
 }
@@ -1149,7 +1156,7 @@ static const char *lookup_key(struct ctx *c, const struct ynode *key, const char
     if (near) {
         err(c, key, sub, "unknown key %s (did you mean \"%s\"?)", q, near);
     } else {
-        char list[512];
+        char list[256];
         size_t o = 0;
         list[0] = '\0';
         for (size_t i = 0; i < nk && o + 40 < sizeof(list); i++)
@@ -1280,7 +1287,7 @@ static bool get_addr(struct ctx *c, const struct ynode *n, const char *path, boo
         return false;
     const char *why = parse_addr(c, s, names_ok, a);
     if (why) {
-        char q[96];
+        char q[QLEN];
         err(c, n, path, "%s, got %s", why, quote(q, sizeof(q), n->str, n->len));
         return false;
     }
@@ -1349,7 +1356,7 @@ static int64_t *timeout_field(struct config_timeouts *t, size_t i)
 }
 
 /* Reads a timeouts mapping into *t; *set gets a bit per key present. */
-static void load_timeouts(struct ctx *c, const struct ynode *n, const char *path,
+NOINLINE static void load_timeouts(struct ctx *c, const struct ynode *n, const char *path,
                           struct config_timeouts *t, unsigned *set)
 {
     if (!want_map(c, n, path, "a mapping of timeouts (like upstream_header: 5s)"))
@@ -1359,7 +1366,7 @@ static void load_timeouts(struct ctx *c, const struct ynode *n, const char *path
         const char *key = lookup_key(c, k, path, TIMEOUT_KEYS, NULL);
         if (!key)
             continue;
-        char sub[512];
+        char sub[PATHLEN];
         subpath(sub, sizeof(sub), path, key);
         for (size_t f = 0; TIMEOUT_KEYS[f]; f++) {
             if (key == TIMEOUT_KEYS[f]) {
@@ -1370,7 +1377,7 @@ static void load_timeouts(struct ctx *c, const struct ynode *n, const char *path
     }
 }
 
-static void load_limits(struct ctx *c, const struct ynode *n, const char *path)
+NOINLINE static void load_limits(struct ctx *c, const struct ynode *n, const char *path)
 {
     static const char *const keys[] = {"max_connections", "max_header_bytes", "max_headers",
                                        "max_body_bytes", NULL};
@@ -1382,7 +1389,7 @@ static void load_limits(struct ctx *c, const struct ynode *n, const char *path)
         const char *key = lookup_key(c, k, path, keys, NULL);
         if (!key)
             continue;
-        char sub[512];
+        char sub[PATHLEN];
         subpath(sub, sizeof(sub), path, key);
         if (streq(key, "max_connections"))
             get_u32(c, v, sub, 1, 10000000, "a positive integer", &l->max_connections);
@@ -1395,7 +1402,7 @@ static void load_limits(struct ctx *c, const struct ynode *n, const char *path)
     }
 }
 
-static void load_listen(struct ctx *c, const struct ynode *n, const char *path)
+NOINLINE static void load_listen(struct ctx *c, const struct ynode *n, const char *path)
 {
     static const char *const keys[] = {"address", "backlog", "proxy_protocol", NULL};
     static const char *const later[] = {"tls", NULL};
@@ -1408,12 +1415,12 @@ static void load_listen(struct ctx *c, const struct ynode *n, const char *path)
     const struct ynode **addr_nodes = arena_alloc(&c->tree, (count ? count : 1) * sizeof(void *));
     for (size_t i = 0; i < count; i++) {
         const struct ynode *item = n->v[i];
-        char ipath[512];
+        char ipath[PATHLEN];
         idxpath(ipath, sizeof(ipath), path, i);
         struct config_listener *l = &cfg->listeners[cfg->nlisteners];
         l->backlog = 4096;
         if (item->kind != Y_MAP) {
-            char d[96];
+            char d[QLEN];
             err(c, item, ipath, "expected a listener (a mapping with address:), got %s",
                 describe(d, sizeof(d), item));
             continue;
@@ -1430,7 +1437,7 @@ static void load_listen(struct ctx *c, const struct ynode *n, const char *path)
                     addr = k;
                 continue;
             }
-            char sub[512];
+            char sub[PATHLEN];
             subpath(sub, sizeof(sub), ipath, key);
             if (streq(key, "address")) {
                 addr = v;
@@ -1442,7 +1449,7 @@ static void load_listen(struct ctx *c, const struct ynode *n, const char *path)
             }
         }
         if (!addr) {
-            char sub[512];
+            char sub[PATHLEN];
             subpath(sub, sizeof(sub), ipath, "address");
             err(c, item, sub, "required: the address to listen on (like 0.0.0.0:8080)");
             continue;
@@ -1452,7 +1459,7 @@ static void load_listen(struct ctx *c, const struct ynode *n, const char *path)
         for (size_t j = 0; j < cfg->nlisteners; j++) {
             if (cfg->listeners[j].addr.salen == l->addr.salen &&
                 memcmp(&cfg->listeners[j].addr.sa, &l->addr.sa, l->addr.salen) == 0) {
-                char sub[512];
+                char sub[PATHLEN];
                 subpath(sub, sizeof(sub), ipath, "address");
                 err(c, addr, sub, "%s is already listened on (line %u)", l->addr.text,
                     addr_nodes[j]->line);
@@ -1465,7 +1472,7 @@ static void load_listen(struct ctx *c, const struct ynode *n, const char *path)
     }
 }
 
-static void load_trusted(struct ctx *c, const struct ynode *n, const char *path)
+NOINLINE static void load_trusted(struct ctx *c, const struct ynode *n, const char *path)
 {
     struct config *cfg = c->cfg;
     if (!want_seq(c, n, path, "a list of addresses or CIDRs (like [10.0.0.0/8, ::1])"))
@@ -1473,7 +1480,7 @@ static void load_trusted(struct ctx *c, const struct ynode *n, const char *path)
     size_t count = seq_items(n);
     cfg->trusted_proxies = arena_alloc(c->mem, (count ? count : 1) * sizeof(struct config_cidr));
     for (size_t i = 0; i < count; i++) {
-        char ipath[512];
+        char ipath[PATHLEN];
         idxpath(ipath, sizeof(ipath), path, i);
         char *s;
         if (!get_string(c, n->v[i], ipath, &s))
@@ -1481,7 +1488,7 @@ static void load_trusted(struct ctx *c, const struct ynode *n, const char *path)
         bool host_bits;
         struct config_cidr *cidr = &cfg->trusted_proxies[cfg->ntrusted_proxies];
         const char *why = parse_cidr(s, cidr, &host_bits);
-        char q[96];
+        char q[QLEN];
         if (why) {
             err(c, n->v[i], ipath, "%s, got %s", why, quote(q, sizeof(q), s, strlen(s)));
             continue;
@@ -1506,12 +1513,12 @@ static bool valid_host_header(const char *s)
     return true;
 }
 
-static void load_servers(struct ctx *c, const struct ynode *n, const char *path,
+NOINLINE static void load_servers(struct ctx *c, const struct ynode *n, const char *path,
                          struct config_upstream *u)
 {
     static const char *const keys[] = {"address", "weight", NULL};
     if (n->kind != Y_SEQ || n->n == 0) {
-        char d[96];
+        char d[QLEN];
         err(c, n, path, "expected a list of servers (- address: host:port), got %s",
             n->kind == Y_SEQ ? "an empty list" : describe(d, sizeof(d), n));
         return;
@@ -1520,10 +1527,10 @@ static void load_servers(struct ctx *c, const struct ynode *n, const char *path,
     const struct ynode **addr_nodes = arena_alloc(&c->tree, n->n * sizeof(void *));
     for (size_t i = 0; i < n->n; i++) {
         const struct ynode *item = n->v[i];
-        char ipath[512];
+        char ipath[PATHLEN];
         idxpath(ipath, sizeof(ipath), path, i);
         if (item->kind != Y_MAP) {
-            char d[96];
+            char d[QLEN];
             err(c, item, ipath, "expected a server (a mapping with address:), got %s",
                 describe(d, sizeof(d), item));
             continue;
@@ -1542,7 +1549,7 @@ static void load_servers(struct ctx *c, const struct ynode *n, const char *path,
                     addr = k;
                 continue;
             }
-            char sub[512];
+            char sub[PATHLEN];
             subpath(sub, sizeof(sub), ipath, key);
             if (streq(key, "address")) {
                 addr = v;
@@ -1552,7 +1559,7 @@ static void load_servers(struct ctx *c, const struct ynode *n, const char *path,
             }
         }
         if (!addr) {
-            char sub[512];
+            char sub[PATHLEN];
             subpath(sub, sizeof(sub), ipath, "address");
             err(c, item, sub, "required: the server's host:port");
             continue;
@@ -1561,7 +1568,7 @@ static void load_servers(struct ctx *c, const struct ynode *n, const char *path,
             continue;
         for (size_t j = 0; j < u->nservers; j++) {
             if (streq(u->servers[j].addr.text, s->addr.text)) {
-                char sub[512];
+                char sub[PATHLEN];
                 subpath(sub, sizeof(sub), ipath, "address");
                 err(c, addr, sub, "%s is already a server of this upstream (line %u)",
                     s->addr.text, addr_nodes[j]->line);
@@ -1576,7 +1583,7 @@ static void load_servers(struct ctx *c, const struct ynode *n, const char *path,
     }
 }
 
-static void load_upstream(struct ctx *c, const struct ynode *n, const char *path,
+NOINLINE static void load_upstream(struct ctx *c, const struct ynode *n, const char *path,
                           struct config_upstream *u)
 {
     static const char *const keys[] = {"servers",         "balance",     "keepalive",
@@ -1589,7 +1596,7 @@ static void load_upstream(struct ctx *c, const struct ynode *n, const char *path
     u->host_header = CONFIG_HOST_PRESERVE;
     u->balance = CONFIG_BALANCE_ROUND_ROBIN;
     if (n->kind != Y_MAP) {
-        char d[96];
+        char d[QLEN];
         err(c, n, path, "expected an upstream (a mapping with servers:), got %s",
             describe(d, sizeof(d), n));
         return;
@@ -1651,13 +1658,13 @@ static void load_upstream(struct ctx *c, const struct ynode *n, const char *path
         }
     }
     if (!has_servers) {
-        char sub[512];
+        char sub[PATHLEN];
         subpath(sub, sizeof(sub), path, "servers");
         err(c, n, sub, "required: at least one server (- address: host:port)");
     }
 }
 
-static void load_upstreams(struct ctx *c, const struct ynode *n, const char *path)
+NOINLINE static void load_upstreams(struct ctx *c, const struct ynode *n, const char *path)
 {
     struct config *cfg = c->cfg;
     if (!want_map(c, n, path, "a mapping of upstreams by name (api: {servers: [...]})"))
@@ -1720,7 +1727,7 @@ static bool is_tchar(char ch)
            (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
-static void load_match(struct ctx *c, const struct ynode *n, const char *path,
+NOINLINE static void load_match(struct ctx *c, const struct ynode *n, const char *path,
                        struct config_route *r)
 {
     static const char *const keys[] = {"host", "path", "path_prefix", "methods", NULL};
@@ -1779,14 +1786,14 @@ static void load_match(struct ctx *c, const struct ynode *n, const char *path,
             }
         } else if (streq(key, "methods")) {
             if (v->kind != Y_SEQ || v->n == 0) {
-                char d[96];
+                char d[QLEN];
                 err(c, v, sub, "expected a list of methods (like [GET, POST]), got %s",
                     v->kind == Y_SEQ ? "an empty list" : describe(d, sizeof(d), v));
                 continue;
             }
             m->methods = arena_alloc(c->mem, v->n * sizeof(char *));
             for (size_t j = 0; j < v->n; j++) {
-                char ipath[512];
+                char ipath[PATHLEN];
                 idxpath(ipath, sizeof(ipath), sub, j);
                 char *meth;
                 if (!get_string(c, v->v[j], ipath, &meth))
@@ -1832,7 +1839,7 @@ static void load_match(struct ctx *c, const struct ynode *n, const char *path,
         }
     }
     if (path_node && prefix_node) {
-        char sub[512];
+        char sub[PATHLEN];
         const struct ynode *later_node =
             path_node->line > prefix_node->line ||
                     (path_node->line == prefix_node->line && path_node->col > prefix_node->col)
@@ -1843,7 +1850,7 @@ static void load_match(struct ctx *c, const struct ynode *n, const char *path,
     }
 }
 
-static void load_respond(struct ctx *c, const struct ynode *n, const char *path,
+NOINLINE static void load_respond(struct ctx *c, const struct ynode *n, const char *path,
                          struct config_route *r)
 {
     static const char *const keys[] = {"status", "body", "content_type", NULL};
@@ -1852,7 +1859,7 @@ static void load_respond(struct ctx *c, const struct ynode *n, const char *path,
     resp->body = arena_strdup(c->mem, "");
     r->respond = resp;
     if (n->kind != Y_MAP) {
-        char d[96];
+        char d[QLEN];
         err(c, n, path, "expected a mapping (status, body, content_type), got %s",
             describe(d, sizeof(d), n));
         return;
@@ -1862,7 +1869,7 @@ static void load_respond(struct ctx *c, const struct ynode *n, const char *path,
         const char *key = lookup_key(c, k, path, keys, NULL);
         if (!key)
             continue;
-        char sub[512];
+        char sub[PATHLEN];
         subpath(sub, sizeof(sub), path, key);
         if (streq(key, "status")) {
             uint32_t st;
@@ -1881,7 +1888,7 @@ static void load_respond(struct ctx *c, const struct ynode *n, const char *path,
             for (const char *p = ct; *p; p++)
                 ok &= (unsigned char)*p >= 0x20 && *p != 0x7f;
             if (!ok) {
-                char q[96];
+                char q[QLEN];
                 err(c, v, sub, "not a valid content type: %s",
                     quote(q, sizeof(q), v->str, v->len));
                 continue;
@@ -1891,7 +1898,7 @@ static void load_respond(struct ctx *c, const struct ynode *n, const char *path,
     }
 }
 
-static void load_route(struct ctx *c, const struct ynode *n, const char *path,
+NOINLINE static void load_route(struct ctx *c, const struct ynode *n, const char *path,
                        struct config_route *r, struct route_aux *aux)
 {
     static const char *const keys[] = {"name",        "match",   "upstream",       "strip_prefix",
@@ -1904,7 +1911,7 @@ static void load_route(struct ctx *c, const struct ynode *n, const char *path,
     aux->node = n;
     if (n->kind != Y_MAP) {
         aux->quiet_name = true;
-        char d[96];
+        char d[QLEN];
         err(c, n, path, "expected a route (a mapping with match: and upstream:), got %s",
             describe(d, sizeof(d), n));
         return;
@@ -1960,14 +1967,14 @@ static void load_route(struct ctx *c, const struct ynode *n, const char *path,
         }
     }
     if (respond_node && aux->upstream_node) {
-        char sub[512];
+        char sub[PATHLEN];
         subpath(sub, sizeof(sub), path, "respond");
         err(c, respond_node, sub, "a route has either upstream or respond, not both");
     } else if (!respond_node && !aux->upstream_node) {
         err(c, n, path, "a route needs upstream: (where to proxy) or respond: (a fixed answer)");
     }
     if (respond_node && (strip_node || r->add_prefix)) {
-        char sub[512];
+        char sub[PATHLEN];
         subpath(sub, sizeof(sub), path, strip_node ? "strip_prefix" : "add_prefix");
         warn(c, respond_node, sub, "has no effect on a respond route");
     }
@@ -1975,7 +1982,7 @@ static void load_route(struct ctx *c, const struct ynode *n, const char *path,
         const char *sp = r->strip_prefix, *pp = r->match.path_prefix;
         size_t sl = strlen(sp);
         if (strncmp(pp, sp, sl) != 0) {
-            char sub[512];
+            char sub[PATHLEN];
             subpath(sub, sizeof(sub), path, "strip_prefix");
             warn(c, strip_node, sub, "%s is not a prefix of path_prefix %s: nothing is stripped",
                  sp, pp);
@@ -1983,7 +1990,7 @@ static void load_route(struct ctx *c, const struct ynode *n, const char *path,
     }
 }
 
-static void load_routes(struct ctx *c, const struct ynode *n, const char *path)
+NOINLINE static void load_routes(struct ctx *c, const struct ynode *n, const char *path)
 {
     struct config *cfg = c->cfg;
     if (!want_seq(c, n, path, "a list of routes (- match: ... upstream: ...)"))
@@ -1996,7 +2003,7 @@ static void load_routes(struct ctx *c, const struct ynode *n, const char *path)
     cfg->routes = arena_alloc(c->mem, (count ? count : 1) * sizeof(*cfg->routes));
     c->raux = arena_alloc(&c->tree, (count ? count : 1) * sizeof(*c->raux));
     for (size_t i = 0; i < count; i++) {
-        char ipath[512];
+        char ipath[PATHLEN];
         idxpath(ipath, sizeof(ipath), path, i);
         struct config_route *r = &cfg->routes[i];
         r->index = (uint32_t)i;
@@ -2005,7 +2012,7 @@ static void load_routes(struct ctx *c, const struct ynode *n, const char *path)
     cfg->nroutes = count;
 }
 
-static void load_access_log(struct ctx *c, const struct ynode *n, const char *path)
+NOINLINE static void load_access_log(struct ctx *c, const struct ynode *n, const char *path)
 {
     static const char *const keys[] = {"path", "format", NULL};
     struct config_access_log *al = &c->cfg->access_log;
@@ -2042,7 +2049,7 @@ static void load_access_log(struct ctx *c, const struct ynode *n, const char *pa
     }
 }
 
-static void load_error_log(struct ctx *c, const struct ynode *n, const char *path)
+NOINLINE static void load_error_log(struct ctx *c, const struct ynode *n, const char *path)
 {
     static const char *const keys[] = {"level", NULL};
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
@@ -2072,7 +2079,7 @@ static void load_error_log(struct ctx *c, const struct ynode *n, const char *pat
     }
 }
 
-static void load_admin(struct ctx *c, const struct ynode *n, const char *path)
+NOINLINE static void load_admin(struct ctx *c, const struct ynode *n, const char *path)
 {
     static const char *const keys[] = {"listen", NULL};
     if (!want_map(c, n, path, "a mapping (listen)"))
@@ -2081,7 +2088,7 @@ static void load_admin(struct ctx *c, const struct ynode *n, const char *path)
         const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
         if (!lookup_key(c, k, path, keys, NULL))
             continue;
-        char sub[512];
+        char sub[PATHLEN];
         subpath(sub, sizeof(sub), path, "listen");
         struct config_addr *a = arena_alloc(c->mem, sizeof(*a));
         if (get_addr(c, v, sub, false, a))
@@ -2089,7 +2096,7 @@ static void load_admin(struct ctx *c, const struct ynode *n, const char *path)
     }
 }
 
-static void load_root(struct ctx *c, const struct ynode *root)
+NOINLINE static void load_root(struct ctx *c, const struct ynode *root)
 {
     static const char *const keys[] = {
         "workers",  "coroutine_stack", "max_requests", "shutdown_timeout", "pid_file",
@@ -2252,7 +2259,7 @@ static bool route_covers(const struct config_route *a, const struct config_route
     return true;
 }
 
-static void cross_check(struct ctx *c)
+NOINLINE static void cross_check(struct ctx *c)
 {
     struct config *cfg = c->cfg;
     /* upstream names, sorted for lookups */
@@ -2345,7 +2352,7 @@ static void cross_check(struct ctx *c)
         (void)key;
         r->name = arena_strdup(c->mem, name);
         r->name_derived = true;
-        char path[512];
+        char path[PATHLEN];
         snprintf(path, sizeof(path), "routes[%zu]", i);
         if (taken)
             err(c, c->raux[i].node, path,
@@ -2362,7 +2369,7 @@ static void cross_check(struct ctx *c)
     for (size_t j = 1; j < cfg->nroutes && c->nerrors == 0; j++) {
         for (size_t i = 0; i < j; i++) {
             if (route_covers(&cfg->routes[i], &cfg->routes[j])) {
-                char path[512];
+                char path[PATHLEN];
                 snprintf(path, sizeof(path), "routes[%zu]", j);
                 warn(c, c->raux[j].node, path,
                      "route \"%s\" can never match: route \"%s\" (line %u) comes first and "
@@ -2377,7 +2384,7 @@ static void cross_check(struct ctx *c)
     for (size_t i = 0; i < cfg->nupstreams && c->nerrors == 0; i++) {
         if (c->uaux[i].used)
             continue;
-        char path[512];
+        char path[PATHLEN];
         subpath(path, sizeof(path), "upstreams", cfg->upstreams[i].name);
         warn(c, c->uaux[i].key, path, "upstream \"%s\" is not used by any route",
              cfg->upstreams[i].name);
@@ -2410,7 +2417,7 @@ static int load(struct ctx *c, struct config **out, FILE *diag)
         if (!root || is_null(root)) {
             err_at(c, 1, 1, "", "the file holds no settings: at least listen: is required");
         } else if (root->kind != Y_MAP) {
-            char d[96];
+            char d[QLEN];
             err(c, root, "", "expected a mapping of settings (listen:, routes:, ...), got %s",
                 describe(d, sizeof(d), root));
         } else {
