@@ -5,6 +5,7 @@
  * `make check` replays fuzz/corpus/config.
  */
 // sources: src/config.c
+// libs: -lyaml
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,8 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fclose(diag);
     if (rc != 0) {
         unsigned line = 0, col = 0;
-        if (cfg || sscanf(text, "fuzz.yaml:%u:%u: ", &line, &col) != 2 || line == 0 ||
-            col == 0) {
+        if (cfg || sscanf(text, "fuzz.yaml:%u:%u: ", &line, &col) != 2 || line == 0 || col == 0) {
             fprintf(stderr, "rejection without a position:\n%s", text);
             abort();
         }

@@ -106,11 +106,11 @@ enum ykind { Y_SCALAR, Y_SEQ, Y_MAP };
 
 struct ynode {
     enum ykind kind;
-    bool quoted;    /* a quoted or block scalar: never null, never a number */
-    bool repeated;  /* a key seen before in its mapping: reported, then ignored */
-    uint32_t line;  /* 1-based */
-    uint32_t col;   /* 1-based, in characters */
-    char *str;      /* scalars: NUL-terminated (may hold NULs: len counts) */
+    bool quoted;   /* a quoted or block scalar: never null, never a number */
+    bool repeated; /* a key seen before in its mapping: reported, then ignored */
+    uint32_t line; /* 1-based */
+    uint32_t col;  /* 1-based, in characters */
+    char *str;     /* scalars: NUL-terminated (may hold NULs: len counts) */
     size_t len;
     struct ynode **v; /* lists: items; mappings: key, value, key, value... */
     size_t n, cap;
@@ -146,8 +146,8 @@ struct ctx {
     const char *name;
     const char *src;
     size_t srclen;
-    struct arena tree;   /* the parse tree and diagnostics */
-    struct arena *mem;   /* the config's arena */
+    struct arena tree; /* the parse tree and diagnostics */
+    struct arena *mem; /* the config's arena */
     struct config *cfg;
     struct diag *diags;
     size_t ndiags, capdiags;
@@ -211,9 +211,8 @@ __attribute__((format(printf, 4, 5))) static void warn(struct ctx *c, const stru
     va_end(ap);
 }
 
-__attribute__((format(printf, 5, 6))) static void err_at(struct ctx *c, uint32_t line,
-                                                         uint32_t col, const char *path,
-                                                         const char *fmt, ...)
+__attribute__((format(printf, 5, 6))) static void err_at(struct ctx *c, uint32_t line, uint32_t col,
+                                                         const char *path, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -258,8 +257,7 @@ static size_t utf8_len(const unsigned char *s, size_t n)
  * `col`. Control bytes and invalid UTF-8 print as '?'; a long line is
  * shown as a window of about 120 characters around the column.
  */
-static void print_source_line(FILE *f, const char *src, size_t srclen, uint32_t line,
-                              uint32_t col)
+static void print_source_line(FILE *f, const char *src, size_t srclen, uint32_t line, uint32_t col)
 {
     const char *p = src, *end = src + srclen;
     for (uint32_t l = 1; l < line && p < end; l++) {
@@ -767,8 +765,8 @@ NOINLINE static int build_tree(struct builder *b)
             break;
         case YAML_SCALAR_EVENT:
             node = new_node(b, Y_SCALAR, m);
-            node->str = arena_strndup(&c->tree, (const char *)ev.data.scalar.value,
-                                      ev.data.scalar.length);
+            node->str =
+                arena_strndup(&c->tree, (const char *)ev.data.scalar.value, ev.data.scalar.length);
             node->len = ev.data.scalar.length;
             node->quoted = ev.data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
             node->weight = 1;
@@ -787,9 +785,9 @@ NOINLINE static int build_tree(struct builder *b)
                 break;
             }
             node = new_node(b, ev.type == YAML_SEQUENCE_START_EVENT ? Y_SEQ : Y_MAP, m);
-            anchor = (const char *)(ev.type == YAML_SEQUENCE_START_EVENT
-                                        ? ev.data.sequence_start.anchor
-                                        : ev.data.mapping_start.anchor);
+            anchor =
+                (const char *)(ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
+                                                                    : ev.data.mapping_start.anchor);
             /* the anchor becomes usable when the node is complete (no cycles) */
             node->str = anchor ? arena_strdup(&c->tree, anchor) : NULL;
             anchor = NULL;
@@ -1341,23 +1339,30 @@ static void format_cidr(const struct config_cidr *cidr, char *buf, size_t size)
 
 /* ---- stage 2: the schema ---- */
 
-static const char *const TIMEOUT_KEYS[] = {
-    "client_header", "client_body",     "client_send",   "client_idle",   "upstream_connect",
-    "upstream_header", "upstream_read", "upstream_send", "upstream_idle", "total",
-    NULL};
+static const char *const TIMEOUT_KEYS[] = {"client_header",
+                                           "client_body",
+                                           "client_send",
+                                           "client_idle",
+                                           "upstream_connect",
+                                           "upstream_header",
+                                           "upstream_read",
+                                           "upstream_send",
+                                           "upstream_idle",
+                                           "total",
+                                           NULL};
 
 static int64_t *timeout_field(struct config_timeouts *t, size_t i)
 {
-    int64_t *f[] = {&t->client_header,   &t->client_body,   &t->client_send,
-                    &t->client_idle,     &t->upstream_connect, &t->upstream_header,
-                    &t->upstream_read,   &t->upstream_send, &t->upstream_idle,
+    int64_t *f[] = {&t->client_header, &t->client_body,      &t->client_send,
+                    &t->client_idle,   &t->upstream_connect, &t->upstream_header,
+                    &t->upstream_read, &t->upstream_send,    &t->upstream_idle,
                     &t->total};
     return f[i];
 }
 
 /* Reads a timeouts mapping into *t; *set gets a bit per key present. */
 NOINLINE static void load_timeouts(struct ctx *c, const struct ynode *n, const char *path,
-                          struct config_timeouts *t, unsigned *set)
+                                   struct config_timeouts *t, unsigned *set)
 {
     if (!want_map(c, n, path, "a mapping of timeouts (like upstream_header: 5s)"))
         return;
@@ -1514,7 +1519,7 @@ static bool valid_host_header(const char *s)
 }
 
 NOINLINE static void load_servers(struct ctx *c, const struct ynode *n, const char *path,
-                         struct config_upstream *u)
+                                  struct config_upstream *u)
 {
     static const char *const keys[] = {"address", "weight", NULL};
     if (n->kind != Y_SEQ || n->n == 0) {
@@ -1570,8 +1575,8 @@ NOINLINE static void load_servers(struct ctx *c, const struct ynode *n, const ch
             if (streq(u->servers[j].addr.text, s->addr.text)) {
                 char sub[PATHLEN];
                 subpath(sub, sizeof(sub), ipath, "address");
-                err(c, addr, sub, "%s is already a server of this upstream (line %u)",
-                    s->addr.text, addr_nodes[j]->line);
+                err(c, addr, sub, "%s is already a server of this upstream (line %u)", s->addr.text,
+                    addr_nodes[j]->line);
                 ok = false;
                 break;
             }
@@ -1584,14 +1589,13 @@ NOINLINE static void load_servers(struct ctx *c, const struct ynode *n, const ch
 }
 
 NOINLINE static void load_upstream(struct ctx *c, const struct ynode *n, const char *path,
-                          struct config_upstream *u)
+                                   struct config_upstream *u)
 {
     static const char *const keys[] = {"servers",         "balance",     "keepalive",
                                        "max_connections", "host_header", NULL};
-    static const char *const later[] = {"hash_key", "tls", "health_check", "passive", "retries",
-                                        NULL};
-    static const char *const balances[] = {"round_robin", "least_conn", "random_two", "hash",
-                                           NULL};
+    static const char *const later[] = {"hash_key", "tls",     "health_check",
+                                        "passive",  "retries", NULL};
+    static const char *const balances[] = {"round_robin", "least_conn", "random_two", "hash", NULL};
     u->keepalive = 64;
     u->host_header = CONFIG_HOST_PRESERVE;
     u->balance = CONFIG_BALANCE_ROUND_ROBIN;
@@ -1728,7 +1732,7 @@ static bool is_tchar(char ch)
 }
 
 NOINLINE static void load_match(struct ctx *c, const struct ynode *n, const char *path,
-                       struct config_route *r)
+                                struct config_route *r)
 {
     static const char *const keys[] = {"host", "path", "path_prefix", "methods", NULL};
     static const char *const later[] = {"path_regex", "headers", NULL};
@@ -1762,8 +1766,9 @@ NOINLINE static void load_match(struct ctx *c, const struct ynode *n, const char
                 err(c, v, sub, "the host is matched without a port, got %s",
                     quote(q, sizeof(q), v->str, v->len));
             } else if (name[0] != '[' && !valid_hostname(name)) {
-                err(c, v, sub, "expected a host name like api.example.com or *.example.com, "
-                               "got %s",
+                err(c, v, sub,
+                    "expected a host name like api.example.com or *.example.com, "
+                    "got %s",
                     quote(q, sizeof(q), v->str, v->len));
             } else {
                 m->host = m->host_wildcard ? h + 1 : h;
@@ -1820,8 +1825,7 @@ NOINLINE static void load_match(struct ctx *c, const struct ynode *n, const char
                     for (char *p = up; *p; p++)
                         if (*p >= 'a' && *p <= 'z')
                             *p = (char)(*p - 'a' + 'A');
-                    err(c, v->v[j], ipath,
-                        "methods are case-sensitive: %s (did you mean \"%s\"?)",
+                    err(c, v->v[j], ipath, "methods are case-sensitive: %s (did you mean \"%s\"?)",
                         quote(q, sizeof(q), meth, strlen(meth)), up);
                     continue;
                 }
@@ -1851,7 +1855,7 @@ NOINLINE static void load_match(struct ctx *c, const struct ynode *n, const char
 }
 
 NOINLINE static void load_respond(struct ctx *c, const struct ynode *n, const char *path,
-                         struct config_route *r)
+                                  struct config_route *r)
 {
     static const char *const keys[] = {"status", "body", "content_type", NULL};
     struct config_respond *resp = arena_alloc(c->mem, sizeof(*resp));
@@ -1889,8 +1893,7 @@ NOINLINE static void load_respond(struct ctx *c, const struct ynode *n, const ch
                 ok &= (unsigned char)*p >= 0x20 && *p != 0x7f;
             if (!ok) {
                 char q[QLEN];
-                err(c, v, sub, "not a valid content type: %s",
-                    quote(q, sizeof(q), v->str, v->len));
+                err(c, v, sub, "not a valid content type: %s", quote(q, sizeof(q), v->str, v->len));
                 continue;
             }
             resp->content_type = ct;
@@ -1899,14 +1902,17 @@ NOINLINE static void load_respond(struct ctx *c, const struct ynode *n, const ch
 }
 
 NOINLINE static void load_route(struct ctx *c, const struct ynode *n, const char *path,
-                       struct config_route *r, struct route_aux *aux)
+                                struct config_route *r, struct route_aux *aux)
 {
-    static const char *const keys[] = {"name",        "match",   "upstream",       "strip_prefix",
-                                       "add_prefix",  "respond", "max_body_bytes", "timeouts",
-                                       NULL};
-    static const char *const later[] = {"request_headers",   "response_headers",
-                                        "request_buffering", "response_buffering",
-                                        "rate_limit",        "auth",
+    static const char *const keys[] = {"name",           "match",      "upstream",
+                                       "strip_prefix",   "add_prefix", "respond",
+                                       "max_body_bytes", "timeouts",   NULL};
+    static const char *const later[] = {"request_headers",
+                                        "response_headers",
+                                        "request_buffering",
+                                        "response_buffering",
+                                        "rate_limit",
+                                        "auth",
                                         NULL};
     aux->node = n;
     if (n->kind != Y_MAP) {
@@ -2098,10 +2104,11 @@ NOINLINE static void load_admin(struct ctx *c, const struct ynode *n, const char
 
 NOINLINE static void load_root(struct ctx *c, const struct ynode *root)
 {
-    static const char *const keys[] = {
-        "workers",  "coroutine_stack", "max_requests", "shutdown_timeout", "pid_file",
-        "trusted_proxies", "listen", "timeouts", "limits", "upstreams",
-        "routes", "access_log", "error_log", "admin", NULL};
+    static const char *const keys[] = {"workers",          "coroutine_stack", "max_requests",
+                                       "shutdown_timeout", "pid_file",        "trusted_proxies",
+                                       "listen",           "timeouts",        "limits",
+                                       "upstreams",        "routes",          "access_log",
+                                       "error_log",        "admin",           NULL};
     static const char *const later[] = {"user", NULL};
     struct config *cfg = c->cfg;
     for (size_t i = 0; i < map_pairs(root); i++) {
@@ -2299,8 +2306,7 @@ NOINLINE static void cross_check(struct ctx *c)
                                ? nearest(aux->upstream_name, names, cfg->nupstreams)
                                : NULL;
         if (near)
-            err(c, aux->upstream_node, path, "unknown upstream %s (did you mean \"%s\"?)", q,
-                near);
+            err(c, aux->upstream_node, path, "unknown upstream %s (did you mean \"%s\"?)", q, near);
         else if (cfg->nupstreams)
             err(c, aux->upstream_node, path, "unknown upstream %s: not in upstreams:", q);
         else
@@ -2461,8 +2467,8 @@ int config_load_string(const char *name, const char *data, size_t len, struct co
     }
     if (len > CONFIG_MAX_FILE_BYTES) {
         if (diag)
-            fprintf(diag, "%s: too large (%zu bytes; a config file is at most %u MiB)\n", name,
-                    len, CONFIG_MAX_FILE_BYTES >> 20);
+            fprintf(diag, "%s: too large (%zu bytes; a config file is at most %u MiB)\n", name, len,
+                    CONFIG_MAX_FILE_BYTES >> 20);
         return -1;
     }
     return load(&c, out, diag);
@@ -2484,8 +2490,8 @@ int config_load(const char *path, struct config **out, FILE *diag)
             if (S_ISDIR(st.st_mode))
                 fprintf(diag, "%s: is a directory, not a config file\n", path);
             else
-                fprintf(diag, "%s: too large (%lld bytes; a config file is at most %u MiB)\n",
-                        path, (long long)st.st_size, CONFIG_MAX_FILE_BYTES >> 20);
+                fprintf(diag, "%s: too large (%lld bytes; a config file is at most %u MiB)\n", path,
+                        (long long)st.st_size, CONFIG_MAX_FILE_BYTES >> 20);
         }
         close(fd);
         return -1;
@@ -2603,7 +2609,8 @@ bool config_route_allows_method(const struct config_route *route, const char *me
     if (route->match.nmethods == 0)
         return true;
     for (size_t i = 0; i < route->match.nmethods; i++)
-        if (strlen(route->match.methods[i]) == len && memcmp(route->match.methods[i], method, len) == 0)
+        if (strlen(route->match.methods[i]) == len &&
+            memcmp(route->match.methods[i], method, len) == 0)
             return true;
     return false;
 }

@@ -39,12 +39,12 @@
 
 /* An address from listen[].address, admin.listen or servers[].address. */
 struct config_addr {
-    char *text;     /* as written: "0.0.0.0:8080", "[::1]:80", "unix:/run/x.sock" */
-    bool is_unix;   /* unix:/path */
-    char *path;     /* the unix socket path, else NULL */
-    char *host;     /* host without brackets ("::1", "api.internal"), else NULL */
-    uint16_t port;  /* 0 for unix */
-    bool numeric;   /* host is an IP literal (or unix): sa/salen are ready */
+    char *text;    /* as written: "0.0.0.0:8080", "[::1]:80", "unix:/run/x.sock" */
+    bool is_unix;  /* unix:/path */
+    char *path;    /* the unix socket path, else NULL */
+    char *host;    /* host without brackets ("::1", "api.internal"), else NULL */
+    uint16_t port; /* 0 for unix */
+    bool numeric;  /* host is an IP literal (or unix): sa/salen are ready */
     struct sockaddr_storage sa;
     socklen_t salen;
 };
@@ -151,9 +151,9 @@ struct config_respond {
 };
 
 struct config_route {
-    char *name;          /* as written, or derived "route-N" (1-based) */
-    bool name_derived;   /* true when `name` was absent (a warning was given) */
-    uint32_t index;      /* position in cfg->routes */
+    char *name;        /* as written, or derived "route-N" (1-based) */
+    bool name_derived; /* true when `name` was absent (a warning was given) */
+    uint32_t index;    /* position in cfg->routes */
     struct config_match match;
     const struct config_upstream *upstream; /* NULL for respond routes */
     char *strip_prefix;                     /* NULL = none */
@@ -240,8 +240,7 @@ const struct config_upstream *config_upstream_find(const struct config *cfg, con
 const struct config_route *config_route_find(const struct config *cfg, const char *name);
 
 /* True when the route accepts this method token (any when none listed). */
-bool config_route_allows_method(const struct config_route *route, const char *method,
-                                size_t len);
+bool config_route_allows_method(const struct config_route *route, const char *method, size_t len);
 
 /* Value parsers (also used by tests): return 0, or -1 with *why set to a
  * static explanation. Durations: 250ms, 5s, 2m, 1h, 0. Sizes: 512, 16k,

@@ -295,7 +295,7 @@ START_TEST(durations)
     static const struct {
         const char *in;
         int64_t ms;
-    } ok[] = {{"0", 0},        {"250ms", 250}, {"5s", 5000},          {"2m", 120000},
+    } ok[] = {{"0", 0},        {"250ms", 250},   {"5s", 5000},       {"2m", 120000},
               {"1h", 3600000}, {"1d", 86400000}, {"1h30m", 5400000}, {"1s500ms", 1500}};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         int64_t v = -1;
@@ -303,8 +303,8 @@ START_TEST(durations)
         ck_assert_msg(config_parse_duration(ok[i].in, &v, &why) == 0, "%s", ok[i].in);
         ck_assert_int_eq(v, ok[i].ms);
     }
-    static const char *const bad[] = {"", "5", "s", "5x", "-5s", "5 s", "1.5s", "99999999999999999999s",
-                                      "400d", "5sm"};
+    static const char *const bad[] = {
+        "", "5", "s", "5x", "-5s", "5 s", "1.5s", "99999999999999999999s", "400d", "5sm"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int64_t v;
         const char *why = NULL;
@@ -332,8 +332,8 @@ START_TEST(sizes)
         ck_assert_msg(config_parse_size(ok[i].in, &v, &why) == 0, "%s", ok[i].in);
         ck_assert_uint_eq(v, ok[i].bytes);
     }
-    static const char *const bad[] = {"", "k", "1.5m", "-1", "1kb", "1t", "99999999999999999999",
-                                      "2000000000g"};
+    static const char *const bad[] = {
+        "", "k", "1.5m", "-1", "1kb", "1t", "99999999999999999999", "2000000000g"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t v;
         const char *why = NULL;
@@ -353,9 +353,9 @@ START_TEST(trusted)
     static const struct {
         const char *addr;
         bool trusted;
-    } cases[] = {{"10.1.2.3", true},       {"11.0.0.1", false},    {"192.168.1.7", true},
-                 {"192.168.1.8", false},   {"172.31.255.255", true}, {"172.32.0.0", false},
-                 {"fd12::1", true},        {"fe80::1", false},     {"::ffff:10.9.9.9", true},
+    } cases[] = {{"10.1.2.3", true},        {"11.0.0.1", false},      {"192.168.1.7", true},
+                 {"192.168.1.8", false},    {"172.31.255.255", true}, {"172.32.0.0", false},
+                 {"fd12::1", true},         {"fe80::1", false},       {"::ffff:10.9.9.9", true},
                  {"::ffff:11.9.9.9", false}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct sockaddr *sa;
@@ -425,8 +425,7 @@ START_TEST(files)
     ck_assert_ptr_nonnull(strstr(out, "too large (104857600 bytes"));
 
     /* the same limit for a buffer */
-    ck_assert_int_eq(config_load_string("big.yaml", "", CONFIG_MAX_FILE_BYTES + 1, &cfg, diag),
-                     -1);
+    ck_assert_int_eq(config_load_string("big.yaml", "", CONFIG_MAX_FILE_BYTES + 1, &cfg, diag), -1);
     unlink(tmpl);
 
     /* /dev/null: empty, read through the no-size path */
@@ -490,7 +489,8 @@ START_TEST(bad_bytes)
     cfg = load_ok("\xef\xbb\xbflisten: [{address: '127.0.0.1:1'}]\nroutes: []\n");
     config_unref(cfg);
 
-    out = load_fail("listen: [{address: '127.0.0.1:1'}]\nroutes: [{respond: {body: \"\\ud800\"}}]\n");
+    out =
+        load_fail("listen: [{address: '127.0.0.1:1'}]\nroutes: [{respond: {body: \"\\ud800\"}}]\n");
     ck_assert_ptr_nonnull(strstr(out, "t.yaml:2:"));
     free(out);
 }
