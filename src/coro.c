@@ -80,6 +80,7 @@ struct coro {
     size_t map_size;  /* guard + stack */
     char *stack_low;  /* lowest usable stack byte (just above the guard) */
     char *stack_high; /* where the stack starts (below this struct) */
+    char *low_water;  /* lowest frame seen at a yield since coro_new */
 #ifdef HAVE_VALGRIND_VALGRIND_H
     unsigned valgrind_id;
 #endif
@@ -95,6 +96,7 @@ struct coro_pool {
     unsigned cap;
     unsigned idle;
     unsigned live;
+    unsigned releases;
     struct coro *free;
 };
 
@@ -326,6 +328,9 @@ void coro_yield(void)
 {
     struct coro *c = current;
     CORO_CHECK(c != NULL, "coro_yield", "called outside a coroutine");
+    char *frame = __builtin_frame_address(0);
+    if (frame < c->low_water)
+        c->low_water = frame;
     c->state = CORO_SUSPENDED;
     current = NULL;
     switch_out(c, false);
@@ -480,6 +485,7 @@ int coro_new(struct coro_pool *pool, void (*fn)(void *arg), void *arg, struct co
     c->state = CORO_READY;
     c->cancelled = false;
     c->ndefers = 0;
+    c->low_water = c->stack_high;
     c->cancel_hook = NULL;
     c->cancel_arg = NULL;
 #ifdef CORO_ASAN
@@ -514,10 +520,14 @@ void coro_release(struct coro *c)
         return;
     }
     /* Drop the pages a deep request touched; keep the top ones (this struct
-     * and the shallow frames every request uses). */
+     * and the shallow frames every request uses). Depth is known from the
+     * frames seen at yields: a request that never waited below the kept
+     * pages costs no syscall. Leaf calls that dipped deeper without
+     * yielding are caught by every CORO_TRIM_EVERY-th release. */
     char *keep_from = (char *)((uintptr_t)c->stack_high & ~(uintptr_t)(page_size - 1));
     keep_from -= (CORO_KEEP_PAGES - 1) * page_size;
-    if (keep_from > c->stack_low)
+    bool deep = c->low_water < keep_from || ++pool->releases % CORO_TRIM_EVERY == 0;
+    if (deep && keep_from > c->stack_low)
         madvise(c->stack_low, (size_t)(keep_from - c->stack_low), MADV_DONTNEED);
     c->state = CORO_DONE;
     c->next_free = pool->free;

@@ -40,6 +40,9 @@
  * shallow frames every request touches); the rest is madvise(DONTNEED)ed. */
 #define CORO_KEEP_PAGES 2u
 #define CORO_MAX_DEFERS 16
+/* A released stack is trimmed when it waited below the kept pages, and in
+ * any case every this many releases of its pool. */
+#define CORO_TRIM_EVERY 256u
 
 struct coro;
 struct coro_pool;

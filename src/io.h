@@ -127,6 +127,9 @@ int io_read_at_least(struct io_stream *s, size_t n, int64_t deadline);
  */
 int io_write_buffer(struct io_stream *s, struct evbuffer *src, size_t high, int64_t deadline);
 int io_write(struct io_stream *s, const void *data, size_t len, size_t high, int64_t deadline);
+/* Writes what the output holds now instead of on the next loop turn
+ * (io_wait, io_write* and io_flush do it themselves). Never waits. */
+void io_kick(struct io_stream *s);
 /* Waits until the output is empty (everything handed to the kernel).
  * May yield. */
 int io_flush(struct io_stream *s, int64_t deadline);

@@ -79,8 +79,10 @@ struct loop *loop_new(size_t stack_size, unsigned pool_cap)
     /* Precise timers: deadlines are exact CLOCK_MONOTONIC instants, and
      * the coarse clock (4 ms ticks) would end waits early. */
     struct event_config *ec = event_config_new();
+    /* The changelist folds an EV_WRITE added and removed in one loop turn
+     * (a response written whole) into no epoll_ctl at all. */
     if (ec)
-        event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+        event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     loop->base = ec ? event_base_new_with_config(ec) : NULL;
     if (ec)
         event_config_free(ec);

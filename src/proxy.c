@@ -820,6 +820,16 @@ static bool serve_one(struct request *r)
         answer_error(r, status, status == 404 ? "no route" : r->error);
         goto out_log;
     }
+    /* An expectation other than 100-continue cannot be met (RFC 9110
+     * §10.1.1); nothing of the body has been asked for yet. */
+    if (!r->req.expect_continue && http1_header_find(r->req.headers, r->req.nheaders, "Expect")) {
+        if (body_unread(r)) {
+            r->keep_alive = false;
+            r->linger = true;
+        }
+        answer_error(r, 417, "unsupported Expect");
+        goto out_log;
+    }
     if (r->req.body == HTTP1_BODY_LENGTH && r->route->max_body_bytes &&
         r->req.content_length > r->route->max_body_bytes) {
         r->keep_alive = false;
