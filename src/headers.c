@@ -133,32 +133,51 @@ static enum field classify(const struct http1_header *h)
     }
 }
 
-/* Is h named in one of the Connection values conn[0..nconn)? */
-static bool named_in_connection(const struct http1_header *const *conn, size_t nconn,
-                                const struct http1_header *h)
+/* The Connection fields of a message, remembered so each other field is
+ * checked against them without scanning the whole list again (up to
+ * MAX_CONNECTION_FIELDS of them; beyond, the slow scan). */
+#define MAX_CONNECTION_FIELDS 16
+struct connection {
+    const struct http1_header *all; /* the message's fields */
+    size_t nall;
+    const struct http1_header *conn[MAX_CONNECTION_FIELDS];
+    size_t nconn;
+    bool overflow;
+};
+
+static void connection_init(struct connection *c, const struct http1_header *hs, size_t n)
 {
-    for (size_t i = 0; i < nconn; i++) {
-        if (list_has_n(conn[i]->value, conn[i]->value_len, h->name, h->name_len))
+    c->all = hs;
+    c->nall = n;
+    c->nconn = 0;
+    c->overflow = false;
+    for (size_t i = 0; i < n; i++) {
+        if (hs[i].name_len != 10 || !http1_token_eq(hs[i].name, 10, "connection"))
+            continue;
+        if (c->nconn == MAX_CONNECTION_FIELDS)
+            c->overflow = true;
+        else
+            c->conn[c->nconn++] = &hs[i];
+    }
+}
+
+/* Is h named in one of the message's Connection values? */
+static bool named_in_connection(const struct connection *c, const struct http1_header *h)
+{
+    if (c->overflow) {
+        for (size_t i = 0; i < c->nall; i++) {
+            const struct http1_header *f = &c->all[i];
+            if (f->name_len == 10 && http1_token_eq(f->name, 10, "connection") &&
+                list_has_n(f->value, f->value_len, h->name, h->name_len))
+                return true;
+        }
+        return false;
+    }
+    for (size_t i = 0; i < c->nconn; i++) {
+        if (list_has_n(c->conn[i]->value, c->conn[i]->value_len, h->name, h->name_len))
             return true;
     }
     return false;
-}
-
-#define MAX_CONNECTION_FIELDS 16
-
-/* Collects the Connection fields; more than MAX_CONNECTION_FIELDS is -ENOSPC. */
-static int connection_fields(const struct http1_header *hs, size_t n,
-                             const struct http1_header **conn, size_t *nconn)
-{
-    *nconn = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (hs[i].name_len == 10 && http1_token_eq(hs[i].name, 10, "connection")) {
-            if (*nconn == MAX_CONNECTION_FIELDS)
-                return -ENOSPC;
-            conn[(*nconn)++] = &hs[i];
-        }
-    }
-    return 0;
 }
 
 /*
@@ -223,17 +242,15 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
     const char *v;
     int len;
 
-    const struct http1_header *conn[MAX_CONNECTION_FIELDS];
-    size_t nconn;
-    if (connection_fields(hs, n, conn, &nconn) < 0)
-        return -ENOSPC;
+    struct connection conn;
+    connection_init(&conn, hs, n);
     if (fwd->host && add(&b, "Host", fwd->host, fwd->host_len) < 0)
         return -ENOSPC;
     for (size_t i = 0; i < n; i++) {
         const struct http1_header *h = &hs[i];
         switch (classify(h)) {
         case F_OTHER:
-            if (!named_in_connection(conn, nconn, h) && add_view(&b, h) < 0)
+            if (!named_in_connection(&conn, h) && add_view(&b, h) < 0)
                 return -ENOSPC;
             break;
         case F_REQUEST_ID:
@@ -315,16 +332,14 @@ int headers_forward_response(const struct http1_response *resp, bool tunnel,
     size_t n = resp->nheaders;
     const char *v;
 
-    const struct http1_header *conn[MAX_CONNECTION_FIELDS];
-    size_t nconn;
-    if (connection_fields(hs, n, conn, &nconn) < 0)
-        return -ENOSPC;
+    struct connection conn;
+    connection_init(&conn, hs, n);
     for (size_t i = 0; i < n; i++) {
         const struct http1_header *h = &hs[i];
         enum field f = classify(h);
         if (f == F_UPGRADE && !upgrade)
             upgrade = h;
-        if (f == F_HOP || f == F_UPGRADE || f == F_VIA || named_in_connection(conn, nconn, h))
+        if (f == F_HOP || f == F_UPGRADE || f == F_VIA || named_in_connection(&conn, h))
             continue;
         if (add_view(&b, h) < 0)
             return -ENOSPC;

@@ -162,6 +162,24 @@ START_TEST(tunnel)
 }
 END_TEST
 
+/* More Connection fields than the fast path remembers still name fields. */
+START_TEST(many_connection_fields)
+{
+    static char buf[2048];
+    size_t n = (size_t)sprintf(buf, REQ);
+    for (int i = 0; i < 20; i++)
+        n += (size_t)sprintf(buf + n, "Connection: X-%d\r\n", i);
+    n += (size_t)sprintf(buf + n, "X-19: gone\r\nX-20: kept\r\n\r\n");
+    struct http1_request req;
+    parse(buf, &req);
+    struct headers_forward fwd = {.client_addr = "a"};
+    int k = headers_forward_request(&req, &fwd, out, MAXH, scratch, sizeof(scratch));
+    char v[64];
+    ck_assert_ptr_null(value_of(k, "x-19", v));
+    ck_assert_str_eq(value_of(k, "x-20", v), "kept");
+}
+END_TEST
+
 START_TEST(no_space)
 {
     struct http1_request req;
@@ -373,6 +391,7 @@ int main(void)
     tcase_add_test(tc, request_id);
     tcase_add_test(tc, tunnel);
     tcase_add_test(tc, no_space);
+    tcase_add_test(tc, many_connection_fields);
     tcase_add_test(tc, response_headers);
     tcase_add_loop_test(tc, path_normalise, 0, sizeof(path_cases) / sizeof(path_cases[0]));
     tcase_add_test(tc, path_prefix);
