@@ -1,6 +1,7 @@
 /* Unit tests for headers (Check), table-driven. */
 #include <check.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
