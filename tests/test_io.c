@@ -143,6 +143,15 @@ static void write_all(int fd, const void *p, size_t n)
     ck_assert_int_eq(write(fd, p, n), (ssize_t)n);
 }
 
+/* Spins for ms milliseconds: libevent's time, cached when the loop turn
+ * began, falls that far behind the clock. */
+static void busy_ms(int64_t ms)
+{
+    int64_t end = loop_now() + ms * LOOP_MS;
+    while (loop_now() < end)
+        ;
+}
+
 /* Timer callback: writes one byte ("w") to the descriptor in arg. */
 static void on_write_byte(evutil_socket_t fd, short what, void *arg)
 {
@@ -862,6 +871,42 @@ START_TEST(connect_name_late_answer_after_timeout)
 }
 END_TEST
 
+/* A lookup that gets no answer ends at its deadline, not before, even when
+ * the loop turn that started it ran long (libevent's cached time is then
+ * behind the clock). */
+static struct {
+    int rc;
+    int64_t late;
+} dn;
+
+static void dn_fn(void *arg)
+{
+    (void)arg;
+    struct io_stream *s = NULL;
+    busy_ms(20);
+    int64_t d = loop_deadline(60 * LOOP_MS);
+    dn.rc = io_connect(loop_current(), "peer.ferry.test", dc.port, 4096, d, &s);
+    dn.late = loop_now() - d;
+    io_stream_free(s);
+}
+
+START_TEST(connect_name_timeout_not_early)
+{
+    struct loop *loop = new_loop(8);
+    int lfd = loopback_listener(&dc.port);
+    fake_dns_setup(loop, 2000, NULL); /* answers after the test ended */
+    spawn(loop, dn_fn, NULL);
+    run_loop(loop, 0);
+    ck_assert_int_eq(dn.rc, -ETIMEDOUT);
+    ck_assert_msg(dn.late >= 0, "the lookup timed out %lld us before its deadline",
+                  (long long)(-dn.late / 1000));
+    ck_assert_int_lt(MS(dn.late), 50);
+    fake_dns_free();
+    close(lfd);
+    end_loop(loop);
+}
+END_TEST
+
 static struct coro *dc_coro;
 
 static void on_cancel_dc(evutil_socket_t fd, short what, void *arg)
@@ -1213,6 +1258,8 @@ static void dl_fn(void *arg)
     int64_t phase = (int64_t)(intptr_t)arg;
     for (int64_t i = 0; i < 15; i++) {
         int64_t after = (1 + (i * 7 + phase) % 9) * LOOP_MS + ((i * 131 + phase) % 1000) * 1000;
+        if (i % 3 == 0)
+            busy_ms(3);
         int64_t d = loop_deadline(after);
         int r = io_sleep(d);
         int64_t late = loop_now() - d;
@@ -1544,6 +1591,7 @@ int main(void)
     tcase_add_test(tc, connect_name_synchronous_answer_no_reentry);
     tcase_add_test(tc, connect_name_through_evdns);
     tcase_add_test(tc, connect_name_late_answer_after_timeout);
+    tcase_add_test(tc, connect_name_timeout_not_early);
     tcase_add_test(tc, connect_name_cancelled_during_lookup);
     suite_add_tcase(s, tc);
 
