@@ -306,7 +306,8 @@ static void upstream_host(const struct request *r, const struct config_upstream 
  * retry): the rewritten path, the forwarded headers, one framing header.
  * Returns 0 or -ENOMEM / -ENOSPC.
  */
-static int build_upstream_head(struct request *r, struct evbuffer *dst)
+static int build_upstream_head(struct request *r, const struct config_server *server,
+                               struct evbuffer *dst)
 {
     const struct config_route *rt = r->route;
     const struct config_upstream *up = rt->upstream;
@@ -332,7 +333,7 @@ static int build_upstream_head(struct request *r, struct evbuffer *dst)
         .client_addr = r->conn->client,
         .new_request_id = r->new_id,
     };
-    upstream_host(r, up, &up->servers[0], &fwd.host, &fwd.host_len);
+    upstream_host(r, up, server, &fwd.host, &fwd.host_len);
     int n = headers_forward_request(&r->req, &fwd, out, nout, scratch, scratch_cap);
     if (n < 0) {
         rc = n;
@@ -619,8 +620,8 @@ static void forward(struct request *r)
 {
     const struct config_upstream *up = r->route->upstream;
     struct evbuffer *uhead = evbuffer_new();
-    if (!uhead || build_upstream_head(r, uhead) != 0) {
-        answer_error(r, 400, "request head cannot be forwarded");
+    if (!uhead) {
+        answer_error(r, 503, "out of memory");
         goto out_free_head;
     }
     uint64_t max_body = r->route->max_body_bytes;
@@ -631,6 +632,12 @@ static void forward(struct request *r)
     for (int attempt = 0;; attempt++) {
         int server = upstream_pick(r->w->upstreams, up, NULL);
         r->upstream_server = up->servers[server].addr.text;
+        /* The head depends on the server (host_header: upstream). */
+        evbuffer_drain(uhead, evbuffer_get_length(uhead));
+        if (build_upstream_head(r, &up->servers[server], uhead) != 0) {
+            answer_error(r, 400, "request head cannot be forwarded");
+            goto out_free_head;
+        }
         bool reused = false;
         int64_t t0 = loop_now();
         int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
@@ -800,9 +807,17 @@ static bool serve_one(struct request *r)
         r->keep_alive = false;
         return false; /* closed or idle before a whole head: nothing to log */
     }
+    /* The client's X-Request-Id when well-formed (also in Ferry's own
+     * answers), else a fresh one. */
     worker_request_id(r->w, r->new_id);
     r->id = r->new_id;
     r->id_len = 16;
+    const struct http1_header *xid =
+        status ? NULL : http1_header_find(r->req.headers, r->req.nheaders, "X-Request-Id");
+    if (xid && headers_request_id_valid(xid->value, xid->value_len)) {
+        r->id = xid->value;
+        r->id_len = xid->value_len;
+    }
     if (status > 0) {
         r->keep_alive = false;
         answer_error(r, status, r->error ? r->error : "bad request");
