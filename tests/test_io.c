@@ -1474,6 +1474,46 @@ START_TEST(write_backpressure_and_read_limits)
 }
 END_TEST
 
+/* Writing to a peer that closed fails with an error, neither hanging nor
+ * killing the process (SIGPIPE is ignored, as the daemon does). */
+static struct {
+    struct io_stream *s;
+    int peer;
+    int rc[3];
+    int64_t t;
+} wc;
+
+static void wc_fn(void *arg)
+{
+    (void)arg;
+    static const char block[2048];
+    int64_t t0 = loop_now();
+    wc.rc[0] = 0;
+    for (int i = 0; i < 256 && wc.rc[0] == 0; i++)
+        wc.rc[0] = io_write(wc.s, block, sizeof block, 0, loop_deadline(LOOP_SEC));
+    wc.rc[1] = io_write(wc.s, "x", 1, 0, loop_deadline(LOOP_SEC));
+    wc.rc[2] = io_flush(wc.s, loop_deadline(LOOP_SEC));
+    wc.t = loop_now() - t0;
+}
+
+START_TEST(write_to_closed_peer_fails)
+{
+    struct loop *loop = new_loop(8);
+    wc.s = pair_stream(loop, &wc.peer, 4096);
+    close(wc.peer);
+    spawn(loop, wc_fn, NULL);
+    run_loop(loop, 0);
+    for (int i = 0; i < 2; i++)
+        ck_assert_msg(wc.rc[i] == -EPIPE || wc.rc[i] == -ECONNRESET, "write %d returned %d", i,
+                      wc.rc[i]);
+    ck_assert_msg(wc.rc[2] < 0 && wc.rc[2] != -ETIMEDOUT, "flush returned %d", wc.rc[2]);
+    ck_assert_int_lt(MS(wc.t), 500);
+    ck_assert(io_eof(wc.s));
+    io_stream_free(wc.s);
+    end_loop(loop);
+}
+END_TEST
+
 /* --- wrong use ------------------------------------------------------------------------ */
 
 static struct io_stream *wu_s;
@@ -1568,6 +1608,7 @@ int main(void)
     tcase_add_test(tc, wake_self_then_finish);
     tcase_add_test(tc, sleep_ordering);
     tcase_add_test(tc, write_backpressure_and_read_limits);
+    tcase_add_test(tc, write_to_closed_peer_fails);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("deadlines");
