@@ -602,6 +602,7 @@ struct fake_dns {
     uint16_t port;
     struct event *ev;
     int64_t delay_ms;
+    bool nxdomain; /* answer "no such name" instead */
     unsigned queries, answered;
     unsigned nq;
     struct {
@@ -633,12 +634,12 @@ static void dns_answer_all(evutil_socket_t fd, short what, void *arg)
         unsigned char out[600];
         memcpy(out, in, p);
         out[2] = (unsigned char)(0x80 | (in[2] & 0x01)); /* QR, RD as asked */
-        out[3] = 0x80;                                   /* RA, NOERROR */
+        out[3] = dns.nxdomain ? 0x83 : 0x80;             /* RA, NOERROR or NXDOMAIN */
         out[6] = 0;
-        out[7] = qtype == 1 ? 1 : 0; /* ANCOUNT */
+        out[7] = qtype == 1 && !dns.nxdomain ? 1 : 0; /* ANCOUNT */
         memset(out + 8, 0, 4);       /* NSCOUNT, ARCOUNT */
         size_t o = p;
-        if (qtype == 1) {
+        if (out[7] == 1) {
             static const unsigned char rr[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4,
                                                127,  0,    0, 1};
             memcpy(out + o, rr, sizeof rr);
@@ -841,6 +842,26 @@ START_TEST(connect_name_through_evdns)
     ck_assert_int_ge(MS(dc.t_sleep), 50 - SLACK_MS);
     assert_pinged(lfd);
     io_stream_free(dc.s);
+    fake_dns_free();
+    close(lfd);
+    end_loop(loop);
+}
+END_TEST
+
+START_TEST(connect_name_not_found)
+{
+    struct loop *loop = new_loop(8);
+    int lfd = loopback_listener(&dc.port);
+    fake_dns_setup(loop, 0, NULL);
+    dns.nxdomain = true;
+    dc.host = "nowhere.ferry.test";
+    dc.deadline_ms = 3000;
+    spawn(loop, dc_fn, NULL);
+    run_loop(loop, 0);
+    ck_assert_int_eq(dc.rc, -EHOSTUNREACH);
+    ck_assert_uint_ge(dns.answered, 1);
+    ck_assert_int_lt(MS(dc.t_connect), 1000);
+    no_pending_connection(lfd);
     fake_dns_free();
     close(lfd);
     end_loop(loop);
@@ -1631,6 +1652,7 @@ int main(void)
     tcase_add_test(tc, connect_numeric_skips_dns);
     tcase_add_test(tc, connect_name_synchronous_answer_no_reentry);
     tcase_add_test(tc, connect_name_through_evdns);
+    tcase_add_test(tc, connect_name_not_found);
     tcase_add_test(tc, connect_name_late_answer_after_timeout);
     tcase_add_test(tc, connect_name_timeout_not_early);
     tcase_add_test(tc, connect_name_cancelled_during_lookup);
