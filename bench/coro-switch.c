@@ -175,8 +175,8 @@ int main(int argc, char **argv)
 
     printf("coro-switch: one-way switch cost, best of %d runs of %lu switches\n", RUNS, switches);
     printf("                         wall ns   cpu ns\n");
-    printf("  ferry coro (%s)%*s %8.1f %8.1f\n", backend, (int)(10 - __builtin_strlen(backend)),
-           "", best_coro.wall, best_coro.cpu);
+    printf("  ferry coro (%s)%*s %8.1f %8.1f\n", backend, (int)(10 - __builtin_strlen(backend)), "",
+           best_coro.wall, best_coro.cpu);
     printf("  glibc swapcontext      %8.1f %8.1f\n", best_uc.wall, best_uc.cpu);
 #ifdef FERRY_SANITIZERS
     printf("  (sanitizer build: not a release measurement)\n");

@@ -174,7 +174,7 @@ static uint64_t dbits(double d)
 }
 
 __attribute__((noinline, noclone)) static uint64_t churn(uint64_t seed, unsigned rounds,
-                                                          void (*step)(void))
+                                                         void (*step)(void))
 {
     uint64_t a = seed | 1, b = a * 3, c = a * 5, d = a * 7, e = a * 11, f = a * 13;
     uint64_t g = a * 17, h = a * 19, i = a * 23, j = a * 29, k = a * 31, l = a * 37;
@@ -205,8 +205,8 @@ __attribute__((noinline, noclone)) static uint64_t churn(uint64_t seed, unsigned
     }
     return a ^ (b << 1) ^ (c << 2) ^ (d << 3) ^ (e << 4) ^ (f << 5) ^ (g << 6) ^ (h << 7) ^
            (i << 8) ^ (j << 9) ^ (k << 10) ^ (l << 11) ^ dbits(x) ^ (dbits(y) >> 1) ^
-           (dbits(z) >> 2) ^ (dbits(w) >> 3) ^ (dbits(u) >> 4) ^ (dbits(v) >> 5) ^
-           (dbits(p) >> 6) ^ (dbits(q) >> 7);
+           (dbits(z) >> 2) ^ (dbits(w) >> 3) ^ (dbits(u) >> 4) ^ (dbits(v) >> 5) ^ (dbits(p) >> 6) ^
+           (dbits(q) >> 7);
 }
 
 static struct coro *churn_a, *churn_b;
@@ -249,8 +249,8 @@ START_TEST(switch_preserves_registers)
     step_resume_both(); /* both finish now */
     ck_assert(coro_done(churn_a));
     ck_assert(coro_done(churn_b));
-    ck_assert_msg(got_m == want_m, "resumer's registers clobbered: %" PRIx64 " != %" PRIx64,
-                  got_m, want_m);
+    ck_assert_msg(got_m == want_m, "resumer's registers clobbered: %" PRIx64 " != %" PRIx64, got_m,
+                  want_m);
     ck_assert_msg(churn_result[0] == want_a, "coroutine A: %" PRIx64 " != %" PRIx64,
                   churn_result[0], want_a);
     ck_assert_msg(churn_result[1] == want_b, "coroutine B: %" PRIx64 " != %" PRIx64,
@@ -667,8 +667,8 @@ START_TEST(coro_new_fails_cleanly_out_of_address_space)
 {
     static struct child_result r;
     run_child(rlimit_child, NULL, &r);
-    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0,
-                  "child status %#x, stderr: %s", (unsigned)r.status, r.err);
+    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "child status %#x, stderr: %s",
+                  (unsigned)r.status, r.err);
     ck_assert_ptr_nonnull(strstr(r.err, "created "));
 }
 END_TEST

@@ -546,7 +546,8 @@ START_TEST(trickle_gets_etimedout_at_deadline)
     event_free(tr.tick);
     ck_assert_int_eq(tr.last, -ETIMEDOUT);
     int64_t ms = MS(tr.t_end - tr.t0);
-    ck_assert_msg(ms >= 450 && ms <= 550, "-ETIMEDOUT after %lld ms, want 500 +- 50", (long long)ms);
+    ck_assert_msg(ms >= 450 && ms <= 550, "-ETIMEDOUT after %lld ms, want 500 +- 50",
+                  (long long)ms);
     ck_assert_uint_ge(tr.reads, 3); /* the trickle did arrive, one byte at a time */
     ck_assert_uint_le(tr.reads, 5);
     ck_assert_uint_eq(tr.bytes, tr.reads);
@@ -572,8 +573,8 @@ static void cr_fn(void *arg)
 {
     (void)arg;
     int64_t t0 = loop_now();
-    cr.r1 = io_connect(loop_current(), "127.0.0.1", cr.port, 4096, loop_deadline(2 * LOOP_SEC),
-                       &cr.s1);
+    cr.r1 =
+        io_connect(loop_current(), "127.0.0.1", cr.port, 4096, loop_deadline(2 * LOOP_SEC), &cr.s1);
     struct sockaddr_in sin = {.sin_family = AF_INET,
                               .sin_port = htons(cr.port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -637,11 +638,11 @@ static void dns_answer_all(evutil_socket_t fd, short what, void *arg)
         out[3] = dns.nxdomain ? 0x83 : 0x80;             /* RA, NOERROR or NXDOMAIN */
         out[6] = 0;
         out[7] = qtype == 1 && !dns.nxdomain ? 1 : 0; /* ANCOUNT */
-        memset(out + 8, 0, 4);       /* NSCOUNT, ARCOUNT */
+        memset(out + 8, 0, 4);                        /* NSCOUNT, ARCOUNT */
         size_t o = p;
         if (out[7] == 1) {
-            static const unsigned char rr[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4,
-                                               127,  0,    0, 1};
+            static const unsigned char rr[] = {0xc0, 0x0c, 0, 1, 0,   1, 0, 0,
+                                               0,    60,   0, 4, 127, 0, 0, 1};
             memcpy(out + o, rr, sizeof rr);
             o += sizeof rr;
         }
@@ -1065,7 +1066,7 @@ START_TEST(wait_set_returns_which_fired)
     ck_assert_uint_eq(ws.fired[0][1], IO_READABLE);
     ck_assert_uint_eq(ws.fired[0][2], 0);
     ck_assert_int_eq(ws.r[1], 1);
-    ck_assert_int_lt(MS(ws.t[1]), 5);
+    ck_assert_int_lt(MS(ws.t[1]), 20); /* at once (generous: a loaded CI machine) */
     ck_assert_uint_eq(ws.fired[1][1], IO_READABLE);
     ck_assert_uint_eq(ws.fired[1][0] | ws.fired[1][2], 0);
     ck_assert_int_eq(ws.r[2], -ETIMEDOUT);
@@ -1141,7 +1142,7 @@ START_TEST(signal_between_coroutines)
     ck_assert_int_ge(MS(sg.t[1] - sg.t0), 100 - SLACK_MS);
     ck_assert_int_eq(sg.r[2], 1);
     ck_assert_uint_eq(sg.fired[2], IO_SIGNAL);
-    ck_assert_int_lt(MS(sg.t[2]), 5);
+    ck_assert_int_lt(MS(sg.t[2]), 20); /* at once (generous: a loaded CI machine) */
     ck_assert_int_eq(sg.r[3], -ETIMEDOUT);
     ck_assert_uint_eq(sg.fired[3], 0);
     ck_assert_int_ge(MS(sg.t[3]), 50 - SLACK_MS);
@@ -1175,7 +1176,7 @@ START_TEST(signal_before_first_wait)
     io_signal(c); /* not started yet, so not waiting */
     run_loop(loop, 0);
     ck_assert_int_eq(sp.r[0], 1);
-    ck_assert_int_lt(MS(sp.t[0]), 5);
+    ck_assert_int_lt(MS(sp.t[0]), 20); /* at once (generous: a loaded CI machine) */
     ck_assert_int_eq(sp.r[1], -ETIMEDOUT);
     ck_assert_int_ge(MS(sp.t[1]), 30 - SLACK_MS);
     end_loop(loop);
@@ -1260,7 +1261,7 @@ START_TEST(sleep_ordering)
         ck_assert_int_lt(MS(sl.late[i]), 40);
     }
     ck_assert_int_eq(sl.past_rc, 0);
-    ck_assert_int_lt(MS(sl.past_t), 5);
+    ck_assert_int_lt(MS(sl.past_t), 20); /* at once (generous: a loaded CI machine) */
     end_loop(loop);
 }
 END_TEST
