@@ -5,6 +5,9 @@
  * directories: $FERRY_SRCDIR/fuzz/corpus/NAME and fuzz/crashers/NAME.
  * Arguments, when given, are files or directories to replay instead.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* asprintf */
+#endif
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,9 +62,11 @@ static int replay_path(const char *path)
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
-        char file[4096];
-        snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
+        char *file;
+        if (asprintf(&file, "%s/%s", path, e->d_name) < 0)
+            break;
         count += replay_path(file);
+        free(file);
     }
     closedir(d);
     return count;
@@ -75,11 +80,14 @@ int main(int argc, char **argv)
             count += replay_path(argv[i]);
     } else {
         const char *src = getenv("FERRY_SRCDIR");
-        char dir[4096];
-        snprintf(dir, sizeof(dir), "%s/fuzz/corpus/%s", src ? src : ".", FUZZ_NAME);
-        count += replay_path(dir);
-        snprintf(dir, sizeof(dir), "%s/fuzz/crashers/%s", src ? src : ".", FUZZ_NAME);
-        count += replay_path(dir);
+        static const char *const kinds[] = {"corpus", "crashers"};
+        for (int i = 0; i < 2; i++) {
+            char *dir;
+            if (asprintf(&dir, "%s/fuzz/%s/%s", src ? src : ".", kinds[i], FUZZ_NAME) < 0)
+                return 1;
+            count += replay_path(dir);
+            free(dir);
+        }
     }
     printf("%s: replayed %d inputs\n", FUZZ_NAME, count);
     return count > 0 ? 0 : 1;

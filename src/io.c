@@ -681,8 +681,9 @@ static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t d
         req->gen = rec->gen;
         loop_consume_wake(req->coro);
         r = park(req->coro, rec, NULL, 0, deadline);
-        if (r < 0 && !req->done)
+        if (r == -ECANCELED && !req->done)
             break;
+        /* An early timer (libevent's cached clock) is caught at the top. */
         r = 0;
     }
     if (!req->done) {
