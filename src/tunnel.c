@@ -26,10 +26,10 @@ struct side {
     struct io_stream *s;
     struct bufferevent *bev;
     struct side *peer;
-    bool client;   /* this is the client's side */
-    bool read_eof; /* this side sent EOF: nothing more to read from it */
-    bool shut;     /* the peer's EOF was forwarded: our write side is shut */
-    bool paused;   /* reading stopped: the peer's output is over TUNNEL_HIGH */
+    bool client;    /* this is the client's side */
+    bool read_eof;  /* this side sent EOF: nothing more to read from it */
+    bool shut;      /* the peer's EOF was forwarded: our write side is shut */
+    bool paused;    /* reading stopped: the peer's output is over TUNNEL_HIGH */
     uint64_t moved; /* bytes read from this side and queued to the peer */
     /* io.c's callbacks and write watermarks, restored at the end */
     bufferevent_data_cb saved_read, saved_write;
@@ -112,8 +112,7 @@ static void finish(struct tunnel *t, enum tunnel_end end, int error)
     event_free(t->timer);
     for (int i = 0; i < 2; i++) {
         struct side *sd = &t->side[i];
-        bufferevent_setcb(sd->bev, sd->saved_read, sd->saved_write, sd->saved_event,
-                          sd->saved_arg);
+        bufferevent_setcb(sd->bev, sd->saved_read, sd->saved_write, sd->saved_event, sd->saved_arg);
         bufferevent_setwatermark(sd->bev, EV_WRITE, sd->saved_wlow, sd->saved_whigh);
     }
     live--;

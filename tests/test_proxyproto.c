@@ -194,8 +194,8 @@ static void check_result(const struct pcase *c, ssize_t r, const struct proxypro
     addr_text(&res->src, text, sizeof(text), &port);
     ck_assert_msg(strcmp(text, c->src) == 0, "%s: src %s, want %s", c->name, text, c->src);
     ck_assert_msg(port == c->sport, "%s: sport %u, want %u", c->name, port, c->sport);
-    socklen_t want_len = res->src.ss_family == AF_INET ? sizeof(struct sockaddr_in)
-                                                        : sizeof(struct sockaddr_in6);
+    socklen_t want_len =
+        res->src.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     ck_assert_int_eq(res->src_len, want_len);
     ck_assert_int_eq(res->dst_len, want_len);
     addr_text(&res->dst, text, sizeof(text), &port);
