@@ -94,6 +94,74 @@ static struct cost run_coro(struct coro_pool *pool, unsigned long switches)
     return cost;
 }
 
+/* --- a bare switch, for reference (x86_64) ----------------------------------
+ * Six callee-saved registers, the stack pointer and a ret: the floor any
+ * stackful switch pays on this machine at this moment. The machine is
+ * shared, so Ferry's cost is best read against this floor measured in the
+ * same run. */
+#if defined(__x86_64__) && !defined(FERRY_SANITIZERS)
+#define HAVE_BARE 1
+void bench_switch(void **save, void *to);
+__asm__(".text\n"
+        ".globl bench_switch\n"
+        ".type bench_switch,@function\n"
+        ".hidden bench_switch\n"
+        "bench_switch:\n"
+        "    pushq %rbp\n"
+        "    pushq %rbx\n"
+        "    pushq %r12\n"
+        "    pushq %r13\n"
+        "    pushq %r14\n"
+        "    pushq %r15\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    popq %r15\n"
+        "    popq %r14\n"
+        "    popq %r13\n"
+        "    popq %r12\n"
+        "    popq %rbx\n"
+        "    popq %rbp\n"
+        "    ret\n"
+        ".size bench_switch,.-bench_switch\n");
+
+static void *bare_main_sp, *bare_co_sp;
+static unsigned long bare_yields;
+static char bare_stack[64 * 1024] __attribute__((aligned(16)));
+
+static void bare_entry(void)
+{
+    for (;;) {
+        bare_yields++;
+        bench_switch(&bare_co_sp, bare_main_sp);
+    }
+}
+
+static struct cost run_bare(unsigned long switches)
+{
+    /* r15 r14 r13 r12 rbx rbp, then bare_entry as the return address; after
+     * the ret %rsp is 8 mod 16, as at any function's entry. */
+    void **sp = (void **)(bare_stack + sizeof bare_stack - 64);
+    for (int i = 0; i < 6; i++)
+        sp[i] = NULL;
+    sp[6] = (void *)bare_entry;
+    sp[7] = NULL;
+    bare_co_sp = sp;
+    bare_yields = 0;
+    bench_switch(&bare_main_sp, bare_co_sp); /* first entry, not timed */
+    unsigned long rounds = switches / 2;
+    int64_t wall0, cpu0;
+    timing_start(&wall0, &cpu0);
+    for (unsigned long i = 0; i < rounds; i++)
+        bench_switch(&bare_main_sp, bare_co_sp);
+    struct cost cost = timing_end(wall0, cpu0, rounds * 2);
+    if (bare_yields != rounds + 1) {
+        fprintf(stderr, "coro-switch: bare: %lu yields, expected %lu\n", bare_yields, rounds + 1);
+        exit(1);
+    }
+    return cost;
+}
+#endif
+
 /* --- glibc swapcontext, the same shape ------------------------------------ */
 
 static ucontext_t uc_main, uc_co;
@@ -170,6 +238,14 @@ int main(int argc, char **argv)
         best_uc.wall = c.wall < best_uc.wall ? c.wall : best_uc.wall;
         best_uc.cpu = c.cpu < best_uc.cpu ? c.cpu : best_uc.cpu;
     }
+#ifdef HAVE_BARE
+    struct cost best_bare = {1e30, 1e30};
+    for (int r = 0; r < RUNS; r++) {
+        struct cost c = run_bare(switches);
+        best_bare.wall = c.wall < best_bare.wall ? c.wall : best_bare.wall;
+        best_bare.cpu = c.cpu < best_bare.cpu ? c.cpu : best_bare.cpu;
+    }
+#endif
     coro_resume_gate(false);
     coro_pool_free(pool);
 
@@ -178,6 +254,9 @@ int main(int argc, char **argv)
     printf("  ferry coro (%s)%*s %8.1f %8.1f\n", backend, (int)(10 - __builtin_strlen(backend)), "",
            best_coro.wall, best_coro.cpu);
     printf("  glibc swapcontext      %8.1f %8.1f\n", best_uc.wall, best_uc.cpu);
+#ifdef HAVE_BARE
+    printf("  bare asm switch (floor)%8.1f %8.1f\n", best_bare.wall, best_bare.cpu);
+#endif
 #ifdef FERRY_SANITIZERS
     printf("  (sanitizer build: not a release measurement)\n");
 #endif
