@@ -1349,6 +1349,7 @@ static const char *const TIMEOUT_KEYS[] = {"client_header",
                                            "upstream_send",
                                            "upstream_idle",
                                            "total",
+                                           "tunnel_idle",
                                            NULL};
 
 static int64_t *timeout_field(struct config_timeouts *t, size_t i)
@@ -1356,7 +1357,7 @@ static int64_t *timeout_field(struct config_timeouts *t, size_t i)
     int64_t *f[] = {&t->client_header, &t->client_body,      &t->client_send,
                     &t->client_idle,   &t->upstream_connect, &t->upstream_header,
                     &t->upstream_read, &t->upstream_send,    &t->upstream_idle,
-                    &t->total};
+                    &t->total,         &t->tunnel_idle};
     return f[i];
 }
 
@@ -2180,6 +2181,7 @@ static void set_defaults(struct config *cfg)
         .upstream_send = 60000,
         .upstream_idle = 4000,
         .total = 0,
+        .tunnel_idle = 3600000,
     };
     cfg->limits = (struct config_limits){
         .max_connections = 100000,

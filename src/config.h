@@ -68,6 +68,7 @@ struct config_timeouts {
     int64_t upstream_send;    /* 60s: upstream stalls reading our request */
     int64_t upstream_idle;    /* 4s: pooled idle upstream connection */
     int64_t total;            /* 0 = none: whole request including retries */
+    int64_t tunnel_idle;      /* 1h: no byte either way in a WebSocket tunnel */
 };
 
 struct config_limits {

@@ -15,6 +15,9 @@
 #include "log.h"
 #include "loop.h"
 #include "proxy.h"
+#include "proxyproto.h"
+#include "tunnel.h"
+#include "upstream.h"
 #include "worker.h"
 
 #define CLIENT_READ_MAX (128u * 1024u)
@@ -45,7 +48,8 @@ static void peer_text(const struct sockaddr *sa, char *out, size_t cap)
     }
 }
 
-void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len)
+void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+                 bool proxy_protocol)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -66,6 +70,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         len = sizeof(c->peer);
     memcpy(&c->peer, peer, len);
     c->peer_len = len;
+    c->await_proxy = proxy_protocol;
     peer_text(peer, c->client, sizeof(c->client));
     c->next = w->conns;
     if (w->conns)
@@ -156,6 +161,31 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
     }
     if (c->req)
         return; /* spawned, not yet waiting: it will see this itself */
+    if (c->await_proxy) {
+        struct evbuffer *in = io_input(s);
+        size_t len = evbuffer_get_length(in);
+        size_t want = len < PROXYPROTO_MAX_HEADER ? len : PROXYPROTO_MAX_HEADER;
+        struct proxyproto_result pr;
+        ssize_t n = proxyproto_parse(want ? evbuffer_pullup(in, (ssize_t)want) : NULL, want, &pr);
+        if (n == PROXYPROTO_INCOMPLETE && !(what & IO_EOF))
+            return;
+        if (n < 0) {
+            static int64_t last;
+            log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "client %s: %s: closing", c->client,
+                            proxyproto_error_str(n));
+            conn_close(c);
+            return;
+        }
+        evbuffer_drain(in, (size_t)n);
+        c->await_proxy = false;
+        if (!pr.local) {
+            memcpy(&c->peer, &pr.src, pr.src_len);
+            c->peer_len = pr.src_len;
+            peer_text((const struct sockaddr *)&c->peer, c->client, sizeof(c->client));
+        }
+        if (evbuffer_get_length(in) == 0 && !(what & IO_EOF))
+            return;
+    }
     if (what & IO_EOF) {
         conn_close(c);
         return;
@@ -194,8 +224,38 @@ void conn_finish_request(struct conn *c, bool keep_alive, bool linger)
         conn_close(c);
 }
 
+static void on_tunnel_close(void *arg, const struct tunnel_stats *st)
+{
+    struct conn *c = arg;
+    (void)st;
+    upstream_release(c->tunnel_uc, false);
+    c->tunnel_uc = NULL;
+    c->tunnel = NULL;
+    conn_close(c);
+}
+
+void conn_start_tunnel(struct conn *c, struct upstream_conn *uc)
+{
+    struct worker *w = c->w;
+    c->req = NULL;
+    c->served++;
+    WORKER_STAT_SUB(w, requests_live, 1);
+    event_del(c->timer);
+    c->tunnel_uc = uc;
+    if (tunnel_start(w->loop, c->s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,
+                     on_tunnel_close, c, &c->tunnel) < 0) {
+        upstream_release(uc, false);
+        c->tunnel_uc = NULL;
+        conn_close(c);
+    }
+}
+
 void conn_drain(struct conn *c)
 {
+    if (c->tunnel) {
+        tunnel_stop(c->tunnel);
+        return;
+    }
     if (!c->req && !c->lingering)
         conn_close(c);
     else

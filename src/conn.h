@@ -39,10 +39,17 @@ struct conn {
     unsigned served;               /* requests answered */
     bool close_after;              /* answer with Connection: close, then close */
     bool lingering;
+    bool await_proxy;           /* PROXY header expected, not yet read */
+    struct tunnel *tunnel;      /* after a 101: the splice, no coroutine */
+    struct upstream_conn *tunnel_uc;
 };
 
 /* Takes an accepted socket. Closes it when out of memory. */
-void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len);
+void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
+                 bool proxy_protocol);
+struct upstream_conn;
+/* Called by the request coroutine instead of conn_finish_request after a 101. */
+void conn_start_tunnel(struct conn *c, struct upstream_conn *uc);
 
 /*
  * Called by the request coroutine when its last response is complete:

@@ -153,7 +153,9 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             peer.ss_family = AF_UNIX;
             len = sizeof(sa_family_t);
         }
-        conn_accept(w, fd, (struct sockaddr *)&peer, len);
+        size_t li = (size_t)(a - w->acceptors);
+        conn_accept(w, fd, (struct sockaddr *)&peer, len,
+                    li < w->cfg->nlisteners && w->cfg->listeners[li].proxy_protocol);
     }
 }
 

@@ -92,6 +92,7 @@ struct request {
     bool sent_continue;
 
     struct upstream_conn *uc;
+    struct upstream_conn *tunnel_uc; /* after a 101: handed to the tunnel */
     struct http1_response resp;
     struct http1_header *resp_hdrs;
     size_t resp_head_len;
@@ -332,6 +333,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .trusted_peer = config_trusted(r->cfg, (const struct sockaddr *)&r->conn->peer),
         .client_addr = r->conn->client,
         .new_request_id = r->new_id,
+        .tunnel = r->req.upgrade_websocket,
     };
     upstream_host(r, up, server, &fwd.host, &fwd.host_len);
     int n = headers_forward_request(&r->req, &fwd, out, nout, scratch, scratch_cap);
@@ -509,7 +511,8 @@ static int send_response(struct request *r, struct io_stream *up)
         free(scratch);
         return -1;
     }
-    int n = headers_forward_response(resp, false, out, nout, scratch, scratch_cap);
+    bool tunnel = resp->status == 101;
+    int n = headers_forward_response(resp, tunnel, out, nout, scratch, scratch_cap);
     struct http1_head_out h = {
         .status = resp->status,
         .reason = resp->reason,
@@ -518,7 +521,7 @@ static int send_response(struct request *r, struct io_stream *up)
         .nheaders = n > 0 ? (size_t)n : 0,
         .body = advertised,
         .content_length = resp->content_length,
-        .connection_close = !r->keep_alive,
+        .connection_close = !r->keep_alive && !tunnel,
     };
     ssize_t need = http1_write_response_head(NULL, 0, &h);
     struct evbuffer_iovec v;
@@ -700,6 +703,18 @@ static void forward(struct request *r)
         break;
     }
 
+    if (r->resp.status == 101) {
+        if (!r->req.upgrade_websocket || !r->resp.upgrade) {
+            answer_error(r, 502, "upstream switched protocols without an upgrade request");
+            goto out_close_upstream;
+        }
+        r->keep_alive = false;
+        if (send_response(r, upstream_stream(r->uc)) < 0)
+            goto out_close_upstream;
+        r->tunnel_uc = r->uc;
+        r->uc = NULL;
+        goto out_free_head;
+    }
     /* An early answer: the upstream spoke before the whole body was sent.
      * Forward it; the body's rest is drained by a lingering close. */
     bool early = !r->req_body.done;
@@ -914,6 +929,8 @@ void proxy_serve(void *arg)
         request_reset(r);
         keep = serve_one(r);
         linger = r->linger;
+        if (r->tunnel_uc)
+            break;
         if (keep && evbuffer_get_length(io_output(c->s)) >= OUT_HIGH &&
             io_flush(c->s, phase_deadline(r, r->tmo->client_send)) < 0)
             keep = false;
@@ -930,6 +947,15 @@ void proxy_serve(void *arg)
     }
     free(r->path);
     r->path = NULL;
+    if (r->tunnel_uc) {
+        struct upstream_conn *uc = r->tunnel_uc;
+        evbuffer_free(r->head);
+        free(r->hdrs);
+        free(r->resp_hdrs);
+        free(r);
+        conn_start_tunnel(c, uc);
+        return;
+    }
 
 out_free:
     if (r) {
