@@ -1100,3 +1100,34 @@ def run(namespace, budget=60.0, needs_ferry=True):
     if skipped and not passed:
         sys.exit(EXIT_SKIP)
     sys.exit(EXIT_PASS)
+
+
+# --- added for the abuse tests (issue 6) ------------------------------------------------------
+def ferry_under(prefix, config=None, routes=None, upstreams=None, **kw):
+    """Like ferry(), but starts FERRY_BIN under a command prefix that execs
+    it (["prlimit", "--nofile=256:256"]), so f.pid is still ferry's PID."""
+    global FERRY_BIN
+    import shlex
+    f = ferry(config, routes, upstreams, start=False, **kw)
+    wrapper = os.path.join(f.dir, "ferry-under")
+    with open(wrapper, "w") as fh:
+        fh.write("#!/bin/sh\nexec %s %s \"$@\"\n" % (" ".join(shlex.quote(a) for a in prefix),
+                                                    shlex.quote(FERRY_BIN)))
+    os.chmod(wrapper, 0o755)
+    real = FERRY_BIN
+    FERRY_BIN = wrapper
+    try:
+        f.start()
+    finally:
+        FERRY_BIN = real
+    return f
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds (from /proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+__all__ += ["ferry_under", "cpu_seconds"]
