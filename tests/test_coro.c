@@ -624,6 +624,51 @@ START_TEST(pool_release_drops_pages)
 }
 END_TEST
 
+/* A coroutine that went deep in leaf calls but yielded only near the top:
+ * coro.h trims its stack "in any case every CORO_TRIM_EVERY releases". */
+__attribute__((noinline)) static unsigned touch_deep_leaf(unsigned depth)
+{
+    volatile unsigned char pad[DEEP_PAD];
+    for (unsigned n = 0; n < DEEP_PAD; n++)
+        pad[n] = (unsigned char)(depth + n);
+    if (depth == 0) {
+        deep_lowest = (uintptr_t)&pad[0];
+        return pad[1];
+    }
+    return touch_deep_leaf(depth - 1) + pad[depth % DEEP_PAD];
+}
+
+static void deep_leaf_fn(void *arg)
+{
+    (void)arg;
+    (void)touch_deep_leaf(DEEP_DEPTH);
+    coro_yield(); /* shallow */
+}
+
+START_TEST(pool_trims_leaf_depth_eventually)
+{
+    struct coro_pool *pool = coro_pool_new(DEEP_STACK, 1);
+    ck_assert_ptr_nonnull(pool);
+    coro_resume_gate(true);
+    unsigned trimmed_at = 0;
+    for (unsigned i = 1; i <= CORO_TRIM_EVERY + 1 && !trimmed_at; i++) {
+        struct coro *c;
+        ck_assert_int_eq(coro_new(pool, deep_leaf_fn, NULL, &c), 0);
+        run_to_end(c);
+        ck_assert_int_eq(page_resident(deep_lowest), 1);
+        coro_release(c);
+        ck_assert_uint_eq(coro_pool_idle(pool), 1);
+        if (page_resident(deep_lowest) == 0)
+            trimmed_at = i;
+    }
+    ck_assert_msg(trimmed_at > 0 && trimmed_at <= CORO_TRIM_EVERY,
+                  "a stack that went deep without yielding there was not trimmed within %u "
+                  "releases",
+                  CORO_TRIM_EVERY);
+    coro_pool_free(pool);
+}
+END_TEST
+
 /* coro_new under a tight RLIMIT_AS: an error code, never an abort. */
 static void rlimit_child(void *arg)
 {
@@ -849,6 +894,7 @@ int main(void)
     tcase_add_test(tc, pool_cap_bounds_idle);
     tcase_add_test(tc, pool_cap_zero_unmaps);
     tcase_add_test(tc, pool_release_drops_pages);
+    tcase_add_test(tc, pool_trims_leaf_depth_eventually);
     tcase_add_test(tc, coro_new_fails_cleanly_out_of_address_space);
     suite_add_tcase(s, tc);
 
