@@ -1536,6 +1536,160 @@ START_TEST(write_to_closed_peer_fails)
 }
 END_TEST
 
+/* Connecting to a listener whose accept queue is full: the kernel drops the
+ * SYNs, so the connect ends at its deadline with -ETIMEDOUT. */
+static struct {
+    uint16_t port;
+    int rc;
+    int64_t late;
+    struct io_stream *s;
+} ct;
+
+static void ct_fn(void *arg)
+{
+    (void)arg;
+    int64_t d = loop_deadline(200 * LOOP_MS);
+    ct.rc = io_connect(loop_current(), "127.0.0.1", ct.port, 4096, d, &ct.s);
+    ct.late = loop_now() - d;
+}
+
+START_TEST(connect_timeout)
+{
+    struct loop *loop = new_loop(8);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(lfd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    ck_assert_int_eq(listen(lfd, 0), 0);
+    ct.port = listener_port(lfd);
+    sin.sin_port = htons(ct.port);
+    /* Fill the accept queue (never accepted). */
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fill[i], 0);
+        (void)connect(fill[i], (struct sockaddr *)&sin, sizeof sin);
+    }
+    usleep(50000);
+    spawn(loop, ct_fn, NULL);
+    run_loop(loop, 0);
+    ck_assert_msg(ct.rc == -ETIMEDOUT, "connect returned %d", ct.rc);
+    ck_assert_int_ge(ct.late, 0);
+    ck_assert_int_lt(MS(ct.late), 100);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(lfd);
+    end_loop(loop);
+}
+END_TEST
+
+/* The idle callback: what a stream nobody waits on reports. */
+static struct {
+    struct io_stream *s;
+    int peer;
+    unsigned readable, eof, other;
+    size_t len_at_readable;
+    int waited_during;
+    unsigned idle_during;
+} id;
+
+static void on_idle_cb(struct io_stream *s, unsigned what, void *arg)
+{
+    (void)arg;
+    if (s != id.s)
+        id.other++;
+    else if (what == IO_READABLE) {
+        id.readable++;
+        id.len_at_readable = evbuffer_get_length(io_input(s));
+    } else if (what == IO_EOF)
+        id.eof++;
+    else
+        id.other++;
+}
+
+static void on_idle_close_peer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    close(id.peer);
+}
+
+/* Waits on the stream while a byte arrives: the idle callback stays quiet. */
+static void id_fn(void *arg)
+{
+    (void)arg;
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_drain(io_input(id.s), evbuffer_get_length(io_input(id.s))); /* the idle byte */
+    unsigned before = id.readable;
+    id.waited_during = (int)io_read(id.s, b, 10, loop_deadline(LOOP_SEC));
+    id.idle_during = id.readable - before;
+    evbuffer_free(b);
+}
+
+static void on_idle_spawn_reader(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    spawn(loop_current(), id_fn, NULL);
+    after_ms(loop_current(), 20, on_write_byte, &id.peer);
+    after_ms(loop_current(), 80, on_idle_close_peer, NULL);
+}
+
+START_TEST(idle_callback_reports_readable_and_eof)
+{
+    struct loop *loop = new_loop(8);
+    id.s = pair_stream(loop, &id.peer, 4096);
+    io_set_idle(id.s, on_idle_cb, NULL);
+    after_ms(loop, 10, on_write_byte, &id.peer);
+    after_ms(loop, 40, on_idle_spawn_reader, NULL);
+    run_loop(loop, 150);
+    ck_assert_uint_eq(id.other, 0);
+    ck_assert_uint_eq(id.readable, 1); /* the byte at 10 ms, nobody waiting */
+    ck_assert_uint_eq(id.len_at_readable, 1);
+    /* The byte at 60 ms went to the waiting coroutine, not to on_idle. */
+    ck_assert_int_eq(id.waited_during, 1);
+    ck_assert_uint_eq(id.idle_during, 0);
+    ck_assert_uint_eq(id.eof, 1); /* the close at 120 ms, nobody waiting */
+    io_set_idle(id.s, NULL, NULL);
+    io_stream_free(id.s);
+    end_loop(loop);
+}
+END_TEST
+
+/* loop_free_later: the object outlives the callback chain that queued it. */
+static struct {
+    int freed;
+    int freed_seen_in_cb;
+} fl;
+
+static void fl_free(void *obj)
+{
+    (void)obj;
+    fl.freed++;
+}
+
+static void on_free_later(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    loop_free_later(loop_current(), fl_free, &fl);
+    fl.freed_seen_in_cb = fl.freed;
+}
+
+START_TEST(free_later_runs_after_the_callback)
+{
+    struct loop *loop = new_loop(8);
+    after_ms(loop, 5, on_free_later, NULL);
+    run_loop(loop, 30);
+    ck_assert_int_eq(fl.freed_seen_in_cb, 0);
+    ck_assert_int_eq(fl.freed, 1);
+    end_loop(loop);
+}
+END_TEST
+
 /* --- wrong use ------------------------------------------------------------------------ */
 
 static struct io_stream *wu_s;
@@ -1631,6 +1785,8 @@ int main(void)
     tcase_add_test(tc, sleep_ordering);
     tcase_add_test(tc, write_backpressure_and_read_limits);
     tcase_add_test(tc, write_to_closed_peer_fails);
+    tcase_add_test(tc, idle_callback_reports_readable_and_eof);
+    tcase_add_test(tc, free_later_runs_after_the_callback);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("deadlines");
@@ -1650,6 +1806,7 @@ int main(void)
     tc = tcase_create("connect");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, connect_refused);
+    tcase_add_test(tc, connect_timeout);
     tcase_add_test(tc, connect_numeric_skips_dns);
     tcase_add_test(tc, connect_name_synchronous_answer_no_reentry);
     tcase_add_test(tc, connect_name_through_evdns);
