@@ -69,10 +69,10 @@ void io_signal(struct coro *c);
 int io_sleep(int64_t deadline);
 
 /*
- * Wraps a connected socket bufferevent (created by the caller on the
- * loop's base, BEV_OPT_CLOSE_ON_FREE). The stream takes ownership of bev
- * and sets its callbacks; reads stay enabled, with the input capped at
- * read_max bytes (a read high watermark: backpressure on the peer).
+ * Wraps a socket bufferevent (created by the caller on the loop's base,
+ * BEV_OPT_CLOSE_ON_FREE). The stream takes ownership of bev and sets its
+ * callbacks; reads stay enabled once connected, with the input capped at
+ * read_max bytes (backpressure on the peer).
  * Returns NULL when out of memory (bev is then freed).
  */
 struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size_t read_max);
@@ -98,6 +98,14 @@ bool io_waited(const struct io_stream *s);
 void io_set_read_max(struct io_stream *s, size_t read_max);
 /* Stops (false) or resumes (true) reading from the socket. */
 void io_set_reading(struct io_stream *s, bool on);
+/*
+ * Reads are done by io.c itself (one large readv into the input evbuffer,
+ * no FIONREAD), not by the bufferevent. A module that drives the
+ * bufferevent with its own callbacks (the tunnel) calls this first: the
+ * bufferevent's read side is then its to enable, and io's idle callback
+ * and waits no longer see reads.
+ */
+void io_detach_reads(struct io_stream *s);
 
 /*
  * Idle callback: what a stream reports when no coroutine waits on it

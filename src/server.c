@@ -36,6 +36,7 @@
 #define DRAIN_POLL_MS 50
 
 struct server {
+    pthread_barrier_t started; /* every worker set up (or failed), and main */
     struct config *cfg;
     const char *config_path;
     struct event_base *base;
@@ -105,24 +106,34 @@ static void on_control(evutil_socket_t fd, short what, void *arg)
     on_drain_poll(-1, 0, w);
 }
 
-static void *worker_main(void *arg)
+/* Sets a worker up on its own thread. Returns 0 or -1 (message logged). */
+static int worker_setup(struct worker *w)
 {
-    struct worker *w = arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
     w->loop = loop_new(w->cfg->coroutine_stack, STACK_POOL_CAP);
     if (!w->loop) {
         log_error("worker %u: cannot create its event loop", w->id);
-        return NULL;
+        return -1;
     }
     w->upstreams = upstream_set_new(w, w->cfg);
     w->control_ev = event_new(loop_base(w->loop), w->control_fd, EV_READ | EV_PERSIST, on_control, w);
     if (!w->upstreams || !w->control_ev || event_add(w->control_ev, NULL) != 0 ||
         listener_start(w) != 0) {
         log_error("worker %u: out of memory at start", w->id);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    w->failed = worker_setup(w) != 0;
+    pthread_barrier_wait(w->started);
+    if (w->failed)
+        return NULL;
     loop_run(w->loop);
     /* Whatever is still open after the drain is closed with the process. */
     return NULL;
@@ -212,10 +223,19 @@ int server_run(struct config *cfg, const char *config_path)
         if (!w->listen_fds || w->control_fd < 0 || listener_open(cfg, w->listen_fds) != 0)
             goto out_pidfile;
     }
+    /* Ready (admin, sd_notify) only once every worker accepts. */
+    pthread_barrier_init(&srv.started, NULL, srv.nworkers + 1);
     for (unsigned i = 0; i < srv.nworkers; i++) {
+        srv.workers[i].started = &srv.started;
         if (pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]) != 0) {
-            log_error("cannot start worker %u", i);
-            srv.nworkers = i;
+            log_error("cannot start worker %u: out of threads", i);
+            exit(1); /* the others wait on the barrier: nothing to unwind */
+        }
+    }
+    pthread_barrier_wait(&srv.started);
+    pthread_barrier_destroy(&srv.started);
+    for (unsigned i = 0; i < srv.nworkers; i++) {
+        if (srv.workers[i].failed) {
             stop_workers(&srv);
             goto out_join;
         }

@@ -288,6 +288,7 @@ int tunnel_start(struct loop *loop, struct io_stream *client, struct io_stream *
     }
     for (int i = 0; i < 2; i++) {
         struct side *sd = &t->side[i];
+        io_detach_reads(sd->s);
         bufferevent_setcb(sd->bev, on_read, on_write, on_event, sd);
         bufferevent_setwatermark(sd->bev, EV_WRITE, TUNNEL_HIGH / 2, 0);
         bufferevent_enable(sd->bev, sd->read_eof ? EV_WRITE : EV_READ | EV_WRITE);

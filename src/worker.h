@@ -41,6 +41,8 @@ struct worker {
     struct event *control_ev;
     struct event *drain_timer;
     bool draining;
+    bool failed;                /* setup failed on its thread */
+    pthread_barrier_t *started; /* server.c: reached once set up */
     struct conn *conns; /* every open client connection, for draining */
     uint64_t rng;       /* request ids */
     struct worker_stats stats;
