@@ -5,12 +5,14 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "config.h"
+#include "http1.h"
 #include "io.h"
 #include "log.h"
 #include "loop.h"
@@ -108,18 +110,29 @@ static void conn_linger(struct conn *c)
     arm_timer(c, CONN_LINGER_MS);
 }
 
-/* Answers from a callback, without a coroutine (no stack could be had). */
+/* Answers from a callback, without a coroutine (no stack could be had, or
+ * too many requests are in flight), then closes lingering. The answer is
+ * Ferry's usual JSON error with a request id, and it is logged. */
 static void answer_now(struct conn *c, int status, const char *why)
 {
-    char body[160], head[256];
-    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d}\n", why, status);
+    char id[17], body[192], head[320];
+    worker_request_id(c->w, id);
+    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
+                        why, status, id);
     int hlen = snprintf(head, sizeof(head),
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                        "Retry-After: 1\r\nConnection: close\r\n\r\n",
-                        status, status == 503 ? "Service Unavailable" : "Error", blen);
+                        "X-Request-Id: %s\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+                        status, http1_reason(status), blen, id);
     evbuffer_add(io_output(c->s), head, (size_t)hlen);
     evbuffer_add(io_output(c->s), body, (size_t)blen);
+    io_kick(c->s);
+    struct log_access a = {.client = c->client, .status = status, .bytes_sent = (uint64_t)blen,
+                           .request_id = id, .request_id_len = 16, .duration_ms = 0,
+                           .upstream_connect_ms = -1, .upstream_header_ms = -1, .error = why};
+    log_access_write(&a);
     conn_linger(c);
+    if (evbuffer_get_length(io_output(c->s)) == 0)
+        shutdown(io_fd(c->s), SHUT_WR); /* the answer is out: show its end */
 }
 
 static void start_request(struct conn *c)

@@ -701,6 +701,25 @@ int io_flush(struct io_stream *s, int64_t deadline)
     return drain_to(s, 0, deadline);
 }
 
+int io_flush_progress(struct io_stream *s, int64_t stall, int64_t deadline)
+{
+    if (cancelled_now())
+        return -ECANCELED;
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    write_now(s);
+    for (;;) {
+        if (s->write_err)
+            return stream_error(s, -EPIPE);
+        size_t len = evbuffer_get_length(out);
+        if (len == 0)
+            return 0;
+        struct io_want w = {.stream = s, .events = IO_WRITABLE, .write_below = len - 1};
+        int r = io_wait(&w, 1, loop_deadline_min(loop_deadline(stall), deadline));
+        if (r < 0)
+            return r;
+    }
+}
+
 /* ---- connecting ----------------------------------------------------------------- */
 
 int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len, size_t read_max,

@@ -138,6 +138,10 @@ int io_write(struct io_stream *s, const void *data, size_t len, size_t high, int
 /* Writes what the output holds now instead of on the next loop turn
  * (io_wait, io_write* and io_flush do it themselves). Never waits. */
 void io_kick(struct io_stream *s);
+/* Waits until the output is empty, failing with -ETIMEDOUT only when no
+ * byte leaves for `stall` ns (a slow but steady reader is never cut), or
+ * at the absolute deadline. May yield. */
+int io_flush_progress(struct io_stream *s, int64_t stall, int64_t deadline);
 /* Waits until the output is empty (everything handed to the kernel).
  * May yield. */
 int io_flush(struct io_stream *s, int64_t deadline);

@@ -105,6 +105,8 @@ struct request {
     uint64_t bytes_out;
     double connect_ms;
     double header_ms;
+    bool streaming;  /* the upstream's body is being relayed */
+    bool no_log;     /* the client left before a whole head: nothing to log */
     bool keep_alive; /* keep the client connection after this response */
     bool linger;     /* close lingering: request bytes were left unread */
 };
@@ -377,7 +379,9 @@ out_free:
 /* Answers `Expect: 100-continue` before the first body byte is needed. */
 static void maybe_continue(struct request *r)
 {
-    if (r->req.expect_continue && !r->sent_continue && !r->req_body.done &&
+    /* RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored. */
+    if (r->req.expect_continue && r->req.version_minor >= 1 && !r->sent_continue &&
+        !r->req_body.done &&
         evbuffer_get_length(io_input(r->client)) == 0) {
         evbuffer_add(io_output(r->client), "HTTP/1.1 100 Continue\r\n\r\n", 25);
         r->sent_continue = true;
@@ -499,8 +503,11 @@ static int send_response(struct request *r, struct io_stream *up)
     if (down == HTTP1_BODY_CLOSE)
         r->keep_alive = false;
     enum http1_body advertised = down;
-    if (down == HTTP1_BODY_NONE && resp->has_content_length)
-        advertised = HTTP1_BODY_LENGTH; /* HEAD, 304: the length, no body */
+    /* HEAD and 304 may advertise the length of the body they do not
+     * carry; 1xx and 204 must not have a Content-Length (RFC 9110 §8.6). */
+    if (down == HTTP1_BODY_NONE && resp->has_content_length &&
+        (r->req.method == HTTP1_METHOD_HEAD || resp->status == 304))
+        advertised = HTTP1_BODY_LENGTH;
 
     size_t nout = resp->nheaders + EXTRA_HEADERS;
     size_t scratch_cap = r->resp_head_len + 256;
@@ -543,6 +550,7 @@ static int send_response(struct request *r, struct io_stream *up)
     body_init(&r->resp_body, down == HTTP1_BODY_NONE ? HTTP1_BODY_NONE : resp->body,
               resp->content_length, down == HTTP1_BODY_CHUNKED, 0);
     struct body *b = &r->resp_body;
+    r->streaming = true; /* bytes_out follows resp_body.bytes from here */
     while (!b->done) {
         if (evbuffer_get_length(cout) < OUT_HIGH) {
             int e = body_move(b, uin, cout);
@@ -587,7 +595,6 @@ static int send_response(struct request *r, struct io_stream *up)
         if (rc2 < 0)
             return -1;
     }
-    r->bytes_out = b->bytes;
     return 0;
 }
 
@@ -757,7 +764,7 @@ static void log_request(const struct request *r)
         .path = r->path ? r->path : NULL,
         .path_len = r->path_len,
         .status = r->status,
-        .bytes_sent = r->bytes_out,
+        .bytes_sent = r->streaming ? r->resp_body.bytes : r->bytes_out,
         .bytes_received = r->req_body.bytes,
         .route = r->route ? r->route->name : NULL,
         .upstream = r->route && r->route->upstream ? r->route->upstream->name : NULL,
@@ -820,7 +827,8 @@ static bool serve_one(struct request *r)
     int status = read_head(r);
     if (status < 0) {
         r->keep_alive = false;
-        return false; /* closed or idle before a whole head: nothing to log */
+        r->no_log = true; /* closed or idle before a whole head */
+        return false;
     }
     /* The client's X-Request-Id when well-formed (also in Ferry's own
      * answers), else a fresh one. */
@@ -879,7 +887,6 @@ static bool serve_one(struct request *r)
     forward(r);
 
 out_log:
-    log_request(r);
     return r->keep_alive;
 }
 
@@ -924,27 +931,34 @@ void proxy_serve(void *arg)
     r->conn = c;
     r->w = w;
 
-    /* Requests pipelined behind this one are served by this coroutine. */
+    /* Requests pipelined behind this one are served by this coroutine;
+     * answers to pipelined requests are flushed together unless they pile
+     * up. Each request is logged once its answer is out (or failed). */
     do {
         request_reset(r);
         keep = serve_one(r);
         linger = r->linger;
+        bool more = keep && !r->tunnel_uc && evbuffer_get_length(io_input(c->s)) > 0;
+        if (!more || evbuffer_get_length(io_output(c->s)) >= OUT_HIGH) {
+            /* client_send bounds a stall, not the whole transfer. */
+            int64_t stall = r->tmo->client_send * LOOP_MS;
+            if (io_flush_progress(c->s, stall, r->total_deadline) < 0) {
+                keep = false;
+                linger = false;
+                if (!r->error)
+                    r->error = "client stopped reading (client_send)";
+            }
+        }
+        if (!r->no_log)
+            log_request(r);
         if (r->tunnel_uc)
             break;
-        if (keep && evbuffer_get_length(io_output(c->s)) >= OUT_HIGH &&
-            io_flush(c->s, phase_deadline(r, r->tmo->client_send)) < 0)
-            keep = false;
     } while (keep && evbuffer_get_length(io_input(c->s)) > 0);
 
-    /* Hand our answer to the kernel before the connection goes idle or
-     * closes; a lingering close then shuts the write side so the client
-     * sees the end of the answer while its body is drained. */
-    if (io_flush(c->s, phase_deadline(r, r->tmo->client_send)) < 0) {
-        keep = false;
-        linger = false;
-    } else if (!keep && linger) {
+    /* A lingering close shuts the write side once the answer is out, so
+     * the client sees its end while its unread body is drained. */
+    if (!keep && linger)
         shutdown(io_fd(c->s), SHUT_WR);
-    }
     free(r->path);
     r->path = NULL;
     if (r->tunnel_uc) {
