@@ -1690,6 +1690,109 @@ START_TEST(free_later_runs_after_the_callback)
 }
 END_TEST
 
+/* The input cap: reading pauses at read_max, resumes when the cap is raised
+ * (without any drain), stops with io_set_reading(false) and resumes with
+ * io_set_reading(true). */
+static struct {
+    struct io_stream *s;
+    int peer;
+    int r[4];
+    size_t len[4];
+} rm;
+
+static void rm_fn(void *arg)
+{
+    (void)arg;
+    struct io_stream *s = rm.s;
+    rm.r[0] = io_read_at_least(s, 4096, loop_deadline(LOOP_SEC));
+    io_sleep(loop_deadline(30 * LOOP_MS)); /* more is in the socket: not read */
+    rm.len[0] = evbuffer_get_length(io_input(s));
+    io_set_read_max(s, 16384);
+    rm.r[1] = io_read_at_least(s, 10000, loop_deadline(LOOP_SEC));
+    rm.len[1] = evbuffer_get_length(io_input(s));
+    evbuffer_drain(io_input(s), rm.len[1]);
+    io_set_reading(s, false);
+    if (write(rm.peer, "0123456789", 10) != 10)
+        abort();
+    io_sleep(loop_deadline(30 * LOOP_MS));
+    rm.len[2] = evbuffer_get_length(io_input(s));
+    io_set_reading(s, true);
+    rm.r[2] = io_read_at_least(s, 10, loop_deadline(LOOP_SEC));
+    rm.len[3] = evbuffer_get_length(io_input(s));
+}
+
+START_TEST(read_cap_and_reading_switch)
+{
+    struct loop *loop = new_loop(8);
+    rm.s = pair_stream(loop, &rm.peer, 4096);
+    static char block[10000];
+    memset(block, 'r', sizeof block);
+    write_all(rm.peer, block, sizeof block);
+    spawn(loop, rm_fn, NULL);
+    run_loop(loop, 0);
+    ck_assert_int_eq(rm.r[0], 0);
+    ck_assert_uint_eq(rm.len[0], 4096);
+    ck_assert_int_eq(rm.r[1], 0);
+    ck_assert_uint_eq(rm.len[1], 10000);
+    ck_assert_uint_eq(rm.len[2], 0);
+    ck_assert_int_eq(rm.r[2], 0);
+    ck_assert_uint_eq(rm.len[3], 10);
+    io_stream_free(rm.s);
+    close(rm.peer);
+    end_loop(loop);
+}
+END_TEST
+
+/* A TCP peer that resets the connection: io_read returns -ECONNRESET. */
+static struct {
+    uint16_t port;
+    int lfd;
+    struct io_stream *s;
+    int rc, rread;
+    bool eof;
+    int err;
+} rs;
+
+static void rs_fn(void *arg)
+{
+    (void)arg;
+    rs.rc = io_connect(loop_current(), "127.0.0.1", rs.port, 4096, loop_deadline(LOOP_SEC), &rs.s);
+    if (rs.rc != 0)
+        return;
+    /* The peer accepts and resets in the test's thread now. */
+    int fd = accept(rs.lfd, NULL, NULL);
+    if (fd >= 0) {
+        if (write(fd, "x", 1) != 1)
+            abort();
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(fd);
+    }
+    struct evbuffer *b = evbuffer_new();
+    rs.rread = (int)io_read(rs.s, b, 10, loop_deadline(LOOP_SEC));
+    if (rs.rread == 1) /* the byte sent before the reset may come first */
+        rs.rread = (int)io_read(rs.s, b, 10, loop_deadline(LOOP_SEC));
+    evbuffer_free(b);
+    rs.eof = io_eof(rs.s);
+    rs.err = io_error(rs.s);
+    io_stream_free(rs.s);
+}
+
+START_TEST(reset_gives_econnreset)
+{
+    struct loop *loop = new_loop(8);
+    rs.lfd = loopback_listener(&rs.port);
+    spawn(loop, rs_fn, NULL);
+    run_loop(loop, 0);
+    ck_assert_int_eq(rs.rc, 0);
+    ck_assert_msg(rs.rread == -ECONNRESET, "io_read after a reset returned %d", rs.rread);
+    ck_assert(rs.eof);
+    ck_assert_int_eq(rs.err, ECONNRESET);
+    close(rs.lfd);
+    end_loop(loop);
+}
+END_TEST
+
 /* --- wrong use ------------------------------------------------------------------------ */
 
 static struct io_stream *wu_s;
@@ -1785,6 +1888,8 @@ int main(void)
     tcase_add_test(tc, sleep_ordering);
     tcase_add_test(tc, write_backpressure_and_read_limits);
     tcase_add_test(tc, write_to_closed_peer_fails);
+    tcase_add_test(tc, read_cap_and_reading_switch);
+    tcase_add_test(tc, reset_gives_econnreset);
     tcase_add_test(tc, idle_callback_reports_readable_and_eof);
     tcase_add_test(tc, free_later_runs_after_the_callback);
     suite_add_tcase(s, tc);
