@@ -871,10 +871,24 @@ START_TEST(wrong_use_yield_outside)
 }
 END_TEST
 
+/* Each test starts from clean globals, also under CK_FORK=no. */
+static void reset_globals(void)
+{
+    seq_n = 0;
+    churn_order_n = 0;
+    rec_bad = 0;
+    defer_n = 0;
+    hook_calls = 0;
+    cancel_loops = 0;
+    frame_n = 0;
+    coro_resume_gate(true);
+}
+
 int main(void)
 {
     Suite *s = suite_create("coro");
     TCase *tc = tcase_create("switch");
+    tcase_add_checked_fixture(tc, reset_globals, NULL);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, switch_sequence);
     tcase_add_test(tc, switch_preserves_registers);
@@ -882,6 +896,7 @@ int main(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("defer");
+    tcase_add_checked_fixture(tc, reset_globals, NULL);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, defer_normal_end_newest_first);
     tcase_add_test(tc, defer_on_cancel_newest_first);
@@ -889,6 +904,7 @@ int main(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("pool");
+    tcase_add_checked_fixture(tc, reset_globals, NULL);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, pool_reuses_released_stack);
     tcase_add_test(tc, pool_cap_bounds_idle);
@@ -899,6 +915,7 @@ int main(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("guard");
+    tcase_add_checked_fixture(tc, reset_globals, NULL);
     tcase_set_timeout(tc, 60);
 #ifndef FERRY_SANITIZERS
     tcase_add_test(tc, guard_hit_reports_overflow);
