@@ -1801,6 +1801,82 @@ START_TEST(reset_gives_econnreset)
 }
 END_TEST
 
+/* io_flush_progress: a slow but steady reader is never cut (the stall bound
+ * re-arms whenever bytes leave); a reader that stops is cut after the stall. */
+#define FP_TOTAL (256u * 1024u)
+
+static struct {
+    struct io_stream *s;
+    int peer;
+    bool reading;
+    size_t got;
+    int rc[2];
+    int64_t t[2];
+    struct event *reader;
+} fp;
+
+static void on_fp_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    static char buf[4096];
+    if (!fp.reading)
+        return;
+    ssize_t k = read(fp.peer, buf, sizeof buf);
+    if (k > 0)
+        fp.got += (size_t)k;
+}
+
+static void fp_fn(void *arg)
+{
+    (void)arg;
+    static char block[FP_TOTAL];
+    /* A steady reader: 4 KiB every 5 ms, so 256 KiB take about 320 ms. */
+    fp.reading = true;
+    io_write(fp.s, block, sizeof block, SIZE_MAX, loop_deadline(LOOP_SEC));
+    int64_t t = loop_now();
+    fp.rc[0] = io_flush_progress(fp.s, 100 * LOOP_MS, loop_deadline(5 * LOOP_SEC));
+    fp.t[0] = loop_now() - t;
+    /* The reader stops: cut 100 ms after the last byte left. */
+    fp.reading = false;
+    io_write(fp.s, block, sizeof block, SIZE_MAX, loop_deadline(LOOP_SEC));
+    t = loop_now();
+    fp.rc[1] = io_flush_progress(fp.s, 100 * LOOP_MS, loop_deadline(5 * LOOP_SEC));
+    fp.t[1] = loop_now() - t;
+}
+
+START_TEST(flush_progress_cuts_stalls_not_slow_readers)
+{
+    struct loop *loop = new_loop(8);
+    int fds[2];
+    make_pair(fds);
+    int small = 4096;
+    ck_assert_int_eq(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    ck_assert_int_eq(setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+    fp.s = io_stream_from_fd(loop, fds[0], 4096);
+    ck_assert_ptr_nonnull(fp.s);
+    fp.peer = fds[1];
+    fp.reader = event_new(loop_base(loop), -1, EV_PERSIST, on_fp_read, NULL);
+    struct timeval tv = {0, 5000};
+    event_add(fp.reader, &tv);
+    spawn(loop, fp_fn, NULL);
+    run_loop(loop, 0);
+    event_free(fp.reader);
+    ck_assert_msg(fp.rc[0] == 0, "steady reader: %d after %lld ms", fp.rc[0],
+                  (long long)MS(fp.t[0]));
+    ck_assert_int_gt(MS(fp.t[0]), 100);              /* longer than one stall bound */
+    ck_assert_uint_ge(fp.got, FP_TOTAL - 32 * 1024); /* the rest may sit in the socket */
+    ck_assert_int_eq(fp.rc[1], -ETIMEDOUT);
+    ck_assert_int_ge(MS(fp.t[1]), 100 - SLACK_MS);
+    ck_assert_int_lt(MS(fp.t[1]), 2000);
+    io_stream_free(fp.s);
+    close(fp.peer);
+    end_loop(loop);
+}
+END_TEST
+
 /* --- wrong use ------------------------------------------------------------------------ */
 
 static struct io_stream *wu_s;
@@ -1896,6 +1972,7 @@ int main(void)
     tcase_add_test(tc, sleep_ordering);
     tcase_add_test(tc, write_backpressure_and_read_limits);
     tcase_add_test(tc, write_to_closed_peer_fails);
+    tcase_add_test(tc, flush_progress_cuts_stalls_not_slow_readers);
     tcase_add_test(tc, read_cap_and_reading_switch);
     tcase_add_test(tc, reset_gives_econnreset);
     tcase_add_test(tc, idle_callback_reports_readable_and_eof);
