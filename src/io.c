@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -111,6 +113,15 @@ static void rec_put(struct wait_rec *rec)
 unsigned io_records_live(void)
 {
     return recs_live;
+}
+
+void io_thread_cleanup(void)
+{
+    while (rec_free_list) {
+        struct wait_rec *rec = rec_free_list;
+        rec_free_list = rec->next_free;
+        free(rec);
+    }
 }
 
 /* Wakes the stream's waiter if it is current and wants one of `events`. */
@@ -306,13 +317,20 @@ struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size
     s->loop = loop;
     s->read_max = read_max;
     s->reading = true;
+    /* No bufferevent read watermark: reads are ours (and libevent 2.1's
+     * bufferevent_setwatermark dereferences an allocation it does not
+     * check, a crash when memory runs out). */
     bufferevent_setcb(bev, NULL, on_write, on_event, s);
-    bufferevent_setwatermark(bev, EV_READ, 0, read_max);
     bufferevent_disable(bev, EV_READ);
     bufferevent_enable(bev, EV_WRITE);
     event_assign(&s->rev, loop_base(loop), bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_readable,
                  s);
     s->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), on_input_changed, s);
+    if (!s->input_cb) {
+        bufferevent_free(bev);
+        free(s);
+        return NULL;
+    }
     return s;
 }
 
@@ -385,7 +403,6 @@ bool io_waited(const struct io_stream *s)
 void io_set_read_max(struct io_stream *s, size_t read_max)
 {
     s->read_max = read_max;
-    bufferevent_setwatermark(s->bev, EV_READ, 0, read_max);
     rev_update(s);
 }
 
@@ -701,12 +718,29 @@ int io_flush(struct io_stream *s, int64_t deadline)
     return drain_to(s, 0, deadline);
 }
 
+size_t io_unsent(struct io_stream *s)
+{
+    int queued = 0;
+    if (ioctl(bufferevent_getfd(s->bev), SIOCOUTQ, &queued) != 0 || queued < 0)
+        queued = 0;
+    return evbuffer_get_length(bufferevent_get_output(s->bev)) + (size_t)queued;
+}
+
+bool io_peer_took(struct io_stream *s, size_t *mark)
+{
+    size_t now = io_unsent(s);
+    bool took = now + IO_PROGRESS_MIN <= *mark;
+    *mark = now;
+    return took;
+}
+
 int io_flush_progress(struct io_stream *s, int64_t stall, int64_t deadline)
 {
     if (cancelled_now())
         return -ECANCELED;
     struct evbuffer *out = bufferevent_get_output(s->bev);
     write_now(s);
+    size_t unsent = io_unsent(s);
     for (;;) {
         if (s->write_err)
             return stream_error(s, -EPIPE);
@@ -715,8 +749,12 @@ int io_flush_progress(struct io_stream *s, int64_t stall, int64_t deadline)
             return 0;
         struct io_want w = {.stream = s, .events = IO_WRITABLE, .write_below = len - 1};
         int r = io_wait(&w, 1, loop_deadline_min(loop_deadline(stall), deadline));
+        if (r == -ETIMEDOUT && (deadline == LOOP_NEVER || loop_now() < deadline) &&
+            io_peer_took(s, &unsent))
+            continue;
         if (r < 0)
             return r;
+        unsent = io_unsent(s);
     }
 }
 

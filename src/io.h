@@ -162,5 +162,20 @@ int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len,
 
 /* Wait records currently allocated (in use or orphaned), for tests. */
 unsigned io_records_live(void);
+/* Frees this thread's pool of unused wait records (a worker's exit). */
+void io_thread_cleanup(void);
+/* Bytes written but not yet taken by the peer: the output evbuffer plus
+ * the socket's send queue (SIOCOUTQ). Shrinking means the peer reads. */
+size_t io_unsent(struct io_stream *s);
+/*
+ * Has the peer taken at least IO_PROGRESS_MIN bytes since *mark (a value
+ * of io_unsent)? Updates *mark. The kernel wakes a writer only once a
+ * third of a (large, autotuned) send buffer is free, so a peer reading
+ * steadily can look stalled to the output evbuffer alone; a peer that
+ * stopped reading still trickles a little in window probes, hence the
+ * minimum.
+ */
+#define IO_PROGRESS_MIN (16u * 1024u)
+bool io_peer_took(struct io_stream *s, size_t *mark);
 
 #endif

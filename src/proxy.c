@@ -106,6 +106,7 @@ struct request {
     double connect_ms;
     double header_ms;
     bool streaming;  /* the upstream's body is being relayed */
+    bool resp_started; /* a response head (also 1xx) was parsed */
     bool no_log;     /* the client left before a whole head: nothing to log */
     bool keep_alive; /* keep the client connection after this response */
     bool linger;     /* close lingering: request bytes were left unread */
@@ -183,12 +184,17 @@ static int read_head(struct request *r)
         size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
         if (want > 0) {
             const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
+            if (!buf)
+                goto out_of_memory;
             ssize_t n = http1_parse_request(buf, want, &lim, &r->req);
             if (n > 0) {
                 /* Move the head into its own buffer: the views stay valid
                  * while the body and pipelined bytes move on. */
-                evbuffer_remove_buffer(in, r->head, (size_t)n);
+                if (evbuffer_remove_buffer(in, r->head, (size_t)n) != (int)n)
+                    goto out_of_memory;
                 const char *head = (const char *)evbuffer_pullup(r->head, -1);
+                if (!head)
+                    goto out_of_memory;
                 http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
                 if (http1_parse_request(head, (size_t)n, &lim, &r->req) != n)
                     return 400; /* cannot happen: same bytes, same result */
@@ -210,6 +216,10 @@ static int read_head(struct request *r)
         if (rc < 0)
             return -1;
     }
+
+out_of_memory:
+    r->error = "out of memory reading the request head";
+    return 503;
 }
 
 /* ---- bodies ------------------------------------------------------------------ */
@@ -403,6 +413,10 @@ static int parse_response_head(struct request *r, struct evbuffer *in)
             return 0;
         size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
         const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
+        if (!buf) {
+            r->error = "out of memory reading the response head";
+            return -1;
+        }
         http1_response_init(&r->resp, r->resp_hdrs, r->hdrs_cap);
         ssize_t n = http1_parse_response(buf, want, &lim, r->req.method, &r->resp);
         if (n == HTTP1_INCOMPLETE)
@@ -411,6 +425,7 @@ static int parse_response_head(struct request *r, struct evbuffer *in)
             r->error = http1_error_str((int)n);
             return -1;
         }
+        r->resp_started = true;
         if (r->resp.status >= 200 || r->resp.status == 101) {
             r->resp_head_len = (size_t)n;
             return 1;
@@ -586,7 +601,11 @@ static int send_response(struct request *r, struct io_stream *up)
         } else {
             deadline = phase_deadline(r, r->tmo->upstream_read);
         }
+        size_t unsent = evbuffer_get_length(cout) >= OUT_HIGH ? io_unsent(r->client) : 0;
         int rc2 = io_wait(w, 2, deadline);
+        if (rc2 == -ETIMEDOUT && unsent && io_peer_took(r->client, &unsent) &&
+            (r->total_deadline == LOOP_NEVER || loop_now() < r->total_deadline))
+            continue; /* still reading, below the kernel's wake-up threshold */
         if (rc2 == -ETIMEDOUT) {
             r->error = evbuffer_get_length(cout) >= OUT_HIGH ? "client stopped reading (client_send)"
                                                              : "upstream stalled (upstream_read)";
@@ -644,7 +663,12 @@ static void forward(struct request *r)
         r->upstream_server = up->servers[server].addr.text;
         /* The head depends on the server (host_header: upstream). */
         evbuffer_drain(uhead, evbuffer_get_length(uhead));
-        if (build_upstream_head(r, &up->servers[server], uhead) != 0) {
+        int built = build_upstream_head(r, &up->servers[server], uhead);
+        if (built == -ENOMEM) {
+            answer_error(r, 503, "out of memory");
+            goto out_free_head;
+        }
+        if (built != 0) {
             answer_error(r, 400, "request head cannot be forwarded");
             goto out_free_head;
         }
@@ -667,8 +691,12 @@ static void forward(struct request *r)
         t0 = loop_now();
         enum fail f = exchange(r, us);
         r->header_ms = ms_since(t0);
-        if (f == FAIL_UP_CLOSED && reused && attempt == 0 &&
-            (idempotent(r->req.method) || r->req_body.bytes == 0)) {
+        /* A reused connection that closed, or said something that is not a
+         * response (stray bytes of an earlier answer), before any response
+         * to this request: once more on a fresh connection. */
+        if ((f == FAIL_UP_CLOSED || f == FAIL_UP_BAD) && reused && attempt == 0 &&
+            !r->resp_started && (idempotent(r->req.method) || r->req_body.bytes == 0)) {
+            r->error = NULL;
             upstream_release(r->uc, false);
             r->uc = NULL;
             fresh = true;

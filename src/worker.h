@@ -40,6 +40,7 @@ struct worker {
     int control_fd; /* eventfd: the main thread asks to drain or stop */
     struct event *control_ev;
     struct event *drain_timer;
+    struct event *drain_poll;
     bool draining;
     bool failed;                /* setup failed on its thread */
     pthread_barrier_t *started; /* server.c: reached once set up */
