@@ -320,8 +320,9 @@ void coro_resume(struct coro *c)
 #else
     coro_switch(&c->caller_sp, c->sp);
 #endif
+    /* The coroutine cleared `current` before it switched back (yield or
+     * end): nothing to do here, so the switch is a tail call. */
     ASAN_FINISH(fake, NULL, NULL);
-    current = NULL;
 }
 
 void coro_yield(void)
@@ -333,9 +334,8 @@ void coro_yield(void)
         c->low_water = frame;
     c->state = CORO_SUSPENDED;
     current = NULL;
+    /* coro_resume() set `current` and the state before switching back in. */
     switch_out(c, false);
-    current = c;
-    c->state = CORO_RUNNING;
 }
 
 struct coro *coro_current(void)

@@ -1214,7 +1214,10 @@ ssize_t http1_write_response_head(char *buf, size_t cap, const struct http1_head
     char code[4];
     if (h->status < 100 || h->status > 599 || !field_text_ok(h->reason, h->reason_len))
         return HTTP1_E_SERIALIZE;
-    snprintf(code, sizeof(code), "%03d", h->status);
+    code[0] = (char)('0' + h->status / 100);
+    code[1] = (char)('0' + h->status / 10 % 10);
+    code[2] = (char)('0' + h->status % 10);
+    code[3] = '\0';
     puts_(&o, "HTTP/1.1 ");
     put(&o, code, 3);
     put(&o, " ", 1);

@@ -66,6 +66,7 @@ struct io_stream {
     bool reading;   /* the owner wants reads (io_set_reading) */
     bool rev_added; /* rev is in the loop */
     bool detached;  /* reads handed back to the bufferevent (a tunnel) */
+    int64_t last_read; /* when bytes last arrived (loop_now) */
 };
 
 /* The most one read asks of the kernel. */
@@ -261,6 +262,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         notify_end(s);
         return;
     }
+    s->last_read = loop_now();
     rev_update(s);
     notify_readable(s);
 }
@@ -317,6 +319,7 @@ struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size
     s->loop = loop;
     s->read_max = read_max;
     s->reading = true;
+    s->last_read = loop_now();
     /* No bufferevent read watermark: reads are ours (and libevent 2.1's
      * bufferevent_setwatermark dereferences an allocation it does not
      * check, a crash when memory runs out). */
@@ -383,6 +386,11 @@ struct bufferevent *io_bev(struct io_stream *s)
 int io_fd(struct io_stream *s)
 {
     return (int)bufferevent_getfd(s->bev);
+}
+
+int64_t io_last_read(const struct io_stream *s)
+{
+    return s->last_read;
 }
 
 bool io_eof(const struct io_stream *s)

@@ -91,6 +91,9 @@ int io_fd(struct io_stream *s);
 /* True once the peer closed or the socket failed; io_error() gives the
  * errno (0 for a clean EOF). */
 bool io_eof(const struct io_stream *s);
+/* When bytes last arrived on the stream (loop_now() instant; its creation
+ * before any). Deadlines "between two reads" count from it. */
+int64_t io_last_read(const struct io_stream *s);
 int io_error(const struct io_stream *s);
 /* True while a coroutine waits on the stream. */
 bool io_waited(const struct io_stream *s);

@@ -17,6 +17,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,11 +77,8 @@ struct request {
     int64_t start;
     int64_t total_deadline;
 
-    struct evbuffer *head; /* the client's head bytes; req's views point here */
     struct http1_request req;
-    struct http1_header *hdrs;
-    size_t hdrs_cap;
-    char *path; /* normalised path */
+    char *path; /* normalised path (in pathbuf) */
     size_t path_len;
     char host[256]; /* normalised host, for routing */
     size_t host_len;
@@ -93,8 +91,7 @@ struct request {
 
     struct upstream_conn *uc;
     struct upstream_conn *tunnel_uc; /* after a 101: handed to the tunnel */
-    struct http1_response resp;
-    struct http1_header *resp_hdrs;
+    struct http1_response resp; /* headers in the worker's scratch */
     size_t resp_head_len;
     struct body resp_body;
 
@@ -110,7 +107,59 @@ struct request {
     bool no_log;     /* the client left before a whole head: nothing to log */
     bool keep_alive; /* keep the client connection after this response */
     bool linger;     /* close lingering: request bytes were left unread */
+
+    /* ---- kept across requests: the worker's pool; not reset ---- */
+    struct request *next_free;
+    struct evbuffer *head;  /* the client's head bytes; req's views point here */
+    struct evbuffer *uhead; /* the head sent upstream, kept for a retry */
+    struct http1_header *hdrs;
+    size_t hdrs_cap;
+    char *pathbuf;
+    size_t pathbuf_cap;
 };
+
+/*
+ * Per-worker scratch for work that never yields in the middle: building
+ * the forwarded header lists and the heads, parsing the response head
+ * right before it is re-serialised. Waiting requests hold none of it.
+ */
+struct proxy_scratch {
+    struct http1_header *out; /* forwarded headers */
+    size_t out_cap;
+    struct http1_header *resp_hdrs; /* the upstream's response head */
+    size_t resp_cap;
+    char *buf; /* joined values (X-Forwarded-For, Via) */
+    size_t buf_cap;
+    char *path; /* the rewritten upstream path */
+    size_t path_cap;
+    struct request *free; /* released requests */
+    unsigned nfree;
+};
+
+/* Released request objects a worker keeps. */
+#define REQUEST_POOL_CAP 256
+
+/* Grows *buf to hold need bytes. Returns it, or NULL when out of memory. */
+static void *grow(void *bufp, size_t *cap, size_t need, size_t elem)
+{
+    void **buf = bufp;
+    if (*buf && *cap >= need)
+        return *buf;
+    size_t n = need < 64 ? 64 : need;
+    void *fresh = realloc(*buf, n * elem);
+    if (!fresh)
+        return NULL;
+    *buf = fresh;
+    *cap = n;
+    return fresh;
+}
+
+static struct proxy_scratch *scratch_of(struct worker *w)
+{
+    if (!w->proxy_scratch)
+        w->proxy_scratch = calloc(1, sizeof(struct proxy_scratch));
+    return w->proxy_scratch;
+}
 
 static int64_t phase_deadline(const struct request *r, int64_t ms)
 {
@@ -296,6 +345,41 @@ static int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
     return 0;
 }
 
+/* ---- writing heads ------------------------------------------------------------ */
+
+/* Room a head needs, give or take: the writers are asked once in the
+ * common case, twice only when the estimate was short. */
+static size_t head_estimate(const struct http1_head_out *h)
+{
+    size_t n = 128 + h->path_len + h->query_len + h->reason_len + h->method_len;
+    for (size_t i = 0; i < h->nheaders; i++)
+        n += h->headers[i].name_len + h->headers[i].value_len + 4;
+    return n;
+}
+
+/* Serialises h with `writer` straight into dst's free space. Returns 0,
+ * HTTP1_E_SERIALIZE, or -ENOMEM. */
+static int write_head(struct evbuffer *dst, const struct http1_head_out *h,
+                      ssize_t (*writer)(char *buf, size_t cap, const struct http1_head_out *h))
+{
+    size_t cap = head_estimate(h);
+    for (int pass = 0; pass < 2; pass++) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(dst, (ev_ssize_t)cap, &v, 1) < 1)
+            return -ENOMEM;
+        ssize_t need = writer(v.iov_base, v.iov_len, h);
+        if (need < 0)
+            return (int)need;
+        if ((size_t)need < v.iov_len) {
+            v.iov_len = (size_t)need;
+            evbuffer_commit_space(dst, &v, 1);
+            return 0;
+        }
+        cap = (size_t)need + 1;
+    }
+    return -ENOMEM;
+}
+
 /* ---- the upstream request head ------------------------------------------------ */
 
 /* The Host sent upstream, per the upstream's host_header. */
@@ -324,23 +408,19 @@ static int build_upstream_head(struct request *r, const struct config_server *se
 {
     const struct config_route *rt = r->route;
     const struct config_upstream *up = rt->upstream;
+    struct proxy_scratch *sc = scratch_of(r->w);
     size_t cap = r->path_len + (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
-    size_t scratch_cap = evbuffer_get_length(r->head) + 1024;
     size_t nout = r->req.nheaders + EXTRA_HEADERS;
-    char *path = malloc(cap);
-    char *scratch = malloc(scratch_cap);
-    struct http1_header *out = calloc(nout, sizeof(*out));
-    int rc = -ENOMEM;
-    if (!path || !scratch || !out)
-        goto out_free;
+    if (!sc || !grow(&sc->path, &sc->path_cap, cap, 1) ||
+        !grow(&sc->buf, &sc->buf_cap, evbuffer_get_length(r->head) + 1024, 1) ||
+        !grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
+        return -ENOMEM;
     size_t plen = headers_path_rewrite(r->path, r->path_len, rt->strip_prefix,
                                        rt->strip_prefix ? strlen(rt->strip_prefix) : 0,
                                        rt->add_prefix, rt->add_prefix ? strlen(rt->add_prefix) : 0,
-                                       path, cap);
-    if (plen >= cap) {
-        rc = -ENOSPC;
-        goto out_free;
-    }
+                                       sc->path, sc->path_cap);
+    if (plen >= sc->path_cap)
+        return -ENOSPC;
     struct headers_forward fwd = {
         .trusted_peer = config_trusted(r->cfg, (const struct sockaddr *)&r->conn->peer),
         .client_addr = r->conn->client,
@@ -348,40 +428,24 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .tunnel = r->req.upgrade_websocket,
     };
     upstream_host(r, up, server, &fwd.host, &fwd.host_len);
-    int n = headers_forward_request(&r->req, &fwd, out, nout, scratch, scratch_cap);
-    if (n < 0) {
-        rc = n;
-        goto out_free;
-    }
+    int n = headers_forward_request(&r->req, &fwd, sc->out, sc->out_cap, sc->buf, sc->buf_cap);
+    if (n < 0)
+        return n;
     r->id = fwd.request_id;
     r->id_len = fwd.request_id_len;
     struct http1_head_out h = {
         .method = r->req.method_str,
         .method_len = r->req.method_len,
-        .path = path,
+        .path = sc->path,
         .path_len = plen,
         .query = r->req.query,
         .query_len = r->req.query_len,
-        .headers = out,
+        .headers = sc->out,
         .nheaders = (size_t)n,
         .body = r->req.body,
         .content_length = r->req.content_length,
     };
-    ssize_t need = http1_write_request_head(NULL, 0, &h);
-    struct evbuffer_iovec v;
-    if (need < 0 || evbuffer_reserve_space(dst, need + 1, &v, 1) < 1) {
-        rc = need < 0 ? (int)need : -ENOMEM;
-        goto out_free;
-    }
-    http1_write_request_head(v.iov_base, (size_t)need + 1, &h);
-    v.iov_len = (size_t)need;
-    evbuffer_commit_space(dst, &v, 1);
-    rc = 0;
-out_free:
-    free(out);
-    free(scratch);
-    free(path);
-    return rc;
+    return write_head(dst, &h, http1_write_request_head);
 }
 
 /* ---- the exchange with the upstream -------------------------------------------------- */
@@ -413,11 +477,12 @@ static int parse_response_head(struct request *r, struct evbuffer *in)
             return 0;
         size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
         const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
-        if (!buf) {
+        struct proxy_scratch *sc = scratch_of(r->w);
+        if (!buf || !sc || !grow(&sc->resp_hdrs, &sc->resp_cap, r->hdrs_cap, sizeof(*sc->resp_hdrs))) {
             r->error = "out of memory reading the response head";
             return -1;
         }
-        http1_response_init(&r->resp, r->resp_hdrs, r->hdrs_cap);
+        http1_response_init(&r->resp, sc->resp_hdrs, r->hdrs_cap);
         ssize_t n = http1_parse_response(buf, want, &lim, r->req.method, &r->resp);
         if (n == HTTP1_INCOMPLETE)
             return 0;
@@ -475,7 +540,10 @@ static enum fail exchange(struct request *r, struct io_stream *up)
         if (reading_body) {
             w[1].events |= IO_READABLE;
             w[1].read_min = evbuffer_get_length(cin) + 1;
-            deadline = phase_deadline(r, r->tmo->client_body);
+            /* A gap between two reads, counted from the last bytes that
+             * arrived, also while the upstream connect went on. */
+            deadline = loop_deadline_min(
+                io_last_read(r->client) + r->tmo->client_body * LOOP_MS, r->total_deadline);
         } else if (!r->req_body.done) {
             w[0].events |= IO_WRITABLE;
             w[0].write_below = OUT_HIGH / 2;
@@ -525,37 +593,25 @@ static int send_response(struct request *r, struct io_stream *up)
         advertised = HTTP1_BODY_LENGTH;
 
     size_t nout = resp->nheaders + EXTRA_HEADERS;
-    size_t scratch_cap = r->resp_head_len + 256;
-    struct http1_header *out = calloc(nout, sizeof(*out));
-    char *scratch = malloc(scratch_cap);
-    if (!out || !scratch) {
-        free(out);
-        free(scratch);
+    struct proxy_scratch *sc = scratch_of(r->w);
+    if (!sc || !grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)) ||
+        !grow(&sc->buf, &sc->buf_cap, r->resp_head_len + 256, 1)) {
+        r->error = "out of memory";
         return -1;
     }
     bool tunnel = resp->status == 101;
-    int n = headers_forward_response(resp, tunnel, out, nout, scratch, scratch_cap);
+    int n = headers_forward_response(resp, tunnel, sc->out, sc->out_cap, sc->buf, sc->buf_cap);
     struct http1_head_out h = {
         .status = resp->status,
         .reason = resp->reason,
         .reason_len = resp->reason_len,
-        .headers = out,
+        .headers = sc->out,
         .nheaders = n > 0 ? (size_t)n : 0,
         .body = advertised,
         .content_length = resp->content_length,
         .connection_close = !r->keep_alive && !tunnel,
     };
-    ssize_t need = http1_write_response_head(NULL, 0, &h);
-    struct evbuffer_iovec v;
-    int rc = -1;
-    if (n >= 0 && need > 0 && evbuffer_reserve_space(cout, need + 1, &v, 1) == 1) {
-        http1_write_response_head(v.iov_base, (size_t)need + 1, &h);
-        v.iov_len = (size_t)need;
-        evbuffer_commit_space(cout, &v, 1);
-        rc = 0;
-    }
-    free(out);
-    free(scratch);
+    int rc = n < 0 ? n : write_head(cout, &h, http1_write_response_head);
     if (rc < 0) {
         r->error = "cannot serialise the response head";
         return -1;
@@ -648,11 +704,7 @@ static void answer_connect_error(struct request *r, int err)
 static void forward(struct request *r)
 {
     const struct config_upstream *up = r->route->upstream;
-    struct evbuffer *uhead = evbuffer_new();
-    if (!uhead) {
-        answer_error(r, 503, "out of memory");
-        goto out_free_head;
-    }
+    struct evbuffer *uhead = r->uhead;
     uint64_t max_body = r->route->max_body_bytes;
     body_init(&r->req_body, r->req.body, r->req.content_length, r->req.body == HTTP1_BODY_CHUNKED,
               max_body);
@@ -773,8 +825,7 @@ out_close_upstream:
         upstream_release(r->uc, false);
     r->uc = NULL;
 out_free_head:
-    if (uhead)
-        evbuffer_free(uhead);
+    evbuffer_drain(uhead, evbuffer_get_length(uhead));
 }
 
 /* ---- one request -------------------------------------------------------------------- */
@@ -812,7 +863,7 @@ static void log_request(const struct request *r)
  * status to answer (400 for a bad path or host, 404 for no route). */
 static int route_request(struct request *r)
 {
-    r->path = malloc(r->req.path_len + 1);
+    r->path = grow(&r->pathbuf, &r->pathbuf_cap, r->req.path_len + 1, 1);
     if (!r->path)
         return 503;
     ssize_t n = headers_path_normalise(r->req.path, r->req.path_len, r->path, r->req.path_len + 1);
@@ -918,52 +969,106 @@ out_log:
     return r->keep_alive;
 }
 
-static void request_reset(struct request *r)
+/* Clears what one request leaves behind, keeping the pooled buffers. */
+static void request_reset(struct request *r, struct conn *c)
 {
     evbuffer_drain(r->head, evbuffer_get_length(r->head));
-    free(r->path);
-    struct evbuffer *head = r->head;
-    struct http1_header *hdrs = r->hdrs, *resp_hdrs = r->resp_hdrs;
-    size_t cap = r->hdrs_cap;
-    struct conn *c = r->conn;
-    struct worker *w = r->w;
-    memset(r, 0, sizeof(*r));
-    r->head = head;
-    r->hdrs = hdrs;
-    r->resp_hdrs = resp_hdrs;
-    r->hdrs_cap = cap;
+    evbuffer_drain(r->uhead, evbuffer_get_length(r->uhead));
+    memset(r, 0, offsetof(struct request, next_free));
     r->conn = c;
-    r->w = w;
-    r->cfg = w->cfg;
+    r->w = c->w;
+    r->cfg = c->w->cfg;
     r->client = c->s;
-    r->tmo = &w->cfg->timeouts;
+    r->tmo = &r->cfg->timeouts;
     r->start = loop_now();
     r->total_deadline = loop_deadline(r->tmo->total * LOOP_MS);
+}
+
+static void request_free(struct request *r)
+{
+    if (r->head)
+        evbuffer_free(r->head);
+    if (r->uhead)
+        evbuffer_free(r->uhead);
+    free(r->hdrs);
+    free(r->pathbuf);
+    free(r);
+}
+
+/* A request object from the worker's pool, or a new one. NULL when out
+ * of memory. */
+static struct request *request_get(struct worker *w)
+{
+    struct proxy_scratch *sc = scratch_of(w);
+    size_t cap = w->cfg->limits.max_headers + 1;
+    if (sc && sc->free) {
+        struct request *r = sc->free;
+        sc->free = r->next_free;
+        sc->nfree--;
+        if (r->hdrs_cap >= cap)
+            return r;
+        request_free(r); /* a config with more headers: start afresh */
+    }
+    struct request *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->head = evbuffer_new();
+    r->uhead = evbuffer_new();
+    r->hdrs = malloc(cap * sizeof(*r->hdrs));
+    r->hdrs_cap = cap;
+    if (!r->head || !r->uhead || !r->hdrs) {
+        request_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void request_put(struct worker *w, struct request *r)
+{
+    struct proxy_scratch *sc = w->proxy_scratch;
+    if (!sc || sc->nfree >= REQUEST_POOL_CAP) {
+        request_free(r);
+        return;
+    }
+    evbuffer_drain(r->head, evbuffer_get_length(r->head));
+    evbuffer_drain(r->uhead, evbuffer_get_length(r->uhead));
+    r->next_free = sc->free;
+    sc->free = r;
+    sc->nfree++;
+}
+
+void proxy_worker_fini(struct worker *w)
+{
+    struct proxy_scratch *sc = w->proxy_scratch;
+    if (!sc)
+        return;
+    while (sc->free) {
+        struct request *r = sc->free;
+        sc->free = r->next_free;
+        request_free(r);
+    }
+    free(sc->out);
+    free(sc->resp_hdrs);
+    free(sc->buf);
+    free(sc->path);
+    free(sc);
+    w->proxy_scratch = NULL;
 }
 
 void proxy_serve(void *arg)
 {
     struct conn *c = arg;
     struct worker *w = c->w;
-    struct request *r = calloc(1, sizeof(*r));
-    size_t cap = w->cfg->limits.max_headers + 1;
+    struct request *r = request_get(w);
     bool keep = false, linger = false;
-    if (r) {
-        r->head = evbuffer_new();
-        r->hdrs = calloc(cap, sizeof(*r->hdrs));
-        r->resp_hdrs = calloc(cap, sizeof(*r->resp_hdrs));
-    }
-    if (!r || !r->head || !r->hdrs || !r->resp_hdrs)
-        goto out_free;
-    r->hdrs_cap = cap;
-    r->conn = c;
-    r->w = w;
+    if (!r)
+        goto out_finish;
 
     /* Requests pipelined behind this one are served by this coroutine;
      * answers to pipelined requests are flushed together unless they pile
      * up. Each request is logged once its answer is out (or failed). */
     do {
-        request_reset(r);
+        request_reset(r, c);
         keep = serve_one(r);
         linger = r->linger;
         bool more = keep && !r->tunnel_uc && evbuffer_get_length(io_input(c->s)) > 0;
@@ -987,25 +1092,12 @@ void proxy_serve(void *arg)
      * the client sees its end while its unread body is drained. */
     if (!keep && linger)
         shutdown(io_fd(c->s), SHUT_WR);
-    free(r->path);
-    r->path = NULL;
-    if (r->tunnel_uc) {
-        struct upstream_conn *uc = r->tunnel_uc;
-        evbuffer_free(r->head);
-        free(r->hdrs);
-        free(r->resp_hdrs);
-        free(r);
-        conn_start_tunnel(c, uc);
+    struct upstream_conn *tunnel = r->tunnel_uc;
+    request_put(w, r);
+    if (tunnel) {
+        conn_start_tunnel(c, tunnel);
         return;
     }
-
-out_free:
-    if (r) {
-        if (r->head)
-            evbuffer_free(r->head);
-        free(r->hdrs);
-        free(r->resp_hdrs);
-        free(r);
-    }
+out_finish:
     conn_finish_request(c, keep, linger);
 }

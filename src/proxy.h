@@ -11,7 +11,12 @@
 #ifndef FERRY_PROXY_H
 #define FERRY_PROXY_H
 
+struct worker;
+
 /* Coroutine entry: arg is the struct conn. May yield. */
 void proxy_serve(void *arg);
+
+/* Frees the worker's pooled request objects and scratch (its exit). */
+void proxy_worker_fini(struct worker *w);
 
 #endif

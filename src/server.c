@@ -28,6 +28,7 @@
 #include "io.h"
 #include "listener.h"
 #include "log.h"
+#include "proxy.h"
 #include "loop.h"
 #include "upstream.h"
 #include "worker.h"
@@ -147,6 +148,7 @@ static void *worker_main(void *arg)
     if (w->drain_poll)
         event_free(w->drain_poll);
     loop_free(w->loop);
+    proxy_worker_fini(w);
     io_thread_cleanup();
     return NULL;
 }
