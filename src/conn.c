@@ -31,6 +31,22 @@ static void arm_timer(struct conn *c, int64_t ms)
 {
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
     event_add(c->timer, &tv);
+    c->timer_armed = true;
+    c->timer_at = loop_now() + ms * LOOP_MS;
+}
+
+/*
+ * The connection goes idle for at most ms from now. The timer is not
+ * removed when a request starts and re-added when it ends (two event
+ * operations per request): it is armed only when not already pending, and
+ * on_timer closes the connection only if it has been idle that long.
+ */
+static void idle_for(struct conn *c, int64_t ms)
+{
+    c->idle_since = loop_now();
+    c->idle_ms = ms;
+    if (!c->timer_armed || c->timer_at > c->idle_since + ms * LOOP_MS)
+        arm_timer(c, ms);
 }
 
 /* The peer's address as text; a v4-mapped IPv6 address prints as IPv4. */
@@ -82,7 +98,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
     io_set_idle(c->s, on_idle, c);
     /* Until its first byte, a new connection has client_header to send a
      * head (a silent connection is a slowloris as much as a slow one). */
-    arm_timer(c, w->cfg->timeouts.client_header);
+    idle_for(c, w->cfg->timeouts.client_header);
 }
 
 static void conn_close(struct conn *c)
@@ -107,6 +123,8 @@ static void conn_linger(struct conn *c)
 {
     c->lingering = true;
     evbuffer_drain(io_input(c->s), evbuffer_get_length(io_input(c->s)));
+    if (c->timer_armed)
+        event_del(c->timer);
     arm_timer(c, CONN_LINGER_MS);
 }
 
@@ -138,7 +156,6 @@ static void answer_now(struct conn *c, int status, const char *why)
 static void start_request(struct conn *c)
 {
     struct worker *w = c->w;
-    event_del(c->timer);
     if (WORKER_STAT_GET(w, requests_live) >= w->cfg->max_requests) {
         static int64_t last;
         log_ratelimited(&last, 1000, CONFIG_LOG_WARN,
@@ -211,8 +228,19 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct conn *c = arg;
-    if (c->req)
+    c->timer_armed = false;
+    if (c->lingering || c->tunnel) {
+        if (c->lingering)
+            conn_close(c);
         return;
+    }
+    if (c->req)
+        return; /* busy: conn_finish_request re-arms it */
+    int64_t left = c->idle_ms - (loop_now() - c->idle_since) / LOOP_MS;
+    if (left > 0) {
+        arm_timer(c, left);
+        return;
+    }
     conn_close(c);
 }
 
@@ -223,7 +251,7 @@ void conn_finish_request(struct conn *c, bool keep_alive, bool linger)
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
     if (keep_alive && !c->close_after && !w->draining) {
-        arm_timer(c, w->cfg->timeouts.client_idle);
+        idle_for(c, w->cfg->timeouts.client_idle);
         /* Bytes that arrived while the response finished start the next
          * request on the next loop turn (the idle callback only fires on
          * new reads). */
@@ -254,6 +282,7 @@ void conn_start_tunnel(struct conn *c, struct upstream_conn *uc)
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
     event_del(c->timer);
+    c->timer_armed = false;
     c->tunnel_uc = uc;
     if (tunnel_start(w->loop, c->s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,
                      on_tunnel_close, c, &c->tunnel) < 0) {

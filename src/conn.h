@@ -16,6 +16,7 @@
 #define FERRY_CONN_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include <netinet/in.h>
@@ -39,6 +40,10 @@ struct conn {
     unsigned served;               /* requests answered */
     bool close_after;              /* answer with Connection: close, then close */
     bool lingering;
+    bool timer_armed;
+    int64_t timer_at;              /* when the armed timer fires */
+    int64_t idle_since;            /* loop_now() when it last went idle */
+    int64_t idle_ms;               /* how long it may stay idle from then */
     bool await_proxy;           /* PROXY header expected, not yet read */
     struct tunnel *tunnel;      /* after a 101: the splice, no coroutine */
     struct upstream_conn *tunnel_uc;

@@ -1125,8 +1125,12 @@ static void puts_(struct out *o, const char *s)
 static void put_u64(struct out *o, uint64_t v)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
-    put(o, tmp, (size_t)n);
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    put(o, tmp + i, sizeof(tmp) - i);
 }
 
 /* Is every byte printable in a head: no CTL but HTAB, no DEL (obs-text ok)? */
@@ -1303,5 +1307,25 @@ const char *http1_reason(int status)
         return "HTTP Version Not Supported";
     default:
         return "";
+    }
+}
+
+/* Moves one view from the old copy of the head to the new one. */
+static const char *rebase_view(const char *v, const char *from, const char *to)
+{
+    return v ? to + (v - from) : NULL;
+}
+
+void http1_request_rebase(struct http1_request *req, const char *from, const char *to)
+{
+    req->method_str = rebase_view(req->method_str, from, to);
+    req->target = rebase_view(req->target, from, to);
+    req->path = rebase_view(req->path, from, to);
+    req->query = rebase_view(req->query, from, to);
+    req->scheme = rebase_view(req->scheme, from, to);
+    req->host = rebase_view(req->host, from, to);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        req->headers[i].name = rebase_view(req->headers[i].name, from, to);
+        req->headers[i].value = rebase_view(req->headers[i].value, from, to);
     }
 }

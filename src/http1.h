@@ -241,6 +241,10 @@ void http1_response_init(struct http1_response *resp, struct http1_header *heade
 ssize_t http1_parse_request(const char *buf, size_t len, const struct http1_limits *lim,
                             struct http1_request *req);
 
+/* After the bytes of a parsed head were copied from `from` to `to` (the
+ * same bytes, another place), points every view of req into the copy. */
+void http1_request_rebase(struct http1_request *req, const char *from, const char *to);
+
 /* Parses a response head; `request_method` is the method of the request it
  * answers (HEAD and CONNECT change the framing). Same returns as above;
  * every error is a 502 for the proxy. 1xx heads are returned like others

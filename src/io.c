@@ -27,7 +27,6 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_struct.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -270,7 +269,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct io_stream *s = arg;
-    if ((s->want & IO_WRITABLE) && evbuffer_get_length(bufferevent_get_output(bev)) <= s->write_below)
+    size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+    if (left == 0)
+        bufferevent_disable(bev, EV_WRITE); /* until write_now leaves some */
+    if ((s->want & IO_WRITABLE) && left <= s->write_below)
         wake_waiter(s, IO_WRITABLE);
 }
 
@@ -324,8 +326,7 @@ struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size
      * bufferevent_setwatermark dereferences an allocation it does not
      * check, a crash when memory runs out). */
     bufferevent_setcb(bev, NULL, on_write, on_event, s);
-    bufferevent_disable(bev, EV_READ);
-    bufferevent_enable(bev, EV_WRITE);
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
     event_assign(&s->rev, loop_base(loop), bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_readable,
                  s);
     s->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), on_input_changed, s);
@@ -446,11 +447,12 @@ void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsig
 
 /*
  * Writes what the stream's output holds now, from the coroutine, instead
- * of waiting for the next loop turn's EV_WRITE. When everything went out,
- * the write event the bufferevent queued for this data is removed in the
- * same turn, so with the changelist no epoll_ctl is issued at all: a
- * response written whole costs one writev. Errors are left for the
- * bufferevent to find and report on its own write.
+ * of on the next loop turn after an EPOLLOUT. The bufferevent's write side
+ * stays disabled while the output is empty, so queueing data arms no event
+ * at all; only a write that could not finish enables it (its callback then
+ * writes the rest and on_write disables it again). A response written
+ * whole costs one writev and no epoll_ctl. A write error is left for the
+ * bufferevent to find and report.
  */
 static void write_now(struct io_stream *s)
 {
@@ -462,10 +464,13 @@ static void write_now(struct io_stream *s)
     evbuffer_unfreeze(out, 1);
     int n = evbuffer_write(out, bufferevent_getfd(s->bev));
     evbuffer_freeze(out, 1);
-    if (n < 0)
-        return;
-    if (evbuffer_get_length(out) == 0)
-        event_del(&s->bev->ev_write);
+    bool writing = bufferevent_get_enabled(s->bev) & EV_WRITE;
+    if (n < 0 || evbuffer_get_length(out) > 0) {
+        if (!writing)
+            bufferevent_enable(s->bev, EV_WRITE);
+    } else if (writing) {
+        bufferevent_disable(s->bev, EV_WRITE);
+    }
 }
 
 void io_kick(struct io_stream *s)

@@ -244,9 +244,7 @@ static int read_head(struct request *r)
                 const char *head = (const char *)evbuffer_pullup(r->head, -1);
                 if (!head)
                     goto out_of_memory;
-                http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
-                if (http1_parse_request(head, (size_t)n, &lim, &r->req) != n)
-                    return 400; /* cannot happen: same bytes, same result */
+                http1_request_rebase(&r->req, buf, head);
                 return 0;
             }
             if (n != HTTP1_INCOMPLETE) {

@@ -25,7 +25,9 @@ struct upstream_conn {
     struct pool *pool;
     struct upstream_conn *next; /* idle list */
     struct upstream_conn *prev;
-    struct event *idle_timer;
+    struct event *idle_timer; /* lazily re-armed: see on_pooled_expired */
+    int64_t idle_since;       /* when it last went back to the pool */
+    bool timer_armed;
     bool idle;
 };
 
@@ -192,11 +194,34 @@ static void on_pooled_event(struct io_stream *s, unsigned what, void *arg)
     conn_close(uc);
 }
 
+static void arm_idle(struct upstream_conn *uc, int64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    event_add(uc->idle_timer, &tv);
+    uc->timer_armed = true;
+}
+
+/*
+ * The idle timer is not removed when a pooled connection is taken and
+ * re-added when it comes back (two event operations per request); it runs
+ * out, and the connection is closed only if it has been idle for the
+ * whole upstream_idle since it last came back. Otherwise it is re-armed
+ * for the rest, or left off while the connection is in use.
+ */
 static void on_pooled_expired(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct upstream_conn *uc = arg;
+    uc->timer_armed = false;
+    if (!uc->idle)
+        return; /* in use: upstream_release re-arms it */
+    int64_t ms = uc->pool->w->cfg->timeouts.upstream_idle;
+    int64_t left = ms - (loop_now() - uc->idle_since) / LOOP_MS;
+    if (left > 0) {
+        arm_idle(uc, left);
+        return;
+    }
     idle_unlink(uc);
     conn_close(uc);
 }
@@ -249,7 +274,6 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
     if (!fresh && p->idle_head) {
         struct upstream_conn *uc = p->idle_head;
         idle_unlink(uc);
-        event_del(uc->idle_timer);
         io_set_idle(uc->s, NULL, NULL);
         p->nactive++;
         *reused = true;
@@ -300,9 +324,9 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
             return;
         }
     }
-    int64_t ms = cfg->timeouts.upstream_idle;
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    event_add(uc->idle_timer, &tv);
+    uc->idle_since = loop_now();
+    if (!uc->timer_armed)
+        arm_idle(uc, cfg->timeouts.upstream_idle);
     io_set_idle(s, on_pooled_event, uc);
     uc->idle = true;
     uc->prev = NULL;
