@@ -1168,7 +1168,8 @@ static ssize_t finish_head(struct out *o, const struct http1_head_out *h)
 {
     for (size_t i = 0; i < h->nheaders; i++) {
         const struct http1_header *f = &h->headers[i];
-        if (!token_ok(f->name, f->name_len) || !field_text_ok(f->value, f->value_len))
+        if (!h->fields_checked &&
+            (!token_ok(f->name, f->name_len) || !field_text_ok(f->value, f->value_len)))
             return HTTP1_E_SERIALIZE;
         if ((f->name_len == 14 && http1_token_eq(f->name, 14, "content-length")) ||
             (f->name_len == 17 && http1_token_eq(f->name, 17, "transfer-encoding")))

@@ -351,6 +351,10 @@ struct http1_head_out {
     enum http1_body body;
     uint64_t content_length;
     bool connection_close;
+    /* Every name and value came from http1_parse_* or headers_forward_*,
+     * which validated them: skip the per-byte checks (CR, LF, NUL are
+     * still impossible by construction). */
+    bool fields_checked;
 };
 ssize_t http1_write_request_head(char *buf, size_t cap, const struct http1_head_out *h);
 ssize_t http1_write_response_head(char *buf, size_t cap, const struct http1_head_out *h);

@@ -111,7 +111,6 @@ struct request {
     /* ---- kept across requests: the worker's pool; not reset ---- */
     struct request *next_free;
     struct evbuffer *head;  /* the client's head bytes; req's views point here */
-    struct evbuffer *uhead; /* the head sent upstream, kept for a retry */
     struct http1_header *hdrs;
     size_t hdrs_cap;
     char *pathbuf;
@@ -442,6 +441,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .nheaders = (size_t)n,
         .body = r->req.body,
         .content_length = r->req.content_length,
+        .fields_checked = true,
     };
     return write_head(dst, &h, http1_write_request_head);
 }
@@ -608,6 +608,7 @@ static int send_response(struct request *r, struct io_stream *up)
         .body = advertised,
         .content_length = resp->content_length,
         .connection_close = !r->keep_alive && !tunnel,
+        .fields_checked = true,
     };
     int rc = n < 0 ? n : write_head(cout, &h, http1_write_response_head);
     if (rc < 0) {
@@ -702,7 +703,6 @@ static void answer_connect_error(struct request *r, int err)
 static void forward(struct request *r)
 {
     const struct config_upstream *up = r->route->upstream;
-    struct evbuffer *uhead = r->uhead;
     uint64_t max_body = r->route->max_body_bytes;
     body_init(&r->req_body, r->req.body, r->req.content_length, r->req.body == HTTP1_BODY_CHUNKED,
               max_body);
@@ -711,17 +711,6 @@ static void forward(struct request *r)
     for (int attempt = 0;; attempt++) {
         int server = upstream_pick(r->w->upstreams, up, NULL);
         r->upstream_server = up->servers[server].addr.text;
-        /* The head depends on the server (host_header: upstream). */
-        evbuffer_drain(uhead, evbuffer_get_length(uhead));
-        int built = build_upstream_head(r, &up->servers[server], uhead);
-        if (built == -ENOMEM) {
-            answer_error(r, 503, "out of memory");
-            goto out_free_head;
-        }
-        if (built != 0) {
-            answer_error(r, 400, "request head cannot be forwarded");
-            goto out_free_head;
-        }
         bool reused = false;
         int64_t t0 = loop_now();
         int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
@@ -729,15 +718,26 @@ static void forward(struct request *r)
         if (err == -ECANCELED) {
             r->status = 499;
             r->keep_alive = false;
-            goto out_free_head;
+            return;
         }
         if (err < 0) {
             answer_connect_error(r, err);
-            goto out_free_head;
+            return;
         }
         r->connect_ms = ms_since(t0);
+        /* The head is serialised straight into the connection's output (a
+         * retry builds it again: it depends on the server, host_header). */
         struct io_stream *us = upstream_stream(r->uc);
-        evbuffer_add(io_output(us), evbuffer_pullup(uhead, -1), evbuffer_get_length(uhead));
+        int built = build_upstream_head(r, &up->servers[server], io_output(us));
+        if (built < 0) {
+            upstream_release(r->uc, evbuffer_get_length(io_output(us)) == 0);
+            r->uc = NULL;
+            if (built == -ENOMEM)
+                answer_error(r, 503, "out of memory");
+            else
+                answer_error(r, 400, "request head cannot be forwarded");
+            return;
+        }
         t0 = loop_now();
         enum fail f = exchange(r, us);
         r->header_ms = ms_since(t0);
@@ -798,7 +798,7 @@ static void forward(struct request *r)
             goto out_close_upstream;
         r->tunnel_uc = r->uc;
         r->uc = NULL;
-        goto out_free_head;
+        return;
     }
     /* An early answer: the upstream spoke before the whole body was sent.
      * Forward it; the body's rest is drained by a lingering close. */
@@ -816,14 +816,12 @@ static void forward(struct request *r)
     bool reusable = !early && r->resp.keep_alive && r->resp_body.in != HTTP1_BODY_CLOSE;
     upstream_release(r->uc, reusable);
     r->uc = NULL;
-    goto out_free_head;
+    return;
 
 out_close_upstream:
     if (r->uc)
         upstream_release(r->uc, false);
     r->uc = NULL;
-out_free_head:
-    evbuffer_drain(uhead, evbuffer_get_length(uhead));
 }
 
 /* ---- one request -------------------------------------------------------------------- */
@@ -971,7 +969,6 @@ out_log:
 static void request_reset(struct request *r, struct conn *c)
 {
     evbuffer_drain(r->head, evbuffer_get_length(r->head));
-    evbuffer_drain(r->uhead, evbuffer_get_length(r->uhead));
     memset(r, 0, offsetof(struct request, next_free));
     r->conn = c;
     r->w = c->w;
@@ -986,8 +983,6 @@ static void request_free(struct request *r)
 {
     if (r->head)
         evbuffer_free(r->head);
-    if (r->uhead)
-        evbuffer_free(r->uhead);
     free(r->hdrs);
     free(r->pathbuf);
     free(r);
@@ -1011,10 +1006,9 @@ static struct request *request_get(struct worker *w)
     if (!r)
         return NULL;
     r->head = evbuffer_new();
-    r->uhead = evbuffer_new();
     r->hdrs = malloc(cap * sizeof(*r->hdrs));
     r->hdrs_cap = cap;
-    if (!r->head || !r->uhead || !r->hdrs) {
+    if (!r->head || !r->hdrs) {
         request_free(r);
         return NULL;
     }
@@ -1029,7 +1023,6 @@ static void request_put(struct worker *w, struct request *r)
         return;
     }
     evbuffer_drain(r->head, evbuffer_get_length(r->head));
-    evbuffer_drain(r->uhead, evbuffer_get_length(r->uhead));
     r->next_free = sc->free;
     sc->free = r;
     sc->nfree++;
