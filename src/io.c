@@ -66,10 +66,15 @@ struct io_stream {
     bool rev_added; /* rev is in the loop */
     bool detached;  /* reads handed back to the bufferevent (a tunnel) */
     int64_t last_read; /* when bytes last arrived (loop_now) */
+    uint32_t read_chunk; /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
 };
 
-/* The most one read asks of the kernel. */
-#define IO_READ_CHUNK (64u * 1024u)
+/* What one read asks of the kernel adapts per stream between these: it
+ * doubles when a read fills it (a large body is streaming) and halves
+ * when reads stay small, so an idle or waiting connection holds a small
+ * buffer and a large body is read 128 KiB at a time. */
+#define IO_READ_MIN (4u * 1024u)
+#define IO_READ_MAX_CHUNK (128u * 1024u)
 
 static __thread struct wait_rec *rec_free_list;
 static __thread unsigned recs_live;
@@ -223,7 +228,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     size_t room = s->read_max - len;
-    size_t want = room < IO_READ_CHUNK ? room : IO_READ_CHUNK;
+    size_t want = room < s->read_chunk ? room : s->read_chunk;
     struct evbuffer_iovec v[2];
     /* The bufferevent keeps its input's end frozen: thaw it to add. */
     evbuffer_unfreeze(in, 0);
@@ -262,6 +267,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     s->last_read = loop_now();
+    if ((size_t)n == want && s->read_chunk < IO_READ_MAX_CHUNK)
+        s->read_chunk *= 2;
+    else if ((size_t)n < want / 4 && s->read_chunk > IO_READ_MIN)
+        s->read_chunk /= 2;
     rev_update(s);
     notify_readable(s);
 }
@@ -322,6 +331,7 @@ struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size
     s->read_max = read_max;
     s->reading = true;
     s->last_read = loop_now();
+    s->read_chunk = IO_READ_MIN;
     /* No bufferevent read watermark: reads are ours (and libevent 2.1's
      * bufferevent_setwatermark dereferences an allocation it does not
      * check, a crash when memory runs out). */

@@ -80,8 +80,9 @@ struct request {
     struct http1_request req;
     char *path; /* normalised path (in pathbuf) */
     size_t path_len;
-    char host[256]; /* normalised host, for routing */
+    char *host; /* normalised host, for routing (in pathbuf, after the path) */
     size_t host_len;
+    size_t head_len;
     char new_id[17];
     const char *id; /* X-Request-Id in effect */
     size_t id_len;
@@ -110,7 +111,8 @@ struct request {
 
     /* ---- kept across requests: the worker's pool; not reset ---- */
     struct request *next_free;
-    struct evbuffer *head;  /* the client's head bytes; req's views point here */
+    char *head; /* a copy of the client's head; req's views point here */
+    size_t head_cap;
     struct http1_header *hdrs;
     size_t hdrs_cap;
     char *pathbuf;
@@ -137,6 +139,9 @@ struct proxy_scratch {
 
 /* Released request objects a worker keeps. */
 #define REQUEST_POOL_CAP 256
+/* Header slots a request starts with; grown to limits.max_headers when a
+ * head has more. */
+#define REQUEST_HEADERS_START 24
 
 /* Grows *buf to hold need bytes. Returns it, or NULL when out of memory. */
 static void *grow(void *bufp, size_t *cap, size_t need, size_t elem)
@@ -235,15 +240,29 @@ static int read_head(struct request *r)
             if (!buf)
                 goto out_of_memory;
             ssize_t n = http1_parse_request(buf, want, &lim, &r->req);
-            if (n > 0) {
-                /* Move the head into its own buffer: the views stay valid
-                 * while the body and pipelined bytes move on. */
-                if (evbuffer_remove_buffer(in, r->head, (size_t)n) != (int)n)
+            if (n == HTTP1_E_TOO_MANY_HEADERS && r->hdrs_cap < lim.max_headers + 1) {
+                /* The header array starts small (a waiting request holds
+                 * it); grow it to the limit and parse again. */
+                struct http1_header *more =
+                    realloc(r->hdrs, (lim.max_headers + 1) * sizeof(*r->hdrs));
+                if (!more)
                     goto out_of_memory;
-                const char *head = (const char *)evbuffer_pullup(r->head, -1);
+                r->hdrs = more;
+                r->hdrs_cap = lim.max_headers + 1;
+                http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
+                continue;
+            }
+            if (n > 0) {
+                /* Copy the head into a buffer of its own size: the views
+                 * stay valid while the body and pipelined bytes move on,
+                 * and a waiting request does not hold the read buffer. */
+                char *head = grow(&r->head, &r->head_cap, (size_t)n, 1);
                 if (!head)
                     goto out_of_memory;
+                memcpy(head, buf, (size_t)n);
+                r->head_len = (size_t)n;
                 http1_request_rebase(&r->req, buf, head);
+                evbuffer_drain(in, (size_t)n);
                 return 0;
             }
             if (n != HTTP1_INCOMPLETE) {
@@ -409,7 +428,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     size_t cap = r->path_len + (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
     size_t nout = r->req.nheaders + EXTRA_HEADERS;
     if (!sc || !grow(&sc->path, &sc->path_cap, cap, 1) ||
-        !grow(&sc->buf, &sc->buf_cap, evbuffer_get_length(r->head) + 1024, 1) ||
+        !grow(&sc->buf, &sc->buf_cap, r->head_len + 1024, 1) ||
         !grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
         return -ENOMEM;
     size_t plen = headers_path_rewrite(r->path, r->path_len, rt->strip_prefix,
@@ -476,11 +495,12 @@ static int parse_response_head(struct request *r, struct evbuffer *in)
         size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
         const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
         struct proxy_scratch *sc = scratch_of(r->w);
-        if (!buf || !sc || !grow(&sc->resp_hdrs, &sc->resp_cap, r->hdrs_cap, sizeof(*sc->resp_hdrs))) {
+        size_t cap = lim.max_headers + 1;
+        if (!buf || !sc || !grow(&sc->resp_hdrs, &sc->resp_cap, cap, sizeof(*sc->resp_hdrs))) {
             r->error = "out of memory reading the response head";
             return -1;
         }
-        http1_response_init(&r->resp, sc->resp_hdrs, r->hdrs_cap);
+        http1_response_init(&r->resp, sc->resp_hdrs, cap);
         ssize_t n = http1_parse_response(buf, want, &lim, r->req.method, &r->resp);
         if (n == HTTP1_INCOMPLETE)
             return 0;
@@ -859,7 +879,9 @@ static void log_request(const struct request *r)
  * status to answer (400 for a bad path or host, 404 for no route). */
 static int route_request(struct request *r)
 {
-    r->path = grow(&r->pathbuf, &r->pathbuf_cap, r->req.path_len + 1, 1);
+    /* Path and host share one buffer; neither grows when normalised. */
+    size_t hcap = r->req.host ? r->req.host_len + 1 : 0;
+    r->path = grow(&r->pathbuf, &r->pathbuf_cap, r->req.path_len + 1 + hcap, 1);
     if (!r->path)
         return 503;
     ssize_t n = headers_path_normalise(r->req.path, r->req.path_len, r->path, r->req.path_len + 1);
@@ -869,7 +891,8 @@ static int route_request(struct request *r)
     }
     r->path_len = (size_t)n;
     if (r->req.host) {
-        n = headers_host_normalise(r->req.host, r->req.host_len, r->host, sizeof(r->host));
+        r->host = r->pathbuf + r->req.path_len + 1;
+        n = headers_host_normalise(r->req.host, r->req.host_len, r->host, hcap);
         if (n < 0) {
             r->error = "invalid Host";
             return 400;
@@ -968,7 +991,6 @@ out_log:
 /* Clears what one request leaves behind, keeping the pooled buffers. */
 static void request_reset(struct request *r, struct conn *c)
 {
-    evbuffer_drain(r->head, evbuffer_get_length(r->head));
     memset(r, 0, offsetof(struct request, next_free));
     r->conn = c;
     r->w = c->w;
@@ -981,8 +1003,7 @@ static void request_reset(struct request *r, struct conn *c)
 
 static void request_free(struct request *r)
 {
-    if (r->head)
-        evbuffer_free(r->head);
+    free(r->head);
     free(r->hdrs);
     free(r->pathbuf);
     free(r);
@@ -993,22 +1014,19 @@ static void request_free(struct request *r)
 static struct request *request_get(struct worker *w)
 {
     struct proxy_scratch *sc = scratch_of(w);
-    size_t cap = w->cfg->limits.max_headers + 1;
+    size_t cap = REQUEST_HEADERS_START;
     if (sc && sc->free) {
         struct request *r = sc->free;
         sc->free = r->next_free;
         sc->nfree--;
-        if (r->hdrs_cap >= cap)
-            return r;
-        request_free(r); /* a config with more headers: start afresh */
+        return r;
     }
     struct request *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
-    r->head = evbuffer_new();
     r->hdrs = malloc(cap * sizeof(*r->hdrs));
     r->hdrs_cap = cap;
-    if (!r->head || !r->hdrs) {
+    if (!r->hdrs) {
         request_free(r);
         return NULL;
     }
@@ -1022,7 +1040,11 @@ static void request_put(struct worker *w, struct request *r)
         request_free(r);
         return;
     }
-    evbuffer_drain(r->head, evbuffer_get_length(r->head));
+    if (r->head_cap > 4096) { /* a large head: do not keep its buffer */
+        free(r->head);
+        r->head = NULL;
+        r->head_cap = 0;
+    }
     r->next_free = sc->free;
     sc->free = r;
     sc->nfree++;
