@@ -75,7 +75,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         return;
     }
     c->w = w;
-    c->s = io_stream_from_fd(w->loop, fd, CLIENT_READ_MAX);
+    c->s = io_stream_accepted(w->loop, fd, CLIENT_READ_MAX);
     c->timer = event_new(loop_base(w->loop), -1, 0, on_timer, c);
     if (!c->s || !c->timer) {
         io_stream_free(c->s);

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,10 +349,8 @@ struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size
     return s;
 }
 
-struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max)
+struct io_stream *io_stream_accepted(struct loop *loop, int fd, size_t read_max)
 {
-    evutil_make_socket_nonblocking(fd);
-    set_nodelay(fd);
     struct bufferevent *bev = bufferevent_socket_new(loop_base(loop), fd, BEV_OPT_CLOSE_ON_FREE);
     if (!bev) {
         close(fd);
@@ -363,6 +362,13 @@ struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max)
         rev_update(s);
     }
     return s;
+}
+
+struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max)
+{
+    evutil_make_socket_nonblocking(fd);
+    set_nodelay(fd);
+    return io_stream_accepted(loop, fd, read_max);
 }
 
 void io_stream_free(struct io_stream *s)
@@ -763,13 +769,15 @@ int io_flush_progress(struct io_stream *s, int64_t stall, int64_t deadline)
         return -ECANCELED;
     struct evbuffer *out = bufferevent_get_output(s->bev);
     write_now(s);
-    size_t unsent = io_unsent(s);
+    size_t unsent = SIZE_MAX; /* measured before the first wait only */
     for (;;) {
         if (s->write_err)
             return stream_error(s, -EPIPE);
         size_t len = evbuffer_get_length(out);
         if (len == 0)
             return 0;
+        if (unsent == SIZE_MAX)
+            unsent = io_unsent(s);
         struct io_want w = {.stream = s, .events = IO_WRITABLE, .write_below = len - 1};
         int r = io_wait(&w, 1, loop_deadline_min(loop_deadline(stall), deadline));
         if (r == -ETIMEDOUT && (deadline == LOOP_NEVER || loop_now() < deadline) &&

@@ -76,8 +76,12 @@ int io_sleep(int64_t deadline);
  * Returns NULL when out of memory (bev is then freed).
  */
 struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size_t read_max);
-/* Creates a stream on an accepted or connected fd (non-blocking set here). */
+/* Creates a stream on an accepted or connected fd (non-blocking and
+ * TCP_NODELAY set here). */
 struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max);
+/* The same for a socket from accept4(SOCK_NONBLOCK) on a listener that has
+ * TCP_NODELAY (accepted sockets inherit it): no syscall here. */
+struct io_stream *io_stream_accepted(struct loop *loop, int fd, size_t read_max);
 /*
  * Frees the stream and its bufferevent (closing the socket). No coroutine
  * may be waiting on it. io_stream_free(NULL) does nothing.

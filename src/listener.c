@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -17,7 +19,9 @@
 #include "loop.h"
 #include "worker.h"
 
-#define ACCEPT_BATCH 64
+/* Connections accepted per wake-up before the loop serves the others: a
+ * burst of thousands must leave the accept queue faster than it fills. */
+#define ACCEPT_BATCH 512
 
 static int open_socket(const struct config_listener *l, bool reuseport)
 {
@@ -30,6 +34,8 @@ static int open_socket(const struct config_listener *l, bool reuseport)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (reuseport)
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        /* Accepted sockets inherit it: no setsockopt per connection. */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (a->sa.ss_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
