@@ -43,7 +43,7 @@ static void arm_timer(struct conn *c, int64_t ms)
  */
 static void idle_for(struct conn *c, int64_t ms)
 {
-    c->idle_since = loop_now();
+    c->idle_since = loop_time();
     c->idle_ms = ms;
     if (!c->timer_armed || c->timer_at > c->idle_since + ms * LOOP_MS)
         arm_timer(c, ms);
@@ -123,6 +123,7 @@ static void conn_linger(struct conn *c)
 {
     c->lingering = true;
     evbuffer_drain(io_input(c->s), evbuffer_get_length(io_input(c->s)));
+    io_set_reading(c->s, true);
     if (c->timer_armed)
         event_del(c->timer);
     arm_timer(c, CONN_LINGER_MS);
@@ -183,10 +184,12 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
 {
     struct conn *c = arg;
     if (c->lingering) {
-        if (what & IO_EOF)
+        if (what & IO_EOF) {
             conn_close(c);
-        else
+        } else {
             evbuffer_drain(io_input(s), evbuffer_get_length(io_input(s)));
+            io_set_reading(s, true);
+        }
         return;
     }
     if (c->req)

@@ -61,7 +61,6 @@ struct io_stream {
     void *idle_arg;
     /* Reads are ours, not the bufferevent's (see on_readable). */
     struct event rev;
-    struct evbuffer_cb_entry *input_cb;
     size_t read_max;
     bool reading;   /* the owner wants reads (io_set_reading) */
     bool rev_added; /* rev is in the loop */
@@ -203,15 +202,6 @@ static void rev_update(struct io_stream *s)
     }
 }
 
-/* The consumer drained the input: reading may resume (backpressure). */
-static void on_input_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    (void)buf;
-    struct io_stream *s = arg;
-    if (info->n_deleted && !s->rev_added)
-        rev_update(s);
-}
-
 /*
  * Reads straight into the input evbuffer: one readv of up to
  * IO_READ_CHUNK (never past read_max) into reserved space. A socket
@@ -340,12 +330,6 @@ struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size
     bufferevent_disable(bev, EV_READ | EV_WRITE);
     event_assign(&s->rev, loop_base(loop), bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_readable,
                  s);
-    s->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), on_input_changed, s);
-    if (!s->input_cb) {
-        bufferevent_free(bev);
-        free(s);
-        return NULL;
-    }
     return s;
 }
 
@@ -379,8 +363,6 @@ void io_stream_free(struct io_stream *s)
         misuse("io_stream_free", "a coroutine is still waiting on the stream");
     if (s->rev_added)
         event_del(&s->rev);
-    if (s->input_cb)
-        evbuffer_remove_cb_entry(bufferevent_get_input(s->bev), s->input_cb);
     bufferevent_free(s->bev);
     free(s);
 }
@@ -448,10 +430,6 @@ void io_detach_reads(struct io_stream *s)
 {
     s->detached = true;
     rev_update(s);
-    if (s->input_cb) {
-        evbuffer_remove_cb_entry(bufferevent_get_input(s->bev), s->input_cb);
-        s->input_cb = NULL;
-    }
 }
 
 void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsigned what, void *arg),
@@ -602,9 +580,15 @@ int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
         misuse("io_wait", "the coroutine is already waiting");
     /* A wake not consumed yet belongs to an earlier wait: drop it. */
     loop_consume_wake(c);
-    for (unsigned i = 0; i < n; i++)
-        if (wants[i].stream)
+    for (unsigned i = 0; i < n; i++) {
+        if (wants[i].stream) {
             write_now(wants[i].stream);
+            /* Reading paused at read_max resumes once the consumer, who
+             * comes back here for more, has drained the input. */
+            if (!wants[i].stream->rev_added)
+                rev_update(wants[i].stream);
+        }
+    }
     for (;;) {
         if (coro_cancelled(c))
             return -ECANCELED;
@@ -673,6 +657,8 @@ ssize_t io_read(struct io_stream *s, struct evbuffer *dst, size_t max, int64_t d
         if (len > 0) {
             size_t n = len < max ? len : max;
             int moved = evbuffer_remove_buffer(in, dst, n);
+            if (!s->rev_added)
+                rev_update(s); /* below read_max again: read on */
             return moved < 0 ? -ENOMEM : moved;
         }
         if (s->read_done)

@@ -103,7 +103,10 @@ int io_error(const struct io_stream *s);
 bool io_waited(const struct io_stream *s);
 /* Changes the input cap (read high watermark). */
 void io_set_read_max(struct io_stream *s, size_t read_max);
-/* Stops (false) or resumes (true) reading from the socket. */
+/* Stops (false) or resumes (true) reading from the socket. Reading also
+ * pauses by itself while the input holds read_max bytes; it resumes when
+ * the consumer awaits more (io_wait, io_read) or calls this with true
+ * after draining from a callback. */
 void io_set_reading(struct io_stream *s, bool on);
 /*
  * Reads are done by io.c itself (one large readv into the input evbuffer,

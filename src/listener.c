@@ -101,6 +101,7 @@ int listener_open(const struct config *cfg, int *fds)
 struct acceptor {
     struct worker *w;
     struct event *ev;
+    struct event *resume; /* re-enables ev after a pause for descriptors */
     int fd;
 };
 
@@ -131,7 +132,7 @@ static void out_of_descriptors(struct acceptor *a, int err)
     }
     event_del(a->ev);
     struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
-    event_base_once(loop_base(w->loop), -1, EV_TIMEOUT, on_resume, a, &tv);
+    event_add(a->resume, &tv);
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -176,7 +177,8 @@ int listener_start(struct worker *w)
         a->w = w;
         a->fd = w->listen_fds[i];
         a->ev = event_new(loop_base(w->loop), a->fd, EV_READ | EV_PERSIST, on_accept, a);
-        if (!a->ev || event_add(a->ev, NULL) != 0)
+        a->resume = evtimer_new(loop_base(w->loop), on_resume, a);
+        if (!a->ev || !a->resume || event_add(a->ev, NULL) != 0)
             return -ENOMEM;
     }
     return 0;
@@ -190,6 +192,8 @@ void listener_stop(struct worker *w)
         struct acceptor *a = &w->acceptors[i];
         if (a->ev)
             event_free(a->ev);
+        if (a->resume)
+            event_free(a->resume);
         close(a->fd);
     }
     free(w->acceptors);

@@ -44,11 +44,29 @@ struct loop {
 
 static __thread struct loop *current_loop;
 
-int64_t loop_now(void)
+static __thread int64_t slice_now;
+static __thread bool in_slice;
+
+static int64_t clock_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * LOOP_SEC + ts.tv_nsec;
+}
+
+int64_t loop_now(void)
+{
+    return clock_now();
+}
+
+/*
+ * A request reads the time a dozen times in one slice of work (phase
+ * deadlines, durations for the log) and a slice lasts microseconds: inside
+ * a coroutine this answers the instant read just before it was resumed.
+ */
+int64_t loop_time(void)
+{
+    return in_slice ? slice_now : clock_now();
 }
 
 int64_t loop_deadline(int64_t after)
@@ -197,7 +215,10 @@ static void on_schedule(evutil_socket_t fd, short what, void *arg)
         if (!s->ready)
             continue;
         s->ready = false;
+        slice_now = clock_now();
+        in_slice = true;
         coro_resume(c);
+        in_slice = false;
         if (coro_done(c)) {
             loop->live--;
             if (!s->queued)

@@ -33,6 +33,10 @@ struct loop;
 
 /* Now, CLOCK_MONOTONIC, in nanoseconds. */
 int64_t loop_now(void);
+/* The same, but inside a coroutine the instant it was last resumed (one
+ * clock read per slice of work, which lasts microseconds): for phase
+ * deadlines and logged durations, not for exact waits. */
+int64_t loop_time(void);
 /* loop_now() + after, or LOOP_NEVER when after <= 0 ("0s = none"). */
 int64_t loop_deadline(int64_t after);
 /* The earlier of two deadlines, LOOP_NEVER counting as the latest. */

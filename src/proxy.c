@@ -433,7 +433,7 @@ static void forward(struct request *r)
         int server = upstream_pick(r->w->upstreams, up, NULL);
         r->upstream_server = up->servers[server].addr.text;
         bool reused = false;
-        int64_t t0 = loop_now();
+        int64_t t0 = loop_time();
         int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
                                    phase_deadline(r, r->tmo->upstream_connect), &r->uc, &reused);
         if (err == -ECANCELED) {
@@ -459,7 +459,7 @@ static void forward(struct request *r)
                 answer_error(r, 400, "request head cannot be forwarded");
             return;
         }
-        t0 = loop_now();
+        t0 = loop_time();
         enum fail f = exchange(r, us);
         r->header_ms = ms_since(t0);
         /* A reused connection that closed, or said something that is not a
@@ -824,7 +824,7 @@ static int send_response(struct request *r, struct io_stream *up)
         size_t unsent = evbuffer_get_length(cout) >= OUT_HIGH ? io_unsent(r->client) : 0;
         int rc2 = io_wait(w, 2, deadline);
         if (rc2 == -ETIMEDOUT && unsent && io_peer_took(r->client, &unsent) &&
-            (r->total_deadline == LOOP_NEVER || loop_now() < r->total_deadline))
+            (r->total_deadline == LOOP_NEVER || loop_time() < r->total_deadline))
             continue; /* still reading, below the kernel's wake-up threshold */
         if (rc2 == -ETIMEDOUT) {
             r->error = evbuffer_get_length(cout) >= OUT_HIGH
@@ -1094,8 +1094,8 @@ static void request_reset(struct request *r, struct conn *c)
     r->cfg = c->w->cfg;
     r->client = c->s;
     r->tmo = &r->cfg->timeouts;
-    r->start = loop_now();
-    r->total_deadline = loop_deadline(r->tmo->total * LOOP_MS);
+    r->start = loop_time();
+    r->total_deadline = r->tmo->total > 0 ? r->start + r->tmo->total * LOOP_MS : LOOP_NEVER;
 }
 
 static void request_free(struct request *r)
@@ -1150,10 +1150,11 @@ static struct proxy_scratch *scratch_of(struct worker *w)
 
 static int64_t phase_deadline(const struct request *r, int64_t ms)
 {
-    return loop_deadline_min(loop_deadline(ms * LOOP_MS), r->total_deadline);
+    int64_t d = ms > 0 ? loop_time() + ms * LOOP_MS : LOOP_NEVER;
+    return loop_deadline_min(d, r->total_deadline);
 }
 
 static double ms_since(int64_t t0)
 {
-    return (double)(loop_now() - t0) / 1e6;
+    return (double)(loop_time() - t0) / 1e6;
 }

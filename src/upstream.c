@@ -324,7 +324,7 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
             return;
         }
     }
-    uc->idle_since = loop_now();
+    uc->idle_since = loop_time();
     if (!uc->timer_armed)
         arm_idle(uc, cfg->timeouts.upstream_idle);
     io_set_idle(s, on_pooled_event, uc);
