@@ -72,8 +72,3 @@ void daemon_stopping(void)
 {
     sd_notify(0, "STOPPING=1\nSTATUS=draining");
 }
-
-void daemon_status(const char *status)
-{
-    sd_notifyf(0, "STATUS=%s", status);
-}

@@ -2,7 +2,7 @@
  * daemon: what a well-behaved Unix service does around the proxy: the pid
  * file (locked, so a second instance on the same file fails at once),
  * RLIMIT_NOFILE raised soft to hard, and systemd notifications (READY=1,
- * STOPPING=1, STATUS=). The only module that talks to libsystemd.
+ * STOPPING=1, STATUS= with READY). The only module that talks to libsystemd.
  */
 #ifndef FERRY_DAEMON_H
 #define FERRY_DAEMON_H
@@ -19,6 +19,5 @@ void daemon_pidfile_remove(const char *path, int fd);
 /* sd_notify wrappers; no-ops outside systemd. */
 void daemon_ready(const char *status);
 void daemon_stopping(void);
-void daemon_status(const char *status);
 
 #endif

@@ -278,8 +278,3 @@ unsigned loop_live(const struct loop *loop)
 {
     return loop->live;
 }
-
-unsigned loop_stacks_mapped(const struct loop *loop)
-{
-    return coro_pool_live(loop->pool) + coro_pool_idle(loop->pool);
-}

@@ -84,7 +84,5 @@ void loop_free_later(struct loop *loop, void (*fn)(void *obj), void *obj);
 
 /* Coroutines started and not yet finished. */
 unsigned loop_live(const struct loop *loop);
-/* Number of stacks mapped (live + pooled). */
-unsigned loop_stacks_mapped(const struct loop *loop);
 
 #endif

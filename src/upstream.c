@@ -342,14 +342,3 @@ struct io_stream *upstream_stream(struct upstream_conn *uc)
 {
     return uc->s;
 }
-
-const char *upstream_conn_address(const struct upstream_conn *uc)
-{
-    return uc->pool->server->addr.text;
-}
-
-unsigned upstream_idle_count(struct upstream_set *set, const struct config_upstream *up,
-                             unsigned server)
-{
-    return set->ups[up->index].pools[server]->nidle;
-}

@@ -50,11 +50,5 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
 void upstream_release(struct upstream_conn *uc, bool reusable);
 
 struct io_stream *upstream_stream(struct upstream_conn *uc);
-/* "127.0.0.1:9001" as written in the config. */
-const char *upstream_conn_address(const struct upstream_conn *uc);
-
-/* Idle pooled connections of one server (tests, /status). */
-unsigned upstream_idle_count(struct upstream_set *set, const struct config_upstream *up,
-                             unsigned server);
 
 #endif

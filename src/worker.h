@@ -23,7 +23,6 @@ struct worker_stats {
     unsigned long connections;   /* open client connections */
     unsigned long requests_live; /* request coroutines running */
     unsigned long requests_total;
-    unsigned long stacks_mapped;
     unsigned long upstream_conns; /* open upstream connections (pooled or in use) */
 };
 
