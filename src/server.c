@@ -214,6 +214,7 @@ int server_run(struct config *cfg, const char *config_path)
         goto out_unref;
     }
     daemon_raise_nofile();
+    daemon_tune_malloc();
     if (listener_probe(cfg) != 0)
         goto out_unref;
     if (cfg->pid_file && (pid_fd = daemon_pidfile(cfg->pid_file)) < 0)
