@@ -99,6 +99,9 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
     /* Until its first byte, a new connection has client_header to send a
      * head (a silent connection is a slowloris as much as a slow one). */
     idle_for(c, w->cfg->timeouts.client_header);
+    /* The request has usually arrived by the end of this loop turn: read
+     * it then, without polling the socket first. */
+    io_read_soon(c->s);
 }
 
 static void conn_close(struct conn *c)
@@ -200,8 +203,10 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
         size_t want = len < PROXYPROTO_MAX_HEADER ? len : PROXYPROTO_MAX_HEADER;
         struct proxyproto_result pr;
         ssize_t n = proxyproto_parse(want ? evbuffer_pullup(in, (ssize_t)want) : NULL, want, &pr);
-        if (n == PROXYPROTO_INCOMPLETE && !(what & IO_EOF))
+        if (n == PROXYPROTO_INCOMPLETE && !(what & IO_EOF)) {
+            io_poll(s); /* the rest of the header is awaited */
             return;
+        }
         if (n < 0) {
             static int64_t last;
             log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "client %s: %s: closing", c->client,
@@ -216,8 +221,10 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
             c->peer_len = pr.src_len;
             peer_text((const struct sockaddr *)&c->peer, c->client, sizeof(c->client));
         }
-        if (evbuffer_get_length(in) == 0 && !(what & IO_EOF))
+        if (evbuffer_get_length(in) == 0 && !(what & IO_EOF)) {
+            io_poll(s); /* the request is awaited */
             return;
+        }
     }
     if (what & IO_EOF) {
         conn_close(c);
@@ -255,6 +262,7 @@ void conn_finish_request(struct conn *c, bool keep_alive, bool linger)
     WORKER_STAT_SUB(w, requests_live, 1);
     if (keep_alive && !c->close_after && !w->draining) {
         idle_for(c, w->cfg->timeouts.client_idle);
+        io_poll(c->s);
         /* Bytes that arrived while the response finished start the next
          * request on the next loop turn (the idle callback only fires on
          * new reads). */

@@ -65,6 +65,7 @@ struct io_stream {
     bool reading;   /* the owner wants reads (io_set_reading) */
     bool rev_added; /* rev is in the loop */
     bool detached;  /* reads handed back to the bufferevent (a tunnel) */
+    bool lazy;      /* not polled until a read is needed (io_stream_accepted) */
     int64_t last_read; /* when bytes last arrived (loop_now) */
     uint32_t read_chunk; /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
 };
@@ -191,7 +192,7 @@ static void notify_end(struct io_stream *s)
  * reading wanted, connected, not ended, input below read_max. */
 static void rev_update(struct io_stream *s)
 {
-    bool want = s->reading && s->connected && !s->read_done && !s->detached &&
+    bool want = !s->lazy && s->reading && s->connected && !s->read_done && !s->detached &&
                 evbuffer_get_length(bufferevent_get_input(s->bev)) < s->read_max;
     if (want && !s->rev_added) {
         event_add(&s->rev, NULL);
@@ -199,6 +200,15 @@ static void rev_update(struct io_stream *s)
     } else if (!want && s->rev_added) {
         event_del(&s->rev);
         s->rev_added = false;
+    }
+}
+
+/* Ends a lazy stream's wait-free start: from now on it is polled. */
+static void start_polling(struct io_stream *s)
+{
+    if (s->lazy) {
+        s->lazy = false;
+        rev_update(s);
     }
 }
 
@@ -247,8 +257,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         evbuffer_commit_space(in, v, nv);
     }
     evbuffer_freeze(in, 0);
-    if (n < 0 && (err == EAGAIN || err == EINTR))
+    if (n < 0 && (err == EAGAIN || err == EINTR)) {
+        start_polling(s); /* a lazy stream's speculative read found nothing */
         return;
+    }
     if (n <= 0) {
         s->read_done = true;
         if (n < 0)
@@ -310,11 +322,20 @@ static void set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size_t read_max)
+/*
+ * A stream on fd, which it owns. The bufferevent does not close the fd
+ * (no BEV_OPT_CLOSE_ON_FREE): libevent 2.1 frees a bufferevent in a
+ * finalizer that runs later in the loop turn, and a client would see its
+ * connection end only then, after the whole batch of answers; so
+ * io_stream_free closes the fd itself, at once. Closes fd on failure.
+ */
+static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
 {
     struct io_stream *s = calloc(1, sizeof(*s));
-    if (!s) {
-        bufferevent_free(bev);
+    struct bufferevent *bev = s ? bufferevent_socket_new(loop_base(loop), fd, 0) : NULL;
+    if (!bev) {
+        free(s);
+        close(fd);
         return NULL;
     }
     s->bev = bev;
@@ -328,31 +349,41 @@ struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size
      * check, a crash when memory runs out). */
     bufferevent_setcb(bev, NULL, on_write, on_event, s);
     bufferevent_disable(bev, EV_READ | EV_WRITE);
-    event_assign(&s->rev, loop_base(loop), bufferevent_getfd(bev), EV_READ | EV_PERSIST, on_readable,
-                 s);
+    event_assign(&s->rev, loop_base(loop), fd, EV_READ | EV_PERSIST, on_readable, s);
     return s;
 }
 
 struct io_stream *io_stream_accepted(struct loop *loop, int fd, size_t read_max)
 {
-    struct bufferevent *bev = bufferevent_socket_new(loop_base(loop), fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev) {
-        close(fd);
-        return NULL;
-    }
-    struct io_stream *s = io_stream_new(loop, bev, read_max);
+    struct io_stream *s = stream_new(loop, fd, read_max);
     if (s) {
         s->connected = true;
-        rev_update(s);
+        s->lazy = true;
     }
     return s;
+}
+
+void io_read_soon(struct io_stream *s)
+{
+    /* An active event that was never added costs no epoll_ctl; its
+     * callback runs after the others of this loop turn, giving the
+     * client's request the most time to arrive. */
+    event_active(&s->rev, EV_READ, 1);
+}
+
+void io_poll(struct io_stream *s)
+{
+    start_polling(s);
 }
 
 struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max)
 {
     evutil_make_socket_nonblocking(fd);
     set_nodelay(fd);
-    return io_stream_accepted(loop, fd, read_max);
+    struct io_stream *s = io_stream_accepted(loop, fd, read_max);
+    if (s)
+        start_polling(s);
+    return s;
 }
 
 void io_stream_free(struct io_stream *s)
@@ -361,9 +392,13 @@ void io_stream_free(struct io_stream *s)
         return;
     if (s->waiter && s->waiter->gen == s->waiter_gen && s->waiter->coro)
         misuse("io_stream_free", "a coroutine is still waiting on the stream");
-    if (s->rev_added)
-        event_del(&s->rev);
+    int fd = (int)bufferevent_getfd(s->bev);
+    event_del(&s->rev); /* also when only made active by io_read_soon */
     bufferevent_free(s->bev);
+    /* libevent's epoll backend ignores the EBADF of a pending
+     * EPOLL_CTL_DEL, and turns a MOD on a reused fd number into an ADD. */
+    if (fd >= 0)
+        close(fd);
     free(s);
 }
 
@@ -423,6 +458,8 @@ void io_set_reading(struct io_stream *s, bool on)
         return;
     }
     s->reading = on;
+    if (on)
+        s->lazy = false;
     rev_update(s);
 }
 
@@ -597,10 +634,28 @@ int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
             return count;
         if (deadline != LOOP_NEVER && loop_now() >= deadline)
             return -ETIMEDOUT;
+        /* A lazy stream is polled once input is awaited from it. Its end
+         * alone is looked for only if the wait outlasts IO_LAZY_EOF_MS:
+         * most waits (an upstream's answer) are shorter than that, and a
+         * fresh connection answered and closed meanwhile costs no
+         * epoll_ctl at all. */
+        int64_t park_until = deadline;
+        bool lazy_eof = false;
+        for (unsigned i = 0; i < n; i++) {
+            struct io_stream *s = wants[i].stream;
+            if (!s || !s->lazy)
+                continue;
+            if (wants[i].events & IO_READABLE)
+                start_polling(s);
+            else if (wants[i].events & IO_EOF)
+                lazy_eof = true;
+        }
+        if (lazy_eof)
+            park_until = loop_deadline_min(deadline, loop_now() + IO_LAZY_EOF_MS * LOOP_MS);
         struct wait_rec *rec = rec_get();
         if (!rec)
             return -ENOMEM;
-        int r = park(c, rec, wants, n, deadline);
+        int r = park(c, rec, wants, n, park_until);
         if (r == -ECANCELED)
             return r;
         if (r == -ETIMEDOUT) {
@@ -608,6 +663,9 @@ int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
             count = (int)evaluate_all(wants, n, slots);
             if (count > 0)
                 return count;
+            for (unsigned i = 0; lazy_eof && i < n; i++)
+                if (wants[i].stream && (wants[i].events & IO_EOF))
+                    start_polling(wants[i].stream);
             /* libevent's clock may run ahead of ours by a little (its time
              * is cached per loop turn): never end a wait early. */
             if (loop_now() < deadline)
@@ -785,15 +843,10 @@ int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len,
         return -errno;
     if (sa->sa_family != AF_UNIX)
         set_nodelay(fd);
-    struct bufferevent *bev = bufferevent_socket_new(loop_base(loop), fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev) {
-        close(fd);
-        return -ENOMEM;
-    }
-    struct io_stream *s = io_stream_new(loop, bev, read_max);
+    struct io_stream *s = stream_new(loop, fd, read_max);
     if (!s)
         return -ENOMEM;
-    if (bufferevent_socket_connect(bev, sa, (int)len) != 0) {
+    if (bufferevent_socket_connect(s->bev, sa, (int)len) != 0) {
         int err = errno ? errno : ECONNREFUSED;
         io_stream_free(s);
         return -err;

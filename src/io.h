@@ -68,20 +68,31 @@ void io_signal(struct coro *c);
  * deadline or -ECANCELED. May yield. */
 int io_sleep(int64_t deadline);
 
-/*
- * Wraps a socket bufferevent (created by the caller on the loop's base,
- * BEV_OPT_CLOSE_ON_FREE). The stream takes ownership of bev and sets its
- * callbacks; reads stay enabled once connected, with the input capped at
- * read_max bytes (backpressure on the peer).
- * Returns NULL when out of memory (bev is then freed).
- */
-struct io_stream *io_stream_new(struct loop *loop, struct bufferevent *bev, size_t read_max);
 /* Creates a stream on an accepted or connected fd (non-blocking and
- * TCP_NODELAY set here). */
+ * TCP_NODELAY set here), which it owns. Reads stay enabled once
+ * connected, the input capped at read_max bytes (backpressure on the
+ * peer). Returns NULL when out of memory (fd is then closed). */
 struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max);
-/* The same for a socket from accept4(SOCK_NONBLOCK) on a listener that has
- * TCP_NODELAY (accepted sockets inherit it): no syscall here. */
+/*
+ * The same for a socket from accept4(SOCK_NONBLOCK) on a listener that has
+ * TCP_NODELAY (accepted sockets inherit it), and lazy: no syscall here, and
+ * the socket is not polled (no epoll_ctl) until input is needed. The owner
+ * calls io_read_soon() to read what already arrived (a client's request
+ * usually has: the idle callback reports it, or the socket is polled from
+ * then on if nothing had); a coroutine's wait for input starts polling;
+ * a wait for the stream's end alone starts it only after IO_LAZY_EOF_MS;
+ * io_poll() or io_set_reading(s, true) start it outright. A request
+ * answered on a fresh connection that then closes so costs no epoll_ctl
+ * (nor the failed EPOLL_CTL_DEL libevent issues after the close).
+ */
 struct io_stream *io_stream_accepted(struct loop *loop, int fd, size_t read_max);
+#define IO_LAZY_EOF_MS 100
+/* Reads once at the end of this loop turn, as if the socket were readable
+ * (reports to the idle callback, which may free the stream). Polls if
+ * nothing was there. */
+void io_read_soon(struct io_stream *s);
+/* Polls the socket from now on (reads ahead, idle callback). */
+void io_poll(struct io_stream *s);
 /*
  * Frees the stream and its bufferevent (closing the socket). No coroutine
  * may be waiting on it. io_stream_free(NULL) does nothing.

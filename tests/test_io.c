@@ -1666,6 +1666,131 @@ START_TEST(idle_callback_reports_readable_and_eof)
 }
 END_TEST
 
+/* A lazy (accepted) stream: read at the end of the loop turn by io_read_soon, polled only once
+ * input is needed; a wait for its end alone polls after IO_LAZY_EOF_MS. */
+static struct {
+    struct io_stream *s;
+    int peer;
+    unsigned readable, eof;
+    size_t len;
+    int eof_rc;
+    unsigned eof_fired;
+    int64_t eof_ms;
+    ssize_t got;
+} lz;
+
+static void lz_idle(struct io_stream *s, unsigned what, void *arg)
+{
+    (void)arg;
+    if (what & IO_EOF)
+        lz.eof++;
+    else
+        lz.readable++;
+    lz.len = evbuffer_get_length(io_input(s));
+}
+
+static struct io_stream *lazy_pair(struct loop *loop, int *peer)
+{
+    int fds[2];
+    make_pair(fds);
+    evutil_make_socket_nonblocking(fds[0]);
+    struct io_stream *s = io_stream_accepted(loop, fds[0], 4096);
+    ck_assert_ptr_nonnull(s);
+    *peer = fds[1];
+    return s;
+}
+
+static void on_close_lz_peer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    close(lz.peer);
+}
+
+static void lz_wait_eof(void *arg)
+{
+    (void)arg;
+    int64_t t0 = loop_now();
+    struct io_want w = {.stream = lz.s, .events = IO_EOF};
+    lz.eof_rc = io_wait(&w, 1, loop_deadline(5 * LOOP_SEC));
+    lz.eof_fired = w.fired;
+    lz.eof_ms = (loop_now() - t0) / LOOP_MS;
+}
+
+static void lz_read(void *arg)
+{
+    (void)arg;
+    struct evbuffer *b = evbuffer_new();
+    lz.got = io_read(lz.s, b, 100, loop_deadline(5 * LOOP_SEC));
+    evbuffer_free(b);
+}
+
+START_TEST(lazy_stream_polls_only_when_needed)
+{
+    struct loop *loop = new_loop(8);
+
+    /* What arrived before is read on the next loop turn. */
+    lz.s = lazy_pair(loop, &lz.peer);
+    io_set_idle(lz.s, lz_idle, NULL);
+    write_all(lz.peer, "abc", 3);
+    io_read_soon(lz.s);
+    ck_assert_uint_eq(lz.readable, 0);
+    run_loop(loop, 0);
+    ck_assert_uint_eq(lz.readable, 1);
+    ck_assert_uint_eq(lz.len, 3);
+    /* Not polled: later bytes wait in the socket until io_poll. */
+    write_all(lz.peer, "de", 2);
+    run_loop(loop, 30);
+    ck_assert_uint_eq(lz.readable, 1);
+    io_poll(lz.s);
+    run_loop(loop, 30);
+    ck_assert_uint_eq(lz.readable, 2);
+    ck_assert_uint_eq(lz.len, 5);
+    io_set_idle(lz.s, NULL, NULL);
+    io_stream_free(lz.s);
+    close(lz.peer);
+
+    /* Nothing there yet: the stream is polled from then on. */
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_read_soon(lz.s);
+    run_loop(loop, 0);
+    ck_assert_uint_eq(lz.readable, 0);
+    after_ms(loop, 10, on_write_byte, &lz.peer);
+    run_loop(loop, 40);
+    ck_assert_uint_eq(lz.readable, 1);
+    io_set_idle(lz.s, NULL, NULL);
+    io_stream_free(lz.s);
+    close(lz.peer);
+
+    /* A coroutine awaiting input polls it. */
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    spawn(loop, lz_read, NULL);
+    after_ms(loop, 10, on_write_byte, &lz.peer);
+    run_loop(loop, 0);
+    ck_assert_int_eq(lz.got, 1);
+    io_stream_free(lz.s);
+    close(lz.peer);
+
+    /* Awaiting the end alone: seen, but only once IO_LAZY_EOF_MS passed. */
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    spawn(loop, lz_wait_eof, NULL);
+    after_ms(loop, 10, on_close_lz_peer, NULL);
+    run_loop(loop, 0);
+    ck_assert_int_eq(lz.eof_rc, 1);
+    ck_assert_uint_eq(lz.eof_fired, IO_EOF);
+    ck_assert_int_ge(lz.eof_ms, IO_LAZY_EOF_MS);
+    ck_assert_int_lt(lz.eof_ms, IO_LAZY_EOF_MS + 2000);
+    io_stream_free(lz.s);
+
+    end_loop(loop);
+}
+END_TEST
+
 /* loop_free_later: the object outlives the callback chain that queued it. */
 static struct {
     int freed;
@@ -1976,6 +2101,7 @@ int main(void)
     tcase_add_test(tc, read_cap_and_reading_switch);
     tcase_add_test(tc, reset_gives_econnreset);
     tcase_add_test(tc, idle_callback_reports_readable_and_eof);
+    tcase_add_test(tc, lazy_stream_polls_only_when_needed);
     tcase_add_test(tc, free_later_runs_after_the_callback);
     suite_add_tcase(s, tc);
 
