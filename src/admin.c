@@ -12,10 +12,12 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "metrics.h"
 #include "worker.h"
 
 struct admin {
     struct evhttp *http;
+    const struct config *cfg;
     struct worker *workers;
     unsigned nworkers;
 };
@@ -41,6 +43,22 @@ static void on_status(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    struct evbuffer *body = evbuffer_new();
+    if (!body || metrics_render(body, a->cfg, a->workers, a->nworkers) != 0) {
+        evhttp_send_error(req, 503, "Out of memory");
+        if (body)
+            evbuffer_free(body);
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    evhttp_send_reply(req, 200, "OK", body);
+    evbuffer_free(body);
+}
+
 static void on_healthz(struct evhttp_request *req, void *arg)
 {
     (void)arg;
@@ -57,6 +75,7 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg,
     struct admin *a = calloc(1, sizeof(*a));
     if (!a)
         return NULL;
+    a->cfg = cfg;
     a->workers = workers;
     a->nworkers = nworkers;
     a->http = evhttp_new(base);
@@ -77,6 +96,7 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg,
     }
     evhttp_set_cb(a->http, "/status", on_status, a);
     evhttp_set_cb(a->http, "/healthz", on_healthz, a);
+    evhttp_set_cb(a->http, "/metrics", on_metrics, a);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     return a;
 

@@ -1,8 +1,8 @@
 /*
  * admin: the admin listener (admin.listen) on the main thread:
  * GET /healthz ("ok"), GET /status (JSON: workers, connections,
- * live_coroutines, requests_total, upstream_connections). Metrics in
- * Prometheus format come with the operations work.
+ * live_coroutines, requests_total, upstream_connections), GET /metrics
+ * (Prometheus text format, see metrics.h).
  */
 #ifndef FERRY_ADMIN_H
 #define FERRY_ADMIN_H

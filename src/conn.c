@@ -15,6 +15,7 @@
 #include "http1.h"
 #include "io.h"
 #include "log.h"
+#include "metrics.h"
 #include "loop.h"
 #include "proxy.h"
 #include "proxyproto.h"
@@ -135,23 +136,33 @@ static void conn_linger(struct conn *c)
 /* Answers from a callback, without a coroutine (no stack could be had, or
  * too many requests are in flight), then closes lingering. The answer is
  * Ferry's usual JSON error with a request id, and it is logged. */
+size_t conn_error_json(char *buf, size_t cap, int status, const char *why, const char *id,
+                       size_t id_len)
+{
+    int n = snprintf(buf, cap, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%.*s\"}\n", why,
+                     status, (int)id_len, id ? id : "");
+    if (n < 0)
+        return 0;
+    return (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
 static void answer_now(struct conn *c, int status, const char *why)
 {
     char id[17], body[192], head[320];
     worker_request_id(c->w, id);
-    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%s\"}\n",
-                        why, status, id);
+    size_t blen = conn_error_json(body, sizeof(body), status, why, id, 16);
     int hlen = snprintf(head, sizeof(head),
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                         "X-Request-Id: %s\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
                         status, http1_reason(status), blen, id);
     evbuffer_add(io_output(c->s), head, (size_t)hlen);
-    evbuffer_add(io_output(c->s), body, (size_t)blen);
+    evbuffer_add(io_output(c->s), body, blen);
     io_kick(c->s);
-    struct log_access a = {.client = c->client, .status = status, .bytes_sent = (uint64_t)blen,
+    struct log_access a = {.client = c->client, .status = status, .bytes_sent = blen,
                            .request_id = id, .request_id_len = 16, .duration_ms = 0,
                            .upstream_connect_ms = -1, .upstream_header_ms = -1, .error = why};
     log_access_write(&a);
+    metrics_request(c->w->metrics, NULL, status, 0, NULL, NULL, 0);
     conn_linger(c);
     if (evbuffer_get_length(io_output(c->s)) == 0)
         shutdown(io_fd(c->s), SHUT_WR); /* the answer is out: show its end */

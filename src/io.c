@@ -745,22 +745,41 @@ int io_read_at_least(struct io_stream *s, size_t n, int64_t deadline)
     }
 }
 
-/* Waits until the output holds at most high bytes. */
-static int drain_to(struct io_stream *s, size_t high, int64_t deadline)
+/*
+ * Writes now, then waits until the output holds at most high bytes. With
+ * a stall (ns, nonzero) the wait fails only when no byte left for that
+ * long (every byte the peer takes re-arms it, also below the kernel's
+ * wake-up threshold: io_peer_took), or at the absolute deadline.
+ */
+static int drain_to(struct io_stream *s, size_t high, int64_t stall, int64_t deadline)
 {
     if (cancelled_now())
         return -ECANCELED;
     struct evbuffer *out = bufferevent_get_output(s->bev);
     write_now(s);
+    size_t unsent = SIZE_MAX; /* measured before the first wait only */
     for (;;) {
         if (s->write_err)
             return stream_error(s, -EPIPE);
-        if (evbuffer_get_length(out) <= high)
+        size_t len = evbuffer_get_length(out);
+        if (len <= high)
             return 0;
         struct io_want w = {.stream = s, .events = IO_WRITABLE, .write_below = high};
-        int r = io_wait(&w, 1, deadline);
+        int64_t until = deadline;
+        if (stall) {
+            if (unsent == SIZE_MAX)
+                unsent = io_unsent(s);
+            w.write_below = len - 1; /* any progress re-arms the stall */
+            until = loop_deadline_min(loop_deadline(stall), deadline);
+        }
+        int r = io_wait(&w, 1, until);
+        if (stall && r == -ETIMEDOUT && (deadline == LOOP_NEVER || loop_now() < deadline) &&
+            io_peer_took(s, &unsent))
+            continue;
         if (r < 0)
             return r;
+        if (stall)
+            unsent = io_unsent(s);
     }
 }
 
@@ -772,7 +791,7 @@ int io_write_buffer(struct io_stream *s, struct evbuffer *src, size_t high, int6
         return stream_error(s, -EPIPE);
     if (evbuffer_add_buffer(bufferevent_get_output(s->bev), src) != 0)
         return -ENOMEM;
-    return drain_to(s, high, deadline);
+    return drain_to(s, high, 0, deadline);
 }
 
 int io_write(struct io_stream *s, const void *data, size_t len, size_t high, int64_t deadline)
@@ -783,12 +802,12 @@ int io_write(struct io_stream *s, const void *data, size_t len, size_t high, int
         return stream_error(s, -EPIPE);
     if (evbuffer_add(bufferevent_get_output(s->bev), data, len) != 0)
         return -ENOMEM;
-    return drain_to(s, high, deadline);
+    return drain_to(s, high, 0, deadline);
 }
 
 int io_flush(struct io_stream *s, int64_t deadline)
 {
-    return drain_to(s, 0, deadline);
+    return drain_to(s, 0, 0, deadline);
 }
 
 size_t io_unsent(struct io_stream *s)
@@ -809,28 +828,7 @@ bool io_peer_took(struct io_stream *s, size_t *mark)
 
 int io_flush_progress(struct io_stream *s, int64_t stall, int64_t deadline)
 {
-    if (cancelled_now())
-        return -ECANCELED;
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    write_now(s);
-    size_t unsent = SIZE_MAX; /* measured before the first wait only */
-    for (;;) {
-        if (s->write_err)
-            return stream_error(s, -EPIPE);
-        size_t len = evbuffer_get_length(out);
-        if (len == 0)
-            return 0;
-        if (unsent == SIZE_MAX)
-            unsent = io_unsent(s);
-        struct io_want w = {.stream = s, .events = IO_WRITABLE, .write_below = len - 1};
-        int r = io_wait(&w, 1, loop_deadline_min(loop_deadline(stall), deadline));
-        if (r == -ETIMEDOUT && (deadline == LOOP_NEVER || loop_now() < deadline) &&
-            io_peer_took(s, &unsent))
-            continue;
-        if (r < 0)
-            return r;
-        unsent = io_unsent(s);
-    }
+    return drain_to(s, 0, stall > 0 ? stall : 1, deadline);
 }
 
 /* ---- connecting ----------------------------------------------------------------- */

@@ -36,6 +36,7 @@
 #include "http1.h"
 #include "io.h"
 #include "log.h"
+#include "metrics.h"
 #include "loop.h"
 #include "route.h"
 #include "upstream.h"
@@ -103,6 +104,7 @@ struct request {
     int status; /* what the client got */
     int upstream_status;
     const char *upstream_server;
+    const struct config_server *server; /* the upstream server tried last */
     const char *error;
     uint64_t bytes_out;
     double connect_ms;
@@ -432,6 +434,7 @@ static void forward(struct request *r)
     for (int attempt = 0;; attempt++) {
         int server = upstream_pick(r->w->upstreams, up, NULL);
         r->upstream_server = up->servers[server].addr.text;
+        r->server = &up->servers[server];
         bool reused = false;
         int64_t t0 = loop_time();
         int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
@@ -863,6 +866,9 @@ static void answer_connect_error(struct request *r, int err)
 
 static void log_request(const struct request *r)
 {
+    double ms = ms_since(r->start);
+    metrics_request(r->w->metrics, r->route, r->status, ms / 1000,
+                    r->route ? r->route->upstream : NULL, r->server, r->upstream_status);
     if (!log_access_enabled())
         return;
     struct log_access a = {
@@ -882,7 +888,7 @@ static void log_request(const struct request *r)
         .upstream_status = r->upstream_status,
         .request_id = r->id,
         .request_id_len = r->id_len,
-        .duration_ms = ms_since(r->start),
+        .duration_ms = ms,
         .upstream_connect_ms = r->upstream_server ? r->connect_ms : -1,
         .upstream_header_ms = r->upstream_status ? r->header_ms : -1,
         .error = r->error,
@@ -922,14 +928,12 @@ static void answer(struct request *r, int status, const char *content_type, cons
 static void answer_error(struct request *r, int status, const char *why)
 {
     char body[512];
-    int n =
-        snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%.*s\"}\n",
-                 why, status, (int)r->id_len, r->id ? r->id : "");
+    size_t n = conn_error_json(body, sizeof(body), status, why, r->id, r->id_len);
     if (!r->error)
         r->error = why;
     if (status >= 400 && status != 404 && status != 502 && status != 503 && status != 504)
         r->keep_alive = false;
-    answer(r, status, "application/json", body, (size_t)n,
+    answer(r, status, "application/json", body, n,
            status == 503 ? "Retry-After: 1\r\n" : NULL);
 }
 

@@ -28,6 +28,7 @@
 #include "io.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "loop.h"
 #include "upstream.h"
@@ -233,9 +234,11 @@ int server_run(struct config *cfg, const char *config_path)
         w->nlisten = (unsigned)cfg->nlisteners;
         w->listen_fds = calloc(cfg->nlisteners, sizeof(int));
         w->control_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        w->metrics = metrics_new(cfg);
         if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
             w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)getpid() << 16) ^ i;
-        if (!w->listen_fds || w->control_fd < 0 || listener_open(cfg, w->listen_fds) != 0)
+        if (!w->listen_fds || w->control_fd < 0 || !w->metrics ||
+            listener_open(cfg, w->listen_fds) != 0)
             goto out_pidfile;
     }
     /* Ready (admin, sd_notify) only once every worker accepts. */
@@ -288,6 +291,7 @@ out_pidfile:
         for (unsigned i = 0; i < srv.nworkers; i++) {
             struct worker *w = &srv.workers[i];
             free(w->listen_fds);
+            metrics_free(w->metrics);
             if (w->control_fd > 0)
                 close(w->control_fd);
             config_unref(w->cfg);

@@ -17,6 +17,7 @@ struct conn;
 struct config;
 struct event;
 struct loop;
+struct metrics;
 struct upstream_set;
 
 struct worker_stats {
@@ -46,6 +47,7 @@ struct worker {
     struct conn *conns; /* every open client connection, for draining */
     uint64_t rng;       /* request ids */
     void *proxy_scratch; /* proxy.c: pooled requests and scratch buffers */
+    struct metrics *metrics; /* written by this worker only, read by admin */
     struct worker_stats stats;
 };
 

@@ -1,0 +1,328 @@
+/* metrics: see metrics.h. */
+#include "metrics.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "worker.h"
+
+/* Request duration buckets (seconds, upper bounds; +Inf is implied). */
+static const double BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                 0.5,   1,      2.5,   5,    10,    30,    60};
+#define NBUCKETS (sizeof(BUCKETS) / sizeof(BUCKETS[0]))
+#define NCLASSES 5 /* 1xx .. 5xx */
+
+struct route_counters {
+    uint64_t requests[NCLASSES];
+    uint64_t buckets[NBUCKETS + 1]; /* not cumulative; the last is +Inf */
+    uint64_t duration_us;           /* sum */
+};
+
+struct server_counters {
+    uint64_t responses[NCLASSES];
+    uint64_t failures;
+};
+
+struct metrics {
+    size_t nroutes;                 /* cfg->nroutes; slot nroutes is "no route" */
+    struct route_counters *routes;  /* nroutes + 1 */
+    size_t *server_base;            /* per upstream: its first slot in servers */
+    struct server_counters *servers;
+};
+
+/* One writer (the worker): no locked instruction, no torn value. */
+static inline void bump(uint64_t *c, uint64_t n)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t get(const uint64_t *c)
+{
+    return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+struct metrics *metrics_new(const struct config *cfg)
+{
+    struct metrics *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    size_t nservers = 0;
+    m->server_base = calloc(cfg->nupstreams + 1, sizeof(*m->server_base));
+    if (!m->server_base)
+        goto fail;
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        m->server_base[i] = nservers;
+        nservers += cfg->upstreams[i].nservers;
+    }
+    m->nroutes = cfg->nroutes;
+    m->routes = calloc(cfg->nroutes + 1, sizeof(*m->routes));
+    m->servers = calloc(nservers ? nservers : 1, sizeof(*m->servers));
+    if (!m->routes || !m->servers)
+        goto fail;
+    return m;
+fail:
+    metrics_free(m);
+    return NULL;
+}
+
+void metrics_free(struct metrics *m)
+{
+    if (!m)
+        return;
+    free(m->routes);
+    free(m->servers);
+    free(m->server_base);
+    free(m);
+}
+
+static int class_of(int status)
+{
+    int c = status / 100 - 1;
+    return c < 0 ? 0 : c >= NCLASSES ? NCLASSES - 1 : c;
+}
+
+void metrics_request(struct metrics *m, const struct config_route *route, int status,
+                     double seconds, const struct config_upstream *up,
+                     const struct config_server *server, int upstream_status)
+{
+    if (!m)
+        return;
+    struct route_counters *rc = &m->routes[route ? route->index : m->nroutes];
+    bump(&rc->requests[class_of(status)], 1);
+    size_t b = 0;
+    while (b < NBUCKETS && seconds > BUCKETS[b])
+        b++;
+    bump(&rc->buckets[b], 1);
+    bump(&rc->duration_us, seconds > 0 ? (uint64_t)(seconds * 1e6 + 0.5) : 0);
+    if (up && server) {
+        struct server_counters *sc = &m->servers[m->server_base[up->index] + server->index];
+        if (upstream_status > 0)
+            bump(&sc->responses[class_of(upstream_status)], 1);
+        else
+            bump(&sc->failures, 1);
+    }
+}
+
+/* ---- rendering (admin thread) ------------------------------------------------------ */
+
+/* A label value: backslash, double quote and newline escaped. */
+static void add_label(struct evbuffer *out, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            evbuffer_add_printf(out, "\\%c", *s);
+        else if (*s == '\n')
+            evbuffer_add(out, "\\n", 2);
+        else
+            evbuffer_add(out, s, 1);
+    }
+}
+
+static void help(struct evbuffer *out, const char *name, const char *type, const char *text)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+}
+
+static void route_label(struct evbuffer *out, const struct config *cfg, size_t r)
+{
+    evbuffer_add(out, "route=\"", 7);
+    if (r < cfg->nroutes)
+        add_label(out, cfg->routes[r].name);
+    evbuffer_add(out, "\"", 1);
+}
+
+static void server_labels(struct evbuffer *out, const struct config_upstream *up,
+                          const struct config_server *s)
+{
+    evbuffer_add(out, "upstream=\"", 10);
+    add_label(out, up->name);
+    evbuffer_add(out, "\",server=\"", 10);
+    add_label(out, s->addr.text);
+    evbuffer_add(out, "\"", 1);
+}
+
+static int render_routes(struct evbuffer *out, const struct config *cfg, struct worker *workers,
+                         unsigned nworkers)
+{
+    size_t n = cfg->nroutes + 1;
+    struct route_counters *sum = calloc(n, sizeof(*sum));
+    if (!sum)
+        return -1;
+    for (unsigned w = 0; w < nworkers; w++) {
+        const struct metrics *m = workers[w].metrics;
+        if (!m)
+            continue;
+        for (size_t r = 0; r < n; r++) {
+            for (int c = 0; c < NCLASSES; c++)
+                sum[r].requests[c] += get(&m->routes[r].requests[c]);
+            for (size_t b = 0; b <= NBUCKETS; b++)
+                sum[r].buckets[b] += get(&m->routes[r].buckets[b]);
+            sum[r].duration_us += get(&m->routes[r].duration_us);
+        }
+    }
+    help(out, "ferry_requests_total", "counter",
+         "Requests answered, by route and status class (route=\"\": no route).");
+    for (size_t r = 0; r < n; r++) {
+        for (int c = 0; c < NCLASSES; c++) {
+            if (!sum[r].requests[c] && c != 1)
+                continue; /* 2xx always shown; the others once seen */
+            evbuffer_add(out, "ferry_requests_total{", 21);
+            route_label(out, cfg, r);
+            evbuffer_add_printf(out, ",code=\"%dxx\"} %llu\n", c + 1,
+                                (unsigned long long)sum[r].requests[c]);
+        }
+    }
+    help(out, "ferry_request_duration_seconds", "histogram",
+         "From the request head read to the answer handed to the kernel.");
+    for (size_t r = 0; r < n; r++) {
+        uint64_t cum = 0;
+        for (size_t b = 0; b <= NBUCKETS; b++) {
+            cum += sum[r].buckets[b];
+            evbuffer_add(out, "ferry_request_duration_seconds_bucket{", 38);
+            route_label(out, cfg, r);
+            if (b < NBUCKETS)
+                evbuffer_add_printf(out, ",le=\"%g\"} %llu\n", BUCKETS[b], (unsigned long long)cum);
+            else
+                evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        }
+        evbuffer_add(out, "ferry_request_duration_seconds_sum{", 35);
+        route_label(out, cfg, r);
+        evbuffer_add_printf(out, "} %.6f\n", (double)sum[r].duration_us / 1e6);
+        evbuffer_add(out, "ferry_request_duration_seconds_count{", 37);
+        route_label(out, cfg, r);
+        evbuffer_add_printf(out, "} %llu\n", (unsigned long long)cum);
+    }
+    free(sum);
+    return 0;
+}
+
+static void render_servers(struct evbuffer *out, const struct config *cfg, struct worker *workers,
+                           unsigned nworkers)
+{
+    help(out, "ferry_upstream_responses_total", "counter",
+         "Responses received from upstream servers, by status class.");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        for (size_t s = 0; s < up->nservers; s++) {
+            uint64_t cls[NCLASSES] = {0};
+            for (unsigned w = 0; w < nworkers; w++) {
+                const struct metrics *m = workers[w].metrics;
+                if (m)
+                    for (int c = 0; c < NCLASSES; c++)
+                        cls[c] += get(&m->servers[m->server_base[u] + s].responses[c]);
+            }
+            for (int c = 0; c < NCLASSES; c++) {
+                if (!cls[c] && c != 1)
+                    continue;
+                evbuffer_add(out, "ferry_upstream_responses_total{", 31);
+                server_labels(out, up, &up->servers[s]);
+                evbuffer_add_printf(out, ",code=\"%dxx\"} %llu\n", c + 1,
+                                    (unsigned long long)cls[c]);
+            }
+        }
+    }
+    help(out, "ferry_upstream_failures_total", "counter",
+         "Upstream attempts that gave no usable response (connect error, reset, timeout, "
+         "invalid head).");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        for (size_t s = 0; s < up->nservers; s++) {
+            uint64_t fails = 0;
+            for (unsigned w = 0; w < nworkers; w++) {
+                const struct metrics *m = workers[w].metrics;
+                if (m)
+                    fails += get(&m->servers[m->server_base[u] + s].failures);
+            }
+            evbuffer_add(out, "ferry_upstream_failures_total{", 30);
+            server_labels(out, up, &up->servers[s]);
+            evbuffer_add_printf(out, "} %llu\n", (unsigned long long)fails);
+        }
+    }
+}
+
+static void gauge(struct evbuffer *out, const char *name, const char *text, double v)
+{
+    help(out, name, "gauge", text);
+    evbuffer_add_printf(out, "%s %.17g\n", name, v);
+}
+
+/* The process_* metrics (Prometheus client conventions), from /proc. */
+static void render_process(struct evbuffer *out)
+{
+    long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    unsigned long long utime = 0, stime = 0, start = 0;
+    long rss = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        /* after "pid (comm) ": state is field 3; utime 14, stime 15,
+         * starttime 22, rss 24 */
+        if (p && sscanf(p + 2,
+                        "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                        "%*d %*d %llu %*u %ld",
+                        &utime, &stime, &start, &rss) != 4)
+            utime = stime = start = 0, rss = 0;
+    }
+    double boot = 0;
+    f = fopen("/proc/stat", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "btime %lf", &boot) == 1)
+                break;
+        fclose(f);
+    }
+    size_t fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        for (struct dirent *e; (e = readdir(d));)
+            if (e->d_name[0] != '.')
+                fds++;
+        closedir(d);
+        fds--; /* the directory stream's own */
+    }
+    struct rlimit rl = {0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    help(out, "process_cpu_seconds_total", "counter", "User and system CPU time spent.");
+    evbuffer_add_printf(out, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)tck);
+    gauge(out, "process_resident_memory_bytes", "Resident memory size.", (double)rss * (double)page);
+    gauge(out, "process_open_fds", "Open file descriptors.", (double)fds);
+    gauge(out, "process_max_fds", "RLIMIT_NOFILE (soft).", (double)rl.rlim_cur);
+    gauge(out, "process_start_time_seconds", "Start time since the Unix epoch.",
+          boot + (double)start / (double)tck);
+}
+
+int metrics_render(struct evbuffer *out, const struct config *cfg, struct worker *workers,
+                   unsigned nworkers)
+{
+    unsigned long conns = 0, live = 0, upconns = 0;
+    for (unsigned i = 0; i < nworkers; i++) {
+        conns += WORKER_STAT_GET(&workers[i], connections);
+        live += WORKER_STAT_GET(&workers[i], requests_live);
+        upconns += WORKER_STAT_GET(&workers[i], upstream_conns);
+    }
+    help(out, "ferry_build_info", "gauge", "Ferry's version.");
+    evbuffer_add_printf(out, "ferry_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+    gauge(out, "ferry_workers", "Worker threads.", nworkers);
+    gauge(out, "ferry_connections", "Open client connections.", (double)conns);
+    gauge(out, "ferry_requests_in_flight", "Requests being served (one coroutine each).",
+          (double)live);
+    gauge(out, "ferry_upstream_connections", "Open upstream connections (pooled or in use).",
+          (double)upconns);
+    if (render_routes(out, cfg, workers, nworkers) != 0)
+        return -1;
+    render_servers(out, cfg, workers, nworkers);
+    render_process(out);
+    return 0;
+}

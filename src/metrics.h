@@ -1,0 +1,59 @@
+/*
+ * metrics: the counters behind GET /metrics (Prometheus text format 0.0.4).
+ *
+ * Each worker owns one struct metrics, sized for the config snapshot it
+ * serves, and is its only writer: an increment is a relaxed atomic load
+ * and store (no locked instruction on the request path). The admin thread
+ * reads every worker's counters with relaxed loads and sums them; a scrape
+ * may see one request's counters half updated, never a torn value.
+ *
+ * Exposed (the names are a contract, like the config's):
+ *   ferry_requests_total{route,code}             counter, code = 1xx..5xx
+ *   ferry_request_duration_seconds{route}        histogram (head read to
+ *                                                answer sent)
+ *   ferry_upstream_responses_total{upstream,server,code}
+ *   ferry_upstream_failures_total{upstream,server}   no usable response:
+ *                                                connect error, reset,
+ *                                                timeout, invalid head
+ *   ferry_connections, ferry_requests_in_flight, ferry_upstream_connections
+ *   ferry_workers, ferry_build_info{version}
+ *   process_cpu_seconds_total, process_resident_memory_bytes,
+ *   process_open_fds, process_max_fds, process_start_time_seconds
+ * route="" counts requests that matched no route (404) or were refused
+ * before routing (400, 408, 431...).
+ */
+#ifndef FERRY_METRICS_H
+#define FERRY_METRICS_H
+
+#include <stdint.h>
+
+struct config;
+struct config_route;
+struct config_server;
+struct config_upstream;
+struct evbuffer;
+struct worker;
+
+struct metrics;
+
+/* Counters for cfg's routes and upstream servers, all zero. NULL when out
+ * of memory. */
+struct metrics *metrics_new(const struct config *cfg);
+void metrics_free(struct metrics *m);
+
+/*
+ * One request ended (worker thread). route NULL: none matched. status: what
+ * the client got. seconds: how long it took. server: the upstream server
+ * tried last (NULL: none), upstream_status its response's status, 0 when
+ * it gave none.
+ */
+void metrics_request(struct metrics *m, const struct config_route *route, int status,
+                     double seconds, const struct config_upstream *up,
+                     const struct config_server *server, int upstream_status);
+
+/* Renders every worker's counters and the process gauges (admin thread).
+ * Returns 0 or -1 when out of memory. */
+int metrics_render(struct evbuffer *out, const struct config *cfg, struct worker *workers,
+                   unsigned nworkers);
+
+#endif

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""GET /metrics on the admin listener: Prometheus text format, requests by
+route and status class, the duration histogram, upstream responses and
+failures, the gauges and process metrics. Fast (~2 s)."""
+import http.client
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ferrytest import *  # noqa: E402,F401,F403
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
+
+
+def scrape(f):
+    """GET /metrics, parsed strictly: {(name, frozenset(labels)): value},
+    and the TYPE of each family."""
+    c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)
+    try:
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        body = r.read().decode()
+        eq(r.status, 200, "GET /metrics status")
+        check(r.getheader("Content-Type", "").startswith("text/plain; version=0.0.4"),
+              "Content-Type %r" % r.getheader("Content-Type"))
+    finally:
+        c.close()
+    samples, types = {}, {}
+    check(body.endswith("\n"), "the exposition ends with a newline")
+    for line in body.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ")
+            check(name not in types, "TYPE %s given twice" % name)
+            types[name] = typ
+            continue
+        if line.startswith("# HELP "):
+            continue
+        m = SAMPLE.match(line)
+        check(m, "not a sample line: %r" % line)
+        labels = {}
+        if m.group(3):
+            rest = m.group(3)
+            pos = 0
+            while pos < len(rest):
+                lm = LABEL.match(rest, pos)
+                check(lm, "bad labels in %r" % line)
+                labels[lm.group(1)] = lm.group(2)
+                pos = lm.end()
+        family = re.sub(r"_(bucket|sum|count)$", "", m.group(1))
+        check(m.group(1) in types or family in types, "sample %s before its TYPE" % m.group(1))
+        key = (m.group(1), frozenset(labels.items()))
+        check(key not in samples, "sample given twice: %r" % line)
+        samples[key] = float(m.group(4))
+    return samples, types
+
+
+def value(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())))
+
+
+def setup():
+    be = backend()
+    f = ferry(upstreams={"api": servers(be), "dead": servers(refused_address())},
+              routes=[respond_route("ping", "/ping", status=200, body="pong\n"),
+                      route("api", "/api", upstream="api"),
+                      route("dead", "/dead", upstream="dead")])
+    return be, f
+
+
+def test_counts_by_route_and_class():
+    "requests are counted by route and status class, upstream responses by server"
+    be, f = setup()
+    for _ in range(3):
+        eq(request(f, "GET", "/api/fast").status, 200, "GET /api/fast")
+    eq(request(f, "GET", "/api/status?code=503").status, 503, "GET /api/status?code=503")
+    eq(request(f, "GET", "/ping").status, 200, "GET /ping")
+    eq(request(f, "GET", "/nowhere").status, 404, "GET /nowhere")
+    eq(request(f, "GET", "/dead/x").status, 502, "GET /dead/x")
+    wait_until(lambda: value(scrape(f)[0], "ferry_requests_total", route="dead", code="5xx"),
+               what="the 502 counted")
+    s, types = scrape(f)
+    eq(types.get("ferry_requests_total"), "counter", "TYPE ferry_requests_total")
+    eq(types.get("ferry_request_duration_seconds"), "histogram", "TYPE of the histogram")
+    eq(value(s, "ferry_requests_total", route="api", code="2xx"), 3, "api 2xx")
+    eq(value(s, "ferry_requests_total", route="api", code="5xx"), 1, "api 5xx")
+    eq(value(s, "ferry_requests_total", route="ping", code="2xx"), 1, "ping 2xx")
+    eq(value(s, "ferry_requests_total", route="", code="4xx"), 1, "no route 4xx")
+    eq(value(s, "ferry_requests_total", route="dead", code="5xx"), 1, "dead 5xx")
+    addr = "127.0.0.1:%d" % be.port
+    eq(value(s, "ferry_upstream_responses_total", upstream="api", server=addr, code="2xx"), 3,
+       "upstream 2xx")
+    eq(value(s, "ferry_upstream_responses_total", upstream="api", server=addr, code="5xx"), 1,
+       "upstream 5xx (the backend's own 503)")
+    eq(value(s, "ferry_upstream_failures_total", upstream="api", server=addr), 0,
+       "upstream failures of a healthy server")
+    dead = [v for (n, l), v in s.items()
+            if n == "ferry_upstream_failures_total" and ("upstream", "dead") in l]
+    eq(dead, [1], "failures of the refusing server")
+
+
+def test_histogram_is_consistent():
+    "buckets are cumulative, +Inf equals _count equals the requests, _sum is their time"
+    be, f = setup()
+    for _ in range(4):
+        request(f, "GET", "/api/fast")
+    eq(request(f, "GET", "/api/slow?ms=300").status, 200, "GET /api/slow?ms=300")
+    s, _ = scrape(f)
+    buckets = sorted(((float(dict(l)["le"]), v) for (n, l), v in s.items()
+                      if n == "ferry_request_duration_seconds_bucket" and ("route", "api") in l))
+    check(len(buckets) > 5, "buckets of route api: %r" % buckets)
+    eq(buckets[-1][0], float("inf"), "the last bucket")
+    for (a, va), (b, vb) in zip(buckets, buckets[1:]):
+        check(va <= vb, "bucket le=%g (%g) above le=%g (%g)" % (a, va, b, vb))
+    count = value(s, "ferry_request_duration_seconds_count", route="api")
+    eq(buckets[-1][1], 5, "requests in +Inf")
+    eq(count, 5, "_count")
+    below = [v for le, v in buckets if le == 0.25][0]
+    eq(below, 4, "requests under 250 ms (the slow one is 300 ms)")
+    total = value(s, "ferry_request_duration_seconds_sum", route="api")
+    check(0.3 <= total < 5, "_sum %r: the 300 ms request and four fast ones" % total)
+
+
+def test_gauges_and_process():
+    "gauges follow the live state; process metrics are there and plausible"
+    be, f = setup()
+    c = Client(f.port)
+    c.send(build_request("GET", "/api/slow?ms=1500"))
+    wait_until(lambda: value(scrape(f)[0], "ferry_requests_in_flight") == 1,
+               what="one request in flight")
+    s, types = scrape(f)
+    eq(value(s, "ferry_connections"), 1, "ferry_connections")
+    eq(value(s, "ferry_upstream_connections"), 1, "ferry_upstream_connections")
+    eq(types.get("ferry_connections"), "gauge", "TYPE ferry_connections")
+    eq(value(s, "ferry_workers"), 1, "ferry_workers")
+    check(value(s, "process_resident_memory_bytes") > 1 << 20, "RSS above 1 MiB")
+    check(value(s, "process_open_fds") >= 5, "open fds")
+    start = value(s, "process_start_time_seconds")
+    check(abs(start - time.time()) < 120, "start time %r vs now %r" % (start, time.time()))
+    check(value(s, "process_cpu_seconds_total") >= 0, "cpu seconds")
+    builds = [dict(l) for (n, l), v in s.items() if n == "ferry_build_info" and v == 1]
+    check(builds and builds[0].get("version"), "ferry_build_info{version}: %r" % builds)
+    r = c.response(5)
+    eq(r.status, 200, "the slow request")
+    c.close()
+    wait_until(lambda: value(scrape(f)[0], "ferry_requests_in_flight") == 0,
+               what="no request in flight")
+
+
+if __name__ == "__main__":
+    run(globals(), budget=30)
