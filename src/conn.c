@@ -50,16 +50,32 @@ static void idle_for(struct conn *c, int64_t ms)
         arm_timer(c, ms);
 }
 
+/* Dotted-quad text of an IPv4 address into out (16 bytes at least):
+ * glibc's inet_ntop formats it with sprintf, a tenth of a new
+ * connection's instructions. */
+static void ipv4_text(const uint8_t *a, char *out)
+{
+    for (int i = 0; i < 4; i++) {
+        unsigned v = a[i];
+        if (v >= 100)
+            *out++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *out++ = (char)('0' + v / 10 % 10);
+        *out++ = (char)('0' + v % 10);
+        *out++ = i < 3 ? '.' : '\0';
+    }
+}
+
 /* The peer's address as text; a v4-mapped IPv6 address prints as IPv4. */
 static void peer_text(const struct sockaddr *sa, char *out, size_t cap)
 {
     out[0] = '\0';
-    if (sa->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
+    if (sa->sa_family == AF_INET && cap >= INET_ADDRSTRLEN) {
+        ipv4_text((const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr, out);
     } else if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-        if (IN6_IS_ADDR_V4MAPPED(a))
-            inet_ntop(AF_INET, &a->s6_addr[12], out, (socklen_t)cap);
+        if (IN6_IS_ADDR_V4MAPPED(a) && cap >= INET_ADDRSTRLEN)
+            ipv4_text(&a->s6_addr[12], out);
         else
             inet_ntop(AF_INET6, a, out, (socklen_t)cap);
     } else {

@@ -64,6 +64,15 @@ void conn_start_tunnel(struct conn *c, struct upstream_conn *uc);
  */
 void conn_finish_request(struct conn *c, bool keep_alive, bool linger);
 
+/*
+ * The body of an answer of Ferry's own: {"error":why,"status":N,
+ * "request_id":id} and a newline, in buf. why is one of Ferry's own
+ * messages (no JSON escaping). Returns its length (at most cap - 1: a
+ * longer body is cut).
+ */
+size_t conn_error_json(char *buf, size_t cap, int status, const char *why, const char *id,
+                       size_t id_len);
+
 /* Draining (SIGTERM): closes c now if it is idle, else marks it to close
  * after its current response. */
 void conn_drain(struct conn *c);

@@ -68,6 +68,7 @@ struct io_stream {
     bool lazy;      /* not polled until a read is needed (io_stream_accepted) */
     int64_t last_read; /* when bytes last arrived (loop_now) */
     uint32_t read_chunk; /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
+    struct io_stream *next_free; /* in the pool of freed streams */
 };
 
 /* What one read asks of the kernel adapts per stream between these: it
@@ -323,6 +324,61 @@ static void set_nodelay(int fd)
 }
 
 /*
+ * Freed streams are kept for reuse, per thread and for one loop at a time
+ * (at most STREAM_POOL_CAP): a new connection then costs no
+ * bufferevent_socket_new (the bufferevent, two evbuffers, their events)
+ * and its close no bufferevent finalizer. The pool is emptied when its
+ * loop is freed, before the event base the bufferevents are bound to.
+ */
+#define STREAM_POOL_CAP 1024u
+static __thread struct {
+    struct loop *loop;
+    struct io_stream *head; /* linked through next_free */
+    unsigned len;
+} spool;
+
+static void stream_pool_drain(void *arg)
+{
+    (void)arg;
+    while (spool.head) {
+        struct io_stream *s = spool.head;
+        spool.head = s->next_free;
+        bufferevent_free(s->bev);
+        free(s);
+    }
+    spool.len = 0;
+    spool.loop = NULL;
+}
+
+/* Keeps s (its fd already closed) for reuse if it is in a state a new
+ * connection can start from. */
+static bool stream_pool_put(struct io_stream *s)
+{
+    /* A tunnel drove the bufferevent itself; a connect that never
+     * completed leaves it connecting. Those are freed. */
+    if (s->detached || !s->connected || spool.len >= STREAM_POOL_CAP)
+        return false;
+    if (spool.loop != s->loop) {
+        if (spool.loop)
+            return false; /* another loop of this thread holds the pool */
+        spool.loop = s->loop;
+        loop_on_free(s->loop, stream_pool_drain, NULL);
+    }
+    struct bufferevent *bev = s->bev;
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+    struct evbuffer *in = bufferevent_get_input(bev), *out = bufferevent_get_output(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    evbuffer_unfreeze(out, 1);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_freeze(out, 1);
+    s->next_free = spool.head;
+    spool.head = s;
+    spool.len++;
+    return true;
+}
+
+/*
  * A stream on fd, which it owns. The bufferevent does not close the fd
  * (no BEV_OPT_CLOSE_ON_FREE): libevent 2.1 frees a bufferevent in a
  * finalizer that runs later in the loop turn, and a client would see its
@@ -331,12 +387,27 @@ static void set_nodelay(int fd)
  */
 static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
 {
-    struct io_stream *s = calloc(1, sizeof(*s));
-    struct bufferevent *bev = s ? bufferevent_socket_new(loop_base(loop), fd, 0) : NULL;
-    if (!bev) {
-        free(s);
-        close(fd);
-        return NULL;
+    struct io_stream *s = NULL;
+    struct bufferevent *bev;
+    if (spool.head && spool.loop == loop) {
+        s = spool.head;
+        spool.head = s->next_free;
+        spool.len--;
+        bev = s->bev;
+        memset(s, 0, sizeof(*s));
+        bufferevent_setfd(bev, fd);
+        /* Some 2.1 releases thaw both buffers in setfd: the socket
+         * bufferevent's usual state is input end and output start frozen. */
+        evbuffer_freeze(bufferevent_get_input(bev), 0);
+        evbuffer_freeze(bufferevent_get_output(bev), 1);
+    } else {
+        s = calloc(1, sizeof(*s));
+        bev = s ? bufferevent_socket_new(loop_base(loop), fd, 0) : NULL;
+        if (!bev) {
+            free(s);
+            close(fd);
+            return NULL;
+        }
     }
     s->bev = bev;
     s->loop = loop;
@@ -394,11 +465,14 @@ void io_stream_free(struct io_stream *s)
         misuse("io_stream_free", "a coroutine is still waiting on the stream");
     int fd = (int)bufferevent_getfd(s->bev);
     event_del(&s->rev); /* also when only made active by io_read_soon */
-    bufferevent_free(s->bev);
+    bufferevent_disable(s->bev, EV_READ | EV_WRITE);
     /* libevent's epoll backend ignores the EBADF of a pending
      * EPOLL_CTL_DEL, and turns a MOD on a reused fd number into an ADD. */
     if (fd >= 0)
         close(fd);
+    if (stream_pool_put(s))
+        return;
+    bufferevent_free(s->bev);
     free(s);
 }
 

@@ -40,6 +40,8 @@ struct loop {
     struct free_later **reap_tail;
     struct evdns_base *dns;
     unsigned live;
+    void (*on_free)(void *arg);
+    void *on_free_arg;
 };
 
 static __thread struct loop *current_loop;
@@ -123,6 +125,8 @@ void loop_free(struct loop *loop)
 {
     if (!loop)
         return;
+    if (loop->on_free)
+        loop->on_free(loop->on_free_arg);
     on_reap(-1, 0, loop);
     if (loop->dns)
         evdns_base_free(loop->dns, 1);
@@ -136,6 +140,12 @@ void loop_free(struct loop *loop)
     if (current_loop == loop)
         current_loop = NULL;
     free(loop);
+}
+
+void loop_on_free(struct loop *loop, void (*fn)(void *arg), void *arg)
+{
+    loop->on_free = fn;
+    loop->on_free_arg = arg;
 }
 
 struct loop *loop_current(void)

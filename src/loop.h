@@ -50,6 +50,10 @@ int64_t loop_deadline_min(int64_t a, int64_t b);
 struct loop *loop_new(size_t stack_size, unsigned pool_cap);
 /* Frees the loop; every coroutine must have ended. loop_free(NULL) is a no-op. */
 void loop_free(struct loop *loop);
+/* Runs fn(arg) first thing in loop_free, before the event base goes: a
+ * layer above that keeps objects bound to the base frees them there (io's
+ * pool of streams). One hook per loop; a second call replaces it. */
+void loop_on_free(struct loop *loop, void (*fn)(void *arg), void *arg);
 struct loop *loop_current(void);
 struct event_base *loop_base(struct loop *loop);
 /* The worker's evdns base, created on first use (numeric names need none). */
