@@ -31,7 +31,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void arm_timer(struct conn *c, int64_t ms)
 {
     struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    event_add(c->timer, &tv);
+    event_add(&c->timer, &tv);
     c->timer_armed = true;
     c->timer_at = loop_now() + ms * LOOP_MS;
 }
@@ -93,14 +93,11 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
     }
     c->w = w;
     c->s = io_stream_accepted(w->loop, fd, CLIENT_READ_MAX);
-    c->timer = event_new(loop_base(w->loop), -1, 0, on_timer, c);
-    if (!c->s || !c->timer) {
-        io_stream_free(c->s);
-        if (c->timer)
-            event_free(c->timer);
+    if (!c->s) {
         free(c);
         return;
     }
+    evtimer_assign(&c->timer, loop_base(w->loop), on_timer, c);
     if (len > sizeof(c->peer))
         len = sizeof(c->peer);
     memcpy(&c->peer, peer, len);
@@ -130,7 +127,7 @@ static void conn_close(struct conn *c)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    event_free(c->timer);
+    event_del(&c->timer);
     io_stream_free(c->s);
     WORKER_STAT_SUB(w, connections, 1);
     free(c);
@@ -145,7 +142,7 @@ static void conn_linger(struct conn *c)
     evbuffer_drain(io_input(c->s), evbuffer_get_length(io_input(c->s)));
     io_set_reading(c->s, true);
     if (c->timer_armed)
-        event_del(c->timer);
+        event_del(&c->timer);
     arm_timer(c, CONN_LINGER_MS);
 }
 
@@ -319,7 +316,7 @@ void conn_start_tunnel(struct conn *c, struct upstream_conn *uc)
     c->req = NULL;
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
-    event_del(c->timer);
+    event_del(&c->timer);
     c->timer_armed = false;
     c->tunnel_uc = uc;
     if (tunnel_start(w->loop, c->s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,

@@ -21,10 +21,11 @@
 
 #include <netinet/in.h>
 
+#include <event2/event_struct.h>
+
 #define CONN_LINGER_MS 2000
 
 struct coro;
-struct event;
 struct io_stream;
 struct worker;
 
@@ -35,7 +36,7 @@ struct conn {
     socklen_t peer_len;
     char client[INET6_ADDRSTRLEN]; /* peer address as text */
     struct coro *req;              /* the request coroutine, NULL when idle */
-    struct event *timer;           /* idle keep-alive, or lingering close */
+    struct event timer;            /* idle keep-alive, or lingering close */
     struct conn *next, *prev;      /* the worker's list */
     unsigned served;               /* requests answered */
     bool close_after;              /* answer with Connection: close, then close */
