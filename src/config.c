@@ -27,6 +27,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -1902,15 +1903,130 @@ NOINLINE static void load_respond(struct ctx *c, const struct ynode *n, const ch
     }
 }
 
+/* Why a field name cannot be rewritten by a route, or NULL. */
+static const char *unrewritable(const char *name, bool request)
+{
+    static const char *const framing[] = {"connection",       "content-length", "transfer-encoding",
+                                          "upgrade",          "te",             "trailer",
+                                          "keep-alive",       "proxy-connection", NULL};
+    for (size_t i = 0; framing[i]; i++)
+        if (strcasecmp(name, framing[i]) == 0)
+            return "is not rewritable: Ferry frames messages and manages connections itself";
+    if (request && strcasecmp(name, "host") == 0)
+        return "is not rewritable here: the upstream's host_header sets the Host sent upstream";
+    return NULL;
+}
+
+/* A field name from node k (a key or a list item) into *out; false after
+ * an error. */
+static bool get_field_name(struct ctx *c, const struct ynode *k, const char *path, bool request,
+                           struct http1_header *out)
+{
+    char q[QLEN];
+    if (!want_scalar(c, k, path, "a header name"))
+        return false;
+    bool token = k->len > 0 && k->len <= 256;
+    for (size_t i = 0; token && i < k->len; i++)
+        token = is_tchar(k->str[i]);
+    if (!token) {
+        err(c, k, path, "not a valid header name: %s", quote(q, sizeof(q), k->str, k->len));
+        return false;
+    }
+    const char *why = unrewritable(k->str, request);
+    if (why) {
+        err(c, k, path, "%s %s", quote(q, sizeof(q), k->str, k->len), why);
+        return false;
+    }
+    out->name = arena_strndup(c->mem, k->str, k->len);
+    out->name_len = k->len;
+    return true;
+}
+
+/* set: / add: — a mapping of header name to value. */
+static void load_header_map(struct ctx *c, const struct ynode *n, const char *path, bool request,
+                            struct http1_header **out, size_t *count)
+{
+    if (!want_map(c, n, path, "a mapping of header names to values (X-Name: value)"))
+        return;
+    *out = arena_alloc(c->mem, (map_pairs(n) ? map_pairs(n) : 1) * sizeof(**out));
+    for (size_t i = 0; i < map_pairs(n); i++) {
+        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
+        char sub[PATHLEN], q[QLEN];
+        subpath(sub, sizeof(sub), path, k->kind == Y_SCALAR ? k->str : "?");
+        struct http1_header *h = &(*out)[*count];
+        if (!get_field_name(c, k, sub, request, h))
+            continue;
+        if (!want_scalar(c, v, sub, "a header value"))
+            continue;
+        bool ok = v->len <= 4096;
+        for (size_t j = 0; ok && j < v->len; j++) {
+            unsigned char ch = (unsigned char)v->str[j];
+            ok = ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+        }
+        if (ok && v->len > 0)
+            ok = !strchr(" \t", v->str[0]) && !strchr(" \t", v->str[v->len - 1]);
+        if (!ok) {
+            err(c, v, sub,
+                "not a valid header value (at most 4096 characters, no control characters, "
+                "no leading or trailing blanks): %s",
+                quote(q, sizeof(q), v->str, v->len));
+            continue;
+        }
+        h->value = arena_strndup(c->mem, v->str, v->len);
+        h->value_len = v->len;
+        (*count)++;
+    }
+}
+
+NOINLINE static void load_header_rules(struct ctx *c, const struct ynode *n, const char *path,
+                                       bool request, struct config_header_rules *rules)
+{
+    static const char *const keys[] = {"set", "add", "remove", NULL};
+    if (!want_map(c, n, path, "a mapping (set, add, remove)"))
+        return;
+    for (size_t i = 0; i < map_pairs(n); i++) {
+        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
+        const char *key = lookup_key(c, k, path, keys, NULL);
+        if (!key)
+            continue;
+        char sub[PATHLEN];
+        subpath(sub, sizeof(sub), path, key);
+        if (streq(key, "set")) {
+            load_header_map(c, v, sub, request, &rules->set, &rules->nset);
+        } else if (streq(key, "add")) {
+            load_header_map(c, v, sub, request, &rules->add, &rules->nadd);
+        } else if (want_seq(c, v, sub, "a list of header names ([X-Debug, Server])")) {
+            size_t count = seq_items(v);
+            rules->remove = arena_alloc(c->mem, (count ? count : 1) * sizeof(*rules->remove));
+            for (size_t j = 0; j < count; j++) {
+                char ipath[PATHLEN];
+                idxpath(ipath, sizeof(ipath), sub, j);
+                if (get_field_name(c, v->v[j], ipath, request, &rules->remove[rules->nremove]))
+                    rules->nremove++;
+            }
+        }
+    }
+    /* A name set twice (YAML keys are unique per mapping, so only case
+     * differs) is an error; one both set and removed is set. */
+    for (size_t i = 0; i < rules->nset; i++) {
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(rules->set[i].name, rules->set[j].name) == 0)
+                err(c, n, path, "%s and %s are the same header (names are case-insensitive): set "
+                    "it once, or use add for a second field", rules->set[j].name, rules->set[i].name);
+        for (size_t j = 0; j < rules->nremove; j++)
+            if (strcasecmp(rules->set[i].name, rules->remove[j].name) == 0)
+                warn(c, n, path, "%s is both set and removed: it is set", rules->set[i].name);
+    }
+}
+
 NOINLINE static void load_route(struct ctx *c, const struct ynode *n, const char *path,
                                 struct config_route *r, struct route_aux *aux)
 {
-    static const char *const keys[] = {"name",           "match",      "upstream",
-                                       "strip_prefix",   "add_prefix", "respond",
-                                       "max_body_bytes", "timeouts",   NULL};
-    static const char *const later[] = {"request_headers",
-                                        "response_headers",
-                                        "request_buffering",
+    static const char *const keys[] = {"name",           "match",           "upstream",
+                                       "strip_prefix",   "add_prefix",      "respond",
+                                       "max_body_bytes", "timeouts",        "request_headers",
+                                       "response_headers", NULL};
+    static const char *const later[] = {"request_buffering",
                                         "response_buffering",
                                         "rate_limit",
                                         "auth",
@@ -1923,7 +2039,7 @@ NOINLINE static void load_route(struct ctx *c, const struct ynode *n, const char
             describe(d, sizeof(d), n));
         return;
     }
-    const struct ynode *respond_node = NULL, *strip_node = NULL;
+    const struct ynode *respond_node = NULL, *strip_node = NULL, *request_rules_node = NULL;
     for (size_t i = 0; i < map_pairs(n); i++) {
         const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
         const char *key = lookup_key(c, k, path, keys, later);
@@ -1971,7 +2087,17 @@ NOINLINE static void load_route(struct ctx *c, const struct ynode *n, const char
                 aux->has_max_body = true;
         } else if (streq(key, "timeouts")) {
             load_timeouts(c, v, sub, &aux->timeouts, &aux->timeouts_set);
+        } else if (streq(key, "request_headers")) {
+            request_rules_node = k;
+            load_header_rules(c, v, sub, true, &r->request_headers);
+        } else if (streq(key, "response_headers")) {
+            load_header_rules(c, v, sub, false, &r->response_headers);
         }
+    }
+    if (respond_node && request_rules_node) {
+        char sub[PATHLEN];
+        subpath(sub, sizeof(sub), path, "request_headers");
+        warn(c, request_rules_node, sub, "has no effect on a respond route");
     }
     if (respond_node && aux->upstream_node) {
         char sub[PATHLEN];

@@ -31,6 +31,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "http1.h"
+
 #define CONFIG_MAX_ERRORS 20
 #define CONFIG_MAX_FILE_BYTES (8u << 20) /* larger files are rejected */
 #define CONFIG_MAX_NODES 1000000         /* YAML nodes after alias expansion */
@@ -151,6 +153,25 @@ struct config_respond {
     char *content_type; /* NULL when absent */
 };
 
+/*
+ * request_headers / response_headers of a route: `set` replaces every field
+ * of its name (or adds it), `add` appends one more, `remove` drops every
+ * field of its name (value NULL). Applied after Ferry's own forwarding
+ * headers, in that order: remove and set first, then the appended fields.
+ * Names are tokens and values valid field values (checked when loading);
+ * framing and connection fields (Connection, Content-Length, Transfer-
+ * Encoding, Upgrade, TE, Trailer, Keep-Alive, Proxy-Connection, and Host
+ * on requests: the upstream's host_header) are not rewritable.
+ */
+struct config_header_rules {
+    struct http1_header *set;
+    size_t nset;
+    struct http1_header *add;
+    size_t nadd;
+    struct http1_header *remove;
+    size_t nremove;
+};
+
 struct config_route {
     char *name;        /* as written, or derived "route-N" (1-based) */
     bool name_derived; /* true when `name` was absent (a warning was given) */
@@ -162,6 +183,8 @@ struct config_route {
     struct config_respond *respond;         /* NULL for proxied routes */
     uint64_t max_body_bytes;                /* the route's or limits.max_body_bytes */
     struct config_timeouts timeouts;        /* global timeouts overlaid with the route's */
+    struct config_header_rules request_headers;  /* to the upstream */
+    struct config_header_rules response_headers; /* to the client (also respond answers) */
 };
 
 enum config_log_format {

@@ -206,6 +206,34 @@ static int join_values(struct builder *b, const struct http1_header *hs, size_t 
     return (int)(b->used - start);
 }
 
+static bool named_in(const struct http1_header *h, const struct http1_header *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (list[i].name_len == h->name_len && http1_token_eq(h->name, h->name_len, list[i].name))
+            return true;
+    return false;
+}
+
+int headers_rewrite(struct http1_header *out, size_t n, size_t cap,
+                    const struct http1_header *set, size_t nset,
+                    const struct http1_header *add, size_t nadd,
+                    const struct http1_header *remove, size_t nremove)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (named_in(&out[i], remove, nremove) || named_in(&out[i], set, nset))
+            continue;
+        out[kept++] = out[i];
+    }
+    if (kept + nset + nadd > cap)
+        return -ENOSPC;
+    for (size_t i = 0; i < nset; i++)
+        out[kept++] = set[i];
+    for (size_t i = 0; i < nadd; i++)
+        out[kept++] = add[i];
+    return (int)kept;
+}
+
 bool headers_request_id_valid(const char *id, size_t len)
 {
     if (len == 0 || len > HEADERS_REQUEST_ID_MAX)

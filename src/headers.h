@@ -80,6 +80,16 @@ int headers_forward_response(const struct http1_response *resp, bool tunnel,
                              struct http1_header *out, size_t cap, char *scratch,
                              size_t scratch_cap);
 
+/*
+ * Applies a route's rules to the fields out[0..n) (room for cap): drops
+ * every field named in remove[] or set[] (case-insensitive), then appends
+ * set[] and add[] in order. Returns the new count, or -ENOSPC.
+ */
+int headers_rewrite(struct http1_header *out, size_t n, size_t cap,
+                    const struct http1_header *set, size_t nset,
+                    const struct http1_header *add, size_t nadd,
+                    const struct http1_header *remove, size_t nremove);
+
 /* Is `id` a well-formed X-Request-Id (see above)? */
 bool headers_request_id_valid(const char *id, size_t len);
 

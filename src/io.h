@@ -86,7 +86,7 @@ struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max);
  * (nor the failed EPOLL_CTL_DEL libevent issues after the close).
  */
 struct io_stream *io_stream_accepted(struct loop *loop, int fd, size_t read_max);
-#define IO_LAZY_EOF_MS 100
+#define IO_LAZY_EOF_MS 500
 /* Reads once at the end of this loop turn, as if the socket were readable
  * (reports to the idle callback, which may free the stream). Polls if
  * nothing was there. */

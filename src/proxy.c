@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -167,7 +168,9 @@ static bool idempotent(enum http1_method m);
 static void answer_connect_error(struct request *r, int err);
 static void log_request(const struct request *r);
 static void answer(struct request *r, int status, const char *content_type, const char *body,
-                   size_t body_len, const char *extra_headers);
+                   size_t body_len, const char *extra_headers,
+                   const struct config_header_rules *rules);
+static bool rule_names(const struct config_header_rules *rules, const char *name);
 static void answer_error(struct request *r, int status, const char *why);
 static void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_out,
                       uint64_t max_body);
@@ -298,7 +301,8 @@ static bool serve_one(struct request *r)
             r->keep_alive = false;
             r->linger = true;
         }
-        answer(r, rs->status, rs->content_type, rs->body, rs->body_len, NULL);
+        answer(r, rs->status, rs->content_type, rs->body, rs->body_len, NULL,
+               &r->route->response_headers);
         goto out_log;
     }
     forward(r);
@@ -559,8 +563,9 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     const struct config_route *rt = r->route;
     const struct config_upstream *up = rt->upstream;
     struct proxy_scratch *sc = scratch_of(r->w);
+    const struct config_header_rules *rules = &rt->request_headers;
     size_t cap = r->path_len + (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
-    size_t nout = r->req.nheaders + EXTRA_HEADERS;
+    size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
     if (!sc || !grow(&sc->path, &sc->path_cap, cap, 1) ||
         !grow(&sc->buf, &sc->buf_cap, r->head_len + 1024, 1) ||
         !grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
@@ -578,6 +583,9 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     };
     upstream_host(r, up, server, &fwd.host, &fwd.host_len);
     int n = headers_forward_request(&r->req, &fwd, sc->out, sc->out_cap, sc->buf, sc->buf_cap);
+    if (n >= 0)
+        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
+                            rules->nadd, rules->remove, rules->nremove);
     if (n < 0)
         return n;
     r->id = fwd.request_id;
@@ -756,7 +764,8 @@ static int send_response(struct request *r, struct io_stream *up)
         (r->req.method == HTTP1_METHOD_HEAD || resp->status == 304))
         advertised = HTTP1_BODY_LENGTH;
 
-    size_t nout = resp->nheaders + EXTRA_HEADERS;
+    const struct config_header_rules *rules = &r->route->response_headers;
+    size_t nout = resp->nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
     struct proxy_scratch *sc = scratch_of(r->w);
     if (!sc || !grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)) ||
         !grow(&sc->buf, &sc->buf_cap, r->resp_head_len + 256, 1)) {
@@ -765,6 +774,9 @@ static int send_response(struct request *r, struct io_stream *up)
     }
     bool tunnel = resp->status == 101;
     int n = headers_forward_response(resp, tunnel, sc->out, sc->out_cap, sc->buf, sc->buf_cap);
+    if (n >= 0)
+        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
+                            rules->nadd, rules->remove, rules->nremove);
     struct http1_head_out h = {
         .status = resp->status,
         .reason = resp->reason,
@@ -904,24 +916,44 @@ static void log_request(const struct request *r)
  * unchanged) and the status is not a protocol error.
  */
 static void answer(struct request *r, int status, const char *content_type, const char *body,
-                   size_t body_len, const char *extra_headers)
+                   size_t body_len, const char *extra_headers,
+                   const struct config_header_rules *rules)
 {
     struct evbuffer *out = io_output(r->client);
     r->status = status;
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, http1_reason(status));
-    if (content_type)
+    if (content_type && !rule_names(rules, "Content-Type"))
         evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
     evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
-    if (r->id_len)
+    if (r->id_len && !rule_names(rules, "X-Request-Id"))
         evbuffer_add_printf(out, "X-Request-Id: %.*s\r\n", (int)r->id_len, r->id);
     if (extra_headers)
         evbuffer_add(out, extra_headers, strlen(extra_headers));
+    for (size_t i = 0; rules && i < rules->nset + rules->nadd; i++) {
+        const struct http1_header *h =
+            i < rules->nset ? &rules->set[i] : &rules->add[i - rules->nset];
+        evbuffer_add_printf(out, "%s: %s\r\n", h->name, h->value);
+    }
     if (!r->keep_alive)
         evbuffer_add(out, "Connection: close\r\n", 19);
     evbuffer_add(out, "\r\n", 2);
     if (r->req.method != HTTP1_METHOD_HEAD && body_len)
         evbuffer_add(out, body, body_len);
     r->bytes_out = body_len;
+}
+
+/* Does a route's rule set or remove the field `name`? */
+static bool rule_names(const struct config_header_rules *rules, const char *name)
+{
+    if (!rules)
+        return false;
+    for (size_t i = 0; i < rules->nset; i++)
+        if (strcasecmp(rules->set[i].name, name) == 0)
+            return true;
+    for (size_t i = 0; i < rules->nremove; i++)
+        if (strcasecmp(rules->remove[i].name, name) == 0)
+            return true;
+    return false;
 }
 
 /* An error of Ferry's own, as JSON: {"error", "status", "request_id"}. */
@@ -933,8 +965,8 @@ static void answer_error(struct request *r, int status, const char *why)
         r->error = why;
     if (status >= 400 && status != 404 && status != 502 && status != 503 && status != 504)
         r->keep_alive = false;
-    answer(r, status, "application/json", body, n,
-           status == 503 ? "Retry-After: 1\r\n" : NULL);
+    answer(r, status, "application/json", body, n, status == 503 ? "Retry-After: 1\r\n" : NULL,
+           NULL);
 }
 
 /* ---- bodies -------------------------------------------------------------------------- */

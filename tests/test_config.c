@@ -395,6 +395,33 @@ START_TEST(route_overrides_any_order)
 }
 END_TEST
 
+START_TEST(header_rules)
+{
+    struct config *cfg =
+        load_ok("listen: [{address: '127.0.0.1:1'}]\n"
+                "upstreams: {u: {servers: [{address: '127.0.0.1:2'}]}}\n"
+                "routes:\n"
+                "  - name: r\n"
+                "    upstream: u\n"
+                "    request_headers: {set: {X-A: '1', X-B: ''}, add: {X-C: 'a, b'}, remove: [X-D]}\n"
+                "    response_headers: {remove: [Server, X-Powered-By]}\n");
+    const struct config_header_rules *q = &cfg->routes[0].request_headers;
+    ck_assert_uint_eq(q->nset, 2);
+    ck_assert_str_eq(q->set[0].name, "X-A");
+    ck_assert_str_eq(q->set[0].value, "1");
+    ck_assert_uint_eq(q->set[1].value_len, 0);
+    ck_assert_uint_eq(q->nadd, 1);
+    ck_assert_str_eq(q->add[0].value, "a, b");
+    ck_assert_uint_eq(q->nremove, 1);
+    ck_assert_str_eq(q->remove[0].name, "X-D");
+    const struct config_header_rules *p = &cfg->routes[0].response_headers;
+    ck_assert_uint_eq(p->nset + p->nadd, 0);
+    ck_assert_uint_eq(p->nremove, 2);
+    ck_assert_str_eq(p->remove[1].name, "X-Powered-By");
+    config_unref(cfg);
+}
+END_TEST
+
 START_TEST(files)
 {
     struct config *cfg;
@@ -508,6 +535,7 @@ int main(void)
     tcase_add_test(tc, sizes);
     tcase_add_test(tc, trusted);
     tcase_add_test(tc, route_overrides_any_order);
+    tcase_add_test(tc, header_rules);
     tcase_add_test(tc, files);
     tcase_add_test(tc, many_routes);
     tcase_add_test(tc, bad_bytes);

@@ -266,6 +266,34 @@ static const struct pcase path_cases[] = {
     {"", NULL, HTTP1_E_PATH},
 };
 
+#define H(n, v) {n, sizeof(n) - 1, v, sizeof(v) - 1}
+
+START_TEST(rewrite_rules)
+{
+    struct http1_header f[8] = {H("Host", "a"), H("X-Env", "dev"), H("x-env", "qa"),
+                                H("X-Debug", "1"), H("Accept", "*/*")};
+    const struct http1_header set[] = {H("X-ENV", "prod"), H("X-Gateway", "ferry")};
+    const struct http1_header add[] = {H("Accept", "text/plain")};
+    const struct http1_header rm[] = {{"x-debug", 7, NULL, 0}};
+    int n = headers_rewrite(f, 5, 8, set, 2, add, 1, rm, 1);
+    ck_assert_int_eq(n, 5);
+    const char *want[][2] = {{"Host", "a"}, {"Accept", "*/*"}, {"X-ENV", "prod"},
+                             {"X-Gateway", "ferry"}, {"Accept", "text/plain"}};
+    for (int i = 0; i < n; i++) {
+        ck_assert_str_eq(f[i].name, want[i][0]);
+        ck_assert_int_eq((int)f[i].value_len, (int)strlen(want[i][1]));
+        ck_assert(memcmp(f[i].value, want[i][1], f[i].value_len) == 0);
+    }
+    /* Names compare whole: X-Env does not remove X-Envoy. */
+    struct http1_header g[4] = {H("X-Envoy", "1")};
+    const struct http1_header rm2[] = {{"X-Env", 5, NULL, 0}};
+    ck_assert_int_eq(headers_rewrite(g, 1, 4, NULL, 0, NULL, 0, rm2, 1), 1);
+    /* No room for what is appended. */
+    struct http1_header h[2] = {H("A", "1"), H("B", "2")};
+    ck_assert_int_eq(headers_rewrite(h, 2, 2, set, 2, NULL, 0, NULL, 0), -ENOSPC);
+}
+END_TEST
+
 START_TEST(path_normalise)
 {
     const struct pcase *c = &path_cases[_i];
@@ -394,6 +422,7 @@ int main(void)
     tcase_add_test(tc, no_space);
     tcase_add_test(tc, many_connection_fields);
     tcase_add_test(tc, response_headers);
+    tcase_add_test(tc, rewrite_rules);
     tcase_add_loop_test(tc, path_normalise, 0, sizeof(path_cases) / sizeof(path_cases[0]));
     tcase_add_test(tc, path_prefix);
     tcase_add_loop_test(tc, path_rewrite, 0, sizeof(rewrite_cases) / sizeof(rewrite_cases[0]));

@@ -142,5 +142,49 @@ def test_host_header_modes():
         eq(len(be.last().header_all(n)), 1, "Host headers upstream")
 
 
+def test_route_header_rules():
+    "request_headers and response_headers: set replaces, add appends, remove drops, both ways"
+    be = backend()
+    f = ferry(upstreams={"u": servers(be)},
+              routes=[route("rw", "/", upstream="u",
+                            request_headers={"set": {"X-Gateway": "ferry", "X-Env": "prod"},
+                                             "add": {"X-Tag": "second"},
+                                             "remove": ["X-Debug", "user-agent"]},
+                            response_headers={"set": {"Server": "ferry",
+                                                      "Strict-Transport-Security":
+                                                      "max-age=31536000"},
+                                              "add": {"X-Extra": "2"},
+                                              "remove": ["X-Powered-By"]})])
+    r = request(f, "GET", "/headers?h=Server:backend/1.0&h=X-Powered-By:php&h=X-Extra:1",
+                headers={"X-Env": "dev", "x-env": "staging", "X-Debug": "1", "X-Tag": "first",
+                         "User-Agent": "test/1"})
+    expect_response(r, status=200, body="headers\n",
+                    headers={"Server": "ferry", "Strict-Transport-Security": "max-age=31536000",
+                             "X-Powered-By": None})
+    eq(r.header_all("X-Extra"), ["1", "2"], "response X-Extra: the backend's, then the added one")
+    eq(r.header_all("Server"), ["ferry"], "response Server replaced, not doubled")
+    req = be.last()
+    eq(req.header_all("X-Gateway"), ["ferry"], "upstream X-Gateway")
+    eq(req.header_all("X-Env"), ["prod"], "upstream X-Env: every client field replaced")
+    eq(req.header_all("X-Tag"), ["first", "second"], "upstream X-Tag: the client's, then added")
+    eq(req.header_all("X-Debug"), [], "upstream X-Debug removed")
+    eq(req.header_all("User-Agent"), [], "upstream User-Agent removed (case-insensitive)")
+    check(req.header("X-Forwarded-For") == "127.0.0.1", "Ferry's own forwarding headers kept")
+
+
+def test_respond_route_header_rules():
+    "response_headers apply to a respond route's answer; set replaces its Content-Type"
+    be = backend()
+    f = ferry(upstreams={"u": servers(be)},
+              routes=[respond_route("ping", "/ping", status=200, body="pong\n",
+                                    response_headers={"set": {"Content-Type": "text/x-pong",
+                                                              "Cache-Control": "no-store"},
+                                                      "add": {"X-Served-By": "ferry"}})])
+    r = request(f, "GET", "/ping")
+    expect_response(r, status=200, body="pong\n",
+                    headers={"Cache-Control": "no-store", "X-Served-By": "ferry"})
+    eq(r.header_all("Content-Type"), ["text/x-pong"], "Content-Type replaced, not doubled")
+
+
 if __name__ == "__main__":
     run(globals(), budget=30)
