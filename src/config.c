@@ -1590,15 +1590,63 @@ NOINLINE static void load_servers(struct ctx *c, const struct ynode *n, const ch
     }
 }
 
+/* retries: { attempts, on: [connect_error, reset, timeout, 502, 503, 504] } */
+NOINLINE static void load_retries(struct ctx *c, const struct ynode *n, const char *path,
+                                  struct config_upstream *u)
+{
+    static const char *const keys[] = {"attempts", "on", NULL};
+    static const char *const conds[] = {"connect_error", "reset", "timeout",
+                                        "502",           "503",   "504", NULL};
+    if (!want_map(c, n, path, "a mapping (attempts, on)"))
+        return;
+    u->retry_on = CONFIG_RETRY_CONNECT_ERROR | CONFIG_RETRY_RESET;
+    for (size_t i = 0; i < map_pairs(n); i++) {
+        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
+        const char *key = lookup_key(c, k, path, keys, NULL);
+        if (!key)
+            continue;
+        char sub[PATHLEN];
+        subpath(sub, sizeof(sub), path, key);
+        if (streq(key, "attempts")) {
+            get_u32(c, v, sub, 0, 10, "an integer from 0 to 10", &u->retry_attempts);
+            continue;
+        }
+        if (!want_seq(c, v, sub, "a list like [connect_error, reset, 502, 503, 504]"))
+            continue;
+        u->retry_on = 0;
+        for (size_t j = 0; j < seq_items(v); j++) {
+            char ipath[PATHLEN], q[QLEN];
+            idxpath(ipath, sizeof(ipath), sub, j);
+            const struct ynode *item = v->v[j];
+            if (!want_scalar(c, item, ipath, "a retry condition"))
+                continue;
+            size_t f = 0;
+            while (conds[f] && !streq(item->str, conds[f]))
+                f++;
+            if (conds[f]) {
+                u->retry_on |= 1u << f;
+                continue;
+            }
+            const char *near = nearest(item->str, conds, 6);
+            err(c, item, ipath,
+                "unknown retry condition %s (%s%s%s connect_error, reset, timeout, 502, 503 or "
+                "504)",
+                quote(q, sizeof(q), item->str, item->len), near ? "did you mean \"" : "expected",
+                near ? near : "", near ? "\"? expected" : "");
+        }
+    }
+}
+
 NOINLINE static void load_upstream(struct ctx *c, const struct ynode *n, const char *path,
                                    struct config_upstream *u)
 {
     static const char *const keys[] = {"servers",         "balance",     "keepalive",
-                                       "max_connections", "host_header", NULL};
-    static const char *const later[] = {"hash_key", "tls",     "health_check",
-                                        "passive",  "retries", NULL};
+                                       "max_connections", "host_header", "retries", NULL};
+    static const char *const later[] = {"hash_key", "tls", "health_check", "passive", NULL};
     static const char *const balances[] = {"round_robin", "least_conn", "random_two", "hash", NULL};
     u->keepalive = 64;
+    u->retry_attempts = 1;
+    u->retry_on = CONFIG_RETRY_CONNECT_ERROR;
     u->host_header = CONFIG_HOST_PRESERVE;
     u->balance = CONFIG_BALANCE_ROUND_ROBIN;
     if (n->kind != Y_MAP) {
@@ -1646,6 +1694,8 @@ NOINLINE static void load_upstream(struct ctx *c, const struct ynode *n, const c
                     err(c, v, sub, "unknown balance %s (expected round_robin)",
                         quote(q, sizeof(q), v->str, v->len));
             }
+        } else if (streq(key, "retries")) {
+            load_retries(c, v, sub, u);
         } else if (streq(key, "host_header")) {
             char *s;
             if (!get_string(c, v, sub, &s))

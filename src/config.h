@@ -102,6 +102,16 @@ struct config_server {
     uint32_t index;          /* position in its upstream's servers[] */
 };
 
+/* What a retry on another server may follow (retries.on). */
+enum {
+    CONFIG_RETRY_CONNECT_ERROR = 1u << 0, /* nothing was sent: any method */
+    CONFIG_RETRY_RESET = 1u << 1,         /* closed or reset before answering */
+    CONFIG_RETRY_TIMEOUT = 1u << 2,       /* no head within upstream_header */
+    CONFIG_RETRY_502 = 1u << 3,
+    CONFIG_RETRY_503 = 1u << 4,
+    CONFIG_RETRY_504 = 1u << 5,
+};
+
 struct config_upstream {
     char *name;
     uint32_t index; /* position in cfg->upstreams */
@@ -112,6 +122,11 @@ struct config_upstream {
     uint32_t max_connections; /* per server per worker, 0 = unlimited */
     enum config_host_header host_header;
     char *host_literal; /* CONFIG_HOST_LITERAL only, else NULL */
+    /* retries: extra tries on other servers, and after what. Without the
+     * section: 1 try after a connect error. Anything after the request
+     * was sent is retried only for an idempotent method without a body. */
+    uint32_t retry_attempts;
+    unsigned retry_on; /* CONFIG_RETRY_* */
 };
 
 /* Method bits for the common methods; others are only in match.methods[]. */

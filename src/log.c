@@ -189,6 +189,8 @@ void log_access_write(const struct log_access *a)
             p = put_raw(buf, p, cap, ",\"upstream_status\":%d", a->upstream_status);
         else
             p = put_raw(buf, p, cap, ",\"upstream_status\":null");
+        if (a->upstream_retries)
+            p = put_raw(buf, p, cap, ",\"upstream_retries\":%u", a->upstream_retries);
         p = put_raw(buf, p, cap, ",\"request_id\":");
         p = put_json(buf, p, cap, a->request_id, a->request_id_len);
         p = put_raw(buf, p, cap, ",\"duration_ms\":%.3f", a->duration_ms);

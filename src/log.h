@@ -51,6 +51,7 @@ struct log_access {
     const char *upstream;        /* upstream name */
     const char *upstream_server; /* address text */
     int upstream_status;         /* 0 = no response */
+    unsigned upstream_retries;   /* tries on other servers before the last */
     const char *request_id;
     size_t request_id_len;
     double duration_ms;

@@ -101,13 +101,20 @@ void metrics_request(struct metrics *m, const struct config_route *route, int st
         b++;
     bump(&rc->buckets[b], 1);
     bump(&rc->duration_us, seconds > 0 ? (uint64_t)(seconds * 1e6 + 0.5) : 0);
-    if (up && server) {
-        struct server_counters *sc = &m->servers[m->server_base[up->index] + server->index];
-        if (upstream_status > 0)
-            bump(&sc->responses[class_of(upstream_status)], 1);
-        else
-            bump(&sc->failures, 1);
-    }
+    if (up && server)
+        metrics_upstream(m, up, server, upstream_status);
+}
+
+void metrics_upstream(struct metrics *m, const struct config_upstream *up,
+                      const struct config_server *server, int status)
+{
+    if (!m)
+        return;
+    struct server_counters *sc = &m->servers[m->server_base[up->index] + server->index];
+    if (status > 0)
+        bump(&sc->responses[class_of(status)], 1);
+    else
+        bump(&sc->failures, 1);
 }
 
 /* ---- rendering (admin thread) ------------------------------------------------------ */

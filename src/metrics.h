@@ -51,6 +51,11 @@ void metrics_request(struct metrics *m, const struct config_route *route, int st
                      double seconds, const struct config_upstream *up,
                      const struct config_server *server, int upstream_status);
 
+/* One upstream attempt ended (worker thread): status of the response, 0
+ * when it gave none (a failure). metrics_request counts the last one. */
+void metrics_upstream(struct metrics *m, const struct config_upstream *up,
+                      const struct config_server *server, int status);
+
 /* Renders every worker's counters and the process gauges (admin thread).
  * Returns 0 or -1 when out of memory. */
 int metrics_render(struct evbuffer *out, const struct config *cfg, struct worker *workers,

@@ -104,6 +104,7 @@ struct request {
 
     int status; /* what the client got */
     int upstream_status;
+    unsigned attempts; /* retries on other servers (retry_elsewhere) */
     const char *upstream_server;
     const struct config_server *server; /* the upstream server tried last */
     const char *error;
@@ -140,6 +141,8 @@ struct proxy_scratch {
     size_t buf_cap;
     char *path; /* the rewritten upstream path */
     size_t path_cap;
+    bool *tried; /* servers of the upstream tried by this request */
+    size_t tried_cap;
     struct request *free; /* released requests */
     unsigned nfree;
 };
@@ -165,6 +168,8 @@ static void maybe_continue(struct request *r);
 static int parse_response_head(struct request *r, struct evbuffer *in);
 static int send_response(struct request *r, struct io_stream *up);
 static bool idempotent(enum http1_method m);
+static bool retry_elsewhere(struct request *r, bool *tried, int server, unsigned *left,
+                            unsigned cond, int status);
 static void answer_connect_error(struct request *r, int err);
 static void log_request(const struct request *r);
 static void answer(struct request *r, int status, const char *content_type, const char *body,
@@ -425,7 +430,8 @@ static bool body_unread(const struct request *r)
 /*
  * Proxies the request to its route's upstream and the response back.
  * Retries once, on a fresh connection, when a reused one fails before any
- * response byte and the request is idempotent or its body is untouched.
+ * response byte and the request is idempotent or its body is untouched;
+ * and on another server per the upstream's retries (retry_elsewhere).
  */
 static void forward(struct request *r)
 {
@@ -433,10 +439,18 @@ static void forward(struct request *r)
     uint64_t max_body = r->route->max_body_bytes;
     body_init(&r->req_body, r->req.body, r->req.content_length, r->req.body == HTTP1_BODY_CHUNKED,
               max_body);
+    struct proxy_scratch *sc = scratch_of(r->w);
+    bool *tried = NULL;
+    if (up->retry_attempts && up->nservers > 1 && sc &&
+        grow(&sc->tried, &sc->tried_cap, up->nservers, sizeof(bool))) {
+        tried = sc->tried;
+        memset(tried, 0, up->nservers * sizeof(bool));
+    }
+    unsigned retries_left = up->retry_attempts;
 
     bool fresh = false;
-    for (int attempt = 0;; attempt++) {
-        int server = upstream_pick(r->w->upstreams, up, NULL);
+    for (;;) {
+        int server = upstream_pick(r->w->upstreams, up, tried);
         r->upstream_server = up->servers[server].addr.text;
         r->server = &up->servers[server];
         bool reused = false;
@@ -449,6 +463,10 @@ static void forward(struct request *r)
             return;
         }
         if (err < 0) {
+            if (retry_elsewhere(r, tried, server, &retries_left, CONFIG_RETRY_CONNECT_ERROR, 0)) {
+                fresh = false;
+                continue;
+            }
             answer_connect_error(r, err);
             return;
         }
@@ -472,12 +490,30 @@ static void forward(struct request *r)
         /* A reused connection that closed, or said something that is not a
          * response (stray bytes of an earlier answer), before any response
          * to this request: once more on a fresh connection. */
-        if ((f == FAIL_UP_CLOSED || f == FAIL_UP_BAD) && reused && attempt == 0 &&
+        if ((f == FAIL_UP_CLOSED || f == FAIL_UP_BAD) && reused && !fresh &&
             !r->resp_started && (idempotent(r->req.method) || r->req_body.bytes == 0)) {
             r->error = NULL;
             upstream_release(r->uc, false);
             r->uc = NULL;
             fresh = true;
+            continue;
+        }
+        /* Another server, per the upstream's retries: after a reset, a
+         * timeout or a 502/503/504 (that answer is dropped). */
+        unsigned cond = f == FAIL_UP_CLOSED    ? CONFIG_RETRY_RESET
+                        : f == FAIL_UP_TIMEOUT ? CONFIG_RETRY_TIMEOUT
+                        : f != FAIL_NONE       ? 0
+                        : r->resp.status == 502 ? CONFIG_RETRY_502
+                        : r->resp.status == 503 ? CONFIG_RETRY_503
+                        : r->resp.status == 504 ? CONFIG_RETRY_504
+                                                : 0;
+        if (cond && retry_elsewhere(r, tried, server, &retries_left, cond,
+                                    f == FAIL_NONE ? r->resp.status : 0)) {
+            r->error = NULL;
+            r->resp_started = false;
+            upstream_release(r->uc, false);
+            r->uc = NULL;
+            fresh = false;
             continue;
         }
         switch (f) {
@@ -853,6 +889,35 @@ static int send_response(struct request *r, struct io_stream *up)
     return 0;
 }
 
+/*
+ * May the request go to another server after `cond` (CONFIG_RETRY_*) on
+ * `server`? Only with retries left, a server not tried yet, time left,
+ * and, once the request was sent, an idempotent method without a body.
+ * Counts the failed attempt (status: the response dropped, 0: none).
+ */
+static bool retry_elsewhere(struct request *r, bool *tried, int server, unsigned *left,
+                            unsigned cond, int status)
+{
+    const struct config_upstream *up = r->route->upstream;
+    if (!tried || *left == 0 || !(up->retry_on & cond))
+        return false;
+    if (cond != CONFIG_RETRY_CONNECT_ERROR &&
+        (!idempotent(r->req.method) || r->req.body != HTTP1_BODY_NONE))
+        return false;
+    if (r->total_deadline != LOOP_NEVER && loop_now() >= r->total_deadline)
+        return false;
+    tried[server] = true;
+    size_t other = 0;
+    while (other < up->nservers && tried[other])
+        other++;
+    if (other == up->nservers)
+        return false;
+    (*left)--;
+    r->attempts++;
+    metrics_upstream(r->w->metrics, up, &up->servers[server], status);
+    return true;
+}
+
 static bool idempotent(enum http1_method m)
 {
     return m == HTTP1_METHOD_GET || m == HTTP1_METHOD_HEAD || m == HTTP1_METHOD_PUT ||
@@ -898,6 +963,7 @@ static void log_request(const struct request *r)
         .upstream = r->route && r->route->upstream ? r->route->upstream->name : NULL,
         .upstream_server = r->upstream_server,
         .upstream_status = r->upstream_status,
+        .upstream_retries = r->attempts,
         .request_id = r->id,
         .request_id_len = r->id_len,
         .duration_ms = ms,
@@ -1156,6 +1222,7 @@ void proxy_worker_fini(struct worker *w)
     free(sc->resp_hdrs);
     free(sc->buf);
     free(sc->path);
+    free(sc->tried);
     free(sc);
     w->proxy_scratch = NULL;
 }

@@ -222,6 +222,9 @@ class Backend:
         self.stopping = False
         self.thread = None
         self.conn_threads = []
+        # Every request answered this status (an int) or reset ("reset"),
+        # whatever its path: one failing server among healthy ones.
+        self.force = None
 
     # --- lifecycle -----------------------------------------------------------
     def start(self):
@@ -442,6 +445,16 @@ class Backend:
         m = req.mode
         keep = (req.header("Connection") or "").lower() != "close"
         conn_hdr = [] if keep else [("Connection", "close")]
+
+        force = self.force
+        if force == "reset":
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            return False
+        if isinstance(force, int):
+            self._read_body_all(c, req)
+            body = json.dumps({"status": force, "backend": self.name}).encode() + b"\n"
+            c.send(_response(force, body, [("Content-Type", "application/json")] + conn_hdr))
+            return keep
 
         if m == "early":
             code = _q(req, "code", 413)

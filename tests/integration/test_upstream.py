@@ -125,5 +125,45 @@ def test_upstream_read_stall_aborts():
     check(dt < 3.0, "abort after %.2fs, expected about 0.5s" % dt)
 
 
+def test_connect_error_retried_elsewhere_by_default():
+    "without retries:, a connect error is tried once more on another server"
+    be = backend()
+    f = ferry(upstreams={"u": servers(refused_address(), be)},
+              routes=[route("all", "/", upstream="u")])
+    for i in range(6):
+        eq(request(f, "POST", "/echo", body=b"x=%d" % i).status, 200, "POST %d" % i)
+    eq(len(be.requests), 6, "requests at the live server (bodies sent once each)")
+    e = f.wait_access(lambda e: e.get("upstream_retries") == 1, what="a retried request")
+    eq(e["upstream"], be.address, "logged upstream: the server that answered")
+    f0 = ferry(upstreams={"u": servers(refused_address(), be, retries={"attempts": 0})},
+               routes=[route("all", "/", upstream="u")])
+    statuses = sorted(request(f0, "GET", "/fast").status for _ in range(4))
+    eq(statuses, [200, 200, 502, 502], "attempts: 0 (round robin over a dead and a live server)")
+
+
+def test_status_and_reset_retries():
+    "retries.on 503 and reset: an idempotent request moves on; a POST or a spent budget does not"
+    bad, good = backend("bad"), backend("good")
+    bad.force = 503
+    f = ferry(upstreams={"u": servers(bad, good, retries={"attempts": 1, "on": [503, "reset"]})},
+              routes=[route("all", "/", upstream="u")])
+    for i in range(4):
+        r = request(f, "GET", "/fast?i=%d" % i)
+        eq(r.status, 200, "GET %d answered by the good server" % i)
+    check(len(bad.requests) >= 1, "the failing server was tried")
+    r = request(f, "POST", "/echo", body=b"once")
+    check(r.status in (200, 503), "POST status %r" % r.status)
+    posts = [q for q in bad.requests + good.requests if q.method == "POST"]
+    eq(len(posts), 1, "a POST is sent once, never retried")
+    bad.force = "reset"
+    for i in range(4):
+        eq(request(f, "GET", "/fast?r=%d" % i).status, 200, "GET %d after resets" % i)
+    # Every server failing: the last answer goes back after attempts + 1 tries.
+    bad.force = good.force = 503
+    n0 = len(bad.requests) + len(good.requests)
+    eq(request(f, "GET", "/fast?all").status, 503, "all servers 503")
+    eq(len(bad.requests) + len(good.requests) - n0, 2, "tries with attempts: 1")
+
+
 if __name__ == "__main__":
     run(globals(), budget=60)
