@@ -1590,6 +1590,29 @@ NOINLINE static void load_servers(struct ctx *c, const struct ynode *n, const ch
     }
 }
 
+/* passive: { failures, eject_for } */
+NOINLINE static void load_passive(struct ctx *c, const struct ynode *n, const char *path,
+                                  struct config_upstream *u)
+{
+    static const char *const keys[] = {"failures", "eject_for", NULL};
+    if (!want_map(c, n, path, "a mapping (failures, eject_for)"))
+        return;
+    u->passive_failures = 5;
+    u->passive_eject_ms = 30000;
+    for (size_t i = 0; i < map_pairs(n); i++) {
+        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
+        const char *key = lookup_key(c, k, path, keys, NULL);
+        if (!key)
+            continue;
+        char sub[PATHLEN];
+        subpath(sub, sizeof(sub), path, key);
+        if (streq(key, "failures"))
+            get_u32(c, v, sub, 1, 1000, "an integer from 1 to 1000", &u->passive_failures);
+        else
+            get_duration(c, v, sub, false, &u->passive_eject_ms);
+    }
+}
+
 /* retries: { attempts, on: [connect_error, reset, timeout, 502, 503, 504] } */
 NOINLINE static void load_retries(struct ctx *c, const struct ynode *n, const char *path,
                                   struct config_upstream *u)
@@ -1641,8 +1664,9 @@ NOINLINE static void load_upstream(struct ctx *c, const struct ynode *n, const c
                                    struct config_upstream *u)
 {
     static const char *const keys[] = {"servers",         "balance",     "keepalive",
-                                       "max_connections", "host_header", "retries", NULL};
-    static const char *const later[] = {"hash_key", "tls", "health_check", "passive", NULL};
+                                       "max_connections", "host_header", "retries",
+                                       "passive",         NULL};
+    static const char *const later[] = {"hash_key", "tls", "health_check", NULL};
     static const char *const balances[] = {"round_robin", "least_conn", "random_two", "hash", NULL};
     u->keepalive = 64;
     u->retry_attempts = 1;
@@ -1696,6 +1720,8 @@ NOINLINE static void load_upstream(struct ctx *c, const struct ynode *n, const c
             }
         } else if (streq(key, "retries")) {
             load_retries(c, v, sub, u);
+        } else if (streq(key, "passive")) {
+            load_passive(c, v, sub, u);
         } else if (streq(key, "host_header")) {
             char *s;
             if (!get_string(c, v, sub, &s))

@@ -127,6 +127,12 @@ struct config_upstream {
      * was sent is retried only for an idempotent method without a body. */
     uint32_t retry_attempts;
     unsigned retry_on; /* CONFIG_RETRY_* */
+    /* passive: a server that gave no usable response (connect error,
+     * reset, timeout, invalid head) passive_failures times in a row in a
+     * worker is left out of that worker's choice for passive_eject_ms.
+     * 0 failures = off (the default). */
+    uint32_t passive_failures;
+    int64_t passive_eject_ms;
 };
 
 /* Method bits for the common methods; others are only in match.methods[]. */

@@ -463,6 +463,9 @@ static void forward(struct request *r)
             return;
         }
         if (err < 0) {
+            /* Out of descriptors or memory is Ferry's state, not the server's. */
+            if (err != -EMFILE && err != -ENFILE && err != -ENOMEM && err != -ENOBUFS)
+                upstream_report(r->w->upstreams, up, (unsigned)server, false);
             if (retry_elsewhere(r, tried, server, &retries_left, CONFIG_RETRY_CONNECT_ERROR, 0)) {
                 fresh = false;
                 continue;
@@ -498,6 +501,11 @@ static void forward(struct request *r)
             fresh = true;
             continue;
         }
+        if (f == FAIL_NONE)
+            upstream_report(r->w->upstreams, up, (unsigned)server, true);
+        else if (f == FAIL_UP_CLOSED || f == FAIL_UP_TIMEOUT || f == FAIL_UP_SEND_TIMEOUT ||
+                 f == FAIL_UP_BAD)
+            upstream_report(r->w->upstreams, up, (unsigned)server, false);
         /* Another server, per the upstream's retries: after a reset, a
          * timeout or a 502/503/504 (that answer is dropped). */
         unsigned cond = f == FAIL_UP_CLOSED    ? CONFIG_RETRY_RESET

@@ -49,13 +49,16 @@ struct pool {
     unsigned nactive; /* in use by requests */
     struct slot_waiter *waiters;
     struct slot_waiter **waiters_tail;
-    struct pool *next; /* registry chain */
+    unsigned fails;        /* consecutive attempts without a usable response */
+    int64_t ejected_until; /* passive ejection (loop_now); 0 = in service */
+    struct pool *next;     /* registry chain */
 };
 
 struct upstream_state {
     struct balancer balancer;
     uint32_t *weights;
     struct pool **pools; /* one per server, from the registry */
+    bool *skip;          /* upstream_pick's scratch: tried or ejected */
 };
 
 struct upstream_set {
@@ -113,7 +116,8 @@ struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg
         struct upstream_state *st = &set->ups[i];
         st->weights = calloc(up->nservers, sizeof(*st->weights));
         st->pools = calloc(up->nservers, sizeof(*st->pools));
-        if (!st->weights || !st->pools)
+        st->skip = calloc(up->nservers, sizeof(*st->skip));
+        if (!st->weights || !st->pools || !st->skip)
             goto out_free;
         for (size_t j = 0; j < up->nservers; j++) {
             st->weights[j] = up->servers[j].weight;
@@ -173,6 +177,7 @@ void upstream_set_free(struct upstream_set *set)
             balancer_fini(&set->ups[i].balancer);
             free(set->ups[i].weights);
             free(set->ups[i].pools);
+            free(set->ups[i].skip);
         }
         free(set->ups);
     }
@@ -181,7 +186,40 @@ void upstream_set_free(struct upstream_set *set)
 
 int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip)
 {
-    return balancer_next(&set->ups[up->index].balancer, skip);
+    struct upstream_state *st = &set->ups[up->index];
+    if (!up->passive_failures)
+        return balancer_next(&st->balancer, skip);
+    int64_t now = loop_time();
+    bool any = false;
+    for (size_t i = 0; i < up->nservers; i++) {
+        st->skip[i] = (skip && skip[i]) || st->pools[i]->ejected_until > now;
+        any |= !st->skip[i];
+    }
+    /* Every server left ejected (or tried): ejections are ignored rather
+     * than failing every request (as nginx when all servers are down). */
+    return balancer_next(&st->balancer, any ? st->skip : skip);
+}
+
+void upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
+                     bool ok)
+{
+    if (!up->passive_failures)
+        return;
+    struct pool *p = set->ups[up->index].pools[server];
+    if (ok) {
+        p->fails = 0;
+        return;
+    }
+    if (++p->fails < up->passive_failures)
+        return;
+    p->fails = 0;
+    p->ejected_until = loop_time() + up->passive_eject_ms * LOOP_MS;
+    static int64_t last;
+    log_ratelimited(&last, 1000, CONFIG_LOG_WARN,
+                    "worker %u: upstream %s: server %s ejected for %lld ms after %u failures in "
+                    "a row",
+                    set->w->id, up->name, up->servers[server].addr.text,
+                    (long long)up->passive_eject_ms, up->passive_failures);
 }
 
 /* A pooled connection said something (stray bytes) or closed: drop it. */

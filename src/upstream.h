@@ -32,8 +32,16 @@ struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg
 void upstream_set_free(struct upstream_set *set);
 
 /* The next server of `up` (smooth weighted round robin), skipping those
- * marked in skip (may be NULL). -1 when all are skipped. */
+ * marked in skip (may be NULL) and those passively ejected (unless every
+ * server left is). -1 when all are skipped. */
 int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip);
+
+/* How an attempt on a server ended: ok (a response head came back, any
+ * status) or not (connect error, reset, timeout, invalid head). With
+ * passive ejection on, passive_failures in a row eject the server from
+ * this worker's choice for passive_eject_ms. */
+void upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
+                     bool ok);
 
 /*
  * A connection to server `server` of `up`: a pooled idle one unless

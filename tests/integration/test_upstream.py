@@ -165,5 +165,20 @@ def test_status_and_reset_retries():
     eq(len(bad.requests) + len(good.requests) - n0, 2, "tries with attempts: 1")
 
 
+def test_passive_ejection():
+    "passive: a server failing `failures` times in a row is skipped for eject_for, then tried again"
+    be = backend()
+    f = ferry(upstreams={"u": servers(refused_address(), be, retries={"attempts": 0},
+                                      passive={"failures": 2, "eject_for": "1s"})},
+              routes=[route("all", "/", upstream="u")])
+    statuses = [request(f, "GET", "/fast?i=%d" % i).status for i in range(12)]
+    eq(statuses.count(502), 2, "502s before the dead server is ejected: %r" % statuses)
+    eq(statuses[-6:], [200] * 6, "after the ejection")
+    wait_until(lambda: "ejected for 1000 ms" in f.stderr_text(), what="the ejection warning")
+    time.sleep(1.2)
+    statuses = [request(f, "GET", "/fast?j=%d" % i).status for i in range(4)]
+    check(502 in statuses, "the server was not tried again after eject_for: %r" % statuses)
+
+
 if __name__ == "__main__":
     run(globals(), budget=60)
