@@ -463,8 +463,10 @@ static void forward(struct request *r)
             return;
         }
         if (err < 0) {
-            /* Out of descriptors or memory is Ferry's state, not the server's. */
-            if (err != -EMFILE && err != -ENFILE && err != -ENOMEM && err != -ENOBUFS)
+            /* Out of descriptors or memory is Ferry's state, and a server
+             * at max_connections is busy, not failing. */
+            if (err != -EMFILE && err != -ENFILE && err != -ENOMEM && err != -ENOBUFS &&
+                err != -EBUSY)
                 upstream_report(r->w->upstreams, up, (unsigned)server, false);
             if (retry_elsewhere(r, tried, server, &retries_left, CONFIG_RETRY_CONNECT_ERROR, 0)) {
                 fresh = false;
@@ -933,13 +935,16 @@ static bool idempotent(enum http1_method m)
 }
 
 /* The answer for a failed connect: 504 on timeout, 503 when out of
- * descriptors or memory, 502 otherwise. */
+ * descriptors or memory or when the server stayed at max_connections,
+ * 502 otherwise. */
 static void answer_connect_error(struct request *r, int err)
 {
     static int64_t last;
     log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "upstream %s: %s: connect: %s",
                     r->route->upstream->name, r->upstream_server, strerror(-err));
-    if (err == -ETIMEDOUT)
+    if (err == -EBUSY)
+        answer_error(r, 503, "upstream server at max_connections");
+    else if (err == -ETIMEDOUT)
         answer_error(r, 504, "upstream connect timed out");
     else if (err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOBUFS)
         answer_error(r, 503, "out of resources to reach the upstream");

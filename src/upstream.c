@@ -296,7 +296,8 @@ static int wait_for_slot(struct pool *p, int64_t deadline)
                     break;
                 }
             }
-            return r;
+            /* The server stayed at max_connections: not its failure. */
+            return r == -ETIMEDOUT ? -EBUSY : r;
         }
     }
     return 0;

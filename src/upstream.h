@@ -46,9 +46,9 @@ void upstream_report(struct upstream_set *set, const struct config_upstream *up,
 /*
  * A connection to server `server` of `up`: a pooled idle one unless
  * `fresh`, else a new connect. Waits for a slot while the server is at
- * max_connections. Sets *reused. Returns 0, or -ETIMEDOUT (connect or slot
- * wait), -ECONNREFUSED / -errno (connect), -EMFILE/-ENFILE (no
- * descriptor), -ECANCELED. May yield.
+ * max_connections. Sets *reused. Returns 0, or -EBUSY (no slot freed
+ * before the deadline), -ETIMEDOUT (connect), -ECONNREFUSED / -errno
+ * (connect), -EMFILE/-ENFILE (no descriptor), -ECANCELED. May yield.
  */
 int upstream_acquire(struct upstream_set *set, const struct config_upstream *up, unsigned server,
                      bool fresh, int64_t deadline, struct upstream_conn **out, bool *reused);

@@ -80,6 +80,20 @@ def test_max_connections():
           % st["peak_open_connections"])
 
 
+def test_max_connections_full_503():
+    "a request that finds no slot under max_connections within upstream_connect gets 503"
+    be = backend()
+    f = ferry(timeouts={"upstream_connect": "300ms"},
+              upstreams={"u": servers(be, max_connections=1)},
+              routes=[route("all", "/", upstream="u")])
+    res = parallel(2, lambda i: request(f, "GET", "/slow?ms=1500&i=%d" % i), timeout=20)
+    statuses = sorted(r.status for r in res if isinstance(r, Response))
+    eq(statuses, [200, 503], "statuses")
+    busy = [r for r in res if isinstance(r, Response) and r.status == 503][0]
+    check("max_connections" in busy.json()["error"], "503 body %r" % busy.body)
+    eq(busy.header("Retry-After"), "1", "Retry-After on the 503")
+
+
 def test_connect_refused_502():
     "connect refused -> 502 JSON, logged"
     f = ferry(upstreams={"u": servers(refused_address())}, routes=[route("all", "/", upstream="u")])
