@@ -1166,6 +1166,29 @@ static const char *lookup_key(struct ctx *c, const struct ynode *key, const char
 }
 
 /* A name of an upstream or route: letters, digits, '-', '_', '.'; 1-64. */
+/*
+ * Walks a mapping's pairs from *i: returns the next key that lookup_key
+ * knows (unknown and "not supported yet" keys are reported there and
+ * skipped), with its value in *value and "path.key" in sub; NULL at the
+ * end. Loop: for (size_t i = 0; (key = next_key(...));).
+ */
+static const char *next_key(struct ctx *c, const struct ynode *n, const char *path,
+                            const char *const *keys, size_t *i, const struct ynode **value,
+                            char *sub, size_t sub_size)
+{
+    while (*i < map_pairs(n)) {
+        const struct ynode *k = n->v[2 * *i], *v = n->v[2 * *i + 1];
+        (*i)++;
+        const char *key = lookup_key(c, k, path, keys, NULL);
+        if (key) {
+            subpath(sub, sub_size, path, key);
+            *value = v;
+            return key;
+        }
+    }
+    return NULL;
+}
+
 static bool valid_name(const struct ynode *n)
 {
     if (n->kind != Y_SCALAR || n->len == 0 || n->len > 64 || strlen(n->str) != n->len)
@@ -1368,13 +1391,10 @@ NOINLINE static void load_timeouts(struct ctx *c, const struct ynode *n, const c
 {
     if (!want_map(c, n, path, "a mapping of timeouts (like upstream_header: 5s)"))
         return;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        const char *key = lookup_key(c, k, path, TIMEOUT_KEYS, NULL);
-        if (!key)
-            continue;
-        char sub[PATHLEN];
-        subpath(sub, sizeof(sub), path, key);
+    const char *key;
+    const struct ynode *v;
+    char sub[PATHLEN];
+    for (size_t i = 0; (key = next_key(c, n, path, TIMEOUT_KEYS, &i, &v, sub, sizeof(sub)));) {
         for (size_t f = 0; TIMEOUT_KEYS[f]; f++) {
             if (key == TIMEOUT_KEYS[f]) {
                 if (get_duration(c, v, sub, streq(key, "total"), timeout_field(t, f)))
@@ -1391,13 +1411,10 @@ NOINLINE static void load_limits(struct ctx *c, const struct ynode *n, const cha
     struct config_limits *l = &c->cfg->limits;
     if (!want_map(c, n, path, "a mapping of limits"))
         return;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        const char *key = lookup_key(c, k, path, keys, NULL);
-        if (!key)
-            continue;
-        char sub[PATHLEN];
-        subpath(sub, sizeof(sub), path, key);
+    const char *key;
+    const struct ynode *v;
+    char sub[PATHLEN];
+    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
         if (streq(key, "max_connections"))
             get_u32(c, v, sub, 1, 10000000, "a positive integer", &l->max_connections);
         else if (streq(key, "max_header_bytes"))
@@ -1599,13 +1616,10 @@ NOINLINE static void load_passive(struct ctx *c, const struct ynode *n, const ch
         return;
     u->passive_failures = 5;
     u->passive_eject_ms = 30000;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        const char *key = lookup_key(c, k, path, keys, NULL);
-        if (!key)
-            continue;
-        char sub[PATHLEN];
-        subpath(sub, sizeof(sub), path, key);
+    const char *key;
+    const struct ynode *v;
+    char sub[PATHLEN];
+    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
         if (streq(key, "failures"))
             get_u32(c, v, sub, 1, 1000, "an integer from 1 to 1000", &u->passive_failures);
         else
@@ -1623,13 +1637,10 @@ NOINLINE static void load_retries(struct ctx *c, const struct ynode *n, const ch
     if (!want_map(c, n, path, "a mapping (attempts, on)"))
         return;
     u->retry_on = CONFIG_RETRY_CONNECT_ERROR | CONFIG_RETRY_RESET;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        const char *key = lookup_key(c, k, path, keys, NULL);
-        if (!key)
-            continue;
-        char sub[PATHLEN];
-        subpath(sub, sizeof(sub), path, key);
+    const char *key;
+    const struct ynode *v;
+    char sub[PATHLEN];
+    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
         if (streq(key, "attempts")) {
             get_u32(c, v, sub, 0, 10, "an integer from 0 to 10", &u->retry_attempts);
             continue;
@@ -1946,13 +1957,10 @@ NOINLINE static void load_respond(struct ctx *c, const struct ynode *n, const ch
             describe(d, sizeof(d), n));
         return;
     }
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        const char *key = lookup_key(c, k, path, keys, NULL);
-        if (!key)
-            continue;
-        char sub[PATHLEN];
-        subpath(sub, sizeof(sub), path, key);
+    const char *key;
+    const struct ynode *v;
+    char sub[PATHLEN];
+    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
         if (streq(key, "status")) {
             uint32_t st;
             if (get_u32(c, v, sub, 200, 599, "an HTTP status from 200 to 599", &st))
@@ -2060,13 +2068,10 @@ NOINLINE static void load_header_rules(struct ctx *c, const struct ynode *n, con
     static const char *const keys[] = {"set", "add", "remove", NULL};
     if (!want_map(c, n, path, "a mapping (set, add, remove)"))
         return;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        const char *key = lookup_key(c, k, path, keys, NULL);
-        if (!key)
-            continue;
-        char sub[PATHLEN];
-        subpath(sub, sizeof(sub), path, key);
+    const char *key;
+    const struct ynode *v;
+    char sub[PATHLEN];
+    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
         if (streq(key, "set")) {
             load_header_map(c, v, sub, request, &rules->set, &rules->nset);
         } else if (streq(key, "add")) {
