@@ -44,7 +44,7 @@ static void arm_timer(struct conn *c, int64_t ms)
  */
 static void idle_for(struct conn *c, int64_t ms)
 {
-    c->idle_since = loop_time();
+    c->idle_since = loop_now();
     c->idle_ms = ms;
     if (!c->timer_armed || c->timer_at > c->idle_since + ms * LOOP_MS)
         arm_timer(c, ms);

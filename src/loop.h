@@ -31,12 +31,10 @@ struct loop;
 #define LOOP_MS ((int64_t)1000000)
 #define LOOP_SEC ((int64_t)1000000000)
 
-/* Now, CLOCK_MONOTONIC, in nanoseconds. */
+/* Now, CLOCK_MONOTONIC, in nanoseconds. On a thread inside loop_run() it
+ * is read once per loop turn and scheduler pass (a few µs of work): deadlines
+ * and logged durations are off by at most that much. */
 int64_t loop_now(void);
-/* The same, but inside a coroutine the instant it was last resumed (one
- * clock read per slice of work, which lasts microseconds): for phase
- * deadlines and logged durations, not for exact waits. */
-int64_t loop_time(void);
 /* loop_now() + after, or LOOP_NEVER when after <= 0 ("0s = none"). */
 int64_t loop_deadline(int64_t after);
 /* The earlier of two deadlines, LOOP_NEVER counting as the latest. */

@@ -454,7 +454,7 @@ static void forward(struct request *r)
         r->upstream_server = up->servers[server].addr.text;
         r->server = &up->servers[server];
         bool reused = false;
-        int64_t t0 = loop_time();
+        int64_t t0 = loop_now();
         int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
                                    phase_deadline(r, r->tmo->upstream_connect), &r->uc, &reused);
         if (err == -ECANCELED) {
@@ -489,7 +489,7 @@ static void forward(struct request *r)
                 answer_error(r, 400, "request head cannot be forwarded");
             return;
         }
-        t0 = loop_time();
+        t0 = loop_now();
         enum fail f = exchange(r, us);
         r->header_ms = ms_since(t0);
         /* A reused connection that closed, or said something that is not a
@@ -885,7 +885,7 @@ static int send_response(struct request *r, struct io_stream *up)
         size_t unsent = evbuffer_get_length(cout) >= OUT_HIGH ? io_unsent(r->client) : 0;
         int rc2 = io_wait(w, 2, deadline);
         if (rc2 == -ETIMEDOUT && unsent && io_peer_took(r->client, &unsent) &&
-            (r->total_deadline == LOOP_NEVER || loop_time() < r->total_deadline))
+            (r->total_deadline == LOOP_NEVER || loop_now() < r->total_deadline))
             continue; /* still reading, below the kernel's wake-up threshold */
         if (rc2 == -ETIMEDOUT) {
             r->error = evbuffer_get_length(cout) >= OUT_HIGH
@@ -1209,7 +1209,7 @@ static void request_reset(struct request *r, struct conn *c)
     r->cfg = c->w->cfg;
     r->client = c->s;
     r->tmo = &r->cfg->timeouts;
-    r->start = loop_time();
+    r->start = loop_now();
     r->total_deadline = r->tmo->total > 0 ? r->start + r->tmo->total * LOOP_MS : LOOP_NEVER;
 }
 
@@ -1266,11 +1266,11 @@ static struct proxy_scratch *scratch_of(struct worker *w)
 
 static int64_t phase_deadline(const struct request *r, int64_t ms)
 {
-    int64_t d = ms > 0 ? loop_time() + ms * LOOP_MS : LOOP_NEVER;
+    int64_t d = ms > 0 ? loop_now() + ms * LOOP_MS : LOOP_NEVER;
     return loop_deadline_min(d, r->total_deadline);
 }
 
 static double ms_since(int64_t t0)
 {
-    return (double)(loop_time() - t0) / 1e6;
+    return (double)(loop_now() - t0) / 1e6;
 }

@@ -189,7 +189,7 @@ int upstream_pick(struct upstream_set *set, const struct config_upstream *up, co
     struct upstream_state *st = &set->ups[up->index];
     if (!up->passive_failures)
         return balancer_next(&st->balancer, skip);
-    int64_t now = loop_time();
+    int64_t now = loop_now();
     bool any = false;
     for (size_t i = 0; i < up->nservers; i++) {
         st->skip[i] = (skip && skip[i]) || st->pools[i]->ejected_until > now;
@@ -213,7 +213,7 @@ void upstream_report(struct upstream_set *set, const struct config_upstream *up,
     if (++p->fails < up->passive_failures)
         return;
     p->fails = 0;
-    p->ejected_until = loop_time() + up->passive_eject_ms * LOOP_MS;
+    p->ejected_until = loop_now() + up->passive_eject_ms * LOOP_MS;
     static int64_t last;
     log_ratelimited(&last, 1000, CONFIG_LOG_WARN,
                     "worker %u: upstream %s: server %s ejected for %lld ms after %u failures in "
@@ -363,7 +363,7 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
             return;
         }
     }
-    uc->idle_since = loop_time();
+    uc->idle_since = loop_now();
     if (!uc->timer_armed)
         arm_idle(uc, cfg->timeouts.upstream_idle);
     io_set_idle(s, on_pooled_event, uc);

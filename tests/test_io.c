@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -151,11 +152,16 @@ static void write_all(int fd, const void *p, size_t n)
 
 /* Spins for ms milliseconds: libevent's time, cached when the loop turn
  * began, falls that far behind the clock. */
+/* Burns CPU for ms milliseconds of the real clock (loop_now() stands still
+ * within a loop turn). */
 static void busy_ms(int64_t ms)
 {
-    int64_t end = loop_now() + ms * LOOP_MS;
-    while (loop_now() < end)
-        ;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t end = (int64_t)ts.tv_sec * LOOP_SEC + ts.tv_nsec + ms * LOOP_MS;
+    do
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    while ((int64_t)ts.tv_sec * LOOP_SEC + ts.tv_nsec < end);
 }
 
 /* Timer callback: writes one byte ("w") to the descriptor in arg. */
