@@ -35,6 +35,7 @@
 
 #include "coro.h"
 #include "loop.h"
+#include "sys.h"
 
 struct wait_rec {
     uint32_t gen;
@@ -245,7 +246,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
                 v[i].iov_len = cap;
             cap -= v[i].iov_len;
         }
-        n = readv(fd, (struct iovec *)v, nv);
+        n = sys_readv(fd, (struct iovec *)v, nv);
         err = errno;
     }
     if (n > 0) {
@@ -469,7 +470,7 @@ void io_stream_free(struct io_stream *s)
     /* libevent's epoll backend ignores the EBADF of a pending
      * EPOLL_CTL_DEL, and turns a MOD on a reused fd number into an ADD. */
     if (fd >= 0)
-        close(fd);
+        sys_close(fd);
     if (stream_pool_put(s))
         return;
     bufferevent_free(s->bev);
@@ -559,6 +560,20 @@ void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsig
  * whole costs one writev and no epoll_ctl. A write error is left for the
  * bufferevent to find and report.
  */
+/* evbuffer_write() made with sys_writev: at most IO_WRITE_IOV chains. */
+#define IO_WRITE_IOV 16 /* 256 bytes of a coroutine stack */
+static ssize_t write_out(struct evbuffer *out, int fd)
+{
+    struct evbuffer_iovec v[IO_WRITE_IOV];
+    int nv = evbuffer_peek(out, -1, NULL, v, IO_WRITE_IOV);
+    if (nv > IO_WRITE_IOV)
+        nv = IO_WRITE_IOV;
+    ssize_t n = sys_writev(fd, (const struct iovec *)v, nv);
+    if (n > 0)
+        evbuffer_drain(out, (size_t)n);
+    return n;
+}
+
 static void write_now(struct io_stream *s)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
@@ -567,7 +582,7 @@ static void write_now(struct io_stream *s)
     /* A socket bufferevent keeps its output's start frozen so that only it
      * drains the buffer; thaw it for this write, as its own callback does. */
     evbuffer_unfreeze(out, 1);
-    int n = evbuffer_write(out, bufferevent_getfd(s->bev));
+    ssize_t n = write_out(out, (int)bufferevent_getfd(s->bev));
     evbuffer_freeze(out, 1);
     bool writing = bufferevent_get_enabled(s->bev) & EV_WRITE;
     if (n < 0 || evbuffer_get_length(out) > 0) {

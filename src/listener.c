@@ -17,6 +17,7 @@
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
+#include "sys.h"
 #include "worker.h"
 
 /* Connections accepted per wake-up before the loop serves the others: a
@@ -147,7 +148,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
-        int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = sys_accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
                 out_of_descriptors(a, errno);
