@@ -25,6 +25,7 @@
 #include "conn.h"
 #include "coro.h"
 #include "daemon.h"
+#include "evmem.h"
 #include "io.h"
 #include "listener.h"
 #include "log.h"
@@ -216,6 +217,7 @@ int server_run(struct config *cfg, const char *config_path)
     }
     daemon_raise_nofile();
     daemon_tune_malloc();
+    evmem_install(); /* before the first libevent allocation */
     if (listener_probe(cfg) != 0)
         goto out_unref;
     if (cfg->pid_file && (pid_fd = daemon_pidfile(cfg->pid_file)) < 0)

@@ -1,0 +1,44 @@
+/*
+ * evmem: libevent's memory, with the sizes a request churns kept in
+ * per-thread caches.
+ *
+ * libevent frees an evbuffer chain as soon as it is drained, so every
+ * request allocates and frees a chain per read and per written head: on a
+ * keep-alive request two of them are 8 KiB (a 4 KiB read plus the chain's
+ * header), past glibc's per-thread cache (tcache holds blocks up to 1 KiB),
+ * and cost ~1,000 instructions in _int_malloc/_int_free. evmem_install()
+ * hands libevent an allocator that keeps freed blocks of 1 KiB to 128 KiB
+ * (powers of two; a size is rounded up) on the freeing thread's list, up to
+ * EVMEM_CACHE_BYTES per size, and passes smaller and larger requests to
+ * malloc. Each block carries a 16-byte header naming its size class, so a
+ * block freed on another thread simply joins that thread's cache. A
+ * thread's cache goes back to malloc when the thread exits.
+ *
+ * Not installed in AddressSanitizer builds: ASan must see every libevent
+ * free to catch a use after it.
+ *
+ * Calls: malloc, libevent. Nothing here yields.
+ */
+#ifndef FERRY_EVMEM_H
+#define FERRY_EVMEM_H
+
+#include <stddef.h>
+
+/* Bytes each thread keeps per size class. */
+#define EVMEM_CACHE_BYTES ((size_t)512 * 1024)
+
+/* Installs the allocator with event_set_mem_functions(). Call before the
+ * first libevent call (libevent must free only what it allocated). */
+void evmem_install(void);
+
+/* The allocator itself (what libevent is given), for tests. */
+void *evmem_malloc(size_t n);
+void *evmem_realloc(void *p, size_t n);
+void evmem_free(void *p);
+/* Gives the calling thread's cache back to malloc (done for each thread
+ * when it exits). */
+void evmem_flush(void);
+/* Blocks the calling thread's cache holds now. */
+size_t evmem_cached(void);
+
+#endif
