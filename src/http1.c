@@ -22,6 +22,7 @@
 #define C_TARGET 4
 #define C_HEX 8
 #define C_FIELD 16 /* C_VALUE or SP/HTAB: any byte allowed inside a value */
+#define C_HOST 32  /* a reg-name byte Ferry accepts: ALPHA DIGIT - . _ */
 
 static unsigned char cclass[256];
 static unsigned char lower_tab[256];
@@ -42,6 +43,9 @@ __attribute__((constructor)) static void cclass_init(void)
             k |= C_HEX;
         if ((k & C_VALUE) || c == ' ' || c == '\t')
             k |= C_FIELD;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' ||
+            c == '.' || c == '_')
+            k |= C_HOST;
         cclass[c] = k;
         lower_tab[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
     }
@@ -274,12 +278,8 @@ bool http1_host_valid(const char *host, size_t len)
             return false;
         i++; /* past ']' */
     } else {
-        for (i = 0; i < len && host[i] != ':'; i++) {
-            unsigned char c = (unsigned char)host[i];
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '.' || c == '_'))
-                return false;
-        }
+        for (i = 0; i < len && (cclass[(unsigned char)host[i]] & C_HOST); i++)
+            ;
         if (i == 0)
             return false;
     }
@@ -503,6 +503,22 @@ struct fields {
     uint64_t cl;
 };
 
+/* Are the 8 bytes at p all allowed in a field value without HTAB (no
+ * byte below 0x20, no DEL; obs-text is allowed)? Word-at-a-time: a byte
+ * b < 0x20 borrows into its top bit in x - 0x20..20 while ~x keeps it;
+ * DEL is the zero byte of x ^ 0x7f..7f. A false "no" (an HTAB) only sends
+ * the caller to its byte loop. */
+static inline bool value_word_ok(const char *p)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t x;
+    memcpy(&x, p, sizeof(x));
+    uint64_t ctl = (x - ones * 0x20) & ~x & highs;
+    uint64_t y = x ^ (ones * 0x7f);
+    uint64_t del = (y - ones) & ~y & highs;
+    return (ctl | del) == 0;
+}
+
 /* Parses one field line p[0..len) (no CRLF) into h. */
 static int parse_field_line(const char *p, size_t len, bool first, struct http1_header *h)
 {
@@ -531,6 +547,8 @@ static int parse_field_line(const char *p, size_t len, bool first, struct http1_
     while (i < len && is_ows((unsigned char)p[i]))
         i++;
     size_t v = i;
+    while (len - i >= 8 && value_word_ok(p + i))
+        i += 8;
     while (i < len && (cclass[(unsigned char)p[i]] & C_FIELD))
         i++;
     if (i < len)
@@ -1174,6 +1192,21 @@ static ssize_t finish_head(struct out *o, const struct http1_head_out *h)
         if ((f->name_len == 14 && http1_token_eq(f->name, 14, "content-length")) ||
             (f->name_len == 17 && http1_token_eq(f->name, 17, "transfer-encoding")))
             continue;
+        size_t need = f->name_len + f->value_len + 4;
+        if (o->len < o->cap && o->cap - o->len >= need) {
+            /* The common case, the head fits: two copies, four stores. */
+            char *p = o->buf + o->len;
+            memcpy(p, f->name, f->name_len);
+            p += f->name_len;
+            p[0] = ':';
+            p[1] = ' ';
+            memcpy(p + 2, f->value, f->value_len);
+            p += 2 + f->value_len;
+            p[0] = '\r';
+            p[1] = '\n';
+            o->len += need;
+            continue;
+        }
         put(o, f->name, f->name_len);
         put(o, ": ", 2);
         put(o, f->value, f->value_len);

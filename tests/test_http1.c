@@ -448,6 +448,48 @@ static const char *const roundtrip_cases[] = {
     POST "Content-Length: 0\r\n\r\n",
 };
 
+/* The value scan reads 8 bytes at a time: a forbidden byte is found at
+ * every offset of a word, and allowed bytes that a word check doubts
+ * (HTAB) or passes (obs-text, SP, '~') are accepted, in values of many
+ * lengths. */
+START_TEST(value_bytes_at_every_offset)
+{
+    static const unsigned char bad[] = {0x00, 0x01, 0x08, 0x0a, 0x0b, 0x1f, 0x7f};
+    static const unsigned char good[] = {'\t', ' ', '~', 0x80, 0xff, 0x21, 0x7e};
+    char buf[128];
+    for (size_t vlen = 1; vlen <= 24; vlen++) {
+        for (size_t at = 0; at < vlen; at++) {
+            for (size_t k = 0; k < sizeof(bad) + sizeof(good); k++) {
+                bool is_bad = k < sizeof(bad);
+                unsigned char c = is_bad ? bad[k] : good[k - sizeof(bad)];
+                if (!is_bad && (c == ' ' || c == '\t') && (at == 0 || at == vlen - 1))
+                    continue; /* edge whitespace is trimmed, not kept */
+                char value[32];
+                memset(value, 'v', vlen);
+                value[at] = (char)c;
+                int n = snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: a\r\nX: ");
+                memcpy(buf + n, value, vlen);
+                n += (int)vlen;
+                memcpy(buf + n, "\r\n\r\n", 4);
+                n += 4;
+                struct http1_request req;
+                ssize_t r = parse_req(buf, (size_t)n, NULL, &req);
+                if (c == '\n') {
+                    ck_assert_msg(r == HTTP1_E_BARE_LF, "LF at %zu of %zu: %zd", at, vlen, r);
+                } else if (is_bad) {
+                    ck_assert_msg(r == HTTP1_E_VALUE_CHAR, "0x%02x at %zu of %zu: %zd", c, at,
+                                  vlen, r);
+                } else {
+                    ck_assert_msg(r == n, "0x%02x at %zu of %zu: %zd", c, at, vlen, r);
+                    ck_assert_uint_eq(req.headers[1].value_len, vlen);
+                    ck_assert_int_eq(memcmp(req.headers[1].value, value, vlen), 0);
+                }
+            }
+        }
+    }
+}
+END_TEST
+
 START_TEST(roundtrip)
 {
     struct http1_request a, b;
@@ -919,6 +961,7 @@ int main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_loop_test(tc, request_table, 0, sizeof(req_cases) / sizeof(req_cases[0]));
     tcase_add_test(tc, request_fields);
+    tcase_add_test(tc, value_bytes_at_every_offset);
     tcase_add_test(tc, request_upgrade);
     tcase_add_test(tc, request_limits);
     tcase_add_test(tc, request_early_error);
