@@ -1428,7 +1428,8 @@ NOINLINE static void load_limits(struct ctx *c, const struct ynode *n, const cha
 
 NOINLINE static void load_listen(struct ctx *c, const struct ynode *n, const char *path)
 {
-    static const char *const keys[] = {"address", "backlog", "proxy_protocol", NULL};
+    static const char *const keys[] = {"address", "backlog", "proxy_protocol", "defer_accept",
+                                       NULL};
     static const char *const later[] = {"tls", NULL};
     struct config *cfg = c->cfg;
     c->listen_seen = true;
@@ -1443,6 +1444,7 @@ NOINLINE static void load_listen(struct ctx *c, const struct ynode *n, const cha
         idxpath(ipath, sizeof(ipath), path, i);
         struct config_listener *l = &cfg->listeners[cfg->nlisteners];
         l->backlog = 4096;
+        l->defer_accept = true;
         if (item->kind != Y_MAP) {
             char d[QLEN];
             err(c, item, ipath, "expected a listener (a mapping with address:), got %s",
@@ -1470,6 +1472,8 @@ NOINLINE static void load_listen(struct ctx *c, const struct ynode *n, const cha
                 ok &= get_u32(c, v, sub, 1, 1u << 20, "a positive integer", &l->backlog);
             } else if (streq(key, "proxy_protocol")) {
                 ok &= get_bool(c, v, sub, &l->proxy_protocol);
+            } else if (streq(key, "defer_accept")) {
+                ok &= get_bool(c, v, sub, &l->defer_accept);
             }
         }
         if (!addr) {

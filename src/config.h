@@ -84,6 +84,7 @@ struct config_listener {
     struct config_addr addr; /* always numeric or unix */
     uint32_t backlog;        /* 4096 */
     bool proxy_protocol;     /* false */
+    bool defer_accept;       /* true: TCP_DEFER_ACCEPT (TCP listeners) */
 };
 
 enum config_host_header {

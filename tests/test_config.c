@@ -140,6 +140,7 @@ START_TEST(defaults)
     ck_assert_uint_eq(cfg->nlisteners, 1);
     ck_assert_uint_eq(cfg->listeners[0].backlog, 4096);
     ck_assert(!cfg->listeners[0].proxy_protocol);
+    ck_assert(cfg->listeners[0].defer_accept);
     const struct config_timeouts *t = &cfg->timeouts;
     ck_assert_int_eq(t->client_header, 10000);
     ck_assert_int_eq(t->client_body, 30000);
@@ -214,6 +215,8 @@ START_TEST(full_example)
     ck_assert_str_eq(l[1].addr.host, "::1");
     ck_assert_int_eq(l[1].addr.sa.ss_family, AF_INET6);
     ck_assert(l[1].proxy_protocol);
+    ck_assert(l[0].defer_accept);
+    ck_assert(!l[1].defer_accept);
     ck_assert(l[2].addr.is_unix);
     ck_assert_str_eq(l[2].addr.path, "/run/ferry/http.sock");
     ck_assert_str_eq(((struct sockaddr_un *)&l[2].addr.sa)->sun_path, "/run/ferry/http.sock");

@@ -302,7 +302,7 @@ def respond_route(name, path_prefix, status=200, body="ok\n", content_type="text
 class Ferry:
     """One ferry process with its own config file, ports and stderr file."""
 
-    def __init__(self, config=None, yaml_text=None, admin=True, name="ferry"):
+    def __init__(self, config=None, yaml_text=None, admin=True, name="ferry", listener=None):
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=name + "-", dir=tmpdir())
         self.port = free_port()
@@ -318,7 +318,7 @@ class Ferry:
                                     pid_file=self.pid_file)
         else:
             cfg = {"workers": 1, "pid_file": self.pid_file,
-                   "listen": [{"address": self.address}],
+                   "listen": [dict({"address": self.address}, **(listener or {}))],
                    "access_log": {"path": "stderr", "format": "json"}}
             if admin:
                 cfg["admin"] = {"listen": "127.0.0.1:%d" % self.admin_port}
@@ -496,8 +496,9 @@ def ferry(config=None, routes=None, upstreams=None, start=True, **kw):
     if routes is not None:
         cfg["routes"] = routes
     admin = kw.pop("admin", True)
+    listener = kw.pop("listener", None)  # more keys for the one listener
     cfg.update(kw)
-    f = Ferry(cfg, admin=admin)
+    f = Ferry(cfg, admin=admin, listener=listener)
     if start:
         f.start()
     return f
