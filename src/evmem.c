@@ -1,26 +1,25 @@
 /*
  * evmem: see evmem.h.
+ *
+ * Blocks are plain malloc blocks: no header of ours, so memory looks as it
+ * would without evmem. A freed block's class is read off its usable size
+ * (malloc_usable_size): the largest class it can hold. A block on class
+ * c's list holds at least class_bytes(c), which is all a request for that
+ * class needs.
  */
 #include "evmem.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <event2/event.h>
 
 #define EVMEM_MIN_SHIFT 10u /* 1 KiB */
 #define EVMEM_CLASSES 8u    /* 1 KiB .. 128 KiB */
-#define EVMEM_HDR 16u       /* keeps malloc's 16-byte alignment */
 #define EVMEM_UNCACHED UINT32_MAX
-
-struct hdr {
-    uint32_t cls; /* size class, or EVMEM_UNCACHED */
-    uint32_t pad[3];
-};
-_Static_assert(sizeof(struct hdr) == EVMEM_HDR, "header keeps alignment");
 
 struct free_block {
     struct free_block *next;
@@ -38,16 +37,34 @@ static size_t class_bytes(uint32_t cls)
     return (size_t)1 << (EVMEM_MIN_SHIFT + cls);
 }
 
-/* The class whose blocks hold total bytes (header included), or
- * EVMEM_UNCACHED. */
-static uint32_t class_of(size_t total)
+/* A size within an eighth above a class's size belongs to it. */
+static bool near_class(size_t n, uint32_t cls)
 {
-    if (total <= class_bytes(0) / 2 || total > class_bytes(EVMEM_CLASSES - 1))
+    return n >= class_bytes(cls) && n - class_bytes(cls) <= class_bytes(cls) / 8;
+}
+
+/* The class a request of n bytes is served from, or EVMEM_UNCACHED.
+ * Only sizes at (or just below, rounded up by at most an eighth) a class
+ * are: libevent's chains are powers of two, while its other objects (a
+ * bufferevent is ~700 bytes) keep their exact malloc size. */
+static uint32_t class_for_request(size_t n)
+{
+    if (n < class_bytes(0) - class_bytes(0) / 8 || n > class_bytes(EVMEM_CLASSES - 1))
         return EVMEM_UNCACHED; /* glibc's tcache serves the small ones */
     uint32_t cls = 0;
-    while (class_bytes(cls) < total)
+    while (class_bytes(cls) < n)
         cls++;
-    return cls;
+    return n >= class_bytes(cls) - class_bytes(cls) / 8 ? cls : EVMEM_UNCACHED;
+}
+
+/* The class a freed block of usable size u can serve without wasting more
+ * than an eighth of it, or EVMEM_UNCACHED. */
+static uint32_t class_of_block(size_t u)
+{
+    if (u < class_bytes(0))
+        return EVMEM_UNCACHED;
+    uint32_t cls = (uint32_t)(63 - __builtin_clzll((unsigned long long)u)) - EVMEM_MIN_SHIFT;
+    return cls < EVMEM_CLASSES && near_class(u, cls) ? cls : EVMEM_UNCACHED;
 }
 
 void evmem_flush(void)
@@ -75,32 +92,24 @@ static void make_key(void)
 
 void *evmem_malloc(size_t n)
 {
-    if (n > SIZE_MAX - EVMEM_HDR)
-        return NULL;
-    uint32_t cls = class_of(n + EVMEM_HDR);
-    struct hdr *h;
+    uint32_t cls = class_for_request(n);
     if (cls != EVMEM_UNCACHED && lists[cls]) {
         struct free_block *b = lists[cls];
         lists[cls] = b->next;
         counts[cls]--;
-        h = (struct hdr *)b;
-    } else {
-        h = malloc(cls == EVMEM_UNCACHED ? n + EVMEM_HDR : class_bytes(cls));
-        if (!h)
-            return NULL;
+        return b;
     }
-    h->cls = cls;
-    return (char *)h + EVMEM_HDR;
+    /* A class's full size, so that the block serves the class again. */
+    return malloc(cls == EVMEM_UNCACHED ? n : class_bytes(cls));
 }
 
 void evmem_free(void *p)
 {
     if (!p)
         return;
-    struct hdr *h = (struct hdr *)((char *)p - EVMEM_HDR);
-    uint32_t cls = h->cls;
+    uint32_t cls = class_of_block(malloc_usable_size(p));
     if (cls == EVMEM_UNCACHED || counts[cls] >= EVMEM_CACHE_BYTES / class_bytes(cls)) {
-        free(h);
+        free(p);
         return;
     }
     if (!registered) {
@@ -108,11 +117,11 @@ void evmem_free(void *p)
         pthread_once(&exit_once, make_key);
         registered = pthread_setspecific(exit_key, &registered) == 0;
         if (!registered) {
-            free(h);
+            free(p);
             return;
         }
     }
-    struct free_block *b = (struct free_block *)h;
+    struct free_block *b = p;
     b->next = lists[cls];
     lists[cls] = b;
     counts[cls]++;
@@ -122,22 +131,9 @@ void *evmem_realloc(void *p, size_t n)
 {
     if (!p)
         return evmem_malloc(n);
-    struct hdr *h = (struct hdr *)((char *)p - EVMEM_HDR);
-    if (h->cls == EVMEM_UNCACHED) {
-        if (n > SIZE_MAX - EVMEM_HDR)
-            return NULL;
-        struct hdr *nh = realloc(h, n + EVMEM_HDR);
-        return nh ? (char *)nh + EVMEM_HDR : NULL;
-    }
-    size_t have = class_bytes(h->cls) - EVMEM_HDR;
-    if (n <= have)
+    if (n && n <= malloc_usable_size(p))
         return p;
-    void *q = evmem_malloc(n);
-    if (!q)
-        return NULL;
-    memcpy(q, p, have);
-    evmem_free(p);
-    return q;
+    return realloc(p, n); /* a live block: never on a list */
 }
 
 size_t evmem_cached(void)

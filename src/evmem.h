@@ -8,11 +8,13 @@
  * header), past glibc's per-thread cache (tcache holds blocks up to 1 KiB),
  * and cost ~1,000 instructions in _int_malloc/_int_free. evmem_install()
  * hands libevent an allocator that keeps freed blocks of 1 KiB to 128 KiB
- * (powers of two; a size is rounded up) on the freeing thread's list, up to
- * EVMEM_CACHE_BYTES per size, and passes smaller and larger requests to
- * malloc. Each block carries a 16-byte header naming its size class, so a
- * block freed on another thread simply joins that thread's cache. A
- * thread's cache goes back to malloc when the thread exits.
+ * (power-of-two classes; a request is rounded up to its class) on the
+ * freeing thread's list, up to EVMEM_CACHE_BYTES per class, and passes
+ * smaller and larger requests to malloc. Blocks are malloc's own, without
+ * a header (a block's class is read off malloc_usable_size), so a block
+ * freed on another thread simply joins that thread's cache and memory
+ * looks as it would without the cache. A thread's cache goes back to
+ * malloc when the thread exits.
  *
  * Not installed in AddressSanitizer builds: ASan must see every libevent
  * free to catch a use after it.

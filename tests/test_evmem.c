@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,26 +25,36 @@ START_TEST(freed_block_is_reused_for_its_class)
 {
     evmem_flush();
     ck_assert_uint_eq(evmem_cached(), 0);
-    char *a = evmem_malloc(5000); /* 5000 + the header: the 8 KiB class */
+    char *a = evmem_malloc(8000); /* within an eighth below 8 KiB: an 8 KiB block */
     ck_assert_ptr_nonnull(a);
-    memset(a, 0xab, 5000);
+    memset(a, 0xab, 8000);
     evmem_free(a);
     ck_assert_uint_eq(evmem_cached(), 1);
-    char *b = evmem_malloc(8192 - 16); /* the same class, the largest size it holds */
+    char *b = evmem_malloc(8192); /* libevent's sizes are powers of two */
     ck_assert_ptr_eq(b, a);
     ck_assert_uint_eq(evmem_cached(), 0);
-    memset(b, 0xcd, 8192 - 16);
-    char *c = evmem_malloc(8192); /* one byte more than the class holds */
+    memset(b, 0xcd, 8192);
+    char *c = evmem_malloc(16000); /* a 16 KiB block */
     ck_assert_ptr_nonnull(c);
-    ck_assert_ptr_ne(c, b);
+    memset(c, 0xef, 16000);
     evmem_free(b);
     evmem_free(c);
     ck_assert_uint_eq(evmem_cached(), 2);
-    ck_assert_ptr_eq(evmem_malloc(5000), b);
-    ck_assert_ptr_eq(evmem_malloc(9000), c);
+    ck_assert_ptr_eq(evmem_malloc(7200), b);
+    ck_assert_ptr_eq(evmem_malloc(15000), c);
     ck_assert_uint_eq(evmem_cached(), 0);
     evmem_free(b);
     evmem_free(c);
+    /* Far from a class (a 5,000-byte object): malloc's own size, not
+     * rounded up, and not kept when freed. */
+    char *d = evmem_malloc(5000);
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_ne(d, b);
+    ck_assert_ptr_ne(d, c);
+    ck_assert_uint_lt(malloc_usable_size(d), 8192);
+    evmem_free(d);
+    ck_assert_uint_eq(evmem_cached(), 2);
+    evmem_flush();
 }
 END_TEST
 
@@ -71,28 +82,36 @@ START_TEST(realloc_keeps_bytes)
     ck_assert_ptr_nonnull(p);
     for (int i = 0; i < 100; i++)
         p[i] = (unsigned char)i;
-    p = evmem_realloc(p, 3000); /* small (malloc'd) to a class size: stays malloc'd */
+    p = evmem_realloc(p, 4090); /* malloc's realloc: the bytes move along */
     ck_assert_ptr_nonnull(p);
     for (int i = 0; i < 100; i++)
         ck_assert_uint_eq(p[i], (unsigned)i);
-    for (int i = 100; i < 3000; i++)
+    for (int i = 100; i < 4090; i++)
         p[i] = (unsigned char)(i * 7);
-    evmem_free(p);
-    ck_assert_uint_eq(evmem_cached(), 0);
+    evmem_free(p); /* ~4 KiB usable: the 4 KiB class */
+    ck_assert_uint_eq(evmem_cached(), 1);
+    ck_assert_ptr_eq(evmem_malloc(4096), p);
+    free(p);
 
-    unsigned char *q = evmem_malloc(1500); /* the 2 KiB class */
+    unsigned char *q = evmem_malloc(1500); /* a 2 KiB block */
     for (int i = 0; i < 1500; i++)
         q[i] = (unsigned char)(i * 3);
     ck_assert_ptr_eq(evmem_realloc(q, 2000), q); /* still fits its block */
+    ck_assert_ptr_eq(evmem_realloc(q, 2048), q);
     ck_assert_ptr_eq(evmem_realloc(q, 10), q);
     unsigned char *r = evmem_realloc(q, 70000);
     ck_assert_ptr_nonnull(r);
-    ck_assert_ptr_ne(r, q);
     for (int i = 0; i < 1500; i++)
         ck_assert_uint_eq(r[i], (unsigned char)(i * 3));
-    ck_assert_uint_eq(evmem_cached(), 1); /* the old 2 KiB block */
+    ck_assert_uint_eq(evmem_cached(), 0); /* a live block is never cached */
+    evmem_free(r); /* 70,000 usable bytes serve the 64 KiB class */
+    ck_assert_uint_eq(evmem_cached(), 1);
+    ck_assert_ptr_eq(evmem_malloc(65536), r);
     evmem_free(r);
-    ck_assert_uint_eq(evmem_cached(), 2);
+    void *big = evmem_malloc(65537); /* the 128 KiB class: not r */
+    ck_assert_ptr_ne(big, r);
+    evmem_free(big);
+    evmem_flush();
 }
 END_TEST
 
@@ -104,7 +123,7 @@ START_TEST(cache_is_bounded_per_class)
     void **blocks = calloc(n, sizeof(*blocks));
     ck_assert_ptr_nonnull(blocks);
     for (size_t i = 0; i < n; i++) {
-        blocks[i] = evmem_malloc(10000); /* the 16 KiB class */
+        blocks[i] = evmem_malloc(16384);
         ck_assert_ptr_nonnull(blocks[i]);
     }
     for (size_t i = 0; i < n; i++)
@@ -156,6 +175,18 @@ START_TEST(libevent_chains_come_from_the_cache)
         /* The drained chain went back to this thread's cache. */
         ck_assert_uint_eq(evmem_cached(), before + 1);
     }
+    evbuffer_free(b);
+
+    /* libevent sizes chains in powers of two (3,000 bytes + its chain
+     * header: 4 KiB); such a chain takes a 4 KiB block, not the next
+     * class up. */
+    evmem_flush();
+    void *p = evmem_malloc(4096);
+    evmem_free(p);
+    ck_assert_uint_eq(evmem_cached(), 1);
+    b = evbuffer_new();
+    ck_assert_int_eq(evbuffer_add(b, data, sizeof(data)), 0);
+    ck_assert_uint_eq(evmem_cached(), 0);
     evbuffer_free(b);
 #endif
 }
