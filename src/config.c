@@ -1165,7 +1165,6 @@ static const char *lookup_key(struct ctx *c, const struct ynode *key, const char
     return NULL;
 }
 
-/* A name of an upstream or route: letters, digits, '-', '_', '.'; 1-64. */
 /*
  * Walks a mapping's pairs from *i: returns the next key that lookup_key
  * knows (unknown and "not supported yet" keys are reported there and
@@ -1189,6 +1188,7 @@ static const char *next_key(struct ctx *c, const struct ynode *n, const char *pa
     return NULL;
 }
 
+/* A name of an upstream or route: letters, digits, '-', '_', '.'; 1-64. */
 static bool valid_name(const struct ynode *n)
 {
     if (n->kind != Y_SCALAR || n->len == 0 || n->len > 64 || strlen(n->str) != n->len)

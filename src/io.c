@@ -551,15 +551,6 @@ void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsig
     s->idle_arg = arg;
 }
 
-/*
- * Writes what the stream's output holds now, from the coroutine, instead
- * of on the next loop turn after an EPOLLOUT. The bufferevent's write side
- * stays disabled while the output is empty, so queueing data arms no event
- * at all; only a write that could not finish enables it (its callback then
- * writes the rest and on_write disables it again). A response written
- * whole costs one writev and no epoll_ctl. A write error is left for the
- * bufferevent to find and report.
- */
 /* evbuffer_write() made with sys_writev: at most IO_WRITE_IOV chains. */
 #define IO_WRITE_IOV 16 /* 256 bytes of a coroutine stack */
 static ssize_t write_out(struct evbuffer *out, int fd)
@@ -574,6 +565,15 @@ static ssize_t write_out(struct evbuffer *out, int fd)
     return n;
 }
 
+/*
+ * Writes what the stream's output holds now, from the coroutine, instead
+ * of on the next loop turn after an EPOLLOUT. The bufferevent's write side
+ * stays disabled while the output is empty, so queueing data arms no event
+ * at all; only a write that could not finish enables it (its callback then
+ * writes the rest and on_write disables it again). A response written
+ * whole costs one writev and no epoll_ctl. A write error is left for the
+ * bufferevent to find and report.
+ */
 static void write_now(struct io_stream *s)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
