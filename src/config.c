@@ -1818,12 +1818,6 @@ static const char *check_route_path(const char *p)
 static const char *const METHOD_NAMES[] = {"GET",     "HEAD",    "POST",  "PUT",   "DELETE",
                                            "CONNECT", "OPTIONS", "TRACE", "PATCH", NULL};
 
-static bool is_tchar(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
 NOINLINE static void load_match(struct ctx *c, const struct ynode *n, const char *path,
                                 struct config_route *r)
 {
@@ -1896,10 +1890,7 @@ NOINLINE static void load_match(struct ctx *c, const struct ynode *n, const char
                 char *meth;
                 if (!get_string(c, v->v[j], ipath, &meth))
                     continue;
-                bool token = *meth != '\0';
-                for (const char *p = meth; *p; p++)
-                    token &= is_tchar(*p);
-                if (!token) {
+                if (!http1_token_ok(meth, strlen(meth))) {
                     err(c, v->v[j], ipath, "not a method name: %s",
                         quote(q, sizeof(q), v->v[j]->str, v->v[j]->len));
                     continue;
@@ -2013,10 +2004,7 @@ static bool get_field_name(struct ctx *c, const struct ynode *k, const char *pat
     char q[QLEN];
     if (!want_scalar(c, k, path, "a header name"))
         return false;
-    bool token = k->len > 0 && k->len <= 256;
-    for (size_t i = 0; token && i < k->len; i++)
-        token = is_tchar(k->str[i]);
-    if (!token) {
+    if (k->len > 256 || !http1_token_ok(k->str, k->len)) {
         err(c, k, path, "not a valid header name: %s", quote(q, sizeof(q), k->str, k->len));
         return false;
     }
@@ -2046,11 +2034,7 @@ static void load_header_map(struct ctx *c, const struct ynode *n, const char *pa
             continue;
         if (!want_scalar(c, v, sub, "a header value"))
             continue;
-        bool ok = v->len <= 4096;
-        for (size_t j = 0; ok && j < v->len; j++) {
-            unsigned char ch = (unsigned char)v->str[j];
-            ok = ch == '\t' || (ch >= 0x20 && ch != 0x7f);
-        }
+        bool ok = v->len <= 4096 && http1_field_text_ok(v->str, v->len);
         if (ok && v->len > 0)
             ok = !strchr(" \t", v->str[0]) && !strchr(" \t", v->str[v->len - 1]);
         if (!ok) {

@@ -1151,8 +1151,7 @@ static void put_u64(struct out *o, uint64_t v)
     put(o, tmp + i, sizeof(tmp) - i);
 }
 
-/* Is every byte printable in a head: no CTL but HTAB, no DEL (obs-text ok)? */
-static bool field_text_ok(const char *s, size_t n)
+bool http1_field_text_ok(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -1162,7 +1161,7 @@ static bool field_text_ok(const char *s, size_t n)
     return true;
 }
 
-static bool token_ok(const char *s, size_t n)
+bool http1_token_ok(const char *s, size_t n)
 {
     if (n == 0)
         return false;
@@ -1187,7 +1186,7 @@ static ssize_t finish_head(struct out *o, const struct http1_head_out *h)
     for (size_t i = 0; i < h->nheaders; i++) {
         const struct http1_header *f = &h->headers[i];
         if (!h->fields_checked &&
-            (!token_ok(f->name, f->name_len) || !field_text_ok(f->value, f->value_len)))
+            (!http1_token_ok(f->name, f->name_len) || !http1_field_text_ok(f->value, f->value_len)))
             return HTTP1_E_SERIALIZE;
         if ((f->name_len == 14 && http1_token_eq(f->name, 14, "content-length")) ||
             (f->name_len == 17 && http1_token_eq(f->name, 17, "transfer-encoding")))
@@ -1232,7 +1231,7 @@ static ssize_t finish_head(struct out *o, const struct http1_head_out *h)
 ssize_t http1_write_request_head(char *buf, size_t cap, const struct http1_head_out *h)
 {
     struct out o = {buf, cap, 0};
-    if (!token_ok(h->method, h->method_len) || h->path_len == 0 ||
+    if (!http1_token_ok(h->method, h->method_len) || h->path_len == 0 ||
         !target_ok(h->path, h->path_len) || (h->query && !target_ok(h->query, h->query_len)))
         return HTTP1_E_SERIALIZE;
     put(&o, h->method, h->method_len);
@@ -1250,7 +1249,7 @@ ssize_t http1_write_response_head(char *buf, size_t cap, const struct http1_head
 {
     struct out o = {buf, cap, 0};
     char code[4];
-    if (h->status < 100 || h->status > 599 || !field_text_ok(h->reason, h->reason_len))
+    if (h->status < 100 || h->status > 599 || !http1_field_text_ok(h->reason, h->reason_len))
         return HTTP1_E_SERIALIZE;
     code[0] = (char)('0' + h->status / 100);
     code[1] = (char)('0' + h->status / 10 % 10);

@@ -255,6 +255,12 @@ ssize_t http1_parse_response(const char *buf, size_t len, const struct http1_lim
 /* Case-insensitive token comparison helper (ASCII). */
 bool http1_token_eq(const char *a, size_t alen, const char *b);
 
+/* Is s[0..n) a token (RFC 9110 §5.6.2: a field name, a method)? Not empty. */
+bool http1_token_ok(const char *s, size_t n);
+/* May s[0..n) stand in a field value: no CTL but HTAB, no DEL (obs-text
+ * is allowed)? */
+bool http1_field_text_ok(const char *s, size_t n);
+
 /* Finds the first header named `name` (case-insensitive); NULL if none. */
 const struct http1_header *http1_header_find(const struct http1_header *h, size_t n,
                                              const char *name);
