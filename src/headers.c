@@ -206,10 +206,10 @@ static int join_values(struct builder *b, const struct http1_header *hs, size_t 
     return (int)(b->used - start);
 }
 
-static bool named_in(const struct http1_header *h, const struct http1_header *list, size_t n)
+bool headers_named_in(const char *name, size_t len, const struct http1_header *list, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (list[i].name_len == h->name_len && http1_token_eq(h->name, h->name_len, list[i].name))
+        if (list[i].name_len == len && http1_token_eq(name, len, list[i].name))
             return true;
     return false;
 }
@@ -223,7 +223,8 @@ int headers_rewrite(struct http1_header *out, size_t n, size_t cap,
         return (int)n; /* most routes have no rules */
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-        if (named_in(&out[i], remove, nremove) || named_in(&out[i], set, nset))
+        if (headers_named_in(out[i].name, out[i].name_len, remove, nremove) ||
+            headers_named_in(out[i].name, out[i].name_len, set, nset))
             continue;
         out[kept++] = out[i];
     }

@@ -80,6 +80,10 @@ int headers_forward_response(const struct http1_response *resp, bool tunnel,
                              struct http1_header *out, size_t cap, char *scratch,
                              size_t scratch_cap);
 
+/* Is a field of list[0..n) (NUL-terminated names) named name[0..len)?
+ * Case-insensitive. */
+bool headers_named_in(const char *name, size_t len, const struct http1_header *list, size_t n);
+
 /*
  * Applies a route's rules to the fields out[0..n) (room for cap): drops
  * every field named in remove[] or set[] (case-insensitive), then appends

@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -1024,15 +1023,9 @@ static void answer(struct request *r, int status, const char *content_type, cons
 /* Does a route's rule set or remove the field `name`? */
 static bool rule_names(const struct config_header_rules *rules, const char *name)
 {
-    if (!rules)
-        return false;
-    for (size_t i = 0; i < rules->nset; i++)
-        if (strcasecmp(rules->set[i].name, name) == 0)
-            return true;
-    for (size_t i = 0; i < rules->nremove; i++)
-        if (strcasecmp(rules->remove[i].name, name) == 0)
-            return true;
-    return false;
+    size_t len = strlen(name);
+    return rules && (headers_named_in(name, len, rules->set, rules->nset) ||
+                     headers_named_in(name, len, rules->remove, rules->nremove));
 }
 
 /* An error of Ferry's own, as JSON: {"error", "status", "request_id"}. */
