@@ -169,6 +169,7 @@ static int send_response(struct request *r, struct io_stream *up);
 static bool idempotent(enum http1_method m);
 static bool retry_elsewhere(struct request *r, bool *tried, int server, unsigned *left,
                             unsigned cond, int status);
+static bool out_of_resources(int err);
 static void answer_connect_error(struct request *r, int err);
 static void log_request(const struct request *r);
 static void answer(struct request *r, int status, const char *content_type, const char *body,
@@ -464,8 +465,7 @@ static void forward(struct request *r)
         if (err < 0) {
             /* Out of descriptors or memory is Ferry's state, and a server
              * at max_connections is busy, not failing. */
-            if (err != -EMFILE && err != -ENFILE && err != -ENOMEM && err != -ENOBUFS &&
-                err != -EBUSY)
+            if (!out_of_resources(err) && err != -EBUSY)
                 upstream_report(r->w->upstreams, up, (unsigned)server, false);
             if (retry_elsewhere(r, tried, server, &retries_left, CONFIG_RETRY_CONNECT_ERROR, 0)) {
                 fresh = false;
@@ -933,6 +933,12 @@ static bool idempotent(enum http1_method m)
            m == HTTP1_METHOD_DELETE || m == HTTP1_METHOD_OPTIONS || m == HTTP1_METHOD_TRACE;
 }
 
+/* Did a connect fail for want of Ferry's own descriptors or memory? */
+static bool out_of_resources(int err)
+{
+    return err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOBUFS;
+}
+
 /* The answer for a failed connect: 504 on timeout, 503 when out of
  * descriptors or memory or when the server stayed at max_connections,
  * 502 otherwise. */
@@ -945,7 +951,7 @@ static void answer_connect_error(struct request *r, int err)
         answer_error(r, 503, "upstream server at max_connections");
     else if (err == -ETIMEDOUT)
         answer_error(r, 504, "upstream connect timed out");
-    else if (err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOBUFS)
+    else if (out_of_resources(err))
         answer_error(r, 503, "out of resources to reach the upstream");
     else
         answer_error(r, 502, "upstream connection failed");
