@@ -51,9 +51,9 @@ static uint32_t class_for_request(size_t n)
 {
     if (n < class_bytes(0) - class_bytes(0) / 8 || n > class_bytes(EVMEM_CLASSES - 1))
         return EVMEM_UNCACHED; /* glibc's tcache serves the small ones */
-    uint32_t cls = 0;
-    while (class_bytes(cls) < n)
-        cls++;
+    /* The smallest class holding n: ceil(log2 n), at least the first. */
+    unsigned bits = 64u - (unsigned)__builtin_clzll((unsigned long long)(n - 1));
+    uint32_t cls = bits > EVMEM_MIN_SHIFT ? bits - EVMEM_MIN_SHIFT : 0;
     return n >= class_bytes(cls) - class_bytes(cls) / 8 ? cls : EVMEM_UNCACHED;
 }
 

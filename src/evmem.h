@@ -7,10 +7,12 @@
  * keep-alive request two of them are 8 KiB (a 4 KiB read plus the chain's
  * header), past glibc's per-thread cache (tcache holds blocks up to 1 KiB),
  * and cost ~1,000 instructions in _int_malloc/_int_free. evmem_install()
- * hands libevent an allocator that keeps freed blocks of 1 KiB to 128 KiB
- * (power-of-two classes; a request is rounded up to its class) on the
- * freeing thread's list, up to EVMEM_CACHE_BYTES per class, and passes
- * smaller and larger requests to malloc. Blocks are malloc's own, without
+ * hands libevent an allocator that keeps freed blocks of a power of two
+ * from 1 KiB to 128 KiB (up to an eighth more) on the freeing thread's
+ * list, up to EVMEM_CACHE_BYTES per class, and serves from them the
+ * requests of such a size (up to an eighth less, rounded up); every other
+ * size (a bufferevent, tiny or huge buffers) goes to malloc as asked and
+ * is never kept. Blocks are malloc's own, without
  * a header (a block's class is read off malloc_usable_size), so a block
  * freed on another thread simply joins that thread's cache and memory
  * looks as it would without the cache. A thread's cache goes back to
