@@ -1635,7 +1635,7 @@ NOINLINE static void load_passive(struct ctx *c, const struct ynode *n, const ch
 NOINLINE static void load_retries(struct ctx *c, const struct ynode *n, const char *path,
                                   struct config_upstream *u)
 {
-    static const char *const keys[] = {"attempts", "on", NULL};
+    static const char *const keys[] = {"attempts", "on", "replay_bytes", NULL};
     static const char *const conds[] = {"connect_error", "reset", "timeout",
                                         "502",           "503",   "504", NULL};
     if (!want_map(c, n, path, "a mapping (attempts, on)"))
@@ -1647,6 +1647,10 @@ NOINLINE static void load_retries(struct ctx *c, const struct ynode *n, const ch
     for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
         if (streq(key, "attempts")) {
             get_u32(c, v, sub, 0, 10, "an integer from 0 to 10", &u->retry_attempts);
+            continue;
+        }
+        if (streq(key, "replay_bytes")) {
+            get_size(c, v, sub, 0, 64u << 20, &u->replay_bytes);
             continue;
         }
         if (!want_seq(c, v, sub, "a list like [connect_error, reset, 502, 503, 504]"))
@@ -1686,6 +1690,7 @@ NOINLINE static void load_upstream(struct ctx *c, const struct ynode *n, const c
     u->keepalive = 64;
     u->retry_attempts = 1;
     u->retry_on = CONFIG_RETRY_CONNECT_ERROR;
+    u->replay_bytes = 64u << 10;
     u->host_header = CONFIG_HOST_PRESERVE;
     u->balance = CONFIG_BALANCE_ROUND_ROBIN;
     if (n->kind != Y_MAP) {

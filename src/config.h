@@ -128,6 +128,11 @@ struct config_upstream {
      * was sent is retried only for an idempotent method without a body. */
     uint32_t retry_attempts;
     unsigned retry_on; /* CONFIG_RETRY_* */
+    /* retries.replay_bytes: a request body is kept up to this size until
+     * the response head arrives, so a retry (here or after a stale pooled
+     * connection) can resend it whole; a larger one is not retried once
+     * sent. Default 64 KiB; 0 = bodies are never replayed. */
+    uint64_t replay_bytes;
     /* passive: a server that gave no usable response (connect error,
      * reset, timeout, invalid head) passive_failures times in a row in a
      * worker is left out of that worker's choice for passive_eject_ms.
