@@ -16,8 +16,6 @@
 #include "loop.h"
 #include "worker.h"
 
-#define UPSTREAM_READ_MAX (256u * 1024u)
-
 struct pool;
 
 struct upstream_conn {

@@ -19,6 +19,10 @@
 
 #include "config.h"
 
+/* What an upstream connection's input buffers at most: a response head
+ * must fit in it (a larger one is a 502, not a wait). */
+#define UPSTREAM_READ_MAX (256u * 1024u)
+
 struct io_stream;
 struct loop;
 struct upstream_conn;
