@@ -19,11 +19,10 @@
 #include "loop.h"
 #include "proxy.h"
 #include "proxyproto.h"
+#include "reply.h"
 #include "tunnel.h"
 #include "upstream.h"
 #include "worker.h"
-
-#define CLIENT_READ_MAX (128u * 1024u)
 
 static void on_idle(struct io_stream *s, unsigned what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
@@ -92,7 +91,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         return;
     }
     c->w = w;
-    c->s = io_stream_accepted(w->loop, fd, CLIENT_READ_MAX);
+    c->s = io_stream_accepted(w->loop, fd, CONN_READ_MAX);
     if (!c->s) {
         free(c);
         return;
@@ -133,13 +132,26 @@ static void conn_close(struct conn *c)
     free(c);
 }
 
+/* Discards what the lingering client sent; false once it sent more than
+ * CONN_LINGER_BYTES (then the connection closes: draining is for a body
+ * in flight, not a sink for uploads). */
+static bool linger_drain(struct conn *c)
+{
+    size_t n = evbuffer_get_length(io_input(c->s));
+    evbuffer_drain(io_input(c->s), n);
+    c->lingered += n;
+    return c->lingered <= CONN_LINGER_BYTES;
+}
+
 /* Lingering close: our answer is out (flushed, write side shut by the
- * request); discard what the client still sends until it closes or
- * CONN_LINGER_MS pass. No coroutine is held. */
+ * request); discard what the client still sends until it closes,
+ * CONN_LINGER_MS pass or CONN_LINGER_BYTES were discarded. No coroutine
+ * is held. */
 static void conn_linger(struct conn *c)
 {
     c->lingering = true;
-    evbuffer_drain(io_input(c->s), evbuffer_get_length(io_input(c->s)));
+    c->lingered = 0;
+    linger_drain(c);
     io_set_reading(c->s, true);
     if (c->timer_armed)
         event_del(&c->timer);
@@ -147,35 +159,26 @@ static void conn_linger(struct conn *c)
 }
 
 /* Answers from a callback, without a coroutine (no stack could be had, or
- * too many requests are in flight), then closes lingering. The answer is
- * Ferry's usual JSON error with a request id, and it is logged. */
-size_t conn_error_json(char *buf, size_t cap, int status, const char *why, const char *id,
-                       size_t id_len)
-{
-    int n = snprintf(buf, cap, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"%.*s\"}\n", why,
-                     status, (int)id_len, id ? id : "");
-    if (n < 0)
-        return 0;
-    return (size_t)n < cap ? (size_t)n : cap - 1;
-}
-
+ * too many requests are in flight), then closes lingering: the request
+ * was not read, so the connection cannot carry another. The answer is
+ * Ferry's usual JSON error with a request id; it is logged and counted
+ * like any request. */
 static void answer_now(struct conn *c, int status, const char *why)
 {
-    char id[17], body[192], head[320];
+    char id[17], body[192];
     worker_request_id(c->w, id);
-    size_t blen = conn_error_json(body, sizeof(body), status, why, id, 16);
-    int hlen = snprintf(head, sizeof(head),
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                        "X-Request-Id: %s\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
-                        status, http1_reason(status), blen, id);
-    evbuffer_add(io_output(c->s), head, (size_t)hlen);
-    evbuffer_add(io_output(c->s), body, blen);
+    size_t blen = reply_error_json(body, sizeof(body), status, why, id, 16);
+    struct reply rp = {.status = status, .content_type = "application/json", .body = body,
+                       .body_len = blen, .request_id = id, .request_id_len = 16,
+                       .retry_after = status == 503, .body_unread = true};
+    reply_write(io_output(c->s), &rp);
     io_kick(c->s);
     struct log_access a = {.client = c->client, .status = status, .bytes_sent = blen,
                            .request_id = id, .request_id_len = 16, .duration_ms = 0,
                            .upstream_connect_ms = -1, .upstream_header_ms = -1, .error = why};
     log_access_write(&a);
     metrics_request(c->w->metrics, NULL, status, 0, NULL, NULL, 0);
+    WORKER_STAT_ADD(c->w, requests_total, 1);
     conn_linger(c);
     if (evbuffer_get_length(io_output(c->s)) == 0)
         shutdown(io_fd(c->s), SHUT_WR); /* the answer is out: show its end */
@@ -211,12 +214,10 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
 {
     struct conn *c = arg;
     if (c->lingering) {
-        if (what & IO_EOF) {
+        if ((what & IO_EOF) || !linger_drain(c))
             conn_close(c);
-        } else {
-            evbuffer_drain(io_input(s), evbuffer_get_length(io_input(s)));
+        else
             io_set_reading(s, true);
-        }
         return;
     }
     if (c->req)

@@ -23,7 +23,13 @@
 
 #include <event2/event_struct.h>
 
+/* What a client connection's input buffers at most: a request head must
+ * fit in it (a larger one is refused with 431, never waited for). */
+#define CONN_READ_MAX (128u * 1024u)
+
 #define CONN_LINGER_MS 2000
+/* ...and at most this many bytes of it. */
+#define CONN_LINGER_BYTES (32u * 1024u * 1024u)
 
 struct coro;
 struct io_stream;
@@ -41,6 +47,7 @@ struct conn {
     unsigned served;               /* requests answered */
     bool close_after;              /* answer with Connection: close, then close */
     bool lingering;
+    size_t lingered;               /* bytes discarded while lingering */
     bool timer_armed;
     int64_t timer_at;              /* when the armed timer fires */
     int64_t idle_since;            /* loop_now() when it last went idle */
@@ -64,15 +71,6 @@ void conn_start_tunnel(struct conn *c, struct upstream_conn *uc);
  * request bytes left unread). The coroutine must not use c afterwards.
  */
 void conn_finish_request(struct conn *c, bool keep_alive, bool linger);
-
-/*
- * The body of an answer of Ferry's own: {"error":why,"status":N,
- * "request_id":id} and a newline, in buf. why is one of Ferry's own
- * messages (no JSON escaping). Returns its length (at most cap - 1: a
- * longer body is cut).
- */
-size_t conn_error_json(char *buf, size_t cap, int status, const char *why, const char *id,
-                       size_t id_len);
 
 /* Draining (SIGTERM): closes c now if it is idle, else marks it to close
  * after its current response. */

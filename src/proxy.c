@@ -38,6 +38,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "loop.h"
+#include "reply.h"
 #include "route.h"
 #include "upstream.h"
 #include "worker.h"
@@ -94,6 +95,12 @@ struct request {
 
     struct body req_body;
     bool sent_continue;
+    /* The body as queued upstream (framed), kept for a retry while it fits
+     * the upstream's replay_bytes: replay_whole says r->replay holds all
+     * body_sent bytes, so a retry can resend the body whole. */
+    uint64_t body_sent;
+    bool replay_whole;
+    bool replay_wanted; /* a retry after the body went out may happen */
 
     struct upstream_conn *uc;
     struct upstream_conn *tunnel_uc; /* after a 101: handed to the tunnel */
@@ -124,6 +131,7 @@ struct request {
     size_t hdrs_cap;
     char *pathbuf;
     size_t pathbuf_cap;
+    struct evbuffer *replay; /* see body_sent; drained after each request */
 };
 
 /*
@@ -167,22 +175,22 @@ static void maybe_continue(struct request *r);
 static int parse_response_head(struct request *r, struct evbuffer *in);
 static int send_response(struct request *r, struct io_stream *up);
 static bool idempotent(enum http1_method m);
+static void replay_start(struct request *r, const struct config_upstream *up);
+static bool can_resend(const struct request *r);
+static void replay_record(struct request *r, struct evbuffer *uout, size_t from);
+static int replay_copy(struct evbuffer *dst, struct evbuffer *src);
+static void replay_end(struct request *r);
 static bool retry_elsewhere(struct request *r, bool *tried, int server, unsigned *left,
                             unsigned cond, int status);
 static bool out_of_resources(int err);
 static void answer_connect_error(struct request *r, int err);
 static void log_request(const struct request *r);
 static void answer(struct request *r, int status, const char *content_type, const char *body,
-                   size_t body_len, const char *extra_headers,
-                   const struct config_header_rules *rules);
-static bool rule_names(const struct config_header_rules *rules, const char *name);
+                   size_t body_len, bool must_close, const struct config_header_rules *rules);
 static void answer_error(struct request *r, int status, const char *why);
 static void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_out,
                       uint64_t max_body);
 static int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out);
-static size_t head_estimate(const struct http1_head_out *h);
-static int write_head(struct evbuffer *dst, const struct http1_head_out *h,
-                      ssize_t (*writer)(char *buf, size_t cap, const struct http1_head_out *h));
 static struct request *request_get(struct worker *w);
 static void request_put(struct worker *w, struct request *r);
 static void request_reset(struct request *r, struct conn *c);
@@ -267,46 +275,34 @@ static bool serve_one(struct request *r)
         r->id_len = xid->value_len;
     }
     if (status > 0) {
-        r->keep_alive = false;
+        /* The framing is unknown: whatever follows is unread body. */
         answer_error(r, status, r->error ? r->error : "bad request");
-        r->linger = true;
         goto out_log;
     }
     r->keep_alive = r->req.keep_alive && !r->conn->close_after && !r->w->draining;
+    body_init(&r->req_body, r->req.body, r->req.content_length, r->req.body == HTTP1_BODY_CHUNKED,
+              0);
 
     status = route_request(r);
     if (status) {
-        if (body_unread(r)) {
-            r->keep_alive = false;
-            r->linger = true;
-        }
         answer_error(r, status, status == 404 ? "no route" : r->error);
         goto out_log;
     }
+    r->req_body.dec.max_body = r->route->max_body_bytes;
     /* An expectation other than 100-continue cannot be met (RFC 9110
      * §10.1.1); nothing of the body has been asked for yet. */
     if (!r->req.expect_continue && http1_header_find(r->req.headers, r->req.nheaders, "Expect")) {
-        if (body_unread(r)) {
-            r->keep_alive = false;
-            r->linger = true;
-        }
         answer_error(r, 417, "unsupported Expect");
         goto out_log;
     }
     if (r->req.body == HTTP1_BODY_LENGTH && r->route->max_body_bytes &&
         r->req.content_length > r->route->max_body_bytes) {
-        r->keep_alive = false;
-        r->linger = true;
         answer_error(r, 413, "request body too large");
         goto out_log;
     }
     if (r->route->respond) {
         const struct config_respond *rs = r->route->respond;
-        if (body_unread(r)) {
-            r->keep_alive = false;
-            r->linger = true;
-        }
-        answer(r, rs->status, rs->content_type, rs->body, rs->body_len, NULL,
+        answer(r, rs->status, rs->content_type, rs->body, rs->body_len, false,
                &r->route->response_headers);
         goto out_log;
     }
@@ -366,6 +362,11 @@ static int read_head(struct request *r)
                 r->error = http1_error_str((int)n);
                 return http1_error_status((int)n);
             }
+            if (len >= CONN_READ_MAX) {
+                /* max_header_bytes allows more than the input can hold. */
+                r->error = "request head larger than the read buffer";
+                return 431;
+            }
         }
         if (io_eof(r->client))
             return -1;
@@ -418,11 +419,11 @@ static int route_request(struct request *r)
     return 0;
 }
 
-/* True when the request carries a body Ferry has not read. */
+/* True while any of the request body has not been consumed from the
+ * client (also before a head was parsed: its framing is unknown). */
 static bool body_unread(const struct request *r)
 {
-    return (r->req.body == HTTP1_BODY_LENGTH && r->req.content_length > 0) ||
-           r->req.body == HTTP1_BODY_CHUNKED;
+    return !r->req_body.done;
 }
 
 /* ---- forwarding: acquire, send, await the answer, relay it, release ------------------ */
@@ -436,9 +437,7 @@ static bool body_unread(const struct request *r)
 static void forward(struct request *r)
 {
     const struct config_upstream *up = r->route->upstream;
-    uint64_t max_body = r->route->max_body_bytes;
-    body_init(&r->req_body, r->req.body, r->req.content_length, r->req.body == HTTP1_BODY_CHUNKED,
-              max_body);
+    replay_start(r, up);
     struct proxy_scratch *sc = scratch_of(r->w);
     bool *tried = NULL;
     if (up->retry_attempts && up->nservers > 1 && sc &&
@@ -479,6 +478,8 @@ static void forward(struct request *r)
          * retry builds it again: it depends on the server, host_header). */
         struct io_stream *us = upstream_stream(r->uc);
         int built = build_upstream_head(r, &up->servers[server], io_output(us));
+        if (built == 0 && r->body_sent && replay_copy(io_output(us), r->replay) < 0)
+            built = -ENOMEM;
         if (built < 0) {
             upstream_release(r->uc, evbuffer_get_length(io_output(us)) == 0);
             r->uc = NULL;
@@ -494,8 +495,8 @@ static void forward(struct request *r)
         /* A reused connection that closed, or said something that is not a
          * response (stray bytes of an earlier answer), before any response
          * to this request: once more on a fresh connection. */
-        if ((f == FAIL_UP_CLOSED || f == FAIL_UP_BAD) && reused && !fresh &&
-            !r->resp_started && (idempotent(r->req.method) || r->req_body.bytes == 0)) {
+        if ((f == FAIL_UP_CLOSED || f == FAIL_UP_BAD) && reused && !fresh && !r->resp_started &&
+            can_resend(r) && (idempotent(r->req.method) || r->body_sent == 0)) {
             r->error = NULL;
             upstream_release(r->uc, false);
             r->uc = NULL;
@@ -542,11 +543,9 @@ static void forward(struct request *r)
             goto out_close_upstream;
         case FAIL_CLIENT_BODY:
             answer_error(r, 400, r->error ? r->error : "invalid request body");
-            r->linger = true;
             goto out_close_upstream;
         case FAIL_BODY_TOO_LARGE:
             answer_error(r, 413, "request body too large");
-            r->linger = true;
             goto out_close_upstream;
         case FAIL_CLIENT_TIMEOUT:
             answer_error(r, 408, "request body timed out (client_body)");
@@ -561,6 +560,7 @@ static void forward(struct request *r)
         break;
     }
 
+    replay_end(r); /* a response is taken: no retry from here */
     if (r->resp.status == 101) {
         if (!r->req.upgrade_websocket || !r->resp.upgrade) {
             answer_error(r, 502, "upstream switched protocols without an upgrade request");
@@ -575,11 +575,7 @@ static void forward(struct request *r)
     }
     /* An early answer: the upstream spoke before the whole body was sent.
      * Forward it; the body's rest is drained by a lingering close. */
-    bool early = !r->req_body.done;
-    if (early) {
-        r->keep_alive = false;
-        r->linger = true;
-    }
+    bool early = body_unread(r);
     struct io_stream *us = upstream_stream(r->uc);
     if (send_response(r, us) < 0) {
         r->keep_alive = false;
@@ -592,6 +588,7 @@ static void forward(struct request *r)
     return;
 
 out_close_upstream:
+    replay_end(r);
     if (r->uc)
         upstream_release(r->uc, false);
     r->uc = NULL;
@@ -648,7 +645,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .content_length = r->req.content_length,
         .fields_checked = true,
     };
-    return write_head(dst, &h, http1_write_request_head);
+    return reply_request_head(dst, &h);
 }
 
 /* The Host sent upstream, per the upstream's host_header. */
@@ -680,7 +677,9 @@ static enum fail exchange(struct request *r, struct io_stream *up)
     int64_t header_deadline = LOOP_NEVER;
     for (;;) {
         if (!r->req_body.done && evbuffer_get_length(uout) < OUT_HIGH) {
+            size_t before = evbuffer_get_length(uout);
             int e = body_move(&r->req_body, cin, uout);
+            replay_record(r, uout, before);
             if (e == HTTP1_E_BODY_TOO_LARGE)
                 return FAIL_BODY_TOO_LARGE;
             if (e < 0) {
@@ -740,7 +739,7 @@ static void maybe_continue(struct request *r)
     /* RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored. */
     if (r->req.expect_continue && r->req.version_minor >= 1 && !r->sent_continue &&
         !r->req_body.done && evbuffer_get_length(io_input(r->client)) == 0) {
-        evbuffer_add(io_output(r->client), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        reply_continue(io_output(r->client));
         r->sent_continue = true;
     }
 }
@@ -768,6 +767,10 @@ static int parse_response_head(struct request *r, struct evbuffer *in)
         }
         http1_response_init(&r->resp, sc->resp_hdrs, cap);
         ssize_t n = http1_parse_response(buf, want, &lim, r->req.method, &r->resp);
+        if (n == HTTP1_INCOMPLETE && len >= UPSTREAM_READ_MAX) {
+            r->error = "response head larger than the upstream read buffer";
+            return -1;
+        }
         if (n == HTTP1_INCOMPLETE)
             return 0;
         if (n < 0) {
@@ -800,8 +803,8 @@ static int send_response(struct request *r, struct io_stream *up)
     enum http1_body down = resp->body;
     if (down == HTTP1_BODY_CHUNKED && r->req.version_minor == 0)
         down = HTTP1_BODY_CLOSE; /* an HTTP/1.0 client cannot take chunks */
-    if (down == HTTP1_BODY_CLOSE)
-        r->keep_alive = false;
+    r->keep_alive = reply_keeps(r->keep_alive, down == HTTP1_BODY_CLOSE, body_unread(r));
+    r->linger = body_unread(r);
     enum http1_body advertised = down;
     /* HEAD and 304 may advertise the length of the body they do not
      * carry; 1xx and 204 must not have a Content-Length (RFC 9110 §8.6). */
@@ -833,7 +836,7 @@ static int send_response(struct request *r, struct io_stream *up)
         .connection_close = !r->keep_alive && !tunnel,
         .fields_checked = true,
     };
-    int rc = n < 0 ? n : write_head(cout, &h, http1_write_response_head);
+    int rc = n < 0 ? n : reply_head(cout, &h);
     if (rc < 0) {
         r->error = "cannot serialise the response head";
         return -1;
@@ -900,8 +903,9 @@ static int send_response(struct request *r, struct io_stream *up)
 
 /*
  * May the request go to another server after `cond` (CONFIG_RETRY_*) on
- * `server`? Only with retries left, a server not tried yet, time left,
- * and, once the request was sent, an idempotent method without a body.
+ * `server`? Only with retries left, a server not tried yet, time left, a
+ * body that can be resent whole (can_resend), and, once the request was
+ * sent, an idempotent method.
  * Counts the failed attempt (status: the response dropped, 0: none).
  */
 static bool retry_elsewhere(struct request *r, bool *tried, int server, unsigned *left,
@@ -910,8 +914,7 @@ static bool retry_elsewhere(struct request *r, bool *tried, int server, unsigned
     const struct config_upstream *up = r->route->upstream;
     if (!tried || *left == 0 || !(up->retry_on & cond))
         return false;
-    if (cond != CONFIG_RETRY_CONNECT_ERROR &&
-        (!idempotent(r->req.method) || r->req.body != HTTP1_BODY_NONE))
+    if (!can_resend(r) || (cond != CONFIG_RETRY_CONNECT_ERROR && !idempotent(r->req.method)))
         return false;
     if (r->total_deadline != LOOP_NEVER && loop_now() >= r->total_deadline)
         return false;
@@ -995,56 +998,44 @@ static void log_request(const struct request *r)
 /* ---- answering the client ourselves -------------------------------------------------- */
 
 /*
- * Queues a complete response (head and body) on the client's output. The
- * connection is kept only when the request was read whole (keep_alive
- * unchanged) and the status is not a protocol error.
+ * Queues a complete answer of Ferry's own through reply_write, which
+ * decides whether the connection carries another request: never while
+ * any of the request body is unread (then it closes lingering), nor after
+ * an answer that must_close (a protocol error, a timeout).
  */
 static void answer(struct request *r, int status, const char *content_type, const char *body,
-                   size_t body_len, const char *extra_headers,
-                   const struct config_header_rules *rules)
+                   size_t body_len, bool must_close, const struct config_header_rules *rules)
 {
-    struct evbuffer *out = io_output(r->client);
+    struct reply rp = {
+        .status = status,
+        .content_type = content_type,
+        .body = body,
+        .body_len = body_len,
+        .request_id = r->id,
+        .request_id_len = r->id_len,
+        .rules = rules,
+        .head_only = r->req.method == HTTP1_METHOD_HEAD,
+        .retry_after = status == 503,
+        .keep_alive = r->keep_alive,
+        .must_close = must_close,
+        .body_unread = body_unread(r),
+    };
     r->status = status;
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, http1_reason(status));
-    if (content_type && !rule_names(rules, "Content-Type"))
-        evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
-    evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
-    if (r->id_len && !rule_names(rules, "X-Request-Id"))
-        evbuffer_add_printf(out, "X-Request-Id: %.*s\r\n", (int)r->id_len, r->id);
-    if (extra_headers)
-        evbuffer_add(out, extra_headers, strlen(extra_headers));
-    for (size_t i = 0; rules && i < rules->nset + rules->nadd; i++) {
-        const struct http1_header *h =
-            i < rules->nset ? &rules->set[i] : &rules->add[i - rules->nset];
-        evbuffer_add_printf(out, "%s: %s\r\n", h->name, h->value);
-    }
-    if (!r->keep_alive)
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    evbuffer_add(out, "\r\n", 2);
-    if (r->req.method != HTTP1_METHOD_HEAD && body_len)
-        evbuffer_add(out, body, body_len);
+    r->keep_alive = reply_write(io_output(r->client), &rp);
+    r->linger = !r->keep_alive && rp.body_unread;
     r->bytes_out = body_len;
 }
 
-/* Does a route's rule set or remove the field `name`? */
-static bool rule_names(const struct config_header_rules *rules, const char *name)
-{
-    size_t len = strlen(name);
-    return rules && (headers_named_in(name, len, rules->set, rules->nset) ||
-                     headers_named_in(name, len, rules->remove, rules->nremove));
-}
-
-/* An error of Ferry's own, as JSON: {"error", "status", "request_id"}. */
+/* An error of Ferry's own, as JSON: {"error", "status", "request_id"}.
+ * Any 4xx but 404 ends the connection (the request broke a rule). */
 static void answer_error(struct request *r, int status, const char *why)
 {
     char body[512];
-    size_t n = conn_error_json(body, sizeof(body), status, why, r->id, r->id_len);
+    size_t n = reply_error_json(body, sizeof(body), status, why, r->id, r->id_len);
     if (!r->error)
         r->error = why;
-    if (status >= 400 && status != 404 && status != 502 && status != 503 && status != 504)
-        r->keep_alive = false;
-    answer(r, status, "application/json", body, n, status == 503 ? "Retry-After: 1\r\n" : NULL,
-           NULL);
+    bool must_close = status >= 400 && status < 500 && status != 404;
+    answer(r, status, "application/json", body, n, must_close, NULL);
 }
 
 /* ---- bodies -------------------------------------------------------------------------- */
@@ -1121,39 +1112,96 @@ static int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
     return 0;
 }
 
-/* ---- writing heads ------------------------------------------------------------------- */
+/* ---- replaying a body for a retry ---------------------------------------------------- */
 
-/* Room a head needs, give or take: the writers are asked once in the
- * common case, twice only when the estimate was short. */
-static size_t head_estimate(const struct http1_head_out *h)
+/*
+ * A retry must resend the whole body or not happen. The body is recorded
+ * as queued upstream (framed: whole chunks) only when a retry after it
+ * went out is possible at all: an idempotent method (a POST is retried
+ * only before any body byte went out) and replay_bytes > 0.
+ */
+static void replay_start(struct request *r, const struct config_upstream *up)
 {
-    size_t n = 128 + h->path_len + h->query_len + h->reason_len + h->method_len;
-    for (size_t i = 0; i < h->nheaders; i++)
-        n += h->headers[i].name_len + h->headers[i].value_len + 4;
-    return n;
+    r->body_sent = 0;
+    r->replay_whole = true;
+    r->replay_wanted = !r->req_body.done && idempotent(r->req.method) && up->replay_bytes > 0;
 }
 
-/* Serialises h with `writer` straight into dst's free space. Returns 0,
- * HTTP1_E_SERIALIZE, or -ENOMEM. */
-static int write_head(struct evbuffer *dst, const struct http1_head_out *h,
-                      ssize_t (*writer)(char *buf, size_t cap, const struct http1_head_out *h))
+/* Can the body queued so far be resent whole? */
+static bool can_resend(const struct request *r)
 {
-    size_t cap = head_estimate(h);
-    for (int pass = 0; pass < 2; pass++) {
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(dst, (ev_ssize_t)cap, &v, 1) < 1)
-            return -ENOMEM;
-        ssize_t need = writer(v.iov_base, v.iov_len, h);
-        if (need < 0)
-            return (int)need;
-        if ((size_t)need < v.iov_len) {
-            v.iov_len = (size_t)need;
-            evbuffer_commit_space(dst, &v, 1);
-            return 0;
+    return r->body_sent == 0 || r->replay_whole;
+}
+
+/* Records what body_move appended to uout after its first `from` bytes. */
+static void replay_record(struct request *r, struct evbuffer *uout, size_t from)
+{
+    size_t n = evbuffer_get_length(uout) - from;
+    if (n == 0)
+        return;
+    r->body_sent += n;
+    if (!r->replay_whole)
+        return;
+    if (!r->replay_wanted || r->body_sent > r->route->upstream->replay_bytes ||
+        (!r->replay && !(r->replay = evbuffer_new())))
+        goto out_give_up;
+    struct evbuffer_ptr pos;
+    if (evbuffer_ptr_set(uout, &pos, from, EVBUFFER_PTR_SET) < 0)
+        goto out_give_up;
+    while (n > 0) {
+        struct evbuffer_iovec v[8];
+        int k = evbuffer_peek(uout, (ev_ssize_t)n, &pos, v, 8);
+        size_t took = 0;
+        for (int i = 0; i < k && i < 8 && took < n; i++) {
+            size_t len = v[i].iov_len < n - took ? v[i].iov_len : n - took;
+            if (evbuffer_add(r->replay, v[i].iov_base, len) < 0)
+                goto out_give_up;
+            took += len;
         }
-        cap = (size_t)need + 1;
+        if (took == 0 || evbuffer_ptr_set(uout, &pos, took, EVBUFFER_PTR_ADD) < 0)
+            goto out_give_up;
+        n -= took;
     }
-    return -ENOMEM;
+    return;
+
+out_give_up:
+    r->replay_whole = false;
+    if (r->replay)
+        evbuffer_drain(r->replay, evbuffer_get_length(r->replay));
+}
+
+/* Appends a copy of src (left as is) to dst. Returns 0 or -ENOMEM. */
+static int replay_copy(struct evbuffer *dst, struct evbuffer *src)
+{
+    size_t len = evbuffer_get_length(src);
+    struct evbuffer_ptr pos;
+    if (evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET) < 0)
+        return -ENOMEM;
+    while (len > 0) {
+        struct evbuffer_iovec v[8];
+        int k = evbuffer_peek(src, (ev_ssize_t)len, &pos, v, 8);
+        size_t took = 0;
+        for (int i = 0; i < k && i < 8; i++) {
+            if (evbuffer_add(dst, v[i].iov_base, v[i].iov_len) < 0)
+                return -ENOMEM;
+            took += v[i].iov_len;
+        }
+        if (took == 0 || took > len)
+            return took > len ? 0 : -ENOMEM;
+        len -= took;
+        if (len && evbuffer_ptr_set(src, &pos, took, EVBUFFER_PTR_ADD) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* The response is taken (or the request failed): the copy goes. */
+static void replay_end(struct request *r)
+{
+    r->replay_whole = false;
+    r->replay_wanted = false;
+    if (r->replay && evbuffer_get_length(r->replay))
+        evbuffer_drain(r->replay, evbuffer_get_length(r->replay));
 }
 
 /* ---- request objects, pooled per worker, and scratch --------------------------------- */
@@ -1214,6 +1262,8 @@ static void request_reset(struct request *r, struct conn *c)
 
 static void request_free(struct request *r)
 {
+    if (r->replay)
+        evbuffer_free(r->replay);
     free(r->head);
     free(r->hdrs);
     free(r->pathbuf);
