@@ -279,33 +279,41 @@ def test_body_never_parsed_after_failure():
 def test_stall_body_never_parsed():
     "an upstream that stops reading (upstream_send): 504, the rest of the body is never a request"
     be, f = setup_smuggle()
-    body = SMUGGLED * (24 * MiB // len(SMUGGLED))
-    c = Client(f.port, timeout=15)
-    stop = threading.Event()
-    try:
-        c.send(build_request("POST", "/stall/x", {"Content-Length": str(len(body))}))
+    for chunked in (False, True):
+        body = SMUGGLED * (24 * MiB // len(SMUGGLED))
+        if chunked:  # chunks of 64 KiB, each holding requests
+            hdrs, step = {"Transfer-Encoding": "chunked"}, 65536
+            wire = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + step]), body[i:i + step])
+                            for i in range(0, len(body), step)) + b"0\r\n\r\n"
+        else:
+            hdrs, wire = {"Content-Length": str(len(body))}, body
+        c = Client(f.port, timeout=15)
+        stop = threading.Event()
+        try:
+            c.send(build_request("POST", "/stall/x", hdrs))
 
-        def pump():
-            view = memoryview(body)
-            c.sock.settimeout(8)
-            try:
-                for i in range(0, len(body), 65536):
-                    if stop.is_set():
-                        return
-                    c.sock.sendall(view[i:i + 65536])
-            except OSError:
-                pass
-        t = threading.Thread(target=pump, daemon=True)
-        t.start()
-        r = c.response(10)
-        eq(r.status, 504, "stalled upstream: status")
-        closed = c.closed(6.0)
-        check(not c.buf, "bytes after the 504 (the body was parsed as a request): %r" % c.buf[:200])
-        check(closed, "the connection was kept open with its body unread")
-        stop.set()
-        t.join(10)
-    finally:
-        c.close()
+            def pump():
+                view = memoryview(wire)
+                c.sock.settimeout(8)
+                try:
+                    for i in range(0, len(wire), 65536):
+                        if stop.is_set():
+                            return
+                        c.sock.sendall(view[i:i + 65536])
+                except OSError:
+                    pass
+            t = threading.Thread(target=pump, daemon=True)
+            t.start()
+            r = c.response(10)
+            eq(r.status, 504, "stalled upstream: status")
+            closed = c.closed(6.0)
+            check(not c.buf, "bytes after the 504 (the body was parsed as a request): %r"
+                  % c.buf[:200])
+            check(closed, "the connection was kept open with its body unread")
+            stop.set()
+            t.join(10)
+        finally:
+            c.close()
 
 
 def test_property_error_paths():
@@ -322,7 +330,8 @@ def test_property_error_paths():
         smuggle_once(f, path, body, chunked, split, "case %d %s" % (i, path), want,
                      forwarded=path in ("/closer/x", "/garbage/x"))
     # and without a body: the connection may stay, no extra answer either
-    for path, want in kinds:
+    for path, want in kinds + [("/busy/x", 503)]:
+        holder = occupy_busy(f) if path == "/busy/x" else None
         c = Client(f.port)
         try:
             r = c.request("GET", path)
@@ -331,6 +340,8 @@ def test_property_error_paths():
             check(not c.buf, "%s: bytes after the answer: %r" % (path, c.buf[:200]))
         finally:
             c.close()
+            if holder:
+                holder.close()
     f.assert_alive()
 
 
