@@ -132,6 +132,8 @@ struct request {
     char *pathbuf;
     size_t pathbuf_cap;
     struct evbuffer *replay; /* see body_sent; drained after each request */
+    bool *tried; /* servers of the upstream this request tried (held across yields) */
+    size_t tried_cap;
 };
 
 /*
@@ -148,8 +150,6 @@ struct proxy_scratch {
     size_t buf_cap;
     char *path; /* the rewritten upstream path */
     size_t path_cap;
-    bool *tried; /* servers of the upstream tried by this request */
-    size_t tried_cap;
     struct request *free; /* released requests */
     unsigned nfree;
 };
@@ -438,11 +438,12 @@ static void forward(struct request *r)
 {
     const struct config_upstream *up = r->route->upstream;
     replay_start(r, up);
-    struct proxy_scratch *sc = scratch_of(r->w);
+    /* The servers tried are the request's own: the list is held across
+     * every yield of the attempts (never in the worker's scratch). */
     bool *tried = NULL;
-    if (up->retry_attempts && up->nservers > 1 && sc &&
-        grow(&sc->tried, &sc->tried_cap, up->nservers, sizeof(bool))) {
-        tried = sc->tried;
+    if (up->retry_attempts && up->nservers > 1 &&
+        grow(&r->tried, &r->tried_cap, up->nservers, sizeof(bool))) {
+        tried = r->tried;
         memset(tried, 0, up->nservers * sizeof(bool));
     }
     unsigned retries_left = up->retry_attempts;
@@ -1264,6 +1265,7 @@ static void request_free(struct request *r)
 {
     if (r->replay)
         evbuffer_free(r->replay);
+    free(r->tried);
     free(r->head);
     free(r->hdrs);
     free(r->pathbuf);
@@ -1284,7 +1286,6 @@ void proxy_worker_fini(struct worker *w)
     free(sc->resp_hdrs);
     free(sc->buf);
     free(sc->path);
-    free(sc->tried);
     free(sc);
     w->proxy_scratch = NULL;
 }

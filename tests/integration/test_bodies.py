@@ -486,5 +486,52 @@ def test_huge_request_head_431():
         c.close()
 
 
+# --- per-request state held across a yield ----------------------------------------------------
+def slow_reset_handler(seen, lock):
+    """Records (server, X-Request-Id), waits 0.3 s, then resets."""
+    def handler(be, s, n):
+        rd = Reader(s)
+        try:
+            line, hdrs = rd.head()
+        except (EOFError, OSError):
+            return
+        with lock:
+            seen.append((be.name, hdrs.get("x-request-id")))
+        time.sleep(0.3)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    return handler
+
+
+def test_concurrent_retries_keep_their_own_tried_servers():
+    "two requests retrying on one upstream at once: neither goes back to a server it tried"
+    seen, lock = [], threading.Lock()
+    bes = [raw_backend(slow_reset_handler(seen, lock), "s%d" % i) for i in range(4)]
+    dead = [refused_address() for _ in range(70)]
+    f = ferry(upstreams={"u": servers(*bes, retries={"attempts": 3, "on": ["reset"]}),
+                         "many": servers(*dead, retries={"attempts": 10})},
+              routes=[route("many", "/many", upstream="many"), route("u", "/", upstream="u")])
+
+    def one(i):
+        time.sleep(0.45 * i)  # the second starts after the first's first failure
+        return request(f, "GET", "/x", headers={"X-Request-Id": "req-%d" % i}, timeout=10)
+
+    def many(_):
+        # meanwhile: requests over 70 servers, each growing any shared list
+        for _ in range(6):
+            time.sleep(0.1)
+            request(f, "GET", "/many", timeout=10)
+    results = parallel(3, lambda i: one(i) if i < 2 else many(i), timeout=20)
+    for r in results[:2]:
+        check(not isinstance(r, Exception), "request failed: %r" % r)
+        eq(r.status, 502, "every server reset: status")
+    f.assert_alive()
+    with lock:
+        pairs = list(seen)
+    for rid in ("req-0", "req-1"):
+        tried = [name for name, x in pairs if x == rid]
+        eq(len(tried), 4, "%s: attempts (1 + 3 retries) on %r" % (rid, tried))
+        eq(len(set(tried)), len(tried), "%s went back to a server it tried: %r" % (rid, tried))
+
+
 if __name__ == "__main__":
     run(globals(), budget=150)
