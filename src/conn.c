@@ -25,6 +25,8 @@
 #include "worker.h"
 
 static void on_idle(struct io_stream *s, unsigned what, void *arg);
+static void on_request_done(struct request_side *side, bool keep_alive, bool linger,
+                            struct upstream_conn *tunnel);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
 static void arm_timer(struct conn *c, int64_t ms)
@@ -96,6 +98,12 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         free(c);
         return;
     }
+    c->side = (struct request_side){.w = w,
+                                    .s = c->s,
+                                    .read_max = CONN_READ_MAX,
+                                    .peer = (const struct sockaddr *)&c->peer,
+                                    .client = c->client,
+                                    .done = on_request_done};
     evtimer_assign(&c->timer, loop_base(w->loop), on_timer, c);
     if (len > sizeof(c->peer))
         len = sizeof(c->peer);
@@ -160,25 +168,21 @@ static void conn_linger(struct conn *c)
 
 /* Answers from a callback, without a coroutine (no stack could be had, or
  * too many requests are in flight), then closes lingering: the request
- * was not read, so the connection cannot carry another. The answer is
- * Ferry's usual JSON error with a request id; it is logged and counted
- * like any request. */
+ * was not read, so the connection cannot carry another. The answer goes
+ * through the same writer, counters and access log as any request's. */
 static void answer_now(struct conn *c, int status, const char *why)
 {
-    char id[17], body[192];
-    worker_request_id(c->w, id);
-    size_t blen = reply_error_json(body, sizeof(body), status, why, id, 16);
-    struct reply rp = {.status = status, .content_type = "application/json", .body = body,
-                       .body_len = blen, .request_id = id, .request_id_len = 16,
-                       .retry_after = status == 503, .body_unread = true};
-    reply_write(io_output(c->s), &rp);
+    struct request *r = request_get(c->w);
+    if (!r) {
+        conn_close(c);
+        return;
+    }
+    request_reset(r, &c->side);
+    request_id_decide(r);
+    request_answer_json(r, status, why, true);
     io_kick(c->s);
-    struct log_access a = {.client = c->client, .status = status, .bytes_sent = blen,
-                           .request_id = id, .request_id_len = 16, .duration_ms = 0,
-                           .upstream_connect_ms = -1, .upstream_header_ms = -1, .error = why};
-    log_access_write(&a);
-    metrics_request(c->w->metrics, NULL, status, 0, NULL, NULL, 0);
-    WORKER_STAT_ADD(c->w, requests_total, 1);
+    request_log(r);
+    request_put(c->w, r);
     conn_linger(c);
     if (evbuffer_get_length(io_output(c->s)) == 0)
         shutdown(io_fd(c->s), SHUT_WR); /* the answer is out: show its end */
@@ -195,7 +199,7 @@ static void start_request(struct conn *c)
         answer_now(c, 503, "too many requests in flight");
         return;
     }
-    int r = loop_spawn(w->loop, proxy_serve, c, &c->req);
+    int r = loop_spawn(w->loop, proxy_serve, &c->side, &c->req);
     if (r < 0) {
         static int64_t last;
         log_ratelimited(&last, 1000, CONFIG_LOG_ERROR,
@@ -207,7 +211,6 @@ static void start_request(struct conn *c)
         return;
     }
     WORKER_STAT_ADD(w, requests_live, 1);
-    WORKER_STAT_ADD(w, requests_total, 1);
 }
 
 static void on_idle(struct io_stream *s, unsigned what, void *arg)
@@ -270,7 +273,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (c->req)
-        return; /* busy: conn_finish_request re-arms it */
+        return; /* busy: finish_request re-arms it */
     int64_t left = c->idle_ms - (loop_now() - c->idle_since) / LOOP_MS;
     if (left > 0) {
         arm_timer(c, left);
@@ -279,13 +282,19 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_close(c);
 }
 
-void conn_finish_request(struct conn *c, bool keep_alive, bool linger)
+/*
+ * The request coroutine's last response is complete: keep_alive leaves
+ * the connection idle (client_idle timer, no coroutine); otherwise it
+ * closes, lingering when linger is set (an answer with request bytes left
+ * unread).
+ */
+static void finish_request(struct conn *c, bool keep_alive, bool linger)
 {
     struct worker *w = c->w;
     c->req = NULL;
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
-    if (keep_alive && !c->close_after && !w->draining) {
+    if (keep_alive && !c->side.close_after && !w->draining) {
         idle_for(c, w->cfg->timeouts.client_idle);
         io_poll(c->s);
         /* Bytes that arrived while the response finished start the next
@@ -311,7 +320,8 @@ static void on_tunnel_close(void *arg, const struct tunnel_stats *st)
     conn_close(c);
 }
 
-void conn_start_tunnel(struct conn *c, struct upstream_conn *uc)
+/* After a 101: the connection becomes a tunnel to uc (no coroutine). */
+static void start_tunnel(struct conn *c, struct upstream_conn *uc)
 {
     struct worker *w = c->w;
     c->req = NULL;
@@ -328,6 +338,17 @@ void conn_start_tunnel(struct conn *c, struct upstream_conn *uc)
     }
 }
 
+/* The request coroutine leaves its client side (request.h). */
+static void on_request_done(struct request_side *side, bool keep_alive, bool linger,
+                            struct upstream_conn *tunnel)
+{
+    struct conn *c = (struct conn *)side; /* the side is the first member */
+    if (tunnel)
+        start_tunnel(c, tunnel);
+    else
+        finish_request(c, keep_alive, linger);
+}
+
 void conn_drain(struct conn *c)
 {
     if (c->tunnel) {
@@ -337,5 +358,5 @@ void conn_drain(struct conn *c)
     if (!c->req && !c->lingering)
         conn_close(c);
     else
-        c->close_after = true;
+        c->side.close_after = true;
 }

@@ -9,8 +9,12 @@
  * early answer: the unread request body is drained for up to
  * CONN_LINGER_MS so the client reads the answer instead of a reset.
  *
+ * The connection is the request coroutine's client side (struct
+ * request_side, request.h): the coroutine reads and writes through it and
+ * calls its done() when it leaves, so proxy.c never sees a struct conn.
+ *
  * Everything here runs on the worker's thread; conn_accept and the idle
- * handlers run in callbacks, conn_finish_request in the request coroutine.
+ * handlers run in callbacks, the side's done() in the request coroutine.
  */
 #ifndef FERRY_CONN_H
 #define FERRY_CONN_H
@@ -22,6 +26,8 @@
 #include <netinet/in.h>
 
 #include <event2/event_struct.h>
+
+#include "request.h"
 
 /* What a client connection's input buffers at most: a request head must
  * fit in it (a larger one is refused with 431, never waited for). */
@@ -36,6 +42,7 @@ struct io_stream;
 struct worker;
 
 struct conn {
+    struct request_side side; /* what the request coroutine sees */
     struct worker *w;
     struct io_stream *s;
     struct sockaddr_storage peer;
@@ -45,7 +52,6 @@ struct conn {
     struct event timer;            /* idle keep-alive, or lingering close */
     struct conn *next, *prev;      /* the worker's list */
     unsigned served;               /* requests answered */
-    bool close_after;              /* answer with Connection: close, then close */
     bool lingering;
     size_t lingered;               /* bytes discarded while lingering */
     bool timer_armed;
@@ -60,18 +66,6 @@ struct conn {
 /* Takes an accepted socket. Closes it when out of memory. */
 void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
                  bool proxy_protocol);
-struct upstream_conn;
-/* Called by the request coroutine instead of conn_finish_request after a 101. */
-void conn_start_tunnel(struct conn *c, struct upstream_conn *uc);
-
-/*
- * Called by the request coroutine when its last response is complete:
- * keep_alive leaves the connection idle (client_idle timer, no coroutine);
- * otherwise it closes, lingering when linger is set (an early answer with
- * request bytes left unread). The coroutine must not use c afterwards.
- */
-void conn_finish_request(struct conn *c, bool keep_alive, bool linger);
-
 /* Draining (SIGTERM): closes c now if it is idle, else marks it to close
  * after its current response. */
 void conn_drain(struct conn *c);

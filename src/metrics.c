@@ -28,6 +28,7 @@ struct route_counters {
 struct server_counters {
     uint64_t responses[NCLASSES];
     uint64_t failures;
+    int64_t warned; /* not a counter: metrics_server_warned */
 };
 
 struct metrics {
@@ -89,8 +90,7 @@ static int class_of(int status)
 }
 
 void metrics_request(struct metrics *m, const struct config_route *route, int status,
-                     double seconds, const struct config_upstream *up,
-                     const struct config_server *server, int upstream_status)
+                     double seconds)
 {
     if (!m)
         return;
@@ -101,8 +101,15 @@ void metrics_request(struct metrics *m, const struct config_route *route, int st
         b++;
     bump(&rc->buckets[b], 1);
     bump(&rc->duration_us, seconds > 0 ? (uint64_t)(seconds * 1e6 + 0.5) : 0);
-    if (up && server)
-        metrics_upstream(m, up, server, upstream_status);
+}
+
+int64_t *metrics_server_warned(struct metrics *m, const struct config_upstream *up,
+                               const struct config_server *server)
+{
+    static __thread int64_t fallback; /* no metrics (out of memory): per worker */
+    if (!m)
+        return &fallback;
+    return &m->servers[m->server_base[up->index] + server->index].warned;
 }
 
 void metrics_upstream(struct metrics *m, const struct config_upstream *up,
@@ -236,8 +243,9 @@ static void render_servers(struct evbuffer *out, const struct config *cfg, struc
         }
     }
     help(out, "ferry_upstream_failures_total", "counter",
-         "Upstream attempts that gave no usable response (connect error, reset, timeout, "
-         "invalid head).");
+         "Upstream attempts that failed through the server (connect error, reset, timeout, "
+         "invalid head; not client aborts, bad request bodies, max_connections or Ferry's own "
+         "shortages).");
     for (size_t u = 0; u < cfg->nupstreams; u++) {
         const struct config_upstream *up = &cfg->upstreams[u];
         for (size_t s = 0; s < up->nservers; s++) {

@@ -8,13 +8,31 @@
  * may see one request's counters half updated, never a torn value.
  *
  * Exposed (the names are a contract, like the config's):
- *   ferry_requests_total{route,code}             counter, code = 1xx..5xx
+ *   ferry_requests_total{route,code}             counter, code = 1xx..5xx:
+ *                                                every request answered or
+ *                                                abandoned after its head
+ *                                                (also the 503s answered
+ *                                                without a coroutine; the
+ *                                                same count as /status
+ *                                                requests_total)
  *   ferry_request_duration_seconds{route}        histogram (head read to
  *                                                answer sent)
- *   ferry_upstream_responses_total{upstream,server,code}
- *   ferry_upstream_failures_total{upstream,server}   no usable response:
- *                                                connect error, reset,
- *                                                timeout, invalid head
+ *   ferry_upstream_responses_total{upstream,server,code}   every response
+ *                                                head received, also one
+ *                                                dropped for a retry
+ *   ferry_upstream_failures_total{upstream,server}   attempts that failed
+ *                                                through the server: connect
+ *                                                refused or timed out, reset
+ *                                                or closed before answering,
+ *                                                no head in time, stopped
+ *                                                reading, invalid head. Not
+ *                                                counted: a client that left
+ *                                                (499), a bad or slow request
+ *                                                body, a server busy at
+ *                                                max_connections, Ferry's own
+ *                                                descriptor or memory
+ *                                                shortage. The same notion
+ *                                                as passive ejection's.
  *   ferry_connections, ferry_requests_in_flight, ferry_upstream_connections
  *   ferry_workers, ferry_build_info{version}
  *   process_cpu_seconds_total, process_resident_memory_bytes,
@@ -43,18 +61,21 @@ void metrics_free(struct metrics *m);
 
 /*
  * One request ended (worker thread). route NULL: none matched. status: what
- * the client got. seconds: how long it took. server: the upstream server
- * tried last (NULL: none), upstream_status its response's status, 0 when
- * it gave none.
+ * the client got. seconds: how long it took.
  */
 void metrics_request(struct metrics *m, const struct config_route *route, int status,
-                     double seconds, const struct config_upstream *up,
-                     const struct config_server *server, int upstream_status);
+                     double seconds);
 
-/* One upstream attempt ended (worker thread): status of the response, 0
- * when it gave none (a failure). metrics_request counts the last one. */
+/* One upstream attempt ended (worker thread): status of the response
+ * head, or 0 for a failure of the server (see above: the caller decides,
+ * from its one table of failure kinds, whether the server is to blame). */
 void metrics_upstream(struct metrics *m, const struct config_upstream *up,
                       const struct config_server *server, int status);
+
+/* The worker's timestamp for rate-limited warnings about one server
+ * (log_ratelimited), so that one server's lines do not hide another's. */
+int64_t *metrics_server_warned(struct metrics *m, const struct config_upstream *up,
+                               const struct config_server *server);
 
 /* Renders every worker's counters and the process gauges (admin thread).
  * Returns 0 or -1 when out of memory. */

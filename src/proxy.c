@@ -1,22 +1,23 @@
 /*
  * proxy: see proxy.h. One request's life, top to bottom, in the order of
- * this file: proxy_serve (the requests of one connection) -> serve_one ->
+ * this file: proxy_serve (the requests of one client side) -> serve_one ->
  * read_head -> route_request -> (a respond route's answer | forward:
- * upstream_acquire -> build_upstream_head -> exchange (body out, response
- * head in) -> send_response (body back) -> upstream_release) -> the
- * access log. Helpers (answers, bodies, head writing, pools) follow.
+ * attempt (upstream_acquire -> build_upstream_head -> exchange: body out,
+ * response head in) -> retries -> relay (send_response: head and body
+ * back) -> upstream_release) -> request_log. Failures are one table
+ * (FAILURES), bodies and their replay for retries follow.
  *
  * Bytes stay in evbuffers: the client's head is copied into a buffer of
  * the request's own size (the parsed views point into it), bodies move
  * evbuffer to evbuffer with evbuffer_remove_buffer (chains change hands,
  * nothing is copied), and the heads Ferry sends are serialised from parsed
- * fields only.
+ * fields only (reply.c).
  *
  * Decision: the request body is moved by this coroutine inside the same
  * wait set as the response head (client readable, upstream writable,
- * upstream readable, client EOF, deadline), not by separate callbacks: the
- * effect DESIGN asks for (an early upstream answer is forwarded, not turned
- * into a 502) holds, and the flow stays in one place.
+ * upstream readable, client EOF, deadline), not by separate callbacks: an
+ * early upstream answer is forwarded, not turned into a 502, and the flow
+ * stays in one place.
  */
 #include "proxy.h"
 
@@ -30,15 +31,15 @@
 #include <event2/buffer.h>
 
 #include "config.h"
-#include "conn.h"
 #include "coro.h"
 #include "headers.h"
 #include "http1.h"
 #include "io.h"
 #include "log.h"
-#include "metrics.h"
 #include "loop.h"
+#include "metrics.h"
 #include "reply.h"
+#include "request.h"
 #include "route.h"
 #include "upstream.h"
 #include "worker.h"
@@ -49,123 +50,94 @@
  * Forwarded, Via, X-Request-Id, Upgrade, Connection). */
 #define EXTRA_HEADERS 12
 
-/* How a body is read from one side and written to the other. */
-struct body {
-    enum http1_body in; /* framing as received */
-    bool chunk_out;     /* re-encode as chunked (else pass raw bytes) */
-    uint64_t remaining; /* HTTP1_BODY_LENGTH */
-    struct http1_chunked dec;
-    bool done;
-    uint64_t bytes; /* payload bytes moved */
-};
-
-/* Failures of the upstream exchange, each mapped to an answer. */
+/* How an upstream attempt, or the request with it, ended. */
 enum fail {
-    FAIL_NONE = 0,
+    FAIL_NONE = 0,        /* a response head came */
+    FAIL_CONNECT,         /* connect refused, reset or unreachable */
+    FAIL_CONNECT_TIMEOUT, /* no connection within upstream_connect */
+    FAIL_BUSY,            /* the server stayed at max_connections */
+    FAIL_RESOURCES,       /* Ferry has no descriptor or memory for a socket */
     FAIL_UP_CLOSED,       /* closed or reset before any response byte */
-    FAIL_UP_TIMEOUT,      /* no response head within upstream_header: 504 */
-    FAIL_UP_SEND_TIMEOUT, /* the upstream stopped reading our request: 504 */
-    FAIL_UP_BAD,          /* a response that breaks HTTP/1: 502 */
-    FAIL_CLIENT_GONE,     /* the client closed: 499, nothing to answer */
-    FAIL_CLIENT_BODY,     /* a bad chunked request body: 400 */
-    FAIL_CLIENT_TIMEOUT,  /* the client stalled its body: 408 */
-    FAIL_BODY_TOO_LARGE,  /* chunked body over max_body_bytes: 413 */
-    FAIL_NOMEM,
-};
-
-struct request {
-    struct conn *conn;
-    struct worker *w;
-    const struct config *cfg;
-    struct io_stream *client;
-    const struct config_route *route;
-    const struct config_timeouts *tmo;
-    int64_t start;
-    int64_t total_deadline;
-
-    struct http1_request req;
-    char *path; /* normalised path (in pathbuf) */
-    size_t path_len;
-    char *host; /* normalised host, for routing (in pathbuf, after the path) */
-    size_t host_len;
-    size_t head_len;
-    char new_id[17];
-    const char *id; /* X-Request-Id in effect */
-    size_t id_len;
-
-    struct body req_body;
-    bool sent_continue;
-    /* The body as queued upstream (framed), kept for a retry while it fits
-     * the upstream's replay_bytes: replay_whole says r->replay holds all
-     * body_sent bytes, so a retry can resend the body whole. */
-    uint64_t body_sent;
-    bool replay_whole;
-    bool replay_wanted; /* a retry after the body went out may happen */
-
-    struct upstream_conn *uc;
-    struct upstream_conn *tunnel_uc; /* after a 101: handed to the tunnel */
-    struct http1_response resp;      /* headers in the worker's scratch */
-    size_t resp_head_len;
-    struct body resp_body;
-
-    int status; /* what the client got */
-    int upstream_status;
-    unsigned attempts; /* retries on other servers (retry_elsewhere) */
-    const char *upstream_server;
-    const struct config_server *server; /* the upstream server tried last */
-    const char *error;
-    uint64_t bytes_out;
-    double connect_ms;
-    double header_ms;
-    bool streaming;    /* the upstream's body is being relayed */
-    bool resp_started; /* a response head (also 1xx) was parsed */
-    bool no_log;       /* the client left before a whole head: nothing to log */
-    bool keep_alive;   /* keep the client connection after this response */
-    bool linger;       /* close lingering: request bytes were left unread */
-
-    /* ---- kept across requests: the worker's pool; not reset ---- */
-    struct request *next_free;
-    char *head; /* a copy of the client's head; req's views point here */
-    size_t head_cap;
-    struct http1_header *hdrs;
-    size_t hdrs_cap;
-    char *pathbuf;
-    size_t pathbuf_cap;
-    struct evbuffer *replay; /* see body_sent; drained after each request */
-    bool *tried; /* servers of the upstream this request tried (held across yields) */
-    size_t tried_cap;
+    FAIL_UP_TIMEOUT,      /* no response head within upstream_header */
+    FAIL_UP_SEND_TIMEOUT, /* the upstream stopped reading the request */
+    FAIL_UP_BAD,          /* a response that breaks HTTP/1 */
+    FAIL_UP_SWITCH,       /* a 101 to a request that asked for no upgrade */
+    FAIL_CLIENT_GONE,     /* the client closed: nothing to answer */
+    FAIL_CLIENT_BODY,     /* a bad chunked request body */
+    FAIL_CLIENT_TIMEOUT,  /* the client stalled its body */
+    FAIL_BODY_TOO_LARGE,  /* a chunked body over max_body_bytes */
+    FAIL_HEAD,            /* the request head cannot be forwarded */
+    FAIL_NOMEM,           /* out of memory */
+    FAIL_KINDS
 };
 
 /*
- * Per-worker scratch for work that never yields in the middle: building
- * the forwarded header lists and the heads, parsing the response head
- * right before it is re-serialised. Waiting requests hold none of it.
+ * Each failure's consequences, in one place. blame: the server failed
+ * (passive ejection and ferry_upstream_failures_total count it; a client
+ * that left, a bad body, a busy server or Ferry's own shortage do not).
+ * retry: the retries.on condition under which another server is tried
+ * (0: never). stale: on a reused pooled connection, tried once more on a
+ * fresh one (the keep-alive race). close: the client connection ends
+ * after the answer (an unread body closes it anyway: reply.c).
  */
-struct proxy_scratch {
-    struct http1_header *out; /* forwarded headers */
-    size_t out_cap;
-    struct http1_header *resp_hdrs; /* the upstream's response head */
-    size_t resp_cap;
-    char *buf; /* joined values (X-Forwarded-For, Via) */
-    size_t buf_cap;
-    char *path; /* the rewritten upstream path */
-    size_t path_cap;
-    struct request *free; /* released requests */
-    unsigned nfree;
+static const struct failure {
+    int status;      /* answered to the client; 499: nothing (logged) */
+    const char *why; /* the answer's message; NULL: r->error */
+    bool blame;
+    unsigned retry;
+    bool stale;
+    bool close;
+} FAILURES[FAIL_KINDS] = {
+    [FAIL_NONE] = {0, NULL, false, 0, false, false},
+    [FAIL_CONNECT] = {502, "upstream connection failed", true, CONFIG_RETRY_CONNECT_ERROR, false,
+                      false},
+    [FAIL_CONNECT_TIMEOUT] = {504, "upstream connect timed out", true, CONFIG_RETRY_CONNECT_ERROR,
+                              false, false},
+    [FAIL_BUSY] = {503, "upstream server at max_connections", false, CONFIG_RETRY_CONNECT_ERROR,
+                   false, false},
+    [FAIL_RESOURCES] = {503, "out of resources to reach the upstream", false,
+                        CONFIG_RETRY_CONNECT_ERROR, false, false},
+    [FAIL_UP_CLOSED] = {502, "upstream closed the connection without answering", true,
+                        CONFIG_RETRY_RESET, true, false},
+    [FAIL_UP_TIMEOUT] = {504, "upstream timed out (upstream_header)", true, CONFIG_RETRY_TIMEOUT,
+                         false, false},
+    [FAIL_UP_SEND_TIMEOUT] = {504, "upstream stopped reading the request (upstream_send)", true, 0,
+                              false, false},
+    [FAIL_UP_BAD] = {502, "upstream sent an invalid response", true, 0, true, false},
+    [FAIL_UP_SWITCH] = {502, "upstream switched protocols without an upgrade request", false, 0,
+                        false, false},
+    [FAIL_CLIENT_GONE] = {499, "client closed the connection", false, 0, false, true},
+    [FAIL_CLIENT_BODY] = {400, NULL, false, 0, false, true},
+    [FAIL_CLIENT_TIMEOUT] = {408, "request body timed out (client_body)", false, 0, false, true},
+    [FAIL_BODY_TOO_LARGE] = {413, "request body too large", false, 0, false, true},
+    [FAIL_HEAD] = {400, "request head cannot be forwarded", false, 0, false, true},
+    [FAIL_NOMEM] = {503, "out of memory", false, 0, false, false},
 };
 
-/* Released request objects a worker keeps. */
-#define REQUEST_POOL_CAP 256
-/* Header slots a request starts with; grown to limits.max_headers when a
- * head has more. */
-#define REQUEST_HEADERS_START 24
+/* The tries of one request: servers tried, retries left, and whether the
+ * next try must use a fresh connection. */
+struct attempts {
+    bool *tried; /* the request's own (r->tried); NULL: no retries elsewhere */
+    unsigned left;
+    bool fresh;
+};
 
 /* The request's life, in the order of this file. */
 static bool serve_one(struct request *r);
 static int read_head(struct request *r);
 static int route_request(struct request *r);
-static bool body_unread(const struct request *r);
+static void answer_error(struct request *r, int status, const char *why);
 static void forward(struct request *r);
+static enum fail attempt(struct request *r, const struct config_upstream *up, int server,
+                         bool fresh, bool *reused);
+static enum fail connect_failure(struct request *r, const struct config_upstream *up, int err);
+static bool stale_retry(struct request *r, struct attempts *at, enum fail f, bool reused);
+static void attempt_done(struct request *r, const struct config_upstream *up, int server,
+                         enum fail f);
+static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail f);
+static void answer_failure(struct request *r, enum fail f);
+static void relay(struct request *r);
+static void release_upstream(struct request *r, bool reusable);
 static int build_upstream_head(struct request *r, const struct config_server *server,
                                struct evbuffer *dst);
 static void upstream_host(const struct request *r, const struct config_upstream *up,
@@ -174,55 +146,45 @@ static enum fail exchange(struct request *r, struct io_stream *up);
 static void maybe_continue(struct request *r);
 static int parse_response_head(struct request *r, struct evbuffer *in);
 static int send_response(struct request *r, struct io_stream *up);
+static int write_response_head(struct request *r, enum http1_body advertised);
+static int relay_body(struct request *r, struct io_stream *up);
 static bool idempotent(enum http1_method m);
+static bool out_of_resources(int err);
+static void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_out,
+                      uint64_t max_body);
+static int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out);
 static void replay_start(struct request *r, const struct config_upstream *up);
 static bool can_resend(const struct request *r);
 static void replay_record(struct request *r, struct evbuffer *uout, size_t from);
 static int replay_copy(struct evbuffer *dst, struct evbuffer *src);
 static void replay_end(struct request *r);
-static bool retry_elsewhere(struct request *r, bool *tried, int server, unsigned *left,
-                            unsigned cond, int status);
-static bool out_of_resources(int err);
-static void answer_connect_error(struct request *r, int err);
-static void log_request(const struct request *r);
-static void answer(struct request *r, int status, const char *content_type, const char *body,
-                   size_t body_len, bool must_close, const struct config_header_rules *rules);
-static void answer_error(struct request *r, int status, const char *why);
-static void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_out,
-                      uint64_t max_body);
-static int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out);
-static struct request *request_get(struct worker *w);
-static void request_put(struct worker *w, struct request *r);
-static void request_reset(struct request *r, struct conn *c);
-static void request_free(struct request *r);
-static void *grow(void *bufp, size_t *cap, size_t need, size_t elem);
-static struct proxy_scratch *scratch_of(struct worker *w);
 static int64_t phase_deadline(const struct request *r, int64_t ms);
 static double ms_since(int64_t t0);
 
-/* ---- one connection: its requests, in order ------------------------------------------ */
+/* ---- one client side: its requests, in order ----------------------------------------- */
 
 void proxy_serve(void *arg)
 {
-    struct conn *c = arg;
-    struct worker *w = c->w;
+    struct request_side *side = arg;
+    struct worker *w = side->w;
     struct request *r = request_get(w);
     bool keep = false, linger = false;
-    if (!r)
-        goto out_finish;
-
+    if (!r) {
+        side->done(side, false, false, NULL);
+        return;
+    }
     /* Requests pipelined behind this one are served by this coroutine;
      * answers to pipelined requests are flushed together unless they pile
      * up. Each request is logged once its answer is out (or failed). */
     do {
-        request_reset(r, c);
+        request_reset(r, side);
         keep = serve_one(r);
         linger = r->linger;
-        bool more = keep && !r->tunnel_uc && evbuffer_get_length(io_input(c->s)) > 0;
-        if (!more || evbuffer_get_length(io_output(c->s)) >= OUT_HIGH) {
+        bool more = keep && !r->tunnel_uc && evbuffer_get_length(io_input(side->s)) > 0;
+        if (!more || evbuffer_get_length(io_output(side->s)) >= OUT_HIGH) {
             /* client_send bounds a stall, not the whole transfer. */
             int64_t stall = r->tmo->client_send * LOOP_MS;
-            if (io_flush_progress(c->s, stall, r->total_deadline) < 0) {
+            if (io_flush_progress(side->s, stall, r->total_deadline) < 0) {
                 keep = false;
                 linger = false;
                 if (!r->error)
@@ -230,29 +192,24 @@ void proxy_serve(void *arg)
             }
         }
         if (!r->no_log)
-            log_request(r);
+            request_log(r);
         if (r->tunnel_uc)
             break;
-    } while (keep && evbuffer_get_length(io_input(c->s)) > 0);
+    } while (keep && evbuffer_get_length(io_input(side->s)) > 0);
 
     /* A lingering close shuts the write side once the answer is out, so
      * the client sees its end while its unread body is drained. */
     if (!keep && linger)
-        shutdown(io_fd(c->s), SHUT_WR);
+        shutdown(io_fd(side->s), SHUT_WR);
     struct upstream_conn *tunnel = r->tunnel_uc;
     request_put(w, r);
-    if (tunnel) {
-        conn_start_tunnel(c, tunnel);
-        return;
-    }
-out_finish:
-    conn_finish_request(c, keep, linger);
+    side->done(side, keep, linger, tunnel);
 }
 
 /* ---- one request: head, route, answer ------------------------------------------------ */
 
 /*
- * One request on the connection, from head to logged response. Returns
+ * One request on the connection, from head to answered response. Returns
  * true when the connection stays open for another request.
  */
 static bool serve_one(struct request *r)
@@ -263,52 +220,40 @@ static bool serve_one(struct request *r)
         r->no_log = true; /* closed or idle before a whole head */
         return false;
     }
-    /* The client's X-Request-Id when well-formed (also in Ferry's own
-     * answers), else a fresh one. */
-    worker_request_id(r->w, r->new_id);
-    r->id = r->new_id;
-    r->id_len = 16;
-    const struct http1_header *xid =
-        status ? NULL : http1_header_find(r->req.headers, r->req.nheaders, "X-Request-Id");
-    if (xid && headers_request_id_valid(xid->value, xid->value_len)) {
-        r->id = xid->value;
-        r->id_len = xid->value_len;
-    }
+    request_id_decide(r); /* the client's well-formed id, also in Ferry's own answers */
     if (status > 0) {
         /* The framing is unknown: whatever follows is unread body. */
         answer_error(r, status, r->error ? r->error : "bad request");
-        goto out_log;
+        return false;
     }
-    r->keep_alive = r->req.keep_alive && !r->conn->close_after && !r->w->draining;
+    r->keep_alive = r->req.keep_alive && !r->side->close_after && !r->w->draining;
     body_init(&r->req_body, r->req.body, r->req.content_length, r->req.body == HTTP1_BODY_CHUNKED,
               0);
 
     status = route_request(r);
     if (status) {
         answer_error(r, status, status == 404 ? "no route" : r->error);
-        goto out_log;
+        return r->keep_alive;
     }
     r->req_body.dec.max_body = r->route->max_body_bytes;
     /* An expectation other than 100-continue cannot be met (RFC 9110
      * §10.1.1); nothing of the body has been asked for yet. */
     if (!r->req.expect_continue && http1_header_find(r->req.headers, r->req.nheaders, "Expect")) {
         answer_error(r, 417, "unsupported Expect");
-        goto out_log;
+        return r->keep_alive;
     }
     if (r->req.body == HTTP1_BODY_LENGTH && r->route->max_body_bytes &&
         r->req.content_length > r->route->max_body_bytes) {
         answer_error(r, 413, "request body too large");
-        goto out_log;
+        return r->keep_alive;
     }
     if (r->route->respond) {
         const struct config_respond *rs = r->route->respond;
-        answer(r, rs->status, rs->content_type, rs->body, rs->body_len, false,
-               &r->route->response_headers);
-        goto out_log;
+        request_answer(r, rs->status, rs->content_type, rs->body, rs->body_len, false,
+                       &r->route->response_headers);
+        return r->keep_alive;
     }
     forward(r);
-
-out_log:
     return r->keep_alive;
 }
 
@@ -349,7 +294,7 @@ static int read_head(struct request *r)
                 /* Copy the head into a buffer of its own size: the views
                  * stay valid while the body and pipelined bytes move on,
                  * and a waiting request does not hold the read buffer. */
-                char *head = grow(&r->head, &r->head_cap, (size_t)n, 1);
+                char *head = request_grow(&r->head, &r->head_cap, (size_t)n, 1);
                 if (!head)
                     goto out_of_memory;
                 memcpy(head, buf, (size_t)n);
@@ -362,7 +307,7 @@ static int read_head(struct request *r)
                 r->error = http1_error_str((int)n);
                 return http1_error_status((int)n);
             }
-            if (len >= CONN_READ_MAX) {
+            if (len >= r->side->read_max) {
                 /* max_header_bytes allows more than the input can hold. */
                 r->error = "request head larger than the read buffer";
                 return 431;
@@ -391,7 +336,7 @@ static int route_request(struct request *r)
 {
     /* Path and host share one buffer; neither grows when normalised. */
     size_t hcap = r->req.host ? r->req.host_len + 1 : 0;
-    r->path = grow(&r->pathbuf, &r->pathbuf_cap, r->req.path_len + 1 + hcap, 1);
+    r->path = request_grow(&r->pathbuf, &r->pathbuf_cap, r->req.path_len + 1 + hcap, 1);
     if (!r->path)
         return 503;
     ssize_t n = headers_path_normalise(r->req.path, r->req.path_len, r->path, r->req.path_len + 1);
@@ -419,199 +364,253 @@ static int route_request(struct request *r)
     return 0;
 }
 
-/* True while any of the request body has not been consumed from the
- * client (also before a head was parsed: its framing is unknown). */
-static bool body_unread(const struct request *r)
+/* An error of Ferry's own before forwarding: any 4xx but 404 ends the
+ * connection (the request broke a rule); reply.c closes it anyway while
+ * any of the body is unread. */
+static void answer_error(struct request *r, int status, const char *why)
 {
-    return !r->req_body.done;
+    request_answer_json(r, status, why, status >= 400 && status < 500 && status != 404);
 }
 
-/* ---- forwarding: acquire, send, await the answer, relay it, release ------------------ */
+/* ---- forwarding: attempts, retries, the answer --------------------------------------- */
 
 /*
  * Proxies the request to its route's upstream and the response back.
- * Retries once, on a fresh connection, when a reused one fails before any
- * response byte and the request is idempotent or its body is untouched;
- * and on another server per the upstream's retries (retry_elsewhere).
+ * Each attempt is one server; a failure is looked up in FAILURES: once
+ * more on a fresh connection after a stale pooled one, another server per
+ * the upstream's retries, else its answer. A retry resends the whole body
+ * (replay) or does not happen.
  */
 static void forward(struct request *r)
 {
     const struct config_upstream *up = r->route->upstream;
-    replay_start(r, up);
+    struct attempts at = {.left = up->retry_attempts};
     /* The servers tried are the request's own: the list is held across
      * every yield of the attempts (never in the worker's scratch). */
-    bool *tried = NULL;
     if (up->retry_attempts && up->nservers > 1 &&
-        grow(&r->tried, &r->tried_cap, up->nservers, sizeof(bool))) {
-        tried = r->tried;
-        memset(tried, 0, up->nservers * sizeof(bool));
+        request_grow(&r->tried, &r->tried_cap, up->nservers, sizeof(bool))) {
+        at.tried = r->tried;
+        memset(at.tried, 0, up->nservers * sizeof(bool));
     }
-    unsigned retries_left = up->retry_attempts;
-
-    bool fresh = false;
+    replay_start(r, up);
+    enum fail f;
     for (;;) {
-        int server = upstream_pick(r->w->upstreams, up, tried);
-        r->upstream_server = up->servers[server].addr.text;
-        r->server = &up->servers[server];
+        int server = upstream_pick(r->w->upstreams, up, at.tried);
         bool reused = false;
-        int64_t t0 = loop_now();
-        int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
-                                   phase_deadline(r, r->tmo->upstream_connect), &r->uc, &reused);
-        if (err == -ECANCELED) {
-            r->status = 499;
-            r->keep_alive = false;
-            return;
-        }
-        if (err < 0) {
-            /* Out of descriptors or memory is Ferry's state, and a server
-             * at max_connections is busy, not failing. */
-            if (!out_of_resources(err) && err != -EBUSY)
-                upstream_report(r->w->upstreams, up, (unsigned)server, false);
-            if (retry_elsewhere(r, tried, server, &retries_left, CONFIG_RETRY_CONNECT_ERROR, 0)) {
-                fresh = false;
-                continue;
-            }
-            answer_connect_error(r, err);
-            return;
-        }
-        r->connect_ms = ms_since(t0);
-        /* The head is serialised straight into the connection's output (a
-         * retry builds it again: it depends on the server, host_header). */
-        struct io_stream *us = upstream_stream(r->uc);
-        int built = build_upstream_head(r, &up->servers[server], io_output(us));
-        if (built == 0 && r->body_sent && replay_copy(io_output(us), r->replay) < 0)
-            built = -ENOMEM;
-        if (built < 0) {
-            upstream_release(r->uc, evbuffer_get_length(io_output(us)) == 0);
-            r->uc = NULL;
-            if (built == -ENOMEM)
-                answer_error(r, 503, "out of memory");
-            else
-                answer_error(r, 400, "request head cannot be forwarded");
-            return;
-        }
-        t0 = loop_now();
-        enum fail f = exchange(r, us);
-        r->header_ms = ms_since(t0);
-        /* A reused connection that closed, or said something that is not a
-         * response (stray bytes of an earlier answer), before any response
-         * to this request: once more on a fresh connection. */
-        if ((f == FAIL_UP_CLOSED || f == FAIL_UP_BAD) && reused && !fresh && !r->resp_started &&
-            can_resend(r) && (idempotent(r->req.method) || r->body_sent == 0)) {
-            r->error = NULL;
-            upstream_release(r->uc, false);
-            r->uc = NULL;
-            fresh = true;
+        f = attempt(r, up, server, at.fresh, &reused);
+        if (stale_retry(r, &at, f, reused))
             continue;
-        }
-        if (f == FAIL_NONE)
-            upstream_report(r->w->upstreams, up, (unsigned)server, true);
-        else if (f == FAIL_UP_CLOSED || f == FAIL_UP_TIMEOUT || f == FAIL_UP_SEND_TIMEOUT ||
-                 f == FAIL_UP_BAD)
-            upstream_report(r->w->upstreams, up, (unsigned)server, false);
-        /* Another server, per the upstream's retries: after a reset, a
-         * timeout or a 502/503/504 (that answer is dropped). */
-        unsigned cond = f == FAIL_UP_CLOSED    ? CONFIG_RETRY_RESET
-                        : f == FAIL_UP_TIMEOUT ? CONFIG_RETRY_TIMEOUT
-                        : f != FAIL_NONE       ? 0
-                        : r->resp.status == 502 ? CONFIG_RETRY_502
-                        : r->resp.status == 503 ? CONFIG_RETRY_503
-                        : r->resp.status == 504 ? CONFIG_RETRY_504
-                                                : 0;
-        if (cond && retry_elsewhere(r, tried, server, &retries_left, cond,
-                                    f == FAIL_NONE ? r->resp.status : 0)) {
-            r->error = NULL;
-            r->resp_started = false;
-            upstream_release(r->uc, false);
-            r->uc = NULL;
-            fresh = false;
-            continue;
-        }
-        switch (f) {
-        case FAIL_NONE:
+        attempt_done(r, up, server, f);
+        if (!retry_elsewhere(r, &at, server, f))
             break;
-        case FAIL_UP_CLOSED:
-            answer_error(r, 502, "upstream closed the connection without answering");
-            goto out_close_upstream;
-        case FAIL_UP_BAD:
-            answer_error(r, 502, "upstream sent an invalid response");
-            goto out_close_upstream;
-        case FAIL_UP_TIMEOUT:
-            answer_error(r, 504, "upstream timed out (upstream_header)");
-            goto out_close_upstream;
-        case FAIL_UP_SEND_TIMEOUT:
-            answer_error(r, 504, "upstream stopped reading the request (upstream_send)");
-            goto out_close_upstream;
-        case FAIL_CLIENT_BODY:
-            answer_error(r, 400, r->error ? r->error : "invalid request body");
-            goto out_close_upstream;
-        case FAIL_BODY_TOO_LARGE:
-            answer_error(r, 413, "request body too large");
-            goto out_close_upstream;
-        case FAIL_CLIENT_TIMEOUT:
-            answer_error(r, 408, "request body timed out (client_body)");
-            goto out_close_upstream;
-        case FAIL_CLIENT_GONE:
-        case FAIL_NOMEM:
-            r->status = 499;
-            r->error = "client closed the connection";
-            r->keep_alive = false;
-            goto out_close_upstream;
-        }
-        break;
     }
+    replay_end(r); /* a response is taken, or none will be: no retry from here */
+    if (f == FAIL_NONE && r->resp.status == 101 && !(r->req.upgrade_websocket && r->resp.upgrade))
+        f = FAIL_UP_SWITCH;
+    if (f != FAIL_NONE) {
+        answer_failure(r, f);
+        release_upstream(r, false);
+        return;
+    }
+    relay(r);
+}
 
-    replay_end(r); /* a response is taken: no retry from here */
-    if (r->resp.status == 101) {
-        if (!r->req.upgrade_websocket || !r->resp.upgrade) {
-            answer_error(r, 502, "upstream switched protocols without an upgrade request");
-            goto out_close_upstream;
-        }
+/*
+ * One try on `server`: a connection (pooled unless fresh), the head and
+ * what a retry must resend of the body, then the exchange up to the
+ * response head. Returns FAIL_NONE with r->resp parsed, or how it failed;
+ * r->uc is held either way when a connection was had. May yield.
+ */
+static enum fail attempt(struct request *r, const struct config_upstream *up, int server,
+                         bool fresh, bool *reused)
+{
+    r->server = &up->servers[server];
+    r->upstream_server = r->server->addr.text;
+    int64_t t0 = loop_now();
+    int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
+                               phase_deadline(r, r->tmo->upstream_connect), &r->uc, reused);
+    if (err < 0) {
+        r->uc = NULL;
+        return connect_failure(r, up, err);
+    }
+    r->connect_ms = ms_since(t0);
+    /* The head is serialised straight into the connection's output (a
+     * retry builds it again: it depends on the server, host_header). */
+    struct io_stream *us = upstream_stream(r->uc);
+    int built = build_upstream_head(r, r->server, io_output(us));
+    if (built == 0 && r->body_sent)
+        built = replay_copy(io_output(us), r->replay);
+    if (built < 0)
+        return built == -ENOMEM ? FAIL_NOMEM : FAIL_HEAD;
+    t0 = loop_now();
+    enum fail f = exchange(r, us);
+    r->header_ms = ms_since(t0);
+    return f;
+}
+
+/* The failure kind of a connect error, with a warning rate-limited per
+ * server in this worker (one server's lines never hide another's). */
+static enum fail connect_failure(struct request *r, const struct config_upstream *up, int err)
+{
+    if (err == -ECANCELED)
+        return FAIL_CLIENT_GONE;
+    enum fail f = err == -EBUSY        ? FAIL_BUSY
+                  : err == -ETIMEDOUT  ? FAIL_CONNECT_TIMEOUT
+                  : out_of_resources(err) ? FAIL_RESOURCES
+                                          : FAIL_CONNECT;
+    int64_t *last = metrics_server_warned(r->w->metrics, up, r->server);
+    if (f == FAIL_BUSY)
+        log_ratelimited(last, 1000, CONFIG_LOG_WARN,
+                        "upstream %s: %s: busy: no connection freed within upstream_connect "
+                        "(max_connections %u)",
+                        up->name, r->upstream_server, up->max_connections);
+    else
+        log_ratelimited(last, 1000, CONFIG_LOG_WARN, "upstream %s: %s: connect: %s", up->name,
+                        r->upstream_server, strerror(-err));
+    return f;
+}
+
+/*
+ * A reused pooled connection that closed, or said something that is not
+ * a response (stray bytes of an earlier answer), before any response to
+ * this request: the keep-alive race, not the server's failure. Once more
+ * on a fresh connection, if the body can be resent whole and the method
+ * is idempotent or none of the body went out.
+ */
+static bool stale_retry(struct request *r, struct attempts *at, enum fail f, bool reused)
+{
+    if (!FAILURES[f].stale || !reused || at->fresh || r->resp_started || !can_resend(r) ||
+        !(idempotent(r->req.method) || r->body_sent == 0))
+        return false;
+    r->error = NULL;
+    release_upstream(r, false);
+    at->fresh = true;
+    return true;
+}
+
+/* Counts an attempt against its server, the one definition shared by
+ * passive ejection and /metrics: a response head is a success (any
+ * status); a failure counts only when FAILURES blames the server. */
+static void attempt_done(struct request *r, const struct config_upstream *up, int server,
+                         enum fail f)
+{
+    const struct config_server *s = &up->servers[server];
+    if (f == FAIL_NONE) {
+        upstream_report(r->w->upstreams, up, (unsigned)server, true);
+        metrics_upstream(r->w->metrics, up, s, r->resp.status);
+    } else if (FAILURES[f].blame) {
+        upstream_report(r->w->upstreams, up, (unsigned)server, false);
+        metrics_upstream(r->w->metrics, up, s, 0);
+    }
+}
+
+/*
+ * May the request go to another server after f (or a 502/503/504
+ * response, then dropped) on `server`? Only when the upstream's retries.on
+ * lists the condition, with retries left, a server not tried yet, time
+ * left, a body that can be resent whole (can_resend), and, once the
+ * request was sent, an idempotent method. Releases the connection when so.
+ */
+static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail f)
+{
+    const struct config_upstream *up = r->route->upstream;
+    int st = f == FAIL_NONE ? r->resp.status : 0;
+    unsigned cond = f != FAIL_NONE ? FAILURES[f].retry
+                    : st == 502    ? CONFIG_RETRY_502
+                    : st == 503    ? CONFIG_RETRY_503
+                    : st == 504    ? CONFIG_RETRY_504
+                                   : 0;
+    if (!cond || !at->tried || at->left == 0 || !(up->retry_on & cond))
+        return false;
+    if (!can_resend(r) || (cond != CONFIG_RETRY_CONNECT_ERROR && !idempotent(r->req.method)))
+        return false;
+    if (r->total_deadline != LOOP_NEVER && loop_now() >= r->total_deadline)
+        return false;
+    at->tried[server] = true;
+    size_t other = 0;
+    while (other < up->nservers && at->tried[other])
+        other++;
+    if (other == up->nservers)
+        return false;
+    at->left--;
+    at->fresh = false;
+    r->attempts++;
+    r->error = NULL;
+    r->resp_started = false;
+    release_upstream(r, false);
+    return true;
+}
+
+/* Answers the client for f, per FAILURES (499: nothing, only logged). */
+static void answer_failure(struct request *r, enum fail f)
+{
+    const struct failure *fl = &FAILURES[f];
+    if (fl->status == 499) {
+        r->status = 499;
+        r->error = fl->why;
         r->keep_alive = false;
-        if (send_response(r, upstream_stream(r->uc)) < 0)
-            goto out_close_upstream;
+        return;
+    }
+    const char *why = fl->why ? fl->why : r->error ? r->error : "invalid request body";
+    request_answer_json(r, fl->status, why, fl->close);
+}
+
+/*
+ * Sends the upstream's response to the client and gives the connection
+ * back: handed to the tunnel after a 101, pooled after a complete
+ * keep-alive response to a request sent whole, else closed.
+ */
+static void relay(struct request *r)
+{
+    struct io_stream *us = upstream_stream(r->uc);
+    if (r->resp.status == 101) {
+        r->keep_alive = false;
+        if (send_response(r, us) < 0) {
+            release_upstream(r, false);
+            return;
+        }
         r->tunnel_uc = r->uc;
         r->uc = NULL;
         return;
     }
     /* An early answer: the upstream spoke before the whole body was sent.
      * Forward it; the body's rest is drained by a lingering close. */
-    bool early = body_unread(r);
-    struct io_stream *us = upstream_stream(r->uc);
+    bool early = request_body_unread(r);
     if (send_response(r, us) < 0) {
         r->keep_alive = false;
         r->linger = false;
-        goto out_close_upstream;
+        release_upstream(r, false);
+        return;
     }
-    bool reusable = !early && r->resp.keep_alive && r->resp_body.in != HTTP1_BODY_CLOSE;
-    upstream_release(r->uc, reusable);
-    r->uc = NULL;
-    return;
+    release_upstream(r, !early && r->resp.keep_alive && r->resp_body.in != HTTP1_BODY_CLOSE);
+}
 
-out_close_upstream:
-    replay_end(r);
+static void release_upstream(struct request *r, bool reusable)
+{
     if (r->uc)
-        upstream_release(r->uc, false);
+        upstream_release(r->uc, reusable);
     r->uc = NULL;
 }
 
+/* ---- the upstream exchange ------------------------------------------------------------ */
+
 /*
- * Serialises the head sent upstream into a fresh evbuffer (kept for a
- * retry): the rewritten path, the forwarded headers, one framing header.
- * Returns 0 or -ENOMEM / -ENOSPC.
+ * Serialises the head sent upstream into dst (the connection's output):
+ * the rewritten path, the forwarded headers, one framing header. Uses the
+ * worker's scratch and does not yield. Returns 0 or -ENOMEM / -ENOSPC.
  */
 static int build_upstream_head(struct request *r, const struct config_server *server,
                                struct evbuffer *dst)
 {
     const struct config_route *rt = r->route;
     const struct config_upstream *up = rt->upstream;
-    struct proxy_scratch *sc = scratch_of(r->w);
+    struct request_scratch *sc = request_scratch_of(r->w);
     const struct config_header_rules *rules = &rt->request_headers;
     size_t cap = r->path_len + (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
     size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
-    if (!sc || !grow(&sc->path, &sc->path_cap, cap, 1) ||
-        !grow(&sc->buf, &sc->buf_cap, r->head_len + 1024, 1) ||
-        !grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
+    if (!sc || !request_grow(&sc->path, &sc->path_cap, cap, 1) ||
+        !request_grow(&sc->buf, &sc->buf_cap, r->head_len + 1024, 1) ||
+        !request_grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
         return -ENOMEM;
     size_t plen = headers_path_rewrite(
         r->path, r->path_len, rt->strip_prefix, rt->strip_prefix ? strlen(rt->strip_prefix) : 0,
@@ -619,8 +618,8 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     if (plen >= sc->path_cap)
         return -ENOSPC;
     struct headers_forward fwd = {
-        .trusted_peer = config_trusted(r->cfg, (const struct sockaddr *)&r->conn->peer),
-        .client_addr = r->conn->client,
+        .trusted_peer = config_trusted(r->cfg, r->side->peer),
+        .client_addr = r->side->client,
         .new_request_id = r->new_id,
         .tunnel = r->req.upgrade_websocket,
     };
@@ -631,8 +630,6 @@ static int build_upstream_head(struct request *r, const struct config_server *se
                             rules->nadd, rules->remove, rules->nremove);
     if (n < 0)
         return n;
-    r->id = fwd.request_id;
-    r->id_len = fwd.request_id_len;
     struct http1_head_out h = {
         .method = r->req.method_str,
         .method_len = r->req.method_len,
@@ -760,9 +757,9 @@ static int parse_response_head(struct request *r, struct evbuffer *in)
             return 0;
         size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
         const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
-        struct proxy_scratch *sc = scratch_of(r->w);
+        struct request_scratch *sc = request_scratch_of(r->w);
         size_t cap = lim.max_headers + 1;
-        if (!buf || !sc || !grow(&sc->resp_hdrs, &sc->resp_cap, cap, sizeof(*sc->resp_hdrs))) {
+        if (!buf || !sc || !request_grow(&sc->resp_hdrs, &sc->resp_cap, cap, sizeof(*sc->resp_hdrs))) {
             r->error = "out of memory reading the response head";
             return -1;
         }
@@ -797,15 +794,14 @@ static int send_response(struct request *r, struct io_stream *up)
 {
     struct http1_response *resp = &r->resp;
     struct evbuffer *uin = io_input(up);
-    struct evbuffer *cout = io_output(r->client);
     r->upstream_status = resp->status;
     r->status = resp->status;
 
     enum http1_body down = resp->body;
     if (down == HTTP1_BODY_CHUNKED && r->req.version_minor == 0)
         down = HTTP1_BODY_CLOSE; /* an HTTP/1.0 client cannot take chunks */
-    r->keep_alive = reply_keeps(r->keep_alive, down == HTTP1_BODY_CLOSE, body_unread(r));
-    r->linger = body_unread(r);
+    r->keep_alive = reply_keeps(r->keep_alive, down == HTTP1_BODY_CLOSE, request_body_unread(r));
+    r->linger = request_body_unread(r);
     enum http1_body advertised = down;
     /* HEAD and 304 may advertise the length of the body they do not
      * carry; 1xx and 204 must not have a Content-Length (RFC 9110 §8.6). */
@@ -813,11 +809,28 @@ static int send_response(struct request *r, struct io_stream *up)
         (r->req.method == HTTP1_METHOD_HEAD || resp->status == 304))
         advertised = HTTP1_BODY_LENGTH;
 
+    if (write_response_head(r, advertised) < 0)
+        return -1;
+    evbuffer_drain(uin, r->resp_head_len);
+
+    body_init(&r->resp_body, down == HTTP1_BODY_NONE ? HTTP1_BODY_NONE : resp->body,
+              resp->content_length, down == HTTP1_BODY_CHUNKED, 0);
+    r->streaming = true; /* bytes_out follows resp_body.bytes from here */
+    return relay_body(r, up);
+}
+
+/* The client's response head, re-serialised from the parsed upstream head
+ * (its header views are in the worker's scratch: nothing yields before
+ * this). Returns 0 or -1 (r->error set). */
+static int write_response_head(struct request *r, enum http1_body advertised)
+{
+    struct http1_response *resp = &r->resp;
+    struct evbuffer *cout = io_output(r->client);
     const struct config_header_rules *rules = &r->route->response_headers;
     size_t nout = resp->nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
-    struct proxy_scratch *sc = scratch_of(r->w);
-    if (!sc || !grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)) ||
-        !grow(&sc->buf, &sc->buf_cap, r->resp_head_len + 256, 1)) {
+    struct request_scratch *sc = request_scratch_of(r->w);
+    if (!sc || !request_grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)) ||
+        !request_grow(&sc->buf, &sc->buf_cap, r->resp_head_len + 256, 1)) {
         r->error = "out of memory";
         return -1;
     }
@@ -842,12 +855,19 @@ static int send_response(struct request *r, struct io_stream *up)
         r->error = "cannot serialise the response head";
         return -1;
     }
-    evbuffer_drain(uin, r->resp_head_len);
+    return 0;
+}
 
-    body_init(&r->resp_body, down == HTTP1_BODY_NONE ? HTTP1_BODY_NONE : resp->body,
-              resp->content_length, down == HTTP1_BODY_CHUNKED, 0);
+/*
+ * Streams the response body from the upstream to the client with
+ * backpressure both ways. Returns 0 when the body ended cleanly, -1 when
+ * it was cut short (upstream EOF, error or stall) or the client went away.
+ */
+static int relay_body(struct request *r, struct io_stream *up)
+{
+    struct evbuffer *uin = io_input(up);
+    struct evbuffer *cout = io_output(r->client);
     struct body *b = &r->resp_body;
-    r->streaming = true; /* bytes_out follows resp_body.bytes from here */
     while (!b->done) {
         if (evbuffer_get_length(cout) < OUT_HIGH) {
             int e = body_move(b, uin, cout);
@@ -902,35 +922,6 @@ static int send_response(struct request *r, struct io_stream *up)
     return 0;
 }
 
-/*
- * May the request go to another server after `cond` (CONFIG_RETRY_*) on
- * `server`? Only with retries left, a server not tried yet, time left, a
- * body that can be resent whole (can_resend), and, once the request was
- * sent, an idempotent method.
- * Counts the failed attempt (status: the response dropped, 0: none).
- */
-static bool retry_elsewhere(struct request *r, bool *tried, int server, unsigned *left,
-                            unsigned cond, int status)
-{
-    const struct config_upstream *up = r->route->upstream;
-    if (!tried || *left == 0 || !(up->retry_on & cond))
-        return false;
-    if (!can_resend(r) || (cond != CONFIG_RETRY_CONNECT_ERROR && !idempotent(r->req.method)))
-        return false;
-    if (r->total_deadline != LOOP_NEVER && loop_now() >= r->total_deadline)
-        return false;
-    tried[server] = true;
-    size_t other = 0;
-    while (other < up->nservers && tried[other])
-        other++;
-    if (other == up->nservers)
-        return false;
-    (*left)--;
-    r->attempts++;
-    metrics_upstream(r->w->metrics, up, &up->servers[server], status);
-    return true;
-}
-
 static bool idempotent(enum http1_method m)
 {
     return m == HTTP1_METHOD_GET || m == HTTP1_METHOD_HEAD || m == HTTP1_METHOD_PUT ||
@@ -941,102 +932,6 @@ static bool idempotent(enum http1_method m)
 static bool out_of_resources(int err)
 {
     return err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOBUFS;
-}
-
-/* The answer for a failed connect: 504 on timeout, 503 when out of
- * descriptors or memory or when the server stayed at max_connections,
- * 502 otherwise. */
-static void answer_connect_error(struct request *r, int err)
-{
-    static int64_t last;
-    log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "upstream %s: %s: connect: %s",
-                    r->route->upstream->name, r->upstream_server, strerror(-err));
-    if (err == -EBUSY)
-        answer_error(r, 503, "upstream server at max_connections");
-    else if (err == -ETIMEDOUT)
-        answer_error(r, 504, "upstream connect timed out");
-    else if (out_of_resources(err))
-        answer_error(r, 503, "out of resources to reach the upstream");
-    else
-        answer_error(r, 502, "upstream connection failed");
-}
-
-/* ---- the access log ------------------------------------------------------------------ */
-
-static void log_request(const struct request *r)
-{
-    double ms = ms_since(r->start);
-    metrics_request(r->w->metrics, r->route, r->status, ms / 1000,
-                    r->route ? r->route->upstream : NULL, r->server, r->upstream_status);
-    if (!log_access_enabled())
-        return;
-    struct log_access a = {
-        .client = r->conn->client,
-        .method = r->req.method_str,
-        .method_len = r->req.method_str ? r->req.method_len : 0,
-        .host = r->host_len ? r->host : NULL,
-        .host_len = r->host_len,
-        .path = r->path ? r->path : NULL,
-        .path_len = r->path_len,
-        .status = r->status,
-        .bytes_sent = r->streaming ? r->resp_body.bytes : r->bytes_out,
-        .bytes_received = r->req_body.bytes,
-        .route = r->route ? r->route->name : NULL,
-        .upstream = r->route && r->route->upstream ? r->route->upstream->name : NULL,
-        .upstream_server = r->upstream_server,
-        .upstream_status = r->upstream_status,
-        .upstream_retries = r->attempts,
-        .request_id = r->id,
-        .request_id_len = r->id_len,
-        .duration_ms = ms,
-        .upstream_connect_ms = r->upstream_server ? r->connect_ms : -1,
-        .upstream_header_ms = r->upstream_status ? r->header_ms : -1,
-        .error = r->error,
-    };
-    log_access_write(&a);
-}
-
-/* ---- answering the client ourselves -------------------------------------------------- */
-
-/*
- * Queues a complete answer of Ferry's own through reply_write, which
- * decides whether the connection carries another request: never while
- * any of the request body is unread (then it closes lingering), nor after
- * an answer that must_close (a protocol error, a timeout).
- */
-static void answer(struct request *r, int status, const char *content_type, const char *body,
-                   size_t body_len, bool must_close, const struct config_header_rules *rules)
-{
-    struct reply rp = {
-        .status = status,
-        .content_type = content_type,
-        .body = body,
-        .body_len = body_len,
-        .request_id = r->id,
-        .request_id_len = r->id_len,
-        .rules = rules,
-        .head_only = r->req.method == HTTP1_METHOD_HEAD,
-        .retry_after = status == 503,
-        .keep_alive = r->keep_alive,
-        .must_close = must_close,
-        .body_unread = body_unread(r),
-    };
-    r->status = status;
-    r->keep_alive = reply_write(io_output(r->client), &rp);
-    r->linger = !r->keep_alive && rp.body_unread;
-    r->bytes_out = body_len;
-}
-
-/* An error of Ferry's own, as JSON: {"error", "status", "request_id"}.
- * Any 4xx but 404 ends the connection (the request broke a rule). */
-static void answer_error(struct request *r, int status, const char *why)
-{
-    char body[512];
-    size_t n = reply_error_json(body, sizeof(body), status, why, r->id, r->id_len);
-    if (!r->error)
-        r->error = why;
-    bool must_close = status >= 400 && status < 500 && status != 404;
-    answer(r, status, "application/json", body, n, must_close, NULL);
 }
 
 /* ---- bodies -------------------------------------------------------------------------- */
@@ -1205,113 +1100,6 @@ static void replay_end(struct request *r)
         evbuffer_drain(r->replay, evbuffer_get_length(r->replay));
 }
 
-/* ---- request objects, pooled per worker, and scratch --------------------------------- */
-
-/* A request object from the worker's pool, or a new one. NULL when out
- * of memory. */
-static struct request *request_get(struct worker *w)
-{
-    struct proxy_scratch *sc = scratch_of(w);
-    size_t cap = REQUEST_HEADERS_START;
-    if (sc && sc->free) {
-        struct request *r = sc->free;
-        sc->free = r->next_free;
-        sc->nfree--;
-        return r;
-    }
-    struct request *r = calloc(1, sizeof(*r));
-    if (!r)
-        return NULL;
-    r->hdrs = malloc(cap * sizeof(*r->hdrs));
-    r->hdrs_cap = cap;
-    if (!r->hdrs) {
-        request_free(r);
-        return NULL;
-    }
-    return r;
-}
-
-static void request_put(struct worker *w, struct request *r)
-{
-    struct proxy_scratch *sc = w->proxy_scratch;
-    if (!sc || sc->nfree >= REQUEST_POOL_CAP) {
-        request_free(r);
-        return;
-    }
-    if (r->head_cap > 4096) { /* a large head: do not keep its buffer */
-        free(r->head);
-        r->head = NULL;
-        r->head_cap = 0;
-    }
-    r->next_free = sc->free;
-    sc->free = r;
-    sc->nfree++;
-}
-
-/* Clears what one request leaves behind, keeping the pooled buffers. */
-static void request_reset(struct request *r, struct conn *c)
-{
-    memset(r, 0, offsetof(struct request, next_free));
-    r->conn = c;
-    r->w = c->w;
-    r->cfg = c->w->cfg;
-    r->client = c->s;
-    r->tmo = &r->cfg->timeouts;
-    r->start = loop_now();
-    r->total_deadline = r->tmo->total > 0 ? r->start + r->tmo->total * LOOP_MS : LOOP_NEVER;
-}
-
-static void request_free(struct request *r)
-{
-    if (r->replay)
-        evbuffer_free(r->replay);
-    free(r->tried);
-    free(r->head);
-    free(r->hdrs);
-    free(r->pathbuf);
-    free(r);
-}
-
-void proxy_worker_fini(struct worker *w)
-{
-    struct proxy_scratch *sc = w->proxy_scratch;
-    if (!sc)
-        return;
-    while (sc->free) {
-        struct request *r = sc->free;
-        sc->free = r->next_free;
-        request_free(r);
-    }
-    free(sc->out);
-    free(sc->resp_hdrs);
-    free(sc->buf);
-    free(sc->path);
-    free(sc);
-    w->proxy_scratch = NULL;
-}
-
-/* Grows *buf to hold need bytes. Returns it, or NULL when out of memory. */
-static void *grow(void *bufp, size_t *cap, size_t need, size_t elem)
-{
-    void **buf = bufp;
-    if (*buf && *cap >= need)
-        return *buf;
-    size_t n = need < 64 ? 64 : need;
-    void *fresh = realloc(*buf, n * elem);
-    if (!fresh)
-        return NULL;
-    *buf = fresh;
-    *cap = n;
-    return fresh;
-}
-
-static struct proxy_scratch *scratch_of(struct worker *w)
-{
-    if (!w->proxy_scratch)
-        w->proxy_scratch = calloc(1, sizeof(struct proxy_scratch));
-    return w->proxy_scratch;
-}
-
 /* ---- time ---------------------------------------------------------------------------- */
 
 static int64_t phase_deadline(const struct request *r, int64_t ms)
@@ -1323,4 +1111,9 @@ static int64_t phase_deadline(const struct request *r, int64_t ms)
 static double ms_since(int64_t t0)
 {
     return (double)(loop_now() - t0) / 1e6;
+}
+
+void proxy_worker_fini(struct worker *w)
+{
+    request_worker_fini(w);
 }

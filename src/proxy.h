@@ -4,16 +4,17 @@
  * connection -> send head and body -> read the response head -> stream the
  * body back -> release the connection -> log.
  *
- * proxy_serve runs as a coroutine (its own stack, started by conn.c on the
- * first byte of a request) and may yield at every I/O; it serves requests
- * pipelined behind the first, then hands the connection back to conn.c.
+ * proxy_serve runs as a coroutine (its own stack, started by the owner of
+ * a client side, today conn.c, on the first byte of a request) and may
+ * yield at every I/O; it serves requests pipelined behind the first, then
+ * hands the side back through its done() (request.h).
  */
 #ifndef FERRY_PROXY_H
 #define FERRY_PROXY_H
 
 struct worker;
 
-/* Coroutine entry: arg is the struct conn. May yield. */
+/* Coroutine entry: arg is the struct request_side. May yield. */
 void proxy_serve(void *arg);
 
 /* Frees the worker's pooled request objects and scratch (its exit). */

@@ -1,0 +1,221 @@
+/* request: see request.h. */
+#include "request.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "headers.h"
+#include "io.h"
+#include "log.h"
+#include "loop.h"
+#include "metrics.h"
+#include "reply.h"
+#include "worker.h"
+
+/* Released request objects a worker keeps. */
+#define REQUEST_POOL_CAP 256
+/* Header slots a request starts with; grown to limits.max_headers when a
+ * head has more. */
+#define REQUEST_HEADERS_START 24
+
+/* ---- the pool and the scratch ------------------------------------------------------- */
+
+static void request_free(struct request *r)
+{
+    if (r->replay)
+        evbuffer_free(r->replay);
+    free(r->tried);
+    free(r->head);
+    free(r->hdrs);
+    free(r->pathbuf);
+    free(r);
+}
+
+struct request *request_get(struct worker *w)
+{
+    struct request_scratch *sc = request_scratch_of(w);
+    if (sc && sc->free) {
+        struct request *r = sc->free;
+        sc->free = r->next_free;
+        sc->nfree--;
+        return r;
+    }
+    struct request *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->hdrs = malloc(REQUEST_HEADERS_START * sizeof(*r->hdrs));
+    r->hdrs_cap = REQUEST_HEADERS_START;
+    if (!r->hdrs) {
+        request_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void request_put(struct worker *w, struct request *r)
+{
+    struct request_scratch *sc = w->proxy_scratch;
+    if (!sc || sc->nfree >= REQUEST_POOL_CAP) {
+        request_free(r);
+        return;
+    }
+    if (r->head_cap > 4096) { /* a large head: do not keep its buffer */
+        free(r->head);
+        r->head = NULL;
+        r->head_cap = 0;
+    }
+    r->next_free = sc->free;
+    sc->free = r;
+    sc->nfree++;
+}
+
+void request_reset(struct request *r, struct request_side *side)
+{
+    memset(r, 0, offsetof(struct request, next_free));
+    r->side = side;
+    r->w = side->w;
+    r->cfg = side->w->cfg;
+    r->client = side->s;
+    r->tmo = &r->cfg->timeouts;
+    r->start = loop_now();
+    r->total_deadline = r->tmo->total > 0 ? r->start + r->tmo->total * LOOP_MS : LOOP_NEVER;
+}
+
+struct request_scratch *request_scratch_of(struct worker *w)
+{
+    if (!w->proxy_scratch)
+        w->proxy_scratch = calloc(1, sizeof(struct request_scratch));
+    return w->proxy_scratch;
+}
+
+void request_worker_fini(struct worker *w)
+{
+    struct request_scratch *sc = w->proxy_scratch;
+    if (!sc)
+        return;
+    while (sc->free) {
+        struct request *r = sc->free;
+        sc->free = r->next_free;
+        request_free(r);
+    }
+    free(sc->out);
+    free(sc->resp_hdrs);
+    free(sc->buf);
+    free(sc->path);
+    free(sc);
+    w->proxy_scratch = NULL;
+}
+
+void *request_grow(void *bufp, size_t *cap, size_t need, size_t elem)
+{
+    void **buf = bufp;
+    if (*buf && *cap >= need)
+        return *buf;
+    size_t n = need < 64 ? 64 : need;
+    void *fresh = realloc(*buf, n * elem);
+    if (!fresh)
+        return NULL;
+    *buf = fresh;
+    *cap = n;
+    return fresh;
+}
+
+/* ---- what a request is ---------------------------------------------------------------- */
+
+void request_id_decide(struct request *r)
+{
+    worker_request_id(r->w, r->new_id);
+    r->id = r->new_id;
+    r->id_len = 16;
+    const struct http1_header *found = NULL;
+    unsigned count = 0;
+    for (size_t i = 0; i < r->req.nheaders; i++) {
+        const struct http1_header *h = &r->req.headers[i];
+        if (h->name_len == 12 && http1_token_eq(h->name, 12, "x-request-id")) {
+            found = h;
+            count++;
+        }
+    }
+    if (r->head_len && count == 1 && headers_request_id_valid(found->value, found->value_len)) {
+        r->id = found->value;
+        r->id_len = found->value_len;
+    }
+}
+
+bool request_body_unread(const struct request *r)
+{
+    return !r->req_body.done;
+}
+
+/* ---- answers of Ferry's own ------------------------------------------------------------- */
+
+void request_answer(struct request *r, int status, const char *content_type, const char *body,
+                    size_t body_len, bool must_close, const struct config_header_rules *rules)
+{
+    struct reply rp = {
+        .status = status,
+        .content_type = content_type,
+        .body = body,
+        .body_len = body_len,
+        .request_id = r->id,
+        .request_id_len = r->id_len,
+        .rules = rules,
+        .head_only = r->req.method == HTTP1_METHOD_HEAD,
+        .retry_after = status == 503,
+        .keep_alive = r->keep_alive,
+        .must_close = must_close,
+        .body_unread = request_body_unread(r),
+    };
+    r->status = status;
+    r->keep_alive = reply_write(io_output(r->client), &rp);
+    r->linger = !r->keep_alive && rp.body_unread;
+    r->bytes_out = body_len;
+}
+
+void request_answer_json(struct request *r, int status, const char *why, bool must_close)
+{
+    char body[512];
+    size_t n = reply_error_json(body, sizeof(body), status, why, r->id, r->id_len);
+    if (!r->error)
+        r->error = why;
+    request_answer(r, status, "application/json", body, n, must_close, NULL);
+}
+
+/* ---- the end of a request: counted and logged ------------------------------------------ */
+
+void request_log(const struct request *r)
+{
+    double ms = (double)(loop_now() - r->start) / 1e6;
+    WORKER_STAT_ADD(r->w, requests_total, 1);
+    metrics_request(r->w->metrics, r->route, r->status, ms / 1000);
+    if (!log_access_enabled())
+        return;
+    struct log_access a = {
+        .client = r->side->client,
+        .method = r->req.method_str,
+        .method_len = r->req.method_str ? r->req.method_len : 0,
+        .host = r->host_len ? r->host : NULL,
+        .host_len = r->host_len,
+        .path = r->path,
+        .path_len = r->path_len,
+        .status = r->status,
+        .bytes_sent = r->streaming ? r->resp_body.bytes : r->bytes_out,
+        .bytes_received = r->req_body.bytes,
+        .route = r->route ? r->route->name : NULL,
+        .upstream = r->route && r->route->upstream ? r->route->upstream->name : NULL,
+        .upstream_server = r->upstream_server,
+        .upstream_status = r->upstream_status,
+        .upstream_retries = r->attempts,
+        .request_id = r->id,
+        .request_id_len = r->id_len,
+        .duration_ms = ms,
+        .upstream_connect_ms = r->upstream_server ? r->connect_ms : -1,
+        .upstream_header_ms = r->upstream_status ? r->header_ms : -1,
+        .error = r->error,
+    };
+    log_access_write(&a);
+}

@@ -1,0 +1,194 @@
+/*
+ * request: one proxied request's state, the client side that carries it,
+ * the worker's pool of request objects and its scratch buffers, the
+ * answers Ferry gives itself for a request, and the access-log record.
+ *
+ * The request seam: the request coroutine (proxy.c) reads the head and
+ * the body from, and writes the response to, a struct request_side, never
+ * a client connection. An HTTP/1 connection (conn.c) is today its one
+ * user; an HTTP/2 stream would be another, running the same forward().
+ *
+ * Per-worker scratch holds only what never lives across a yield (see
+ * docs/runtime.md); everything a request holds across an await is in its
+ * struct request, pooled per worker.
+ *
+ * Runs on the worker's thread; nothing here yields. Flow layer: may call
+ * reply, http1, headers, config, io (buffers only), log, metrics.
+ */
+#ifndef FERRY_REQUEST_H
+#define FERRY_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "http1.h"
+
+struct config;
+struct config_header_rules;
+struct config_route;
+struct config_server;
+struct config_timeouts;
+struct evbuffer;
+struct io_stream;
+struct upstream_conn;
+struct worker;
+
+/*
+ * The client side of requests. Its owner fills it in and keeps it alive
+ * while a request runs on it; the request coroutine calls done() exactly
+ * once, when it leaves the side: keep_alive (another request may come),
+ * else close (lingering when linger: request bytes were left unread); a
+ * non-NULL tunnel is an upstream connection after a 101 to splice with.
+ * The side must not be used after done().
+ */
+struct request_side {
+    struct worker *w;
+    struct io_stream *s;          /* head and body in, response out */
+    size_t read_max;              /* what s buffers at most: a head must fit */
+    const struct sockaddr *peer;  /* the client's address (after PROXY) */
+    const char *client;           /* the same, as text */
+    bool close_after;             /* answer with Connection: close (draining) */
+    void (*done)(struct request_side *side, bool keep_alive, bool linger,
+                 struct upstream_conn *tunnel);
+};
+
+/* How a body is read from one side and written to the other. */
+struct body {
+    enum http1_body in; /* framing as received */
+    bool chunk_out;     /* re-encode as chunked (else pass raw bytes) */
+    uint64_t remaining; /* HTTP1_BODY_LENGTH */
+    struct http1_chunked dec;
+    bool done;
+    uint64_t bytes; /* payload bytes moved */
+};
+
+struct request {
+    struct request_side *side;
+    struct worker *w;
+    const struct config *cfg;
+    struct io_stream *client;
+    const struct config_route *route;
+    const struct config_timeouts *tmo;
+    int64_t start;
+    int64_t total_deadline;
+
+    struct http1_request req;
+    char *path; /* normalised path (in pathbuf) */
+    size_t path_len;
+    char *host; /* normalised host, for routing (in pathbuf, after the path) */
+    size_t host_len;
+    size_t head_len;
+    char new_id[17];
+    const char *id; /* X-Request-Id in effect (request_id_decide) */
+    size_t id_len;
+
+    struct body req_body;
+    bool sent_continue;
+    /* The body as queued upstream (framed), kept for a retry while it fits
+     * the upstream's replay_bytes: replay_whole says replay holds all
+     * body_sent bytes, so a retry can resend the body whole. */
+    uint64_t body_sent;
+    bool replay_whole;
+    bool replay_wanted; /* a retry after the body went out may happen */
+
+    struct upstream_conn *uc;
+    struct upstream_conn *tunnel_uc; /* after a 101: handed to the tunnel */
+    struct http1_response resp;      /* header views valid until the next yield */
+    size_t resp_head_len;
+    struct body resp_body;
+
+    int status; /* what the client got */
+    int upstream_status;
+    unsigned attempts; /* retries on other servers */
+    const char *upstream_server;
+    const struct config_server *server; /* the upstream server tried last */
+    const char *error;
+    uint64_t bytes_out;
+    double connect_ms;
+    double header_ms;
+    bool streaming;    /* the upstream's body is being relayed */
+    bool resp_started; /* a response head (also 1xx) was parsed */
+    bool no_log;       /* the client left before a whole head: nothing to log */
+    bool keep_alive;   /* keep the client connection after this response */
+    bool linger;       /* close lingering: request bytes were left unread */
+
+    /* ---- kept across requests: the worker's pool; not reset ---- */
+    struct request *next_free;
+    char *head; /* a copy of the client's head; req's views point here */
+    size_t head_cap;
+    struct http1_header *hdrs;
+    size_t hdrs_cap;
+    char *pathbuf;
+    size_t pathbuf_cap;
+    struct evbuffer *replay; /* see body_sent; drained after each request */
+    bool *tried;             /* servers of the upstream this request tried */
+    size_t tried_cap;
+};
+
+/*
+ * Per-worker scratch for work that never yields in the middle: building
+ * the forwarded header lists and the heads, parsing the response head
+ * right before it is re-serialised. Waiting requests hold none of it.
+ */
+struct request_scratch {
+    struct http1_header *out; /* forwarded headers */
+    size_t out_cap;
+    struct http1_header *resp_hdrs; /* the upstream's response head */
+    size_t resp_cap;
+    char *buf; /* joined values (X-Forwarded-For, Via) */
+    size_t buf_cap;
+    char *path; /* the rewritten upstream path */
+    size_t path_cap;
+    struct request *free; /* released requests */
+    unsigned nfree;
+};
+
+/* A request object from the worker's pool, or a new one. NULL when out
+ * of memory. request_reset before each use; request_put when done. */
+struct request *request_get(struct worker *w);
+void request_put(struct worker *w, struct request *r);
+/* Clears what one request leaves behind, keeping the pooled buffers. */
+void request_reset(struct request *r, struct request_side *side);
+/* The worker's scratch (created on first use); NULL when out of memory. */
+struct request_scratch *request_scratch_of(struct worker *w);
+/* Frees the worker's pooled requests and scratch (its exit). */
+void request_worker_fini(struct worker *w);
+
+/* Grows *bufp (an array of elem-sized items) to hold need items. Returns
+ * it, or NULL when out of memory (*bufp is then unchanged). */
+void *request_grow(void *bufp, size_t *cap, size_t need, size_t elem);
+
+/*
+ * The X-Request-Id in effect, decided once per request: the client's when
+ * it sent exactly one, well-formed (the same rule headers_forward_request
+ * applies to what goes upstream), else a fresh one. Call after the head
+ * was read (or with none parsed: a fresh one).
+ */
+void request_id_decide(struct request *r);
+
+/* True while any of the request body has not been consumed from the
+ * client (also before a head was parsed: its framing is unknown). */
+bool request_body_unread(const struct request *r);
+
+/*
+ * Queues an answer of Ferry's own through reply_write, which decides
+ * whether the connection carries another request (never while any of the
+ * request body is unread: it then closes lingering), nor after an answer
+ * that must_close. Sets r->status, keep_alive, linger, bytes_out.
+ */
+void request_answer(struct request *r, int status, const char *content_type, const char *body,
+                    size_t body_len, bool must_close, const struct config_header_rules *rules);
+/* An error of Ferry's own, as JSON {"error", "status", "request_id"};
+ * why also goes to the access log unless r->error is set. */
+void request_answer_json(struct request *r, int status, const char *why, bool must_close);
+
+/*
+ * The request ended (answered, failed or abandoned): counts it (the
+ * worker's requests_total, /metrics' requests by route and class) and
+ * writes its access-log line. The one builder of the access-log record.
+ */
+void request_log(const struct request *r);
+
+#endif
