@@ -192,5 +192,20 @@ def test_mixed_failures_no_leak():
     expect_response(request(f, "GET", "/ping"), status=200)
 
 
+def test_connect_warnings_per_server():
+    "two servers refusing within a second: each gets its warning (rate-limited per server)"
+    d1, d2 = refused_address(), refused_address()
+    f = ferry(upstreams={"d": servers(d1, d2, retries={"attempts": 1})},
+              routes=[route("d", "/", upstream="d")])
+    eq(request(f, "GET", "/x").status, 502, "both servers refused")
+    for addr in (d1, d2):
+        wait_until(lambda: "upstream d: %s: connect:" % addr in f.stderr_text(), 3.0,
+                   what="the warning for %s" % addr)
+    for _ in range(3):  # and then at most one line a second per server
+        request(f, "GET", "/x")
+    n = f.stderr_text().count("upstream d: %s: connect:" % d1)
+    check(n <= 2, "%d warnings for one server within a second" % n)
+
+
 if __name__ == "__main__":
     run(globals(), budget=90)

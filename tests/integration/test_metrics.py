@@ -149,5 +149,101 @@ def test_gauges_and_process():
                what="no request in flight")
 
 
+def total_requests(s):
+    return sum(v for (n, l), v in s.items() if n == "ferry_requests_total")
+
+
+def failures(s, upstream):
+    return sum(v for (n, l), v in s.items()
+               if n == "ferry_upstream_failures_total" and ("upstream", upstream) in l)
+
+
+def test_requests_total_agrees_with_status():
+    "every request counts once: pipelined ones, 404s, and 503s answered without a coroutine"
+    be = backend()
+    f = ferry(upstreams={"api": servers(be)},
+              routes=[respond_route("ping", "/ping"), route("api", "/api", upstream="api")],
+              max_requests=1)
+    c = Client(f.port)
+    try:  # three pipelined requests: one coroutine, three requests
+        c.send(build_request("GET", "/ping") * 2 + build_request("GET", "/nowhere"))
+        for want in (200, 200, 404):
+            eq(c.response(5).status, want, "pipelined answer")
+    finally:
+        c.close()
+    busy = Client(f.port)  # holds the only request slot
+    busy.send(build_request("GET", "/api/slow?ms=1500"))
+    time.sleep(0.3)
+    eq(request(f, "GET", "/ping").status, 503, "over max_requests (no coroutine)")
+    eq(busy.response(5).status, 200, "the slow request")
+    busy.close()
+    def agree():
+        s, _ = scrape(f)
+        return total_requests(s) == f.status()["requests_total"] == 5 and s
+    s = wait_until(agree, 5.0)
+    check(s, "requests: /metrics %r, /status %r, expected 5 each"
+          % (total_requests(scrape(f)[0]), f.status()["requests_total"]))
+    eq(value(s, "ferry_requests_total", route="", code="5xx"), 1, "the 503 without a route")
+
+
+def test_upstream_failures_only_blame_servers():
+    "ferry_upstream_failures_total: not for 499, bad bodies or max_connections; yes for resets"
+    be = backend()
+    f = ferry(upstreams={"api": servers(be), "one": servers(be, max_connections=1),
+                         "dead": servers(refused_address())},
+              routes=[route("api", "/api", upstream="api", strip_prefix="/api"),
+                      route("one", "/one", upstream="one", strip_prefix="/one"),
+                      route("dead", "/dead", upstream="dead")],
+              timeouts={"upstream_connect": "300ms"})
+    # a client that leaves while the server works: 499, not the server's fault
+    c = Client(f.port)
+    c.send(build_request("GET", "/api/slow?ms=2000"))
+    check(be.wait_for(lambda b: b.stats()["active"] >= 1, 3.0), "the request reached the backend")
+    c.close()
+    f.wait_access(lambda e: e.get("status") == 499, what="the 499")
+    # a bad chunked request body: 400, not the server's fault
+    c = Client(f.port)
+    try:
+        c.send(b"PUT /api/echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"zz\r\nhello\r\n0\r\n\r\n")
+        eq(c.response(5).status, 400, "bad chunked body")
+    finally:
+        c.close()
+    # the server at max_connections: 503, busy is not failing
+    hold = Client(f.port)
+    hold.send(build_request("GET", "/one/slow?ms=1500"))
+    time.sleep(0.3)
+    eq(request(f, "GET", "/one/fast").status, 503, "no max_connections slot")
+    eq(hold.response(5).status, 200, "the slot holder")
+    hold.close()
+    # a reset and a refused connect are the servers' failures
+    eq(request(f, "GET", "/api/reset").status, 502, "reset")
+    eq(request(f, "GET", "/dead/x").status, 502, "refused")
+    s, _ = scrape(f)
+    eq(failures(s, "api"), 1, "api failures (the reset only; not the 499 nor the bad body)")
+    eq(failures(s, "one"), 0, "failures of a busy server")
+    eq(failures(s, "dead"), 1, "failures of the refusing server")
+    err = f.stderr_text()
+    check("Device or resource busy" not in err, "the busy warning reads as a connect error")
+    check("busy: no connection freed within upstream_connect (max_connections 1)" in err,
+          "no warning naming max_connections: %s" % f.stderr_tail(10))
+
+
+def test_upstream_responses_count_every_attempt():
+    "ferry_upstream_responses_total counts a 503 dropped for a retry, and the retry's answer"
+    a, b = backend("a"), backend("b")
+    a.force = 503
+    f = ferry(upstreams={"u": servers(a, b, retries={"attempts": 1, "on": [503]})},
+              routes=[route("u", "/", upstream="u")])
+    for _ in range(2):
+        eq(request(f, "GET", "/fast").status, 200, "retried past the 503")
+    s, _ = scrape(f)
+    eq(value(s, "ferry_upstream_responses_total", upstream="u", server=a.address, code="5xx"), 1,
+       "a's 503, dropped for the retry")
+    eq(value(s, "ferry_upstream_responses_total", upstream="u", server=b.address, code="2xx"), 2,
+       "b's answers")
+    eq(failures(s, "u"), 0, "a 503 is a response, not a failure")
+
+
 if __name__ == "__main__":
-    run(globals(), budget=30)
+    run(globals(), budget=45)
