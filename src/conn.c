@@ -12,14 +12,11 @@
 #include <event2/event.h>
 
 #include "config.h"
-#include "http1.h"
 #include "io.h"
 #include "log.h"
-#include "metrics.h"
 #include "loop.h"
 #include "proxy.h"
 #include "proxyproto.h"
-#include "reply.h"
 #include "tunnel.h"
 #include "upstream.h"
 #include "worker.h"
@@ -192,7 +189,7 @@ static void start_request(struct conn *c)
 {
     struct worker *w = c->w;
     if (WORKER_STAT_GET(w, requests_live) >= w->cfg->max_requests) {
-        static int64_t last;
+        static __thread int64_t last; /* per worker */
         log_ratelimited(&last, 1000, CONFIG_LOG_WARN,
                         "worker %u: max_requests (%u) reached: answering 503", w->id,
                         w->cfg->max_requests);
@@ -201,7 +198,7 @@ static void start_request(struct conn *c)
     }
     int r = loop_spawn(w->loop, proxy_serve, &c->side, &c->req);
     if (r < 0) {
-        static int64_t last;
+        static __thread int64_t last; /* per worker */
         log_ratelimited(&last, 1000, CONFIG_LOG_ERROR,
                         "worker %u: cannot map a coroutine stack (%s): answering 503; raise "
                         "vm.max_map_count or lower max_requests",
@@ -236,7 +233,7 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
             return;
         }
         if (n < 0) {
-            static int64_t last;
+            static __thread int64_t last; /* per worker */
             log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "client %s: %s: closing", c->client,
                             proxyproto_error_str(n));
             conn_close(c);

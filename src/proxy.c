@@ -31,7 +31,6 @@
 #include <event2/buffer.h>
 
 #include "config.h"
-#include "coro.h"
 #include "headers.h"
 #include "http1.h"
 #include "io.h"

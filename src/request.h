@@ -4,9 +4,12 @@
  * answers Ferry gives itself for a request, and the access-log record.
  *
  * The request seam: the request coroutine (proxy.c) reads the head and
- * the body from, and writes the response to, a struct request_side, never
- * a client connection. An HTTP/1 connection (conn.c) is today its one
- * user; an HTTP/2 stream would be another, running the same forward().
+ * the body from, and writes the response to, the stream of a struct
+ * request_side, and leaves it through the side's done(); it never sees
+ * the client connection. An HTTP/1 connection (conn.c) is today its one
+ * user, giving its own socket stream; an HTTP/2 stream would be another,
+ * giving a stream its connection driver feeds, and run the same
+ * forward().
  *
  * Per-worker scratch holds only what never lives across a yield (see
  * docs/runtime.md); everything a request holds across an await is in its
