@@ -506,7 +506,10 @@ def test_concurrent_retries_keep_their_own_tried_servers():
     "two requests retrying on one upstream at once: neither goes back to a server it tried"
     seen, lock = [], threading.Lock()
     bes = [raw_backend(slow_reset_handler(seen, lock), "s%d" % i) for i in range(4)]
-    dead = [refused_address() for _ in range(70)]
+    dead = set()
+    while len(dead) < 70:  # distinct: a freed port may come back
+        dead.add(refused_address())
+    dead = sorted(dead)
     f = ferry(upstreams={"u": servers(*bes, retries={"attempts": 3, "on": ["reset"]}),
                          "many": servers(*dead, retries={"attempts": 10})},
               routes=[route("many", "/many", upstream="many"), route("u", "/", upstream="u")])

@@ -194,7 +194,8 @@ def test_mixed_failures_no_leak():
 
 def test_connect_warnings_per_server():
     "two servers refusing within a second: each gets its warning (rate-limited per server)"
-    d1, d2 = refused_address(), refused_address()
+    d1 = refused_address()
+    d2 = wait_until(lambda: (lambda a: a != d1 and a)(refused_address()), 2.0, 0.0)
     f = ferry(upstreams={"d": servers(d1, d2, retries={"attempts": 1})},
               routes=[route("d", "/", upstream="d")])
     eq(request(f, "GET", "/x").status, 502, "both servers refused")
