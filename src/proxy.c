@@ -37,6 +37,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "body.h"
 #include "reply.h"
 #include "request.h"
 #include "route.h"
@@ -149,13 +150,9 @@ static int write_response_head(struct request *r, enum http1_body advertised);
 static int relay_body(struct request *r, struct io_stream *up);
 static bool idempotent(enum http1_method m);
 static bool out_of_resources(int err);
-static void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_out,
-                      uint64_t max_body);
-static int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out);
 static void replay_start(struct request *r, const struct config_upstream *up);
 static bool can_resend(const struct request *r);
 static void replay_record(struct request *r, struct evbuffer *uout, size_t from);
-static int replay_copy(struct evbuffer *dst, struct evbuffer *src);
 static void replay_end(struct request *r);
 static int64_t phase_deadline(const struct request *r, int64_t ms);
 static double ms_since(int64_t t0);
@@ -438,7 +435,7 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
     struct io_stream *us = upstream_stream(r->uc);
     int built = build_upstream_head(r, r->server, io_output(us));
     if (built == 0 && r->body_sent)
-        built = replay_copy(io_output(us), r->replay);
+        built = body_copy(io_output(us), r->replay);
     if (built < 0)
         return built == -ENOMEM ? FAIL_NOMEM : FAIL_HEAD;
     t0 = loop_now();
@@ -933,80 +930,6 @@ static bool out_of_resources(int err)
     return err == -EMFILE || err == -ENFILE || err == -ENOMEM || err == -ENOBUFS;
 }
 
-/* ---- bodies -------------------------------------------------------------------------- */
-
-static void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_out,
-                      uint64_t max_body)
-{
-    memset(b, 0, sizeof(*b));
-    b->in = in;
-    b->chunk_out = chunk_out;
-    b->remaining = length;
-    struct http1_limits lim = {.max_body_bytes = max_body};
-    if (in == HTTP1_BODY_CHUNKED)
-        http1_chunked_init(&b->dec, &lim);
-    b->done = in == HTTP1_BODY_NONE || (in == HTTP1_BODY_LENGTH && length == 0);
-    if (b->done && b->chunk_out)
-        b->chunk_out = false;
-}
-
-/*
- * Moves what `in` holds of the body to `out`, re-framing chunked bodies
- * (extensions and trailers dropped). Never waits. Returns 0 or an
- * HTTP1_E_* error. b->done turns true at the body's end (for CLOSE
- * framing the caller decides at EOF).
- */
-static int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
-{
-    size_t len = evbuffer_get_length(in);
-    if (b->done || len == 0)
-        return 0;
-    if (b->in == HTTP1_BODY_LENGTH) {
-        size_t n = len < b->remaining ? len : (size_t)b->remaining;
-        evbuffer_remove_buffer(in, out, n);
-        b->remaining -= n;
-        b->bytes += n;
-        b->done = b->remaining == 0;
-        return 0;
-    }
-    if (b->in == HTTP1_BODY_CLOSE) {
-        evbuffer_remove_buffer(in, out, len);
-        b->bytes += len;
-        return 0;
-    }
-    while (!b->done && evbuffer_get_length(in) > 0) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        size_t off = 0, dlen = 0;
-        ssize_t n = http1_chunked_decode(&b->dec, v.iov_base, v.iov_len, &off, &dlen);
-        if (n < 0)
-            return (int)n;
-        if (n == 0)
-            break;
-        if (dlen > 0) {
-            evbuffer_drain(in, off);
-            if (b->chunk_out) {
-                char line[HTTP1_CHUNK_HEADER_MAX];
-                evbuffer_add(out, line, http1_chunk_header(line, dlen));
-            }
-            evbuffer_remove_buffer(in, out, dlen);
-            if (b->chunk_out)
-                evbuffer_add(out, HTTP1_CHUNK_END, 2);
-            evbuffer_drain(in, (size_t)n - off - dlen);
-            b->bytes += dlen;
-        } else {
-            evbuffer_drain(in, (size_t)n);
-        }
-        if (http1_chunked_done(&b->dec)) {
-            b->done = true;
-            if (b->chunk_out)
-                evbuffer_add(out, HTTP1_LAST_CHUNK, 5);
-        }
-    }
-    return 0;
-}
-
 /* ---- replaying a body for a retry ---------------------------------------------------- */
 
 /*
@@ -1063,31 +986,6 @@ out_give_up:
     r->replay_whole = false;
     if (r->replay)
         evbuffer_drain(r->replay, evbuffer_get_length(r->replay));
-}
-
-/* Appends a copy of src (left as is) to dst. Returns 0 or -ENOMEM. */
-static int replay_copy(struct evbuffer *dst, struct evbuffer *src)
-{
-    size_t len = evbuffer_get_length(src);
-    struct evbuffer_ptr pos;
-    if (evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET) < 0)
-        return -ENOMEM;
-    while (len > 0) {
-        struct evbuffer_iovec v[8];
-        int k = evbuffer_peek(src, (ev_ssize_t)len, &pos, v, 8);
-        size_t took = 0;
-        for (int i = 0; i < k && i < 8; i++) {
-            if (evbuffer_add(dst, v[i].iov_base, v[i].iov_len) < 0)
-                return -ENOMEM;
-            took += v[i].iov_len;
-        }
-        if (took == 0 || took > len)
-            return took > len ? 0 : -ENOMEM;
-        len -= took;
-        if (len && evbuffer_ptr_set(src, &pos, took, EVBUFFER_PTR_ADD) < 0)
-            return -ENOMEM;
-    }
-    return 0;
 }
 
 /* The response is taken (or the request failed): the copy goes. */

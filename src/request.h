@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "body.h"
 #include "http1.h"
 
 struct config;
@@ -55,16 +56,6 @@ struct request_side {
     bool close_after;             /* answer with Connection: close (draining) */
     void (*done)(struct request_side *side, bool keep_alive, bool linger,
                  struct upstream_conn *tunnel);
-};
-
-/* How a body is read from one side and written to the other. */
-struct body {
-    enum http1_body in; /* framing as received */
-    bool chunk_out;     /* re-encode as chunked (else pass raw bytes) */
-    uint64_t remaining; /* HTTP1_BODY_LENGTH */
-    struct http1_chunked dec;
-    bool done;
-    uint64_t bytes; /* payload bytes moved */
 };
 
 struct request {

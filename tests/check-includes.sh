@@ -24,7 +24,7 @@ check() {
     done
 }
 
-check 'event2/' loop io evmem upstream health conn proxy reply request tunnel listener daemon server main log metrics admin tls
+check 'event2/' loop io evmem upstream health conn proxy reply request body tunnel listener daemon server main log metrics admin tls
 check 'openssl/' tls crypto
 check 'yaml\.h' config
 check 'systemd/' daemon

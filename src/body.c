@@ -1,0 +1,97 @@
+/* body: see body.h. */
+#include "body.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_out,
+               uint64_t max_body)
+{
+    memset(b, 0, sizeof(*b));
+    b->in = in;
+    b->chunk_out = chunk_out;
+    b->remaining = length;
+    struct http1_limits lim = {.max_body_bytes = max_body};
+    if (in == HTTP1_BODY_CHUNKED)
+        http1_chunked_init(&b->dec, &lim);
+    b->done = in == HTTP1_BODY_NONE || (in == HTTP1_BODY_LENGTH && length == 0);
+    if (b->done && b->chunk_out)
+        b->chunk_out = false;
+}
+
+int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
+{
+    size_t len = evbuffer_get_length(in);
+    if (b->done || len == 0)
+        return 0;
+    if (b->in == HTTP1_BODY_LENGTH) {
+        size_t n = len < b->remaining ? len : (size_t)b->remaining;
+        evbuffer_remove_buffer(in, out, n);
+        b->remaining -= n;
+        b->bytes += n;
+        b->done = b->remaining == 0;
+        return 0;
+    }
+    if (b->in == HTTP1_BODY_CLOSE) {
+        evbuffer_remove_buffer(in, out, len);
+        b->bytes += len;
+        return 0;
+    }
+    while (!b->done && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t off = 0, dlen = 0;
+        ssize_t n = http1_chunked_decode(&b->dec, v.iov_base, v.iov_len, &off, &dlen);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            break;
+        if (dlen > 0) {
+            evbuffer_drain(in, off);
+            if (b->chunk_out) {
+                char line[HTTP1_CHUNK_HEADER_MAX];
+                evbuffer_add(out, line, http1_chunk_header(line, dlen));
+            }
+            evbuffer_remove_buffer(in, out, dlen);
+            if (b->chunk_out)
+                evbuffer_add(out, HTTP1_CHUNK_END, 2);
+            evbuffer_drain(in, (size_t)n - off - dlen);
+            b->bytes += dlen;
+        } else {
+            evbuffer_drain(in, (size_t)n);
+        }
+        if (http1_chunked_done(&b->dec)) {
+            b->done = true;
+            if (b->chunk_out)
+                evbuffer_add(out, HTTP1_LAST_CHUNK, 5);
+        }
+    }
+    return 0;
+}
+
+int body_copy(struct evbuffer *dst, struct evbuffer *src)
+{
+    size_t len = evbuffer_get_length(src);
+    struct evbuffer_ptr pos;
+    if (evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET) < 0)
+        return -ENOMEM;
+    while (len > 0) {
+        struct evbuffer_iovec v[8];
+        int k = evbuffer_peek(src, (ev_ssize_t)len, &pos, v, 8);
+        size_t took = 0;
+        for (int i = 0; i < k && i < 8; i++) {
+            if (evbuffer_add(dst, v[i].iov_base, v[i].iov_len) < 0)
+                return -ENOMEM;
+            took += v[i].iov_len;
+        }
+        if (took == 0 || took > len)
+            return took > len ? 0 : -ENOMEM;
+        len -= took;
+        if (len && evbuffer_ptr_set(src, &pos, took, EVBUFFER_PTR_ADD) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
