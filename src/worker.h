@@ -46,7 +46,7 @@ struct worker {
     pthread_barrier_t *started; /* server.c: reached once set up */
     struct conn *conns; /* every open client connection, for draining */
     uint64_t rng;       /* request ids */
-    void *proxy_scratch; /* proxy.c: pooled requests and scratch buffers */
+    void *proxy_scratch; /* request.c: pooled requests and scratch buffers */
     struct metrics *metrics; /* written by this worker only, read by admin */
     struct worker_stats stats;
 };
