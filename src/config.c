@@ -2268,7 +2268,7 @@ NOINLINE static void load_error_log(struct ctx *c, const struct ynode *n, const 
         bool found = false;
         for (size_t l = 0; levels[l]; l++) {
             if (streq(v->str, levels[l])) {
-                c->cfg->error_log_level = (enum config_log_level)l;
+                c->cfg->error_log_level = (enum log_level)l;
                 found = true;
             }
         }

@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 
 #include "http1.h"
+#include "log.h"
 
 #define CONFIG_MAX_ERRORS 20
 #define CONFIG_MAX_FILE_BYTES (8u << 20) /* larger files are rejected */
@@ -209,17 +210,14 @@ struct config_route {
     struct config_header_rules response_headers; /* to the client (also respond answers) */
 };
 
-enum config_log_format {
-    CONFIG_LOG_JSON,
-    CONFIG_LOG_COMBINED,
-};
-
-enum config_log_level {
-    CONFIG_LOG_DEBUG,
-    CONFIG_LOG_INFO,
-    CONFIG_LOG_WARN,
-    CONFIG_LOG_ERROR,
-};
+/* The access log's formats and the error log's levels are log's own types
+ * (log.h); these names stay for the loader and older callers. */
+#define CONFIG_LOG_JSON LOG_FORMAT_JSON
+#define CONFIG_LOG_COMBINED LOG_FORMAT_COMBINED
+#define CONFIG_LOG_DEBUG LOG_LEVEL_DEBUG
+#define CONFIG_LOG_INFO LOG_LEVEL_INFO
+#define CONFIG_LOG_WARN LOG_LEVEL_WARN
+#define CONFIG_LOG_ERROR LOG_LEVEL_ERROR
 
 /*
  * access_log: off when the section is absent (path NULL). With the section,
@@ -227,7 +225,7 @@ enum config_log_level {
  */
 struct config_access_log {
     char *path; /* NULL = off, "stderr", or a file path */
-    enum config_log_format format;
+    enum log_format format;
 };
 
 struct config {
@@ -254,7 +252,7 @@ struct config {
     size_t nroutes;
 
     struct config_access_log access_log;
-    enum config_log_level error_log_level; /* info */
+    enum log_level error_log_level;   /* info */
     struct config_addr *admin_listen;      /* NULL = no admin listener */
 
     unsigned nwarnings; /* warnings printed while loading */
