@@ -88,6 +88,7 @@ enum field {
     F_XFH,
     F_FORWARDED,
     F_REQUEST_ID,
+    F_REAL_IP,
 };
 
 /* RFC 9110 §7.6.1 hop-by-hop fields, the legacy ones proxies drop,
@@ -107,7 +108,9 @@ static enum field classify(const struct http1_header *h)
             return F_UPGRADE;
         return http1_token_eq(n, 7, "trailer") ? F_HOP : F_OTHER;
     case 9:
-        return http1_token_eq(n, 9, "forwarded") ? F_FORWARDED : F_OTHER;
+        if (http1_token_eq(n, 9, "forwarded"))
+            return F_FORWARDED;
+        return http1_token_eq(n, 9, "x-real-ip") ? F_REAL_IP : F_OTHER;
     case 10:
         if (http1_token_eq(n, 10, "connection") || http1_token_eq(n, 10, "keep-alive"))
             return F_HOP;
@@ -267,7 +270,7 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
     struct builder b = {out, cap, 0, scratch, scratch_cap, 0};
     const struct http1_header *hs = req->headers;
     size_t n = req->nheaders;
-    const struct http1_header *xfp = NULL, *xfh = NULL, *rid = NULL;
+    const struct http1_header *xfp = NULL, *xfh = NULL, *rid = NULL, *real_ip = NULL;
     size_t rid_count = 0;
     bool has_forwarded = false;
     const char *v;
@@ -281,8 +284,14 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
         const struct http1_header *h = &hs[i];
         switch (classify(h)) {
         case F_OTHER:
+            if (!fwd->underscores_in_headers && memchr(h->name, '_', h->name_len))
+                break; /* X_Forwarded_For would be HTTP_X_FORWARDED_FOR to CGI */
             if (!named_in_connection(&conn, h) && add_view(&b, h) < 0)
                 return -ENOSPC;
+            break;
+        case F_REAL_IP:
+            if (!real_ip)
+                real_ip = h;
             break;
         case F_REQUEST_ID:
             rid = h;
@@ -329,6 +338,14 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
         if ((len > 0 && scratch_put(&b, ", ", 2) < 0) ||
             forwarded_element(&b, fwd->client_addr ? fwd->client_addr : "unknown", fwd->tls) < 0 ||
             add(&b, "Forwarded", b.scratch + start, b.used - start) < 0)
+            return -ENOSPC;
+    }
+    if (fwd->trusted_peer && real_ip) {
+        if (add_view(&b, real_ip) < 0)
+            return -ENOSPC;
+    } else {
+        const char *ip = fwd->client_addr ? fwd->client_addr : "unknown";
+        if (add(&b, "X-Real-IP", ip, strlen(ip)) < 0)
             return -ENOSPC;
     }
     len = join_values(&b, hs, n, "via", HEADERS_VIA, &v);
