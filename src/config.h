@@ -39,6 +39,12 @@
 #define CONFIG_MAX_NODES 1000000         /* YAML nodes after alias expansion */
 #define CONFIG_MAX_DEPTH 64              /* YAML nesting */
 #define CONFIG_MAX_ROUTES 10000
+/* The largest limits.max_header_bytes: a request head must fit in a client
+ * connection's read buffer (CLIENT_READ_MAX, 128 KiB, conn.c) and a
+ * response head in an upstream's (UPSTREAM_READ_MAX, 256 KiB, upstream.c).
+ * A larger limit could never be reached: a head between the two would wait
+ * for bytes that are never read and end in 408/504 instead of 431/502. */
+#define CONFIG_MAX_HEADER_BYTES_LIMIT (128u << 10)
 
 /* An address from listen[].address, admin.listen or servers[].address. */
 struct config_addr {
@@ -208,6 +214,8 @@ struct config_route {
     struct config_timeouts timeouts;        /* global timeouts overlaid with the route's */
     struct config_header_rules request_headers;  /* to the upstream */
     struct config_header_rules response_headers; /* to the client (also respond answers) */
+    bool underscores_in_headers; /* false: client fields named with '_' are dropped */
+    bool reject_path_params;     /* true: a path with ';' (or %3B) is answered 400 */
 };
 
 /* The access log's formats and the error log's levels are log's own types
