@@ -571,3 +571,14 @@ ssize_t headers_host_normalise(const char *host, size_t len, char *out, size_t c
     }
     return (ssize_t)end;
 }
+
+bool headers_path_has_params(const char *path, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (path[i] == ';')
+            return true;
+        if (path[i] == '%' && i + 2 < len && path[i + 1] == '3' && (path[i + 2] | 0x20) == 'b')
+            return true;
+    }
+    return false;
+}

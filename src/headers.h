@@ -115,6 +115,12 @@ bool headers_request_id_valid(const char *id, size_t len);
  */
 ssize_t headers_path_normalise(const char *path, size_t len, char *out, size_t cap);
 
+/* Does the normalised `path` carry path parameters: a ';' or its encoding
+ * %3B (any case) in any segment? Servers such as Tomcat, Jetty and Spring
+ * strip ";params" from a segment before matching, so "/admin;x/y" reaches
+ * them as "/admin/y" while no "/admin" route matched it. */
+bool headers_path_has_params(const char *path, size_t len);
+
 /* Does the normalised `path` fall under `prefix` on a segment boundary?
  * "/v1" matches "/v1", "/v1/", "/v1/x", not "/v1evil"; "/v1/" matches
  * "/v1/" and "/v1/x", not "/v1"; "/" matches everything. */

@@ -168,6 +168,25 @@ START_TEST(real_ip)
 }
 END_TEST
 
+START_TEST(path_params)
+{
+    static const struct {
+        const char *path;
+        bool params;
+    } cases[] = {
+        {"/admin;x/y", true},  {"/a/b;", true},   {";", true},       {"/a%3Bb", true},
+        {"/a%3bb", true},      {"/a%3B", true},   {"/a/b", false},   {"/", false},
+        {"/a%3", false},       {"/a%3C", false},  {"/a%33b", false}, {"/a3Bb", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(headers_path_has_params(cases[i].path, strlen(cases[i].path)) ==
+                          cases[i].params,
+                      "%s", cases[i].path);
+    /* Only the bytes given count. */
+    ck_assert(!headers_path_has_params("/a;b", 2));
+}
+END_TEST
+
 START_TEST(request_id)
 {
     struct http1_request req;
@@ -474,6 +493,7 @@ int main(void)
     tcase_add_test(tc, forwarded_trusted);
     tcase_add_test(tc, request_id);
     tcase_add_test(tc, underscores);
+    tcase_add_test(tc, path_params);
     tcase_add_test(tc, real_ip);
     tcase_add_test(tc, tunnel);
     tcase_add_test(tc, no_space);
