@@ -415,6 +415,10 @@ static int route_request(struct request *r)
         return 404;
     }
     r->tmo = &r->route->timeouts;
+    if (r->route->reject_path_params && headers_path_has_params(r->path, r->path_len)) {
+        r->error = "path parameters (;) refused by the route";
+        return 400;
+    }
     return 0;
 }
 
@@ -625,6 +629,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .client_addr = r->conn->client,
         .new_request_id = r->new_id,
         .tunnel = r->req.upgrade_websocket,
+        .underscores_in_headers = rt->underscores_in_headers,
     };
     upstream_host(r, up, server, &fwd.host, &fwd.host_len);
     int n = headers_forward_request(&r->req, &fwd, sc->out, sc->out_cap, sc->buf, sc->buf_cap);
