@@ -24,6 +24,8 @@
 #include "worker.h"
 
 #define CLIENT_READ_MAX (128u * 1024u)
+_Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= CLIENT_READ_MAX,
+               "the largest max_header_bytes must fit in the client read buffer");
 
 static void on_idle(struct io_stream *s, unsigned what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);

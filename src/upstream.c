@@ -17,6 +17,8 @@
 #include "worker.h"
 
 #define UPSTREAM_READ_MAX (256u * 1024u)
+_Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= UPSTREAM_READ_MAX,
+               "the largest max_header_bytes must fit in the upstream read buffer");
 
 struct pool;
 
