@@ -244,6 +244,10 @@ static size_t put_field(struct line *l, enum log_format f, const char *s, size_t
     for (i = 0; i < len && need <= budget; i++)
         need += esc_len(f, (unsigned char)s[i]);
     size_t start = l->len;
+    if (need <= budget && need == len) { /* nothing to escape: the usual case */
+        put_bytes(l, s, len);
+        return len;
+    }
     if (need <= budget) {
         for (i = 0; i < len; i++)
             put_esc(l, f, (unsigned char)s[i]);
