@@ -264,17 +264,64 @@ static int forwarded_element(struct builder *b, const char *addr, bool tls)
     return 0;
 }
 
+/* The client-address fields a request carried (first of each, from any
+ * peer; only a trusted peer's are used). */
+struct client_fields {
+    const struct http1_header *xfp, *xfh, *real_ip;
+    bool forwarded;
+};
+
+/*
+ * Appends the fields Ferry owns about the client: X-Forwarded-For,
+ * X-Forwarded-Proto, X-Forwarded-Host, Forwarded and X-Real-IP, each the
+ * trusted peer's (extended where it is a chain) or Ferry's own.
+ */
+static int add_client_fields(struct builder *b, const struct http1_request *req,
+                             const struct headers_forward *fwd, const struct client_fields *cf)
+{
+    const struct http1_header *hs = req->headers;
+    size_t n = req->nheaders;
+    const char *ip = fwd->client_addr ? fwd->client_addr : "unknown";
+    bool trusted = fwd->trusted_peer;
+    const char *v;
+    int len = join_values(b, hs, trusted ? n : 0, "x-forwarded-for", ip, &v);
+    if (len < 0 || add(b, "X-Forwarded-For", v, (size_t)len) < 0)
+        return -ENOSPC;
+    if (trusted && cf->xfp) {
+        if (add_view(b, cf->xfp) < 0)
+            return -ENOSPC;
+    } else if (add(b, "X-Forwarded-Proto", fwd->tls ? "https" : "http", fwd->tls ? 5 : 4) < 0) {
+        return -ENOSPC;
+    }
+    if (trusted && cf->xfh) {
+        if (add_view(b, cf->xfh) < 0)
+            return -ENOSPC;
+    } else if (req->host && req->host_len &&
+               add(b, "X-Forwarded-Host", req->host, req->host_len) < 0) {
+        return -ENOSPC;
+    }
+    if (trusted && cf->forwarded) {
+        len = join_values(b, hs, n, "forwarded", NULL, &v);
+        if (len < 0)
+            return -ENOSPC;
+        size_t start = (size_t)(v - b->scratch);
+        if ((len > 0 && scratch_put(b, ", ", 2) < 0) || forwarded_element(b, ip, fwd->tls) < 0 ||
+            add(b, "Forwarded", b->scratch + start, b->used - start) < 0)
+            return -ENOSPC;
+    }
+    if (trusted && cf->real_ip)
+        return add_view(b, cf->real_ip);
+    return add(b, "X-Real-IP", ip, strlen(ip));
+}
+
 int headers_forward_request(const struct http1_request *req, struct headers_forward *fwd,
                             struct http1_header *out, size_t cap, char *scratch, size_t scratch_cap)
 {
     struct builder b = {out, cap, 0, scratch, scratch_cap, 0};
-    const struct http1_header *hs = req->headers;
-    size_t n = req->nheaders;
-    const struct http1_header *xfp = NULL, *xfh = NULL, *rid = NULL, *real_ip = NULL;
-    size_t rid_count = 0;
-    bool has_forwarded = false;
+    const struct http1_header *hs = req->headers, *rid = NULL;
+    size_t n = req->nheaders, rid_count = 0;
+    struct client_fields cf = {NULL, NULL, NULL, false};
     const char *v;
-    int len;
 
     struct connection conn;
     connection_init(&conn, hs, n);
@@ -289,66 +336,29 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
             if (!named_in_connection(&conn, h) && add_view(&b, h) < 0)
                 return -ENOSPC;
             break;
-        case F_REAL_IP:
-            if (!real_ip)
-                real_ip = h;
-            break;
         case F_REQUEST_ID:
             rid = h;
             rid_count++;
             break;
         case F_XFP:
-            if (!xfp)
-                xfp = h;
+            cf.xfp = cf.xfp ? cf.xfp : h;
             break;
         case F_XFH:
-            if (!xfh)
-                xfh = h;
+            cf.xfh = cf.xfh ? cf.xfh : h;
+            break;
+        case F_REAL_IP:
+            cf.real_ip = cf.real_ip ? cf.real_ip : h;
             break;
         case F_FORWARDED:
-            has_forwarded = true;
+            cf.forwarded = true;
             break;
         default: /* hop-by-hop, Host, Upgrade, Via, X-Forwarded-For: re-made below */
             break;
         }
     }
-
-    len = join_values(&b, hs, fwd->trusted_peer ? n : 0, "x-forwarded-for",
-                      fwd->client_addr ? fwd->client_addr : "unknown", &v);
-    if (len < 0 || add(&b, "X-Forwarded-For", v, (size_t)len) < 0)
+    if (add_client_fields(&b, req, fwd, &cf) < 0)
         return -ENOSPC;
-    if (fwd->trusted_peer && xfp) {
-        if (add_view(&b, xfp) < 0)
-            return -ENOSPC;
-    } else if (add(&b, "X-Forwarded-Proto", fwd->tls ? "https" : "http", fwd->tls ? 5 : 4) < 0) {
-        return -ENOSPC;
-    }
-    if (fwd->trusted_peer && xfh) {
-        if (add_view(&b, xfh) < 0)
-            return -ENOSPC;
-    } else if (req->host && req->host_len &&
-               add(&b, "X-Forwarded-Host", req->host, req->host_len) < 0) {
-        return -ENOSPC;
-    }
-    if (fwd->trusted_peer && has_forwarded) {
-        len = join_values(&b, hs, n, "forwarded", NULL, &v);
-        if (len < 0)
-            return -ENOSPC;
-        size_t start = (size_t)(v - b.scratch);
-        if ((len > 0 && scratch_put(&b, ", ", 2) < 0) ||
-            forwarded_element(&b, fwd->client_addr ? fwd->client_addr : "unknown", fwd->tls) < 0 ||
-            add(&b, "Forwarded", b.scratch + start, b.used - start) < 0)
-            return -ENOSPC;
-    }
-    if (fwd->trusted_peer && real_ip) {
-        if (add_view(&b, real_ip) < 0)
-            return -ENOSPC;
-    } else {
-        const char *ip = fwd->client_addr ? fwd->client_addr : "unknown";
-        if (add(&b, "X-Real-IP", ip, strlen(ip)) < 0)
-            return -ENOSPC;
-    }
-    len = join_values(&b, hs, n, "via", HEADERS_VIA, &v);
+    int len = join_values(&b, hs, n, "via", HEADERS_VIA, &v);
     if (len < 0 || add(&b, "Via", v, (size_t)len) < 0)
         return -ENOSPC;
 
