@@ -317,6 +317,23 @@ out_log:
 }
 
 /*
+ * After a head that is answered without being parsed whole (an error, a
+ * timeout), the method view may point into an earlier pullup of the input,
+ * and the answer's lingering close drains the input: the access log gets a
+ * copy, taken from the input's start where the request line still is.
+ */
+static void keep_method(struct request *r, struct evbuffer *in)
+{
+    if (!r->req.method_str)
+        return;
+    const char *cur = (const char *)evbuffer_pullup(in, (ssize_t)r->req.method_len);
+    char *m = cur ? grow(&r->head, &r->head_cap, r->req.method_len, 1) : NULL;
+    if (m)
+        memcpy(m, cur, r->req.method_len);
+    r->req.method_str = m;
+}
+
+/*
  * Reads and parses one request head, trickled or pipelined, within
  * client_header from its first byte. Returns 0, an HTTP status to answer
  * (400, 408, 413, 414, 431, 501, 505), or -1 when the client closed
@@ -364,6 +381,7 @@ static int read_head(struct request *r)
             }
             if (n != HTTP1_INCOMPLETE) {
                 r->error = http1_error_str((int)n);
+                keep_method(r, in);
                 return http1_error_status((int)n);
             }
         }
@@ -373,6 +391,7 @@ static int read_head(struct request *r)
         int rc = io_wait(&w, 1, deadline);
         if (rc == -ETIMEDOUT) {
             r->error = "request head timed out (client_header)";
+            keep_method(r, in);
             return len > 0 ? 408 : -1;
         }
         if (rc < 0)
