@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ferrytest import *  # noqa: E402,F401,F403
@@ -128,6 +129,24 @@ def test_combined_lines_match():
           "long target not escaped and cut with the marker: %r" % [r[:60] for r in reqs])
     check(any(r == "GET /a\\x22b'c{d}<e>|f^g`h%22i;j HTTP/1.1" for r in reqs),
           "tricky path not escaped as nginx does: %r" % [r[:60] for r in reqs])
+
+
+def test_method_logged_after_unparsed_head():
+    "a 431 and a 408 after the head grew over several reads log the method (ASan: no stale view)"
+    f = ferry(routes=[respond_route("all", "/")], timeouts={"client_header": "1s"})
+    for method, extra, status in (("PATCH", 40000, 431), ("DELETE", 20000, 408)):
+        c = Client(f.port, timeout=5)
+        try:
+            c.send("%s /m HTTP/1.1\r\nHost: t\r\n" % method)
+            time.sleep(0.1)  # the request line is parsed from a first, small read
+            for i in range(extra // 4000):
+                c.send("X-Pad-%d: %s\r\n" % (i, "p" * 4000))
+            r = c.response()
+        finally:
+            c.close()
+        eq(r.status, status, "%s status" % method)
+        e = f.wait_access(lambda e, s=status: e.get("status") == s, what="the %d" % status)
+        eq(e.get("method"), method, "method logged with the %d" % status)
 
 
 if __name__ == "__main__":
