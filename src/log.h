@@ -5,8 +5,8 @@
  * Thread-safe: each line is formatted into a per-thread buffer and written
  * with one write(2), so lines of different workers never interleave (an
  * access-log line is at most LOG_LINE_MAX = PIPE_BUF bytes, the size a
- * pipe writes atomically). Nothing here yields or allocates. Depends on
- * nothing of Ferry's: every layer may log.
+ * pipe writes atomically). Nothing here yields, and writing a line
+ * allocates nothing. Depends on nothing of Ferry's: every layer may log.
  *
  * Access-log lines are well-formed whatever the request (docs/proxy.md):
  * - json: one object per line, ASCII only; bytes outside printable ASCII
