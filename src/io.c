@@ -933,7 +933,23 @@ int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len,
     struct io_stream *s = stream_new(loop, fd, read_max);
     if (!s)
         return -ENOMEM;
-    if (bufferevent_socket_connect(s->bev, sa, (int)len) != 0) {
+    /* Connected at once (a unix socket always is, or fails at once):
+     * libevent 2.1 would only schedule a write callback for it, and with
+     * the write side off nothing would ever say "connected". */
+    if (connect(fd, sa, len) == 0) {
+        s->connected = true;
+        rev_update(s);
+        *out = s;
+        return 0;
+    }
+    if (errno != EINPROGRESS) {
+        int err = errno;
+        io_stream_free(s);
+        return -err;
+    }
+    /* In progress: the bufferevent reports its end (no address: the fd
+     * is connecting already). */
+    if (bufferevent_socket_connect(s->bev, NULL, 0) != 0) {
         int err = errno ? errno : ECONNREFUSED;
         io_stream_free(s);
         return -err;
