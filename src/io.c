@@ -922,9 +922,17 @@ int io_flush_progress(struct io_stream *s, int64_t stall, int64_t deadline)
 
 /* ---- connecting ----------------------------------------------------------------- */
 
-int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len, size_t read_max,
-                    int64_t deadline, struct io_stream **out)
+/* True once the watched stream (may be NULL) ended: its owner is gone. */
+static bool watch_ended(const struct io_stream *watch)
 {
+    return watch && io_eof(watch);
+}
+
+int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len, size_t read_max,
+                    int64_t deadline, struct io_stream *watch, struct io_stream **out)
+{
+    if (watch_ended(watch))
+        return -ECONNABORTED;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -954,8 +962,11 @@ int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len,
         io_stream_free(s);
         return -err;
     }
-    struct io_want w = {.stream = s, .events = IO_CONNECTED};
-    int r = io_wait(&w, 1, deadline);
+    struct io_want w[2] = {{.stream = s, .events = IO_CONNECTED},
+                           {.stream = watch, .events = IO_EOF}};
+    int r = io_wait(w, watch ? 2 : 1, deadline);
+    if (r >= 0 && (w[1].fired & IO_EOF))
+        r = -ECONNABORTED;
     if (r < 0) {
         io_stream_free(s);
         return r;
@@ -1009,7 +1020,7 @@ static void on_dns(int result, struct evutil_addrinfo *ai, void *arg)
 
 /* Resolves host with evdns, waiting on a record like any other await. */
 static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t deadline,
-                   struct sockaddr_storage *addr, socklen_t *addrlen)
+                   struct io_stream *watch, struct sockaddr_storage *addr, socklen_t *addrlen)
 {
     struct evdns_base *dns = loop_dns(loop);
     if (!dns)
@@ -1026,9 +1037,18 @@ static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t d
     struct evdns_getaddrinfo_request *handle =
         evdns_getaddrinfo(dns, host, portstr, &hints, on_dns, req);
     int r = 0;
+    /* A lookup can take seconds: the watched stream is polled meanwhile
+     * (a lazy one would be only after IO_LAZY_EOF_MS). */
+    struct io_want w = {.stream = watch, .events = IO_EOF};
+    if (watch)
+        start_polling(watch);
     while (!req->done) {
         if (coro_cancelled(req->coro)) {
             r = -ECANCELED;
+            break;
+        }
+        if (watch_ended(watch)) {
+            r = -ECONNABORTED;
             break;
         }
         if (deadline != LOOP_NEVER && loop_now() >= deadline) {
@@ -1043,7 +1063,7 @@ static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t d
         req->rec = rec;
         req->gen = rec->gen;
         loop_consume_wake(req->coro);
-        r = park(req->coro, rec, NULL, 0, deadline);
+        r = park(req->coro, rec, watch ? &w : NULL, watch ? 1 : 0, deadline);
         if (r == -ECANCELED && !req->done)
             break;
         /* An early timer (libevent's cached clock) is caught at the top. */
@@ -1066,7 +1086,7 @@ static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t d
 }
 
 int io_connect(struct loop *loop, const char *host, uint16_t port, size_t read_max,
-               int64_t deadline, struct io_stream **out)
+               int64_t deadline, struct io_stream *watch, struct io_stream **out)
 {
     struct sockaddr_storage ss;
     socklen_t len = 0;
@@ -1082,9 +1102,9 @@ int io_connect(struct loop *loop, const char *host, uint16_t port, size_t read_m
         v6->sin6_port = htons(port);
         len = sizeof(*v6);
     } else {
-        int r = resolve(loop, host, port, deadline, &ss, &len);
+        int r = resolve(loop, host, port, deadline, watch, &ss, &len);
         if (r < 0)
             return r;
     }
-    return io_connect_addr(loop, (struct sockaddr *)&ss, len, read_max, deadline, out);
+    return io_connect_addr(loop, (struct sockaddr *)&ss, len, read_max, deadline, watch, out);
 }

@@ -170,16 +170,19 @@ int io_flush(struct io_stream *s, int64_t deadline);
 /*
  * Connects to host:port. A numeric host (IPv4, IPv6 without brackets) is
  * used as is; a name goes through the worker's evdns (which may call back
- * synchronously; the run queue absorbs it). Returns 0 and a stream in *out,
- * or -ECONNREFUSED, -ETIMEDOUT, -ECANCELED, -EHOSTUNREACH (no address),
- * -EMFILE/-ENFILE (no descriptor: the caller answers 503), -errno.
- * May yield.
+ * synchronously; the run queue absorbs it). watch (may be NULL) is a
+ * stream whose end aborts the lookup and the connect: the client the
+ * connection is for, so that nothing goes on for a client that left.
+ * Returns 0 and a stream in *out, or -ECONNREFUSED, -ETIMEDOUT,
+ * -ECANCELED, -ECONNABORTED (watch ended, also before the call),
+ * -EHOSTUNREACH (no address), -EMFILE/-ENFILE (no descriptor: the caller
+ * answers 503), -errno. May yield.
  */
 int io_connect(struct loop *loop, const char *host, uint16_t port, size_t read_max,
-               int64_t deadline, struct io_stream **out);
+               int64_t deadline, struct io_stream *watch, struct io_stream **out);
 /* As io_connect, to an address already resolved (also AF_UNIX). May yield. */
 int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len, size_t read_max,
-                    int64_t deadline, struct io_stream **out);
+                    int64_t deadline, struct io_stream *watch, struct io_stream **out);
 
 /* Wait records currently allocated (in use or orphaned), for tests. */
 unsigned io_records_live(void);

@@ -589,12 +589,13 @@ static void cr_fn(void *arg)
     (void)arg;
     int64_t t0 = loop_now();
     cr.r1 =
-        io_connect(loop_current(), "127.0.0.1", cr.port, 4096, loop_deadline(2 * LOOP_SEC), &cr.s1);
+        io_connect(loop_current(), "127.0.0.1", cr.port, 4096, loop_deadline(2 * LOOP_SEC), NULL,
+                   &cr.s1);
     struct sockaddr_in sin = {.sin_family = AF_INET,
                               .sin_port = htons(cr.port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     cr.r2 = io_connect_addr(loop_current(), (struct sockaddr *)&sin, sizeof sin, 4096,
-                            loop_deadline(2 * LOOP_SEC), &cr.s2);
+                            loop_deadline(2 * LOOP_SEC), NULL, &cr.s2);
     cr.elapsed = loop_now() - t0;
 }
 
@@ -740,6 +741,7 @@ static struct {
     int64_t deadline_ms, t_connect, t_sleep;
     int rc, rsleep, rwrite;
     struct io_stream *s;
+    struct io_stream *watch; /* the connect's watched stream, or NULL */
     uint16_t peer_port;
     unsigned concurrent;
 } dc;
@@ -749,7 +751,7 @@ static void dc_fn(void *arg)
     (void)arg;
     int64_t t0 = loop_now();
     dc.rc = io_connect(loop_current(), dc.host, dc.port, 4096,
-                       loop_deadline(dc.deadline_ms * LOOP_MS), &dc.s);
+                       loop_deadline(dc.deadline_ms * LOOP_MS), dc.watch, &dc.s);
     dc.t_connect = loop_now() - t0;
     if (dc.rc != 0)
         return;
@@ -922,7 +924,7 @@ static void dn_fn(void *arg)
     struct io_stream *s = NULL;
     busy_ms(20);
     int64_t d = loop_deadline(60 * LOOP_MS);
-    dn.rc = io_connect(loop_current(), "peer.ferry.test", dc.port, 4096, d, &s);
+    dn.rc = io_connect(loop_current(), "peer.ferry.test", dc.port, 4096, d, NULL, &s);
     dn.late = loop_now() - d;
     io_stream_free(s);
 }
@@ -953,6 +955,54 @@ static void on_cancel_dc(evutil_socket_t fd, short what, void *arg)
     (void)arg;
     coro_cancel(dc_coro);
 }
+
+static int watch_peer_fd = -1;
+
+static void on_close_watch_peer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    close(watch_peer_fd);
+    watch_peer_fd = -1;
+}
+
+/* The watched stream (a request's client) ends during the lookup: the
+ * connect stops at once with -ECONNABORTED and connects nowhere, also
+ * when the answer comes later; a watch that ended before the call stops
+ * it before any lookup. */
+START_TEST(connect_name_watch_ends_during_lookup)
+{
+    struct loop *loop = new_loop(0);
+    int lfd = loopback_listener(&dc.port);
+    fake_dns_setup(loop, 300, NULL);
+    int fds[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    struct io_stream *watch = io_stream_accepted(loop, fds[0], 4096); /* lazy, as a client */
+    watch_peer_fd = fds[1];
+    dc.host = "peer.ferry.test";
+    dc.deadline_ms = 2000;
+    dc.watch = watch;
+    spawn(loop, dc_fn, NULL);
+    after_ms(loop, 50, on_close_watch_peer, NULL);
+    run_loop(loop, 500);
+    ck_assert_int_eq(dc.rc, -ECONNABORTED);
+    ck_assert_int_ge(MS(dc.t_connect), 50 - SLACK_MS);
+    ck_assert_int_lt(MS(dc.t_connect), 250); /* before the answer */
+    ck_assert_uint_ge(dns.answered, 1);
+    no_pending_connection(lfd);
+    /* Already ended: stops before any lookup. */
+    spawn(loop, dc_fn, NULL);
+    run_loop(loop, 50);
+    ck_assert_int_eq(dc.rc, -ECONNABORTED);
+    ck_assert_int_lt(MS(dc.t_connect), SLACK_MS);
+    dc.watch = NULL;
+    io_stream_free(watch);
+    fake_dns_free();
+    close(lfd);
+    end_loop(loop);
+}
+END_TEST
 
 START_TEST(connect_name_cancelled_during_lookup)
 {
@@ -1559,7 +1609,7 @@ static void ct_fn(void *arg)
 {
     (void)arg;
     int64_t d = loop_deadline(200 * LOOP_MS);
-    ct.rc = io_connect(loop_current(), "127.0.0.1", ct.port, 4096, d, &ct.s);
+    ct.rc = io_connect(loop_current(), "127.0.0.1", ct.port, 4096, d, NULL, &ct.s);
     ct.late = loop_now() - d;
 }
 
@@ -1895,7 +1945,8 @@ static struct {
 static void rs_fn(void *arg)
 {
     (void)arg;
-    rs.rc = io_connect(loop_current(), "127.0.0.1", rs.port, 4096, loop_deadline(LOOP_SEC), &rs.s);
+    rs.rc = io_connect(loop_current(), "127.0.0.1", rs.port, 4096, loop_deadline(LOOP_SEC), NULL,
+                       &rs.s);
     if (rs.rc != 0)
         return;
     /* The peer accepts and resets in the test's thread now. */
@@ -2136,6 +2187,7 @@ int main(void)
     tcase_add_test(tc, connect_name_late_answer_after_timeout);
     tcase_add_test(tc, connect_name_timeout_not_early);
     tcase_add_test(tc, connect_name_cancelled_during_lookup);
+    tcase_add_test(tc, connect_name_watch_ends_during_lookup);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("wrong use");
