@@ -28,7 +28,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
@@ -2140,6 +2139,212 @@ START_TEST(wrong_use_resume_from_callback)
 }
 END_TEST
 
+/* --- io_splice -------------------------------------------------------------------------- */
+
+static struct {
+    struct io_stream *a, *b;
+    int pa, pb;
+    bool ended, free_in_end;
+    unsigned calls;
+    struct io_splice_stats st;
+    struct io_splice *sp;
+    int64_t t0, t_end;
+} sc;
+
+static void on_splice_end(void *arg, const struct io_splice_stats *stats)
+{
+    (void)arg;
+    sc.calls++;
+    sc.ended = true;
+    sc.st = *stats;
+    sc.t_end = loop_now() - sc.t0;
+    if (sc.free_in_end) {
+        io_stream_free(sc.a);
+        io_stream_free(sc.b);
+        sc.a = sc.b = NULL;
+    }
+}
+
+static void sc_write_a(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    write_all(sc.pa, "hello", 5);
+}
+
+static void sc_write_b(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    write_all(sc.pb, "world", 5);
+}
+
+static void sc_shut_a(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    shutdown(sc.pa, SHUT_WR);
+}
+
+static void sc_shut_b(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    shutdown(sc.pb, SHUT_WR);
+}
+
+/* Reads fd to its EOF (blocking) into out; returns the length. */
+static size_t read_to_eof(int fd, char *out, size_t cap)
+{
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, out + len, cap - len);
+        ck_assert_int_ge(n, 0);
+        if (n == 0)
+            return len;
+        len += (size_t)n;
+        ck_assert_uint_lt(len, cap);
+    }
+}
+
+/* Bytes go both ways (those already in an input first), each EOF is
+ * forwarded after the bytes before it, the splice ends CLOSED once both
+ * directions are shut, on_end runs once and never inside io_splice, and
+ * may free both streams. */
+START_TEST(splice_both_ways_and_half_close)
+{
+    struct loop *loop = new_loop(8);
+    memset(&sc, 0, sizeof sc);
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    sc.free_in_end = true;
+    evbuffer_add(io_input(sc.a), "pre", 3);
+    sc.t0 = loop_now();
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 64 * 1024, 0, on_splice_end, NULL, &sc.sp), 0);
+    ck_assert_uint_eq(sc.calls, 0);
+    after_ms(loop, 20, sc_write_a, NULL);
+    after_ms(loop, 40, sc_write_b, NULL);
+    after_ms(loop, 60, sc_shut_a, NULL);
+    after_ms(loop, 80, sc_shut_b, NULL);
+    run_loop_until(loop, 0, &sc.ended);
+    ck_assert_uint_eq(sc.calls, 1);
+    ck_assert_int_eq(sc.st.end, IO_SPLICE_CLOSED);
+    ck_assert_int_eq(sc.st.error, 0);
+    ck_assert_uint_eq(sc.st.a_to_b, 8);
+    ck_assert_uint_eq(sc.st.b_to_a, 5);
+    ck_assert_int_ge(MS(sc.t_end), 80 - SLACK_MS);
+    char buf[64];
+    size_t n = read_to_eof(sc.pb, buf, sizeof buf);
+    ck_assert_uint_eq(n, 8);
+    ck_assert_int_eq(memcmp(buf, "prehello", 8), 0);
+    n = read_to_eof(sc.pa, buf, sizeof buf);
+    ck_assert_uint_eq(n, 5);
+    ck_assert_int_eq(memcmp(buf, "world", 5), 0);
+    close(sc.pa);
+    close(sc.pb);
+    end_loop(loop);
+}
+END_TEST
+
+/* No byte either way for idle_ns: IDLE, not before. io_splice_stop: STOPPED,
+ * on_end before it returns. */
+START_TEST(splice_idle_and_stop)
+{
+    struct loop *loop = new_loop(8);
+    memset(&sc, 0, sizeof sc);
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    sc.t0 = loop_now();
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 1024, 60 * LOOP_MS, on_splice_end, NULL, &sc.sp), 0);
+    after_ms(loop, 30, sc_write_a, NULL); /* activity at 30 ms: the end moves to 90 */
+    run_loop_until(loop, 0, &sc.ended);
+    ck_assert_int_eq(sc.st.end, IO_SPLICE_IDLE);
+    ck_assert_int_ge(MS(sc.t_end), 90 - SLACK_MS);
+    ck_assert_int_lt(MS(sc.t_end), 1000);
+    ck_assert_uint_eq(sc.st.a_to_b, 5);
+    io_stream_free(sc.a);
+    io_stream_free(sc.b);
+    close(sc.pa);
+    close(sc.pb);
+
+    memset(&sc, 0, sizeof sc);
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 1024, 0, on_splice_end, NULL, &sc.sp), 0);
+    io_splice_stop(sc.sp);
+    ck_assert_uint_eq(sc.calls, 1);
+    ck_assert_int_eq(sc.st.end, IO_SPLICE_STOPPED);
+    run_loop(loop, 20);
+    ck_assert_uint_eq(sc.calls, 1);
+    io_stream_free(sc.a);
+    io_stream_free(sc.b);
+    close(sc.pa);
+    close(sc.pb);
+    end_loop(loop);
+}
+END_TEST
+
+/* Bytes for a side whose peer has gone: its write fails and the splice
+ * ends with that side's error (EPIPE), after that side's EOF was taken as
+ * a half-close. */
+START_TEST(splice_write_error_ends_it)
+{
+    struct loop *loop = new_loop(8);
+    memset(&sc, 0, sizeof sc);
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    sc.free_in_end = true;
+    close(sc.pb);
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 1024, 0, on_splice_end, NULL, &sc.sp), 0);
+    after_ms(loop, 30, sc_write_a, NULL);
+    run_loop_until(loop, 0, &sc.ended);
+    ck_assert_uint_eq(sc.calls, 1);
+    ck_assert_int_eq(sc.st.end, IO_SPLICE_B_ERROR);
+    ck_assert_int_eq(sc.st.error, EPIPE);
+    close(sc.pa);
+    end_loop(loop);
+}
+END_TEST
+
+/* The peer does not read: reading the other side stops at `high`; the
+ * splice holds about `high` plus the socket buffers, not everything sent. */
+static struct {
+    size_t sent;
+} bpw;
+
+static void bp_fill(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    static char chunk[16384];
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = send(sc.pa, chunk, sizeof chunk, MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        bpw.sent += (size_t)n;
+    }
+}
+
+START_TEST(splice_backpressure)
+{
+    struct loop *loop = new_loop(8);
+    memset(&sc, 0, sizeof sc);
+    bpw.sent = 0;
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 64 * 1024, 0, on_splice_end, NULL, &sc.sp), 0);
+    for (int t = 0; t < 20; t++)
+        after_ms(loop, 5 * t, bp_fill, NULL);
+    run_loop(loop, 200);
+    struct io_splice_stats now;
+    io_splice_stats(sc.sp, &now);
+    ck_assert_uint_gt(now.a_to_b, 64 * 1024);
+    ck_assert_uint_lt(evbuffer_get_length(io_output(sc.b)), 64 * 1024 + 128 * 1024);
+    ck_assert_uint_lt(now.a_to_b, bpw.sent); /* some still waits in a's socket */
+    io_splice_stop(sc.sp);
+    io_stream_free(sc.a);
+    io_stream_free(sc.b);
+    close(sc.pa);
+    close(sc.pb);
+    end_loop(loop);
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -2188,6 +2393,14 @@ int main(void)
     tcase_add_test(tc, connect_name_timeout_not_early);
     tcase_add_test(tc, connect_name_cancelled_during_lookup);
     tcase_add_test(tc, connect_name_watch_ends_during_lookup);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("splice");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, splice_both_ways_and_half_close);
+    tcase_add_test(tc, splice_idle_and_stop);
+    tcase_add_test(tc, splice_write_error_ends_it);
+    tcase_add_test(tc, splice_backpressure);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("wrong use");
