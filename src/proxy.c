@@ -230,7 +230,7 @@ void proxy_serve(void *arg)
     /* A lingering close shuts the write side once the answer is out, so
      * the client sees its end while its unread body is drained. */
     if (!keep && linger)
-        shutdown(io_fd(c->s), SHUT_WR);
+        io_shutdown_write(c->s);
     struct upstream_conn *tunnel = r->tunnel_uc;
     request_put(w, r);
     if (tunnel) {
