@@ -2,8 +2,9 @@
  * tunnel: the byte splice of an upgraded connection (WebSocket after a
  * real `101 Switching Protocols`), client <-> upstream.
  *
- * The one place where callbacks move bytes themselves (DESIGN "A coroutine
- * per request"): no coroutine and no stack is held while a tunnel is open.
+ * The one place where callbacks move bytes themselves (a coroutine runs
+ * per request, not per connection): no coroutine and no stack is held
+ * while a tunnel is open.
  * The bytes are moved by io's splice (io_splice, io.h): each side's input
  * goes to the other side's output as it arrives (chains change hands,
  * nothing is copied). When the other side's output holds TUNNEL_HIGH bytes

@@ -3,8 +3,8 @@
  * choosing a server (balancer), keep-alive pools, max_connections.
  *
  * Pools are kept in a registry keyed by "upstream name + server address"
- * (DESIGN "Config and runtime state"), so a later config that keeps a
- * server can keep its pool. Idle pooled connections keep reading armed:
+ * (runtime state keyed by a stable identity, not by config position), so
+ * a later config that keeps a server can keep its pool. Idle pooled connections keep reading armed:
  * a connection the backend closes (or that sends stray bytes) leaves the
  * pool at once; each also expires after upstream_idle.
  *
