@@ -116,7 +116,8 @@ def test_unix_upstream_pooled():
     "connections to a unix server are pooled: 10 sequential requests, one connection"
     path = sock_path("be2.sock")
     be = UnixBackend(path)
-    f = ferry(upstreams={"u": servers("unix:" + path, keepalive=4)},
+    f = ferry(workers=1,  # pools are per worker
+              upstreams={"u": servers("unix:" + path, keepalive=4)},
               routes=[route("all", "/", upstream="u")])
     for i in range(10):
         expect_response(request(f, "GET", "/n%d" % i), status=200, body_contains="/n%d" % i)

@@ -198,7 +198,8 @@ def test_passive_ejection_logged_per_server():
     "two servers ejected within a second are both logged (the rate limit is per server)"
     dead1, dead2 = refused_address(), refused_address()
     be = backend()
-    f = ferry(upstreams={"u": servers(dead1, dead2, be, retries={"attempts": 0},
+    f = ferry(workers=1,  # ejection is per worker
+              upstreams={"u": servers(dead1, dead2, be, retries={"attempts": 0},
                                       passive={"failures": 1, "eject_for": "5s"})},
               routes=[route("all", "/", upstream="u")])
     t0 = time.monotonic()
