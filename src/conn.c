@@ -180,7 +180,7 @@ static void answer_now(struct conn *c, int status, const char *why)
     metrics_request(c->w->metrics, NULL, status, 0, NULL, NULL, 0);
     conn_linger(c);
     if (evbuffer_get_length(io_output(c->s)) == 0)
-        shutdown(io_fd(c->s), SHUT_WR); /* the answer is out: show its end */
+        io_shutdown_write(c->s); /* the answer is out: show its end */
 }
 
 static void start_request(struct conn *c)

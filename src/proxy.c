@@ -230,7 +230,7 @@ void proxy_serve(void *arg)
     /* A lingering close shuts the write side once the answer is out, so
      * the client sees its end while its unread body is drained. */
     if (!keep && linger)
-        shutdown(io_fd(c->s), SHUT_WR);
+        io_shutdown_write(c->s);
     struct upstream_conn *tunnel = r->tunnel_uc;
     request_put(w, r);
     if (tunnel) {
@@ -479,9 +479,11 @@ static void forward(struct request *r)
         bool reused = false;
         int64_t t0 = loop_now();
         int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
-                                   phase_deadline(r, r->tmo->upstream_connect), &r->uc, &reused);
-        if (err == -ECANCELED) {
+                                   phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc,
+                                   &reused);
+        if (err == -ECANCELED || err == -ECONNABORTED) {
             r->status = 499;
+            r->error = "client closed the connection";
             r->keep_alive = false;
             return;
         }
@@ -968,9 +970,6 @@ static bool out_of_resources(int err)
  * 502 otherwise. */
 static void answer_connect_error(struct request *r, int err)
 {
-    static int64_t last;
-    log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "upstream %s: %s: connect: %s",
-                    r->route->upstream->name, r->upstream_server, strerror(-err));
     if (err == -EBUSY)
         answer_error(r, 503, "upstream server at max_connections");
     else if (err == -ETIMEDOUT)
