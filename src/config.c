@@ -1385,9 +1385,27 @@ static int64_t *timeout_field(struct config_timeouts *t, size_t i)
     return f[i];
 }
 
-/* Reads a timeouts mapping into *t; *set gets a bit per key present. */
+/*
+ * Why a timeout cannot be set per route (NULL: it can). These run before a
+ * route is chosen or outside any one request.
+ */
+static const char *not_per_route(const char *key)
+{
+    if (streq(key, "client_header"))
+        return "the request head is read before a route is chosen";
+    if (streq(key, "client_idle"))
+        return "a client connection is idle between requests, before any route is chosen";
+    if (streq(key, "upstream_idle"))
+        return "pooled upstream connections are shared by every route to the upstream";
+    if (streq(key, "tunnel_idle"))
+        return "WebSocket tunnels take the top-level value";
+    return NULL;
+}
+
+/* Reads a timeouts mapping into *t; *set gets a bit per key present. A
+ * route's mapping (route true) refuses the keys not_per_route names. */
 NOINLINE static void load_timeouts(struct ctx *c, const struct ynode *n, const char *path,
-                                   struct config_timeouts *t, unsigned *set)
+                                   struct config_timeouts *t, unsigned *set, bool route)
 {
     if (!want_map(c, n, path, "a mapping of timeouts (like upstream_header: 5s)"))
         return;
@@ -1395,6 +1413,12 @@ NOINLINE static void load_timeouts(struct ctx *c, const struct ynode *n, const c
     const struct ynode *v;
     char sub[PATHLEN];
     for (size_t i = 0; (key = next_key(c, n, path, TIMEOUT_KEYS, &i, &v, sub, sizeof(sub)));) {
+        const char *why = route ? not_per_route(key) : NULL;
+        if (why) {
+            err(c, n->v[2 * i - 2], sub, "cannot be set per route (%s): set it in the top-level "
+                "timeouts", why);
+            continue;
+        }
         for (size_t f = 0; TIMEOUT_KEYS[f]; f++) {
             if (key == TIMEOUT_KEYS[f]) {
                 if (get_duration(c, v, sub, streq(key, "total"), timeout_field(t, f)))
@@ -1402,6 +1426,23 @@ NOINLINE static void load_timeouts(struct ctx *c, const struct ynode *n, const c
             }
         }
     }
+}
+
+/* limits.max_header_bytes: 1k up to what a read buffer can hold. */
+static void get_header_bytes(struct ctx *c, const struct ynode *v, const char *path,
+                             uint64_t *out)
+{
+    uint64_t b;
+    if (!get_size(c, v, path, 1024, UINT64_MAX, &b))
+        return;
+    if (b > CONFIG_MAX_HEADER_BYTES_LIMIT) {
+        err(c, v, path,
+            "must be at most 128k (%u bytes), got %s (%llu bytes): a request head must fit in "
+            "the 128 KiB buffer a client connection reads into",
+            CONFIG_MAX_HEADER_BYTES_LIMIT, v->str, (unsigned long long)b);
+        return;
+    }
+    *out = b;
 }
 
 NOINLINE static void load_limits(struct ctx *c, const struct ynode *n, const char *path)
@@ -1418,7 +1459,7 @@ NOINLINE static void load_limits(struct ctx *c, const struct ynode *n, const cha
         if (streq(key, "max_connections"))
             get_u32(c, v, sub, 1, 10000000, "a positive integer", &l->max_connections);
         else if (streq(key, "max_header_bytes"))
-            get_size(c, v, sub, 1024, 1u << 20, &l->max_header_bytes);
+            get_header_bytes(c, v, sub, &l->max_header_bytes);
         else if (streq(key, "max_headers"))
             get_u32(c, v, sub, 1, 10000, "an integer from 1 to 10000", &l->max_headers);
         else if (streq(key, "max_body_bytes"))
@@ -2099,7 +2140,8 @@ NOINLINE static void load_route(struct ctx *c, const struct ynode *n, const char
     static const char *const keys[] = {"name",           "match",           "upstream",
                                        "strip_prefix",   "add_prefix",      "respond",
                                        "max_body_bytes", "timeouts",        "request_headers",
-                                       "response_headers", NULL};
+                                       "response_headers", "underscores_in_headers",
+                                       "reject_path_params", NULL};
     static const char *const later[] = {"request_buffering",
                                         "response_buffering",
                                         "rate_limit",
@@ -2160,12 +2202,16 @@ NOINLINE static void load_route(struct ctx *c, const struct ynode *n, const char
             if (get_size(c, v, sub, 0, UINT64_MAX, &r->max_body_bytes))
                 aux->has_max_body = true;
         } else if (streq(key, "timeouts")) {
-            load_timeouts(c, v, sub, &aux->timeouts, &aux->timeouts_set);
+            load_timeouts(c, v, sub, &aux->timeouts, &aux->timeouts_set, true);
         } else if (streq(key, "request_headers")) {
             request_rules_node = k;
             load_header_rules(c, v, sub, true, &r->request_headers);
         } else if (streq(key, "response_headers")) {
             load_header_rules(c, v, sub, false, &r->response_headers);
+        } else if (streq(key, "underscores_in_headers")) {
+            get_bool(c, v, sub, &r->underscores_in_headers);
+        } else if (streq(key, "reject_path_params")) {
+            get_bool(c, v, sub, &r->reject_path_params);
         }
     }
     if (respond_node && request_rules_node) {
@@ -2273,7 +2319,7 @@ NOINLINE static void load_error_log(struct ctx *c, const struct ynode *n, const 
         bool found = false;
         for (size_t l = 0; levels[l]; l++) {
             if (streq(v->str, levels[l])) {
-                c->cfg->error_log_level = (enum config_log_level)l;
+                c->cfg->error_log_level = (enum log_level)l;
                 found = true;
             }
         }
@@ -2347,7 +2393,7 @@ NOINLINE static void load_root(struct ctx *c, const struct ynode *root)
             load_listen(c, v, key);
         } else if (streq(key, "timeouts")) {
             unsigned set = 0;
-            load_timeouts(c, v, key, &cfg->timeouts, &set);
+            load_timeouts(c, v, key, &cfg->timeouts, &set, false);
         } else if (streq(key, "limits")) {
             load_limits(c, v, key);
         } else if (streq(key, "upstreams")) {

@@ -32,12 +32,19 @@
 #include <sys/socket.h>
 
 #include "http1.h"
+#include "log.h"
 
 #define CONFIG_MAX_ERRORS 20
 #define CONFIG_MAX_FILE_BYTES (8u << 20) /* larger files are rejected */
 #define CONFIG_MAX_NODES 1000000         /* YAML nodes after alias expansion */
 #define CONFIG_MAX_DEPTH 64              /* YAML nesting */
 #define CONFIG_MAX_ROUTES 10000
+/* The largest limits.max_header_bytes: a request head must fit in a client
+ * connection's read buffer (CLIENT_READ_MAX, 128 KiB, conn.c) and a
+ * response head in an upstream's (UPSTREAM_READ_MAX, 256 KiB, upstream.c).
+ * A larger limit could never be reached: a head between the two would wait
+ * for bytes that are never read and end in 408/504 instead of 431/502. */
+#define CONFIG_MAX_HEADER_BYTES_LIMIT (128u << 10)
 
 /* An address from listen[].address, admin.listen or servers[].address. */
 struct config_addr {
@@ -212,19 +219,18 @@ struct config_route {
     struct config_timeouts timeouts;        /* global timeouts overlaid with the route's */
     struct config_header_rules request_headers;  /* to the upstream */
     struct config_header_rules response_headers; /* to the client (also respond answers) */
+    bool underscores_in_headers; /* false: client fields named with '_' are dropped */
+    bool reject_path_params;     /* true: a path with ';' (or %3B) is answered 400 */
 };
 
-enum config_log_format {
-    CONFIG_LOG_JSON,
-    CONFIG_LOG_COMBINED,
-};
-
-enum config_log_level {
-    CONFIG_LOG_DEBUG,
-    CONFIG_LOG_INFO,
-    CONFIG_LOG_WARN,
-    CONFIG_LOG_ERROR,
-};
+/* The access log's formats and the error log's levels are log's own types
+ * (log.h); these names stay for the loader and older callers. */
+#define CONFIG_LOG_JSON LOG_FORMAT_JSON
+#define CONFIG_LOG_COMBINED LOG_FORMAT_COMBINED
+#define CONFIG_LOG_DEBUG LOG_LEVEL_DEBUG
+#define CONFIG_LOG_INFO LOG_LEVEL_INFO
+#define CONFIG_LOG_WARN LOG_LEVEL_WARN
+#define CONFIG_LOG_ERROR LOG_LEVEL_ERROR
 
 /*
  * access_log: off when the section is absent (path NULL). With the section,
@@ -232,7 +238,7 @@ enum config_log_level {
  */
 struct config_access_log {
     char *path; /* NULL = off, "stderr", or a file path */
-    enum config_log_format format;
+    enum log_format format;
 };
 
 struct config {
@@ -259,7 +265,7 @@ struct config {
     size_t nroutes;
 
     struct config_access_log access_log;
-    enum config_log_level error_log_level; /* info */
+    enum log_level error_log_level;   /* info */
     struct config_addr *admin_listen;      /* NULL = no admin listener */
 
     unsigned nwarnings; /* warnings printed while loading */

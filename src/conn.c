@@ -21,6 +21,9 @@
 #include "upstream.h"
 #include "worker.h"
 
+_Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= CONN_READ_MAX,
+               "the largest max_header_bytes must fit in the client read buffer");
+
 static void on_idle(struct io_stream *s, unsigned what, void *arg);
 static void on_request_done(struct request_side *side, bool keep_alive, bool linger,
                             struct upstream_conn *tunnel);
@@ -182,7 +185,7 @@ static void answer_now(struct conn *c, int status, const char *why)
     request_put(c->w, r);
     conn_linger(c);
     if (evbuffer_get_length(io_output(c->s)) == 0)
-        shutdown(io_fd(c->s), SHUT_WR); /* the answer is out: show its end */
+        io_shutdown_write(c->s); /* the answer is out: show its end */
 }
 
 static void start_request(struct conn *c)

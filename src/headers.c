@@ -88,6 +88,7 @@ enum field {
     F_XFH,
     F_FORWARDED,
     F_REQUEST_ID,
+    F_REAL_IP,
 };
 
 /* RFC 9110 §7.6.1 hop-by-hop fields, the legacy ones proxies drop,
@@ -107,7 +108,9 @@ static enum field classify(const struct http1_header *h)
             return F_UPGRADE;
         return http1_token_eq(n, 7, "trailer") ? F_HOP : F_OTHER;
     case 9:
-        return http1_token_eq(n, 9, "forwarded") ? F_FORWARDED : F_OTHER;
+        if (http1_token_eq(n, 9, "forwarded"))
+            return F_FORWARDED;
+        return http1_token_eq(n, 9, "x-real-ip") ? F_REAL_IP : F_OTHER;
     case 10:
         if (http1_token_eq(n, 10, "connection") || http1_token_eq(n, 10, "keep-alive"))
             return F_HOP;
@@ -261,17 +264,64 @@ static int forwarded_element(struct builder *b, const char *addr, bool tls)
     return 0;
 }
 
+/* The client-address fields a request carried (first of each, from any
+ * peer; only a trusted peer's are used). */
+struct client_fields {
+    const struct http1_header *xfp, *xfh, *real_ip;
+    bool forwarded;
+};
+
+/*
+ * Appends the fields Ferry owns about the client: X-Forwarded-For,
+ * X-Forwarded-Proto, X-Forwarded-Host, Forwarded and X-Real-IP, each the
+ * trusted peer's (extended where it is a chain) or Ferry's own.
+ */
+static int add_client_fields(struct builder *b, const struct http1_request *req,
+                             const struct headers_forward *fwd, const struct client_fields *cf)
+{
+    const struct http1_header *hs = req->headers;
+    size_t n = req->nheaders;
+    const char *ip = fwd->client_addr ? fwd->client_addr : "unknown";
+    bool trusted = fwd->trusted_peer;
+    const char *v;
+    int len = join_values(b, hs, trusted ? n : 0, "x-forwarded-for", ip, &v);
+    if (len < 0 || add(b, "X-Forwarded-For", v, (size_t)len) < 0)
+        return -ENOSPC;
+    if (trusted && cf->xfp) {
+        if (add_view(b, cf->xfp) < 0)
+            return -ENOSPC;
+    } else if (add(b, "X-Forwarded-Proto", fwd->tls ? "https" : "http", fwd->tls ? 5 : 4) < 0) {
+        return -ENOSPC;
+    }
+    if (trusted && cf->xfh) {
+        if (add_view(b, cf->xfh) < 0)
+            return -ENOSPC;
+    } else if (req->host && req->host_len &&
+               add(b, "X-Forwarded-Host", req->host, req->host_len) < 0) {
+        return -ENOSPC;
+    }
+    if (trusted && cf->forwarded) {
+        len = join_values(b, hs, n, "forwarded", NULL, &v);
+        if (len < 0)
+            return -ENOSPC;
+        size_t start = (size_t)(v - b->scratch);
+        if ((len > 0 && scratch_put(b, ", ", 2) < 0) || forwarded_element(b, ip, fwd->tls) < 0 ||
+            add(b, "Forwarded", b->scratch + start, b->used - start) < 0)
+            return -ENOSPC;
+    }
+    if (trusted && cf->real_ip)
+        return add_view(b, cf->real_ip);
+    return add(b, "X-Real-IP", ip, strlen(ip));
+}
+
 int headers_forward_request(const struct http1_request *req, struct headers_forward *fwd,
                             struct http1_header *out, size_t cap, char *scratch, size_t scratch_cap)
 {
     struct builder b = {out, cap, 0, scratch, scratch_cap, 0};
-    const struct http1_header *hs = req->headers;
-    size_t n = req->nheaders;
-    const struct http1_header *xfp = NULL, *xfh = NULL, *rid = NULL;
-    size_t rid_count = 0;
-    bool has_forwarded = false;
+    const struct http1_header *hs = req->headers, *rid = NULL;
+    size_t n = req->nheaders, rid_count = 0;
+    struct client_fields cf = {NULL, NULL, NULL, false};
     const char *v;
-    int len;
 
     struct connection conn;
     connection_init(&conn, hs, n);
@@ -281,6 +331,8 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
         const struct http1_header *h = &hs[i];
         switch (classify(h)) {
         case F_OTHER:
+            if (!fwd->underscores_in_headers && memchr(h->name, '_', h->name_len))
+                break; /* X_Forwarded_For would be HTTP_X_FORWARDED_FOR to CGI */
             if (!named_in_connection(&conn, h) && add_view(&b, h) < 0)
                 return -ENOSPC;
             break;
@@ -289,49 +341,24 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
             rid_count++;
             break;
         case F_XFP:
-            if (!xfp)
-                xfp = h;
+            cf.xfp = cf.xfp ? cf.xfp : h;
             break;
         case F_XFH:
-            if (!xfh)
-                xfh = h;
+            cf.xfh = cf.xfh ? cf.xfh : h;
+            break;
+        case F_REAL_IP:
+            cf.real_ip = cf.real_ip ? cf.real_ip : h;
             break;
         case F_FORWARDED:
-            has_forwarded = true;
+            cf.forwarded = true;
             break;
         default: /* hop-by-hop, Host, Upgrade, Via, X-Forwarded-For: re-made below */
             break;
         }
     }
-
-    len = join_values(&b, hs, fwd->trusted_peer ? n : 0, "x-forwarded-for",
-                      fwd->client_addr ? fwd->client_addr : "unknown", &v);
-    if (len < 0 || add(&b, "X-Forwarded-For", v, (size_t)len) < 0)
+    if (add_client_fields(&b, req, fwd, &cf) < 0)
         return -ENOSPC;
-    if (fwd->trusted_peer && xfp) {
-        if (add_view(&b, xfp) < 0)
-            return -ENOSPC;
-    } else if (add(&b, "X-Forwarded-Proto", fwd->tls ? "https" : "http", fwd->tls ? 5 : 4) < 0) {
-        return -ENOSPC;
-    }
-    if (fwd->trusted_peer && xfh) {
-        if (add_view(&b, xfh) < 0)
-            return -ENOSPC;
-    } else if (req->host && req->host_len &&
-               add(&b, "X-Forwarded-Host", req->host, req->host_len) < 0) {
-        return -ENOSPC;
-    }
-    if (fwd->trusted_peer && has_forwarded) {
-        len = join_values(&b, hs, n, "forwarded", NULL, &v);
-        if (len < 0)
-            return -ENOSPC;
-        size_t start = (size_t)(v - b.scratch);
-        if ((len > 0 && scratch_put(&b, ", ", 2) < 0) ||
-            forwarded_element(&b, fwd->client_addr ? fwd->client_addr : "unknown", fwd->tls) < 0 ||
-            add(&b, "Forwarded", b.scratch + start, b.used - start) < 0)
-            return -ENOSPC;
-    }
-    len = join_values(&b, hs, n, "via", HEADERS_VIA, &v);
+    int len = join_values(&b, hs, n, "via", HEADERS_VIA, &v);
     if (len < 0 || add(&b, "Via", v, (size_t)len) < 0)
         return -ENOSPC;
 
@@ -553,4 +580,15 @@ ssize_t headers_host_normalise(const char *host, size_t len, char *out, size_t c
         out[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
     }
     return (ssize_t)end;
+}
+
+bool headers_path_has_params(const char *path, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (path[i] == ';')
+            return true;
+        if (path[i] == '%' && i + 2 < len && path[i + 1] == '3' && (path[i + 2] | 0x20) == 'b')
+            return true;
+    }
+    return false;
 }

@@ -26,6 +26,14 @@
  *   and Ferry's element (for=...;proto=...) appended, from others removed.
  * - X-Forwarded-Proto and X-Forwarded-Host from a trusted peer are kept as
  *   sent (the first proxy knew the original); otherwise Ferry sets them.
+ * - X-Real-IP is Ferry's like X-Forwarded-For: from a trusted peer its
+ *   first X-Real-IP is kept as sent (that proxy saw the client), from any
+ *   other peer every X-Real-IP is removed; when none is kept Ferry sets it
+ *   to the client address.
+ * - Client fields whose name contains '_' are dropped (nginx's
+ *   underscores_in_headers off) unless fwd->underscores_in_headers: CGI,
+ *   WSGI and Rack map '-' and '_' to the same variable, so X_Forwarded_For
+ *   would pass for X-Forwarded-For behind Ferry's back.
  * - X-Request-Id is kept when exactly one is present and it is 1..128
  *   characters of [A-Za-z0-9._:+/=-], from any peer; else replaced.
  */
@@ -49,6 +57,7 @@ struct headers_forward {
     size_t host_len;
     const char *new_request_id; /* a fresh id, used when the client's is absent/invalid */
     bool tunnel;                /* an Upgrade (websocket) is being forwarded */
+    bool underscores_in_headers; /* forward client fields whose name has '_' */
     /* out: the X-Request-Id in effect (client's or new_request_id) */
     const char *request_id;
     size_t request_id_len;
@@ -61,10 +70,11 @@ struct headers_forward {
  * order minus: hop-by-hop ones (Connection, Keep-Alive, Proxy-Connection,
  * TE, Trailer, Transfer-Encoding, Upgrade unless fwd->tunnel, every field
  * named in Connection), Host, Content-Length (framing is the serializer's),
- * HTTP2-Settings, Upgrade: h2c, X-Forwarded-* and Forwarded from untrusted
- * peers, Via and X-Request-Id (re-added); then X-Forwarded-For (the trusted
- * chain + client_addr), X-Forwarded-Proto, X-Forwarded-Host, Forwarded (see
- * above), Via (chain + "1.1 ferry"), X-Request-Id, and when tunnelling
+ * HTTP2-Settings, Upgrade: h2c, X-Forwarded-*, X-Real-IP and Forwarded from
+ * untrusted peers, names with '_' (unless allowed), Via and X-Request-Id
+ * (re-added); then X-Forwarded-For (the trusted chain + client_addr),
+ * X-Forwarded-Proto, X-Forwarded-Host, Forwarded, X-Real-IP (see above),
+ * Via (chain + "1.1 ferry"), X-Request-Id, and when tunnelling
  * Upgrade: <client's> and Connection: upgrade. `scratch` holds the joined
  * values.
  */
@@ -104,6 +114,12 @@ bool headers_request_id_valid(const char *id, size_t len);
  * HTTP1_E_PATH_PERCENT, -ENOSPC. "*" is returned unchanged.
  */
 ssize_t headers_path_normalise(const char *path, size_t len, char *out, size_t cap);
+
+/* Does the normalised `path` carry path parameters: a ';' or its encoding
+ * %3B (any case) in any segment? Servers such as Tomcat, Jetty and Spring
+ * strip ";params" from a segment before matching, so "/admin;x/y" reaches
+ * them as "/admin/y" while no "/admin" route matched it. */
+bool headers_path_has_params(const char *path, size_t len);
 
 /* Does the normalised `path` fall under `prefix` on a segment boundary?
  * "/v1" matches "/v1", "/v1/", "/v1/x", not "/v1evil"; "/v1/" matches

@@ -9,6 +9,15 @@
  * conditions itself from the streams' state. So the callbacks carry no
  * result worth trusting except "look again", "timed out" and "cancelled",
  * and a late one (generation mismatch) does nothing at all.
+ *
+ * A stream is a socket, two plain evbuffers and two events, all io.c's
+ * own (no bufferevent): reads are one readv of an adaptive size into
+ * reserved space of the input (never FIONREAD and 4 KiB at a time, as a
+ * socket bufferevent reads); writes are made from the coroutine when it
+ * queues output (write_now), and the write event is in the loop only
+ * while output is left over. Bytes go through the stream's transport
+ * (struct io_transport): plain TCP here; a TLS transport plugs in below
+ * this file and nothing above io changes.
  */
 #include "io.h"
 
@@ -27,7 +36,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -46,26 +54,32 @@ struct wait_rec {
     struct wait_rec *next_free;
 };
 
+struct splice_side;
+
 struct io_stream {
-    struct bufferevent *bev;
+    int fd;
+    const struct io_transport *tp;
+    void *tp_ctx;
     struct loop *loop;
+    struct evbuffer *in, *out;
     struct wait_rec *waiter; /* valid only while waiter_gen == waiter->gen */
     uint32_t waiter_gen;
     unsigned want; /* the waiter's events on this stream */
     size_t read_min;
-    size_t write_below;
-    bool read_done; /* EOF or a read error: nothing more will arrive */
-    bool write_err; /* writing failed (or the connect did) */
+    size_t write_below; /* the waiter (or a splice) is woken at or below this */
+    bool read_done;     /* EOF or a read error: nothing more will arrive */
+    bool write_err;     /* writing failed (or the connect did) */
     bool connected;
+    bool connecting; /* a connect in progress: wev reports its end */
     int error;
     void (*on_idle)(struct io_stream *s, unsigned what, void *arg);
     void *idle_arg;
-    /* Reads are ours, not the bufferevent's (see on_readable). */
-    struct event rev;
+    struct splice_side *splice; /* spliced to another stream (io_splice) */
+    struct event rev, wev;
     size_t read_max;
     bool reading;   /* the owner wants reads (io_set_reading) */
     bool rev_added; /* rev is in the loop */
-    bool detached;  /* reads handed back to the bufferevent (a tunnel) */
+    bool wev_added; /* wev is in the loop: output is left, or connecting */
     bool lazy;      /* not polled until a read is needed (io_stream_accepted) */
     int64_t last_read; /* when bytes last arrived (loop_now) */
     uint32_t read_chunk; /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
@@ -163,19 +177,52 @@ static void on_cancel(struct coro *c, void *arg)
     loop_wake(c);
 }
 
+/* ---- the plain TCP transport ------------------------------------------------- */
+
+static ssize_t plain_readv(struct io_stream *s, struct iovec *v, int n)
+{
+    ssize_t r = sys_readv(s->fd, v, n);
+    return r < 0 ? -errno : r;
+}
+
+static ssize_t plain_writev(struct io_stream *s, const struct iovec *v, int n)
+{
+    ssize_t r = sys_writev(s->fd, v, n);
+    return r < 0 ? -errno : r;
+}
+
+static int plain_shutdown(struct io_stream *s)
+{
+    return shutdown(s->fd, SHUT_WR) == 0 ? 0 : -errno;
+}
+
+static const struct io_transport plain_transport = {
+    .name = "plain",
+    .readv = plain_readv,
+    .writev = plain_writev,
+    .shutdown = plain_shutdown,
+    .fini = NULL,
+};
+
 /* ---- streams --------------------------------------------------------------- */
 
+static void splice_readable(struct io_stream *s);
+static void splice_drained(struct io_stream *s);
+static void splice_ended(struct io_stream *s);
+
 /* New bytes arrived: wake the waiter that wants them, or tell the owner
- * of an idle stream. The owner may free the stream in its callback. */
+ * of an idle stream (or the splice). The owner may free the stream in its
+ * callback. */
 static void notify_readable(struct io_stream *s)
 {
     if (s->waiter && s->waiter->gen == s->waiter_gen) {
-        if ((s->want & IO_READABLE) &&
-            evbuffer_get_length(bufferevent_get_input(s->bev)) >= s->read_min)
+        if ((s->want & IO_READABLE) && evbuffer_get_length(s->in) >= s->read_min)
             wake_waiter(s, IO_READABLE);
         return;
     }
-    if (s->on_idle)
+    if (s->splice)
+        splice_readable(s);
+    else if (s->on_idle)
         s->on_idle(s, IO_READABLE, s->idle_arg);
 }
 
@@ -186,7 +233,9 @@ static void notify_end(struct io_stream *s)
         wake_waiter(s, IO_READABLE | IO_WRITABLE | IO_EOF | IO_CONNECTED);
         return;
     }
-    if (s->on_idle)
+    if (s->splice)
+        splice_ended(s);
+    else if (s->on_idle)
         s->on_idle(s, IO_EOF, s->idle_arg);
 }
 
@@ -194,14 +243,25 @@ static void notify_end(struct io_stream *s)
  * reading wanted, connected, not ended, input below read_max. */
 static void rev_update(struct io_stream *s)
 {
-    bool want = !s->lazy && s->reading && s->connected && !s->read_done && !s->detached &&
-                evbuffer_get_length(bufferevent_get_input(s->bev)) < s->read_max;
+    bool want = !s->lazy && s->reading && s->connected && !s->read_done &&
+                evbuffer_get_length(s->in) < s->read_max;
     if (want && !s->rev_added) {
         event_add(&s->rev, NULL);
         s->rev_added = true;
     } else if (!want && s->rev_added) {
         event_del(&s->rev);
         s->rev_added = false;
+    }
+}
+
+static void wev_set(struct io_stream *s, bool on)
+{
+    if (on && !s->wev_added) {
+        event_add(&s->wev, NULL);
+        s->wev_added = true;
+    } else if (!on && s->wev_added) {
+        event_del(&s->wev);
+        s->wev_added = false;
     }
 }
 
@@ -215,16 +275,15 @@ static void start_polling(struct io_stream *s)
 }
 
 /*
- * Reads straight into the input evbuffer: one readv of up to
- * IO_READ_CHUNK (never past read_max) into reserved space. A socket
- * bufferevent would ask FIONREAD first and read at most 4 KiB: two
- * syscalls per 4 KiB of a large body.
+ * Reads straight into the input evbuffer: one readv of up to read_chunk
+ * bytes (never past read_max) into reserved space.
  */
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
     (void)what;
     struct io_stream *s = arg;
-    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer *in = s->in;
     size_t len = evbuffer_get_length(in);
     if (len >= s->read_max) {
         rev_update(s);
@@ -233,11 +292,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     size_t room = s->read_max - len;
     size_t want = room < s->read_chunk ? room : s->read_chunk;
     struct evbuffer_iovec v[2];
-    /* The bufferevent keeps its input's end frozen: thaw it to add. */
-    evbuffer_unfreeze(in, 0);
     int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
-    ssize_t n = -1;
-    int err = ENOMEM;
+    ssize_t n = -ENOMEM;
     if (nv > 0) {
         /* The reservation may be larger than asked: never read past it. */
         size_t cap = want;
@@ -246,8 +302,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
                 v[i].iov_len = cap;
             cap -= v[i].iov_len;
         }
-        n = sys_readv(fd, (struct iovec *)v, nv);
-        err = errno;
+        n = s->tp->readv(s, (struct iovec *)v, nv);
     }
     if (n > 0) {
         size_t left = (size_t)n;
@@ -258,15 +313,14 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         }
         evbuffer_commit_space(in, v, nv);
     }
-    evbuffer_freeze(in, 0);
-    if (n < 0 && (err == EAGAIN || err == EINTR)) {
+    if (n == -EAGAIN || n == -EINTR) {
         start_polling(s); /* a lazy stream's speculative read found nothing */
         return;
     }
     if (n <= 0) {
         s->read_done = true;
         if (n < 0)
-            s->error = err;
+            s->error = (int)-n;
         rev_update(s);
         notify_end(s);
         return;
@@ -280,42 +334,101 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     notify_readable(s);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+/* At most this many chains per writev: 256 bytes of a coroutine stack. */
+#define IO_WRITE_IOV 16
+
+/* One writev of what the output holds. Returns bytes written or -errno. */
+static ssize_t write_out(struct io_stream *s)
 {
+    struct evbuffer_iovec v[IO_WRITE_IOV];
+    int nv = evbuffer_peek(s->out, -1, NULL, v, IO_WRITE_IOV);
+    if (nv > IO_WRITE_IOV)
+        nv = IO_WRITE_IOV;
+    ssize_t n = s->tp->writev(s, (const struct iovec *)v, nv);
+    if (n > 0)
+        evbuffer_drain(s->out, (size_t)n);
+    return n;
+}
+
+/* A write or a connect failed: nothing more leaves; the waiter or owner
+ * is told. */
+static void write_failed(struct io_stream *s, int err)
+{
+    s->write_err = true;
+    s->error = err;
+    if (s->connecting) {
+        s->connecting = false;
+        s->read_done = true; /* a failed connect reads nothing either */
+    }
+    wev_set(s, false);
+    rev_update(s);
+    notify_end(s);
+}
+
+/*
+ * The socket is writable: a connect in progress ended, or output is left
+ * over from write_now. Writes (once per wake-up), then wakes a waiter
+ * whose output drained to its mark; leaves the loop once all is written.
+ */
+static void on_writable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
     struct io_stream *s = arg;
-    size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+    if (s->connecting) {
+        int err = 0;
+        socklen_t elen = sizeof(err);
+        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
+            err = errno;
+        if (err == EINPROGRESS || err == EALREADY || err == EINTR)
+            return;
+        if (err) {
+            write_failed(s, err);
+            return;
+        }
+        s->connecting = false;
+        s->connected = true;
+        rev_update(s);
+        if (evbuffer_get_length(s->out) == 0)
+            wev_set(s, false);
+        wake_waiter(s, IO_CONNECTED | IO_WRITABLE);
+        return;
+    }
+    if (s->write_err) {
+        wev_set(s, false);
+        return;
+    }
+    ssize_t n = evbuffer_get_length(s->out) ? write_out(s) : 0;
+    if (n < 0 && n != -EAGAIN && n != -EINTR) {
+        write_failed(s, (int)-n);
+        return;
+    }
+    size_t left = evbuffer_get_length(s->out);
     if (left == 0)
-        bufferevent_disable(bev, EV_WRITE); /* until write_now leaves some */
+        wev_set(s, false); /* until write_now leaves some */
+    if (s->splice) {
+        splice_drained(s);
+        return;
+    }
     if ((s->want & IO_WRITABLE) && left <= s->write_below)
         wake_waiter(s, IO_WRITABLE);
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
+/*
+ * Writes what the stream's output holds now, from the coroutine (or a
+ * splice), instead of on the next loop turn after an EPOLLOUT. The write
+ * event is in the loop only while output is left: queueing data arms
+ * nothing, and a response written whole costs one writev and no
+ * epoll_ctl. A write error is left for on_writable to find and report
+ * from the loop (never from here: the idle callback it may call must not
+ * run on a coroutine's stack).
+ */
+static void write_now(struct io_stream *s)
 {
-    (void)bev;
-    struct io_stream *s = arg;
-    if (what & BEV_EVENT_CONNECTED) {
-        s->connected = true;
-        rev_update(s);
-        wake_waiter(s, IO_CONNECTED | IO_WRITABLE);
+    if (evbuffer_get_length(s->out) == 0 || s->write_err || !s->connected)
         return;
-    }
-    int err = (what & BEV_EVENT_ERROR) ? EVUTIL_SOCKET_ERROR() : 0;
-    if (what & BEV_EVENT_ERROR) {
-        if (!s->connected)
-            err = err ? err : ECONNREFUSED;
-        else if (err == 0)
-            err = ECONNRESET;
-        s->error = err;
-        if (!(what & BEV_EVENT_READING) || !s->connected)
-            s->write_err = true;
-        if (!(what & BEV_EVENT_WRITING) || !s->connected)
-            s->read_done = true;
-    }
-    if (what & BEV_EVENT_EOF)
-        s->read_done = true;
-    rev_update(s);
-    notify_end(s);
+    ssize_t n = write_out(s);
+    wev_set(s, n < 0 || evbuffer_get_length(s->out) > 0);
 }
 
 static void set_nodelay(int fd)
@@ -326,10 +439,9 @@ static void set_nodelay(int fd)
 
 /*
  * Freed streams are kept for reuse, per thread and for one loop at a time
- * (at most STREAM_POOL_CAP): a new connection then costs no
- * bufferevent_socket_new (the bufferevent, two evbuffers, their events)
- * and its close no bufferevent finalizer. The pool is emptied when its
- * loop is freed, before the event base the bufferevents are bound to.
+ * (at most STREAM_POOL_CAP): a new connection then costs no allocation
+ * (the stream, its two evbuffers). The pool is emptied when its loop is
+ * freed.
  */
 #define STREAM_POOL_CAP 1024u
 static __thread struct {
@@ -338,26 +450,29 @@ static __thread struct {
     unsigned len;
 } spool;
 
+static void stream_release(struct io_stream *s)
+{
+    evbuffer_free(s->in);
+    evbuffer_free(s->out);
+    free(s);
+}
+
 static void stream_pool_drain(void *arg)
 {
     (void)arg;
     while (spool.head) {
         struct io_stream *s = spool.head;
         spool.head = s->next_free;
-        bufferevent_free(s->bev);
-        free(s);
+        stream_release(s);
     }
     spool.len = 0;
     spool.loop = NULL;
 }
 
-/* Keeps s (its fd already closed) for reuse if it is in a state a new
- * connection can start from. */
+/* Keeps s (its fd closed, its events out of the loop) for reuse. */
 static bool stream_pool_put(struct io_stream *s)
 {
-    /* A tunnel drove the bufferevent itself; a connect that never
-     * completed leaves it connecting. Those are freed. */
-    if (s->detached || !s->connected || spool.len >= STREAM_POOL_CAP)
+    if (spool.len >= STREAM_POOL_CAP)
         return false;
     if (spool.loop != s->loop) {
         if (spool.loop)
@@ -365,63 +480,49 @@ static bool stream_pool_put(struct io_stream *s)
         spool.loop = s->loop;
         loop_on_free(s->loop, stream_pool_drain, NULL);
     }
-    struct bufferevent *bev = s->bev;
-    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-    bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-    struct evbuffer *in = bufferevent_get_input(bev), *out = bufferevent_get_output(bev);
-    evbuffer_drain(in, evbuffer_get_length(in));
-    evbuffer_unfreeze(out, 1);
-    evbuffer_drain(out, evbuffer_get_length(out));
-    evbuffer_freeze(out, 1);
+    evbuffer_drain(s->in, evbuffer_get_length(s->in));
+    evbuffer_drain(s->out, evbuffer_get_length(s->out));
     s->next_free = spool.head;
     spool.head = s;
     spool.len++;
     return true;
 }
 
-/*
- * A stream on fd, which it owns. The bufferevent does not close the fd
- * (no BEV_OPT_CLOSE_ON_FREE): libevent 2.1 frees a bufferevent in a
- * finalizer that runs later in the loop turn, and a client would see its
- * connection end only then, after the whole batch of answers; so
- * io_stream_free closes the fd itself, at once. Closes fd on failure.
- */
+/* A stream on fd, which it owns (closes it on failure). */
 static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
 {
     struct io_stream *s = NULL;
-    struct bufferevent *bev;
+    struct evbuffer *in, *out;
     if (spool.head && spool.loop == loop) {
         s = spool.head;
         spool.head = s->next_free;
         spool.len--;
-        bev = s->bev;
-        memset(s, 0, sizeof(*s));
-        bufferevent_setfd(bev, fd);
-        /* Some 2.1 releases thaw both buffers in setfd: the socket
-         * bufferevent's usual state is input end and output start frozen. */
-        evbuffer_freeze(bufferevent_get_input(bev), 0);
-        evbuffer_freeze(bufferevent_get_output(bev), 1);
+        in = s->in;
+        out = s->out;
     } else {
-        s = calloc(1, sizeof(*s));
-        bev = s ? bufferevent_socket_new(loop_base(loop), fd, 0) : NULL;
-        if (!bev) {
+        s = malloc(sizeof(*s));
+        in = s ? evbuffer_new() : NULL;
+        out = in ? evbuffer_new() : NULL;
+        if (!out) {
+            if (in)
+                evbuffer_free(in);
             free(s);
-            close(fd);
+            sys_close(fd);
             return NULL;
         }
     }
-    s->bev = bev;
+    memset(s, 0, sizeof(*s));
+    s->fd = fd;
+    s->tp = &plain_transport;
+    s->in = in;
+    s->out = out;
     s->loop = loop;
     s->read_max = read_max;
     s->reading = true;
     s->last_read = loop_now();
     s->read_chunk = IO_READ_MIN;
-    /* No bufferevent read watermark: reads are ours (and libevent 2.1's
-     * bufferevent_setwatermark dereferences an allocation it does not
-     * check, a crash when memory runs out). */
-    bufferevent_setcb(bev, NULL, on_write, on_event, s);
-    bufferevent_disable(bev, EV_READ | EV_WRITE);
     event_assign(&s->rev, loop_base(loop), fd, EV_READ | EV_PERSIST, on_readable, s);
+    event_assign(&s->wev, loop_base(loop), fd, EV_WRITE | EV_PERSIST, on_writable, s);
     return s;
 }
 
@@ -464,37 +565,49 @@ void io_stream_free(struct io_stream *s)
         return;
     if (s->waiter && s->waiter->gen == s->waiter_gen && s->waiter->coro)
         misuse("io_stream_free", "a coroutine is still waiting on the stream");
-    int fd = (int)bufferevent_getfd(s->bev);
+    if (s->splice)
+        misuse("io_stream_free", "the stream is still spliced");
     event_del(&s->rev); /* also when only made active by io_read_soon */
-    bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    event_del(&s->wev);
+    if (s->tp->fini)
+        s->tp->fini(s);
     /* libevent's epoll backend ignores the EBADF of a pending
      * EPOLL_CTL_DEL, and turns a MOD on a reused fd number into an ADD. */
-    if (fd >= 0)
-        sys_close(fd);
-    if (stream_pool_put(s))
-        return;
-    bufferevent_free(s->bev);
-    free(s);
+    if (s->fd >= 0)
+        sys_close(s->fd);
+    if (!stream_pool_put(s))
+        stream_release(s);
+}
+
+void io_stream_set_transport(struct io_stream *s, const struct io_transport *tp, void *ctx)
+{
+    s->tp = tp ? tp : &plain_transport;
+    s->tp_ctx = ctx;
+}
+
+void *io_transport_ctx(const struct io_stream *s)
+{
+    return s->tp_ctx;
+}
+
+int io_transport_fd(const struct io_stream *s)
+{
+    return s->fd;
 }
 
 struct evbuffer *io_input(struct io_stream *s)
 {
-    return bufferevent_get_input(s->bev);
+    return s->in;
 }
 
 struct evbuffer *io_output(struct io_stream *s)
 {
-    return bufferevent_get_output(s->bev);
-}
-
-struct bufferevent *io_bev(struct io_stream *s)
-{
-    return s->bev;
+    return s->out;
 }
 
 int io_fd(struct io_stream *s)
 {
-    return (int)bufferevent_getfd(s->bev);
+    return s->fd;
 }
 
 int64_t io_last_read(const struct io_stream *s)
@@ -525,22 +638,9 @@ void io_set_read_max(struct io_stream *s, size_t read_max)
 
 void io_set_reading(struct io_stream *s, bool on)
 {
-    if (s->detached) {
-        if (on)
-            bufferevent_enable(s->bev, EV_READ);
-        else
-            bufferevent_disable(s->bev, EV_READ);
-        return;
-    }
     s->reading = on;
     if (on)
         s->lazy = false;
-    rev_update(s);
-}
-
-void io_detach_reads(struct io_stream *s)
-{
-    s->detached = true;
     rev_update(s);
 }
 
@@ -551,52 +651,18 @@ void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsig
     s->idle_arg = arg;
 }
 
-/* evbuffer_write() made with sys_writev: at most IO_WRITE_IOV chains. */
-#define IO_WRITE_IOV 16 /* 256 bytes of a coroutine stack */
-static ssize_t write_out(struct evbuffer *out, int fd)
-{
-    struct evbuffer_iovec v[IO_WRITE_IOV];
-    int nv = evbuffer_peek(out, -1, NULL, v, IO_WRITE_IOV);
-    if (nv > IO_WRITE_IOV)
-        nv = IO_WRITE_IOV;
-    ssize_t n = sys_writev(fd, (const struct iovec *)v, nv);
-    if (n > 0)
-        evbuffer_drain(out, (size_t)n);
-    return n;
-}
-
-/*
- * Writes what the stream's output holds now, from the coroutine, instead
- * of on the next loop turn after an EPOLLOUT. The bufferevent's write side
- * stays disabled while the output is empty, so queueing data arms no event
- * at all; only a write that could not finish enables it (its callback then
- * writes the rest and on_write disables it again). A response written
- * whole costs one writev and no epoll_ctl. A write error is left for the
- * bufferevent to find and report.
- */
-static void write_now(struct io_stream *s)
-{
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    if (evbuffer_get_length(out) == 0 || s->write_err || !s->connected)
-        return;
-    /* A socket bufferevent keeps its output's start frozen so that only it
-     * drains the buffer; thaw it for this write, as its own callback does. */
-    evbuffer_unfreeze(out, 1);
-    ssize_t n = write_out(out, (int)bufferevent_getfd(s->bev));
-    evbuffer_freeze(out, 1);
-    bool writing = bufferevent_get_enabled(s->bev) & EV_WRITE;
-    if (n < 0 || evbuffer_get_length(out) > 0) {
-        if (!writing)
-            bufferevent_enable(s->bev, EV_WRITE);
-    } else if (writing) {
-        bufferevent_disable(s->bev, EV_WRITE);
-    }
-}
-
 void io_kick(struct io_stream *s)
 {
     write_now(s);
 }
+
+int io_shutdown_write(struct io_stream *s)
+{
+    if (s->write_err)
+        return -s->error;
+    return s->tp->shutdown(s);
+}
+
 
 /* ---- waiting ---------------------------------------------------------------- */
 
@@ -606,8 +672,8 @@ static unsigned evaluate(struct io_want *w, struct coro_slots *slots)
     unsigned fired = 0;
     struct io_stream *s = w->stream;
     if (s) {
-        size_t in = evbuffer_get_length(bufferevent_get_input(s->bev));
-        size_t out = evbuffer_get_length(bufferevent_get_output(s->bev));
+        size_t in = evbuffer_get_length(s->in);
+        size_t out = evbuffer_get_length(s->out);
         size_t min = w->read_min ? w->read_min : 1;
         if ((w->events & IO_READABLE) && (in >= min || s->read_done))
             fired |= IO_READABLE;
@@ -661,10 +727,8 @@ static int park(struct coro *c, struct wait_rec *rec, struct io_want *wants, uns
         s->want |= wants[i].events;
         if (wants[i].events & IO_READABLE)
             s->read_min = wants[i].read_min ? wants[i].read_min : 1;
-        if (wants[i].events & IO_WRITABLE) {
+        if (wants[i].events & IO_WRITABLE)
             s->write_below = wants[i].write_below;
-            bufferevent_setwatermark(s->bev, EV_WRITE, wants[i].write_below, 0);
-        }
     }
     if (deadline != LOOP_NEVER) {
         int64_t left = deadline - loop_now();
@@ -798,7 +862,7 @@ ssize_t io_read(struct io_stream *s, struct evbuffer *dst, size_t max, int64_t d
 {
     if (cancelled_now())
         return -ECANCELED;
-    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer *in = s->in;
     for (;;) {
         size_t len = evbuffer_get_length(in);
         if (len > 0) {
@@ -821,7 +885,7 @@ int io_read_at_least(struct io_stream *s, size_t n, int64_t deadline)
 {
     if (cancelled_now())
         return -ECANCELED;
-    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct evbuffer *in = s->in;
     for (;;) {
         if (evbuffer_get_length(in) >= n)
             return 0;
@@ -844,7 +908,7 @@ static int drain_to(struct io_stream *s, size_t high, int64_t stall, int64_t dea
 {
     if (cancelled_now())
         return -ECANCELED;
-    struct evbuffer *out = bufferevent_get_output(s->bev);
+    struct evbuffer *out = s->out;
     write_now(s);
     size_t unsent = SIZE_MAX; /* measured before the first wait only */
     for (;;) {
@@ -878,7 +942,7 @@ int io_write_buffer(struct io_stream *s, struct evbuffer *src, size_t high, int6
         return -ECANCELED;
     if (s->write_err)
         return stream_error(s, -EPIPE);
-    if (evbuffer_add_buffer(bufferevent_get_output(s->bev), src) != 0)
+    if (evbuffer_add_buffer(s->out, src) != 0)
         return -ENOMEM;
     return drain_to(s, high, 0, deadline);
 }
@@ -889,7 +953,7 @@ int io_write(struct io_stream *s, const void *data, size_t len, size_t high, int
         return -ECANCELED;
     if (s->write_err)
         return stream_error(s, -EPIPE);
-    if (evbuffer_add(bufferevent_get_output(s->bev), data, len) != 0)
+    if (evbuffer_add(s->out, data, len) != 0)
         return -ENOMEM;
     return drain_to(s, high, 0, deadline);
 }
@@ -902,9 +966,9 @@ int io_flush(struct io_stream *s, int64_t deadline)
 size_t io_unsent(struct io_stream *s)
 {
     int queued = 0;
-    if (ioctl(bufferevent_getfd(s->bev), SIOCOUTQ, &queued) != 0 || queued < 0)
+    if (ioctl(s->fd, SIOCOUTQ, &queued) != 0 || queued < 0)
         queued = 0;
-    return evbuffer_get_length(bufferevent_get_output(s->bev)) + (size_t)queued;
+    return evbuffer_get_length(s->out) + (size_t)queued;
 }
 
 bool io_peer_took(struct io_stream *s, size_t *mark)
@@ -922,9 +986,17 @@ int io_flush_progress(struct io_stream *s, int64_t stall, int64_t deadline)
 
 /* ---- connecting ----------------------------------------------------------------- */
 
-int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len, size_t read_max,
-                    int64_t deadline, struct io_stream **out)
+/* True once the watched stream (may be NULL) ended: its owner is gone. */
+static bool watch_ended(const struct io_stream *watch)
 {
+    return watch && io_eof(watch);
+}
+
+int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len, size_t read_max,
+                    int64_t deadline, struct io_stream *watch, struct io_stream **out)
+{
+    if (watch_ended(watch))
+        return -ECONNABORTED;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -933,13 +1005,26 @@ int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len,
     struct io_stream *s = stream_new(loop, fd, read_max);
     if (!s)
         return -ENOMEM;
-    if (bufferevent_socket_connect(s->bev, sa, (int)len) != 0) {
-        int err = errno ? errno : ECONNREFUSED;
+    /* Connected at once (a unix socket always is, or fails at once). */
+    if (connect(fd, sa, len) == 0) {
+        s->connected = true;
+        rev_update(s);
+        *out = s;
+        return 0;
+    }
+    if (errno != EINPROGRESS) {
+        int err = errno;
         io_stream_free(s);
         return -err;
     }
-    struct io_want w = {.stream = s, .events = IO_CONNECTED};
-    int r = io_wait(&w, 1, deadline);
+    /* In progress: the write event reports its end. */
+    s->connecting = true;
+    wev_set(s, true);
+    struct io_want w[2] = {{.stream = s, .events = IO_CONNECTED},
+                           {.stream = watch, .events = IO_EOF}};
+    int r = io_wait(w, watch ? 2 : 1, deadline);
+    if (r >= 0 && (w[1].fired & IO_EOF))
+        r = -ECONNABORTED;
     if (r < 0) {
         io_stream_free(s);
         return r;
@@ -993,7 +1078,7 @@ static void on_dns(int result, struct evutil_addrinfo *ai, void *arg)
 
 /* Resolves host with evdns, waiting on a record like any other await. */
 static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t deadline,
-                   struct sockaddr_storage *addr, socklen_t *addrlen)
+                   struct io_stream *watch, struct sockaddr_storage *addr, socklen_t *addrlen)
 {
     struct evdns_base *dns = loop_dns(loop);
     if (!dns)
@@ -1010,9 +1095,18 @@ static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t d
     struct evdns_getaddrinfo_request *handle =
         evdns_getaddrinfo(dns, host, portstr, &hints, on_dns, req);
     int r = 0;
+    /* A lookup can take seconds: the watched stream is polled meanwhile
+     * (a lazy one would be only after IO_LAZY_EOF_MS). */
+    struct io_want w = {.stream = watch, .events = IO_EOF};
+    if (watch)
+        start_polling(watch);
     while (!req->done) {
         if (coro_cancelled(req->coro)) {
             r = -ECANCELED;
+            break;
+        }
+        if (watch_ended(watch)) {
+            r = -ECONNABORTED;
             break;
         }
         if (deadline != LOOP_NEVER && loop_now() >= deadline) {
@@ -1027,7 +1121,7 @@ static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t d
         req->rec = rec;
         req->gen = rec->gen;
         loop_consume_wake(req->coro);
-        r = park(req->coro, rec, NULL, 0, deadline);
+        r = park(req->coro, rec, watch ? &w : NULL, watch ? 1 : 0, deadline);
         if (r == -ECANCELED && !req->done)
             break;
         /* An early timer (libevent's cached clock) is caught at the top. */
@@ -1050,7 +1144,7 @@ static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t d
 }
 
 int io_connect(struct loop *loop, const char *host, uint16_t port, size_t read_max,
-               int64_t deadline, struct io_stream **out)
+               int64_t deadline, struct io_stream *watch, struct io_stream **out)
 {
     struct sockaddr_storage ss;
     socklen_t len = 0;
@@ -1066,9 +1160,263 @@ int io_connect(struct loop *loop, const char *host, uint16_t port, size_t read_m
         v6->sin6_port = htons(port);
         len = sizeof(*v6);
     } else {
-        int r = resolve(loop, host, port, deadline, &ss, &len);
+        int r = resolve(loop, host, port, deadline, watch, &ss, &len);
         if (r < 0)
             return r;
     }
-    return io_connect_addr(loop, (struct sockaddr *)&ss, len, read_max, deadline, out);
+    return io_connect_addr(loop, (struct sockaddr *)&ss, len, read_max, deadline, watch, out);
+}
+
+/* ---- splicing two streams ---------------------------------------------------------- */
+
+/*
+ * Each stream of a splice points at its side; a side knows its peer. The
+ * stream callbacks (on_readable, on_writable, the end) call the splice_*
+ * functions below instead of waking a waiter, and return right after:
+ * splice_finish may have freed both streams through on_end.
+ */
+struct splice_side {
+    struct io_splice *sp;
+    struct io_stream *s;
+    struct splice_side *peer;
+    bool read_eof; /* nothing more to read from this side */
+    bool shut;     /* the peer's EOF was forwarded: this side's write end is shut */
+    bool paused;   /* not read: the peer's output is over `high` */
+    uint64_t moved; /* bytes read from this side and queued to the peer */
+};
+
+struct io_splice {
+    struct splice_side side[2];
+    struct event timer; /* idle timeout; also the deferred end */
+    size_t high;
+    int64_t idle_ns;
+    int64_t last_activity;
+    bool ending; /* an end is decided: splice_finish runs from the timer */
+    enum io_splice_end end;
+    int error;
+    void (*on_end)(void *arg, const struct io_splice_stats *st);
+    void *arg;
+};
+
+void io_splice_stats(const struct io_splice *sp, struct io_splice_stats *out)
+{
+    out->a_to_b = sp->side[0].moved;
+    out->b_to_a = sp->side[1].moved;
+    out->end = sp->end;
+    out->error = sp->error;
+}
+
+static void splice_arm_timer(struct io_splice *sp, int64_t after_ns)
+{
+    if (after_ns < 0)
+        after_ns = 0;
+    struct timeval tv = {.tv_sec = (time_t)(after_ns / LOOP_SEC),
+                         .tv_usec = (suseconds_t)((after_ns % LOOP_SEC) / 1000)};
+    event_add(&sp->timer, &tv);
+}
+
+/* Ends the splice: the streams stop reading and are left to the owner
+ * (only fit to be closed), on_end runs, sp is freed. Callers return at
+ * once afterwards. */
+static void splice_finish(struct io_splice *sp, enum io_splice_end end, int error)
+{
+    sp->end = end;
+    sp->error = error;
+    struct io_splice_stats st;
+    io_splice_stats(sp, &st);
+    event_del(&sp->timer);
+    for (int i = 0; i < 2; i++) {
+        struct io_stream *s = sp->side[i].s;
+        s->splice = NULL;
+        s->reading = false;
+        rev_update(s);
+    }
+    void (*on_end)(void *, const struct io_splice_stats *) = sp->on_end;
+    void *arg = sp->arg;
+    free(sp);
+    on_end(arg, &st);
+}
+
+/* Decides an end outside the callback chain that found it (io_splice
+ * itself must not call on_end). */
+static void splice_end_later(struct io_splice *sp, enum io_splice_end end, int error)
+{
+    if (sp->ending)
+        return;
+    sp->ending = true;
+    sp->end = end;
+    sp->error = error;
+    event_del(&sp->timer);
+    event_active(&sp->timer, EV_TIMEOUT, 1);
+}
+
+static void splice_set_reading(struct splice_side *sd, bool on)
+{
+    sd->paused = !on;
+    sd->s->reading = on;
+    rev_update(sd->s);
+}
+
+/* Moves what sd's input holds to the peer's output and writes it; stops
+ * reading sd while the peer's output is over `high`. */
+static void splice_pump(struct splice_side *sd)
+{
+    struct io_stream *peer = sd->peer->s;
+    size_t n = evbuffer_get_length(sd->s->in);
+    if (n > 0) {
+        evbuffer_add_buffer(peer->out, sd->s->in);
+        sd->moved += n;
+        sd->sp->last_activity = loop_now();
+        write_now(peer);
+        if (!sd->s->rev_added)
+            rev_update(sd->s); /* below read_max again */
+    }
+    if (!sd->read_eof && !sd->paused && evbuffer_get_length(peer->out) >= sd->sp->high)
+        splice_set_reading(sd, false);
+}
+
+/*
+ * Resumes sides whose peer drained to high / 2 and forwards an EOF once
+ * everything before it is written (the peer's write end is shut). Returns
+ * true when the splice ended (both directions shut): sp is gone.
+ */
+static bool splice_progress(struct io_splice *sp)
+{
+    for (int i = 0; i < 2; i++) {
+        struct splice_side *sd = &sp->side[i];
+        struct io_stream *peer = sd->peer->s;
+        size_t left = evbuffer_get_length(peer->out);
+        if (sd->paused && !sd->read_eof && left <= sp->high / 2)
+            splice_set_reading(sd, true);
+        if (sd->read_eof && !sd->peer->shut && left == 0) {
+            peer->tp->shutdown(peer);
+            sd->peer->shut = true;
+        }
+    }
+    if (sp->side[0].shut && sp->side[1].shut) {
+        splice_finish(sp, IO_SPLICE_CLOSED, 0);
+        return true;
+    }
+    return false;
+}
+
+static void splice_readable(struct io_stream *s)
+{
+    struct splice_side *sd = s->splice;
+    if (sd->sp->ending)
+        return;
+    splice_pump(sd);
+    splice_progress(sd->sp);
+}
+
+static void splice_drained(struct io_stream *s)
+{
+    struct io_splice *sp = s->splice->sp;
+    if (sp->ending)
+        return;
+    sp->last_activity = loop_now();
+    splice_progress(sp);
+}
+
+static void splice_ended(struct io_stream *s)
+{
+    struct splice_side *sd = s->splice;
+    struct io_splice *sp = sd->sp;
+    if (sp->ending)
+        return;
+    if (s->error) {
+        splice_finish(sp, sd == &sp->side[0] ? IO_SPLICE_A_ERROR : IO_SPLICE_B_ERROR, s->error);
+        return;
+    }
+    sd->read_eof = true;
+    sd->paused = false;
+    splice_pump(sd); /* whatever arrived with the FIN */
+    splice_progress(sp);
+}
+
+static void on_splice_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct io_splice *sp = arg;
+    if (sp->ending) {
+        splice_finish(sp, sp->end, sp->error);
+        return;
+    }
+    int64_t idle = loop_now() - sp->last_activity;
+    if (idle >= sp->idle_ns) {
+        splice_finish(sp, IO_SPLICE_IDLE, 0);
+        return;
+    }
+    splice_arm_timer(sp, sp->idle_ns - idle);
+}
+
+int io_splice(struct io_stream *a, struct io_stream *b, size_t high, int64_t idle_ns,
+              void (*on_end)(void *arg, const struct io_splice_stats *st), void *arg,
+              struct io_splice **out)
+{
+    if (io_waited(a) || io_waited(b))
+        misuse("io_splice", "a coroutine waits on a stream to splice");
+    if (a->splice || b->splice)
+        misuse("io_splice", "a stream is already spliced");
+    struct io_splice *sp = calloc(1, sizeof(*sp));
+    if (!sp)
+        return -ENOMEM;
+    sp->high = high ? high : 1;
+    sp->idle_ns = idle_ns > 0 ? idle_ns : 0;
+    sp->last_activity = loop_now();
+    sp->on_end = on_end;
+    sp->arg = arg;
+    event_assign(&sp->timer, loop_base(a->loop), -1, 0, on_splice_timer, sp);
+    struct io_stream *streams[2] = {a, b};
+    int failed = -1;
+    for (int i = 0; i < 2; i++) {
+        struct splice_side *sd = &sp->side[i];
+        struct io_stream *s = streams[i];
+        sd->sp = sp;
+        sd->s = s;
+        sd->peer = &sp->side[1 - i];
+        /* A stream that already failed ends the splice; one already at
+         * EOF is half-closed. */
+        if (io_eof(s) && s->error && failed < 0)
+            failed = i;
+        else if (s->read_done)
+            sd->read_eof = true;
+        s->on_idle = NULL;
+        s->splice = sd;
+        s->lazy = false;
+        s->reading = true;
+        rev_update(s);
+    }
+    if (out)
+        *out = sp;
+    if (failed >= 0) {
+        splice_end_later(sp, failed == 0 ? IO_SPLICE_A_ERROR : IO_SPLICE_B_ERROR,
+                         streams[failed]->error);
+        return 0;
+    }
+    /* Bytes that arrived before the splice go first. */
+    splice_pump(&sp->side[0]);
+    splice_pump(&sp->side[1]);
+    for (int i = 0; i < 2; i++) {
+        struct splice_side *sd = &sp->side[i];
+        if (sd->read_eof && !sd->peer->shut && evbuffer_get_length(sd->peer->s->out) == 0) {
+            sd->peer->s->tp->shutdown(sd->peer->s);
+            sd->peer->shut = true;
+        }
+    }
+    if (sp->side[0].shut && sp->side[1].shut) {
+        splice_end_later(sp, IO_SPLICE_CLOSED, 0);
+        return 0;
+    }
+    if (sp->idle_ns > 0)
+        splice_arm_timer(sp, sp->idle_ns);
+    return 0;
+}
+
+void io_splice_stop(struct io_splice *sp)
+{
+    if (!sp)
+        return;
+    splice_finish(sp, IO_SPLICE_STOPPED, 0);
 }

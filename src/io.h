@@ -1,11 +1,15 @@
 /*
  * io: the await layer, the only bridge from callbacks to coroutines.
  *
- * Owns: streams (a bufferevent and the record of who waits on it) and wait
- * records. A wait record belongs to io.c, never to a coroutine stack, and
- * carries a generation number: a stale timer or a late library callback
- * (evdns) that finds its record finished or orphaned touches nothing else
- * and never wakes the next await.
+ * Owns: streams (a socket, its input and output evbuffers, its events, its
+ * transport, and the record of who waits on it) and wait records. Nothing
+ * above io touches a stream's socket or events: it reads io_input, queues
+ * to io_output and awaits. A stream's transport moves its bytes (plain TCP
+ * today; TLS plugs in below io, and nothing above it changes). A wait
+ * record belongs to io.c, never to a coroutine stack, and carries a
+ * generation number: a stale timer or a late library callback (evdns)
+ * that finds its record finished or orphaned touches nothing else and
+ * never wakes the next await.
  *
  * Callbacks here only record what fired on the wait record and call
  * loop_wake(). The coroutine, resumed by the scheduler, reads the result.
@@ -27,7 +31,6 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-struct bufferevent;
 struct coro;
 struct evbuffer;
 struct io_stream;
@@ -94,14 +97,15 @@ void io_read_soon(struct io_stream *s);
 /* Polls the socket from now on (reads ahead, idle callback). */
 void io_poll(struct io_stream *s);
 /*
- * Frees the stream and its bufferevent (closing the socket). No coroutine
- * may be waiting on it. io_stream_free(NULL) does nothing.
+ * Frees the stream (closing the socket at once). No coroutine may be
+ * waiting on it, and it may not be spliced. io_stream_free(NULL) does
+ * nothing.
  */
 void io_stream_free(struct io_stream *s);
 
 struct evbuffer *io_input(struct io_stream *s);
 struct evbuffer *io_output(struct io_stream *s);
-struct bufferevent *io_bev(struct io_stream *s);
+/* The socket, for its addresses and options only: bytes go through io. */
 int io_fd(struct io_stream *s);
 /* True once the peer closed or the socket failed; io_error() gives the
  * errno (0 for a clean EOF). */
@@ -119,14 +123,6 @@ void io_set_read_max(struct io_stream *s, size_t read_max);
  * the consumer awaits more (io_wait, io_read) or calls this with true
  * after draining from a callback. */
 void io_set_reading(struct io_stream *s, bool on);
-/*
- * Reads are done by io.c itself (one large readv into the input evbuffer,
- * no FIONREAD), not by the bufferevent. A module that drives the
- * bufferevent with its own callbacks (the tunnel) calls this first: the
- * bufferevent's read side is then its to enable, and io's idle callback
- * and waits no longer see reads.
- */
-void io_detach_reads(struct io_stream *s);
 
 /*
  * Idle callback: what a stream reports when no coroutine waits on it
@@ -156,9 +152,13 @@ int io_read_at_least(struct io_stream *s, size_t n, int64_t deadline);
  */
 int io_write_buffer(struct io_stream *s, struct evbuffer *src, size_t high, int64_t deadline);
 int io_write(struct io_stream *s, const void *data, size_t len, size_t high, int64_t deadline);
-/* Writes what the output holds now instead of on the next loop turn
- * (io_wait, io_write* and io_flush do it themselves). Never waits. */
+/* Writes what the output holds now (io_wait, io_write* and io_flush do it
+ * themselves; output queued otherwise is not written until one of them
+ * or this runs). Never waits; a write error shows later as IO_EOF. */
 void io_kick(struct io_stream *s);
+/* Ends the write direction (a half-close: TCP's FIN) right now; what the
+ * output still holds is not sent. Returns 0 or -errno. */
+int io_shutdown_write(struct io_stream *s);
 /* Waits until the output is empty, failing with -ETIMEDOUT only when no
  * byte leaves for `stall` ns (a slow but steady reader is never cut), or
  * at the absolute deadline. May yield. */
@@ -170,16 +170,19 @@ int io_flush(struct io_stream *s, int64_t deadline);
 /*
  * Connects to host:port. A numeric host (IPv4, IPv6 without brackets) is
  * used as is; a name goes through the worker's evdns (which may call back
- * synchronously; the run queue absorbs it). Returns 0 and a stream in *out,
- * or -ECONNREFUSED, -ETIMEDOUT, -ECANCELED, -EHOSTUNREACH (no address),
- * -EMFILE/-ENFILE (no descriptor: the caller answers 503), -errno.
- * May yield.
+ * synchronously; the run queue absorbs it). watch (may be NULL) is a
+ * stream whose end aborts the lookup and the connect: the client the
+ * connection is for, so that nothing goes on for a client that left.
+ * Returns 0 and a stream in *out, or -ECONNREFUSED, -ETIMEDOUT,
+ * -ECANCELED, -ECONNABORTED (watch ended, also before the call),
+ * -EHOSTUNREACH (no address), -EMFILE/-ENFILE (no descriptor: the caller
+ * answers 503), -errno. May yield.
  */
 int io_connect(struct loop *loop, const char *host, uint16_t port, size_t read_max,
-               int64_t deadline, struct io_stream **out);
+               int64_t deadline, struct io_stream *watch, struct io_stream **out);
 /* As io_connect, to an address already resolved (also AF_UNIX). May yield. */
 int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len, size_t read_max,
-                    int64_t deadline, struct io_stream **out);
+                    int64_t deadline, struct io_stream *watch, struct io_stream **out);
 
 /* Wait records currently allocated (in use or orphaned), for tests. */
 unsigned io_records_live(void);
@@ -198,5 +201,73 @@ size_t io_unsent(struct io_stream *s);
  */
 #define IO_PROGRESS_MIN (16u * 1024u)
 bool io_peer_took(struct io_stream *s, size_t *mark);
+
+/*
+ * Splice: moves bytes both ways between two streams by callbacks, with no
+ * coroutine (a WebSocket tunnel). Each side's input goes to the other
+ * side's output as it arrives (chains change hands, nothing is copied)
+ * and is written at once; a side is not read while the other's output
+ * holds `high` bytes or more, and is read again once that drained to
+ * high / 2. An EOF from one side is forwarded (io_shutdown_write on the
+ * other) once everything before it is written. The splice ends when both
+ * directions are shut (IO_SPLICE_CLOSED), on an error or reset of either
+ * stream, when no byte moved either way for idle_ns (> 0; 0: no idle
+ * limit), or on io_splice_stop. Bytes already in either input go first;
+ * a stream already at EOF counts as half-closed, one already failed ends
+ * the splice at once.
+ *
+ * Neither stream may have a waiting coroutine; their idle callbacks are
+ * removed; nothing may wait on them while spliced. on_end(arg, stats)
+ * runs exactly once, from a callback of the loop or from io_splice_stop,
+ * never from inside io_splice; the splice is freed when it returns. The
+ * streams are then only fit to be freed (there or later), never pooled
+ * as HTTP connections. Returns 0 and sets *out (may be NULL), or -ENOMEM
+ * (nothing changed; on_end is not called).
+ */
+struct io_splice;
+enum io_splice_end {
+    IO_SPLICE_CLOSED,  /* both directions shut, every byte delivered */
+    IO_SPLICE_IDLE,    /* no byte either way for idle_ns */
+    IO_SPLICE_A_ERROR, /* stream a failed or was reset */
+    IO_SPLICE_B_ERROR, /* stream b failed or was reset */
+    IO_SPLICE_STOPPED, /* io_splice_stop() */
+};
+struct io_splice_stats {
+    uint64_t a_to_b; /* bytes read from a and queued to b */
+    uint64_t b_to_a;
+    enum io_splice_end end; /* valid in on_end */
+    int error;              /* errno for the *_ERROR ends, else 0 */
+};
+int io_splice(struct io_stream *a, struct io_stream *b, size_t high, int64_t idle_ns,
+              void (*on_end)(void *arg, const struct io_splice_stats *st), void *arg,
+              struct io_splice **out);
+/* Ends the splice now (IO_SPLICE_STOPPED): on_end runs before this
+ * returns. io_splice_stop(NULL) does nothing. */
+void io_splice_stop(struct io_splice *sp);
+/* Bytes moved so far. */
+void io_splice_stats(const struct io_splice *sp, struct io_splice_stats *out);
+
+/*
+ * Transports, for the modules below io that provide one (TLS): how a
+ * stream's bytes move. readv/writev return bytes (> 0), 0 (readv: EOF)
+ * or -errno (-EAGAIN: nothing now; the stream waits for the socket to be
+ * readable, resp. writable); shutdown ends the write direction; fini
+ * (may be NULL) frees the transport's state before io closes the socket.
+ * All run on the stream's thread from io.c only, on a coroutine stack or
+ * in a callback, and never yield.
+ */
+struct iovec;
+struct io_transport {
+    const char *name;
+    ssize_t (*readv)(struct io_stream *s, struct iovec *v, int n);
+    ssize_t (*writev)(struct io_stream *s, const struct iovec *v, int n);
+    int (*shutdown)(struct io_stream *s);
+    void (*fini)(struct io_stream *s);
+};
+/* Puts tp (NULL: plain) with its state ctx under the stream, before any
+ * byte moved. */
+void io_stream_set_transport(struct io_stream *s, const struct io_transport *tp, void *ctx);
+void *io_transport_ctx(const struct io_stream *s);
+int io_transport_fd(const struct io_stream *s);
 
 #endif

@@ -4,10 +4,10 @@
  * Owns: the worker's event_base, its coroutine pool, the run queue and the
  * one scheduler event that empties it, and the "free at a safe point" list.
  *
- * The rule it enforces (../shared/DESIGN.md): callbacks never resume a
- * coroutine. They call loop_wake(), which marks the coroutine ready and
- * pushes it on the run queue once; the scheduler event, running on the
- * loop's own stack, resumes each ready coroutine. This removes re-entrancy
+ * The rule it enforces: callbacks never resume a coroutine. They call
+ * loop_wake(), which marks the coroutine ready and pushes it on the run
+ * queue once; the scheduler event, running on the loop's own stack,
+ * resumes each ready coroutine. This removes re-entrancy
  * (evdns may call back synchronously) and use-after-free (a callback
  * touching an object its coroutine just freed).
  *

@@ -28,7 +28,6 @@ struct route_counters {
 struct server_counters {
     uint64_t responses[NCLASSES];
     uint64_t failures;
-    int64_t warned; /* not a counter: metrics_server_warned */
 };
 
 struct metrics {
@@ -101,15 +100,6 @@ void metrics_request(struct metrics *m, const struct config_route *route, int st
         b++;
     bump(&rc->buckets[b], 1);
     bump(&rc->duration_us, seconds > 0 ? (uint64_t)(seconds * 1e6 + 0.5) : 0);
-}
-
-int64_t *metrics_server_warned(struct metrics *m, const struct config_upstream *up,
-                               const struct config_server *server)
-{
-    static __thread int64_t fallback; /* no metrics (out of memory): per worker */
-    if (!m)
-        return &fallback;
-    return &m->servers[m->server_base[up->index] + server->index].warned;
 }
 
 void metrics_upstream(struct metrics *m, const struct config_upstream *up,

@@ -72,11 +72,6 @@ void metrics_request(struct metrics *m, const struct config_route *route, int st
 void metrics_upstream(struct metrics *m, const struct config_upstream *up,
                       const struct config_server *server, int status);
 
-/* The worker's timestamp for rate-limited warnings about one server
- * (log_ratelimited), so that one server's lines do not hide another's. */
-int64_t *metrics_server_warned(struct metrics *m, const struct config_upstream *up,
-                               const struct config_server *server);
-
 /* Renders every worker's counters and the process gauges (admin thread).
  * Returns 0 or -1 when out of memory. */
 int metrics_render(struct evbuffer *out, const struct config *cfg, struct worker *workers,

@@ -130,7 +130,7 @@ static void answer_error(struct request *r, int status, const char *why);
 static void forward(struct request *r);
 static enum fail attempt(struct request *r, const struct config_upstream *up, int server,
                          bool fresh, bool *reused);
-static enum fail connect_failure(struct request *r, const struct config_upstream *up, int err);
+static enum fail connect_failure(int err);
 static bool stale_retry(struct request *r, struct attempts *at, enum fail f, bool reused);
 static void attempt_done(struct request *r, const struct config_upstream *up, int server,
                          enum fail f);
@@ -196,7 +196,7 @@ void proxy_serve(void *arg)
     /* A lingering close shuts the write side once the answer is out, so
      * the client sees its end while its unread body is drained. */
     if (!keep && linger)
-        shutdown(io_fd(side->s), SHUT_WR);
+        io_shutdown_write(side->s);
     struct upstream_conn *tunnel = r->tunnel_uc;
     request_put(w, r);
     side->done(side, keep, linger, tunnel);
@@ -254,6 +254,23 @@ static bool serve_one(struct request *r)
 }
 
 /*
+ * After a head that is answered without being parsed whole (an error, a
+ * timeout), the method view may point into an earlier pullup of the input,
+ * and the answer's lingering close drains the input: the access log gets a
+ * copy, taken from the input's start where the request line still is.
+ */
+static void keep_method(struct request *r, struct evbuffer *in)
+{
+    if (!r->req.method_str)
+        return;
+    const char *cur = (const char *)evbuffer_pullup(in, (ssize_t)r->req.method_len);
+    char *m = cur ? request_grow(&r->head, &r->head_cap, r->req.method_len, 1) : NULL;
+    if (m)
+        memcpy(m, cur, r->req.method_len);
+    r->req.method_str = m;
+}
+
+/*
  * Reads and parses one request head, trickled or pipelined, within
  * client_header from its first byte. Returns 0, an HTTP status to answer
  * (400, 408, 413, 414, 431, 501, 505), or -1 when the client closed
@@ -301,11 +318,13 @@ static int read_head(struct request *r)
             }
             if (n != HTTP1_INCOMPLETE) {
                 r->error = http1_error_str((int)n);
+                keep_method(r, in);
                 return http1_error_status((int)n);
             }
             if (len >= r->side->read_max) {
                 /* max_header_bytes allows more than the input can hold. */
                 r->error = "request head larger than the read buffer";
+                keep_method(r, in);
                 return 431;
             }
         }
@@ -315,6 +334,7 @@ static int read_head(struct request *r)
         int rc = io_wait(&w, 1, deadline);
         if (rc == -ETIMEDOUT) {
             r->error = "request head timed out (client_header)";
+            keep_method(r, in);
             return len > 0 ? 408 : -1;
         }
         if (rc < 0)
@@ -357,6 +377,10 @@ static int route_request(struct request *r)
         return 404;
     }
     r->tmo = &r->route->timeouts;
+    if (r->route->reject_path_params && headers_path_has_params(r->path, r->path_len)) {
+        r->error = "path parameters (;) refused by the route";
+        return 400;
+    }
     return 0;
 }
 
@@ -424,10 +448,11 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
     r->upstream_server = r->server->addr.text;
     int64_t t0 = loop_now();
     int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
-                               phase_deadline(r, r->tmo->upstream_connect), &r->uc, reused);
+                               phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc,
+                               reused);
     if (err < 0) {
         r->uc = NULL;
-        return connect_failure(r, up, err);
+        return connect_failure(err);
     }
     r->connect_ms = ms_since(t0);
     /* The head is serialised straight into the connection's output (a
@@ -444,26 +469,16 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
     return f;
 }
 
-/* The failure kind of a connect error, with a warning rate-limited per
- * server in this worker (one server's lines never hide another's). */
-static enum fail connect_failure(struct request *r, const struct config_upstream *up, int err)
+/* The failure kind of a connect error (upstream_acquire logged it,
+ * rate-limited per server). The client leaving while Ferry waited for a
+ * slot or a connection is -ECONNABORTED (or -ECANCELED). */
+static enum fail connect_failure(int err)
 {
-    if (err == -ECANCELED)
-        return FAIL_CLIENT_GONE;
-    enum fail f = err == -EBUSY        ? FAIL_BUSY
-                  : err == -ETIMEDOUT  ? FAIL_CONNECT_TIMEOUT
-                  : out_of_resources(err) ? FAIL_RESOURCES
-                                          : FAIL_CONNECT;
-    int64_t *last = metrics_server_warned(r->w->metrics, up, r->server);
-    if (f == FAIL_BUSY)
-        log_ratelimited(last, 1000, CONFIG_LOG_WARN,
-                        "upstream %s: %s: busy: no connection freed within upstream_connect "
-                        "(max_connections %u)",
-                        up->name, r->upstream_server, up->max_connections);
-    else
-        log_ratelimited(last, 1000, CONFIG_LOG_WARN, "upstream %s: %s: connect: %s", up->name,
-                        r->upstream_server, strerror(-err));
-    return f;
+    return err == -ECANCELED || err == -ECONNABORTED ? FAIL_CLIENT_GONE
+           : err == -EBUSY                           ? FAIL_BUSY
+           : err == -ETIMEDOUT                       ? FAIL_CONNECT_TIMEOUT
+           : out_of_resources(err)                   ? FAIL_RESOURCES
+                                                     : FAIL_CONNECT;
 }
 
 /*
@@ -618,6 +633,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .client_addr = r->side->client,
         .new_request_id = r->new_id,
         .tunnel = r->req.upgrade_websocket,
+        .underscores_in_headers = rt->underscores_in_headers,
     };
     upstream_host(r, up, server, &fwd.host, &fwd.host_len);
     int n = headers_forward_request(&r->req, &fwd, sc->out, sc->out_cap, sc->buf, sc->buf_cap);

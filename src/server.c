@@ -211,7 +211,7 @@ int server_run(struct config *cfg, const char *config_path)
     struct event *sigev[4] = {NULL};
 
     signal(SIGPIPE, SIG_IGN);
-    if (log_init(cfg->error_log_level, &cfg->access_log) != 0) {
+    if (log_init(cfg->error_log_level, cfg->access_log.format, cfg->access_log.path) != 0) {
         fprintf(stderr, "ferry: access_log %s: %s\n", cfg->access_log.path, strerror(errno));
         goto out_unref;
     }

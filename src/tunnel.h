@@ -2,29 +2,28 @@
  * tunnel: the byte splice of an upgraded connection (WebSocket after a
  * real `101 Switching Protocols`), client <-> upstream.
  *
- * The one place where callbacks move bytes themselves (DESIGN "A coroutine
- * per request"): no coroutine and no stack is held while a tunnel is open.
- * Each side's read callback moves its input to the other side's output with
- * evbuffer_add_buffer (chains change hands, nothing is copied). When the
- * other side's output holds TUNNEL_HIGH bytes or more, reading this side
- * stops; it resumes when that output drains to TUNNEL_HIGH / 2. So a tunnel
- * holds at most about 2 x TUNNEL_HIGH of queued data plus the streams'
- * input caps, whatever the peers do.
+ * The one place where callbacks move bytes themselves (a coroutine runs
+ * per request, not per connection): no coroutine and no stack is held
+ * while a tunnel is open.
+ * The bytes are moved by io's splice (io_splice, io.h): each side's input
+ * goes to the other side's output as it arrives (chains change hands,
+ * nothing is copied). When the other side's output holds TUNNEL_HIGH bytes
+ * or more, reading this side stops; it resumes when that output drains to
+ * TUNNEL_HIGH / 2. So a tunnel holds at most about 2 x TUNNEL_HIGH of
+ * queued data plus the streams' input caps, whatever the peers do.
  *
  * Half-close: an EOF from one side is forwarded once everything it sent
- * is written: shutdown(SHUT_WR) on the other side's socket. The tunnel
- * ends when both directions are shut (TUNNEL_END_CLOSED), on an error or
- * reset of either socket, when no byte has moved either way for idle_ms
+ * is written (a FIN on the other side). The tunnel ends when both
+ * directions are shut (TUNNEL_END_CLOSED), on an error or reset of either
+ * socket, when no byte has moved either way for idle_ms
  * (TUNNEL_END_IDLE), or on tunnel_stop().
  *
- * Streams: the tunnel borrows both io streams for its lifetime. It takes
- * over their bufferevent callbacks and write watermarks (io_bev(); io.c's
- * own are saved with bufferevent_getcb and put back before on_close), so
- * nothing may wait on them (io_wait) or use io_set_idle meanwhile. It
- * never frees them: on_close must close both (the client's with the conn,
- * the upstream's with upstream_release(uc, false): never back to a pool,
- * it is no HTTP connection any more), right there or later. Their io.c
- * state (io_eof) is stale after a tunnel: they are only fit to be closed.
+ * Streams: the tunnel borrows both io streams for its lifetime, so nothing
+ * may wait on them (io_wait) or use io_set_idle meanwhile. It never frees
+ * them: on_close must close both (the client's with the conn, the
+ * upstream's with upstream_release(uc, false): never back to a pool, it
+ * is no HTTP connection any more), right there or later. Their io state
+ * (io_eof) is stale after a tunnel: they are only fit to be closed.
  *
  * on_close(arg, stats) is called exactly once, from a libevent callback of
  * the worker's loop, or from tunnel_stop(); never from inside

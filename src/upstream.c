@@ -16,6 +16,9 @@
 #include "loop.h"
 #include "worker.h"
 
+_Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= UPSTREAM_READ_MAX,
+               "the largest max_header_bytes must fit in the upstream read buffer");
+
 struct pool;
 
 struct upstream_conn {
@@ -29,10 +32,11 @@ struct upstream_conn {
     bool idle;
 };
 
-/* A coroutine waiting for a slot under max_connections. */
+/* A coroutine waiting for a slot under max_connections (on its stack). */
 struct slot_waiter {
     struct coro *coro;
     struct slot_waiter *next;
+    bool granted; /* a freed slot was reserved for it (counted in nactive) */
 };
 
 /* One server's connections in this worker: the registry's value. */
@@ -44,11 +48,14 @@ struct pool {
     const struct config_upstream *up;
     struct upstream_conn *idle_head; /* most recently released first */
     unsigned nidle;
-    unsigned nactive; /* in use by requests */
-    struct slot_waiter *waiters;
+    unsigned nactive; /* in use by requests, or reserved for a woken waiter */
+    struct slot_waiter *waiters; /* first come, first served */
     struct slot_waiter **waiters_tail;
     unsigned fails;        /* consecutive attempts without a usable response */
     int64_t ejected_until; /* passive ejection (loop_now); 0 = in service */
+    int64_t eject_logged;  /* log_ratelimited's timestamp: one per server and worker */
+    int64_t connect_logged;
+    int64_t busy_logged;
     struct pool *next;     /* registry chain */
 };
 
@@ -212,8 +219,7 @@ void upstream_report(struct upstream_set *set, const struct config_upstream *up,
         return;
     p->fails = 0;
     p->ejected_until = loop_now() + up->passive_eject_ms * LOOP_MS;
-    static int64_t last;
-    log_ratelimited(&last, 1000, CONFIG_LOG_WARN,
+    log_ratelimited(&p->eject_logged, 1000, CONFIG_LOG_WARN,
                     "worker %u: upstream %s: server %s ejected for %lld ms after %u failures in "
                     "a row",
                     set->w->id, up->name, up->servers[server].addr.text,
@@ -262,77 +268,121 @@ static void on_pooled_expired(evutil_socket_t fd, short what, void *arg)
     conn_close(uc);
 }
 
-/* Hands a slot to the first coroutine waiting for one. */
-static void wake_slot_waiter(struct pool *p)
+/*
+ * Gives a slot back. With coroutines waiting, it is handed to the first
+ * one (reserved for it: nactive stays as it is) and that one is woken; a
+ * newcomer never takes a slot while anyone waits, so the queue is served
+ * in order and a woken waiter never finds its slot taken.
+ */
+static void slot_release(struct pool *p)
 {
     struct slot_waiter *sw = p->waiters;
-    if (!sw)
+    if (!sw) {
+        p->nactive--;
         return;
+    }
     p->waiters = sw->next;
     if (!p->waiters)
         p->waiters_tail = &p->waiters;
+    sw->granted = true;
     io_signal(sw->coro);
 }
 
-/* Waits until the server is below max_connections. May yield. */
-static int wait_for_slot(struct pool *p, int64_t deadline)
+static void slot_unqueue(struct pool *p, struct slot_waiter *sw)
 {
-    uint32_t max = p->up->max_connections;
-    while (max && p->nactive >= max && !p->idle_head) {
-        struct slot_waiter sw = {.coro = coro_current(), .next = NULL};
-        *p->waiters_tail = &sw;
-        p->waiters_tail = &sw.next;
-        struct io_want want = {.events = IO_SIGNAL};
-        int r = io_wait(&want, 1, deadline);
-        if (r < 0) {
-            /* Still queued (not handed a slot): unlink ourselves. */
-            for (struct slot_waiter **pp = &p->waiters; *pp; pp = &(*pp)->next) {
-                if (*pp == &sw) {
-                    *pp = sw.next;
-                    if (!*pp)
-                        p->waiters_tail = pp;
-                    break;
-                }
-            }
-            /* The server stayed at max_connections: not its failure. */
-            return r == -ETIMEDOUT ? -EBUSY : r;
+    for (struct slot_waiter **pp = &p->waiters; *pp; pp = &(*pp)->next) {
+        if (*pp == sw) {
+            *pp = sw->next;
+            if (!*pp)
+                p->waiters_tail = pp;
+            return;
         }
     }
-    return 0;
+}
+
+/*
+ * Takes a slot under max_connections (counted in nactive until
+ * slot_release), waiting in line for one while the server is full or
+ * others wait. Returns 0, -EBUSY (none before the deadline), -ECANCELED,
+ * -ECONNABORTED (watch ended) or -ENOMEM. A waiter leaving the line just
+ * after it was handed a slot (cancelled, its client gone, its deadline
+ * met in the same loop turn) passes the slot on. May yield.
+ */
+static int slot_take(struct pool *p, struct io_stream *watch, int64_t deadline)
+{
+    uint32_t max = p->up->max_connections;
+    if (!max || (p->nactive < max && !p->waiters)) {
+        p->nactive++;
+        return 0;
+    }
+    struct slot_waiter sw = {.coro = coro_current(), .next = NULL, .granted = false};
+    *p->waiters_tail = &sw;
+    p->waiters_tail = &sw.next;
+    for (;;) {
+        struct io_want want[2] = {{.events = IO_SIGNAL}, {.stream = watch, .events = IO_EOF}};
+        int r = io_wait(want, watch ? 2 : 1, deadline);
+        if (r >= 0 && (want[1].fired & IO_EOF))
+            r = -ECONNABORTED;
+        if (sw.granted) {
+            if (r >= 0)
+                return 0;
+            slot_release(p); /* handed over, not to be used: the next in line */
+        } else if (r >= 0) {
+            continue; /* a signal left over from an earlier wait */
+        } else {
+            slot_unqueue(p, &sw);
+        }
+        if (r != -ETIMEDOUT)
+            return r;
+        /* The server stayed at max_connections: not its failure. */
+        log_ratelimited(&p->busy_logged, 1000, CONFIG_LOG_WARN,
+                        "upstream %s: %s: no connection free within upstream_connect "
+                        "(max_connections %u)",
+                        p->up->name, p->server->addr.text, (unsigned)max);
+        return -EBUSY;
+    }
 }
 
 int upstream_acquire(struct upstream_set *set, const struct config_upstream *up, unsigned server,
-                     bool fresh, int64_t deadline, struct upstream_conn **out, bool *reused)
+                     bool fresh, int64_t deadline, struct io_stream *watch,
+                     struct upstream_conn **out, bool *reused)
 {
     struct pool *p = set->ups[up->index].pools[server];
-    int r = wait_for_slot(p, deadline);
+    int r = slot_take(p, watch, deadline);
     if (r < 0)
         return r;
+    if (watch && io_eof(watch)) {
+        slot_release(p);
+        return -ECONNABORTED;
+    }
     if (!fresh && p->idle_head) {
         struct upstream_conn *uc = p->idle_head;
         idle_unlink(uc);
         io_set_idle(uc->s, NULL, NULL);
-        p->nactive++;
         *reused = true;
         *out = uc;
         return 0;
     }
     struct upstream_conn *uc = calloc(1, sizeof(*uc));
-    if (!uc)
+    if (!uc) {
+        slot_release(p);
         return -ENOMEM;
+    }
     uc->pool = p;
-    p->nactive++; /* the slot is ours while connecting */
     const struct config_addr *a = &p->server->addr;
     struct loop *loop = loop_current();
     if (a->numeric)
         r = io_connect_addr(loop, (const struct sockaddr *)&a->sa, a->salen, UPSTREAM_READ_MAX,
-                            deadline, &uc->s);
+                            deadline, watch, &uc->s);
     else
-        r = io_connect(loop, a->host, a->port, UPSTREAM_READ_MAX, deadline, &uc->s);
+        r = io_connect(loop, a->host, a->port, UPSTREAM_READ_MAX, deadline, watch, &uc->s);
     if (r < 0) {
-        p->nactive--;
-        wake_slot_waiter(p);
+        slot_release(p);
         free(uc);
+        if (r != -ECONNABORTED && r != -ECANCELED)
+            log_ratelimited(&p->connect_logged, 1000, CONFIG_LOG_WARN,
+                            "upstream %s: %s: connect: %s", up->name, p->server->addr.text,
+                            strerror(-r));
         return r;
     }
     WORKER_STAT_ADD(p->w, upstream_conns, 1);
@@ -344,20 +394,19 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
 void upstream_release(struct upstream_conn *uc, bool reusable)
 {
     struct pool *p = uc->pool;
-    p->nactive--;
     struct io_stream *s = uc->s;
     const struct config *cfg = p->w->cfg;
     if (!reusable || io_eof(s) || p->nidle >= p->up->keepalive || p->w->draining ||
         evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
         conn_close(uc);
-        wake_slot_waiter(p);
+        slot_release(p);
         return;
     }
     if (!uc->idle_timer) {
         uc->idle_timer = event_new(loop_base(loop_current()), -1, 0, on_pooled_expired, uc);
         if (!uc->idle_timer) {
             conn_close(uc);
-            wake_slot_waiter(p);
+            slot_release(p);
             return;
         }
     }
@@ -372,7 +421,7 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
         p->idle_head->prev = uc;
     p->idle_head = uc;
     p->nidle++;
-    wake_slot_waiter(p);
+    slot_release(p);
 }
 
 struct io_stream *upstream_stream(struct upstream_conn *uc)

@@ -3,8 +3,8 @@
  * choosing a server (balancer), keep-alive pools, max_connections.
  *
  * Pools are kept in a registry keyed by "upstream name + server address"
- * (DESIGN "Config and runtime state"), so a later config that keeps a
- * server can keep its pool. Idle pooled connections keep reading armed:
+ * (runtime state keyed by a stable identity, not by config position), so
+ * a later config that keeps a server can keep its pool. Idle pooled connections keep reading armed:
  * a connection the backend closes (or that sends stray bytes) leaves the
  * pool at once; each also expires after upstream_idle.
  *
@@ -49,13 +49,20 @@ void upstream_report(struct upstream_set *set, const struct config_upstream *up,
 
 /*
  * A connection to server `server` of `up`: a pooled idle one unless
- * `fresh`, else a new connect. Waits for a slot while the server is at
- * max_connections. Sets *reused. Returns 0, or -EBUSY (no slot freed
- * before the deadline), -ETIMEDOUT (connect), -ECONNREFUSED / -errno
- * (connect), -EMFILE/-ENFILE (no descriptor), -ECANCELED. May yield.
+ * `fresh`, else a new connect. While the server is at max_connections
+ * (per worker), waits in line for a slot: first come, first served; a
+ * slot freed while anyone waits goes to the first in line, never to a
+ * newcomer. watch (may be NULL: the request's client) is watched all the
+ * while: its end (EOF or error) stops the wait, the lookup or the connect
+ * with -ECONNABORTED, and nothing is sent for it. Sets *reused. Returns
+ * 0, or -EBUSY (no slot freed before the deadline), -ETIMEDOUT (connect),
+ * -ECONNREFUSED / -errno (connect), -EMFILE/-ENFILE (no descriptor),
+ * -ECANCELED, -ECONNABORTED. Failed connects and -EBUSY are logged here
+ * (rate-limited per server). May yield.
  */
 int upstream_acquire(struct upstream_set *set, const struct config_upstream *up, unsigned server,
-                     bool fresh, int64_t deadline, struct upstream_conn **out, bool *reused);
+                     bool fresh, int64_t deadline, struct io_stream *watch,
+                     struct upstream_conn **out, bool *reused);
 
 /* Gives the connection back: pooled when `reusable` (a complete response,
  * keep-alive, nothing unread) and the pool has room, else closed. */

@@ -385,15 +385,35 @@ END_TEST
 START_TEST(route_overrides_any_order)
 {
     struct config *cfg = load_ok("routes:\n"
-                                 "  - {name: r, respond: {}, timeouts: {client_idle: 1s}}\n"
-                                 "timeouts: {client_idle: 7s, upstream_read: 9s}\n"
+                                 "  - {name: r, respond: {}, timeouts: {client_body: 1s}}\n"
+                                 "timeouts: {client_body: 7s, upstream_read: 9s}\n"
                                  "limits: {max_body_bytes: 2k}\n"
                                  "listen: [{address: '127.0.0.1:1'}]\n");
-    ck_assert_int_eq(cfg->routes[0].timeouts.client_idle, 1000);
+    ck_assert_int_eq(cfg->routes[0].timeouts.client_body, 1000);
     ck_assert_int_eq(cfg->routes[0].timeouts.upstream_read, 9000);
     ck_assert_uint_eq(cfg->routes[0].max_body_bytes, 2048);
     ck_assert_uint_eq(cfg->routes[0].respond->status, 200);
     ck_assert_str_eq(cfg->routes[0].respond->body, "");
+    config_unref(cfg);
+}
+END_TEST
+
+/* Route keys for forwarding headers and path parameters; the largest
+ * max_header_bytes a read buffer can hold. */
+START_TEST(route_flags_and_head_limit)
+{
+    struct config *cfg = load_ok("listen: [{address: '127.0.0.1:1'}]\n"
+                                 "limits: {max_header_bytes: 128k}\n"
+                                 "routes:\n"
+                                 "  - {name: a, respond: {}, underscores_in_headers: true,\n"
+                                 "     reject_path_params: true}\n"
+                                 "  - {name: b, respond: {}}\n");
+    ck_assert_uint_eq(cfg->limits.max_header_bytes, CONFIG_MAX_HEADER_BYTES_LIMIT);
+    ck_assert_uint_eq(cfg->limits.max_header_bytes, 131072);
+    ck_assert(cfg->routes[0].underscores_in_headers);
+    ck_assert(cfg->routes[0].reject_path_params);
+    ck_assert(!cfg->routes[1].underscores_in_headers);
+    ck_assert(!cfg->routes[1].reject_path_params);
     config_unref(cfg);
 }
 END_TEST
@@ -539,6 +559,7 @@ int main(void)
     tcase_add_test(tc, trusted);
     tcase_add_test(tc, route_overrides_any_order);
     tcase_add_test(tc, header_rules);
+    tcase_add_test(tc, route_flags_and_head_limit);
     tcase_add_test(tc, files);
     tcase_add_test(tc, many_routes);
     tcase_add_test(tc, bad_bytes);

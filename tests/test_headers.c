@@ -113,6 +113,80 @@ START_TEST(forwarded_trusted)
 }
 END_TEST
 
+/* Names with '_' are dropped unless the route allows them (nginx's
+ * underscores_in_headers off): CGI and WSGI servers map X_Forwarded_For
+ * and X-Forwarded-For onto the same variable. */
+START_TEST(underscores)
+{
+    struct http1_request req;
+    char v[512];
+    parse(REQ "X_Forwarded_For: 7.7.7.7\r\nX_Real_IP: 8.8.8.8\r\nMy_Header: 1\r\n"
+              "My-Header: 2\r\n_: 3\r\n\r\n",
+          &req);
+    struct headers_forward fwd = {.client_addr = "203.0.113.9"};
+    int n = headers_forward_request(&req, &fwd, out, MAXH, scratch, sizeof(scratch));
+    ck_assert_int_gt(n, 0);
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(!memchr(out[i].name, '_', out[i].name_len), "%.*s forwarded",
+                      (int)out[i].name_len, out[i].name);
+    ck_assert_str_eq(value_of(n, "my-header", v), "2");
+    ck_assert_str_eq(value_of(n, "x-forwarded-for", v), "203.0.113.9");
+    /* From a trusted peer too: the name is the problem, not the peer. */
+    fwd.trusted_peer = true;
+    n = headers_forward_request(&req, &fwd, out, MAXH, scratch, sizeof(scratch));
+    ck_assert_ptr_null(value_of(n, "x_forwarded_for", v));
+    /* underscores_in_headers: true forwards them as sent. */
+    fwd.trusted_peer = false;
+    fwd.underscores_in_headers = true;
+    n = headers_forward_request(&req, &fwd, out, MAXH, scratch, sizeof(scratch));
+    ck_assert_str_eq(value_of(n, "x_forwarded_for", v), "7.7.7.7");
+    ck_assert_str_eq(value_of(n, "my_header", v), "1");
+    ck_assert_str_eq(value_of(n, "_", v), "3");
+    ck_assert_str_eq(value_of(n, "x-forwarded-for", v), "203.0.113.9");
+}
+END_TEST
+
+/* X-Real-IP is Ferry's: replaced for untrusted peers, kept (the first)
+ * from trusted ones, set to the client address when absent. */
+START_TEST(real_ip)
+{
+    struct http1_request req;
+    char v[512];
+    parse(REQ "X-Real-IP: 8.8.8.8\r\nx-real-ip: 9.9.9.9\r\n\r\n", &req);
+    struct headers_forward fwd = {.client_addr = "203.0.113.9"};
+    int n = headers_forward_request(&req, &fwd, out, MAXH, scratch, sizeof(scratch));
+    ck_assert_str_eq(value_of(n, "x-real-ip", v), "203.0.113.9");
+    fwd.trusted_peer = true;
+    n = headers_forward_request(&req, &fwd, out, MAXH, scratch, sizeof(scratch));
+    ck_assert_str_eq(value_of(n, "x-real-ip", v), "8.8.8.8");
+    parse(REQ "\r\n", &req);
+    n = headers_forward_request(&req, &fwd, out, MAXH, scratch, sizeof(scratch));
+    ck_assert_str_eq(value_of(n, "x-real-ip", v), "203.0.113.9");
+    struct headers_forward none = {.trusted_peer = false};
+    n = headers_forward_request(&req, &none, out, MAXH, scratch, sizeof(scratch));
+    ck_assert_str_eq(value_of(n, "x-real-ip", v), "unknown");
+}
+END_TEST
+
+START_TEST(path_params)
+{
+    static const struct {
+        const char *path;
+        bool params;
+    } cases[] = {
+        {"/admin;x/y", true},  {"/a/b;", true},   {";", true},       {"/a%3Bb", true},
+        {"/a%3bb", true},      {"/a%3B", true},   {"/a/b", false},   {"/", false},
+        {"/a%3", false},       {"/a%3C", false},  {"/a%33b", false}, {"/a3Bb", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(headers_path_has_params(cases[i].path, strlen(cases[i].path)) ==
+                          cases[i].params,
+                      "%s", cases[i].path);
+    /* Only the bytes given count. */
+    ck_assert(!headers_path_has_params("/a;b", 2));
+}
+END_TEST
+
 START_TEST(request_id)
 {
     struct http1_request req;
@@ -418,6 +492,9 @@ int main(void)
     tcase_add_test(tc, forwarded_untrusted);
     tcase_add_test(tc, forwarded_trusted);
     tcase_add_test(tc, request_id);
+    tcase_add_test(tc, underscores);
+    tcase_add_test(tc, path_params);
+    tcase_add_test(tc, real_ip);
     tcase_add_test(tc, tunnel);
     tcase_add_test(tc, no_space);
     tcase_add_test(tc, many_connection_fields);

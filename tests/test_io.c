@@ -28,7 +28,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
@@ -589,12 +588,13 @@ static void cr_fn(void *arg)
     (void)arg;
     int64_t t0 = loop_now();
     cr.r1 =
-        io_connect(loop_current(), "127.0.0.1", cr.port, 4096, loop_deadline(2 * LOOP_SEC), &cr.s1);
+        io_connect(loop_current(), "127.0.0.1", cr.port, 4096, loop_deadline(2 * LOOP_SEC), NULL,
+                   &cr.s1);
     struct sockaddr_in sin = {.sin_family = AF_INET,
                               .sin_port = htons(cr.port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     cr.r2 = io_connect_addr(loop_current(), (struct sockaddr *)&sin, sizeof sin, 4096,
-                            loop_deadline(2 * LOOP_SEC), &cr.s2);
+                            loop_deadline(2 * LOOP_SEC), NULL, &cr.s2);
     cr.elapsed = loop_now() - t0;
 }
 
@@ -740,6 +740,7 @@ static struct {
     int64_t deadline_ms, t_connect, t_sleep;
     int rc, rsleep, rwrite;
     struct io_stream *s;
+    struct io_stream *watch; /* the connect's watched stream, or NULL */
     uint16_t peer_port;
     unsigned concurrent;
 } dc;
@@ -749,7 +750,7 @@ static void dc_fn(void *arg)
     (void)arg;
     int64_t t0 = loop_now();
     dc.rc = io_connect(loop_current(), dc.host, dc.port, 4096,
-                       loop_deadline(dc.deadline_ms * LOOP_MS), &dc.s);
+                       loop_deadline(dc.deadline_ms * LOOP_MS), dc.watch, &dc.s);
     dc.t_connect = loop_now() - t0;
     if (dc.rc != 0)
         return;
@@ -922,7 +923,7 @@ static void dn_fn(void *arg)
     struct io_stream *s = NULL;
     busy_ms(20);
     int64_t d = loop_deadline(60 * LOOP_MS);
-    dn.rc = io_connect(loop_current(), "peer.ferry.test", dc.port, 4096, d, &s);
+    dn.rc = io_connect(loop_current(), "peer.ferry.test", dc.port, 4096, d, NULL, &s);
     dn.late = loop_now() - d;
     io_stream_free(s);
 }
@@ -953,6 +954,54 @@ static void on_cancel_dc(evutil_socket_t fd, short what, void *arg)
     (void)arg;
     coro_cancel(dc_coro);
 }
+
+static int watch_peer_fd = -1;
+
+static void on_close_watch_peer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    close(watch_peer_fd);
+    watch_peer_fd = -1;
+}
+
+/* The watched stream (a request's client) ends during the lookup: the
+ * connect stops at once with -ECONNABORTED and connects nowhere, also
+ * when the answer comes later; a watch that ended before the call stops
+ * it before any lookup. */
+START_TEST(connect_name_watch_ends_during_lookup)
+{
+    struct loop *loop = new_loop(0);
+    int lfd = loopback_listener(&dc.port);
+    fake_dns_setup(loop, 300, NULL);
+    int fds[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    struct io_stream *watch = io_stream_accepted(loop, fds[0], 4096); /* lazy, as a client */
+    watch_peer_fd = fds[1];
+    dc.host = "peer.ferry.test";
+    dc.deadline_ms = 2000;
+    dc.watch = watch;
+    spawn(loop, dc_fn, NULL);
+    after_ms(loop, 50, on_close_watch_peer, NULL);
+    run_loop(loop, 500);
+    ck_assert_int_eq(dc.rc, -ECONNABORTED);
+    ck_assert_int_ge(MS(dc.t_connect), 50 - SLACK_MS);
+    ck_assert_int_lt(MS(dc.t_connect), 250); /* before the answer */
+    ck_assert_uint_ge(dns.answered, 1);
+    no_pending_connection(lfd);
+    /* Already ended: stops before any lookup. */
+    spawn(loop, dc_fn, NULL);
+    run_loop(loop, 50);
+    ck_assert_int_eq(dc.rc, -ECONNABORTED);
+    ck_assert_int_lt(MS(dc.t_connect), SLACK_MS);
+    dc.watch = NULL;
+    io_stream_free(watch);
+    fake_dns_free();
+    close(lfd);
+    end_loop(loop);
+}
+END_TEST
 
 START_TEST(connect_name_cancelled_during_lookup)
 {
@@ -1559,7 +1608,7 @@ static void ct_fn(void *arg)
 {
     (void)arg;
     int64_t d = loop_deadline(200 * LOOP_MS);
-    ct.rc = io_connect(loop_current(), "127.0.0.1", ct.port, 4096, d, &ct.s);
+    ct.rc = io_connect(loop_current(), "127.0.0.1", ct.port, 4096, d, NULL, &ct.s);
     ct.late = loop_now() - d;
 }
 
@@ -1895,7 +1944,8 @@ static struct {
 static void rs_fn(void *arg)
 {
     (void)arg;
-    rs.rc = io_connect(loop_current(), "127.0.0.1", rs.port, 4096, loop_deadline(LOOP_SEC), &rs.s);
+    rs.rc = io_connect(loop_current(), "127.0.0.1", rs.port, 4096, loop_deadline(LOOP_SEC), NULL,
+                       &rs.s);
     if (rs.rc != 0)
         return;
     /* The peer accepts and resets in the test's thread now. */
@@ -2089,6 +2139,212 @@ START_TEST(wrong_use_resume_from_callback)
 }
 END_TEST
 
+/* --- io_splice -------------------------------------------------------------------------- */
+
+static struct {
+    struct io_stream *a, *b;
+    int pa, pb;
+    bool ended, free_in_end;
+    unsigned calls;
+    struct io_splice_stats st;
+    struct io_splice *sp;
+    int64_t t0, t_end;
+} sc;
+
+static void on_splice_end(void *arg, const struct io_splice_stats *stats)
+{
+    (void)arg;
+    sc.calls++;
+    sc.ended = true;
+    sc.st = *stats;
+    sc.t_end = loop_now() - sc.t0;
+    if (sc.free_in_end) {
+        io_stream_free(sc.a);
+        io_stream_free(sc.b);
+        sc.a = sc.b = NULL;
+    }
+}
+
+static void sc_write_a(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    write_all(sc.pa, "hello", 5);
+}
+
+static void sc_write_b(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    write_all(sc.pb, "world", 5);
+}
+
+static void sc_shut_a(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    shutdown(sc.pa, SHUT_WR);
+}
+
+static void sc_shut_b(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    shutdown(sc.pb, SHUT_WR);
+}
+
+/* Reads fd to its EOF (blocking) into out; returns the length. */
+static size_t read_to_eof(int fd, char *out, size_t cap)
+{
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, out + len, cap - len);
+        ck_assert_int_ge(n, 0);
+        if (n == 0)
+            return len;
+        len += (size_t)n;
+        ck_assert_uint_lt(len, cap);
+    }
+}
+
+/* Bytes go both ways (those already in an input first), each EOF is
+ * forwarded after the bytes before it, the splice ends CLOSED once both
+ * directions are shut, on_end runs once and never inside io_splice, and
+ * may free both streams. */
+START_TEST(splice_both_ways_and_half_close)
+{
+    struct loop *loop = new_loop(8);
+    memset(&sc, 0, sizeof sc);
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    sc.free_in_end = true;
+    evbuffer_add(io_input(sc.a), "pre", 3);
+    sc.t0 = loop_now();
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 64 * 1024, 0, on_splice_end, NULL, &sc.sp), 0);
+    ck_assert_uint_eq(sc.calls, 0);
+    after_ms(loop, 20, sc_write_a, NULL);
+    after_ms(loop, 40, sc_write_b, NULL);
+    after_ms(loop, 60, sc_shut_a, NULL);
+    after_ms(loop, 80, sc_shut_b, NULL);
+    run_loop_until(loop, 0, &sc.ended);
+    ck_assert_uint_eq(sc.calls, 1);
+    ck_assert_int_eq(sc.st.end, IO_SPLICE_CLOSED);
+    ck_assert_int_eq(sc.st.error, 0);
+    ck_assert_uint_eq(sc.st.a_to_b, 8);
+    ck_assert_uint_eq(sc.st.b_to_a, 5);
+    ck_assert_int_ge(MS(sc.t_end), 80 - SLACK_MS);
+    char buf[64];
+    size_t n = read_to_eof(sc.pb, buf, sizeof buf);
+    ck_assert_uint_eq(n, 8);
+    ck_assert_int_eq(memcmp(buf, "prehello", 8), 0);
+    n = read_to_eof(sc.pa, buf, sizeof buf);
+    ck_assert_uint_eq(n, 5);
+    ck_assert_int_eq(memcmp(buf, "world", 5), 0);
+    close(sc.pa);
+    close(sc.pb);
+    end_loop(loop);
+}
+END_TEST
+
+/* No byte either way for idle_ns: IDLE, not before. io_splice_stop: STOPPED,
+ * on_end before it returns. */
+START_TEST(splice_idle_and_stop)
+{
+    struct loop *loop = new_loop(8);
+    memset(&sc, 0, sizeof sc);
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    sc.t0 = loop_now();
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 1024, 60 * LOOP_MS, on_splice_end, NULL, &sc.sp), 0);
+    after_ms(loop, 30, sc_write_a, NULL); /* activity at 30 ms: the end moves to 90 */
+    run_loop_until(loop, 0, &sc.ended);
+    ck_assert_int_eq(sc.st.end, IO_SPLICE_IDLE);
+    ck_assert_int_ge(MS(sc.t_end), 90 - SLACK_MS);
+    ck_assert_int_lt(MS(sc.t_end), 1000);
+    ck_assert_uint_eq(sc.st.a_to_b, 5);
+    io_stream_free(sc.a);
+    io_stream_free(sc.b);
+    close(sc.pa);
+    close(sc.pb);
+
+    memset(&sc, 0, sizeof sc);
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 1024, 0, on_splice_end, NULL, &sc.sp), 0);
+    io_splice_stop(sc.sp);
+    ck_assert_uint_eq(sc.calls, 1);
+    ck_assert_int_eq(sc.st.end, IO_SPLICE_STOPPED);
+    run_loop(loop, 20);
+    ck_assert_uint_eq(sc.calls, 1);
+    io_stream_free(sc.a);
+    io_stream_free(sc.b);
+    close(sc.pa);
+    close(sc.pb);
+    end_loop(loop);
+}
+END_TEST
+
+/* Bytes for a side whose peer has gone: its write fails and the splice
+ * ends with that side's error (EPIPE), after that side's EOF was taken as
+ * a half-close. */
+START_TEST(splice_write_error_ends_it)
+{
+    struct loop *loop = new_loop(8);
+    memset(&sc, 0, sizeof sc);
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    sc.free_in_end = true;
+    close(sc.pb);
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 1024, 0, on_splice_end, NULL, &sc.sp), 0);
+    after_ms(loop, 30, sc_write_a, NULL);
+    run_loop_until(loop, 0, &sc.ended);
+    ck_assert_uint_eq(sc.calls, 1);
+    ck_assert_int_eq(sc.st.end, IO_SPLICE_B_ERROR);
+    ck_assert_int_eq(sc.st.error, EPIPE);
+    close(sc.pa);
+    end_loop(loop);
+}
+END_TEST
+
+/* The peer does not read: reading the other side stops at `high`; the
+ * splice holds about `high` plus the socket buffers, not everything sent. */
+static struct {
+    size_t sent;
+} bpw;
+
+static void bp_fill(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    static char chunk[16384];
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = send(sc.pa, chunk, sizeof chunk, MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        bpw.sent += (size_t)n;
+    }
+}
+
+START_TEST(splice_backpressure)
+{
+    struct loop *loop = new_loop(8);
+    memset(&sc, 0, sizeof sc);
+    bpw.sent = 0;
+    sc.a = pair_stream(loop, &sc.pa, 4096);
+    sc.b = pair_stream(loop, &sc.pb, 4096);
+    ck_assert_int_eq(io_splice(sc.a, sc.b, 64 * 1024, 0, on_splice_end, NULL, &sc.sp), 0);
+    for (int t = 0; t < 20; t++)
+        after_ms(loop, 5 * t, bp_fill, NULL);
+    run_loop(loop, 200);
+    struct io_splice_stats now;
+    io_splice_stats(sc.sp, &now);
+    ck_assert_uint_gt(now.a_to_b, 64 * 1024);
+    ck_assert_uint_lt(evbuffer_get_length(io_output(sc.b)), 64 * 1024 + 128 * 1024);
+    ck_assert_uint_lt(now.a_to_b, bpw.sent); /* some still waits in a's socket */
+    io_splice_stop(sc.sp);
+    io_stream_free(sc.a);
+    io_stream_free(sc.b);
+    close(sc.pa);
+    close(sc.pb);
+    end_loop(loop);
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -2136,6 +2392,15 @@ int main(void)
     tcase_add_test(tc, connect_name_late_answer_after_timeout);
     tcase_add_test(tc, connect_name_timeout_not_early);
     tcase_add_test(tc, connect_name_cancelled_during_lookup);
+    tcase_add_test(tc, connect_name_watch_ends_during_lookup);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("splice");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, splice_both_ways_and_half_close);
+    tcase_add_test(tc, splice_idle_and_stop);
+    tcase_add_test(tc, splice_write_error_ends_it);
+    tcase_add_test(tc, splice_backpressure);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("wrong use");

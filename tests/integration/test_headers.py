@@ -186,5 +186,91 @@ def test_respond_route_header_rules():
     eq(r.header_all("Content-Type"), ["text/x-pong"], "Content-Type replaced, not doubled")
 
 
+UNDERSCORED = {"X_Forwarded_For": "7.7.7.7", "X_Real_IP": "8.8.8.8", "My_Header": "1",
+               "My-Header": "2"}
+
+
+def test_underscore_names_dropped():
+    "names with '_' are dropped (as nginx's underscores_in_headers off) unless the route allows them"
+    be = backend()
+    f = ferry(trusted_proxies=["127.0.0.1/32"], upstreams={"u": servers(be)},
+              routes=[route("open", "/open", upstream="u", underscores_in_headers=True),
+                      route("all", "/", upstream="u")])
+
+    def dropped(req):
+        names = [n for n, _ in req.headers]
+        check(not any("_" in n for n in names), "underscored names forwarded: %r" % names)
+        eq(req.header_all("My-Header"), ["2"], "upstream My-Header")
+        eq(joined(req, "X-Forwarded-For"), "127.0.0.1", "upstream X-Forwarded-For")
+
+    def kept(req):
+        eq(req.header_all("X_Forwarded_For"), ["7.7.7.7"], "upstream X_Forwarded_For")
+        eq(req.header_all("My_Header"), ["1"], "upstream My_Header")
+        eq(joined(req, "X-Forwarded-For"), "127.0.0.1", "upstream X-Forwarded-For")
+    run_cases(f, [Case("default route: dropped, also from a trusted peer", path="/x",
+                       headers=UNDERSCORED, status=200, backend=be, upstream=dropped),
+                  Case("underscores_in_headers: true: forwarded", path="/open/x",
+                       headers=UNDERSCORED, status=200, backend=be, upstream=kept)])
+
+
+def test_real_ip():
+    "X-Real-IP: replaced by the client address for untrusted peers, kept from trusted ones"
+    be = backend()
+    untrusted = ferry(trusted_proxies=["10.0.0.0/8"], upstreams={"u": servers(be)},
+                      routes=[route("all", "/", upstream="u")])
+    trusted = ferry(trusted_proxies=["127.0.0.1/32"], upstreams={"u": servers(be)},
+                    routes=[route("all", "/", upstream="u")])
+    forged = [("X-Real-IP", "8.8.8.8"), ("x-real-ip", "9.9.9.9")]
+    run_cases(untrusted, [
+        Case("untrusted: forged X-Real-IP replaced", path="/x", headers=forged, status=200,
+             backend=be, upstream=lambda req: eq(req.header_all("X-Real-IP"), ["127.0.0.1"],
+                                                 "upstream X-Real-IP")),
+        Case("untrusted: none sent, Ferry sets it", path="/x", status=200, backend=be,
+             upstream=lambda req: eq(req.header_all("X-Real-IP"), ["127.0.0.1"],
+                                     "upstream X-Real-IP"))])
+    run_cases(trusted, [
+        Case("trusted: the first X-Real-IP kept", path="/x", headers=forged, status=200,
+             backend=be, upstream=lambda req: eq(req.header_all("X-Real-IP"), ["8.8.8.8"],
+                                                 "upstream X-Real-IP")),
+        Case("trusted: none sent, Ferry sets it", path="/x", status=200, backend=be,
+             upstream=lambda req: eq(req.header_all("X-Real-IP"), ["127.0.0.1"],
+                                     "upstream X-Real-IP"))])
+
+
+def head_of(size, path="/big"):
+    """A request head of exactly `size` bytes (one large X-Big field)."""
+    base = build_request("GET", path, headers={"X-Big": ""})
+    return build_request("GET", path, headers={"X-Big": "b" * (size - len(base))})
+
+
+def test_largest_head_limit_end_to_end():
+    "max_header_bytes: 128k (the largest accepted): a head of 128k passes, 128k + 1 gets 431 at once"
+    be = backend()
+    f = ferry(limits={"max_header_bytes": "128k"}, upstreams={"u": servers(be)},
+              routes=[route("all", "/", upstream="u")],
+              timeouts={"client_header": "20s"})
+    limit = 128 * 1024
+    data = head_of(limit)
+    eq(len(data), limit, "head size")
+    c = Client(f.port, timeout=10)
+    c.send(data)
+    r = c.response()
+    c.close()
+    expect_response(r, status=200)
+    req = be.last()
+    want = limit - len(build_request("GET", "/big", headers={"X-Big": ""}))
+    eq(len(req.header("X-Big") or ""), want, "X-Big length at the backend")
+    for size in (limit + 1, limit + 4096, 200 * 1024):
+        c = Client(f.port, timeout=10)
+        try:
+            c.send(head_of(size))
+        except OSError:
+            pass  # Ferry may answer and close before the whole head is sent
+        (r, secs) = timed(c.response, 5)
+        c.close()
+        expect_response(r, status=431)
+        check(secs < 3, "431 for a %d-byte head took %.1fs" % (size, secs))
+
+
 if __name__ == "__main__":
     run(globals(), budget=30)

@@ -103,5 +103,41 @@ def test_strip_add_prefix():
     ])
 
 
+def test_path_params_and_case():
+    "';' and case: routes match the normalised path as is; reject_path_params: true answers 400"
+    guarded = backend("guarded")
+    open_ = backend("open")
+    f = ferry(upstreams={"g": servers(guarded), "o": servers(open_)}, routes=[
+        respond_route("admin", "/admin", status=403, body="no\n"),
+        route("strict", "/app", upstream="g", reject_path_params=True),
+        route("rest", "/", upstream="o"),
+    ])
+    run_cases(f, [
+        Case("/admin/x: the guard answers", path="/admin/x", status=403, backend=open_,
+             upstream=False),
+        Case("/app/admin;x/y: refused on a reject_path_params route", path="/app/admin;x/y",
+             status=400, json={"status": 400}, backend=guarded, upstream=False),
+        Case("/app/a;jsessionid=1: refused", path="/app/a;jsessionid=1", status=400,
+             backend=guarded, upstream=False),
+        Case("/app/a%3Bb (encoded ';'): refused", path="/app/a%3Bb", status=400,
+             backend=guarded, upstream=False),
+        Case("/app/a%3bb (lower-case hex): refused", path="/app/a%3bb", status=400,
+             backend=guarded, upstream=False),
+        Case("/app/x?a=1;b=2: ';' in the query is not a path parameter", path="/app/x?a=1;b=2",
+             status=200, backend=guarded, upstream={"target": "/app/x?a=1;b=2"}),
+        Case("/app/x: served", path="/app/x", status=200, backend=guarded,
+             upstream={"target": "/app/x"}),
+        # Without the option, ';' is forwarded as sent: a server that strips
+        # ";params" sees /admin/x, which no route guarded (documented).
+        Case("/admin;x/y: not under /admin, forwarded as is", path="/admin;x/y", status=200,
+             backend=open_, upstream={"target": "/admin;x/y"}),
+        # Matching is case-sensitive: a case-insensitive server sees /admin.
+        Case("/ADMIN/x: not under /admin, forwarded as is", path="/ADMIN/x", status=200,
+             backend=open_, upstream={"target": "/ADMIN/x"}),
+    ])
+    e = f.wait_access(lambda e: e.get("path") == "/app/admin;x/y", what="the refused request")
+    eq((e["status"], e["route"]), (400, "strict"), "refused request's log line")
+
+
 if __name__ == "__main__":
     run(globals(), budget=30)

@@ -194,5 +194,22 @@ def test_passive_ejection():
     check(502 in statuses, "the server was not tried again after eject_for: %r" % statuses)
 
 
+def test_passive_ejection_logged_per_server():
+    "two servers ejected within a second are both logged (the rate limit is per server)"
+    dead1, dead2 = refused_address(), refused_address()
+    be = backend()
+    f = ferry(workers=1,  # ejection is per worker
+              upstreams={"u": servers(dead1, dead2, be, retries={"attempts": 0},
+                                      passive={"failures": 1, "eject_for": "5s"})},
+              routes=[route("all", "/", upstream="u")])
+    t0 = time.monotonic()
+    statuses = [request(f, "GET", "/fast?i=%d" % i).status for i in range(6)]
+    eq(statuses.count(502), 2, "502s before both dead servers are ejected: %r" % statuses)
+    check(time.monotonic() - t0 < 1.0, "the requests took a second or more: no proof")
+    for dead in (dead1, dead2):
+        wait_until(lambda: "server %s ejected" % dead in f.stderr_text(),
+                   what="the ejection warning for " + dead)
+
+
 if __name__ == "__main__":
     run(globals(), budget=60)

@@ -1,0 +1,269 @@
+/*
+ * Unit tests for upstream (Check): the max_connections line, against a
+ * real loopback listener (the kernel completes the connects; nothing is
+ * read or answered).
+ *
+ * The line is first come, first served: a slot freed while others wait
+ * goes to the first of them, never to a newcomer (also not to the
+ * coroutine that freed it and asks again at once); a waiter that leaves
+ * right after it was handed a slot (cancelled in the same loop turn)
+ * passes it on; a waiter whose watched client ends stops with
+ * -ECONNABORTED.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "../src/config.h"
+#include "coro.h"
+#include "io.h"
+#include "loop.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define MS(t) ((t) / LOOP_MS)
+
+static int listener(uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    ck_assert_int_eq(listen(fd, 64), 0);
+    socklen_t len = sizeof sin;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+/* A worker with one upstream "u" (one server, max_connections 1) in
+ * front of a loopback listener. */
+static struct {
+    struct loop *loop;
+    struct config *cfg;
+    struct worker w;
+    const struct config_upstream *up;
+    int lfd;
+    /* what the coroutines did, in order */
+    char order[16];
+    unsigned norder;
+    int rc[8];
+    int64_t t[8];
+    struct coro *coro[8];
+} u;
+
+static void setup(void)
+{
+    memset(&u, 0, sizeof u);
+    uint16_t port;
+    u.lfd = listener(&port);
+    char yaml[512];
+    snprintf(yaml, sizeof yaml,
+             "listen:\n  - address: 127.0.0.1:1\n"
+             "upstreams:\n  u:\n    max_connections: 1\n"
+             "    servers:\n      - address: 127.0.0.1:%u\n"
+             "routes:\n  - name: r\n    upstream: u\n",
+             (unsigned)port);
+    FILE *diag = fopen("/dev/null", "w");
+    int rc = config_load_string("t.yaml", yaml, strlen(yaml), &u.cfg, diag);
+    fclose(diag);
+    ck_assert_int_eq(rc, 0);
+    u.up = config_upstream_find(u.cfg, "u");
+    ck_assert_ptr_nonnull(u.up);
+    u.loop = loop_new(CORO_STACK_DEFAULT, 8);
+    ck_assert_ptr_nonnull(u.loop);
+    u.w.loop = u.loop;
+    u.w.cfg = u.cfg;
+    u.w.upstreams = upstream_set_new(&u.w, u.cfg);
+    ck_assert_ptr_nonnull(u.w.upstreams);
+}
+
+static void teardown(void)
+{
+    upstream_set_free(u.w.upstreams);
+    ck_assert_uint_eq(loop_live(u.loop), 0);
+    loop_free(u.loop);
+    config_unref(u.cfg);
+    close(u.lfd);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    loop_stop(arg);
+}
+
+/* Runs the loop for ms milliseconds. */
+static void run_for(int64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    ck_assert_int_eq(event_base_once(loop_base(u.loop), -1, EV_TIMEOUT, on_stop, u.loop, &tv), 0);
+    loop_run(u.loop);
+}
+
+static void mark(char who)
+{
+    u.order[u.norder++] = who;
+}
+
+static int acquire(struct io_stream *watch, int64_t ms, struct upstream_conn **uc)
+{
+    bool reused;
+    return upstream_acquire(u.w.upstreams, u.up, 0, false, loop_deadline(ms * LOOP_MS), watch, uc,
+                            &reused);
+}
+
+/* A: holds the slot 50 ms, gives it back and asks again at once. */
+static void holder_fn(void *arg)
+{
+    (void)arg;
+    struct upstream_conn *uc;
+    u.rc[0] = acquire(NULL, 2000, &uc);
+    ck_assert_int_eq(u.rc[0], 0);
+    mark('A');
+    io_sleep(loop_deadline(50 * LOOP_MS));
+    upstream_release(uc, true);
+    u.rc[1] = acquire(NULL, 2000, &uc);
+    mark('a');
+    if (u.rc[1] == 0) {
+        io_sleep(loop_deadline(10 * LOOP_MS));
+        upstream_release(uc, true);
+    }
+}
+
+/* B, C: wait in line, hold the slot 10 ms. */
+static void waiter_fn(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    struct upstream_conn *uc;
+    int64_t t0 = loop_now();
+    u.rc[i] = acquire(NULL, 2000, &uc);
+    u.t[i] = loop_now() - t0;
+    if (u.rc[i] != 0)
+        return;
+    mark((char)('A' + i - 1));
+    io_sleep(loop_deadline(10 * LOOP_MS));
+    upstream_release(uc, true);
+}
+
+START_TEST(line_is_first_come_first_served)
+{
+    setup();
+    ck_assert_int_eq(loop_spawn(u.loop, holder_fn, NULL, NULL), 0);
+    run_for(10);
+    ck_assert_int_eq(loop_spawn(u.loop, waiter_fn, (void *)(intptr_t)2, NULL), 0);
+    run_for(10);
+    ck_assert_int_eq(loop_spawn(u.loop, waiter_fn, (void *)(intptr_t)3, NULL), 0);
+    run_for(300);
+    u.order[u.norder] = '\0';
+    /* A's second request (a) waits behind B and C, who came before it. */
+    ck_assert_str_eq(u.order, "ABCa");
+    ck_assert_int_eq(u.rc[1], 0);
+    ck_assert_int_eq(u.rc[2], 0);
+    ck_assert_int_eq(u.rc[3], 0);
+    teardown();
+}
+END_TEST
+
+/* A releases, B (first in line, handed the slot) is cancelled in the same
+ * loop turn: B returns -ECANCELED and the slot goes on to C at once. */
+static void release_then_cancel_fn(void *arg)
+{
+    (void)arg;
+    struct upstream_conn *uc;
+    ck_assert_int_eq(acquire(NULL, 2000, &uc), 0);
+    io_sleep(loop_deadline(50 * LOOP_MS));
+    upstream_release(uc, true);
+    coro_cancel(u.coro[2]);
+}
+
+START_TEST(handed_slot_passes_on_when_cancelled)
+{
+    setup();
+    ck_assert_int_eq(loop_spawn(u.loop, release_then_cancel_fn, NULL, NULL), 0);
+    run_for(10);
+    ck_assert_int_eq(loop_spawn(u.loop, waiter_fn, (void *)(intptr_t)2, &u.coro[2]), 0);
+    run_for(5);
+    ck_assert_int_eq(loop_spawn(u.loop, waiter_fn, (void *)(intptr_t)3, &u.coro[3]), 0);
+    run_for(300);
+    ck_assert_int_eq(u.rc[2], -ECANCELED);
+    ck_assert_int_eq(u.rc[3], 0);
+    ck_assert_int_lt(MS(u.t[3]), 200); /* not at its 2 s deadline */
+    teardown();
+}
+END_TEST
+
+/* A waiter whose watched client ends leaves the line with -ECONNABORTED;
+ * the one behind it is served when the slot frees. */
+static int watch_peer = -1;
+static struct io_stream *watch_stream;
+
+static void watched_fn(void *arg)
+{
+    (void)arg;
+    struct upstream_conn *uc;
+    int64_t t0 = loop_now();
+    u.rc[2] = acquire(watch_stream, 2000, &uc);
+    u.t[2] = loop_now() - t0;
+    if (u.rc[2] == 0)
+        upstream_release(uc, true);
+}
+
+static void on_close_peer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    close(watch_peer);
+    watch_peer = -1;
+}
+
+START_TEST(watched_client_gone_leaves_the_line)
+{
+    setup();
+    int fds[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    watch_stream = io_stream_from_fd(u.loop, fds[0], 4096);
+    watch_peer = fds[1];
+    ck_assert_int_eq(loop_spawn(u.loop, holder_fn, NULL, NULL), 0);
+    run_for(5);
+    ck_assert_int_eq(loop_spawn(u.loop, watched_fn, NULL, NULL), 0);
+    run_for(5);
+    ck_assert_int_eq(loop_spawn(u.loop, waiter_fn, (void *)(intptr_t)3, NULL), 0);
+    struct timeval tv = {0, 20000};
+    ck_assert_int_eq(event_base_once(loop_base(u.loop), -1, EV_TIMEOUT, on_close_peer, NULL, &tv),
+                     0);
+    run_for(300);
+    ck_assert_int_eq(u.rc[2], -ECONNABORTED);
+    ck_assert_int_lt(MS(u.t[2]), 45); /* before A freed the slot at 50 ms */
+    ck_assert_int_eq(u.rc[3], 0);
+    u.order[u.norder] = '\0';
+    ck_assert_str_eq(u.order, "ACa");
+    io_stream_free(watch_stream);
+    teardown();
+}
+END_TEST
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    Suite *s = suite_create("upstream");
+    TCase *tc = tcase_create("max_connections");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, line_is_first_come_first_served);
+    tcase_add_test(tc, handed_slot_passes_on_when_cancelled);
+    tcase_add_test(tc, watched_client_gone_leaves_the_line);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
