@@ -146,11 +146,6 @@ void request_id_decide(struct request *r)
     }
 }
 
-bool request_body_unread(const struct request *r)
-{
-    return !r->req_body.done;
-}
-
 /* ---- answers of Ferry's own ------------------------------------------------------------- */
 
 void request_answer(struct request *r, int status, const char *content_type, const char *body,

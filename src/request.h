@@ -164,7 +164,10 @@ void request_id_decide(struct request *r);
 
 /* True while any of the request body has not been consumed from the
  * client (also before a head was parsed: its framing is unknown). */
-bool request_body_unread(const struct request *r);
+static inline bool request_body_unread(const struct request *r)
+{
+    return !r->req_body.done;
+}
 
 /*
  * Queues an answer of Ferry's own through reply_write, which decides
