@@ -49,23 +49,6 @@ struct server {
     bool stopping;
 };
 
-void worker_request_id(struct worker *w, char out[17])
-{
-    /* xorshift64*: ids need to be unique, not secret. */
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    uint64_t v = x * 0x2545F4914F6CDD1Dull;
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--) {
-        out[i] = hex[v & 15];
-        v >>= 4;
-    }
-    out[16] = '\0';
-}
-
 static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -264,12 +247,17 @@ int server_run(struct config *cfg, const char *config_path)
         stop_workers(&srv);
         goto out_join;
     }
+    /* main() blocked these; pending ones are delivered once handled. */
+    sigset_t handled;
+    sigemptyset(&handled);
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (int i = 0; i < 4; i++) {
+        sigaddset(&handled, sigs[i]);
         sigev[i] = evsignal_new(srv.base, sigs[i], on_signal, &srv);
         if (sigev[i])
             event_add(sigev[i], NULL);
     }
+    pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
     char ready[128];
     snprintf(ready, sizeof(ready), "serving: %zu listeners, %u workers", cfg->nlisteners,
              srv.nworkers);
