@@ -71,5 +71,71 @@ def test_hup_at_startup():
     _storm(signal.SIGHUP)
 
 
+def _draining(f, be):
+    """Starts a 4 s request, sends SIGTERM, waits for /healthz to say so."""
+    import threading
+    out = {}
+    def slow():
+        try:
+            out["r"] = request(f, "GET", "/up/slow?ms=4000", timeout=15)
+        except Exception as e:  # cut by a second SIGTERM
+            out["error"] = e
+    t = threading.Thread(target=slow, daemon=True)
+    t.start()
+    wait_until(lambda: f.status()["live_coroutines"] >= 1, what="the slow request in flight")
+    os.kill(f.pid, signal.SIGTERM)
+    r = wait_until(lambda: _healthz(f), timeout=3.0, what="/healthz during the drain")
+    return t, out, r
+
+
+def _healthz(f):
+    try:
+        s = socket.create_connection(("127.0.0.1", f.admin_port), timeout=1)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        buf = b""
+        while True:
+            c = s.recv(4096)
+            if not c:
+                break
+            buf += c
+        s.close()
+        return buf if b" 503 " in buf.split(b"\r\n", 1)[0] else None
+    except OSError:
+        return None
+
+
+def test_drain_admin_answers_and_usr1():
+    be = backend()
+    f = ferry(upstreams={"u": servers(be)}, routes=[route("up", "/up", upstream="u", strip_prefix="/up")],
+              shutdown_timeout="10s")
+    t, out, r = _draining(f, be)
+    check(b"draining" in r, "/healthz during the drain: %r" % r[:200])
+    os.kill(f.pid, signal.SIGUSR1)
+    wait_until(lambda: "SIGUSR1" in f.stderr_text(), timeout=3.0, what="SIGUSR1 handled while draining")
+    t.join(15)
+    f.expect_exit = True
+    eq(out["r"].status, 200, "the in-flight request")
+    eq(f.proc.wait(10), 0, "exit status after the drain")
+    check(not os.path.exists(f.pid_file), "pid file left behind")
+
+
+def test_second_sigterm_exits_at_once():
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        be = backend()
+        f = ferry(upstreams={"u": servers(be)},
+                  routes=[route("up", "/up", upstream="u", strip_prefix="/up")], shutdown_timeout="10s")
+        _draining(f, be)
+        t0 = time.monotonic()
+        os.kill(f.pid, sig)
+        try:
+            rc = f.proc.wait(3)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check(rc is not None, "a second %s did not end the drain" % signal.Signals(sig).name)
+        log("second %s: exit %s after %.2fs" % (signal.Signals(sig).name, rc, time.monotonic() - t0))
+        f.expect_exit = True
+        check(not os.path.exists(f.pid_file), "pid file left behind")
+
+
 if __name__ == "__main__":
     run(globals(), budget=60)
