@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "listener.h"
 #include "metrics.h"
 #include "worker.h"
 
@@ -29,6 +30,7 @@ struct admin {
     struct worker *workers;
     unsigned nworkers;
     bool draining;
+    bool bound_unix; /* removed at admin_stop */
 };
 
 static void on_status(struct evhttp_request *req, void *arg)
@@ -133,8 +135,11 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg,
     int one = 1;
     if (fd >= 0 && !addr->is_unix)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (addr->is_unix)
-        unlink(addr->path);
+    if (addr->is_unix && listener_claim_unix("admin.listen", addr) != 0) {
+        if (fd >= 0)
+            close(fd);
+        goto out_free;
+    }
     if (fd < 0 || bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) != 0 ||
         listen(fd, 128) != 0 || !evhttp_accept_socket_with_handle(a->http, fd)) {
         fprintf(stderr, "ferry: admin.listen %s: %s\n", addr->text, strerror(errno));
@@ -142,6 +147,7 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg,
             close(fd);
         goto out_free;
     }
+    a->bound_unix = addr->is_unix;
     evhttp_set_gencb(a->http, on_request, a);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -165,5 +171,7 @@ void admin_stop(struct admin *a)
         return;
     if (a->http)
         evhttp_free(a->http);
+    if (a->bound_unix)
+        unlink(a->cfg->admin_listen->path);
     free(a);
 }

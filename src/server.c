@@ -52,6 +52,7 @@ struct server {
     struct admin *admin;
     struct event *join_poll;
     int pid_fd;
+    bool bound; /* unix listener sockets exist: remove them at exit */
     bool stopping;
 };
 
@@ -185,6 +186,9 @@ static void exit_now(struct server *srv, int sig)
     log_warn("%s while draining: exiting now", sig == SIGINT ? "SIGINT" : "SIGTERM");
     if (srv->cfg->pid_file)
         daemon_pidfile_remove(srv->cfg->pid_file, srv->pid_fd);
+    listener_unlink_unix(srv->cfg);
+    if (srv->admin)
+        admin_stop(srv->admin); /* removes a unix admin socket */
     _exit(1);
 }
 
@@ -259,8 +263,9 @@ int server_run(struct config *cfg, const char *config_path)
         if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
             w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)getpid() << 16) ^ i;
         if (!w->listen_fds || w->control_fd < 0 || !w->metrics ||
-            listener_open(cfg, w->listen_fds) != 0)
+            listener_open(cfg, w->listen_fds, i ? srv.workers[0].listen_fds : NULL) != 0)
             goto out_pidfile;
+        srv.bound = true;
     }
     /* Ready (admin, sd_notify) only once every worker accepts. */
     pthread_barrier_init(&srv.started, NULL, srv.nworkers + 1);
@@ -319,6 +324,8 @@ out_pidfile:
             event_free(sigev[i]);
     if (cfg->pid_file)
         daemon_pidfile_remove(cfg->pid_file, srv.pid_fd);
+    if (srv.bound)
+        listener_unlink_unix(cfg);
     if (srv.workers) {
         for (unsigned i = 0; i < srv.nworkers; i++) {
             struct worker *w = &srv.workers[i];
