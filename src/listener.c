@@ -170,6 +170,10 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct acceptor *a = arg;
+    /* Threads share the descriptor table: another worker may have taken
+     * the slot the reserve freed. Re-arm it as soon as one is free. */
+    if (a->w->reserve_fd < 0)
+        a->w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     event_add(a->ev, NULL);
 }
 
