@@ -663,6 +663,12 @@ int io_shutdown_write(struct io_stream *s)
     return s->tp->shutdown(s);
 }
 
+void io_reset_on_close(struct io_stream *s)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    (void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
 
 /* ---- waiting ---------------------------------------------------------------- */
 

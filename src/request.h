@@ -103,6 +103,7 @@ struct request {
     double connect_ms;
     double header_ms;
     bool streaming;    /* the upstream's body is being relayed */
+    bool reset_if_cut; /* a close-delimited body to the client: a cut ends in a reset */
     bool resp_started; /* a response head (also 1xx) was parsed */
     bool no_log;       /* the client left before a whole head: nothing to log */
     bool keep_alive;   /* keep the client connection after this response */
