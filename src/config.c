@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -35,263 +36,25 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <yaml.h>
-/* ---- typed getters: each reports its own error and returns false ---- */
-
-static bool want_scalar(struct ctx *c, const struct ynode *n, const char *path, const char *what)
-{
-    if (n->kind == Y_SCALAR && !cfg_is_null(n))
-        return true;
-    char d[QLEN];
-    cfg_err(c, n, path, "expected %s, got %s", what, cfg_describe(d, sizeof(d), n));
-    return false;
-}
-
-static bool get_string(struct ctx *c, const struct ynode *n, const char *path, char **out)
-{
-    if (!want_scalar(c, n, path, "a string"))
-        return false;
-    if (strlen(n->str) != n->len) {
-        cfg_err(c, n, path, "a NUL character is not allowed here");
-        return false;
-    }
-    *out = cfg_strndup(c->mem, n->str, n->len);
-    return true;
-}
-
-/* An integer in [min, max]; `what` names the expectation in the error. */
-static bool get_uint(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
-                     uint64_t max, const char *what, uint64_t *out)
-{
-    if (!want_scalar(c, n, path, what))
-        return false;
-    uint64_t v;
-    char q[QLEN];
-    if (!cfg_parse_u64(n->str, &v) || strlen(n->str) != n->len) {
-        cfg_err(c, n, path, "expected %s, got %s", what, cfg_quote(q, sizeof(q), n->str, n->len));
-        return false;
-    }
-    if (v < min || v > max) {
-        cfg_err(c, n, path, "expected %s, got %s", what, n->str);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool get_u32(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
-                    uint64_t max, const char *what, uint32_t *out)
-{
-    uint64_t v;
-    if (!get_uint(c, n, path, min, max, what, &v))
-        return false;
-    *out = (uint32_t)v;
-    return true;
-}
-
-static bool get_bool(struct ctx *c, const struct ynode *n, const char *path, bool *out)
-{
-    if (!want_scalar(c, n, path, "true or false"))
-        return false;
-    if (streq(n->str, "true")) {
-        *out = true;
-        return true;
-    }
-    if (streq(n->str, "false")) {
-        *out = false;
-        return true;
-    }
-    char q[QLEN];
-    cfg_err(c, n, path, "expected true or false, got %s", cfg_quote(q, sizeof(q), n->str, n->len));
-    return false;
-}
-
-static bool get_duration(struct ctx *c, const struct ynode *n, const char *path, bool zero_ok,
-                         int64_t *out)
-{
-    if (!want_scalar(c, n, path, "a duration like 250ms, 5s or 2m"))
-        return false;
-    const char *why;
-    int64_t v;
-    char q[QLEN];
-    if (strlen(n->str) != n->len || config_parse_duration(n->str, &v, &why) != 0) {
-        if (strlen(n->str) != n->len)
-            why = "expected a duration like 250ms, 5s, 2m, 1h or 1h30m";
-        cfg_err(c, n, path, "%s, got %s", why, cfg_quote(q, sizeof(q), n->str, n->len));
-        return false;
-    }
-    if (v == 0 && !zero_ok) {
-        cfg_err(c, n, path, "must be longer than 0");
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool get_size(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
-                     uint64_t max, uint64_t *out)
-{
-    if (!want_scalar(c, n, path, "a size like 512, 16k or 1m"))
-        return false;
-    const char *why;
-    uint64_t v;
-    char q[QLEN];
-    if (strlen(n->str) != n->len || config_parse_size(n->str, &v, &why) != 0) {
-        if (strlen(n->str) != n->len)
-            why = "expected a size like 512, 16k, 1m or 1g";
-        cfg_err(c, n, path, "%s, got %s", why, cfg_quote(q, sizeof(q), n->str, n->len));
-        return false;
-    }
-    if (v < min || v > max) {
-        cfg_err(c, n, path, "must be between %llu and %llu bytes, got %s (%llu bytes)",
-            (unsigned long long)min, (unsigned long long)max, n->str, (unsigned long long)v);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-/* A mapping, or nothing (an empty section). */
-static bool want_map(struct ctx *c, const struct ynode *n, const char *path, const char *what)
-{
-    if (n->kind == Y_MAP || cfg_is_null(n))
-        return true;
-    char d[QLEN];
-    cfg_err(c, n, path, "expected %s, got %s", what, cfg_describe(d, sizeof(d), n));
-    return false;
-}
-
-static bool want_seq(struct ctx *c, const struct ynode *n, const char *path, const char *what)
-{
-    if (n->kind == Y_SEQ || cfg_is_null(n))
-        return true;
-    char d[QLEN];
-    cfg_err(c, n, path, "expected %s, got %s", what, cfg_describe(d, sizeof(d), n));
-    return false;
-}
-
-/* Number of pairs of a mapping / items of a list; 0 for an empty section. */
-static size_t map_pairs(const struct ynode *n)
-{
-    return n->kind == Y_MAP ? n->n / 2 : 0;
-}
-
-static size_t seq_items(const struct ynode *n)
-{
-    return n->kind == Y_SEQ ? n->n : 0;
-}
-
-/*
- * Looks a key up in `known` (returns its name) and `later` (the contract's
- * keys not implemented yet: an error). Unknown keys get the nearest of both
- * lists. Returns NULL after reporting. Non-scalar keys were reported while
- * building the tree.
- */
-static const char *lookup_key(struct ctx *c, const struct ynode *key, const char *path,
-                              const char *const *known, const char *const *later)
-{
-    if (key->kind != Y_SCALAR || key->repeated)
-        return NULL;
-    char sub[512], q[96];
-    cfg_subpath(sub, sizeof(sub), path, key->str);
-    for (size_t i = 0; known[i]; i++)
-        if (streq(key->str, known[i]))
-            return known[i];
-    for (size_t i = 0; later && later[i]; i++) {
-        if (streq(key->str, later[i])) {
-            cfg_err(c, key, sub, "not supported yet by this version of ferry");
-            return NULL;
-        }
-    }
-    size_t nk = cfg_count_list(known), nl = cfg_count_list(later);
-    const char *cands[64] = {NULL};
-    size_t n = 0;
-    for (size_t i = 0; i < nk && n < 64; i++)
-        cands[n++] = known[i];
-    for (size_t i = 0; i < nl && n < 64; i++)
-        cands[n++] = later[i];
-    const char *near = cfg_nearest(key->str, cands, n);
-    c->last_suggestion = near;
-    cfg_quote(q, sizeof(q), key->str, key->len);
-    if (near) {
-        cfg_err(c, key, sub, "unknown key %s (did you mean \"%s\"?)", q, near);
-    } else {
-        char list[256];
-        size_t o = 0;
-        list[0] = '\0';
-        for (size_t i = 0; i < nk && o + 40 < sizeof(list); i++)
-            o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", known[i]);
-        cfg_err(c, key, sub, "unknown key %s (expected one of: %s)", q, list);
-    }
-    return NULL;
-}
-
-/*
- * Walks a mapping's pairs from *i: returns the next key that lookup_key
- * knows (unknown and "not supported yet" keys are reported there and
- * skipped), with its value in *value and "path.key" in sub; NULL at the
- * end. Loop: for (size_t i = 0; (key = next_key(...));).
- */
-static const char *next_key(struct ctx *c, const struct ynode *n, const char *path,
-                            const char *const *keys, size_t *i, const struct ynode **value,
-                            char *sub, size_t sub_size)
-{
-    while (*i < map_pairs(n)) {
-        const struct ynode *k = n->v[2 * *i], *v = n->v[2 * *i + 1];
-        (*i)++;
-        const char *key = lookup_key(c, k, path, keys, NULL);
-        if (key) {
-            cfg_subpath(sub, sub_size, path, key);
-            *value = v;
-            return key;
-        }
-    }
-    return NULL;
-}
-
-/* A name of an upstream or route: letters, digits, '-', '_', '.'; 1-64. */
-static bool valid_name(const struct ynode *n)
-{
-    if (n->kind != Y_SCALAR || n->len == 0 || n->len > 64 || strlen(n->str) != n->len)
-        return false;
-    for (size_t i = 0; i < n->len; i++) {
-        char ch = n->str[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '-' || ch == '_' || ch == '.'))
-            return false;
-    }
-    return true;
-}
-
-static bool get_addr(struct ctx *c, const struct ynode *n, const char *path, bool names_ok,
-                     struct config_addr *a)
-{
-    char *s;
-    if (!want_scalar(c, n, path, "an address (host:port, [IPv6]:port or unix:/path)") ||
-        !get_string(c, n, path, &s))
-        return false;
-    const char *why = cfg_parse_addr(c, s, names_ok, a);
-    if (why) {
-        char q[QLEN];
-        cfg_err(c, n, path, "%s, got %s", why, cfg_quote(q, sizeof(q), n->str, n->len));
-        return false;
-    }
-    return true;
-}
 
 /* ---- stage 2: the schema ---- */
 
+#define AT(type, member) offsetof(type, member)
+#define LATER(k) {.key = k, .kind = CFG_LATER}
+#define END {.key = NULL}
+
 const char *const CFG_TIMEOUT_KEYS[] = {"client_header",
-                                           "client_body",
-                                           "client_send",
-                                           "client_idle",
-                                           "upstream_connect",
-                                           "upstream_header",
-                                           "upstream_read",
-                                           "upstream_send",
-                                           "upstream_idle",
-                                           "total",
-                                           "tunnel_idle",
-                                           NULL};
+                                        "client_body",
+                                        "client_send",
+                                        "client_idle",
+                                        "upstream_connect",
+                                        "upstream_header",
+                                        "upstream_read",
+                                        "upstream_send",
+                                        "upstream_idle",
+                                        "total",
+                                        "tunnel_idle",
+                                        NULL};
 
 int64_t *cfg_timeout_field(struct config_timeouts *t, size_t i)
 {
@@ -302,98 +65,127 @@ int64_t *cfg_timeout_field(struct config_timeouts *t, size_t i)
     return f[i];
 }
 
-/*
- * Why a timeout cannot be set per route (NULL: it can). These run before a
- * route is chosen or outside any one request.
- */
-static const char *not_per_route(const char *key)
-{
-    if (streq(key, "client_header"))
-        return "the request head is read before a route is chosen";
-    if (streq(key, "client_idle"))
-        return "a client connection is idle between requests, before any route is chosen";
-    if (streq(key, "upstream_idle"))
-        return "pooled upstream connections are shared by every route to the upstream";
-    if (streq(key, "tunnel_idle"))
-        return "WebSocket tunnels take the top-level value";
-    return NULL;
-}
+/* timeouts: (top level) into struct config_timeouts */
+#define TIMEOUT(k, zero, d)                                                                        \
+    {.key = #k, .kind = CFG_DURATION, .offset = AT(struct config_timeouts, k), .min = (zero) ? 0 : 1, \
+     .doc = d}
+static const struct cfg_field timeout_fields[] = {
+    TIMEOUT(client_header, 0, "reading a whole request head, from its first byte (10s)"),
+    TIMEOUT(client_body, 0, "longest gap between two reads of a request body (30s)"),
+    TIMEOUT(client_send, 0, "longest a client may stall reading the response (60s)"),
+    TIMEOUT(client_idle, 0, "a keep-alive client connection idle between requests (60s)"),
+    TIMEOUT(upstream_connect, 0, "connecting to an upstream server (2s)"),
+    TIMEOUT(upstream_header, 0, "request sent until the response head (30s)"),
+    TIMEOUT(upstream_read, 0, "longest gap between two reads of a response body (60s)"),
+    TIMEOUT(upstream_send, 0, "longest an upstream may stall reading the request (60s)"),
+    TIMEOUT(upstream_idle, 0, "a pooled idle upstream connection is closed after (4s)"),
+    TIMEOUT(total, 1, "a whole request including retries (0 = none)"),
+    TIMEOUT(tunnel_idle, 0, "no byte either way in a WebSocket tunnel (1h)"),
+    END};
+static const struct cfg_schema timeouts_schema = {
+    "timeouts", "a mapping of timeouts (like upstream_header: 5s)", timeout_fields};
 
-/* Reads a timeouts mapping into *t; *set gets a bit per key present. A
- * route's mapping (route true) refuses the keys not_per_route names. */
-NOINLINE static void load_timeouts(struct ctx *c, const struct ynode *n, const char *path,
-                                   struct config_timeouts *t, unsigned *set, bool route)
+/* routes[].timeouts: into the route's aux (a bit per key set); the keys
+ * that run before a route is chosen or outside any one request refuse. */
+static bool load_route_timeout(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                               const struct ynode *v, const char *path, void *target)
 {
-    if (!want_map(c, n, path, "a mapping of timeouts (like upstream_header: 5s)"))
-        return;
-    const char *key;
-    const struct ynode *v;
-    char sub[PATHLEN];
-    for (size_t i = 0; (key = next_key(c, n, path, CFG_TIMEOUT_KEYS, &i, &v, sub, sizeof(sub)));) {
-        const char *why = route ? not_per_route(key) : NULL;
-        if (why) {
-            cfg_err(c, n->v[2 * i - 2], sub, "cannot be set per route (%s): set it in the top-level "
-                "timeouts", why);
-            continue;
-        }
-        for (size_t f = 0; CFG_TIMEOUT_KEYS[f]; f++) {
-            if (key == CFG_TIMEOUT_KEYS[f]) {
-                if (get_duration(c, v, sub, streq(key, "total"), cfg_timeout_field(t, f)))
-                    *set |= 1u << f;
-            }
-        }
+    struct route_aux *aux = target;
+    (void)k;
+    if (f->what) {
+        cfg_err(c, k, path, "cannot be set per route (%s): set it in the top-level timeouts",
+                f->what);
+        return false;
     }
+    size_t i = 0;
+    while (!streq(CFG_TIMEOUT_KEYS[i], f->key))
+        i++;
+    if (!cfg_get_duration(c, v, path, streq(f->key, "total"), cfg_timeout_field(&aux->timeouts, i)))
+        return false;
+    aux->timeouts_set |= 1u << i;
+    return true;
 }
+#define RTIMEOUT(k, why) {.key = k, .kind = CFG_CUSTOM, .load = load_route_timeout, .what = why}
+static const struct cfg_field route_timeout_fields[] = {
+    RTIMEOUT("client_header", "the request head is read before a route is chosen"),
+    RTIMEOUT("client_body", NULL),
+    RTIMEOUT("client_send", NULL),
+    RTIMEOUT("client_idle",
+             "a client connection is idle between requests, before any route is chosen"),
+    RTIMEOUT("upstream_connect", NULL),
+    RTIMEOUT("upstream_header", NULL),
+    RTIMEOUT("upstream_read", NULL),
+    RTIMEOUT("upstream_send", NULL),
+    RTIMEOUT("upstream_idle",
+             "pooled upstream connections are shared by every route to the upstream"),
+    RTIMEOUT("total", NULL),
+    RTIMEOUT("tunnel_idle", "WebSocket tunnels take the top-level value"),
+    END};
+static const struct cfg_schema route_timeouts_schema = {
+    "routes[].timeouts", "a mapping of timeouts (like upstream_header: 5s)", route_timeout_fields};
 
 /* limits.max_header_bytes: 1k up to what a read buffer can hold. */
-static void get_header_bytes(struct ctx *c, const struct ynode *v, const char *path,
-                             uint64_t *out)
+static bool load_header_bytes(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                              const struct ynode *v, const char *path, void *target)
 {
+    struct config_limits *l = target;
     uint64_t b;
-    if (!get_size(c, v, path, 1024, UINT64_MAX, &b))
-        return;
+    (void)f, (void)k;
+    if (!cfg_get_size(c, v, path, 1024, UINT64_MAX, &b))
+        return false;
     if (b > CONFIG_MAX_HEADER_BYTES_LIMIT) {
         cfg_err(c, v, path,
-            "must be at most 128k (%u bytes), got %s (%llu bytes): a request head must fit in "
-            "the 128 KiB buffer a client connection reads into",
-            CONFIG_MAX_HEADER_BYTES_LIMIT, v->str, (unsigned long long)b);
-        return;
+                "must be at most 128k (%u bytes), got %s (%llu bytes): a request head must fit "
+                "in the 128 KiB buffer a client connection reads into",
+                CONFIG_MAX_HEADER_BYTES_LIMIT, v->str, (unsigned long long)b);
+        return false;
     }
-    *out = b;
+    l->max_header_bytes = b;
+    return true;
 }
 
-NOINLINE static void load_limits(struct ctx *c, const struct ynode *n, const char *path)
+static const struct cfg_field limit_fields[] = {
+    {"max_connections", CFG_U32, AT(struct config_limits, max_connections), 1, 10000000,
+     "a positive integer", .doc = "client connections per worker (100000)"},
+    {"max_header_bytes", CFG_CUSTOM, .load = load_header_bytes,
+     .doc = "a request head, at most 128k (32k)"},
+    {"max_headers", CFG_U32, AT(struct config_limits, max_headers), 1, 10000,
+     "an integer from 1 to 10000", .doc = "header fields in a request head (100)"},
+    {"max_body_bytes", CFG_SIZE, AT(struct config_limits, max_body_bytes), 0, UINT64_MAX,
+     .doc = "a request body, 0 = unlimited (10m)"},
+    END};
+static const struct cfg_schema limits_schema = {"limits", "a mapping of limits", limit_fields};
+
+/* listen: [- address, backlog, proxy_protocol, defer_accept] */
+static bool load_listen_addr(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                             const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"max_connections", "max_header_bytes", "max_headers",
-                                       "max_body_bytes", NULL};
-    struct config_limits *l = &c->cfg->limits;
-    if (!want_map(c, n, path, "a mapping of limits"))
-        return;
-    const char *key;
-    const struct ynode *v;
-    char sub[PATHLEN];
-    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
-        if (streq(key, "max_connections"))
-            get_u32(c, v, sub, 1, 10000000, "a positive integer", &l->max_connections);
-        else if (streq(key, "max_header_bytes"))
-            get_header_bytes(c, v, sub, &l->max_header_bytes);
-        else if (streq(key, "max_headers"))
-            get_u32(c, v, sub, 1, 10000, "an integer from 1 to 10000", &l->max_headers);
-        else if (streq(key, "max_body_bytes"))
-            get_size(c, v, sub, 0, UINT64_MAX, &l->max_body_bytes);
-    }
+    (void)f, (void)k;
+    return cfg_get_addr(c, v, path, false, &((struct config_listener *)target)->addr);
 }
 
-NOINLINE static void load_listen(struct ctx *c, const struct ynode *n, const char *path)
+static const struct cfg_field listener_fields[] = {
+    {"address", CFG_CUSTOM, .load = load_listen_addr,
+     .required = "required: the address to listen on (like 0.0.0.0:8080)",
+     .doc = "ip:port, [ipv6]:port or unix:/path"},
+    {"backlog", CFG_U32, AT(struct config_listener, backlog), 1, 1u << 20, "a positive integer",
+     .doc = "the listen(2) backlog (4096)"},
+    {"proxy_protocol", CFG_BOOL, AT(struct config_listener, proxy_protocol),
+     .doc = "connections start with a PROXY protocol v1/v2 header (false)"},
+    {"defer_accept", CFG_BOOL, AT(struct config_listener, defer_accept),
+     .doc = "accept a TCP connection only once it has data (true)"},
+    LATER("tls"),
+    END};
+static const struct cfg_schema listener_schema = {"listen[]", NULL, listener_fields};
+
+static bool load_listen(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                        const struct ynode *n, const char *path, void *target)
 {
-    static const char *const keys[] = {"address", "backlog", "proxy_protocol", "defer_accept",
-                                       NULL};
-    static const char *const later[] = {"tls", NULL};
-    struct config *cfg = c->cfg;
-    c->listen_seen = true;
-    if (!want_seq(c, n, path, "a list of listeners (- address: 0.0.0.0:8080)"))
-        return;
-    size_t count = seq_items(n);
+    struct config *cfg = target;
+    (void)f, (void)k;
+    if (!cfg_want_seq(c, n, path, "a list of listeners (- address: 0.0.0.0:8080)"))
+        return false;
+    size_t count = cfg_seq_items(n);
     cfg->listeners = cfg_alloc(c->mem, (count ? count : 1) * sizeof(*cfg->listeners));
     const struct ynode **addr_nodes = cfg_alloc(&c->tree, (count ? count : 1) * sizeof(void *));
     for (size_t i = 0; i < count; i++) {
@@ -406,70 +198,43 @@ NOINLINE static void load_listen(struct ctx *c, const struct ynode *n, const cha
         if (item->kind != Y_MAP) {
             char d[QLEN];
             cfg_err(c, item, ipath, "expected a listener (a mapping with address:), got %s",
-                cfg_describe(d, sizeof(d), item));
+                    cfg_describe(d, sizeof(d), item));
             continue;
         }
-        const struct ynode *addr = NULL;
-        bool ok = true;
-        for (size_t j = 0; j < map_pairs(item); j++) {
-            const struct ynode *k = item->v[2 * j], *v = item->v[2 * j + 1];
-            c->last_suggestion = NULL;
-            const char *key = lookup_key(c, k, ipath, keys, later);
-            if (!key) {
-                ok = false;
-                if (c->last_suggestion && streq(c->last_suggestion, "address"))
-                    addr = k;
-                continue;
-            }
-            char sub[PATHLEN];
-            cfg_subpath(sub, sizeof(sub), ipath, key);
-            if (streq(key, "address")) {
-                addr = v;
-                ok &= get_addr(c, v, sub, false, &l->addr);
-            } else if (streq(key, "backlog")) {
-                ok &= get_u32(c, v, sub, 1, 1u << 20, "a positive integer", &l->backlog);
-            } else if (streq(key, "proxy_protocol")) {
-                ok &= get_bool(c, v, sub, &l->proxy_protocol);
-            } else if (streq(key, "defer_accept")) {
-                ok &= get_bool(c, v, sub, &l->defer_accept);
-            }
-        }
-        if (!addr) {
-            char sub[PATHLEN];
-            cfg_subpath(sub, sizeof(sub), ipath, "address");
-            cfg_err(c, item, sub, "required: the address to listen on (like 0.0.0.0:8080)");
+        if (!cfg_walk(c, item, ipath, &listener_schema, l))
             continue;
-        }
-        if (!ok)
-            continue;
-        for (size_t j = 0; j < cfg->nlisteners; j++) {
-            if (cfg->listeners[j].addr.salen == l->addr.salen &&
-                memcmp(&cfg->listeners[j].addr.sa, &l->addr.sa, l->addr.salen) == 0) {
-                char sub[PATHLEN];
-                cfg_subpath(sub, sizeof(sub), ipath, "address");
-                cfg_err(c, addr, sub, "%s is already listened on (line %u)", l->addr.text,
-                    addr_nodes[j]->line);
-                ok = false;
-                break;
-            }
-        }
-        if (ok)
+        const struct ynode *addr = cfg_map_get(item, "address");
+        size_t j = 0;
+        while (j < cfg->nlisteners && !(cfg->listeners[j].addr.salen == l->addr.salen &&
+                                        memcmp(&cfg->listeners[j].addr.sa, &l->addr.sa,
+                                               l->addr.salen) == 0))
+            j++;
+        if (j == cfg->nlisteners) {
             addr_nodes[cfg->nlisteners++] = addr;
+            continue;
+        }
+        char sub[PATHLEN];
+        cfg_subpath(sub, sizeof(sub), ipath, "address");
+        cfg_err(c, addr, sub, "%s is already listened on (line %u)", l->addr.text,
+                addr_nodes[j]->line);
     }
+    return true;
 }
 
-NOINLINE static void load_trusted(struct ctx *c, const struct ynode *n, const char *path)
+static bool load_trusted(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *n, const char *path, void *target)
 {
-    struct config *cfg = c->cfg;
-    if (!want_seq(c, n, path, "a list of addresses or CIDRs (like [10.0.0.0/8, ::1])"))
-        return;
-    size_t count = seq_items(n);
+    struct config *cfg = target;
+    (void)f, (void)k;
+    if (!cfg_want_seq(c, n, path, "a list of addresses or CIDRs (like [10.0.0.0/8, ::1])"))
+        return false;
+    size_t count = cfg_seq_items(n);
     cfg->trusted_proxies = cfg_alloc(c->mem, (count ? count : 1) * sizeof(struct config_cidr));
     for (size_t i = 0; i < count; i++) {
         char ipath[PATHLEN];
         cfg_idxpath(ipath, sizeof(ipath), path, i);
         char *s;
-        if (!get_string(c, n->v[i], ipath, &s))
+        if (!cfg_get_string(c, n->v[i], ipath, &s))
             continue;
         bool host_bits;
         struct config_cidr *cidr = &cfg->trusted_proxies[cfg->ntrusted_proxies];
@@ -483,10 +248,11 @@ NOINLINE static void load_trusted(struct ctx *c, const struct ynode *n, const ch
             char fixed[80];
             cfg_format_cidr(cidr, fixed, sizeof(fixed));
             cfg_warn(c, n->v[i], ipath, "%s has bits set beyond its prefix length; read as %s",
-                 cfg_quote(q, sizeof(q), s, strlen(s)), fixed);
+                     cfg_quote(q, sizeof(q), s, strlen(s)), fixed);
         }
         cfg->ntrusted_proxies++;
     }
+    return true;
 }
 
 static bool valid_host_header(const char *s)
@@ -499,15 +265,32 @@ static bool valid_host_header(const char *s)
     return true;
 }
 
-NOINLINE static void load_servers(struct ctx *c, const struct ynode *n, const char *path,
-                                  struct config_upstream *u)
+/* upstreams.NAME.servers: [- address, weight] */
+static bool load_server_addr(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                             const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"address", "weight", NULL};
+    (void)f, (void)k;
+    return cfg_get_addr(c, v, path, true, &((struct config_server *)target)->addr);
+}
+
+static const struct cfg_field server_fields[] = {
+    {"address", CFG_CUSTOM, .load = load_server_addr,
+     .required = "required: the server's host:port", .doc = "host:port, [ipv6]:port or unix:/path"},
+    {"weight", CFG_U32, AT(struct config_server, weight), 1, 1000, "a positive integer",
+     .doc = "share of requests relative to the other servers (1)"},
+    END};
+static const struct cfg_schema server_schema = {"upstreams.NAME.servers[]", NULL, server_fields};
+
+static bool load_servers(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *n, const char *path, void *target)
+{
+    struct config_upstream *u = target;
+    (void)f, (void)k;
     if (n->kind != Y_SEQ || n->n == 0) {
         char d[QLEN];
         cfg_err(c, n, path, "expected a list of servers (- address: host:port), got %s",
-            n->kind == Y_SEQ ? "an empty list" : cfg_describe(d, sizeof(d), n));
-        return;
+                n->kind == Y_SEQ ? "an empty list" : cfg_describe(d, sizeof(d), n));
+        return false;
     }
     u->servers = cfg_alloc(c->mem, n->n * sizeof(*u->servers));
     const struct ynode **addr_nodes = cfg_alloc(&c->tree, n->n * sizeof(void *));
@@ -518,133 +301,180 @@ NOINLINE static void load_servers(struct ctx *c, const struct ynode *n, const ch
         if (item->kind != Y_MAP) {
             char d[QLEN];
             cfg_err(c, item, ipath, "expected a server (a mapping with address:), got %s",
-                cfg_describe(d, sizeof(d), item));
+                    cfg_describe(d, sizeof(d), item));
             continue;
         }
         struct config_server *s = &u->servers[u->nservers];
         s->weight = 1;
-        const struct ynode *addr = NULL;
-        bool ok = true;
-        for (size_t j = 0; j < map_pairs(item); j++) {
-            const struct ynode *k = item->v[2 * j], *v = item->v[2 * j + 1];
-            c->last_suggestion = NULL;
-            const char *key = lookup_key(c, k, ipath, keys, NULL);
-            if (!key) {
-                ok = false;
-                if (c->last_suggestion && streq(c->last_suggestion, "address"))
-                    addr = k;
-                continue;
-            }
-            char sub[PATHLEN];
-            cfg_subpath(sub, sizeof(sub), ipath, key);
-            if (streq(key, "address")) {
-                addr = v;
-                ok &= get_addr(c, v, sub, true, &s->addr);
-            } else if (streq(key, "weight")) {
-                ok &= get_u32(c, v, sub, 1, 1000, "a positive integer", &s->weight);
-            }
-        }
-        if (!addr) {
+        if (!cfg_walk(c, item, ipath, &server_schema, s))
+            continue;
+        const struct ynode *addr = cfg_map_get(item, "address");
+        size_t j = 0;
+        while (j < u->nservers && !streq(u->servers[j].addr.text, s->addr.text))
+            j++;
+        if (j < u->nservers) {
             char sub[PATHLEN];
             cfg_subpath(sub, sizeof(sub), ipath, "address");
-            cfg_err(c, item, sub, "required: the server's host:port");
+            cfg_err(c, addr, sub, "%s is already a server of this upstream (line %u)",
+                    s->addr.text, addr_nodes[j]->line);
             continue;
         }
-        if (!ok)
-            continue;
-        for (size_t j = 0; j < u->nservers; j++) {
-            if (streq(u->servers[j].addr.text, s->addr.text)) {
-                char sub[PATHLEN];
-                cfg_subpath(sub, sizeof(sub), ipath, "address");
-                cfg_err(c, addr, sub, "%s is already a server of this upstream (line %u)", s->addr.text,
-                    addr_nodes[j]->line);
-                ok = false;
-                break;
-            }
-        }
-        if (!ok)
-            continue;
         s->index = (uint32_t)u->nservers;
         addr_nodes[u->nservers++] = addr;
     }
+    return true;
 }
 
 /* passive: { failures, eject_for } */
-NOINLINE static void load_passive(struct ctx *c, const struct ynode *n, const char *path,
-                                  struct config_upstream *u)
+static const struct cfg_field passive_fields[] = {
+    {"failures", CFG_U32, AT(struct config_upstream, passive_failures), 1, 1000,
+     "an integer from 1 to 1000", .doc = "consecutive failures that eject a server (5)"},
+    {"eject_for", CFG_DURATION, AT(struct config_upstream, passive_eject_ms), 1,
+     .doc = "how long an ejected server gets no requests (30s)"},
+    END};
+static const struct cfg_schema passive_schema = {"upstreams.NAME.passive",
+                                                 "a mapping (failures, eject_for)", passive_fields};
+
+static bool load_passive(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *n, const char *path, void *target)
 {
-    static const char *const keys[] = {"failures", "eject_for", NULL};
-    if (!want_map(c, n, path, "a mapping (failures, eject_for)"))
-        return;
+    struct config_upstream *u = target;
+    (void)f, (void)k;
     u->passive_failures = 5;
     u->passive_eject_ms = 30000;
-    const char *key;
-    const struct ynode *v;
-    char sub[PATHLEN];
-    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
-        if (streq(key, "failures"))
-            get_u32(c, v, sub, 1, 1000, "an integer from 1 to 1000", &u->passive_failures);
-        else
-            get_duration(c, v, sub, false, &u->passive_eject_ms);
-    }
+    return cfg_walk(c, n, path, &passive_schema, u);
 }
 
-/* retries: { attempts, on: [connect_error, reset, timeout, 502, 503, 504] } */
-NOINLINE static void load_retries(struct ctx *c, const struct ynode *n, const char *path,
-                                  struct config_upstream *u)
+/* retries.on: [connect_error, reset, timeout, 502, 503, 504] */
+static bool load_retry_on(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                          const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"attempts", "on", "replay_bytes", NULL};
     static const char *const conds[] = {"connect_error", "reset", "timeout",
                                         "502",           "503",   "504", NULL};
-    if (!want_map(c, n, path, "a mapping (attempts, on)"))
-        return;
-    u->retry_on = CONFIG_RETRY_CONNECT_ERROR | CONFIG_RETRY_RESET;
-    const char *key;
-    const struct ynode *v;
-    char sub[PATHLEN];
-    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
-        if (streq(key, "attempts")) {
-            get_u32(c, v, sub, 0, 10, "an integer from 0 to 10", &u->retry_attempts);
+    struct config_upstream *u = target;
+    (void)f, (void)k;
+    if (!cfg_want_seq(c, v, path, "a list like [connect_error, reset, 502, 503, 504]"))
+        return false;
+    u->retry_on = 0;
+    bool ok = true;
+    for (size_t j = 0; j < cfg_seq_items(v); j++) {
+        char ipath[PATHLEN], q[QLEN];
+        cfg_idxpath(ipath, sizeof(ipath), path, j);
+        const struct ynode *item = v->v[j];
+        if (!cfg_want_scalar(c, item, ipath, "a retry condition")) {
+            ok = false;
             continue;
         }
-        if (streq(key, "replay_bytes")) {
-            get_size(c, v, sub, 0, 64u << 20, &u->replay_bytes);
+        size_t b = 0;
+        while (conds[b] && !streq(item->str, conds[b]))
+            b++;
+        if (conds[b]) {
+            u->retry_on |= 1u << b;
             continue;
         }
-        if (!want_seq(c, v, sub, "a list like [connect_error, reset, 502, 503, 504]"))
-            continue;
-        u->retry_on = 0;
-        for (size_t j = 0; j < seq_items(v); j++) {
-            char ipath[PATHLEN], q[QLEN];
-            cfg_idxpath(ipath, sizeof(ipath), sub, j);
-            const struct ynode *item = v->v[j];
-            if (!want_scalar(c, item, ipath, "a retry condition"))
-                continue;
-            size_t f = 0;
-            while (conds[f] && !streq(item->str, conds[f]))
-                f++;
-            if (conds[f]) {
-                u->retry_on |= 1u << f;
-                continue;
-            }
-            const char *near = cfg_nearest(item->str, conds, 6);
-            cfg_err(c, item, ipath,
+        const char *near = cfg_nearest(item->str, conds, 6);
+        cfg_err(c, item, ipath,
                 "unknown retry condition %s (%s%s%s connect_error, reset, timeout, 502, 503 or "
                 "504)",
-                cfg_quote(q, sizeof(q), item->str, item->len), near ? "did you mean \"" : "expected",
-                near ? near : "", near ? "\"? expected" : "");
-        }
+                cfg_quote(q, sizeof(q), item->str, item->len),
+                near ? "did you mean \"" : "expected", near ? near : "",
+                near ? "\"? expected" : "");
+        ok = false;
     }
+    return ok;
 }
 
-NOINLINE static void load_upstream(struct ctx *c, const struct ynode *n, const char *path,
-                                   struct config_upstream *u)
+static const struct cfg_field retry_fields[] = {
+    {"attempts", CFG_U32, AT(struct config_upstream, retry_attempts), 0, 10,
+     "an integer from 0 to 10", .doc = "tries after the first one (1)"},
+    {"on", CFG_CUSTOM, .load = load_retry_on,
+     .doc = "the failures that are retried ([connect_error])"},
+    {"replay_bytes", CFG_SIZE, AT(struct config_upstream, replay_bytes), 0, 64u << 20,
+     .doc = "the largest request body kept to resend on a retry (64k)"},
+    END};
+static const struct cfg_schema retry_schema = {"upstreams.NAME.retries",
+                                               "a mapping (attempts, on)", retry_fields};
+
+static bool load_retries(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *n, const char *path, void *target)
 {
-    static const char *const keys[] = {"servers",         "balance",     "keepalive",
-                                       "max_connections", "host_header", "retries",
-                                       "passive",         NULL};
-    static const char *const later[] = {"hash_key", "tls", "health_check", NULL};
+    struct config_upstream *u = target;
+    (void)f, (void)k;
+    if (!cfg_want_map(c, n, path, retry_schema.what))
+        return false;
+    u->retry_on = CONFIG_RETRY_CONNECT_ERROR | CONFIG_RETRY_RESET;
+    return cfg_walk(c, n, path, &retry_schema, u);
+}
+
+static bool load_balance(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *v, const char *path, void *target)
+{
     static const char *const balances[] = {"round_robin", "least_conn", "random_two", "hash", NULL};
+    char q[96];
+    (void)f, (void)k, (void)target;
+    if (!cfg_want_scalar(c, v, path, "round_robin"))
+        return false;
+    if (streq(v->str, "round_robin"))
+        return true;
+    bool later_value = false;
+    for (size_t b = 1; balances[b]; b++)
+        later_value |= streq(v->str, balances[b]);
+    const char *near = cfg_nearest(v->str, balances, 4);
+    cfg_quote(q, sizeof(q), v->str, v->len);
+    if (later_value)
+        cfg_err(c, v, path, "%s is not supported yet by this version of ferry", q);
+    else if (near)
+        cfg_err(c, v, path, "unknown balance %s (did you mean \"%s\"?)", q, near);
+    else
+        cfg_err(c, v, path, "unknown balance %s (expected round_robin)", q);
+    return false;
+}
+
+static bool load_host_header(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                             const struct ynode *v, const char *path, void *target)
+{
+    struct config_upstream *u = target;
+    char *s, q[96];
+    (void)f, (void)k;
+    if (!cfg_get_string(c, v, path, &s))
+        return false;
+    if (streq(s, "preserve")) {
+        u->host_header = CONFIG_HOST_PRESERVE;
+    } else if (streq(s, "upstream")) {
+        u->host_header = CONFIG_HOST_UPSTREAM;
+    } else if (valid_host_header(s)) {
+        u->host_header = CONFIG_HOST_LITERAL;
+        u->host_literal = s;
+    } else {
+        cfg_err(c, v, path, "expected preserve, upstream or a host name, got %s",
+                cfg_quote(q, sizeof(q), v->str, v->len));
+        return false;
+    }
+    return true;
+}
+
+static const struct cfg_field upstream_fields[] = {
+    {"servers", CFG_CUSTOM, .load = load_servers,
+     .required = "required: at least one server (- address: host:port)",
+     .doc = "the servers: a list of {address, weight}"},
+    {"balance", CFG_CUSTOM, .load = load_balance, .doc = "how a server is picked (round_robin)"},
+    {"keepalive", CFG_U32, AT(struct config_upstream, keepalive), 0, 100000,
+     "an integer from 0 to 100000", .doc = "idle pooled connections per server per worker (64)"},
+    {"max_connections", CFG_U32, AT(struct config_upstream, max_connections), 0, 10000000,
+     "an integer (0 = unlimited)", .doc = "connections per server per worker (0 = unlimited)"},
+    {"host_header", CFG_CUSTOM, .load = load_host_header,
+     .doc = "the Host sent: preserve, upstream or a literal (preserve)"},
+    {"retries", CFG_CUSTOM, .load = load_retries, .doc = "retrying a failed request"},
+    {"passive", CFG_CUSTOM, .load = load_passive, .doc = "ejecting a failing server"},
+    LATER("hash_key"),
+    LATER("tls"),
+    LATER("health_check"),
+    END};
+static const struct cfg_schema upstream_schema = {"upstreams.NAME", NULL, upstream_fields};
+
+static void load_upstream(struct ctx *c, const struct ynode *n, const char *path,
+                          struct config_upstream *u)
+{
     u->keepalive = 64;
     u->retry_attempts = 1;
     u->retry_on = CONFIG_RETRY_CONNECT_ERROR;
@@ -654,102 +484,42 @@ NOINLINE static void load_upstream(struct ctx *c, const struct ynode *n, const c
     if (n->kind != Y_MAP) {
         char d[QLEN];
         cfg_err(c, n, path, "expected an upstream (a mapping with servers:), got %s",
-            cfg_describe(d, sizeof(d), n));
+                cfg_describe(d, sizeof(d), n));
         return;
     }
-    bool has_servers = false;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        c->last_suggestion = NULL;
-        const char *key = lookup_key(c, k, path, keys, later);
-        if (!key) {
-            /* a misspelt servers: was reported already */
-            has_servers |= c->last_suggestion && streq(c->last_suggestion, "servers");
-            continue;
-        }
-        char sub[512], q[96];
-        cfg_subpath(sub, sizeof(sub), path, key);
-        if (streq(key, "servers")) {
-            has_servers = true;
-            load_servers(c, v, sub, u);
-        } else if (streq(key, "keepalive")) {
-            get_u32(c, v, sub, 0, 100000, "an integer from 0 to 100000", &u->keepalive);
-        } else if (streq(key, "max_connections")) {
-            get_u32(c, v, sub, 0, 10000000, "an integer (0 = unlimited)", &u->max_connections);
-        } else if (streq(key, "balance")) {
-            if (!want_scalar(c, v, sub, "round_robin"))
-                continue;
-            if (streq(v->str, "round_robin"))
-                continue;
-            bool later_value = false;
-            for (size_t b = 1; balances[b]; b++)
-                later_value |= streq(v->str, balances[b]);
-            if (later_value) {
-                cfg_err(c, v, sub, "%s is not supported yet by this version of ferry",
-                    cfg_quote(q, sizeof(q), v->str, v->len));
-            } else {
-                const char *near = cfg_nearest(v->str, balances, 4);
-                if (near)
-                    cfg_err(c, v, sub, "unknown balance %s (did you mean \"%s\"?)",
-                        cfg_quote(q, sizeof(q), v->str, v->len), near);
-                else
-                    cfg_err(c, v, sub, "unknown balance %s (expected round_robin)",
-                        cfg_quote(q, sizeof(q), v->str, v->len));
-            }
-        } else if (streq(key, "retries")) {
-            load_retries(c, v, sub, u);
-        } else if (streq(key, "passive")) {
-            load_passive(c, v, sub, u);
-        } else if (streq(key, "host_header")) {
-            char *s;
-            if (!get_string(c, v, sub, &s))
-                continue;
-            if (streq(s, "preserve")) {
-                u->host_header = CONFIG_HOST_PRESERVE;
-            } else if (streq(s, "upstream")) {
-                u->host_header = CONFIG_HOST_UPSTREAM;
-            } else if (valid_host_header(s)) {
-                u->host_header = CONFIG_HOST_LITERAL;
-                u->host_literal = s;
-            } else {
-                cfg_err(c, v, sub, "expected preserve, upstream or a host name, got %s",
-                    cfg_quote(q, sizeof(q), v->str, v->len));
-            }
-        }
-    }
-    if (!has_servers) {
-        char sub[PATHLEN];
-        cfg_subpath(sub, sizeof(sub), path, "servers");
-        cfg_err(c, n, sub, "required: at least one server (- address: host:port)");
-    }
+    cfg_walk(c, n, path, &upstream_schema, u);
 }
 
-NOINLINE static void load_upstreams(struct ctx *c, const struct ynode *n, const char *path)
+static bool load_upstreams(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                           const struct ynode *n, const char *path, void *target)
 {
-    struct config *cfg = c->cfg;
-    if (!want_map(c, n, path, "a mapping of upstreams by name (api: {servers: [...]})"))
-        return;
-    size_t count = map_pairs(n);
+    struct config *cfg = target;
+    (void)f, (void)k;
+    if (!cfg_want_map(c, n, path, "a mapping of upstreams by name (api: {servers: [...]})"))
+        return false;
+    size_t count = cfg_map_pairs(n);
     cfg->upstreams = cfg_alloc(c->mem, (count ? count : 1) * sizeof(*cfg->upstreams));
     c->uaux = cfg_alloc(&c->tree, (count ? count : 1) * sizeof(*c->uaux));
     for (size_t i = 0; i < count; i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        if (k->kind != Y_SCALAR || k->repeated)
+        const struct ynode *name = n->v[2 * i], *v = n->v[2 * i + 1];
+        if (name->kind != Y_SCALAR || name->repeated)
             continue;
         char sub[512], q[96];
-        cfg_subpath(sub, sizeof(sub), path, k->str);
-        if (!valid_name(k)) {
-            cfg_err(c, k, sub, "an upstream name is 1 to 64 letters, digits, '-', '_' or '.', got %s",
-                cfg_quote(q, sizeof(q), k->str, k->len));
+        cfg_subpath(sub, sizeof(sub), path, name->str);
+        if (!cfg_valid_name(name)) {
+            cfg_err(c, name, sub,
+                    "an upstream name is 1 to 64 letters, digits, '-', '_' or '.', got %s",
+                    cfg_quote(q, sizeof(q), name->str, name->len));
             continue;
         }
         struct config_upstream *u = &cfg->upstreams[cfg->nupstreams];
-        u->name = cfg_strndup(c->mem, k->str, k->len);
+        u->name = cfg_strndup(c->mem, name->str, name->len);
         u->index = (uint32_t)cfg->nupstreams;
-        c->uaux[cfg->nupstreams].key = k;
+        c->uaux[cfg->nupstreams].key = name;
         cfg->nupstreams++;
         load_upstream(c, v, sub, u);
     }
+    return true;
 }
 
 static void lower(char *s)
@@ -778,133 +548,220 @@ static const char *check_route_path(const char *p)
     return NULL;
 }
 
+/* A route path value (match.path, path_prefix, strip_prefix, add_prefix)
+ * into *out. */
+static bool get_route_path(struct ctx *c, const struct ynode *v, const char *path, char **out)
+{
+    char *p, q[96];
+    if (!cfg_get_string(c, v, path, &p))
+        return false;
+    const char *why = check_route_path(p);
+    if (why) {
+        cfg_err(c, v, path, "%s, got %s", why, cfg_quote(q, sizeof(q), v->str, v->len));
+        return false;
+    }
+    *out = p;
+    return true;
+}
+
 static const char *const METHOD_NAMES[] = {"GET",     "HEAD",    "POST",  "PUT",   "DELETE",
                                            "CONNECT", "OPTIONS", "TRACE", "PATCH", NULL};
 
-NOINLINE static void load_match(struct ctx *c, const struct ynode *n, const char *path,
-                                struct config_route *r)
+static bool load_match_host(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                            const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"host", "path", "path_prefix", "methods", NULL};
-    static const char *const later[] = {"path_regex", "headers", NULL};
-    struct config_match *m = &r->match;
-    if (!want_map(c, n, path, "a mapping of conditions (host, path, path_prefix, methods)"))
-        return;
-    const struct ynode *path_node = NULL, *prefix_node = NULL;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        const char *key = lookup_key(c, k, path, keys, later);
-        if (!key)
-            continue;
-        char sub[512], q[96];
-        cfg_subpath(sub, sizeof(sub), path, key);
-        if (streq(key, "host")) {
-            char *h;
-            if (!get_string(c, v, sub, &h))
-                continue;
-            lower(h);
-            size_t len = strlen(h);
-            if (len > 1 && h[len - 1] == '.')
-                h[--len] = '\0';
-            const char *name = h;
-            if (strncmp(h, "*.", 2) == 0) {
-                m->host_wildcard = true;
-                name = h + 2;
-            }
-            if (streq(h, "*")) {
-                cfg_err(c, v, sub, "leave host out to match any host");
-            } else if (strchr(name, ':') && name[0] != '[') {
-                cfg_err(c, v, sub, "the host is matched without a port, got %s",
-                    cfg_quote(q, sizeof(q), v->str, v->len));
-            } else if (name[0] != '[' && !cfg_valid_hostname(name)) {
-                cfg_err(c, v, sub,
-                    "expected a host name like api.example.com or *.example.com, "
-                    "got %s",
-                    cfg_quote(q, sizeof(q), v->str, v->len));
-            } else {
-                m->host = m->host_wildcard ? h + 1 : h;
-            }
-        } else if (streq(key, "path") || streq(key, "path_prefix")) {
-            char *p;
-            if (!get_string(c, v, sub, &p))
-                continue;
-            const char *why = check_route_path(p);
-            if (why) {
-                cfg_err(c, v, sub, "%s, got %s", why, cfg_quote(q, sizeof(q), v->str, v->len));
-                continue;
-            }
-            if (streq(key, "path")) {
-                path_node = v;
-                m->path = p;
-            } else {
-                prefix_node = v;
-                m->path_prefix = p;
-            }
-        } else if (streq(key, "methods")) {
-            if (v->kind != Y_SEQ || v->n == 0) {
-                char d[QLEN];
-                cfg_err(c, v, sub, "expected a list of methods (like [GET, POST]), got %s",
-                    v->kind == Y_SEQ ? "an empty list" : cfg_describe(d, sizeof(d), v));
-                continue;
-            }
-            m->methods = cfg_alloc(c->mem, v->n * sizeof(char *));
-            for (size_t j = 0; j < v->n; j++) {
-                char ipath[PATHLEN];
-                cfg_idxpath(ipath, sizeof(ipath), sub, j);
-                char *meth;
-                if (!get_string(c, v->v[j], ipath, &meth))
-                    continue;
-                if (!http1_token_ok(meth, strlen(meth))) {
-                    cfg_err(c, v->v[j], ipath, "not a method name: %s",
-                        cfg_quote(q, sizeof(q), v->v[j]->str, v->v[j]->len));
-                    continue;
-                }
-                uint32_t bit = CONFIG_METHOD_OTHER;
-                bool lower_case = false;
-                for (size_t b = 0; METHOD_NAMES[b]; b++) {
-                    if (streq(meth, METHOD_NAMES[b]))
-                        bit = 1u << b;
-                    else if (strcasecmp(meth, METHOD_NAMES[b]) == 0)
-                        lower_case = true;
-                }
-                if (lower_case) {
-                    char up[16];
-                    snprintf(up, sizeof(up), "%s", meth);
-                    for (char *p = up; *p; p++)
-                        if (*p >= 'a' && *p <= 'z')
-                            *p = (char)(*p - 'a' + 'A');
-                    cfg_err(c, v->v[j], ipath, "methods are case-sensitive: %s (did you mean \"%s\"?)",
-                        cfg_quote(q, sizeof(q), meth, strlen(meth)), up);
-                    continue;
-                }
-                bool dup = false;
-                for (size_t b = 0; b < m->nmethods; b++)
-                    dup |= streq(m->methods[b], meth);
-                if (dup) {
-                    cfg_err(c, v->v[j], ipath, "%s is listed twice",
-                        cfg_quote(q, sizeof(q), meth, strlen(meth)));
-                    continue;
-                }
-                m->methods[m->nmethods++] = meth;
-                m->method_mask |= bit;
-            }
-        }
+    struct config_match *m = &((struct config_route *)target)->match;
+    char *h, q[96];
+    (void)f, (void)k;
+    if (!cfg_get_string(c, v, path, &h))
+        return false;
+    lower(h);
+    size_t len = strlen(h);
+    if (len > 1 && h[len - 1] == '.')
+        h[--len] = '\0';
+    const char *name = h;
+    if (strncmp(h, "*.", 2) == 0) {
+        m->host_wildcard = true;
+        name = h + 2;
     }
-    if (path_node && prefix_node) {
-        char sub[PATHLEN];
-        const struct ynode *later_node =
-            path_node->line > prefix_node->line ||
-                    (path_node->line == prefix_node->line && path_node->col > prefix_node->col)
-                ? path_node
-                : prefix_node;
-        cfg_subpath(sub, sizeof(sub), path, later_node == path_node ? "path" : "path_prefix");
-        cfg_err(c, later_node, sub, "path and path_prefix exclude each other: keep one");
+    if (streq(h, "*")) {
+        cfg_err(c, v, path, "leave host out to match any host");
+    } else if (strchr(name, ':') && name[0] != '[') {
+        cfg_err(c, v, path, "the host is matched without a port, got %s",
+                cfg_quote(q, sizeof(q), v->str, v->len));
+    } else if (name[0] != '[' && !cfg_valid_hostname(name)) {
+        cfg_err(c, v, path, "expected a host name like api.example.com or *.example.com, got %s",
+                cfg_quote(q, sizeof(q), v->str, v->len));
+    } else {
+        m->host = m->host_wildcard ? h + 1 : h;
+        return true;
     }
+    return false;
 }
 
-NOINLINE static void load_respond(struct ctx *c, const struct ynode *n, const char *path,
-                                  struct config_route *r)
+static bool load_match_path(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                            const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"status", "body", "content_type", NULL};
+    struct config_match *m = &((struct config_route *)target)->match;
+    (void)k;
+    return get_route_path(c, v, path, streq(f->key, "path") ? &m->path : &m->path_prefix);
+}
+
+/* One item of match.methods into m; false after reporting it. */
+static bool match_method(struct ctx *c, const struct ynode *item, const char *ipath,
+                         struct config_match *m)
+{
+    char *meth, q[96];
+    if (!cfg_get_string(c, item, ipath, &meth))
+        return false;
+    if (!http1_token_ok(meth, strlen(meth))) {
+        cfg_err(c, item, ipath, "not a method name: %s",
+                cfg_quote(q, sizeof(q), item->str, item->len));
+        return false;
+    }
+    uint32_t bit = CONFIG_METHOD_OTHER;
+    bool lower_case = false;
+    for (size_t b = 0; METHOD_NAMES[b]; b++) {
+        if (streq(meth, METHOD_NAMES[b]))
+            bit = 1u << b;
+        else if (strcasecmp(meth, METHOD_NAMES[b]) == 0)
+            lower_case = true;
+    }
+    if (lower_case) {
+        char up[16];
+        snprintf(up, sizeof(up), "%s", meth);
+        for (char *p = up; *p; p++)
+            if (*p >= 'a' && *p <= 'z')
+                *p = (char)(*p - 'a' + 'A');
+        cfg_err(c, item, ipath, "methods are case-sensitive: %s (did you mean \"%s\"?)",
+                cfg_quote(q, sizeof(q), meth, strlen(meth)), up);
+        return false;
+    }
+    for (size_t b = 0; b < m->nmethods; b++) {
+        if (streq(m->methods[b], meth)) {
+            cfg_err(c, item, ipath, "%s is listed twice",
+                    cfg_quote(q, sizeof(q), meth, strlen(meth)));
+            return false;
+        }
+    }
+    m->methods[m->nmethods++] = meth;
+    m->method_mask |= bit;
+    return true;
+}
+
+static bool load_match_methods(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                               const struct ynode *v, const char *path, void *target)
+{
+    struct config_match *m = &((struct config_route *)target)->match;
+    (void)f, (void)k;
+    if (v->kind != Y_SEQ || v->n == 0) {
+        char d[QLEN];
+        cfg_err(c, v, path, "expected a list of methods (like [GET, POST]), got %s",
+                v->kind == Y_SEQ ? "an empty list" : cfg_describe(d, sizeof(d), v));
+        return false;
+    }
+    m->methods = cfg_alloc(c->mem, v->n * sizeof(char *));
+    bool ok = true;
+    for (size_t j = 0; j < v->n; j++) {
+        char ipath[PATHLEN];
+        cfg_idxpath(ipath, sizeof(ipath), path, j);
+        ok &= match_method(c, v->v[j], ipath, m);
+    }
+    return ok;
+}
+
+static const struct cfg_field match_fields[] = {
+    {"host", CFG_CUSTOM, .load = load_match_host,
+     .doc = "the request's host, or *.example.com for its subdomains"},
+    {"path", CFG_CUSTOM, .load = load_match_path, .doc = "the exact path"},
+    {"path_prefix", CFG_CUSTOM, .load = load_match_path,
+     .doc = "a path prefix, matched at a segment boundary"},
+    {"methods", CFG_CUSTOM, .load = load_match_methods, .doc = "a list of methods ([GET, POST])"},
+    LATER("path_regex"),
+    LATER("headers"),
+    END};
+static const struct cfg_schema match_schema = {
+    "routes[].match", "a mapping of conditions (host, path, path_prefix, methods)", match_fields};
+
+static bool load_match(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                       const struct ynode *n, const char *path, void *target)
+{
+    (void)f, (void)k;
+    if (!cfg_walk(c, n, path, &match_schema, target) && n->kind != Y_MAP)
+        return false;
+    const struct ynode *path_node = cfg_map_get(n, "path"),
+                       *prefix_node = cfg_map_get(n, "path_prefix");
+    struct config_match *m = &((struct config_route *)target)->match;
+    if (!path_node || !prefix_node || !m->path || !m->path_prefix)
+        return true;
+    char sub[PATHLEN];
+    const struct ynode *later_node =
+        path_node->line > prefix_node->line ||
+                (path_node->line == prefix_node->line && path_node->col > prefix_node->col)
+            ? path_node
+            : prefix_node;
+    cfg_subpath(sub, sizeof(sub), path, later_node == path_node ? "path" : "path_prefix");
+    cfg_err(c, later_node, sub, "path and path_prefix exclude each other: keep one");
+    return false;
+}
+
+/* respond: { status, body, content_type } */
+static bool load_respond_status(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                                const struct ynode *v, const char *path, void *target)
+{
+    struct config_respond *resp = target;
+    uint32_t st;
+    (void)f, (void)k;
+    if (!cfg_get_u32(c, v, path, 200, 599, "an HTTP status from 200 to 599", &st))
+        return false;
+    resp->status = (uint16_t)st;
+    return true;
+}
+
+static bool load_respond_body(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                              const struct ynode *v, const char *path, void *target)
+{
+    struct config_respond *resp = target;
+    (void)f, (void)k;
+    if (!cfg_want_scalar(c, v, path, "a string"))
+        return false;
+    resp->body = cfg_strndup(c->mem, v->str, v->len);
+    resp->body_len = v->len;
+    return true;
+}
+
+static bool load_respond_type(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                              const struct ynode *v, const char *path, void *target)
+{
+    struct config_respond *resp = target;
+    char *ct;
+    (void)f, (void)k;
+    if (!cfg_get_string(c, v, path, &ct))
+        return false;
+    bool ok = *ct != '\0';
+    for (const char *p = ct; *p; p++)
+        ok &= (unsigned char)*p >= 0x20 && *p != 0x7f;
+    if (!ok) {
+        char q[QLEN];
+        cfg_err(c, v, path, "not a valid content type: %s", cfg_quote(q, sizeof(q), v->str, v->len));
+        return false;
+    }
+    resp->content_type = ct;
+    return true;
+}
+
+static const struct cfg_field respond_fields[] = {
+    {"status", CFG_CUSTOM, .load = load_respond_status, .doc = "200 to 599 (200)"},
+    {"body", CFG_CUSTOM, .load = load_respond_body, .doc = "the body (empty)"},
+    {"content_type", CFG_CUSTOM, .load = load_respond_type, .doc = "the Content-Type (none)"},
+    END};
+static const struct cfg_schema respond_schema = {"routes[].respond", NULL, respond_fields};
+
+static bool load_respond(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *n, const char *path, void *target)
+{
+    struct config_route *r = target;
+    (void)f, (void)k;
     struct config_respond *resp = cfg_alloc(c->mem, sizeof(*resp));
     resp->status = 200;
     resp->body = cfg_strdup(c->mem, "");
@@ -912,37 +769,10 @@ NOINLINE static void load_respond(struct ctx *c, const struct ynode *n, const ch
     if (n->kind != Y_MAP) {
         char d[QLEN];
         cfg_err(c, n, path, "expected a mapping (status, body, content_type), got %s",
-            cfg_describe(d, sizeof(d), n));
-        return;
+                cfg_describe(d, sizeof(d), n));
+        return false;
     }
-    const char *key;
-    const struct ynode *v;
-    char sub[PATHLEN];
-    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
-        if (streq(key, "status")) {
-            uint32_t st;
-            if (get_u32(c, v, sub, 200, 599, "an HTTP status from 200 to 599", &st))
-                resp->status = (uint16_t)st;
-        } else if (streq(key, "body")) {
-            if (want_scalar(c, v, sub, "a string")) {
-                resp->body = cfg_strndup(c->mem, v->str, v->len);
-                resp->body_len = v->len;
-            }
-        } else if (streq(key, "content_type")) {
-            char *ct;
-            if (!get_string(c, v, sub, &ct))
-                continue;
-            bool ok = *ct != '\0';
-            for (const char *p = ct; *p; p++)
-                ok &= (unsigned char)*p >= 0x20 && *p != 0x7f;
-            if (!ok) {
-                char q[QLEN];
-                cfg_err(c, v, sub, "not a valid content type: %s", cfg_quote(q, sizeof(q), v->str, v->len));
-                continue;
-            }
-            resp->content_type = ct;
-        }
-    }
+    return cfg_walk(c, n, path, &respond_schema, resp);
 }
 
 /* Why a field name cannot be rewritten by a route, or NULL. */
@@ -965,7 +795,7 @@ static bool get_field_name(struct ctx *c, const struct ynode *k, const char *pat
                            struct http1_header *out)
 {
     char q[QLEN];
-    if (!want_scalar(c, k, path, "a header name"))
+    if (!cfg_want_scalar(c, k, path, "a header name"))
         return false;
     if (k->len > 256 || !http1_token_ok(k->str, k->len)) {
         cfg_err(c, k, path, "not a valid header name: %s", cfg_quote(q, sizeof(q), k->str, k->len));
@@ -981,194 +811,267 @@ static bool get_field_name(struct ctx *c, const struct ynode *k, const char *pat
     return true;
 }
 
+/* The target of a request_headers or response_headers walk. */
+struct rules_target {
+    struct config_header_rules *rules;
+    bool request;
+};
+
 /* set: / add: — a mapping of header name to value. */
-static void load_header_map(struct ctx *c, const struct ynode *n, const char *path, bool request,
-                            struct http1_header **out, size_t *count)
+static bool load_header_map(struct ctx *c, const struct cfg_field *f, const struct ynode *key,
+                            const struct ynode *n, const char *path, void *target)
 {
-    if (!want_map(c, n, path, "a mapping of header names to values (X-Name: value)"))
-        return;
-    *out = cfg_alloc(c->mem, (map_pairs(n) ? map_pairs(n) : 1) * sizeof(**out));
-    for (size_t i = 0; i < map_pairs(n); i++) {
+    struct rules_target *t = target;
+    bool set = streq(f->key, "set");
+    struct http1_header **out = set ? &t->rules->set : &t->rules->add;
+    size_t *count = set ? &t->rules->nset : &t->rules->nadd;
+    (void)key;
+    if (!cfg_want_map(c, n, path, "a mapping of header names to values (X-Name: value)"))
+        return false;
+    *out = cfg_alloc(c->mem, (cfg_map_pairs(n) ? cfg_map_pairs(n) : 1) * sizeof(**out));
+    for (size_t i = 0; i < cfg_map_pairs(n); i++) {
         const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
         char sub[PATHLEN], q[QLEN];
         cfg_subpath(sub, sizeof(sub), path, k->kind == Y_SCALAR ? k->str : "?");
         struct http1_header *h = &(*out)[*count];
-        if (!get_field_name(c, k, sub, request, h))
+        if (!get_field_name(c, k, sub, t->request, h))
             continue;
-        if (!want_scalar(c, v, sub, "a header value"))
+        if (!cfg_want_scalar(c, v, sub, "a header value"))
             continue;
         bool ok = v->len <= 4096 && http1_field_text_ok(v->str, v->len);
         if (ok && v->len > 0)
             ok = !strchr(" \t", v->str[0]) && !strchr(" \t", v->str[v->len - 1]);
         if (!ok) {
             cfg_err(c, v, sub,
-                "not a valid header value (at most 4096 characters, no control characters, "
-                "no leading or trailing blanks): %s",
-                cfg_quote(q, sizeof(q), v->str, v->len));
+                    "not a valid header value (at most 4096 characters, no control characters, "
+                    "no leading or trailing blanks): %s",
+                    cfg_quote(q, sizeof(q), v->str, v->len));
             continue;
         }
         h->value = cfg_strndup(c->mem, v->str, v->len);
         h->value_len = v->len;
         (*count)++;
     }
+    return true;
 }
 
-NOINLINE static void load_header_rules(struct ctx *c, const struct ynode *n, const char *path,
-                                       bool request, struct config_header_rules *rules)
+static bool load_header_remove(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                               const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"set", "add", "remove", NULL};
-    if (!want_map(c, n, path, "a mapping (set, add, remove)"))
-        return;
-    const char *key;
-    const struct ynode *v;
-    char sub[PATHLEN];
-    for (size_t i = 0; (key = next_key(c, n, path, keys, &i, &v, sub, sizeof(sub)));) {
-        if (streq(key, "set")) {
-            load_header_map(c, v, sub, request, &rules->set, &rules->nset);
-        } else if (streq(key, "add")) {
-            load_header_map(c, v, sub, request, &rules->add, &rules->nadd);
-        } else if (want_seq(c, v, sub, "a list of header names ([X-Debug, Server])")) {
-            size_t count = seq_items(v);
-            rules->remove = cfg_alloc(c->mem, (count ? count : 1) * sizeof(*rules->remove));
-            for (size_t j = 0; j < count; j++) {
-                char ipath[PATHLEN];
-                cfg_idxpath(ipath, sizeof(ipath), sub, j);
-                if (get_field_name(c, v->v[j], ipath, request, &rules->remove[rules->nremove]))
-                    rules->nremove++;
-            }
-        }
+    struct config_header_rules *rules = ((struct rules_target *)target)->rules;
+    (void)f, (void)k;
+    if (!cfg_want_seq(c, v, path, "a list of header names ([X-Debug, Server])"))
+        return false;
+    size_t count = cfg_seq_items(v);
+    rules->remove = cfg_alloc(c->mem, (count ? count : 1) * sizeof(*rules->remove));
+    for (size_t j = 0; j < count; j++) {
+        char ipath[PATHLEN];
+        cfg_idxpath(ipath, sizeof(ipath), path, j);
+        if (get_field_name(c, v->v[j], ipath, ((struct rules_target *)target)->request,
+                           &rules->remove[rules->nremove]))
+            rules->nremove++;
     }
+    return true;
+}
+
+static const struct cfg_field header_rule_fields[] = {
+    {"set", CFG_CUSTOM, .load = load_header_map, .doc = "fields to set (replacing any sent)"},
+    {"add", CFG_CUSTOM, .load = load_header_map, .doc = "fields to add (keeping any sent)"},
+    {"remove", CFG_CUSTOM, .load = load_header_remove, .doc = "names of fields to remove"},
+    END};
+static const struct cfg_schema header_rules_schema = {
+    "routes[].request_headers", "a mapping (set, add, remove)", header_rule_fields};
+
+static void load_header_rules(struct ctx *c, const struct ynode *n, const char *path,
+                              bool request, struct config_header_rules *rules)
+{
+    struct rules_target t = {rules, request};
+    if (!cfg_walk(c, n, path, &header_rules_schema, &t) && n->kind != Y_MAP)
+        return;
     /* A name set twice (YAML keys are unique per mapping, so only case
      * differs) is an error; one both set and removed is set. */
     for (size_t i = 0; i < rules->nset; i++) {
         for (size_t j = 0; j < i; j++)
             if (strcasecmp(rules->set[i].name, rules->set[j].name) == 0)
-                cfg_err(c, n, path, "%s and %s are the same header (names are case-insensitive): set "
-                    "it once, or use add for a second field", rules->set[j].name, rules->set[i].name);
+                cfg_err(c, n, path, "%s and %s are the same header (names are case-insensitive): "
+                        "set it once, or use add for a second field", rules->set[j].name,
+                        rules->set[i].name);
         for (size_t j = 0; j < rules->nremove; j++)
             if (strcasecmp(rules->set[i].name, rules->remove[j].name) == 0)
                 cfg_warn(c, n, path, "%s is both set and removed: it is set", rules->set[i].name);
     }
 }
 
-NOINLINE static void load_route(struct ctx *c, const struct ynode *n, const char *path,
-                                struct config_route *r, struct route_aux *aux)
+/* routes[]: the fields below take the route; its aux is c->raux[index]. */
+static struct route_aux *aux_of(struct ctx *c, const void *route)
 {
-    static const char *const keys[] = {"name",           "match",           "upstream",
-                                       "strip_prefix",   "add_prefix",      "respond",
-                                       "max_body_bytes", "timeouts",        "request_headers",
-                                       "response_headers", "underscores_in_headers",
-                                       "reject_path_params", NULL};
-    static const char *const later[] = {"request_buffering",
-                                        "response_buffering",
-                                        "rate_limit",
-                                        "auth",
-                                        NULL};
-    aux->node = n;
-    if (n->kind != Y_MAP) {
-        aux->quiet_name = true;
-        char d[QLEN];
-        cfg_err(c, n, path, "expected a route (a mapping with match: and upstream:), got %s",
-            cfg_describe(d, sizeof(d), n));
-        return;
+    return &c->raux[((const struct config_route *)route)->index];
+}
+
+static bool load_route_name(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                            const struct ynode *v, const char *path, void *target)
+{
+    struct config_route *r = target;
+    char q[96];
+    (void)f, (void)k;
+    aux_of(c, r)->quiet_name = true;
+    if (!cfg_want_scalar(c, v, path, "a name"))
+        return false;
+    if (!cfg_valid_name(v)) {
+        cfg_err(c, v, path, "a route name is 1 to 64 letters, digits, '-', '_' or '.', got %s",
+                cfg_quote(q, sizeof(q), v->str, v->len));
+        return false;
     }
-    const struct ynode *respond_node = NULL, *strip_node = NULL, *request_rules_node = NULL;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        const char *key = lookup_key(c, k, path, keys, later);
-        if (!key)
-            continue;
-        char sub[512], q[96];
-        cfg_subpath(sub, sizeof(sub), path, key);
-        if (streq(key, "name")) {
-            aux->quiet_name = true;
-            if (!want_scalar(c, v, sub, "a name"))
-                continue;
-            if (!valid_name(v)) {
-                cfg_err(c, v, sub, "a route name is 1 to 64 letters, digits, '-', '_' or '.', got %s",
-                    cfg_quote(q, sizeof(q), v->str, v->len));
-                continue;
-            }
-            r->name = cfg_strndup(c->mem, v->str, v->len);
-        } else if (streq(key, "match")) {
-            load_match(c, v, sub, r);
-        } else if (streq(key, "upstream")) {
-            if (!want_scalar(c, v, sub, "the name of an upstream"))
-                continue;
-            aux->upstream_node = v;
-            aux->upstream_name = v->str;
-        } else if (streq(key, "strip_prefix") || streq(key, "add_prefix")) {
-            char *p;
-            if (!get_string(c, v, sub, &p))
-                continue;
-            const char *why = check_route_path(p);
-            if (why) {
-                cfg_err(c, v, sub, "%s, got %s", why, cfg_quote(q, sizeof(q), v->str, v->len));
-                continue;
-            }
-            if (streq(key, "strip_prefix")) {
-                strip_node = v;
-                r->strip_prefix = p;
-            } else {
-                r->add_prefix = p;
-            }
-        } else if (streq(key, "respond")) {
-            respond_node = k;
-            load_respond(c, v, sub, r);
-        } else if (streq(key, "max_body_bytes")) {
-            if (get_size(c, v, sub, 0, UINT64_MAX, &r->max_body_bytes))
-                aux->has_max_body = true;
-        } else if (streq(key, "timeouts")) {
-            load_timeouts(c, v, sub, &aux->timeouts, &aux->timeouts_set, true);
-        } else if (streq(key, "request_headers")) {
-            request_rules_node = k;
-            load_header_rules(c, v, sub, true, &r->request_headers);
-        } else if (streq(key, "response_headers")) {
-            load_header_rules(c, v, sub, false, &r->response_headers);
-        } else if (streq(key, "underscores_in_headers")) {
-            get_bool(c, v, sub, &r->underscores_in_headers);
-        } else if (streq(key, "reject_path_params")) {
-            get_bool(c, v, sub, &r->reject_path_params);
-        }
-    }
+    r->name = cfg_strndup(c->mem, v->str, v->len);
+    return true;
+}
+
+static bool load_route_upstream(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                                const struct ynode *v, const char *path, void *target)
+{
+    struct route_aux *aux = aux_of(c, target);
+    (void)f, (void)k;
+    if (!cfg_want_scalar(c, v, path, "the name of an upstream"))
+        return false;
+    aux->upstream_node = v;
+    aux->upstream_name = v->str;
+    return true;
+}
+
+static bool load_route_prefix(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                              const struct ynode *v, const char *path, void *target)
+{
+    struct config_route *r = target;
+    (void)k;
+    return get_route_path(c, v, path,
+                          streq(f->key, "strip_prefix") ? &r->strip_prefix : &r->add_prefix);
+}
+
+static bool load_route_body(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                            const struct ynode *v, const char *path, void *target)
+{
+    struct config_route *r = target;
+    (void)f, (void)k;
+    if (!cfg_get_size(c, v, path, 0, UINT64_MAX, &r->max_body_bytes))
+        return false;
+    aux_of(c, r)->has_max_body = true;
+    return true;
+}
+
+static bool load_route_timeouts(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                                const struct ynode *v, const char *path, void *target)
+{
+    (void)f, (void)k;
+    return cfg_walk(c, v, path, &route_timeouts_schema, aux_of(c, target));
+}
+
+static bool load_route_headers(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                               const struct ynode *v, const char *path, void *target)
+{
+    struct config_route *r = target;
+    bool request = streq(f->key, "request_headers");
+    (void)k;
+    load_header_rules(c, v, path, request, request ? &r->request_headers : &r->response_headers);
+    return true;
+}
+
+static const struct cfg_field route_fields[] = {
+    {"name", CFG_CUSTOM, .load = load_route_name, .doc = "the route's name (route-N)"},
+    {"match", CFG_CUSTOM, .load = load_match, .doc = "the conditions (none: every request)"},
+    {"upstream", CFG_CUSTOM, .load = load_route_upstream, .doc = "the upstream to proxy to"},
+    {"strip_prefix", CFG_CUSTOM, .load = load_route_prefix,
+     .doc = "a prefix taken off the path sent upstream"},
+    {"add_prefix", CFG_CUSTOM, .load = load_route_prefix,
+     .doc = "a prefix put before the path sent upstream"},
+    {"respond", CFG_CUSTOM, .load = load_respond, .doc = "a fixed answer instead of an upstream"},
+    {"max_body_bytes", CFG_CUSTOM, .load = load_route_body,
+     .doc = "the route's request body limit (limits.max_body_bytes)"},
+    {"timeouts", CFG_CUSTOM, .load = load_route_timeouts,
+     .doc = "the route's timeouts over the top-level ones"},
+    {"request_headers", CFG_CUSTOM, .load = load_route_headers,
+     .doc = "fields set, added or removed on the way up"},
+    {"response_headers", CFG_CUSTOM, .load = load_route_headers,
+     .doc = "fields set, added or removed on the way back"},
+    {"underscores_in_headers", CFG_BOOL, AT(struct config_route, underscores_in_headers),
+     .doc = "pass client fields whose names hold '_' (false: dropped)"},
+    {"reject_path_params", CFG_BOOL, AT(struct config_route, reject_path_params),
+     .doc = "answer 400 to a path with ';' (false)"},
+    LATER("request_buffering"),
+    LATER("response_buffering"),
+    LATER("rate_limit"),
+    LATER("auth"),
+    END};
+static const struct cfg_schema route_schema = {"routes[]", NULL, route_fields};
+
+/* The key node of key in mapping n, or NULL. */
+static const struct ynode *map_key(const struct ynode *n, const char *key)
+{
+    for (size_t i = 0; i < cfg_map_pairs(n); i++)
+        if (n->v[2 * i]->kind == Y_SCALAR && !n->v[2 * i]->repeated && streq(n->v[2 * i]->str, key))
+            return n->v[2 * i];
+    return NULL;
+}
+
+/* What a route's keys say about each other. */
+static void check_route(struct ctx *c, const struct ynode *n, const char *path,
+                        struct config_route *r)
+{
+    struct route_aux *aux = aux_of(c, r);
+    const struct ynode *respond_node = map_key(n, "respond"),
+                       *request_rules_node = map_key(n, "request_headers"),
+                       *strip_node = r->strip_prefix ? cfg_map_get(n, "strip_prefix") : NULL;
+    char sub[PATHLEN];
     if (respond_node && request_rules_node) {
-        char sub[PATHLEN];
         cfg_subpath(sub, sizeof(sub), path, "request_headers");
         cfg_warn(c, request_rules_node, sub, "has no effect on a respond route");
     }
     if (respond_node && aux->upstream_node) {
-        char sub[PATHLEN];
         cfg_subpath(sub, sizeof(sub), path, "respond");
         cfg_err(c, respond_node, sub, "a route has either upstream or respond, not both");
     } else if (!respond_node && !aux->upstream_node) {
         cfg_err(c, n, path, "a route needs upstream: (where to proxy) or respond: (a fixed answer)");
     }
     if (respond_node && (strip_node || r->add_prefix)) {
-        char sub[PATHLEN];
         cfg_subpath(sub, sizeof(sub), path, strip_node ? "strip_prefix" : "add_prefix");
         cfg_warn(c, respond_node, sub, "has no effect on a respond route");
     }
     if (strip_node && r->match.path_prefix) {
         const char *sp = r->strip_prefix, *pp = r->match.path_prefix;
-        size_t sl = strlen(sp);
-        if (strncmp(pp, sp, sl) != 0) {
-            char sub[PATHLEN];
+        if (strncmp(pp, sp, strlen(sp)) != 0) {
             cfg_subpath(sub, sizeof(sub), path, "strip_prefix");
             cfg_warn(c, strip_node, sub, "%s is not a prefix of path_prefix %s: nothing is stripped",
-                 sp, pp);
+                     sp, pp);
         }
     }
 }
 
-NOINLINE static void load_routes(struct ctx *c, const struct ynode *n, const char *path)
+static void load_route(struct ctx *c, const struct ynode *n, const char *path,
+                       struct config_route *r)
 {
-    struct config *cfg = c->cfg;
-    if (!want_seq(c, n, path, "a list of routes (- match: ... upstream: ...)"))
+    struct route_aux *aux = aux_of(c, r);
+    aux->node = n;
+    if (n->kind != Y_MAP) {
+        aux->quiet_name = true;
+        char d[QLEN];
+        cfg_err(c, n, path, "expected a route (a mapping with match: and upstream:), got %s",
+                cfg_describe(d, sizeof(d), n));
         return;
-    size_t count = seq_items(n);
+    }
+    cfg_walk(c, n, path, &route_schema, r);
+    check_route(c, n, path, r);
+}
+
+static bool load_routes(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                        const struct ynode *n, const char *path, void *target)
+{
+    struct config *cfg = target;
+    (void)f, (void)k;
+    if (!cfg_want_seq(c, n, path, "a list of routes (- match: ... upstream: ...)"))
+        return false;
+    size_t count = cfg_seq_items(n);
     if (count > CONFIG_MAX_ROUTES) {
         cfg_err(c, n, path, "more than %d routes", CONFIG_MAX_ROUTES);
-        return;
+        return false;
     }
     cfg->routes = cfg_alloc(c->mem, (count ? count : 1) * sizeof(*cfg->routes));
     c->raux = cfg_alloc(&c->tree, (count ? count : 1) * sizeof(*c->raux));
@@ -1177,155 +1080,196 @@ NOINLINE static void load_routes(struct ctx *c, const struct ynode *n, const cha
         cfg_idxpath(ipath, sizeof(ipath), path, i);
         struct config_route *r = &cfg->routes[i];
         r->index = (uint32_t)i;
-        load_route(c, n->v[i], ipath, r, &c->raux[i]);
+        load_route(c, n->v[i], ipath, r);
     }
     cfg->nroutes = count;
+    return true;
 }
 
-NOINLINE static void load_access_log(struct ctx *c, const struct ynode *n, const char *path)
+/* access_log: { path, format } */
+static bool load_log_path(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                          const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"path", "format", NULL};
-    struct config_access_log *al = &c->cfg->access_log;
-    if (!want_map(c, n, path, "a mapping (path, format)"))
-        return;
+    struct config_access_log *al = target;
+    char *s, q[96];
+    (void)f, (void)k;
+    if (!cfg_get_string(c, v, path, &s))
+        return false;
+    if (!streq(s, "stderr") && s[0] != '/') {
+        cfg_err(c, v, path, "expected stderr or an absolute path, got %s",
+                cfg_quote(q, sizeof(q), v->str, v->len));
+        return false;
+    }
+    al->path = s;
+    return true;
+}
+
+/* A scalar that is one of names (its index in *out), or an error saying
+ * "expected <list>, got X (did you mean ...)". */
+static bool get_choice(struct ctx *c, const struct ynode *v, const char *path,
+                       const char *const *names, const char *list, unsigned *out)
+{
+    char q[96];
+    if (!cfg_want_scalar(c, v, path, list))
+        return false;
+    for (unsigned i = 0; names[i]; i++) {
+        if (streq(v->str, names[i])) {
+            *out = i;
+            return true;
+        }
+    }
+    const char *near = cfg_nearest(v->str, names, cfg_count_list(names));
+    cfg_err(c, v, path, "expected %s, got %s%s%s%s", list, cfg_quote(q, sizeof(q), v->str, v->len),
+            near ? " (did you mean \"" : "", near ? near : "", near ? "\"?)" : "");
+    return false;
+}
+
+static bool load_log_format(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                            const struct ynode *v, const char *path, void *target)
+{
+    static const char *const formats[] = {"json", "combined", NULL};
+    struct config_access_log *al = target;
+    char *s;
+    unsigned i;
+    (void)f, (void)k;
+    if (!cfg_get_string(c, v, path, &s) ||
+        !get_choice(c, v, path, formats, "json or combined", &i))
+        return false;
+    al->format = i == 0 ? CONFIG_LOG_JSON : CONFIG_LOG_COMBINED;
+    return true;
+}
+
+static const struct cfg_field access_log_fields[] = {
+    {"path", CFG_CUSTOM, .load = load_log_path, .doc = "stderr or an absolute file path"},
+    {"format", CFG_CUSTOM, .load = load_log_format, .doc = "json or combined (json)"},
+    END};
+static const struct cfg_schema access_log_schema = {"access_log", "a mapping (path, format)",
+                                                    access_log_fields};
+
+static bool load_access_log(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                            const struct ynode *n, const char *path, void *target)
+{
+    struct config_access_log *al = &((struct config *)target)->access_log;
+    (void)f, (void)k;
+    if (!cfg_want_map(c, n, path, access_log_schema.what))
+        return false;
     al->path = cfg_strdup(c->mem, "stderr");
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        const char *key = lookup_key(c, k, path, keys, NULL);
-        if (!key)
-            continue;
-        char sub[512], q[96];
-        cfg_subpath(sub, sizeof(sub), path, key);
-        char *s;
-        if (!get_string(c, v, sub, &s))
-            continue;
-        if (streq(key, "path")) {
-            if (!streq(s, "stderr") && s[0] != '/')
-                cfg_err(c, v, sub, "expected stderr or an absolute path, got %s",
-                    cfg_quote(q, sizeof(q), v->str, v->len));
-            else
-                al->path = s;
-        } else if (streq(s, "json")) {
-            al->format = CONFIG_LOG_JSON;
-        } else if (streq(s, "combined")) {
-            al->format = CONFIG_LOG_COMBINED;
-        } else {
-            static const char *const formats[] = {"json", "combined", NULL};
-            const char *near = cfg_nearest(s, formats, 2);
-            cfg_err(c, v, sub, "expected json or combined, got %s%s%s%s",
-                cfg_quote(q, sizeof(q), v->str, v->len), near ? " (did you mean \"" : "",
-                near ? near : "", near ? "\"?)" : "");
-        }
-    }
+    return cfg_walk(c, n, path, &access_log_schema, al);
 }
 
-NOINLINE static void load_error_log(struct ctx *c, const struct ynode *n, const char *path)
+static bool load_log_level(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                           const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"level", NULL};
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
-    if (!want_map(c, n, path, "a mapping (level)"))
-        return;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        if (!lookup_key(c, k, path, keys, NULL))
-            continue;
-        char sub[512], q[96];
-        cfg_subpath(sub, sizeof(sub), path, "level");
-        if (!want_scalar(c, v, sub, "debug, info, warn or error"))
-            continue;
-        bool found = false;
-        for (size_t l = 0; levels[l]; l++) {
-            if (streq(v->str, levels[l])) {
-                c->cfg->error_log_level = (enum log_level)l;
-                found = true;
-            }
-        }
-        if (!found) {
-            const char *near = cfg_nearest(v->str, levels, 4);
-            cfg_err(c, v, sub, "expected debug, info, warn or error, got %s%s%s%s",
-                cfg_quote(q, sizeof(q), v->str, v->len), near ? " (did you mean \"" : "",
-                near ? near : "", near ? "\"?)" : "");
-        }
-    }
+    unsigned l;
+    (void)f, (void)k;
+    if (!get_choice(c, v, path, levels, "debug, info, warn or error", &l))
+        return false;
+    ((struct config *)target)->error_log_level = (enum log_level)l;
+    return true;
 }
 
-NOINLINE static void load_admin(struct ctx *c, const struct ynode *n, const char *path)
+static const struct cfg_field error_log_fields[] = {
+    {"level", CFG_CUSTOM, .load = load_log_level, .doc = "debug, info, warn or error (info)"},
+    END};
+static const struct cfg_schema error_log_schema = {"error_log", "a mapping (level)",
+                                                   error_log_fields};
+
+static bool load_admin_listen(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                              const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"listen", NULL};
-    if (!want_map(c, n, path, "a mapping (listen)"))
-        return;
-    for (size_t i = 0; i < map_pairs(n); i++) {
-        const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        if (!lookup_key(c, k, path, keys, NULL))
-            continue;
-        char sub[PATHLEN];
-        cfg_subpath(sub, sizeof(sub), path, "listen");
-        struct config_addr *a = cfg_alloc(c->mem, sizeof(*a));
-        if (get_addr(c, v, sub, false, a))
-            c->cfg->admin_listen = a;
-    }
+    struct config_addr *a = cfg_alloc(c->mem, sizeof(*a));
+    (void)f, (void)k;
+    if (!cfg_get_addr(c, v, path, false, a))
+        return false;
+    ((struct config *)target)->admin_listen = a;
+    return true;
 }
 
-NOINLINE static void load_root(struct ctx *c, const struct ynode *root)
+static const struct cfg_field admin_fields[] = {
+    {"listen", CFG_CUSTOM, .load = load_admin_listen,
+     .doc = "ip:port or unix:/path of /metrics and /healthz (none)"},
+    END};
+static const struct cfg_schema admin_schema = {"admin", "a mapping (listen)", admin_fields};
+
+/* A nested mapping of the top level walked with its own schema. */
+static bool load_section(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *v, const char *path, void *target)
 {
-    static const char *const keys[] = {"workers",          "coroutine_stack", "max_requests",
-                                       "shutdown_timeout", "pid_file",        "trusted_proxies",
-                                       "listen",           "timeouts",        "limits",
-                                       "upstreams",        "routes",          "access_log",
-                                       "error_log",        "admin",           NULL};
-    static const char *const later[] = {"user", NULL};
-    struct config *cfg = c->cfg;
-    for (size_t i = 0; i < map_pairs(root); i++) {
-        const struct ynode *k = root->v[2 * i], *v = root->v[2 * i + 1];
-        c->last_suggestion = NULL;
-        const char *key = lookup_key(c, k, "", keys, later);
-        if (!key) {
-            c->listen_seen |= c->last_suggestion && streq(c->last_suggestion, "listen");
-            continue;
-        }
-        if (streq(key, "workers")) {
-            if (v->kind == Y_SCALAR && streq(v->str, "auto"))
-                cfg->workers = 0;
-            else
-                get_u32(c, v, key, 1, 1024, "auto or an integer from 1 to 1024", &cfg->workers);
-        } else if (streq(key, "coroutine_stack")) {
-            get_size(c, v, key, 16 << 10, 64 << 20, &cfg->coroutine_stack);
-        } else if (streq(key, "max_requests")) {
-            get_u32(c, v, key, 1, 1000000, "an integer from 1 to 1000000", &cfg->max_requests);
-        } else if (streq(key, "shutdown_timeout")) {
-            get_duration(c, v, key, true, &cfg->shutdown_timeout);
-        } else if (streq(key, "pid_file")) {
-            char *s;
-            if (cfg_is_null(v))
-                cfg->pid_file = NULL;
-            else if (!get_string(c, v, key, &s))
-                continue;
-            else if (s[0] != '/')
-                cfg_err(c, v, key, "expected an absolute path, got \"%s\"", s);
-            else
-                cfg->pid_file = s;
-        } else if (streq(key, "trusted_proxies")) {
-            load_trusted(c, v, key);
-        } else if (streq(key, "listen")) {
-            load_listen(c, v, key);
-        } else if (streq(key, "timeouts")) {
-            unsigned set = 0;
-            load_timeouts(c, v, key, &cfg->timeouts, &set, false);
-        } else if (streq(key, "limits")) {
-            load_limits(c, v, key);
-        } else if (streq(key, "upstreams")) {
-            load_upstreams(c, v, key);
-        } else if (streq(key, "routes")) {
-            load_routes(c, v, key);
-        } else if (streq(key, "access_log")) {
-            load_access_log(c, v, key);
-        } else if (streq(key, "error_log")) {
-            load_error_log(c, v, key);
-        } else if (streq(key, "admin")) {
-            load_admin(c, v, key);
-        }
-    }
+    struct config *cfg = target;
+    (void)k;
+    if (streq(f->key, "timeouts"))
+        return cfg_walk(c, v, path, &timeouts_schema, &cfg->timeouts);
+    if (streq(f->key, "limits"))
+        return cfg_walk(c, v, path, &limits_schema, &cfg->limits);
+    if (streq(f->key, "error_log"))
+        return cfg_walk(c, v, path, &error_log_schema, cfg);
+    return cfg_walk(c, v, path, &admin_schema, cfg);
 }
+
+static bool load_workers(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *v, const char *path, void *target)
+{
+    struct config *cfg = target;
+    (void)f, (void)k;
+    if (v->kind == Y_SCALAR && streq(v->str, "auto")) {
+        cfg->workers = 0;
+        return true;
+    }
+    return cfg_get_u32(c, v, path, 1, 1024, "auto or an integer from 1 to 1024", &cfg->workers);
+}
+
+static bool load_pid_file(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                          const struct ynode *v, const char *path, void *target)
+{
+    struct config *cfg = target;
+    char *s;
+    (void)f, (void)k;
+    if (cfg_is_null(v)) {
+        cfg->pid_file = NULL;
+        return true;
+    }
+    if (!cfg_get_string(c, v, path, &s))
+        return false;
+    if (s[0] != '/') {
+        cfg_err(c, v, path, "expected an absolute path, got \"%s\"", s);
+        return false;
+    }
+    cfg->pid_file = s;
+    return true;
+}
+
+static const struct cfg_field root_fields[] = {
+    {"workers", CFG_CUSTOM, .load = load_workers, .doc = "auto (one per core) or 1 to 1024"},
+    {"coroutine_stack", CFG_SIZE, AT(struct config, coroutine_stack), 16 << 10, 64 << 20,
+     .doc = "the stack of a request coroutine (64k)"},
+    {"max_requests", CFG_U32, AT(struct config, max_requests), 1, 1000000,
+     "an integer from 1 to 1000000", .doc = "requests in flight per worker (20000)"},
+    {"shutdown_timeout", CFG_DURATION, AT(struct config, shutdown_timeout), 0,
+     .doc = "how long a graceful stop waits for requests (30s)"},
+    {"pid_file", CFG_CUSTOM, .load = load_pid_file, .doc = "an absolute path (none)"},
+    {"trusted_proxies", CFG_CUSTOM, .load = load_trusted,
+     .doc = "addresses or CIDRs whose X-Forwarded-For and PROXY headers are believed"},
+    {"listen", CFG_CUSTOM, .load = load_listen,
+     .required = "required: at least one listener (- address: 0.0.0.0:8080)",
+     .doc = "the listeners: a list of {address, backlog, proxy_protocol, defer_accept}"},
+    {"timeouts", CFG_CUSTOM, .load = load_section, .doc = "the timeouts"},
+    {"limits", CFG_CUSTOM, .load = load_section, .doc = "the limits"},
+    {"upstreams", CFG_CUSTOM, .load = load_upstreams, .doc = "upstreams by name"},
+    {"routes", CFG_CUSTOM, .load = load_routes, .doc = "the routes, first match wins"},
+    {"access_log", CFG_CUSTOM, .load = load_access_log, .doc = "the access log (stderr, json)"},
+    {"error_log", CFG_CUSTOM, .load = load_section, .doc = "the error log"},
+    {"admin", CFG_CUSTOM, .load = load_section, .doc = "the admin listener"},
+    LATER("user"),
+    END};
+static const struct cfg_schema root_schema = {"", NULL, root_fields};
+
+const struct cfg_schema *const cfg_schemas[] = {
+    &root_schema,       &timeouts_schema, &route_timeouts_schema, &limits_schema,
+    &listener_schema,   &server_schema,   &passive_schema,        &retry_schema,
+    &upstream_schema,   &match_schema,    &respond_schema,        &header_rules_schema,
+    &route_schema,      &access_log_schema, &error_log_schema,    &admin_schema,
+    NULL};
 
 void cfg_set_defaults(struct config *cfg)
 {
@@ -1385,14 +1329,10 @@ static int load(struct ctx *c, struct config **out, FILE *diag)
             cfg_err(c, root, "", "expected a mapping of settings (listen:, routes:, ...), got %s",
                 cfg_describe(d, sizeof(d), root));
         } else {
-            load_root(c, root);
-            if (!c->listen_seen || c->cfg->nlisteners == 0) {
-                if (!c->listen_seen)
-                    cfg_err(c, root, "listen",
-                        "required: at least one listener (- address: 0.0.0.0:8080)");
-                else if (c->nerrors == 0)
-                    cfg_err(c, root, "listen", "required: at least one listener");
-            }
+            cfg_walk(c, root, "", &root_schema, c->cfg);
+            /* listen: present (else reported by the walk) but empty */
+            if (c->cfg->nlisteners == 0 && c->nerrors == 0)
+                cfg_err(c, root, "listen", "required: at least one listener");
             cfg_cross_check(c);
             if (c->nerrors == 0 && c->cfg->nroutes == 0)
                 cfg_warn(c, root, "routes", "no routes: every request gets 404");

@@ -80,8 +80,6 @@ struct ctx {
     size_t ndiags, capdiags;
     unsigned nerrors, nwarnings;
     bool too_many_errors;
-    bool listen_seen;
-    const char *last_suggestion; /* of the last unknown key: skip "required" */
     struct route_aux *raux;
     struct upstream_aux *uaux;
     const struct ynode *root;
@@ -123,6 +121,65 @@ const char *cfg_nearest(const char *word, const char *const *cands, size_t ncand
 size_t cfg_count_list(const char *const *l);
 /* Parses c->src into a tree; 0, or -1 after reporting. *root NULL: empty. */
 int cfg_tree_build(struct ctx *c, const struct ynode **root);
+
+/* config_schema.c: typed getters (each reports its own error, returns false) */
+bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const char *path, const char *what);
+bool cfg_want_map(struct ctx *c, const struct ynode *n, const char *path, const char *what);
+bool cfg_want_seq(struct ctx *c, const struct ynode *n, const char *path, const char *what);
+size_t cfg_map_pairs(const struct ynode *n);
+size_t cfg_seq_items(const struct ynode *n);
+bool cfg_get_string(struct ctx *c, const struct ynode *n, const char *path, char **out);
+bool cfg_get_uint(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
+                  uint64_t max, const char *what, uint64_t *out);
+bool cfg_get_u32(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
+                 uint64_t max, const char *what, uint32_t *out);
+bool cfg_get_bool(struct ctx *c, const struct ynode *n, const char *path, bool *out);
+bool cfg_get_duration(struct ctx *c, const struct ynode *n, const char *path, bool zero_ok,
+                      int64_t *out);
+bool cfg_get_size(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
+                  uint64_t max, uint64_t *out);
+bool cfg_valid_name(const struct ynode *n);
+bool cfg_get_addr(struct ctx *c, const struct ynode *n, const char *path, bool names_ok,
+                  struct config_addr *a);
+
+/*
+ * The schema: each mapping of the file is a table of fields, walked by
+ * cfg_walk. A field's kind says how its value is read: the plain kinds
+ * store at `offset` in the walk's target; CFG_CUSTOM calls `load` with the
+ * target; CFG_LATER is a key of the contract this version refuses ("not
+ * supported yet"). Later keys come last in a table (they are suggested
+ * after the known ones).
+ */
+enum cfg_kind { CFG_U32, CFG_SIZE, CFG_DURATION, CFG_BOOL, CFG_CUSTOM, CFG_LATER };
+
+struct cfg_field {
+    const char *key;
+    enum cfg_kind kind;
+    size_t offset;     /* U32, SIZE, DURATION, BOOL: of the value in the target */
+    uint64_t min, max; /* U32, SIZE: bounds; DURATION: min 0 allows 0 */
+    const char *what;  /* U32: the expectation named in errors */
+    /* CFG_CUSTOM: reads value v of key k (path: where it is) into target */
+    bool (*load)(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                 const struct ynode *v, const char *path, void *target);
+    const char *required; /* NULL, or the error when the key is missing */
+    const char *doc;      /* one line: what the key sets (and its default) */
+};
+
+struct cfg_schema {
+    const char *path; /* where the mapping sits: "upstreams.NAME.retries" ("" = top) */
+    const char *what; /* the expectation when the value is not a mapping;
+                       * NULL: the caller checked it is one */
+    const struct cfg_field *fields; /* ends with key NULL; at most 64 */
+};
+
+/* Walks mapping n with schema s into target. Returns false when anything
+ * in it was reported (missing required keys included). */
+bool cfg_walk(struct ctx *c, const struct ynode *n, const char *path, const struct cfg_schema *s,
+              void *target);
+/* The value of key in mapping n, or NULL. */
+const struct ynode *cfg_map_get(const struct ynode *n, const char *key);
+/* Every schema, ending with NULL (config.c). */
+extern const struct cfg_schema *const cfg_schemas[];
 
 /* config_value.c */
 bool cfg_parse_u64(const char *s, uint64_t *out);
