@@ -82,7 +82,8 @@ static bool route_covers(const struct config_route *a, const struct config_route
     return true;
 }
 
-void cfg_cross_check(struct ctx *c)
+/* Each route gets the global timeouts under its own, its body limit and its upstream. */
+static void resolve_routes(struct ctx *c)
 {
     struct config *cfg = c->cfg;
     /* upstream names, sorted for lookups */
@@ -128,7 +129,12 @@ void cfg_cross_check(struct ctx *c)
         else
             cfg_err(c, aux->upstream_node, path, "unknown upstream %s: no upstreams: are defined", q);
     }
+}
 
+/* Route names: given ones unique, derived ones where none was given. */
+static void name_routes(struct ctx *c)
+{
+    struct config *cfg = c->cfg;
     /* names: given ones first, then derived ones that do not collide */
     struct route_ref *refs = cfg_alloc(&c->tree, (cfg->nroutes + 1) * sizeof(*refs));
     size_t nrefs = 0;
@@ -186,7 +192,12 @@ void cfg_cross_check(struct ctx *c)
                  "limits keep their meaning when routes move",
                  name);
     }
+}
 
+/* A route that an earlier one always wins over. */
+static void check_shadowing(struct ctx *c)
+{
+    struct config *cfg = c->cfg;
     /* shadowing: bounded by CONFIG_MAX_ROUTES squared, cheap comparisons */
     for (size_t j = 1; j < cfg->nroutes && c->nerrors == 0; j++) {
         for (size_t i = 0; i < j; i++) {
@@ -201,7 +212,12 @@ void cfg_cross_check(struct ctx *c)
             }
         }
     }
+}
 
+/* Upstreams no route names. */
+static void check_unused(struct ctx *c)
+{
+    struct config *cfg = c->cfg;
     /* with errors, a route naming a misspelt upstream would make noise here */
     for (size_t i = 0; i < cfg->nupstreams && c->nerrors == 0; i++) {
         if (c->uaux[i].used)
@@ -211,6 +227,14 @@ void cfg_cross_check(struct ctx *c)
         cfg_warn(c, c->uaux[i].key, path, "upstream \"%s\" is not used by any route",
              cfg->upstreams[i].name);
     }
+}
+
+void cfg_cross_check(struct ctx *c)
+{
+    resolve_routes(c);
+    name_routes(c);
+    check_shadowing(c);
+    check_unused(c);
 }
 
 const struct config_upstream *config_upstream_find(const struct config *cfg, const char *name)

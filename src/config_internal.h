@@ -90,8 +90,6 @@ struct ctx {
 /* Buffers for paths and quoted values: small, frames stay under 4 KiB even
  * with the sanitizers' redzones. A longer path ends in "...". */
 enum { PATHLEN = 200, QLEN = 72 };
-/* Each schema level keeps its own frame instead of one inlined giant. */
-#define NOINLINE __attribute__((noinline))
 
 
 static inline bool streq(const char *a, const char *b)

@@ -632,122 +632,146 @@ static void syntax_error(struct builder *b, yaml_parser_t *p)
  * the error (syntax, depth, size, aliases). Only stops at the first error:
  * after a YAML syntax error nothing that follows has a reliable meaning.
  */
-NOINLINE static int build_tree(struct builder *b)
+/* A sequence or mapping opens; false after reporting too deep a nesting. */
+static bool on_start(struct builder *b, const yaml_event_t *ev)
 {
     struct ctx *c = b->c;
+    const yaml_mark_t *m = &ev->start_mark;
+    if (b->depth == CONFIG_MAX_DEPTH) {
+        char path[PATHLEN];
+        builder_path(b, path, sizeof(path));
+        cfg_err_at(c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
+                   "nested deeper than %d levels", CONFIG_MAX_DEPTH);
+        return false;
+    }
+    bool seq = ev->type == YAML_SEQUENCE_START_EVENT;
+    struct ynode *node = new_node(b, seq ? Y_SEQ : Y_MAP, m);
+    const char *anchor = (const char *)(seq ? ev->data.sequence_start.anchor
+                                            : ev->data.mapping_start.anchor);
+    /* the anchor becomes usable when the node is complete (no cycles) */
+    node->str = anchor ? cfg_strdup(&c->tree, anchor) : NULL;
+    b->count++;
+    builder_add(b, node);
+    b->start_count[b->depth] = b->count;
+    b->stack[b->depth++] = node;
+    return true;
+}
+
+static void on_end(struct builder *b)
+{
+    struct ynode *n = b->stack[b->depth - 1];
+    n->weight = b->count - b->start_count[b->depth - 1] + 1;
+    if (n->kind == Y_MAP)
+        check_mapping_keys(b, n);
+    b->depth--;
+    if (n->str) {
+        anchor_set(b, n->str, n);
+        n->str = NULL;
+    }
+}
+
+/* An alias: the anchored node is shared, its weight counted again. */
+static bool on_alias(struct builder *b, const yaml_event_t *ev)
+{
+    const yaml_mark_t *m = &ev->start_mark;
+    const char *name = (const char *)ev->data.alias.anchor;
+    struct ynode *target = anchor_get(b, name);
+    if (!target) {
+        char path[512], q[96];
+        builder_path(b, path, sizeof(path));
+        cfg_err_at(b->c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
+                   "alias %s: no anchor of that name is defined before it",
+                   cfg_quote(q, sizeof(q), name, strlen(name)));
+        return false;
+    }
+    b->count += target->weight;
+    builder_add(b, target);
+    return true;
+}
+
+static void on_scalar(struct builder *b, const yaml_event_t *ev)
+{
+    struct ynode *node = new_node(b, Y_SCALAR, &ev->start_mark);
+    node->str = cfg_strndup(&b->c->tree, (const char *)ev->data.scalar.value,
+                            ev->data.scalar.length);
+    node->len = ev->data.scalar.length;
+    node->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+    node->weight = 1;
+    b->count++;
+    builder_add(b, node);
+    if (ev->data.scalar.anchor)
+        anchor_set(b, (const char *)ev->data.scalar.anchor, node);
+}
+
+/* One parser event into the tree: 0 go on, 1 the stream ended, -1 failed
+ * (reported). */
+static int on_event(struct builder *b, const yaml_event_t *ev)
+{
+    struct ctx *c = b->c;
+    const yaml_mark_t *m = &ev->start_mark;
+    switch (ev->type) {
+    case YAML_STREAM_END_EVENT:
+        return 1;
+    case YAML_DOCUMENT_START_EVENT:
+        if (++b->documents > 1) {
+            char path[1] = "";
+            cfg_err_at(c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
+                       "a second YAML document: a config file holds exactly one");
+            return -1;
+        }
+        break;
+    case YAML_SCALAR_EVENT:
+        on_scalar(b, ev);
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT:
+        if (!on_start(b, ev))
+            return -1;
+        break;
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+        on_end(b);
+        break;
+    case YAML_ALIAS_EVENT:
+        if (!on_alias(b, ev))
+            return -1;
+        break;
+    default:
+        break;
+    }
+    if (b->count > CONFIG_MAX_NODES) {
+        char path[PATHLEN];
+        builder_path(b, path, sizeof(path));
+        cfg_err_at(c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
+                   "more than %d YAML nodes (counting each use of an alias): too large",
+                   CONFIG_MAX_NODES);
+        return -1;
+    }
+    return 0;
+}
+
+static int build_tree(struct builder *b)
+{
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p))
         cfg_oom();
-    yaml_parser_set_input_string(&p, (const unsigned char *)c->src, c->srclen);
+    yaml_parser_set_input_string(&p, (const unsigned char *)b->c->src, b->c->srclen);
     yaml_parser_set_encoding(&p, YAML_UTF8_ENCODING);
-    int rc = -1;
+    int rc;
     for (;;) {
         yaml_event_t ev;
         if (!yaml_parser_parse(&p, &ev)) {
             syntax_error(b, &p);
+            rc = -1;
             break;
         }
-        const yaml_mark_t *m = &ev.start_mark;
-        struct ynode *node = NULL;
-        const char *anchor = NULL;
-        bool done = false, fail = false;
-        switch (ev.type) {
-        case YAML_STREAM_END_EVENT:
-            done = true;
-            break;
-        case YAML_DOCUMENT_START_EVENT:
-            if (++b->documents > 1) {
-                char path[1] = "";
-                cfg_err_at(c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
-                       "a second YAML document: a config file holds exactly one");
-                fail = true;
-            }
-            break;
-        case YAML_SCALAR_EVENT:
-            node = new_node(b, Y_SCALAR, m);
-            node->str =
-                cfg_strndup(&c->tree, (const char *)ev.data.scalar.value, ev.data.scalar.length);
-            node->len = ev.data.scalar.length;
-            node->quoted = ev.data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-            node->weight = 1;
-            anchor = (const char *)ev.data.scalar.anchor;
-            b->count++;
-            builder_add(b, node);
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT:
-            if (b->depth == CONFIG_MAX_DEPTH) {
-                char path[PATHLEN];
-                builder_path(b, path, sizeof(path));
-                cfg_err_at(c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
-                       "nested deeper than %d levels", CONFIG_MAX_DEPTH);
-                fail = true;
-                break;
-            }
-            node = new_node(b, ev.type == YAML_SEQUENCE_START_EVENT ? Y_SEQ : Y_MAP, m);
-            anchor =
-                (const char *)(ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
-                                                                    : ev.data.mapping_start.anchor);
-            /* the anchor becomes usable when the node is complete (no cycles) */
-            node->str = anchor ? cfg_strdup(&c->tree, anchor) : NULL;
-            anchor = NULL;
-            b->count++;
-            builder_add(b, node);
-            b->start_count[b->depth] = b->count;
-            b->stack[b->depth++] = node;
-            break;
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT: {
-            struct ynode *n = b->stack[b->depth - 1];
-            n->weight = b->count - b->start_count[b->depth - 1] + 1;
-            if (n->kind == Y_MAP)
-                check_mapping_keys(b, n);
-            b->depth--;
-            if (n->str) {
-                anchor_set(b, n->str, n);
-                n->str = NULL;
-            }
-            break;
-        }
-        case YAML_ALIAS_EVENT: {
-            const char *name = (const char *)ev.data.alias.anchor;
-            struct ynode *target = anchor_get(b, name);
-            if (!target) {
-                char path[512], q[96];
-                builder_path(b, path, sizeof(path));
-                cfg_err_at(c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
-                       "alias %s: no anchor of that name is defined before it",
-                       cfg_quote(q, sizeof(q), name, strlen(name)));
-                fail = true;
-                break;
-            }
-            b->count += target->weight;
-            builder_add(b, target);
-            break;
-        }
-        default:
-            break;
-        }
-        if (anchor && node)
-            anchor_set(b, anchor, node);
-        if (!fail && b->count > CONFIG_MAX_NODES) {
-            char path[PATHLEN];
-            builder_path(b, path, sizeof(path));
-            cfg_err_at(c, (uint32_t)m->line + 1, (uint32_t)m->column + 1, path,
-                   "more than %d YAML nodes (counting each use of an alias): too large",
-                   CONFIG_MAX_NODES);
-            fail = true;
-        }
+        rc = on_event(b, &ev);
         yaml_event_delete(&ev);
-        if (fail)
+        if (rc != 0)
             break;
-        if (done) {
-            rc = 0;
-            break;
-        }
     }
     yaml_parser_delete(&p);
-    return rc;
+    return rc > 0 ? 0 : -1;
 }
 
 int cfg_tree_build(struct ctx *c, const struct ynode **root)
