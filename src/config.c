@@ -105,7 +105,9 @@ static bool load_route_timeout(struct ctx *c, const struct cfg_field *f, const s
     aux->timeouts_set |= 1u << i;
     return true;
 }
-#define RTIMEOUT(k, why) {.key = k, .kind = CFG_CUSTOM, .load = load_route_timeout, .what = why}
+#define RTIMEOUT(k, why)                                                                           \
+    {.key = k, .kind = CFG_CUSTOM, .load = load_route_timeout, .what = why,                       \
+     .doc = (why) ? "refused: set it in the top-level timeouts" : "the route's own value"}
 static const struct cfg_field route_timeout_fields[] = {
     RTIMEOUT("client_header", "the request head is read before a route is chosen"),
     RTIMEOUT("client_body", NULL),
@@ -880,7 +882,7 @@ static const struct cfg_field header_rule_fields[] = {
     {"remove", CFG_CUSTOM, .load = load_header_remove, .doc = "names of fields to remove"},
     END};
 static const struct cfg_schema header_rules_schema = {
-    "routes[].request_headers", "a mapping (set, add, remove)", header_rule_fields};
+    "routes[].{request,response}_headers", "a mapping (set, add, remove)", header_rule_fields};
 
 static void load_header_rules(struct ctx *c, const struct ynode *n, const char *path,
                               bool request, struct config_header_rules *rules)

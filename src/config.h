@@ -299,6 +299,16 @@ const struct config_route *config_route_find(const struct config *cfg, const cha
 /* True when the route accepts this method token (any when none listed). */
 bool config_route_allows_method(const struct config_route *route, const char *method, size_t len);
 
+/*
+ * The keys the loader knows, for documentation checks: calls fn once per
+ * key of every mapping, with where the mapping sits ("" for the top level,
+ * "upstreams.NAME.retries", "routes[].match"), the key, whether it is
+ * reserved for a later version ("not supported yet") and one line of doc.
+ */
+typedef void config_key_fn(void *arg, const char *mapping, const char *key, bool later,
+                           const char *doc);
+void config_schema_keys(config_key_fn *fn, void *arg);
+
 /* Value parsers (also used by tests): return 0, or -1 with *why set to a
  * static explanation. Durations: 250ms, 5s, 2m, 1h, 0. Sizes: 512, 16k,
  * 1m, 1g (powers of 1024). */

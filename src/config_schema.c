@@ -294,3 +294,10 @@ const struct ynode *cfg_map_get(const struct ynode *n, const char *key)
             return n->v[2 * i + 1];
     return NULL;
 }
+
+void config_schema_keys(config_key_fn *fn, void *arg)
+{
+    for (size_t i = 0; cfg_schemas[i]; i++)
+        for (const struct cfg_field *f = cfg_schemas[i]->fields; f->key; f++)
+            fn(arg, cfg_schemas[i]->path, f->key, f->kind == CFG_LATER, f->doc);
+}
