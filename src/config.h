@@ -1,11 +1,12 @@
 /*
- * config: the YAML file (../shared/CONFIG.md, docs/config.md) loaded into an
- * immutable snapshot.
+ * config: the YAML file (docs/config.md, ferry.yaml(5)) loaded into an
+ * immutable, reference-counted snapshot.
  *
  * Contract:
  * - Pure module: reads one file (or a buffer) and returns a struct config.
- *   No libevent, no coroutines, no I/O but reading the file; only config.c
- *   includes <yaml.h>. Nothing here yields; call it from the main thread.
+ *   No libevent, no coroutines, no I/O but reading the file; only
+ *   config_yaml.c includes <yaml.h>. Each mapping of the file is a table of
+ *   fields walked by one function (config_internal.h has the module's map). Nothing here yields; call it from the main thread.
  * - A loaded config is never modified. Workers and requests hold references
  *   (config_ref/config_unref, an atomic count); the last unref frees it.
  * - Every error and warning is printed to `diag` as
