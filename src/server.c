@@ -3,7 +3,9 @@
  * checks and binds the listen addresses, starts one worker thread per
  * core (or `workers`), serves the admin endpoint and handles signals:
  * SIGTERM/SIGINT drain (stop accepting, finish in-flight requests up to
- * shutdown_timeout, close idle keep-alive connections), SIGUSR1 reopens
+ * shutdown_timeout, close idle keep-alive connections; the admin listener
+ * keeps answering, /healthz with 503 "draining"; a second SIGTERM/SIGINT
+ * exits at once), SIGUSR1 reopens
  * the access log, SIGHUP re-checks the file (applying a new config needs
  * the reload work: until then it says so and keeps the running one).
  */
@@ -46,25 +48,13 @@ struct server {
     struct event_base *base;
     struct worker *workers;
     unsigned nworkers;
+    unsigned njoined; /* workers joined, in order, while draining */
+    struct admin *admin;
+    struct event *join_poll;
+    int pid_fd;
+    bool bound; /* unix listener sockets exist: remove them at exit */
     bool stopping;
 };
-
-void worker_request_id(struct worker *w, char out[17])
-{
-    /* xorshift64*: ids need to be unique, not secret. */
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    uint64_t v = x * 0x2545F4914F6CDD1Dull;
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--) {
-        out[i] = hex[v & 15];
-        v >>= 4;
-    }
-    out[16] = '\0';
-}
 
 static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
 {
@@ -155,12 +145,27 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* While draining, the main loop keeps running (the admin listener answers,
+ * signals are handled) and ends once every worker thread has finished. */
+static void on_join_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct server *srv = arg;
+    while (srv->njoined < srv->nworkers &&
+           pthread_tryjoin_np(srv->workers[srv->njoined].thread, NULL) == 0)
+        srv->njoined++;
+    if (srv->njoined == srv->nworkers)
+        event_base_loopexit(srv->base, NULL);
+}
+
 static void stop_workers(struct server *srv)
 {
     if (srv->stopping)
         return;
     srv->stopping = true;
     daemon_stopping();
+    admin_draining(srv->admin);
     log_info("draining: finishing in-flight requests (shutdown_timeout %llds)",
              (long long)(srv->cfg->shutdown_timeout / 1000));
     uint64_t one = 1;
@@ -168,14 +173,32 @@ static void stop_workers(struct server *srv)
         ssize_t n = write(srv->workers[i].control_fd, &one, sizeof(one));
         (void)n;
     }
-    event_base_loopexit(srv->base, NULL);
+    srv->join_poll = event_new(srv->base, -1, EV_PERSIST, on_join_poll, srv);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = DRAIN_POLL_MS * 1000};
+    if (!srv->join_poll || event_add(srv->join_poll, &tv) != 0)
+        event_base_loopexit(srv->base, NULL); /* out_join waits for the workers */
+}
+
+/* A second SIGTERM/SIGINT while draining: exit now, cutting what is in
+ * flight. The pid file and unix sockets go; the kernel closes the rest. */
+static void exit_now(struct server *srv, int sig)
+{
+    log_warn("%s while draining: exiting now", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    if (srv->cfg->pid_file)
+        daemon_pidfile_remove(srv->cfg->pid_file, srv->pid_fd);
+    listener_unlink_unix(srv->cfg);
+    if (srv->admin)
+        admin_stop(srv->admin); /* removes a unix admin socket */
+    _exit(1);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct server *srv = arg;
-    if (sig == SIGTERM || sig == SIGINT) {
+    if ((sig == SIGTERM || sig == SIGINT) && srv->stopping) {
+        exit_now(srv, (int)sig);
+    } else if (sig == SIGTERM || sig == SIGINT) {
         stop_workers(srv);
     } else if (sig == SIGUSR1) {
         if (log_reopen() != 0)
@@ -205,8 +228,8 @@ static unsigned worker_count(const struct config *cfg)
 
 int server_run(struct config *cfg, const char *config_path)
 {
-    struct server srv = {.cfg = cfg, .config_path = config_path};
-    int status = 1, pid_fd = -1;
+    struct server srv = {.cfg = cfg, .config_path = config_path, .pid_fd = -1};
+    int status = 1;
     struct admin *admin = NULL;
     struct event *sigev[4] = {NULL};
 
@@ -220,7 +243,7 @@ int server_run(struct config *cfg, const char *config_path)
     evmem_install(); /* before the first libevent allocation */
     if (listener_probe(cfg) != 0)
         goto out_unref;
-    if (cfg->pid_file && (pid_fd = daemon_pidfile(cfg->pid_file)) < 0)
+    if (cfg->pid_file && (srv.pid_fd = daemon_pidfile(cfg->pid_file)) < 0)
         goto out_unref;
 
     srv.nworkers = worker_count(cfg);
@@ -240,8 +263,9 @@ int server_run(struct config *cfg, const char *config_path)
         if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
             w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)getpid() << 16) ^ i;
         if (!w->listen_fds || w->control_fd < 0 || !w->metrics ||
-            listener_open(cfg, w->listen_fds) != 0)
+            listener_open(cfg, w->listen_fds, i ? srv.workers[0].listen_fds : NULL) != 0)
             goto out_pidfile;
+        srv.bound = true;
     }
     /* Ready (admin, sd_notify) only once every worker accepts. */
     pthread_barrier_init(&srv.started, NULL, srv.nworkers + 1);
@@ -249,7 +273,10 @@ int server_run(struct config *cfg, const char *config_path)
         srv.workers[i].started = &srv.started;
         if (pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]) != 0) {
             log_error("cannot start worker %u: out of threads", i);
-            exit(1); /* the others wait on the barrier: nothing to unwind */
+            /* The others wait on the barrier: nothing to unwind but the pid file. */
+            if (cfg->pid_file)
+                daemon_pidfile_remove(cfg->pid_file, srv.pid_fd);
+            _exit(1);
         }
     }
     pthread_barrier_wait(&srv.started);
@@ -260,16 +287,22 @@ int server_run(struct config *cfg, const char *config_path)
             goto out_join;
         }
     }
-    if (cfg->admin_listen && !(admin = admin_start(srv.base, cfg, srv.workers, srv.nworkers))) {
+    if (cfg->admin_listen &&
+        !(srv.admin = admin = admin_start(srv.base, cfg, srv.workers, srv.nworkers))) {
         stop_workers(&srv);
         goto out_join;
     }
+    /* main() blocked these; pending ones are delivered once handled. */
+    sigset_t handled;
+    sigemptyset(&handled);
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (int i = 0; i < 4; i++) {
+        sigaddset(&handled, sigs[i]);
         sigev[i] = evsignal_new(srv.base, sigs[i], on_signal, &srv);
         if (sigev[i])
             event_add(sigev[i], NULL);
     }
+    pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
     char ready[128];
     snprintf(ready, sizeof(ready), "serving: %zu listeners, %u workers", cfg->nlisteners,
              srv.nworkers);
@@ -279,8 +312,10 @@ int server_run(struct config *cfg, const char *config_path)
     status = 0;
 
 out_join:
-    for (unsigned i = 0; i < srv.nworkers; i++)
+    for (unsigned i = srv.njoined; i < srv.nworkers; i++)
         pthread_join(srv.workers[i].thread, NULL);
+    if (srv.join_poll)
+        event_free(srv.join_poll);
     log_info("stopped");
 out_pidfile:
     admin_stop(admin);
@@ -288,7 +323,9 @@ out_pidfile:
         if (sigev[i])
             event_free(sigev[i]);
     if (cfg->pid_file)
-        daemon_pidfile_remove(cfg->pid_file, pid_fd);
+        daemon_pidfile_remove(cfg->pid_file, srv.pid_fd);
+    if (srv.bound)
+        listener_unlink_unix(cfg);
     if (srv.workers) {
         for (unsigned i = 0; i < srv.nworkers; i++) {
             struct worker *w = &srv.workers[i];

@@ -142,7 +142,8 @@ def test_descriptor_exhaustion():
 def test_max_requests_503_retry_after():
     "max_requests 2: the 3rd concurrent request gets 503 + Retry-After + JSON error; afterwards 200"
     be = backend()
-    f = ferry(upstreams={"u": servers(be)}, max_requests=2,
+    f = ferry(workers=1,  # max_requests is per worker
+              upstreams={"u": servers(be)}, max_requests=2,
               routes=[respond_route("ping", "/ping"),
                       route("up", "/up", upstream="u", strip_prefix="/up")])
     holders = [Client(f.port) for _ in range(2)]
