@@ -163,6 +163,7 @@ struct acceptor {
     struct event *ev;
     struct event *resume; /* re-enables ev after a pause for descriptors */
     int fd;
+    int64_t last_shortage_log; /* this worker's own rate limit for the log line */
 };
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)
@@ -183,8 +184,7 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 static void out_of_descriptors(struct acceptor *a, int err)
 {
     struct worker *w = a->w;
-    static int64_t last;
-    log_ratelimited(&last, 1000, CONFIG_LOG_ERROR,
+    log_ratelimited(&a->last_shortage_log, 1000, CONFIG_LOG_ERROR,
                     "worker %u: accept: %s: closing new connections until descriptors free up",
                     w->id, strerror(err));
     if (w->reserve_fd >= 0) {
