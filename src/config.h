@@ -1,11 +1,12 @@
 /*
- * config: the YAML file (../shared/CONFIG.md, docs/config.md) loaded into an
- * immutable snapshot.
+ * config: the YAML file (docs/config.md, ferry.yaml(5)) loaded into an
+ * immutable, reference-counted snapshot.
  *
  * Contract:
  * - Pure module: reads one file (or a buffer) and returns a struct config.
- *   No libevent, no coroutines, no I/O but reading the file; only config.c
- *   includes <yaml.h>. Nothing here yields; call it from the main thread.
+ *   No libevent, no coroutines, no I/O but reading the file; only
+ *   config_yaml.c includes <yaml.h>. Each mapping of the file is a table of
+ *   fields walked by one function (config_internal.h has the module's map). Nothing here yields; call it from the main thread.
  * - A loaded config is never modified. Workers and requests hold references
  *   (config_ref/config_unref, an atomic count); the last unref frees it.
  * - Every error and warning is printed to `diag` as
@@ -298,6 +299,16 @@ const struct config_route *config_route_find(const struct config *cfg, const cha
 
 /* True when the route accepts this method token (any when none listed). */
 bool config_route_allows_method(const struct config_route *route, const char *method, size_t len);
+
+/*
+ * The keys the loader knows, for documentation checks: calls fn once per
+ * key of every mapping, with where the mapping sits ("" for the top level,
+ * "upstreams.NAME.retries", "routes[].match"), the key, whether it is
+ * reserved for a later version ("not supported yet") and one line of doc.
+ */
+typedef void config_key_fn(void *arg, const char *mapping, const char *key, bool later,
+                           const char *doc);
+void config_schema_keys(config_key_fn *fn, void *arg);
 
 /* Value parsers (also used by tests): return 0, or -1 with *why set to a
  * static explanation. Durations: 250ms, 5s, 2m, 1h, 0. Sizes: 512, 16k,

@@ -26,7 +26,7 @@ check() {
 
 check 'event2/' loop io evmem upstream health conn proxy reply request body tunnel listener daemon server main log metrics admin tls
 check 'openssl/' tls crypto
-check 'yaml\.h' config
+check 'yaml\.h' config config_yaml
 check 'systemd/' daemon
 # The pure modules: no coroutines, no loop, no await.
 for pure in http1 headers balancer config route; do
