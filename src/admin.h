@@ -3,7 +3,8 @@
  * GET /healthz ("ok"), GET /status (JSON: workers, connections,
  * live_coroutines, requests_total, upstream_connections), GET /metrics
  * (Prometheus text format, see metrics.h). GET and HEAD only (405 on other
- * methods, 404 on other paths); limits in admin.c. It shows upstream
+ * methods, 404 on other paths), one request per connection; limits in
+ * admin.c. It shows upstream
  * addresses and counters: bind it to loopback or a unix socket.
  */
 #ifndef FERRY_ADMIN_H

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The admin listener's limits (issue 12, item 3): an 8 KiB head, no body,
-the client_header timeout; GET/HEAD on its paths only.
+client_header for the whole exchange from accept, at most 64 connections
+at once; GET/HEAD on its paths only.
 A 16 MiB header line to /healthz is refused early and RSS does not grow by
-megabytes; a stalled client is cut after the timeout; 256 clients each
-holding a nearly full head do not grow memory by more than 8 MiB (there is
-no connection cap yet: libevent 2.1's evhttp has no hook for one). ~15 s."""
+megabytes; a stalled client is cut after the timeout, and so is one that
+trickles its head a byte at a time; 256 clients each holding a nearly full
+head do not grow memory by more than 8 MiB; beyond the cap a client is
+closed at once while those already in are still answered. ~20 s."""
 import os
 import socket
 import sys
@@ -13,7 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ferrytest import *  # noqa: E402,F401,F403
 
-CAP = 64  # clients held at once, times 4
+CAP = 64  # ADMIN_MAX_CONNS in src/admin.c
 
 
 def admin_raw(f, data, timeout=5.0):
@@ -129,6 +131,72 @@ def test_many_held_clients():
     wait_until(lambda: status_of(admin_raw(f, b"GET /healthz HTTP/1.1\r\nHost: a\r\n"
                                               b"Connection: close\r\n\r\n", timeout=2)[1]) == 200,
                timeout=5, what="/healthz after the held clients leave")
+
+
+def test_trickled_head_cut():
+    "a head trickled a byte every 0.3 s is cut at client_header (1 s) from accept, not held"
+    f = setup()
+    s = socket.create_connection(("127.0.0.1", f.admin_port), timeout=8)
+    t0 = time.monotonic()
+    head = b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"s" * 200
+    cut = None
+    for byte in head:
+        try:
+            s.sendall(bytes([byte]))
+        except OSError:
+            cut = time.monotonic() - t0
+            break
+        time.sleep(0.3)
+        if time.monotonic() - t0 > 8:
+            break
+    if cut is None:
+        s.settimeout(2)
+        try:
+            data = s.recv(4096)
+            cut = time.monotonic() - t0 if not data else None
+        except ConnectionResetError:
+            cut = time.monotonic() - t0
+        except socket.timeout:
+            pass
+    s.close()
+    check(cut is not None and cut < 4, "a trickled admin head was held for %s s (client_header 1s)"
+          % ("%.1f" % cut if cut is not None else "8+"))
+
+
+def test_connection_cap():
+    "beyond 64 admin connections a client is closed at once; one already in is still answered"
+    f = setup_long()
+    held = []
+    try:
+        for _ in range(CAP):
+            s = socket.create_connection(("127.0.0.1", f.admin_port), timeout=2)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")  # head not finished
+            held.append(s)
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", f.admin_port), timeout=3)
+        try:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            data = extra.recv(4096)
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""
+        except socket.timeout:
+            data = None
+        extra.close()
+        eq(data, b"", "a client beyond the cap (closed at once, no answer)")
+        # One of those already in finishes its head and gets its answer.
+        held[0].sendall(b"\r\n")
+        held[0].settimeout(3)
+        eq(status_of(held[0].recv(4096)), 200, "a held client's /healthz")
+    finally:
+        for s in held:
+            s.close()
+    wait_until(lambda: status_of(admin_raw(f, b"GET /healthz HTTP/1.1\r\nHost: a\r\n"
+                                              b"Connection: close\r\n\r\n", timeout=2)[1]) == 200,
+               timeout=5, what="/healthz once the held clients left")
+
+
+def setup_long():
+    return ferry(routes=[respond_route("ping", "/ping")], timeouts={"client_header": "20s"})
 
 
 if __name__ == "__main__":
