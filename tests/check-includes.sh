@@ -1,5 +1,5 @@
 #!/bin/sh
-# Keeps the layering of ../shared/DESIGN.md and STYLE "Dependencies point down"
+# Keeps the layering of README "Layout of src/" (dependencies point down)
 # true: pure modules never see the runtime or libevent, and each foreign
 # library is included by the one module that owns it.
 src="${FERRY_SRCDIR:-$(dirname "$0")/..}/src"
