@@ -226,6 +226,91 @@ static unsigned worker_count(const struct config *cfg)
     return n > 0 ? (unsigned)n : 1;
 }
 
+/* The workers' state, each with its listening sockets (a unix listener is
+ * bound once and shared). Returns 0 or -1 (what was made is freed by
+ * workers_free). */
+static int workers_prepare(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    srv->nworkers = worker_count(cfg);
+    srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
+    srv->base = event_base_new();
+    if (!srv->workers || !srv->base)
+        return -1;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        w->id = i;
+        w->cfg = config_ref(srv->cfg);
+        w->reserve_fd = -1;
+        w->nlisten = (unsigned)cfg->nlisteners;
+        w->listen_fds = calloc(cfg->nlisteners, sizeof(int));
+        w->control_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        w->metrics = metrics_new(cfg);
+        if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
+            w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)getpid() << 16) ^ i;
+        if (!w->listen_fds || w->control_fd < 0 || !w->metrics ||
+            listener_open(cfg, w->listen_fds, i ? srv->workers[0].listen_fds : NULL) != 0)
+            return -1;
+        srv->bound = true;
+    }
+    return 0;
+}
+
+/* Starts the worker threads and waits until each accepts (ready for the
+ * admin listener and sd_notify only then). Returns 0, or -1 when one
+ * failed to set up (the others run: stop them). Out of threads exits. */
+static int workers_start(struct server *srv)
+{
+    pthread_barrier_init(&srv->started, NULL, srv->nworkers + 1);
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        srv->workers[i].started = &srv->started;
+        if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
+            log_error("cannot start worker %u: out of threads", i);
+            /* The others wait on the barrier: nothing to unwind but the pid file. */
+            if (srv->cfg->pid_file)
+                daemon_pidfile_remove(srv->cfg->pid_file, srv->pid_fd);
+            _exit(1);
+        }
+    }
+    pthread_barrier_wait(&srv->started);
+    pthread_barrier_destroy(&srv->started);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].failed)
+            return -1;
+    return 0;
+}
+
+/* Handlers for the signals main() blocked; pending ones are delivered
+ * once unblocked here. */
+static void handle_signals(struct server *srv, struct event *sigev[4])
+{
+    sigset_t handled;
+    sigemptyset(&handled);
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
+        sigaddset(&handled, sigs[i]);
+        sigev[i] = evsignal_new(srv->base, sigs[i], on_signal, srv);
+        if (sigev[i])
+            event_add(sigev[i], NULL);
+    }
+    pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
+}
+
+static void workers_free(struct server *srv)
+{
+    if (!srv->workers)
+        return;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        free(w->listen_fds);
+        metrics_free(w->metrics);
+        if (w->control_fd > 0)
+            close(w->control_fd);
+        config_unref(w->cfg);
+    }
+    free(srv->workers);
+}
+
 int server_run(struct config *cfg, const char *config_path)
 {
     struct server srv = {.cfg = cfg, .config_path = config_path, .pid_fd = -1};
@@ -246,63 +331,18 @@ int server_run(struct config *cfg, const char *config_path)
     if (cfg->pid_file && (srv.pid_fd = daemon_pidfile(cfg->pid_file)) < 0)
         goto out_unref;
 
-    srv.nworkers = worker_count(cfg);
-    srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
-    srv.base = event_base_new();
-    if (!srv.workers || !srv.base)
+    if (workers_prepare(&srv) != 0)
         goto out_pidfile;
-    for (unsigned i = 0; i < srv.nworkers; i++) {
-        struct worker *w = &srv.workers[i];
-        w->id = i;
-        w->cfg = config_ref(cfg);
-        w->reserve_fd = -1;
-        w->nlisten = (unsigned)cfg->nlisteners;
-        w->listen_fds = calloc(cfg->nlisteners, sizeof(int));
-        w->control_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        w->metrics = metrics_new(cfg);
-        if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
-            w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)getpid() << 16) ^ i;
-        if (!w->listen_fds || w->control_fd < 0 || !w->metrics ||
-            listener_open(cfg, w->listen_fds, i ? srv.workers[0].listen_fds : NULL) != 0)
-            goto out_pidfile;
-        srv.bound = true;
-    }
-    /* Ready (admin, sd_notify) only once every worker accepts. */
-    pthread_barrier_init(&srv.started, NULL, srv.nworkers + 1);
-    for (unsigned i = 0; i < srv.nworkers; i++) {
-        srv.workers[i].started = &srv.started;
-        if (pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]) != 0) {
-            log_error("cannot start worker %u: out of threads", i);
-            /* The others wait on the barrier: nothing to unwind but the pid file. */
-            if (cfg->pid_file)
-                daemon_pidfile_remove(cfg->pid_file, srv.pid_fd);
-            _exit(1);
-        }
-    }
-    pthread_barrier_wait(&srv.started);
-    pthread_barrier_destroy(&srv.started);
-    for (unsigned i = 0; i < srv.nworkers; i++) {
-        if (srv.workers[i].failed) {
-            stop_workers(&srv);
-            goto out_join;
-        }
+    if (workers_start(&srv) != 0) {
+        stop_workers(&srv);
+        goto out_join;
     }
     if (cfg->admin_listen &&
         !(srv.admin = admin = admin_start(srv.base, cfg, srv.workers, srv.nworkers))) {
         stop_workers(&srv);
         goto out_join;
     }
-    /* main() blocked these; pending ones are delivered once handled. */
-    sigset_t handled;
-    sigemptyset(&handled);
-    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
-    for (int i = 0; i < 4; i++) {
-        sigaddset(&handled, sigs[i]);
-        sigev[i] = evsignal_new(srv.base, sigs[i], on_signal, &srv);
-        if (sigev[i])
-            event_add(sigev[i], NULL);
-    }
-    pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
+    handle_signals(&srv, sigev);
     char ready[128];
     snprintf(ready, sizeof(ready), "serving: %zu listeners, %u workers", cfg->nlisteners,
              srv.nworkers);
@@ -326,17 +366,7 @@ out_pidfile:
         daemon_pidfile_remove(cfg->pid_file, srv.pid_fd);
     if (srv.bound)
         listener_unlink_unix(cfg);
-    if (srv.workers) {
-        for (unsigned i = 0; i < srv.nworkers; i++) {
-            struct worker *w = &srv.workers[i];
-            free(w->listen_fds);
-            metrics_free(w->metrics);
-            if (w->control_fd > 0)
-                close(w->control_fd);
-            config_unref(w->cfg);
-        }
-        free(srv.workers);
-    }
+    workers_free(&srv);
     if (srv.base)
         event_base_free(srv.base);
 out_unref:
