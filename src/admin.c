@@ -304,8 +304,8 @@ void admin_draining(struct admin *a)
         a->draining = true;
 }
 
-struct admin *admin_start(struct event_base *base, const struct config *cfg,
-                          struct worker *workers, unsigned nworkers)
+struct admin *admin_start(struct event_base *base, const struct config *cfg, struct worker *workers,
+                          unsigned nworkers)
 {
     const struct config_addr *addr = cfg->admin_listen;
     struct admin *a = calloc(1, sizeof(*a));

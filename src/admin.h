@@ -17,8 +17,8 @@ struct worker;
 struct admin;
 
 /* Starts serving on cfg->admin_listen. NULL (message printed) on failure. */
-struct admin *admin_start(struct event_base *base, const struct config *cfg,
-                          struct worker *workers, unsigned nworkers);
+struct admin *admin_start(struct event_base *base, const struct config *cfg, struct worker *workers,
+                          unsigned nworkers);
 /* From now on /healthz answers 503 "draining" (the process is stopping). */
 void admin_draining(struct admin *a);
 void admin_stop(struct admin *a);

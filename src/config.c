@@ -40,35 +40,30 @@
 /* ---- stage 2: the schema ---- */
 
 #define AT(type, member) offsetof(type, member)
+/* clang-format off */
 #define LATER(k) {.key = k, .kind = CFG_LATER}
 #define END {.key = NULL}
+/* clang-format on */
 
-const char *const CFG_TIMEOUT_KEYS[] = {"client_header",
-                                        "client_body",
-                                        "client_send",
-                                        "client_idle",
-                                        "upstream_connect",
-                                        "upstream_header",
-                                        "upstream_read",
-                                        "upstream_send",
-                                        "upstream_idle",
-                                        "total",
-                                        "tunnel_idle",
-                                        NULL};
+const char *const CFG_TIMEOUT_KEYS[] = {"client_header", "client_body",      "client_send",
+                                        "client_idle",   "upstream_connect", "upstream_header",
+                                        "upstream_read", "upstream_send",    "upstream_idle",
+                                        "total",         "tunnel_idle",      NULL};
 
 int64_t *cfg_timeout_field(struct config_timeouts *t, size_t i)
 {
-    int64_t *f[] = {&t->client_header, &t->client_body,      &t->client_send,
-                    &t->client_idle,   &t->upstream_connect, &t->upstream_header,
-                    &t->upstream_read, &t->upstream_send,    &t->upstream_idle,
-                    &t->total,         &t->tunnel_idle};
+    int64_t *f[] = {&t->client_header,    &t->client_body,     &t->client_send,   &t->client_idle,
+                    &t->upstream_connect, &t->upstream_header, &t->upstream_read, &t->upstream_send,
+                    &t->upstream_idle,    &t->total,           &t->tunnel_idle};
     return f[i];
 }
 
 /* timeouts: (top level) into struct config_timeouts */
+/* clang-format off */
 #define TIMEOUT(k, zero, d)                                                                        \
     {.key = #k, .kind = CFG_DURATION, .offset = AT(struct config_timeouts, k), .min = (zero) ? 0 : 1, \
      .doc = d}
+/* clang-format on */
 static const struct cfg_field timeout_fields[] = {
     TIMEOUT(client_header, 0, "reading a whole request head, from its first byte (10s)"),
     TIMEOUT(client_body, 0, "longest gap between two reads of a request body (30s)"),
@@ -105,9 +100,11 @@ static bool load_route_timeout(struct ctx *c, const struct cfg_field *f, const s
     aux->timeouts_set |= 1u << i;
     return true;
 }
+/* clang-format off */
 #define RTIMEOUT(k, why)                                                                           \
     {.key = k, .kind = CFG_CUSTOM, .load = load_route_timeout, .what = why,                       \
      .doc = (why) ? "refused: set it in the top-level timeouts" : "the route's own value"}
+/* clang-format on */
 static const struct cfg_field route_timeout_fields[] = {
     RTIMEOUT("client_header", "the request head is read before a route is chosen"),
     RTIMEOUT("client_body", NULL),
@@ -207,9 +204,9 @@ static bool load_listen(struct ctx *c, const struct cfg_field *f, const struct y
             continue;
         const struct ynode *addr = cfg_map_get(item, "address");
         size_t j = 0;
-        while (j < cfg->nlisteners && !(cfg->listeners[j].addr.salen == l->addr.salen &&
-                                        memcmp(&cfg->listeners[j].addr.sa, &l->addr.sa,
-                                               l->addr.salen) == 0))
+        while (j < cfg->nlisteners &&
+               !(cfg->listeners[j].addr.salen == l->addr.salen &&
+                 memcmp(&cfg->listeners[j].addr.sa, &l->addr.sa, l->addr.salen) == 0))
             j++;
         if (j == cfg->nlisteners) {
             addr_nodes[cfg->nlisteners++] = addr;
@@ -317,8 +314,8 @@ static bool load_servers(struct ctx *c, const struct cfg_field *f, const struct 
         if (j < u->nservers) {
             char sub[PATHLEN];
             cfg_subpath(sub, sizeof(sub), ipath, "address");
-            cfg_err(c, addr, sub, "%s is already a server of this upstream (line %u)",
-                    s->addr.text, addr_nodes[j]->line);
+            cfg_err(c, addr, sub, "%s is already a server of this upstream (line %u)", s->addr.text,
+                    addr_nodes[j]->line);
             continue;
         }
         s->index = (uint32_t)u->nservers;
@@ -351,8 +348,8 @@ static bool load_passive(struct ctx *c, const struct cfg_field *f, const struct 
 static bool load_retry_on(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                           const struct ynode *v, const char *path, void *target)
 {
-    static const char *const conds[] = {"connect_error", "reset", "timeout",
-                                        "502",           "503",   "504", NULL};
+    static const char *const conds[] = {"connect_error", "reset", "timeout", "502",
+                                        "503",           "504",   NULL};
     struct config_upstream *u = target;
     (void)f, (void)k;
     if (!cfg_want_seq(c, v, path, "a list like [connect_error, reset, 502, 503, 504]"))
@@ -394,8 +391,8 @@ static const struct cfg_field retry_fields[] = {
     {"replay_bytes", CFG_SIZE, AT(struct config_upstream, replay_bytes), 0, 64u << 20,
      .doc = "the largest request body kept to resend on a retry (64k)"},
     END};
-static const struct cfg_schema retry_schema = {"upstreams.NAME.retries",
-                                               "a mapping (attempts, on)", retry_fields};
+static const struct cfg_schema retry_schema = {"upstreams.NAME.retries", "a mapping (attempts, on)",
+                                               retry_fields};
 
 static bool load_retries(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                          const struct ynode *n, const char *path, void *target)
@@ -745,7 +742,8 @@ static bool load_respond_type(struct ctx *c, const struct cfg_field *f, const st
         ok &= (unsigned char)*p >= 0x20 && *p != 0x7f;
     if (!ok) {
         char q[QLEN];
-        cfg_err(c, v, path, "not a valid content type: %s", cfg_quote(q, sizeof(q), v->str, v->len));
+        cfg_err(c, v, path, "not a valid content type: %s",
+                cfg_quote(q, sizeof(q), v->str, v->len));
         return false;
     }
     resp->content_type = ct;
@@ -780,9 +778,9 @@ static bool load_respond(struct ctx *c, const struct cfg_field *f, const struct 
 /* Why a field name cannot be rewritten by a route, or NULL. */
 static const char *unrewritable(const char *name, bool request)
 {
-    static const char *const framing[] = {"connection",       "content-length", "transfer-encoding",
-                                          "upgrade",          "te",             "trailer",
-                                          "keep-alive",       "proxy-connection", NULL};
+    static const char *const framing[] = {
+        "connection", "content-length", "transfer-encoding", "upgrade", "te",
+        "trailer",    "keep-alive",     "proxy-connection",  NULL};
     for (size_t i = 0; framing[i]; i++)
         if (strcasecmp(name, framing[i]) == 0)
             return "is not rewritable: Ferry frames messages and manages connections itself";
@@ -884,8 +882,8 @@ static const struct cfg_field header_rule_fields[] = {
 static const struct cfg_schema header_rules_schema = {
     "routes[].{request,response}_headers", "a mapping (set, add, remove)", header_rule_fields};
 
-static void load_header_rules(struct ctx *c, const struct ynode *n, const char *path,
-                              bool request, struct config_header_rules *rules)
+static void load_header_rules(struct ctx *c, const struct ynode *n, const char *path, bool request,
+                              struct config_header_rules *rules)
 {
     struct rules_target t = {rules, request};
     if (!cfg_walk(c, n, path, &header_rules_schema, &t) && n->kind != Y_MAP)
@@ -895,9 +893,10 @@ static void load_header_rules(struct ctx *c, const struct ynode *n, const char *
     for (size_t i = 0; i < rules->nset; i++) {
         for (size_t j = 0; j < i; j++)
             if (strcasecmp(rules->set[i].name, rules->set[j].name) == 0)
-                cfg_err(c, n, path, "%s and %s are the same header (names are case-insensitive): "
-                        "set it once, or use add for a second field", rules->set[j].name,
-                        rules->set[i].name);
+                cfg_err(c, n, path,
+                        "%s and %s are the same header (names are case-insensitive): "
+                        "set it once, or use add for a second field",
+                        rules->set[j].name, rules->set[i].name);
         for (size_t j = 0; j < rules->nremove; j++)
             if (strcasecmp(rules->set[i].name, rules->remove[j].name) == 0)
                 cfg_warn(c, n, path, "%s is both set and removed: it is set", rules->set[i].name);
@@ -1031,7 +1030,8 @@ static void check_route(struct ctx *c, const struct ynode *n, const char *path,
         cfg_subpath(sub, sizeof(sub), path, "respond");
         cfg_err(c, respond_node, sub, "a route has either upstream or respond, not both");
     } else if (!respond_node && !aux->upstream_node) {
-        cfg_err(c, n, path, "a route needs upstream: (where to proxy) or respond: (a fixed answer)");
+        cfg_err(c, n, path,
+                "a route needs upstream: (where to proxy) or respond: (a fixed answer)");
     }
     if (respond_node && (strip_node || r->add_prefix)) {
         cfg_subpath(sub, sizeof(sub), path, strip_node ? "strip_prefix" : "add_prefix");
@@ -1041,8 +1041,8 @@ static void check_route(struct ctx *c, const struct ynode *n, const char *path,
         const char *sp = r->strip_prefix, *pp = r->match.path_prefix;
         if (strncmp(pp, sp, strlen(sp)) != 0) {
             cfg_subpath(sub, sizeof(sub), path, "strip_prefix");
-            cfg_warn(c, strip_node, sub, "%s is not a prefix of path_prefix %s: nothing is stripped",
-                     sp, pp);
+            cfg_warn(c, strip_node, sub,
+                     "%s is not a prefix of path_prefix %s: nothing is stripped", sp, pp);
         }
     }
 }
@@ -1134,8 +1134,7 @@ static bool load_log_format(struct ctx *c, const struct cfg_field *f, const stru
     char *s;
     unsigned i;
     (void)f, (void)k;
-    if (!cfg_get_string(c, v, path, &s) ||
-        !get_choice(c, v, path, formats, "json or combined", &i))
+    if (!cfg_get_string(c, v, path, &s) || !get_choice(c, v, path, formats, "json or combined", &i))
         return false;
     al->format = i == 0 ? CONFIG_LOG_JSON : CONFIG_LOG_COMBINED;
     return true;
@@ -1172,8 +1171,7 @@ static bool load_log_level(struct ctx *c, const struct cfg_field *f, const struc
 }
 
 static const struct cfg_field error_log_fields[] = {
-    {"level", CFG_CUSTOM, .load = load_log_level, .doc = "debug, info, warn or error (info)"},
-    END};
+    {"level", CFG_CUSTOM, .load = load_log_level, .doc = "debug, info, warn or error (info)"}, END};
 static const struct cfg_schema error_log_schema = {"error_log", "a mapping (level)",
                                                    error_log_fields};
 
@@ -1266,12 +1264,23 @@ static const struct cfg_field root_fields[] = {
     END};
 static const struct cfg_schema root_schema = {"", NULL, root_fields};
 
-const struct cfg_schema *const cfg_schemas[] = {
-    &root_schema,       &timeouts_schema, &route_timeouts_schema, &limits_schema,
-    &listener_schema,   &server_schema,   &passive_schema,        &retry_schema,
-    &upstream_schema,   &match_schema,    &respond_schema,        &header_rules_schema,
-    &route_schema,      &access_log_schema, &error_log_schema,    &admin_schema,
-    NULL};
+const struct cfg_schema *const cfg_schemas[] = {&root_schema,
+                                                &timeouts_schema,
+                                                &route_timeouts_schema,
+                                                &limits_schema,
+                                                &listener_schema,
+                                                &server_schema,
+                                                &passive_schema,
+                                                &retry_schema,
+                                                &upstream_schema,
+                                                &match_schema,
+                                                &respond_schema,
+                                                &header_rules_schema,
+                                                &route_schema,
+                                                &access_log_schema,
+                                                &error_log_schema,
+                                                &admin_schema,
+                                                NULL};
 
 void cfg_set_defaults(struct config *cfg)
 {
@@ -1329,7 +1338,7 @@ static int load(struct ctx *c, struct config **out, FILE *diag)
         } else if (root->kind != Y_MAP) {
             char d[QLEN];
             cfg_err(c, root, "", "expected a mapping of settings (listen:, routes:, ...), got %s",
-                cfg_describe(d, sizeof(d), root));
+                    cfg_describe(d, sizeof(d), root));
         } else {
             cfg_walk(c, root, "", &root_schema, c->cfg);
             /* listen: present (else reported by the walk) but empty */
@@ -1449,4 +1458,3 @@ void config_unref(struct config *cfg)
     cfg_arena_fini(&box->mem);
     free(box);
 }
-

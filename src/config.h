@@ -6,7 +6,8 @@
  * - Pure module: reads one file (or a buffer) and returns a struct config.
  *   No libevent, no coroutines, no I/O but reading the file; only
  *   config_yaml.c includes <yaml.h>. Each mapping of the file is a table of
- *   fields walked by one function (config_internal.h has the module's map). Nothing here yields; call it from the main thread.
+ *   fields walked by one function (config_internal.h has the module's map). Nothing here yields;
+ * call it from the main thread.
  * - A loaded config is never modified. Workers and requests hold references
  *   (config_ref/config_unref, an atomic count); the last unref frees it.
  * - Every error and warning is printed to `diag` as
@@ -212,12 +213,12 @@ struct config_route {
     bool name_derived; /* true when `name` was absent (a warning was given) */
     uint32_t index;    /* position in cfg->routes */
     struct config_match match;
-    const struct config_upstream *upstream; /* NULL for respond routes */
-    char *strip_prefix;                     /* NULL = none */
-    char *add_prefix;                       /* NULL = none */
-    struct config_respond *respond;         /* NULL for proxied routes */
-    uint64_t max_body_bytes;                /* the route's or limits.max_body_bytes */
-    struct config_timeouts timeouts;        /* global timeouts overlaid with the route's */
+    const struct config_upstream *upstream;      /* NULL for respond routes */
+    char *strip_prefix;                          /* NULL = none */
+    char *add_prefix;                            /* NULL = none */
+    struct config_respond *respond;              /* NULL for proxied routes */
+    uint64_t max_body_bytes;                     /* the route's or limits.max_body_bytes */
+    struct config_timeouts timeouts;             /* global timeouts overlaid with the route's */
     struct config_header_rules request_headers;  /* to the upstream */
     struct config_header_rules response_headers; /* to the client (also respond answers) */
     bool underscores_in_headers; /* false: client fields named with '_' are dropped */
@@ -267,7 +268,7 @@ struct config {
 
     struct config_access_log access_log;
     enum log_level error_log_level;   /* info */
-    struct config_addr *admin_listen;      /* NULL = no admin listener */
+    struct config_addr *admin_listen; /* NULL = no admin listener */
 
     unsigned nwarnings; /* warnings printed while loading */
 };

@@ -123,11 +123,13 @@ static void resolve_routes(struct ctx *c)
                                ? cfg_nearest(aux->upstream_name, names, cfg->nupstreams)
                                : NULL;
         if (near)
-            cfg_err(c, aux->upstream_node, path, "unknown upstream %s (did you mean \"%s\"?)", q, near);
+            cfg_err(c, aux->upstream_node, path, "unknown upstream %s (did you mean \"%s\"?)", q,
+                    near);
         else if (cfg->nupstreams)
             cfg_err(c, aux->upstream_node, path, "unknown upstream %s: not in upstreams:", q);
         else
-            cfg_err(c, aux->upstream_node, path, "unknown upstream %s: no upstreams: are defined", q);
+            cfg_err(c, aux->upstream_node, path, "unknown upstream %s: no upstreams: are defined",
+                    q);
     }
 }
 
@@ -155,8 +157,8 @@ static void name_routes(struct ctx *c)
                 if (rn->v[j]->kind == Y_SCALAR && streq(rn->v[j]->str, "name"))
                     at = rn->v[j + 1];
             cfg_err(c, at, path, "route name %s is already used by routes[%zu] (line %u)",
-                cfg_quote(q, sizeof(q), refs[i].name, strlen(refs[i].name)), refs[first].index,
-                c->raux[refs[first].index].node->line);
+                    cfg_quote(q, sizeof(q), refs[i].name, strlen(refs[i].name)), refs[first].index,
+                    c->raux[refs[first].index].node->line);
         }
     }
     for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -184,13 +186,13 @@ static void name_routes(struct ctx *c)
         snprintf(path, sizeof(path), "routes[%zu]", i);
         if (taken)
             cfg_err(c, c->raux[i].node, path,
-                "this route has no name and its derived name \"%s\" is taken by another route",
-                name);
+                    "this route has no name and its derived name \"%s\" is taken by another route",
+                    name);
         else if (!c->raux[i].quiet_name)
             cfg_warn(c, c->raux[i].node, path,
-                 "no name: called \"%s\" from its position; give it a name so metrics and "
-                 "limits keep their meaning when routes move",
-                 name);
+                     "no name: called \"%s\" from its position; give it a name so metrics and "
+                     "limits keep their meaning when routes move",
+                     name);
     }
 }
 
@@ -205,9 +207,9 @@ static void check_shadowing(struct ctx *c)
                 char path[PATHLEN];
                 snprintf(path, sizeof(path), "routes[%zu]", j);
                 cfg_warn(c, c->raux[j].node, path,
-                     "route \"%s\" can never match: route \"%s\" (line %u) comes first and "
-                     "matches every request it would",
-                     cfg->routes[j].name, cfg->routes[i].name, c->raux[i].node->line);
+                         "route \"%s\" can never match: route \"%s\" (line %u) comes first and "
+                         "matches every request it would",
+                         cfg->routes[j].name, cfg->routes[i].name, c->raux[i].node->line);
                 break;
             }
         }
@@ -225,7 +227,7 @@ static void check_unused(struct ctx *c)
         char path[PATHLEN];
         cfg_subpath(path, sizeof(path), "upstreams", cfg->upstreams[i].name);
         cfg_warn(c, c->uaux[i].key, path, "upstream \"%s\" is not used by any route",
-             cfg->upstreams[i].name);
+                 cfg->upstreams[i].name);
     }
 }
 

@@ -91,7 +91,6 @@ struct ctx {
  * with the sanitizers' redzones. A longer path ends in "...". */
 enum { PATHLEN = 200, QLEN = 72 };
 
-
 static inline bool streq(const char *a, const char *b)
 {
     return strcmp(a, b) == 0;
@@ -129,8 +128,8 @@ size_t cfg_seq_items(const struct ynode *n);
 bool cfg_get_string(struct ctx *c, const struct ynode *n, const char *path, char **out);
 bool cfg_get_uint(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
                   uint64_t max, const char *what, uint64_t *out);
-bool cfg_get_u32(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
-                 uint64_t max, const char *what, uint32_t *out);
+bool cfg_get_u32(struct ctx *c, const struct ynode *n, const char *path, uint64_t min, uint64_t max,
+                 const char *what, uint32_t *out);
 bool cfg_get_bool(struct ctx *c, const struct ynode *n, const char *path, bool *out);
 bool cfg_get_duration(struct ctx *c, const struct ynode *n, const char *path, bool zero_ok,
                       int64_t *out);

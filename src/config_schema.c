@@ -34,7 +34,7 @@ bool cfg_get_string(struct ctx *c, const struct ynode *n, const char *path, char
 
 /* An integer in [min, max]; `what` names the expectation in the error. */
 bool cfg_get_uint(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
-                     uint64_t max, const char *what, uint64_t *out)
+                  uint64_t max, const char *what, uint64_t *out)
 {
     if (!cfg_want_scalar(c, n, path, what))
         return false;
@@ -52,8 +52,8 @@ bool cfg_get_uint(struct ctx *c, const struct ynode *n, const char *path, uint64
     return true;
 }
 
-bool cfg_get_u32(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
-                    uint64_t max, const char *what, uint32_t *out)
+bool cfg_get_u32(struct ctx *c, const struct ynode *n, const char *path, uint64_t min, uint64_t max,
+                 const char *what, uint32_t *out)
 {
     uint64_t v;
     if (!cfg_get_uint(c, n, path, min, max, what, &v))
@@ -80,7 +80,7 @@ bool cfg_get_bool(struct ctx *c, const struct ynode *n, const char *path, bool *
 }
 
 bool cfg_get_duration(struct ctx *c, const struct ynode *n, const char *path, bool zero_ok,
-                         int64_t *out)
+                      int64_t *out)
 {
     if (!cfg_want_scalar(c, n, path, "a duration like 250ms, 5s or 2m"))
         return false;
@@ -102,7 +102,7 @@ bool cfg_get_duration(struct ctx *c, const struct ynode *n, const char *path, bo
 }
 
 bool cfg_get_size(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
-                     uint64_t max, uint64_t *out)
+                  uint64_t max, uint64_t *out)
 {
     if (!cfg_want_scalar(c, n, path, "a size like 512, 16k or 1m"))
         return false;
@@ -117,7 +117,7 @@ bool cfg_get_size(struct ctx *c, const struct ynode *n, const char *path, uint64
     }
     if (v < min || v > max) {
         cfg_err(c, n, path, "must be between %llu and %llu bytes, got %s (%llu bytes)",
-            (unsigned long long)min, (unsigned long long)max, n->str, (unsigned long long)v);
+                (unsigned long long)min, (unsigned long long)max, n->str, (unsigned long long)v);
         return false;
     }
     *out = v;
@@ -169,7 +169,7 @@ bool cfg_valid_name(const struct ynode *n)
 }
 
 bool cfg_get_addr(struct ctx *c, const struct ynode *n, const char *path, bool names_ok,
-                     struct config_addr *a)
+                  struct config_addr *a)
 {
     char *s;
     if (!cfg_want_scalar(c, n, path, "an address (host:port, [IPv6]:port or unix:/path)") ||

@@ -312,4 +312,3 @@ bool config_trusted(const struct config *cfg, const struct sockaddr *sa)
             return true;
     return false;
 }
-

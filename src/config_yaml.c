@@ -107,7 +107,7 @@ static void vadd_diag(struct ctx *c, bool warning, uint32_t line, uint32_t col, 
 }
 
 __attribute__((format(printf, 4, 5))) void cfg_err(struct ctx *c, const struct ynode *at,
-                                                      const char *path, const char *fmt, ...)
+                                                   const char *path, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -116,7 +116,7 @@ __attribute__((format(printf, 4, 5))) void cfg_err(struct ctx *c, const struct y
 }
 
 __attribute__((format(printf, 4, 5))) void cfg_warn(struct ctx *c, const struct ynode *at,
-                                                       const char *path, const char *fmt, ...)
+                                                    const char *path, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -125,7 +125,7 @@ __attribute__((format(printf, 4, 5))) void cfg_warn(struct ctx *c, const struct 
 }
 
 __attribute__((format(printf, 5, 6))) void cfg_err_at(struct ctx *c, uint32_t line, uint32_t col,
-                                                         const char *path, const char *fmt, ...)
+                                                      const char *path, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -521,7 +521,8 @@ static void check_mapping_keys(struct builder *b, struct ynode *map)
         struct ynode *key = map->v[i];
         char what[QLEN];
         if (key->kind != Y_SCALAR)
-            cfg_err(c, key, path, "expected a plain key, got %s", cfg_describe(what, sizeof(what), key));
+            cfg_err(c, key, path, "expected a plain key, got %s",
+                    cfg_describe(what, sizeof(what), key));
         else
             keys[k++] = key;
     }
@@ -537,7 +538,7 @@ static void check_mapping_keys(struct builder *b, struct ynode *map)
             keys[i]->repeated = true;
             cfg_subpath(sub, sizeof(sub), path, keys[i]->str);
             cfg_err(c, keys[i], sub, "duplicate key %s (first at line %u)",
-                cfg_quote(q, sizeof(q), keys[i]->str, keys[i]->len), keys[first]->line);
+                    cfg_quote(q, sizeof(q), keys[i]->str, keys[i]->len), keys[first]->line);
         }
     }
 }
@@ -607,8 +608,8 @@ static void syntax_error(struct builder *b, yaml_parser_t *p)
     if (p->error == YAML_READER_ERROR) {
         offset_position(c, p->problem_offset, &line, &col);
         if (p->problem_value != -1)
-            cfg_err_at(c, line, col, path, "%s (byte 0x%02x)", p->problem ? p->problem : "bad input",
-                   (unsigned)p->problem_value & 0xff);
+            cfg_err_at(c, line, col, path, "%s (byte 0x%02x)",
+                       p->problem ? p->problem : "bad input", (unsigned)p->problem_value & 0xff);
         else
             cfg_err_at(c, line, col, path, "%s", p->problem ? p->problem : "bad input");
         return;
@@ -620,11 +621,11 @@ static void syntax_error(struct builder *b, yaml_parser_t *p)
     if (source_char(c, line, col) == '\t')
         cfg_err_at(c, line, col, path, "YAML syntax error: a tab; YAML indents with spaces only");
     else if (p->context)
-        cfg_err_at(c, line, col, path, "YAML syntax error: %s %s (line %zu, column %zu)", p->problem,
-               p->context, p->context_mark.line + 1, p->context_mark.column + 1);
+        cfg_err_at(c, line, col, path, "YAML syntax error: %s %s (line %zu, column %zu)",
+                   p->problem, p->context, p->context_mark.line + 1, p->context_mark.column + 1);
     else
         cfg_err_at(c, line, col, path, "YAML syntax error: %s",
-               p->problem ? p->problem : "malformed input");
+                   p->problem ? p->problem : "malformed input");
 }
 
 /*
@@ -646,8 +647,8 @@ static bool on_start(struct builder *b, const yaml_event_t *ev)
     }
     bool seq = ev->type == YAML_SEQUENCE_START_EVENT;
     struct ynode *node = new_node(b, seq ? Y_SEQ : Y_MAP, m);
-    const char *anchor = (const char *)(seq ? ev->data.sequence_start.anchor
-                                            : ev->data.mapping_start.anchor);
+    const char *anchor =
+        (const char *)(seq ? ev->data.sequence_start.anchor : ev->data.mapping_start.anchor);
     /* the anchor becomes usable when the node is complete (no cycles) */
     node->str = anchor ? cfg_strdup(&c->tree, anchor) : NULL;
     b->count++;
@@ -692,8 +693,8 @@ static bool on_alias(struct builder *b, const yaml_event_t *ev)
 static void on_scalar(struct builder *b, const yaml_event_t *ev)
 {
     struct ynode *node = new_node(b, Y_SCALAR, &ev->start_mark);
-    node->str = cfg_strndup(&b->c->tree, (const char *)ev->data.scalar.value,
-                            ev->data.scalar.length);
+    node->str =
+        cfg_strndup(&b->c->tree, (const char *)ev->data.scalar.value, ev->data.scalar.length);
     node->len = ev->data.scalar.length;
     node->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
     node->weight = 1;

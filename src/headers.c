@@ -231,9 +231,8 @@ bool headers_named_in(const char *name, size_t len, const struct http1_header *l
     return false;
 }
 
-int headers_rewrite(struct http1_header *out, size_t n, size_t cap,
-                    const struct http1_header *set, size_t nset,
-                    const struct http1_header *add, size_t nadd,
+int headers_rewrite(struct http1_header *out, size_t n, size_t cap, const struct http1_header *set,
+                    size_t nset, const struct http1_header *add, size_t nadd,
                     const struct http1_header *remove, size_t nremove)
 {
     if (nset + nadd + nremove == 0)

@@ -43,8 +43,8 @@ __attribute__((constructor)) static void cclass_init(void)
             k |= C_HEX;
         if ((k & C_VALUE) || c == ' ' || c == '\t')
             k |= C_FIELD;
-        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' ||
-            c == '.' || c == '_')
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            c == '-' || c == '.' || c == '_')
             k |= C_HOST;
         cclass[c] = k;
         lower_tab[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
@@ -1114,8 +1114,8 @@ ssize_t http1_chunked_decode(struct http1_chunked *dec, const char *buf, size_t 
             continue;
         }
         unsigned char c = (unsigned char)buf[i++];
-        int rc = dec->state < CH_TRAILER_START ? chunk_line_byte(dec, c)
-                                               : chunk_trailer_byte(dec, c);
+        int rc =
+            dec->state < CH_TRAILER_START ? chunk_line_byte(dec, c) : chunk_trailer_byte(dec, c);
         if (rc < 0)
             return rc;
         if (dec->state == CH_DONE)

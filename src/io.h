@@ -131,8 +131,8 @@ void io_set_reading(struct io_stream *s, bool on);
  * or wake coroutines and free the stream (io_stream_free), nothing that yields.
  * NULL removes it.
  */
-void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsigned what, void *arg),
-                 void *arg);
+void io_set_idle(struct io_stream *s,
+                 void (*on_idle)(struct io_stream *s, unsigned what, void *arg), void *arg);
 
 /*
  * Reads: waits until input has at least one byte, then moves at most max

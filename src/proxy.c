@@ -447,9 +447,9 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
     r->server = &up->servers[server];
     r->upstream_server = r->server->addr.text;
     int64_t t0 = loop_now();
-    int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
-                               phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc,
-                               reused);
+    int err =
+        upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
+                         phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc, reused);
     if (err < 0) {
         r->uc = NULL;
         return connect_failure(err);
@@ -773,7 +773,8 @@ static int parse_response_head(struct request *r, struct evbuffer *in)
         const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
         struct request_scratch *sc = request_scratch_of(r->w);
         size_t cap = lim.max_headers + 1;
-        if (!buf || !sc || !request_grow(&sc->resp_hdrs, &sc->resp_cap, cap, sizeof(*sc->resp_hdrs))) {
+        if (!buf || !sc ||
+            !request_grow(&sc->resp_hdrs, &sc->resp_cap, cap, sizeof(*sc->resp_hdrs))) {
             r->error = "out of memory reading the response head";
             return -1;
         }

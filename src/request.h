@@ -49,11 +49,11 @@ struct worker;
  */
 struct request_side {
     struct worker *w;
-    struct io_stream *s;          /* head and body in, response out */
-    size_t read_max;              /* what s buffers at most: a head must fit */
-    const struct sockaddr *peer;  /* the client's address (after PROXY) */
-    const char *client;           /* the same, as text */
-    bool close_after;             /* answer with Connection: close (draining) */
+    struct io_stream *s;         /* head and body in, response out */
+    size_t read_max;             /* what s buffers at most: a head must fit */
+    const struct sockaddr *peer; /* the client's address (after PROXY) */
+    const char *client;          /* the same, as text */
+    bool close_after;            /* answer with Connection: close (draining) */
     void (*done)(struct request_side *side, bool keep_alive, bool linger,
                  struct upstream_conn *tunnel);
 };

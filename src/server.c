@@ -109,7 +109,8 @@ static int worker_setup(struct worker *w)
         return -1;
     }
     w->upstreams = upstream_set_new(w, w->cfg);
-    w->control_ev = event_new(loop_base(w->loop), w->control_fd, EV_READ | EV_PERSIST, on_control, w);
+    w->control_ev =
+        event_new(loop_base(w->loop), w->control_fd, EV_READ | EV_PERSIST, on_control, w);
     if (!w->upstreams || !w->control_ev || event_add(w->control_ev, NULL) != 0 ||
         listener_start(w) != 0) {
         log_error("worker %u: out of memory at start", w->id);

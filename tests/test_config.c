@@ -420,14 +420,14 @@ END_TEST
 
 START_TEST(header_rules)
 {
-    struct config *cfg =
-        load_ok("listen: [{address: '127.0.0.1:1'}]\n"
-                "upstreams: {u: {servers: [{address: '127.0.0.1:2'}]}}\n"
-                "routes:\n"
-                "  - name: r\n"
-                "    upstream: u\n"
-                "    request_headers: {set: {X-A: '1', X-B: ''}, add: {X-C: 'a, b'}, remove: [X-D]}\n"
-                "    response_headers: {remove: [Server, X-Powered-By]}\n");
+    struct config *cfg = load_ok(
+        "listen: [{address: '127.0.0.1:1'}]\n"
+        "upstreams: {u: {servers: [{address: '127.0.0.1:2'}]}}\n"
+        "routes:\n"
+        "  - name: r\n"
+        "    upstream: u\n"
+        "    request_headers: {set: {X-A: '1', X-B: ''}, add: {X-C: 'a, b'}, remove: [X-D]}\n"
+        "    response_headers: {remove: [Server, X-Powered-By]}\n");
     const struct config_header_rules *q = &cfg->routes[0].request_headers;
     ck_assert_uint_eq(q->nset, 2);
     ck_assert_str_eq(q->set[0].name, "X-A");
@@ -614,8 +614,9 @@ START_TEST(schema_keys_documented)
     for (size_t i = 0; i < l.n; i++) {
         if (l.later[i])
             continue;
-        ck_assert_msg(has_word(conf, l.key[i], true), "conf/ferry.yaml does not show %s%s%s:",
-                      l.mapping[i], *l.mapping[i] ? "." : "", l.key[i]);
+        ck_assert_msg(has_word(conf, l.key[i], true),
+                      "conf/ferry.yaml does not show %s%s%s:", l.mapping[i],
+                      *l.mapping[i] ? "." : "", l.key[i]);
         ck_assert_msg(has_word(man, l.key[i], false), "ferry.yaml.5 does not name %s%s%s",
                       l.mapping[i], *l.mapping[i] ? "." : "", l.key[i]);
     }

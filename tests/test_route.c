@@ -91,8 +91,8 @@ static struct config *load_routes(void)
 static const char *find(const struct config *cfg, const char *method, const char *host,
                         const char *path)
 {
-    const struct config_route *r = route_find(cfg, method, strlen(method), host,
-                                              host ? strlen(host) : 0, path, strlen(path));
+    const struct config_route *r =
+        route_find(cfg, method, strlen(method), host, host ? strlen(host) : 0, path, strlen(path));
     return r ? r->name : "(none)";
 }
 
