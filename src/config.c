@@ -1,41 +1,36 @@
 /*
  * config: see config.h for the contract, docs/config.md for the format.
- * This file holds the schema walk and the loaders; config_internal.h lists
- * the module's other files.
+ * This file holds the schema (a table of fields per mapping) and the
+ * loaders the tables name; config_internal.h lists the module's other files.
  *
  * Three stages, each bounded:
- *  1. libyaml's event parser builds a small tree of scalars, lists and
- *     mappings with their positions (build_tree). Aliases point at the
- *     anchored node instead of copying it, and every node counts with its
- *     expanded size against CONFIG_MAX_NODES, so a "billion laughs" file
- *     stops early instead of being walked a billion times. Nesting is
- *     capped at CONFIG_MAX_DEPTH. Duplicate keys are found per mapping by
- *     sorting, so a mapping with many keys costs n log n.
- *  2. The schema walk (load_root and friends) checks every key against the
- *     keys it knows, the keys of the contract not implemented yet ("not
- *     supported yet") and suggests the nearest one for a typo. It keeps
- *     going after an error so one run reports every problem.
- *  3. Cross checks: route -> upstream names, duplicate route names,
- *     shadowed routes, unused upstreams.
+ *  1. The YAML tree (config_yaml.c): libyaml's events into scalars, lists
+ *     and mappings with their positions; aliases share the anchored node
+ *     and count with their expanded size against CONFIG_MAX_NODES;
+ *     nesting is capped at CONFIG_MAX_DEPTH; duplicate keys are found per
+ *     mapping by sorting.
+ *  2. The schema walk (cfg_walk in config_schema.c over the tables here):
+ *     every key against the keys of its mapping, the keys of the contract
+ *     not implemented yet ("not supported yet"), a suggestion for a typo,
+ *     required keys and types. It keeps going after an error so one run
+ *     reports every problem. Where a value sits is a chain of keys on the
+ *     stack (struct cfg_path), written out only for a message.
+ *  3. Cross checks (config_check.c): route -> upstream names, duplicate
+ *     route names, shadowed routes, unused upstreams.
  * Diagnostics are collected, sorted by position and printed with the
  * offending line and a caret.
  */
 #include "config.h"
 #include "config_internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
-#include <yaml.h>
 
 /* ---- stage 2: the schema ---- */
 
@@ -83,7 +78,7 @@ static const struct cfg_schema timeouts_schema = {
 /* routes[].timeouts: into the route's aux (a bit per key set); the keys
  * that run before a route is chosen or outside any one request refuse. */
 static bool load_route_timeout(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                               const struct ynode *v, const char *path, void *target)
+                               const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct route_aux *aux = target;
     (void)k;
@@ -125,7 +120,7 @@ static const struct cfg_schema route_timeouts_schema = {
 
 /* limits.max_header_bytes: 1k up to what a read buffer can hold. */
 static bool load_header_bytes(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                              const struct ynode *v, const char *path, void *target)
+                              const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_limits *l = target;
     uint64_t b;
@@ -157,7 +152,7 @@ static const struct cfg_schema limits_schema = {"limits", "a mapping of limits",
 
 /* listen: [- address, backlog, proxy_protocol, defer_accept] */
 static bool load_listen_addr(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                             const struct ynode *v, const char *path, void *target)
+                             const struct ynode *v, const struct cfg_path *path, void *target)
 {
     (void)f, (void)k;
     return cfg_get_addr(c, v, path, false, &((struct config_listener *)target)->addr);
@@ -178,7 +173,7 @@ static const struct cfg_field listener_fields[] = {
 static const struct cfg_schema listener_schema = {"listen[]", NULL, listener_fields};
 
 static bool load_listen(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                        const struct ynode *n, const char *path, void *target)
+                        const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct config *cfg = target;
     (void)f, (void)k;
@@ -189,8 +184,7 @@ static bool load_listen(struct ctx *c, const struct cfg_field *f, const struct y
     const struct ynode **addr_nodes = cfg_alloc(&c->tree, (count ? count : 1) * sizeof(void *));
     for (size_t i = 0; i < count; i++) {
         const struct ynode *item = n->v[i];
-        char ipath[PATHLEN];
-        cfg_idxpath(ipath, sizeof(ipath), path, i);
+        const struct cfg_path *ipath = CFG_INDEX(path, i);
         struct config_listener *l = &cfg->listeners[cfg->nlisteners];
         l->backlog = 4096;
         l->defer_accept = true;
@@ -212,16 +206,14 @@ static bool load_listen(struct ctx *c, const struct cfg_field *f, const struct y
             addr_nodes[cfg->nlisteners++] = addr;
             continue;
         }
-        char sub[PATHLEN];
-        cfg_subpath(sub, sizeof(sub), ipath, "address");
-        cfg_err(c, addr, sub, "%s is already listened on (line %u)", l->addr.text,
+        cfg_err(c, addr, CFG_KEY(ipath, "address"), "%s is already listened on (line %u)", l->addr.text,
                 addr_nodes[j]->line);
     }
     return true;
 }
 
 static bool load_trusted(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                         const struct ynode *n, const char *path, void *target)
+                         const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct config *cfg = target;
     (void)f, (void)k;
@@ -230,8 +222,7 @@ static bool load_trusted(struct ctx *c, const struct cfg_field *f, const struct 
     size_t count = cfg_seq_items(n);
     cfg->trusted_proxies = cfg_alloc(c->mem, (count ? count : 1) * sizeof(struct config_cidr));
     for (size_t i = 0; i < count; i++) {
-        char ipath[PATHLEN];
-        cfg_idxpath(ipath, sizeof(ipath), path, i);
+        const struct cfg_path *ipath = CFG_INDEX(path, i);
         char *s;
         if (!cfg_get_string(c, n->v[i], ipath, &s))
             continue;
@@ -266,7 +257,7 @@ static bool valid_host_header(const char *s)
 
 /* upstreams.NAME.servers: [- address, weight] */
 static bool load_server_addr(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                             const struct ynode *v, const char *path, void *target)
+                             const struct ynode *v, const struct cfg_path *path, void *target)
 {
     (void)f, (void)k;
     return cfg_get_addr(c, v, path, true, &((struct config_server *)target)->addr);
@@ -281,7 +272,7 @@ static const struct cfg_field server_fields[] = {
 static const struct cfg_schema server_schema = {"upstreams.NAME.servers[]", NULL, server_fields};
 
 static bool load_servers(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                         const struct ynode *n, const char *path, void *target)
+                         const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct config_upstream *u = target;
     (void)f, (void)k;
@@ -295,8 +286,7 @@ static bool load_servers(struct ctx *c, const struct cfg_field *f, const struct 
     const struct ynode **addr_nodes = cfg_alloc(&c->tree, n->n * sizeof(void *));
     for (size_t i = 0; i < n->n; i++) {
         const struct ynode *item = n->v[i];
-        char ipath[PATHLEN];
-        cfg_idxpath(ipath, sizeof(ipath), path, i);
+        const struct cfg_path *ipath = CFG_INDEX(path, i);
         if (item->kind != Y_MAP) {
             char d[QLEN];
             cfg_err(c, item, ipath, "expected a server (a mapping with address:), got %s",
@@ -312,9 +302,7 @@ static bool load_servers(struct ctx *c, const struct cfg_field *f, const struct 
         while (j < u->nservers && !streq(u->servers[j].addr.text, s->addr.text))
             j++;
         if (j < u->nservers) {
-            char sub[PATHLEN];
-            cfg_subpath(sub, sizeof(sub), ipath, "address");
-            cfg_err(c, addr, sub, "%s is already a server of this upstream (line %u)", s->addr.text,
+            cfg_err(c, addr, CFG_KEY(ipath, "address"), "%s is already a server of this upstream (line %u)", s->addr.text,
                     addr_nodes[j]->line);
             continue;
         }
@@ -335,7 +323,7 @@ static const struct cfg_schema passive_schema = {"upstreams.NAME.passive",
                                                  "a mapping (failures, eject_for)", passive_fields};
 
 static bool load_passive(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                         const struct ynode *n, const char *path, void *target)
+                         const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct config_upstream *u = target;
     (void)f, (void)k;
@@ -346,7 +334,7 @@ static bool load_passive(struct ctx *c, const struct cfg_field *f, const struct 
 
 /* retries.on: [connect_error, reset, timeout, 502, 503, 504] */
 static bool load_retry_on(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                          const struct ynode *v, const char *path, void *target)
+                          const struct ynode *v, const struct cfg_path *path, void *target)
 {
     static const char *const conds[] = {"connect_error", "reset", "timeout", "502",
                                         "503",           "504",   NULL};
@@ -357,8 +345,8 @@ static bool load_retry_on(struct ctx *c, const struct cfg_field *f, const struct
     u->retry_on = 0;
     bool ok = true;
     for (size_t j = 0; j < cfg_seq_items(v); j++) {
-        char ipath[PATHLEN], q[QLEN];
-        cfg_idxpath(ipath, sizeof(ipath), path, j);
+        const struct cfg_path *ipath = CFG_INDEX(path, j);
+        char q[QLEN];
         const struct ynode *item = v->v[j];
         if (!cfg_want_scalar(c, item, ipath, "a retry condition")) {
             ok = false;
@@ -395,7 +383,7 @@ static const struct cfg_schema retry_schema = {"upstreams.NAME.retries", "a mapp
                                                retry_fields};
 
 static bool load_retries(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                         const struct ynode *n, const char *path, void *target)
+                         const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct config_upstream *u = target;
     (void)f, (void)k;
@@ -406,7 +394,7 @@ static bool load_retries(struct ctx *c, const struct cfg_field *f, const struct 
 }
 
 static bool load_balance(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                         const struct ynode *v, const char *path, void *target)
+                         const struct ynode *v, const struct cfg_path *path, void *target)
 {
     static const char *const balances[] = {"round_robin", "least_conn", "random_two", "hash", NULL};
     char q[96];
@@ -430,7 +418,7 @@ static bool load_balance(struct ctx *c, const struct cfg_field *f, const struct 
 }
 
 static bool load_host_header(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                             const struct ynode *v, const char *path, void *target)
+                             const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_upstream *u = target;
     char *s, q[96];
@@ -471,7 +459,7 @@ static const struct cfg_field upstream_fields[] = {
     END};
 static const struct cfg_schema upstream_schema = {"upstreams.NAME", NULL, upstream_fields};
 
-static void load_upstream(struct ctx *c, const struct ynode *n, const char *path,
+static void load_upstream(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
                           struct config_upstream *u)
 {
     u->keepalive = 64;
@@ -490,7 +478,7 @@ static void load_upstream(struct ctx *c, const struct ynode *n, const char *path
 }
 
 static bool load_upstreams(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                           const struct ynode *n, const char *path, void *target)
+                           const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct config *cfg = target;
     (void)f, (void)k;
@@ -503,8 +491,8 @@ static bool load_upstreams(struct ctx *c, const struct cfg_field *f, const struc
         const struct ynode *name = n->v[2 * i], *v = n->v[2 * i + 1];
         if (name->kind != Y_SCALAR || name->repeated)
             continue;
-        char sub[512], q[96];
-        cfg_subpath(sub, sizeof(sub), path, name->str);
+        const struct cfg_path *sub = CFG_KEY(path, name->str);
+        char q[96];
         if (!cfg_valid_name(name)) {
             cfg_err(c, name, sub,
                     "an upstream name is 1 to 64 letters, digits, '-', '_' or '.', got %s",
@@ -549,7 +537,7 @@ static const char *check_route_path(const char *p)
 
 /* A route path value (match.path, path_prefix, strip_prefix, add_prefix)
  * into *out. */
-static bool get_route_path(struct ctx *c, const struct ynode *v, const char *path, char **out)
+static bool get_route_path(struct ctx *c, const struct ynode *v, const struct cfg_path *path, char **out)
 {
     char *p, q[96];
     if (!cfg_get_string(c, v, path, &p))
@@ -567,7 +555,7 @@ static const char *const METHOD_NAMES[] = {"GET",     "HEAD",    "POST",  "PUT",
                                            "CONNECT", "OPTIONS", "TRACE", "PATCH", NULL};
 
 static bool load_match_host(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                            const struct ynode *v, const char *path, void *target)
+                            const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_match *m = &((struct config_route *)target)->match;
     char *h, q[96];
@@ -599,7 +587,7 @@ static bool load_match_host(struct ctx *c, const struct cfg_field *f, const stru
 }
 
 static bool load_match_path(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                            const struct ynode *v, const char *path, void *target)
+                            const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_match *m = &((struct config_route *)target)->match;
     (void)k;
@@ -607,7 +595,7 @@ static bool load_match_path(struct ctx *c, const struct cfg_field *f, const stru
 }
 
 /* One item of match.methods into m; false after reporting it. */
-static bool match_method(struct ctx *c, const struct ynode *item, const char *ipath,
+static bool match_method(struct ctx *c, const struct ynode *item, const struct cfg_path *ipath,
                          struct config_match *m)
 {
     char *meth, q[96];
@@ -649,7 +637,7 @@ static bool match_method(struct ctx *c, const struct ynode *item, const char *ip
 }
 
 static bool load_match_methods(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                               const struct ynode *v, const char *path, void *target)
+                               const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_match *m = &((struct config_route *)target)->match;
     (void)f, (void)k;
@@ -662,9 +650,7 @@ static bool load_match_methods(struct ctx *c, const struct cfg_field *f, const s
     m->methods = cfg_alloc(c->mem, v->n * sizeof(char *));
     bool ok = true;
     for (size_t j = 0; j < v->n; j++) {
-        char ipath[PATHLEN];
-        cfg_idxpath(ipath, sizeof(ipath), path, j);
-        ok &= match_method(c, v->v[j], ipath, m);
+        ok &= match_method(c, v->v[j], CFG_INDEX(path, j), m);
     }
     return ok;
 }
@@ -683,7 +669,7 @@ static const struct cfg_schema match_schema = {
     "routes[].match", "a mapping of conditions (host, path, path_prefix, methods)", match_fields};
 
 static bool load_match(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                       const struct ynode *n, const char *path, void *target)
+                       const struct ynode *n, const struct cfg_path *path, void *target)
 {
     (void)f, (void)k;
     if (!cfg_walk(c, n, path, &match_schema, target) && n->kind != Y_MAP)
@@ -693,20 +679,18 @@ static bool load_match(struct ctx *c, const struct cfg_field *f, const struct yn
     struct config_match *m = &((struct config_route *)target)->match;
     if (!path_node || !prefix_node || !m->path || !m->path_prefix)
         return true;
-    char sub[PATHLEN];
     const struct ynode *later_node =
         path_node->line > prefix_node->line ||
                 (path_node->line == prefix_node->line && path_node->col > prefix_node->col)
             ? path_node
             : prefix_node;
-    cfg_subpath(sub, sizeof(sub), path, later_node == path_node ? "path" : "path_prefix");
-    cfg_err(c, later_node, sub, "path and path_prefix exclude each other: keep one");
+    cfg_err(c, later_node, CFG_KEY(path, later_node == path_node ? "path" : "path_prefix"), "path and path_prefix exclude each other: keep one");
     return false;
 }
 
 /* respond: { status, body, content_type } */
 static bool load_respond_status(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                                const struct ynode *v, const char *path, void *target)
+                                const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_respond *resp = target;
     uint32_t st;
@@ -718,7 +702,7 @@ static bool load_respond_status(struct ctx *c, const struct cfg_field *f, const 
 }
 
 static bool load_respond_body(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                              const struct ynode *v, const char *path, void *target)
+                              const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_respond *resp = target;
     (void)f, (void)k;
@@ -730,7 +714,7 @@ static bool load_respond_body(struct ctx *c, const struct cfg_field *f, const st
 }
 
 static bool load_respond_type(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                              const struct ynode *v, const char *path, void *target)
+                              const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_respond *resp = target;
     char *ct;
@@ -758,7 +742,7 @@ static const struct cfg_field respond_fields[] = {
 static const struct cfg_schema respond_schema = {"routes[].respond", NULL, respond_fields};
 
 static bool load_respond(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                         const struct ynode *n, const char *path, void *target)
+                         const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct config_route *r = target;
     (void)f, (void)k;
@@ -791,7 +775,7 @@ static const char *unrewritable(const char *name, bool request)
 
 /* A field name from node k (a key or a list item) into *out; false after
  * an error. */
-static bool get_field_name(struct ctx *c, const struct ynode *k, const char *path, bool request,
+static bool get_field_name(struct ctx *c, const struct ynode *k, const struct cfg_path *path, bool request,
                            struct http1_header *out)
 {
     char q[QLEN];
@@ -819,7 +803,7 @@ struct rules_target {
 
 /* set: / add: — a mapping of header name to value. */
 static bool load_header_map(struct ctx *c, const struct cfg_field *f, const struct ynode *key,
-                            const struct ynode *n, const char *path, void *target)
+                            const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct rules_target *t = target;
     bool set = streq(f->key, "set");
@@ -831,8 +815,8 @@ static bool load_header_map(struct ctx *c, const struct cfg_field *f, const stru
     *out = cfg_alloc(c->mem, (cfg_map_pairs(n) ? cfg_map_pairs(n) : 1) * sizeof(**out));
     for (size_t i = 0; i < cfg_map_pairs(n); i++) {
         const struct ynode *k = n->v[2 * i], *v = n->v[2 * i + 1];
-        char sub[PATHLEN], q[QLEN];
-        cfg_subpath(sub, sizeof(sub), path, k->kind == Y_SCALAR ? k->str : "?");
+        const struct cfg_path *sub = CFG_KEY(path, k->kind == Y_SCALAR ? k->str : "?");
+        char q[QLEN];
         struct http1_header *h = &(*out)[*count];
         if (!get_field_name(c, k, sub, t->request, h))
             continue;
@@ -856,7 +840,7 @@ static bool load_header_map(struct ctx *c, const struct cfg_field *f, const stru
 }
 
 static bool load_header_remove(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                               const struct ynode *v, const char *path, void *target)
+                               const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_header_rules *rules = ((struct rules_target *)target)->rules;
     (void)f, (void)k;
@@ -865,9 +849,7 @@ static bool load_header_remove(struct ctx *c, const struct cfg_field *f, const s
     size_t count = cfg_seq_items(v);
     rules->remove = cfg_alloc(c->mem, (count ? count : 1) * sizeof(*rules->remove));
     for (size_t j = 0; j < count; j++) {
-        char ipath[PATHLEN];
-        cfg_idxpath(ipath, sizeof(ipath), path, j);
-        if (get_field_name(c, v->v[j], ipath, ((struct rules_target *)target)->request,
+        if (get_field_name(c, v->v[j], CFG_INDEX(path, j), ((struct rules_target *)target)->request,
                            &rules->remove[rules->nremove]))
             rules->nremove++;
     }
@@ -882,7 +864,7 @@ static const struct cfg_field header_rule_fields[] = {
 static const struct cfg_schema header_rules_schema = {
     "routes[].{request,response}_headers", "a mapping (set, add, remove)", header_rule_fields};
 
-static void load_header_rules(struct ctx *c, const struct ynode *n, const char *path, bool request,
+static void load_header_rules(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool request,
                               struct config_header_rules *rules)
 {
     struct rules_target t = {rules, request};
@@ -910,7 +892,7 @@ static struct route_aux *aux_of(struct ctx *c, const void *route)
 }
 
 static bool load_route_name(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                            const struct ynode *v, const char *path, void *target)
+                            const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_route *r = target;
     char q[96];
@@ -928,7 +910,7 @@ static bool load_route_name(struct ctx *c, const struct cfg_field *f, const stru
 }
 
 static bool load_route_upstream(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                                const struct ynode *v, const char *path, void *target)
+                                const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct route_aux *aux = aux_of(c, target);
     (void)f, (void)k;
@@ -940,7 +922,7 @@ static bool load_route_upstream(struct ctx *c, const struct cfg_field *f, const 
 }
 
 static bool load_route_prefix(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                              const struct ynode *v, const char *path, void *target)
+                              const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_route *r = target;
     (void)k;
@@ -949,7 +931,7 @@ static bool load_route_prefix(struct ctx *c, const struct cfg_field *f, const st
 }
 
 static bool load_route_body(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                            const struct ynode *v, const char *path, void *target)
+                            const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_route *r = target;
     (void)f, (void)k;
@@ -960,14 +942,14 @@ static bool load_route_body(struct ctx *c, const struct cfg_field *f, const stru
 }
 
 static bool load_route_timeouts(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                                const struct ynode *v, const char *path, void *target)
+                                const struct ynode *v, const struct cfg_path *path, void *target)
 {
     (void)f, (void)k;
     return cfg_walk(c, v, path, &route_timeouts_schema, aux_of(c, target));
 }
 
 static bool load_route_headers(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                               const struct ynode *v, const char *path, void *target)
+                               const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_route *r = target;
     bool request = streq(f->key, "request_headers");
@@ -1014,40 +996,35 @@ static const struct ynode *map_key(const struct ynode *n, const char *key)
 }
 
 /* What a route's keys say about each other. */
-static void check_route(struct ctx *c, const struct ynode *n, const char *path,
+static void check_route(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
                         struct config_route *r)
 {
     struct route_aux *aux = aux_of(c, r);
     const struct ynode *respond_node = map_key(n, "respond"),
                        *request_rules_node = map_key(n, "request_headers"),
                        *strip_node = r->strip_prefix ? cfg_map_get(n, "strip_prefix") : NULL;
-    char sub[PATHLEN];
     if (respond_node && request_rules_node) {
-        cfg_subpath(sub, sizeof(sub), path, "request_headers");
-        cfg_warn(c, request_rules_node, sub, "has no effect on a respond route");
+        cfg_warn(c, request_rules_node, CFG_KEY(path, "request_headers"), "has no effect on a respond route");
     }
     if (respond_node && aux->upstream_node) {
-        cfg_subpath(sub, sizeof(sub), path, "respond");
-        cfg_err(c, respond_node, sub, "a route has either upstream or respond, not both");
+        cfg_err(c, respond_node, CFG_KEY(path, "respond"), "a route has either upstream or respond, not both");
     } else if (!respond_node && !aux->upstream_node) {
         cfg_err(c, n, path,
                 "a route needs upstream: (where to proxy) or respond: (a fixed answer)");
     }
     if (respond_node && (strip_node || r->add_prefix)) {
-        cfg_subpath(sub, sizeof(sub), path, strip_node ? "strip_prefix" : "add_prefix");
-        cfg_warn(c, respond_node, sub, "has no effect on a respond route");
+        cfg_warn(c, respond_node, CFG_KEY(path, strip_node ? "strip_prefix" : "add_prefix"), "has no effect on a respond route");
     }
     if (strip_node && r->match.path_prefix) {
         const char *sp = r->strip_prefix, *pp = r->match.path_prefix;
         if (strncmp(pp, sp, strlen(sp)) != 0) {
-            cfg_subpath(sub, sizeof(sub), path, "strip_prefix");
-            cfg_warn(c, strip_node, sub,
+            cfg_warn(c, strip_node, CFG_KEY(path, "strip_prefix"),
                      "%s is not a prefix of path_prefix %s: nothing is stripped", sp, pp);
         }
     }
 }
 
-static void load_route(struct ctx *c, const struct ynode *n, const char *path,
+static void load_route(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
                        struct config_route *r)
 {
     struct route_aux *aux = aux_of(c, r);
@@ -1064,7 +1041,7 @@ static void load_route(struct ctx *c, const struct ynode *n, const char *path,
 }
 
 static bool load_routes(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                        const struct ynode *n, const char *path, void *target)
+                        const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct config *cfg = target;
     (void)f, (void)k;
@@ -1078,11 +1055,9 @@ static bool load_routes(struct ctx *c, const struct cfg_field *f, const struct y
     cfg->routes = cfg_alloc(c->mem, (count ? count : 1) * sizeof(*cfg->routes));
     c->raux = cfg_alloc(&c->tree, (count ? count : 1) * sizeof(*c->raux));
     for (size_t i = 0; i < count; i++) {
-        char ipath[PATHLEN];
-        cfg_idxpath(ipath, sizeof(ipath), path, i);
         struct config_route *r = &cfg->routes[i];
         r->index = (uint32_t)i;
-        load_route(c, n->v[i], ipath, r);
+        load_route(c, n->v[i], CFG_INDEX(path, i), r);
     }
     cfg->nroutes = count;
     return true;
@@ -1090,7 +1065,7 @@ static bool load_routes(struct ctx *c, const struct cfg_field *f, const struct y
 
 /* access_log: { path, format } */
 static bool load_log_path(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                          const struct ynode *v, const char *path, void *target)
+                          const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_access_log *al = target;
     char *s, q[96];
@@ -1108,7 +1083,7 @@ static bool load_log_path(struct ctx *c, const struct cfg_field *f, const struct
 
 /* A scalar that is one of names (its index in *out), or an error saying
  * "expected <list>, got X (did you mean ...)". */
-static bool get_choice(struct ctx *c, const struct ynode *v, const char *path,
+static bool get_choice(struct ctx *c, const struct ynode *v, const struct cfg_path *path,
                        const char *const *names, const char *list, unsigned *out)
 {
     char q[96];
@@ -1127,7 +1102,7 @@ static bool get_choice(struct ctx *c, const struct ynode *v, const char *path,
 }
 
 static bool load_log_format(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                            const struct ynode *v, const char *path, void *target)
+                            const struct ynode *v, const struct cfg_path *path, void *target)
 {
     static const char *const formats[] = {"json", "combined", NULL};
     struct config_access_log *al = target;
@@ -1148,7 +1123,7 @@ static const struct cfg_schema access_log_schema = {"access_log", "a mapping (pa
                                                     access_log_fields};
 
 static bool load_access_log(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                            const struct ynode *n, const char *path, void *target)
+                            const struct ynode *n, const struct cfg_path *path, void *target)
 {
     struct config_access_log *al = &((struct config *)target)->access_log;
     (void)f, (void)k;
@@ -1159,7 +1134,7 @@ static bool load_access_log(struct ctx *c, const struct cfg_field *f, const stru
 }
 
 static bool load_log_level(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                           const struct ynode *v, const char *path, void *target)
+                           const struct ynode *v, const struct cfg_path *path, void *target)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
     unsigned l;
@@ -1176,7 +1151,7 @@ static const struct cfg_schema error_log_schema = {"error_log", "a mapping (leve
                                                    error_log_fields};
 
 static bool load_admin_listen(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                              const struct ynode *v, const char *path, void *target)
+                              const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config_addr *a = cfg_alloc(c->mem, sizeof(*a));
     (void)f, (void)k;
@@ -1194,7 +1169,7 @@ static const struct cfg_schema admin_schema = {"admin", "a mapping (listen)", ad
 
 /* A nested mapping of the top level walked with its own schema. */
 static bool load_section(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                         const struct ynode *v, const char *path, void *target)
+                         const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config *cfg = target;
     (void)k;
@@ -1208,7 +1183,7 @@ static bool load_section(struct ctx *c, const struct cfg_field *f, const struct 
 }
 
 static bool load_workers(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                         const struct ynode *v, const char *path, void *target)
+                         const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config *cfg = target;
     (void)f, (void)k;
@@ -1220,7 +1195,7 @@ static bool load_workers(struct ctx *c, const struct cfg_field *f, const struct 
 }
 
 static bool load_pid_file(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                          const struct ynode *v, const char *path, void *target)
+                          const struct ynode *v, const struct cfg_path *path, void *target)
 {
     struct config *cfg = target;
     char *s;
@@ -1337,16 +1312,16 @@ static int load(struct ctx *c, struct config **out, FILE *diag)
             cfg_err_at(c, 1, 1, "", "the file holds no settings: at least listen: is required");
         } else if (root->kind != Y_MAP) {
             char d[QLEN];
-            cfg_err(c, root, "", "expected a mapping of settings (listen:, routes:, ...), got %s",
+            cfg_err(c, root, NULL, "expected a mapping of settings (listen:, routes:, ...), got %s",
                     cfg_describe(d, sizeof(d), root));
         } else {
-            cfg_walk(c, root, "", &root_schema, c->cfg);
+            cfg_walk(c, root, NULL, &root_schema, c->cfg);
             /* listen: present (else reported by the walk) but empty */
             if (c->cfg->nlisteners == 0 && c->nerrors == 0)
-                cfg_err(c, root, "listen", "required: at least one listener");
+                cfg_err(c, root, CFG_KEY(NULL, "listen"), "required: at least one listener");
             cfg_cross_check(c);
             if (c->nerrors == 0 && c->cfg->nroutes == 0)
-                cfg_warn(c, root, "routes", "no routes: every request gets 404");
+                cfg_warn(c, root, CFG_KEY(NULL, "routes"), "no routes: every request gets 404");
         }
     }
     int rc = c->nerrors ? -1 : 0;

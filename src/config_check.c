@@ -116,8 +116,8 @@ static void resolve_routes(struct ctx *c)
             c->uaux[(*found)->index].used = true;
             continue;
         }
-        char path[512], q[96];
-        snprintf(path, sizeof(path), "routes[%zu].upstream", i);
+        const struct cfg_path *path = CFG_KEY(CFG_INDEX(CFG_KEY(NULL, "routes"), i), "upstream");
+        char q[96];
         cfg_quote(q, sizeof(q), aux->upstream_node->str, aux->upstream_node->len);
         const char *near = c->nerrors < CONFIG_MAX_ERRORS
                                ? cfg_nearest(aux->upstream_name, names, cfg->nupstreams)
@@ -149,8 +149,9 @@ static void name_routes(struct ctx *c)
             size_t first = i - 1;
             while (first > 0 && streq(refs[first - 1].name, refs[i].name))
                 first--;
-            char path[512], q[96];
-            snprintf(path, sizeof(path), "routes[%zu].name", refs[i].index);
+            const struct cfg_path *path =
+                CFG_KEY(CFG_INDEX(CFG_KEY(NULL, "routes"), refs[i].index), "name");
+            char q[96];
             const struct ynode *rn = c->raux[refs[i].index].node;
             const struct ynode *at = rn;
             for (size_t j = 0; rn->kind == Y_MAP && j + 1 < rn->n; j += 2)
@@ -182,8 +183,7 @@ static void name_routes(struct ctx *c)
         (void)key;
         r->name = cfg_strdup(c->mem, name);
         r->name_derived = true;
-        char path[PATHLEN];
-        snprintf(path, sizeof(path), "routes[%zu]", i);
+        const struct cfg_path *path = CFG_INDEX(CFG_KEY(NULL, "routes"), i);
         if (taken)
             cfg_err(c, c->raux[i].node, path,
                     "this route has no name and its derived name \"%s\" is taken by another route",
@@ -204,8 +204,7 @@ static void check_shadowing(struct ctx *c)
     for (size_t j = 1; j < cfg->nroutes && c->nerrors == 0; j++) {
         for (size_t i = 0; i < j; i++) {
             if (route_covers(&cfg->routes[i], &cfg->routes[j])) {
-                char path[PATHLEN];
-                snprintf(path, sizeof(path), "routes[%zu]", j);
+                const struct cfg_path *path = CFG_INDEX(CFG_KEY(NULL, "routes"), j);
                 cfg_warn(c, c->raux[j].node, path,
                          "route \"%s\" can never match: route \"%s\" (line %u) comes first and "
                          "matches every request it would",
@@ -224,8 +223,7 @@ static void check_unused(struct ctx *c)
     for (size_t i = 0; i < cfg->nupstreams && c->nerrors == 0; i++) {
         if (c->uaux[i].used)
             continue;
-        char path[PATHLEN];
-        cfg_subpath(path, sizeof(path), "upstreams", cfg->upstreams[i].name);
+        const struct cfg_path *path = CFG_KEY(CFG_KEY(NULL, "upstreams"), cfg->upstreams[i].name);
         cfg_warn(c, c->uaux[i].key, path, "upstream \"%s\" is not used by any route",
                  cfg->upstreams[i].name);
     }

@@ -85,11 +85,25 @@ struct ctx {
     const struct ynode *root;
 };
 
+/*
+ * Where a value sits: a chain of keys and list indexes on the walker's
+ * stack, written out ("upstreams.api.servers[0].address") only when a
+ * message is reported. NULL is the top level. CFG_KEY and CFG_INDEX make a
+ * link that lives until the end of the enclosing block.
+ */
+struct cfg_path {
+    const struct cfg_path *up;
+    const char *key; /* a mapping's key, or NULL: item `index` of a list */
+    size_t index;
+};
+#define CFG_KEY(parent, k) (&(const struct cfg_path){.up = (parent), .key = (k)})
+#define CFG_INDEX(parent, i) (&(const struct cfg_path){.up = (parent), .index = (i)})
+
 /* ---- small string helpers ---- */
 
-/* Buffers for paths and quoted values: small, frames stay under 4 KiB even
- * with the sanitizers' redzones. A longer path ends in "...". */
-enum { PATHLEN = 200, QLEN = 72 };
+/* Buffers for written-out paths and quoted values. A longer path ends in
+ * "...". */
+enum { PATHLEN = 512, QLEN = 72 };
 
 static inline bool streq(const char *a, const char *b)
 {
@@ -103,40 +117,39 @@ char *cfg_strndup(struct arena *a, const char *s, size_t len);
 char *cfg_strdup(struct arena *a, const char *s);
 void cfg_arena_fini(struct arena *a);
 __attribute__((format(printf, 4, 5))) void cfg_err(struct ctx *c, const struct ynode *at,
-                                                   const char *path, const char *fmt, ...);
+                                                   const struct cfg_path *path, const char *fmt, ...);
 __attribute__((format(printf, 4, 5))) void cfg_warn(struct ctx *c, const struct ynode *at,
-                                                    const char *path, const char *fmt, ...);
+                                                    const struct cfg_path *path, const char *fmt, ...);
+/* At a position with a path already written out (the tree builder's). */
 __attribute__((format(printf, 5, 6))) void cfg_err_at(struct ctx *c, uint32_t line, uint32_t col,
                                                       const char *path, const char *fmt, ...);
 void cfg_print_diags(struct ctx *c, FILE *f);
 const char *cfg_quote(char *buf, size_t size, const char *s, size_t len);
 bool cfg_is_null(const struct ynode *n);
 const char *cfg_describe(char *buf, size_t size, const struct ynode *n);
-void cfg_subpath(char *out, size_t size, const char *path, const char *key);
-void cfg_idxpath(char *out, size_t size, const char *path, size_t i);
 const char *cfg_nearest(const char *word, const char *const *cands, size_t ncands);
 size_t cfg_count_list(const char *const *l);
 /* Parses c->src into a tree; 0, or -1 after reporting. *root NULL: empty. */
 int cfg_tree_build(struct ctx *c, const struct ynode **root);
 
 /* config_schema.c: typed getters (each reports its own error, returns false) */
-bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const char *path, const char *what);
-bool cfg_want_map(struct ctx *c, const struct ynode *n, const char *path, const char *what);
-bool cfg_want_seq(struct ctx *c, const struct ynode *n, const char *path, const char *what);
+bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what);
+bool cfg_want_map(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what);
+bool cfg_want_seq(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what);
 size_t cfg_map_pairs(const struct ynode *n);
 size_t cfg_seq_items(const struct ynode *n);
-bool cfg_get_string(struct ctx *c, const struct ynode *n, const char *path, char **out);
-bool cfg_get_uint(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
+bool cfg_get_string(struct ctx *c, const struct ynode *n, const struct cfg_path *path, char **out);
+bool cfg_get_uint(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min,
                   uint64_t max, const char *what, uint64_t *out);
-bool cfg_get_u32(struct ctx *c, const struct ynode *n, const char *path, uint64_t min, uint64_t max,
+bool cfg_get_u32(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min, uint64_t max,
                  const char *what, uint32_t *out);
-bool cfg_get_bool(struct ctx *c, const struct ynode *n, const char *path, bool *out);
-bool cfg_get_duration(struct ctx *c, const struct ynode *n, const char *path, bool zero_ok,
+bool cfg_get_bool(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool *out);
+bool cfg_get_duration(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool zero_ok,
                       int64_t *out);
-bool cfg_get_size(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
+bool cfg_get_size(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min,
                   uint64_t max, uint64_t *out);
 bool cfg_valid_name(const struct ynode *n);
-bool cfg_get_addr(struct ctx *c, const struct ynode *n, const char *path, bool names_ok,
+bool cfg_get_addr(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool names_ok,
                   struct config_addr *a);
 
 /*
@@ -157,7 +170,7 @@ struct cfg_field {
     const char *what;  /* U32: the expectation named in errors */
     /* CFG_CUSTOM: reads value v of key k (path: where it is) into target */
     bool (*load)(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                 const struct ynode *v, const char *path, void *target);
+                 const struct ynode *v, const struct cfg_path *path, void *target);
     const char *required; /* NULL, or the error when the key is missing */
     const char *doc;      /* one line: what the key sets (and its default) */
 };
@@ -171,7 +184,7 @@ struct cfg_schema {
 
 /* Walks mapping n with schema s into target. Returns false when anything
  * in it was reported (missing required keys included). */
-bool cfg_walk(struct ctx *c, const struct ynode *n, const char *path, const struct cfg_schema *s,
+bool cfg_walk(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const struct cfg_schema *s,
               void *target);
 /* The value of key in mapping n, or NULL. */
 const struct ynode *cfg_map_get(const struct ynode *n, const char *key);

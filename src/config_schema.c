@@ -11,7 +11,7 @@
 
 /* ---- typed getters: each reports its own error and returns false ---- */
 
-bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const char *path, const char *what)
+bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what)
 {
     if (n->kind == Y_SCALAR && !cfg_is_null(n))
         return true;
@@ -20,7 +20,7 @@ bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const char *path, con
     return false;
 }
 
-bool cfg_get_string(struct ctx *c, const struct ynode *n, const char *path, char **out)
+bool cfg_get_string(struct ctx *c, const struct ynode *n, const struct cfg_path *path, char **out)
 {
     if (!cfg_want_scalar(c, n, path, "a string"))
         return false;
@@ -33,7 +33,7 @@ bool cfg_get_string(struct ctx *c, const struct ynode *n, const char *path, char
 }
 
 /* An integer in [min, max]; `what` names the expectation in the error. */
-bool cfg_get_uint(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
+bool cfg_get_uint(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min,
                   uint64_t max, const char *what, uint64_t *out)
 {
     if (!cfg_want_scalar(c, n, path, what))
@@ -52,7 +52,7 @@ bool cfg_get_uint(struct ctx *c, const struct ynode *n, const char *path, uint64
     return true;
 }
 
-bool cfg_get_u32(struct ctx *c, const struct ynode *n, const char *path, uint64_t min, uint64_t max,
+bool cfg_get_u32(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min, uint64_t max,
                  const char *what, uint32_t *out)
 {
     uint64_t v;
@@ -62,7 +62,7 @@ bool cfg_get_u32(struct ctx *c, const struct ynode *n, const char *path, uint64_
     return true;
 }
 
-bool cfg_get_bool(struct ctx *c, const struct ynode *n, const char *path, bool *out)
+bool cfg_get_bool(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool *out)
 {
     if (!cfg_want_scalar(c, n, path, "true or false"))
         return false;
@@ -79,7 +79,7 @@ bool cfg_get_bool(struct ctx *c, const struct ynode *n, const char *path, bool *
     return false;
 }
 
-bool cfg_get_duration(struct ctx *c, const struct ynode *n, const char *path, bool zero_ok,
+bool cfg_get_duration(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool zero_ok,
                       int64_t *out)
 {
     if (!cfg_want_scalar(c, n, path, "a duration like 250ms, 5s or 2m"))
@@ -101,7 +101,7 @@ bool cfg_get_duration(struct ctx *c, const struct ynode *n, const char *path, bo
     return true;
 }
 
-bool cfg_get_size(struct ctx *c, const struct ynode *n, const char *path, uint64_t min,
+bool cfg_get_size(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min,
                   uint64_t max, uint64_t *out)
 {
     if (!cfg_want_scalar(c, n, path, "a size like 512, 16k or 1m"))
@@ -125,7 +125,7 @@ bool cfg_get_size(struct ctx *c, const struct ynode *n, const char *path, uint64
 }
 
 /* A mapping, or nothing (an empty section). */
-bool cfg_want_map(struct ctx *c, const struct ynode *n, const char *path, const char *what)
+bool cfg_want_map(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what)
 {
     if (n->kind == Y_MAP || cfg_is_null(n))
         return true;
@@ -134,7 +134,7 @@ bool cfg_want_map(struct ctx *c, const struct ynode *n, const char *path, const 
     return false;
 }
 
-bool cfg_want_seq(struct ctx *c, const struct ynode *n, const char *path, const char *what)
+bool cfg_want_seq(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what)
 {
     if (n->kind == Y_SEQ || cfg_is_null(n))
         return true;
@@ -168,7 +168,7 @@ bool cfg_valid_name(const struct ynode *n)
     return true;
 }
 
-bool cfg_get_addr(struct ctx *c, const struct ynode *n, const char *path, bool names_ok,
+bool cfg_get_addr(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool names_ok,
                   struct config_addr *a)
 {
     char *s;
@@ -196,7 +196,7 @@ static const struct cfg_field *field_find(const struct cfg_schema *s, const char
 
 /* Reports an unknown key with the nearest known or later key, or the list
  * of known keys; returns the suggestion (NULL: none). */
-static const char *unknown_key(struct ctx *c, const struct ynode *k, const char *path,
+static const char *unknown_key(struct ctx *c, const struct ynode *k, const struct cfg_path *path,
                                const struct cfg_schema *s)
 {
     const char *cands[64];
@@ -206,8 +206,8 @@ static const char *unknown_key(struct ctx *c, const struct ynode *k, const char 
             if ((f->kind == CFG_LATER) == later)
                 cands[n++] = f->key;
     const char *near = cfg_nearest(k->str, cands, n);
-    char sub[512], q[96];
-    cfg_subpath(sub, sizeof(sub), path, k->str);
+    const struct cfg_path *sub = CFG_KEY(path, k->str);
+    char q[96];
     cfg_quote(q, sizeof(q), k->str, k->len);
     if (near) {
         cfg_err(c, k, sub, "unknown key %s (did you mean \"%s\"?)", q, near);
@@ -224,7 +224,7 @@ static const char *unknown_key(struct ctx *c, const struct ynode *k, const char 
 }
 
 static bool load_field(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                       const struct ynode *v, const char *path, void *target)
+                       const struct ynode *v, const struct cfg_path *path, void *target)
 {
     char *at = (char *)target + f->offset;
     switch (f->kind) {
@@ -244,7 +244,7 @@ static bool load_field(struct ctx *c, const struct cfg_field *f, const struct yn
     return false;
 }
 
-bool cfg_walk(struct ctx *c, const struct ynode *n, const char *path, const struct cfg_schema *s,
+bool cfg_walk(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const struct cfg_schema *s,
               void *target)
 {
     if (s->what && !cfg_want_map(c, n, path, s->what))
@@ -266,8 +266,7 @@ bool cfg_walk(struct ctx *c, const struct ynode *n, const char *path, const stru
             ok = false;
             continue;
         }
-        char sub[PATHLEN];
-        cfg_subpath(sub, sizeof(sub), path, f->key);
+        const struct cfg_path *sub = CFG_KEY(path, f->key);
         if (f->kind == CFG_LATER) {
             cfg_err(c, k, sub, "not supported yet by this version of ferry");
             ok = false;
@@ -278,9 +277,7 @@ bool cfg_walk(struct ctx *c, const struct ynode *n, const char *path, const stru
     }
     for (const struct cfg_field *f = s->fields; f->key; f++) {
         if (f->required && !(seen & (1ull << (f - s->fields)))) {
-            char sub[PATHLEN];
-            cfg_subpath(sub, sizeof(sub), path, f->key);
-            cfg_err(c, n, sub, "%s", f->required);
+            cfg_err(c, n, CFG_KEY(path, f->key), "%s", f->required);
             ok = false;
         }
     }

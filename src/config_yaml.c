@@ -73,8 +73,29 @@ void cfg_arena_fini(struct arena *a)
     a->head = NULL;
 }
 
-static void vadd_diag(struct ctx *c, bool warning, uint32_t line, uint32_t col, const char *path,
-                      const char *fmt, va_list ap)
+/* Paths longer than the buffer (absurd keys) end in "...". */
+static void fix_truncated(char *out, size_t size, int r)
+{
+    if ((r < 0 || (size_t)r >= size) && size > 4)
+        memcpy(out + size - 4, "...", 4);
+}
+
+/* Appends p to out[0..*o) (NUL-terminated); *o stops at size. */
+static void path_append(char *out, size_t size, size_t *o, const struct cfg_path *p)
+{
+    if (!p)
+        return;
+    path_append(out, size, o, p->up);
+    if (*o >= size)
+        return;
+    int r = p->key ? snprintf(out + *o, size - *o, "%s%s", *o ? "." : "", p->key)
+                   : snprintf(out + *o, size - *o, "[%zu]", p->index);
+    *o = r < 0 || (size_t)r >= size - *o ? size : *o + (size_t)r;
+}
+
+/* The message of one diagnostic: p is written out here, when one is kept. */
+static void vadd_diag(struct ctx *c, bool warning, uint32_t line, uint32_t col,
+                      const struct cfg_path *p, const char *path, const char *fmt, va_list ap)
 {
     if (warning) {
         c->nwarnings++;
@@ -95,32 +116,40 @@ static void vadd_diag(struct ctx *c, bool warning, uint32_t line, uint32_t col, 
         c->diags = d;
         c->capdiags = cap;
     }
-    char msg[1024];
+    char msg[1024], written[PATHLEN] = "";
     vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (!path) {
+        size_t o = 0;
+        path_append(written, sizeof(written), &o, p);
+        fix_truncated(written, sizeof(written), o >= sizeof(written) ? -1 : 0);
+        path = written;
+    }
     struct diag *d = &c->diags[c->ndiags];
     d->line = line;
     d->col = col;
     d->warning = warning;
     d->seq = c->ndiags++;
-    d->path = cfg_strdup(&c->tree, path ? path : "");
+    d->path = cfg_strdup(&c->tree, path);
     d->msg = cfg_strdup(&c->tree, msg);
 }
 
 __attribute__((format(printf, 4, 5))) void cfg_err(struct ctx *c, const struct ynode *at,
-                                                   const char *path, const char *fmt, ...)
+                                                   const struct cfg_path *path, const char *fmt,
+                                                   ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vadd_diag(c, false, at ? at->line : 0, at ? at->col : 0, path, fmt, ap);
+    vadd_diag(c, false, at ? at->line : 0, at ? at->col : 0, path, NULL, fmt, ap);
     va_end(ap);
 }
 
 __attribute__((format(printf, 4, 5))) void cfg_warn(struct ctx *c, const struct ynode *at,
-                                                    const char *path, const char *fmt, ...)
+                                                    const struct cfg_path *path, const char *fmt,
+                                                    ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vadd_diag(c, true, at ? at->line : 0, at ? at->col : 0, path, fmt, ap);
+    vadd_diag(c, true, at ? at->line : 0, at ? at->col : 0, path, NULL, fmt, ap);
     va_end(ap);
 }
 
@@ -129,11 +158,10 @@ __attribute__((format(printf, 5, 6))) void cfg_err_at(struct ctx *c, uint32_t li
 {
     va_list ap;
     va_start(ap, fmt);
-    vadd_diag(c, false, line, col, path, fmt, ap);
+    vadd_diag(c, false, line, col, NULL, path ? path : "", fmt, ap);
     va_end(ap);
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid. */
 static size_t utf8_len(const unsigned char *s, size_t n)
 {
     size_t len;
@@ -318,19 +346,13 @@ const char *cfg_describe(char *buf, size_t size, const struct ynode *n)
     return cfg_quote(buf, size, n->str, n->len);
 }
 
-/* Paths longer than the buffer (absurd keys) end in "...". */
-static void fix_truncated(char *out, size_t size, int r)
-{
-    if ((r < 0 || (size_t)r >= size) && size > 4)
-        memcpy(out + size - 4, "...", 4);
-}
-
-void cfg_subpath(char *out, size_t size, const char *path, const char *key)
+/* The tree builder's paths, written out from its stack. */
+static void subpath(char *out, size_t size, const char *path, const char *key)
 {
     fix_truncated(out, size, snprintf(out, size, "%s%s%s", path, path[0] ? "." : "", key));
 }
 
-void cfg_idxpath(char *out, size_t size, const char *path, size_t i)
+static void idxpath(char *out, size_t size, const char *path, size_t i)
 {
     fix_truncated(out, size, snprintf(out, size, "%s[%zu]", path, i));
 }
@@ -469,12 +491,12 @@ static void builder_path(struct builder *b, char *out, size_t size)
         struct ynode *n = b->stack[i];
         bool inner = i + 1 == b->depth;
         if (n->kind == Y_SEQ) {
-            cfg_idxpath(tmp, sizeof(tmp), out, inner ? n->n : n->n - 1);
+            idxpath(tmp, sizeof(tmp), out, inner ? n->n : n->n - 1);
         } else {
             size_t k = inner ? (n->n % 2 ? n->n - 1 : SIZE_MAX) : n->n - 2;
             if (k == SIZE_MAX || n->v[k]->kind != Y_SCALAR)
                 break;
-            cfg_subpath(tmp, sizeof(tmp), out, n->v[k]->str);
+            subpath(tmp, sizeof(tmp), out, n->v[k]->str);
         }
         fix_truncated(out, size, snprintf(out, size, "%s", tmp));
     }
@@ -506,7 +528,8 @@ static int key_cmp(const void *a, const void *b)
     return x->col < y->col ? -1 : x->col > y->col;
 }
 
-/* A finished mapping: keys must be scalars and unique. */
+/* A finished mapping: keys must be scalars and unique. The path is only
+ * written out for an error. */
 static void check_mapping_keys(struct builder *b, struct ynode *map)
 {
     struct ctx *c = b->c;
@@ -515,16 +538,16 @@ static void check_mapping_keys(struct builder *b, struct ynode *map)
         return;
     struct ynode **keys = cfg_alloc(&c->tree, nkeys * sizeof(*keys));
     size_t k = 0;
-    char path[PATHLEN];
-    builder_path(b, path, sizeof(path));
+    char path[PATHLEN], what[QLEN];
     for (size_t i = 0; i + 1 < map->n; i += 2) {
         struct ynode *key = map->v[i];
-        char what[QLEN];
-        if (key->kind != Y_SCALAR)
-            cfg_err(c, key, path, "expected a plain key, got %s",
-                    cfg_describe(what, sizeof(what), key));
-        else
+        if (key->kind == Y_SCALAR) {
             keys[k++] = key;
+            continue;
+        }
+        builder_path(b, path, sizeof(path));
+        cfg_err_at(c, key->line, key->col, path, "expected a plain key, got %s",
+                   cfg_describe(what, sizeof(what), key));
     }
     qsort(keys, k, sizeof(*keys), key_cmp);
     for (size_t i = 1; i < k; i++) {
@@ -534,11 +557,12 @@ static void check_mapping_keys(struct builder *b, struct ynode *map)
             while (first > 0 && keys[first - 1]->len == keys[i]->len &&
                    memcmp(keys[first - 1]->str, keys[i]->str, keys[i]->len) == 0)
                 first--;
-            char sub[512], q[96];
+            char sub[PATHLEN], q[96];
             keys[i]->repeated = true;
-            cfg_subpath(sub, sizeof(sub), path, keys[i]->str);
-            cfg_err(c, keys[i], sub, "duplicate key %s (first at line %u)",
-                    cfg_quote(q, sizeof(q), keys[i]->str, keys[i]->len), keys[first]->line);
+            builder_path(b, path, sizeof(path));
+            subpath(sub, sizeof(sub), path, keys[i]->str);
+            cfg_err_at(c, keys[i]->line, keys[i]->col, sub, "duplicate key %s (first at line %u)",
+                       cfg_quote(q, sizeof(q), keys[i]->str, keys[i]->len), keys[first]->line);
         }
     }
 }

@@ -521,6 +521,41 @@ START_TEST(many_routes)
 }
 END_TEST
 
+/* Paths are written out only for a message: keys and list indexes in
+ * order, and a path longer than its buffer ends in "...". */
+START_TEST(long_paths)
+{
+    char *out = load_fail("listen: [{address: '127.0.0.1:1'}]\n"
+                          "upstreams: {a: {servers: [{address: '127.0.0.1:2'}, {adress: x}]}}\n"
+                          "routes: [{upstream: a}]\n");
+    ck_assert_ptr_nonnull(
+        strstr(out, "t.yaml:2:54: upstreams.a.servers[1].adress: unknown key \"adress\" "
+                    "(did you mean \"address\"?)"));
+    free(out);
+
+    char *yaml = NULL;
+    size_t size;
+    FILE *f = open_memstream(&yaml, &size);
+    fputs("listen: [{address: '127.0.0.1:1'}]\nroutes:\n  - name: r\n    respond: {}\n"
+          "    response_headers:\n      set:\n        ",
+          f);
+    for (int i = 0; i < 1000; i++)
+        fputc('X', f);
+    fputs("@: v\n", f);
+    fclose(f);
+    out = load_fail(yaml);
+    const char *path = strstr(out, "routes[0].response_headers.set.XXX");
+    ck_assert_ptr_nonnull(path);
+    const char *end = strstr(path, ": not a valid header name");
+    ck_assert_ptr_nonnull(end);
+    ck_assert_int_le(end - path, 511);
+    ck_assert_int_ge(end - path, 400);
+    ck_assert_mem_eq(end - 3, "...", 3);
+    free(out);
+    free(yaml);
+}
+END_TEST
+
 START_TEST(bad_bytes)
 {
     /* NULs inside the buffer, a BOM, a lone surrogate in an escape */
@@ -678,6 +713,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, fixtures);
+    tcase_add_test(tc, long_paths);
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, full_example);
     tcase_add_test(tc, durations);
