@@ -206,8 +206,8 @@ static bool load_listen(struct ctx *c, const struct cfg_field *f, const struct y
             addr_nodes[cfg->nlisteners++] = addr;
             continue;
         }
-        cfg_err(c, addr, CFG_KEY(ipath, "address"), "%s is already listened on (line %u)", l->addr.text,
-                addr_nodes[j]->line);
+        cfg_err(c, addr, CFG_KEY(ipath, "address"), "%s is already listened on (line %u)",
+                l->addr.text, addr_nodes[j]->line);
     }
     return true;
 }
@@ -302,7 +302,8 @@ static bool load_servers(struct ctx *c, const struct cfg_field *f, const struct 
         while (j < u->nservers && !streq(u->servers[j].addr.text, s->addr.text))
             j++;
         if (j < u->nservers) {
-            cfg_err(c, addr, CFG_KEY(ipath, "address"), "%s is already a server of this upstream (line %u)", s->addr.text,
+            cfg_err(c, addr, CFG_KEY(ipath, "address"),
+                    "%s is already a server of this upstream (line %u)", s->addr.text,
                     addr_nodes[j]->line);
             continue;
         }
@@ -537,7 +538,8 @@ static const char *check_route_path(const char *p)
 
 /* A route path value (match.path, path_prefix, strip_prefix, add_prefix)
  * into *out. */
-static bool get_route_path(struct ctx *c, const struct ynode *v, const struct cfg_path *path, char **out)
+static bool get_route_path(struct ctx *c, const struct ynode *v, const struct cfg_path *path,
+                           char **out)
 {
     char *p, q[96];
     if (!cfg_get_string(c, v, path, &p))
@@ -684,7 +686,8 @@ static bool load_match(struct ctx *c, const struct cfg_field *f, const struct yn
                 (path_node->line == prefix_node->line && path_node->col > prefix_node->col)
             ? path_node
             : prefix_node;
-    cfg_err(c, later_node, CFG_KEY(path, later_node == path_node ? "path" : "path_prefix"), "path and path_prefix exclude each other: keep one");
+    cfg_err(c, later_node, CFG_KEY(path, later_node == path_node ? "path" : "path_prefix"),
+            "path and path_prefix exclude each other: keep one");
     return false;
 }
 
@@ -775,8 +778,8 @@ static const char *unrewritable(const char *name, bool request)
 
 /* A field name from node k (a key or a list item) into *out; false after
  * an error. */
-static bool get_field_name(struct ctx *c, const struct ynode *k, const struct cfg_path *path, bool request,
-                           struct http1_header *out)
+static bool get_field_name(struct ctx *c, const struct ynode *k, const struct cfg_path *path,
+                           bool request, struct http1_header *out)
 {
     char q[QLEN];
     if (!cfg_want_scalar(c, k, path, "a header name"))
@@ -864,8 +867,8 @@ static const struct cfg_field header_rule_fields[] = {
 static const struct cfg_schema header_rules_schema = {
     "routes[].{request,response}_headers", "a mapping (set, add, remove)", header_rule_fields};
 
-static void load_header_rules(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool request,
-                              struct config_header_rules *rules)
+static void load_header_rules(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                              bool request, struct config_header_rules *rules)
 {
     struct rules_target t = {rules, request};
     if (!cfg_walk(c, n, path, &header_rules_schema, &t) && n->kind != Y_MAP)
@@ -1004,16 +1007,19 @@ static void check_route(struct ctx *c, const struct ynode *n, const struct cfg_p
                        *request_rules_node = map_key(n, "request_headers"),
                        *strip_node = r->strip_prefix ? cfg_map_get(n, "strip_prefix") : NULL;
     if (respond_node && request_rules_node) {
-        cfg_warn(c, request_rules_node, CFG_KEY(path, "request_headers"), "has no effect on a respond route");
+        cfg_warn(c, request_rules_node, CFG_KEY(path, "request_headers"),
+                 "has no effect on a respond route");
     }
     if (respond_node && aux->upstream_node) {
-        cfg_err(c, respond_node, CFG_KEY(path, "respond"), "a route has either upstream or respond, not both");
+        cfg_err(c, respond_node, CFG_KEY(path, "respond"),
+                "a route has either upstream or respond, not both");
     } else if (!respond_node && !aux->upstream_node) {
         cfg_err(c, n, path,
                 "a route needs upstream: (where to proxy) or respond: (a fixed answer)");
     }
     if (respond_node && (strip_node || r->add_prefix)) {
-        cfg_warn(c, respond_node, CFG_KEY(path, strip_node ? "strip_prefix" : "add_prefix"), "has no effect on a respond route");
+        cfg_warn(c, respond_node, CFG_KEY(path, strip_node ? "strip_prefix" : "add_prefix"),
+                 "has no effect on a respond route");
     }
     if (strip_node && r->match.path_prefix) {
         const char *sp = r->strip_prefix, *pp = r->match.path_prefix;

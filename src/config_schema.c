@@ -11,7 +11,8 @@
 
 /* ---- typed getters: each reports its own error and returns false ---- */
 
-bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what)
+bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                     const char *what)
 {
     if (n->kind == Y_SCALAR && !cfg_is_null(n))
         return true;
@@ -52,8 +53,8 @@ bool cfg_get_uint(struct ctx *c, const struct ynode *n, const struct cfg_path *p
     return true;
 }
 
-bool cfg_get_u32(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min, uint64_t max,
-                 const char *what, uint32_t *out)
+bool cfg_get_u32(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min,
+                 uint64_t max, const char *what, uint32_t *out)
 {
     uint64_t v;
     if (!cfg_get_uint(c, n, path, min, max, what, &v))
@@ -79,8 +80,8 @@ bool cfg_get_bool(struct ctx *c, const struct ynode *n, const struct cfg_path *p
     return false;
 }
 
-bool cfg_get_duration(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool zero_ok,
-                      int64_t *out)
+bool cfg_get_duration(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                      bool zero_ok, int64_t *out)
 {
     if (!cfg_want_scalar(c, n, path, "a duration like 250ms, 5s or 2m"))
         return false;
@@ -125,7 +126,8 @@ bool cfg_get_size(struct ctx *c, const struct ynode *n, const struct cfg_path *p
 }
 
 /* A mapping, or nothing (an empty section). */
-bool cfg_want_map(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what)
+bool cfg_want_map(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                  const char *what)
 {
     if (n->kind == Y_MAP || cfg_is_null(n))
         return true;
@@ -134,7 +136,8 @@ bool cfg_want_map(struct ctx *c, const struct ynode *n, const struct cfg_path *p
     return false;
 }
 
-bool cfg_want_seq(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what)
+bool cfg_want_seq(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                  const char *what)
 {
     if (n->kind == Y_SEQ || cfg_is_null(n))
         return true;
@@ -244,8 +247,8 @@ static bool load_field(struct ctx *c, const struct cfg_field *f, const struct yn
     return false;
 }
 
-bool cfg_walk(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const struct cfg_schema *s,
-              void *target)
+bool cfg_walk(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+              const struct cfg_schema *s, void *target)
 {
     if (s->what && !cfg_want_map(c, n, path, s->what))
         return false;

@@ -133,9 +133,8 @@ static void vadd_diag(struct ctx *c, bool warning, uint32_t line, uint32_t col,
     d->msg = cfg_strdup(&c->tree, msg);
 }
 
-__attribute__((format(printf, 4, 5))) void cfg_err(struct ctx *c, const struct ynode *at,
-                                                   const struct cfg_path *path, const char *fmt,
-                                                   ...)
+__attribute__((format(printf, 4, 5))) void
+cfg_err(struct ctx *c, const struct ynode *at, const struct cfg_path *path, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -143,9 +142,8 @@ __attribute__((format(printf, 4, 5))) void cfg_err(struct ctx *c, const struct y
     va_end(ap);
 }
 
-__attribute__((format(printf, 4, 5))) void cfg_warn(struct ctx *c, const struct ynode *at,
-                                                    const struct cfg_path *path, const char *fmt,
-                                                    ...)
+__attribute__((format(printf, 4, 5))) void
+cfg_warn(struct ctx *c, const struct ynode *at, const struct cfg_path *path, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
