@@ -4,10 +4,13 @@
  *
  *  config_yaml.c   the arena, the YAML tree with anchors, diagnostics and
  *                  the string helpers of messages (paths, quoting, did-you-mean)
- *  config_value.c  value parsers: durations, sizes, addresses, CIDRs, and
- *                  config_trusted (per request)
- *  config.c        the schema walk and the loaders of each mapping
+ *  config_value.c  value parsers: durations, sizes, addresses, CIDRs
+ *  config.c        the schema: a table of fields per mapping, their loaders
  *  config_check.c  defaults-to-routes and the cross checks (names, shadowing)
+ *  config_schema.c the typed getters and the walker (cfg_walk)
+ *
+ * config_trusted.c is not part of loading: it answers, per request, whether
+ * a peer is a trusted proxy (it does not include this header).
  *
  * Everything here runs in the process that loads a config, never on a
  * coroutine stack.
@@ -116,10 +119,10 @@ void *cfg_alloc(struct arena *a, size_t size);
 char *cfg_strndup(struct arena *a, const char *s, size_t len);
 char *cfg_strdup(struct arena *a, const char *s);
 void cfg_arena_fini(struct arena *a);
-__attribute__((format(printf, 4, 5))) void cfg_err(struct ctx *c, const struct ynode *at,
-                                                   const struct cfg_path *path, const char *fmt, ...);
-__attribute__((format(printf, 4, 5))) void cfg_warn(struct ctx *c, const struct ynode *at,
-                                                    const struct cfg_path *path, const char *fmt, ...);
+__attribute__((format(printf, 4, 5))) void
+cfg_err(struct ctx *c, const struct ynode *at, const struct cfg_path *path, const char *fmt, ...);
+__attribute__((format(printf, 4, 5))) void
+cfg_warn(struct ctx *c, const struct ynode *at, const struct cfg_path *path, const char *fmt, ...);
 /* At a position with a path already written out (the tree builder's). */
 __attribute__((format(printf, 5, 6))) void cfg_err_at(struct ctx *c, uint32_t line, uint32_t col,
                                                       const char *path, const char *fmt, ...);
@@ -133,19 +136,22 @@ size_t cfg_count_list(const char *const *l);
 int cfg_tree_build(struct ctx *c, const struct ynode **root);
 
 /* config_schema.c: typed getters (each reports its own error, returns false) */
-bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what);
-bool cfg_want_map(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what);
-bool cfg_want_seq(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const char *what);
+bool cfg_want_scalar(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                     const char *what);
+bool cfg_want_map(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                  const char *what);
+bool cfg_want_seq(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                  const char *what);
 size_t cfg_map_pairs(const struct ynode *n);
 size_t cfg_seq_items(const struct ynode *n);
 bool cfg_get_string(struct ctx *c, const struct ynode *n, const struct cfg_path *path, char **out);
 bool cfg_get_uint(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min,
                   uint64_t max, const char *what, uint64_t *out);
-bool cfg_get_u32(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min, uint64_t max,
-                 const char *what, uint32_t *out);
+bool cfg_get_u32(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min,
+                 uint64_t max, const char *what, uint32_t *out);
 bool cfg_get_bool(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool *out);
-bool cfg_get_duration(struct ctx *c, const struct ynode *n, const struct cfg_path *path, bool zero_ok,
-                      int64_t *out);
+bool cfg_get_duration(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                      bool zero_ok, int64_t *out);
 bool cfg_get_size(struct ctx *c, const struct ynode *n, const struct cfg_path *path, uint64_t min,
                   uint64_t max, uint64_t *out);
 bool cfg_valid_name(const struct ynode *n);
@@ -184,8 +190,8 @@ struct cfg_schema {
 
 /* Walks mapping n with schema s into target. Returns false when anything
  * in it was reported (missing required keys included). */
-bool cfg_walk(struct ctx *c, const struct ynode *n, const struct cfg_path *path, const struct cfg_schema *s,
-              void *target);
+bool cfg_walk(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+              const struct cfg_schema *s, void *target);
 /* The value of key in mapping n, or NULL. */
 const struct ynode *cfg_map_get(const struct ynode *n, const char *key);
 /* Every schema, ending with NULL (config.c). */

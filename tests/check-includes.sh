@@ -29,7 +29,7 @@ check 'openssl/' tls crypto
 check 'yaml\.h' config_yaml
 check 'systemd/' daemon
 # The pure modules: no coroutines, no loop, no await.
-for pure in http1 headers balancer config config_yaml config_schema config_value config_check route; do
+for pure in http1 headers balancer config config_yaml config_schema config_value config_check config_trusted route; do
     for f in "$src/$pure.c" "$src/$pure.h"; do
         [ -f "$f" ] || continue
         if grep -En '^[[:space:]]*#[[:space:]]*include[[:space:]]*"(coro|loop|io)\.h"' "$f"; then
