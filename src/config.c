@@ -55,22 +55,22 @@ int64_t *cfg_timeout_field(struct config_timeouts *t, size_t i)
 
 /* timeouts: (top level) into struct config_timeouts */
 /* clang-format off */
-#define TIMEOUT(k, zero, d)                                                                        \
+#define TIMEOUT(k, zero, ms, d)                                                                    \
     {.key = #k, .kind = CFG_DURATION, .offset = AT(struct config_timeouts, k), .min = (zero) ? 0 : 1, \
-     .doc = d}
+     .def = (ms), .doc = d}
 /* clang-format on */
 static const struct cfg_field timeout_fields[] = {
-    TIMEOUT(client_header, 0, "reading a whole request head, from its first byte (10s)"),
-    TIMEOUT(client_body, 0, "longest gap between two reads of a request body (30s)"),
-    TIMEOUT(client_send, 0, "longest a client may stall reading the response (60s)"),
-    TIMEOUT(client_idle, 0, "a keep-alive client connection idle between requests (60s)"),
-    TIMEOUT(upstream_connect, 0, "connecting to an upstream server (2s)"),
-    TIMEOUT(upstream_header, 0, "request sent until the response head (30s)"),
-    TIMEOUT(upstream_read, 0, "longest gap between two reads of a response body (60s)"),
-    TIMEOUT(upstream_send, 0, "longest an upstream may stall reading the request (60s)"),
-    TIMEOUT(upstream_idle, 0, "a pooled idle upstream connection is closed after (4s)"),
-    TIMEOUT(total, 1, "a whole request including retries (0 = none)"),
-    TIMEOUT(tunnel_idle, 0, "no byte either way in a WebSocket tunnel (1h)"),
+    TIMEOUT(client_header, 0, 10000, "reading a whole request head, from its first byte (10s)"),
+    TIMEOUT(client_body, 0, 30000, "longest gap between two reads of a request body (30s)"),
+    TIMEOUT(client_send, 0, 60000, "longest a client may stall reading the response (60s)"),
+    TIMEOUT(client_idle, 0, 60000, "a keep-alive client connection idle between requests (60s)"),
+    TIMEOUT(upstream_connect, 0, 2000, "connecting to an upstream server (2s)"),
+    TIMEOUT(upstream_header, 0, 30000, "request sent until the response head (30s)"),
+    TIMEOUT(upstream_read, 0, 60000, "longest gap between two reads of a response body (60s)"),
+    TIMEOUT(upstream_send, 0, 60000, "longest an upstream may stall reading the request (60s)"),
+    TIMEOUT(upstream_idle, 0, 4000, "a pooled idle upstream connection is closed after (4s)"),
+    TIMEOUT(total, 1, 0, "a whole request including retries (0 = none)"),
+    TIMEOUT(tunnel_idle, 0, 3600000, "no byte either way in a WebSocket tunnel (1h)"),
     END};
 static const struct cfg_schema timeouts_schema = {
     "timeouts", "a mapping of timeouts (like upstream_header: 5s)", timeout_fields};
@@ -140,13 +140,13 @@ static bool load_header_bytes(struct ctx *c, const struct cfg_field *f, const st
 
 static const struct cfg_field limit_fields[] = {
     {"max_connections", CFG_U32, AT(struct config_limits, max_connections), 1, 10000000,
-     "a positive integer", .doc = "client connections per worker (100000)"},
+     "a positive integer", .def = 100000, .doc = "client connections per worker (100000)"},
     {"max_header_bytes", CFG_CUSTOM, .load = load_header_bytes,
      .doc = "a request head, at most 128k (32k)"},
     {"max_headers", CFG_U32, AT(struct config_limits, max_headers), 1, 10000,
-     "an integer from 1 to 10000", .doc = "header fields in a request head (100)"},
+     "an integer from 1 to 10000", .def = 100, .doc = "header fields in a request head (100)"},
     {"max_body_bytes", CFG_SIZE, AT(struct config_limits, max_body_bytes), 0, UINT64_MAX,
-     .doc = "a request body, 0 = unlimited (10m)"},
+     .def = 10u << 20, .doc = "a request body, 0 = unlimited (10m)"},
     END};
 static const struct cfg_schema limits_schema = {"limits", "a mapping of limits", limit_fields};
 
@@ -163,10 +163,10 @@ static const struct cfg_field listener_fields[] = {
      .required = "required: the address to listen on (like 0.0.0.0:8080)",
      .doc = "ip:port, [ipv6]:port or unix:/path"},
     {"backlog", CFG_U32, AT(struct config_listener, backlog), 1, 1u << 20, "a positive integer",
-     .doc = "the listen(2) backlog (4096)"},
+     .def = 4096, .doc = "the listen(2) backlog (4096)"},
     {"proxy_protocol", CFG_BOOL, AT(struct config_listener, proxy_protocol),
      .doc = "connections start with a PROXY protocol v1/v2 header (false)"},
-    {"defer_accept", CFG_BOOL, AT(struct config_listener, defer_accept),
+    {"defer_accept", CFG_BOOL, AT(struct config_listener, defer_accept), .def = true,
      .doc = "accept a TCP connection only once it has data (true)"},
     LATER("tls"),
     END};
@@ -186,8 +186,7 @@ static bool load_listen(struct ctx *c, const struct cfg_field *f, const struct y
         const struct ynode *item = n->v[i];
         const struct cfg_path *ipath = CFG_INDEX(path, i);
         struct config_listener *l = &cfg->listeners[cfg->nlisteners];
-        l->backlog = 4096;
-        l->defer_accept = true;
+        cfg_defaults(&listener_schema, l);
         if (item->kind != Y_MAP) {
             char d[QLEN];
             cfg_err(c, item, ipath, "expected a listener (a mapping with address:), got %s",
@@ -266,7 +265,7 @@ static bool load_server_addr(struct ctx *c, const struct cfg_field *f, const str
 static const struct cfg_field server_fields[] = {
     {"address", CFG_CUSTOM, .load = load_server_addr,
      .required = "required: the server's host:port", .doc = "host:port, [ipv6]:port or unix:/path"},
-    {"weight", CFG_U32, AT(struct config_server, weight), 1, 1000, "a positive integer",
+    {"weight", CFG_U32, AT(struct config_server, weight), 1, 1000, "a positive integer", .def = 1,
      .doc = "share of requests relative to the other servers (1)"},
     END};
 static const struct cfg_schema server_schema = {"upstreams.NAME.servers[]", NULL, server_fields};
@@ -294,7 +293,7 @@ static bool load_servers(struct ctx *c, const struct cfg_field *f, const struct 
             continue;
         }
         struct config_server *s = &u->servers[u->nservers];
-        s->weight = 1;
+        cfg_defaults(&server_schema, s);
         if (!cfg_walk(c, item, ipath, &server_schema, s))
             continue;
         const struct ynode *addr = cfg_map_get(item, "address");
@@ -316,8 +315,8 @@ static bool load_servers(struct ctx *c, const struct cfg_field *f, const struct 
 /* passive: { failures, eject_for } */
 static const struct cfg_field passive_fields[] = {
     {"failures", CFG_U32, AT(struct config_upstream, passive_failures), 1, 1000,
-     "an integer from 1 to 1000", .doc = "consecutive failures that eject a server (5)"},
-    {"eject_for", CFG_DURATION, AT(struct config_upstream, passive_eject_ms), 1,
+     "an integer from 1 to 1000", .def = 5, .doc = "consecutive failures that eject a server (5)"},
+    {"eject_for", CFG_DURATION, AT(struct config_upstream, passive_eject_ms), 1, .def = 30000,
      .doc = "how long an ejected server gets no requests (30s)"},
     END};
 static const struct cfg_schema passive_schema = {"upstreams.NAME.passive",
@@ -328,8 +327,7 @@ static bool load_passive(struct ctx *c, const struct cfg_field *f, const struct 
 {
     struct config_upstream *u = target;
     (void)f, (void)k;
-    u->passive_failures = 5;
-    u->passive_eject_ms = 30000;
+    cfg_defaults(&passive_schema, u); /* with the section: on */
     return cfg_walk(c, n, path, &passive_schema, u);
 }
 
@@ -374,11 +372,11 @@ static bool load_retry_on(struct ctx *c, const struct cfg_field *f, const struct
 
 static const struct cfg_field retry_fields[] = {
     {"attempts", CFG_U32, AT(struct config_upstream, retry_attempts), 0, 10,
-     "an integer from 0 to 10", .doc = "tries after the first one (1)"},
+     "an integer from 0 to 10", .def = 1, .doc = "tries after the first one (1)"},
     {"on", CFG_CUSTOM, .load = load_retry_on,
      .doc = "the failures that are retried ([connect_error])"},
     {"replay_bytes", CFG_SIZE, AT(struct config_upstream, replay_bytes), 0, 64u << 20,
-     .doc = "the largest request body kept to resend on a retry (64k)"},
+     .def = 64u << 10, .doc = "the largest request body kept to resend on a retry (64k)"},
     END};
 static const struct cfg_schema retry_schema = {"upstreams.NAME.retries", "a mapping (attempts, on)",
                                                retry_fields};
@@ -447,7 +445,8 @@ static const struct cfg_field upstream_fields[] = {
      .doc = "the servers: a list of {address, weight}"},
     {"balance", CFG_CUSTOM, .load = load_balance, .doc = "how a server is picked (round_robin)"},
     {"keepalive", CFG_U32, AT(struct config_upstream, keepalive), 0, 100000,
-     "an integer from 0 to 100000", .doc = "idle pooled connections per server per worker (64)"},
+     "an integer from 0 to 100000", .def = 64,
+     .doc = "idle pooled connections per server per worker (64)"},
     {"max_connections", CFG_U32, AT(struct config_upstream, max_connections), 0, 10000000,
      "an integer (0 = unlimited)", .doc = "connections per server per worker (0 = unlimited)"},
     {"host_header", CFG_CUSTOM, .load = load_host_header,
@@ -463,10 +462,9 @@ static const struct cfg_schema upstream_schema = {"upstreams.NAME", NULL, upstre
 static void load_upstream(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
                           struct config_upstream *u)
 {
-    u->keepalive = 64;
-    u->retry_attempts = 1;
+    cfg_defaults(&upstream_schema, u);
+    cfg_defaults(&retry_schema, u);
     u->retry_on = CONFIG_RETRY_CONNECT_ERROR;
-    u->replay_bytes = 64u << 10;
     u->host_header = CONFIG_HOST_PRESERVE;
     u->balance = CONFIG_BALANCE_ROUND_ROBIN;
     if (n->kind != Y_MAP) {
@@ -1035,6 +1033,7 @@ static void load_route(struct ctx *c, const struct ynode *n, const struct cfg_pa
 {
     struct route_aux *aux = aux_of(c, r);
     aux->node = n;
+    cfg_defaults(&route_schema, r);
     if (n->kind != Y_MAP) {
         aux->quiet_name = true;
         char d[QLEN];
@@ -1223,10 +1222,10 @@ static bool load_pid_file(struct ctx *c, const struct cfg_field *f, const struct
 static const struct cfg_field root_fields[] = {
     {"workers", CFG_CUSTOM, .load = load_workers, .doc = "auto (one per core) or 1 to 1024"},
     {"coroutine_stack", CFG_SIZE, AT(struct config, coroutine_stack), 16 << 10, 64 << 20,
-     .doc = "the stack of a request coroutine (64k)"},
+     .def = 64u << 10, .doc = "the stack of a request coroutine (64k)"},
     {"max_requests", CFG_U32, AT(struct config, max_requests), 1, 1000000,
-     "an integer from 1 to 1000000", .doc = "requests in flight per worker (20000)"},
-    {"shutdown_timeout", CFG_DURATION, AT(struct config, shutdown_timeout), 0,
+     "an integer from 1 to 1000000", .def = 20000, .doc = "requests in flight per worker (20000)"},
+    {"shutdown_timeout", CFG_DURATION, AT(struct config, shutdown_timeout), 0, .def = 30000,
      .doc = "how long a graceful stop waits for requests (30s)"},
     {"pid_file", CFG_CUSTOM, .load = load_pid_file, .doc = "an absolute path (none)"},
     {"trusted_proxies", CFG_CUSTOM, .load = load_trusted,
@@ -1263,32 +1262,15 @@ const struct cfg_schema *const cfg_schemas[] = {&root_schema,
                                                 &admin_schema,
                                                 NULL};
 
+/* The defaults of the top level: the tables' (def), then the custom fields'. */
 void cfg_set_defaults(struct config *cfg)
 {
-    cfg->workers = 0;
-    cfg->coroutine_stack = 64 << 10;
-    cfg->max_requests = 20000;
-    cfg->shutdown_timeout = 30000;
-    cfg->timeouts = (struct config_timeouts){
-        .client_header = 10000,
-        .client_body = 30000,
-        .client_send = 60000,
-        .client_idle = 60000,
-        .upstream_connect = 2000,
-        .upstream_header = 30000,
-        .upstream_read = 60000,
-        .upstream_send = 60000,
-        .upstream_idle = 4000,
-        .total = 0,
-        .tunnel_idle = 3600000,
-    };
-    cfg->limits = (struct config_limits){
-        .max_connections = 100000,
-        .max_header_bytes = 32 << 10,
-        .max_headers = 100,
-        .max_body_bytes = 10 << 20,
-    };
-    cfg->access_log.path = NULL;
+    cfg_defaults(&root_schema, cfg);
+    cfg_defaults(&timeouts_schema, &cfg->timeouts);
+    cfg_defaults(&limits_schema, &cfg->limits);
+    cfg->workers = 0;                        /* auto */
+    cfg->limits.max_header_bytes = 32 << 10; /* a custom field (its bound explains itself) */
+    cfg->access_log.path = NULL;             /* off without the section */
     cfg->access_log.format = CONFIG_LOG_JSON;
     cfg->error_log_level = CONFIG_LOG_INFO;
 }

@@ -305,10 +305,12 @@ bool config_route_allows_method(const struct config_route *route, const char *me
  * The keys the loader knows, for documentation checks: calls fn once per
  * key of every mapping, with where the mapping sits ("" for the top level,
  * "upstreams.NAME.retries", "routes[].match"), the key, whether it is
- * reserved for a later version ("not supported yet") and one line of doc.
+ * reserved for a later version ("not supported yet"), one line of doc and
+ * the default as a file would write it ("10s", "64k", "4096", "true"), or
+ * NULL when the key's loader sets its own.
  */
 typedef void config_key_fn(void *arg, const char *mapping, const char *key, bool later,
-                           const char *doc);
+                           const char *doc, const char *def);
 void config_schema_keys(config_key_fn *fn, void *arg);
 
 /* Value parsers (also used by tests): return 0, or -1 with *why set to a

@@ -174,6 +174,7 @@ struct cfg_field {
     size_t offset;     /* U32, SIZE, DURATION, BOOL: of the value in the target */
     uint64_t min, max; /* U32, SIZE: bounds; DURATION: min 0 allows 0 */
     const char *what;  /* U32: the expectation named in errors */
+    uint64_t def;      /* U32, SIZE, DURATION (ms), BOOL: the value when the key is absent */
     /* CFG_CUSTOM: reads value v of key k (path: where it is) into target */
     bool (*load)(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                  const struct ynode *v, const struct cfg_path *path, void *target);
@@ -192,6 +193,9 @@ struct cfg_schema {
  * in it was reported (missing required keys included). */
 bool cfg_walk(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
               const struct cfg_schema *s, void *target);
+/* Stores the default (def) of every U32, SIZE, DURATION and BOOL field of
+ * s into target; a custom field's default is its loader's business. */
+void cfg_defaults(const struct cfg_schema *s, void *target);
 /* The value of key in mapping n, or NULL. */
 const struct ynode *cfg_map_get(const struct ynode *n, const char *key);
 /* Every schema, ending with NULL (config.c). */

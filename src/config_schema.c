@@ -287,6 +287,30 @@ bool cfg_walk(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
     return ok;
 }
 
+void cfg_defaults(const struct cfg_schema *s, void *target)
+{
+    for (const struct cfg_field *f = s->fields; f->key; f++) {
+        char *at = (char *)target + f->offset;
+        switch (f->kind) {
+        case CFG_U32:
+            *(uint32_t *)(void *)at = (uint32_t)f->def;
+            break;
+        case CFG_SIZE:
+            *(uint64_t *)(void *)at = f->def;
+            break;
+        case CFG_DURATION:
+            *(int64_t *)(void *)at = (int64_t)f->def;
+            break;
+        case CFG_BOOL:
+            *(bool *)(void *)at = f->def != 0;
+            break;
+        case CFG_CUSTOM:
+        case CFG_LATER:
+            break;
+        }
+    }
+}
+
 const struct ynode *cfg_map_get(const struct ynode *n, const char *key)
 {
     for (size_t i = 0; i < cfg_map_pairs(n); i++)
@@ -295,9 +319,39 @@ const struct ynode *cfg_map_get(const struct ynode *n, const char *key)
     return NULL;
 }
 
+/* A default as the file would write it: the largest unit that divides it
+ * (no minutes: 60s reads better than 1m next to 30s). */
+struct unit {
+    uint64_t size;
+    const char *suffix;
+};
+
+static const char *format_default(const struct cfg_field *f, char *buf, size_t size)
+{
+    static const struct unit durations[] = {{3600000, "h"}, {1000, "s"}, {1, "ms"}},
+                             sizes[] = {{1u << 30, "g"}, {1u << 20, "m"}, {1u << 10, "k"}, {1, ""}};
+    if (f->kind == CFG_BOOL)
+        return f->def ? "true" : "false";
+    if (f->kind == CFG_U32 || ((f->kind == CFG_SIZE || f->kind == CFG_DURATION) && f->def == 0)) {
+        snprintf(buf, size, "%llu", (unsigned long long)f->def);
+        return buf;
+    }
+    if (f->kind != CFG_SIZE && f->kind != CFG_DURATION)
+        return NULL;
+    const struct unit *u = f->kind == CFG_DURATION ? durations : sizes;
+    while (f->def % u->size != 0)
+        u++;
+    snprintf(buf, size, "%llu%s", (unsigned long long)(f->def / u->size), u->suffix);
+    return buf;
+}
+
 void config_schema_keys(config_key_fn *fn, void *arg)
 {
-    for (size_t i = 0; cfg_schemas[i]; i++)
-        for (const struct cfg_field *f = cfg_schemas[i]->fields; f->key; f++)
-            fn(arg, cfg_schemas[i]->path, f->key, f->kind == CFG_LATER, f->doc);
+    for (size_t i = 0; cfg_schemas[i]; i++) {
+        for (const struct cfg_field *f = cfg_schemas[i]->fields; f->key; f++) {
+            char def[32];
+            fn(arg, cfg_schemas[i]->path, f->key, f->kind == CFG_LATER, f->doc,
+               format_default(f, def, sizeof(def)));
+        }
+    }
 }

@@ -182,6 +182,24 @@ START_TEST(defaults)
     ck_assert_mem_eq(&cfg->routes[0].timeouts, &cfg->timeouts, sizeof(cfg->timeouts));
     ck_assert_str_eq(cfg->access_log.path, "stderr");
     ck_assert_int_eq(cfg->access_log.format, CONFIG_LOG_JSON);
+    ck_assert_int_eq(cfg->timeouts.tunnel_idle, 3600000);
+    ck_assert_uint_eq(u->retry_attempts, 1);
+    ck_assert_uint_eq(u->retry_on, CONFIG_RETRY_CONNECT_ERROR);
+    ck_assert_uint_eq(u->replay_bytes, 64 * 1024);
+    ck_assert_uint_eq(u->passive_failures, 0); /* off without the section */
+    ck_assert(!cfg->routes[0].underscores_in_headers);
+    ck_assert(!cfg->routes[0].reject_path_params);
+    config_unref(cfg);
+
+    /* an empty section has its own defaults */
+    cfg = load_ok("listen: [{address: '127.0.0.1:8080'}]\n"
+                  "upstreams: {a: {servers: [{address: 'x.internal:80'}], retries: {}, "
+                  "passive: {}}}\nroutes: [{name: r, upstream: a}]\n");
+    u = config_upstream_find(cfg, "a");
+    ck_assert_uint_eq(u->retry_attempts, 1);
+    ck_assert_uint_eq(u->retry_on, CONFIG_RETRY_CONNECT_ERROR | CONFIG_RETRY_RESET);
+    ck_assert_uint_eq(u->passive_failures, 5);
+    ck_assert_int_eq(u->passive_eject_ms, 30000);
     config_unref(cfg);
 }
 END_TEST
@@ -583,6 +601,26 @@ END_TEST
 
 /* ---- the schema's keys and the two documents that list them ---- */
 
+/* A key's default (from the table) is the one its doc line names, "(10s"
+ * for 10s, and reads back as the same value. */
+static void check_default(const char *mapping, const char *key, const char *doc, const char *def)
+{
+    if (!def)
+        return;
+    char *want;
+    ck_assert(asprintf(&want, "(%s", def) > 0);
+    ck_assert_msg(strstr(doc, want) != NULL, "%s.%s: the doc line \"%s\" does not say %s)", mapping,
+                  key, doc, want);
+    free(want);
+    int64_t ms;
+    uint64_t bytes;
+    const char *why;
+    ck_assert_msg(strcmp(def, "true") == 0 || strcmp(def, "false") == 0 ||
+                      config_parse_duration(def, &ms, &why) == 0 ||
+                      config_parse_size(def, &bytes, &why) == 0,
+                  "%s.%s: default %s does not read back", mapping, key, def);
+}
+
 struct key_list {
     const char *mapping[256], *key[256];
     bool later[256];
@@ -590,10 +628,11 @@ struct key_list {
 };
 
 static void collect_key(void *arg, const char *mapping, const char *key, bool later,
-                        const char *doc)
+                        const char *doc, const char *def)
 {
     struct key_list *l = arg;
     ck_assert_msg(later || (doc && *doc), "%s.%s has no doc line", mapping, key);
+    check_default(mapping, key, doc, def);
     ck_assert(l->n < 256);
     l->mapping[l->n] = mapping;
     l->key[l->n] = key;
