@@ -50,13 +50,13 @@
 
 struct conn {
     int fd;
-    uint32_t gen;       /* bumped on close: stale timers are ignored */
-    uint32_t events;    /* current epoll interest */
-    bool keepalive;     /* after the current response */
-    bool waiting;       /* a /slow timer is pending */
-    bool is_stats;      /* this connection asked for /__stats */
-    size_t rlen;        /* bytes in rbuf */
-    size_t skip;        /* request body bytes still to discard */
+    uint32_t gen;    /* bumped on close: stale timers are ignored */
+    uint32_t events; /* current epoll interest */
+    bool keepalive;  /* after the current response */
+    bool waiting;    /* a /slow timer is pending */
+    bool is_stats;   /* this connection asked for /__stats */
+    size_t rlen;     /* bytes in rbuf */
+    size_t skip;     /* request body bytes still to discard */
     /* pending output: head[hoff..hlen) then body[boff..blen) */
     size_t hlen, hoff;
     const char *body;

@@ -44,9 +44,9 @@ struct client {
     int fd;
     enum state st;
     uint64_t t0_ns;
-    size_t hlen;         /* bytes of the response head buffered */
-    long clen;           /* Content-Length, -1 if none */
-    size_t body_seen;    /* body bytes received */
+    size_t hlen;      /* bytes of the response head buffered */
+    long clen;        /* Content-Length, -1 if none */
+    size_t body_seen; /* body bytes received */
     int status;
     char head[HBUF];
 };
@@ -245,8 +245,7 @@ int main(int argc, char **argv)
                     } else {
                         c->body_seen += got;
                     }
-                    if (!fail && c->status != 0 && c->clen >= 0 &&
-                        c->body_seen >= (size_t)c->clen)
+                    if (!fail && c->status != 0 && c->clen >= 0 && c->body_seen >= (size_t)c->clen)
                         done = true;
                 }
             }

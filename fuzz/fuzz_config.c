@@ -4,8 +4,8 @@
  * position (FILE:LINE:COLUMN: first). Also linked with fuzz/replay.c so
  * `make check` replays fuzz/corpus/config.
  */
-// sources: src/config.c src/http1.c
-// libs: -lyaml
+// sources: src/config.c src/config_yaml.c src/config_value.c src/config_check.c src/config_schema.c
+// src/http1.c libs: -lyaml
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

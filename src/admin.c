@@ -2,6 +2,8 @@
 #include "admin.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,22 +11,88 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
 
+#include "config.h"
+#include "http1.h"
+#include "listener.h"
 #include "metrics.h"
+#include "reply.h"
 #include "worker.h"
 
+/*
+ * Limits: the admin endpoint answers small GETs from health checkers and
+ * scrapers, one request per connection, so a client gets little: an
+ * 8 KiB head (431 beyond), no body (413), ADMIN_MAX_CONNS connections at
+ * once (more are accepted and closed at once), and timeouts.client_header
+ * for the whole exchange from accept (absolute: a head trickled a byte at
+ * a time is cut like a slowloris on the proxy listener). Every answer
+ * says Connection: close.
+ */
+#define ADMIN_MAX_HEAD 8192
+#define ADMIN_MAX_CONNS 64
+#define ADMIN_MAX_FIELDS 64
+
+struct admin_conn {
+    struct admin *a;
+    struct bufferevent *bev;
+    struct event *timer;
+    struct admin_conn *next, *prev;
+    struct http1_request req;
+    struct http1_header fields[ADMIN_MAX_FIELDS];
+    bool answered;
+};
+
 struct admin {
-    struct evhttp *http;
+    struct event_base *base;
+    struct event *accept_ev;
+    struct event *resume_ev; /* accepting again after a descriptor shortage */
+    int fd;
     const struct config *cfg;
     struct worker *workers;
     unsigned nworkers;
+    struct admin_conn *conns;
+    unsigned nconns;
+    bool draining;
+    bool bound_unix; /* removed at admin_stop */
 };
 
-static void on_status(struct evhttp_request *req, void *arg)
+/* ---- the answers ------------------------------------------------------------ */
+
+static void answer(struct admin_conn *ac, int status, const char *type, struct evbuffer *body,
+                   const struct config_header_rules *extra)
 {
-    struct admin *a = arg;
+    size_t len = body ? evbuffer_get_length(body) : 0;
+    const char *bytes = len ? (const char *)evbuffer_pullup(body, -1) : "";
+    struct reply rp = {
+        .status = status,
+        .content_type = type,
+        .body = bytes ? bytes : "",
+        .body_len = bytes ? len : 0,
+        .rules = extra,
+        .head_only = ac->req.method == HTTP1_METHOD_HEAD,
+        .must_close = true,
+    };
+    reply_write(bufferevent_get_output(ac->bev), &rp);
+    ac->answered = true;
+    bufferevent_disable(ac->bev, EV_READ);
+}
+
+static void answer_text(struct admin_conn *ac, int status, const char *text,
+                        const struct config_header_rules *extra)
+{
+    struct evbuffer *body = evbuffer_new();
+    if (body)
+        evbuffer_add(body, text, strlen(text));
+    answer(ac, status, "text/plain", body, extra);
+    if (body)
+        evbuffer_free(body);
+}
+
+static void on_status(struct admin_conn *ac)
+{
+    struct admin *a = ac->a;
     unsigned long conns = 0, live = 0, total = 0, upconns = 0;
     for (unsigned i = 0; i < a->nworkers; i++) {
         struct worker *w = &a->workers[i];
@@ -34,70 +102,244 @@ static void on_status(struct evhttp_request *req, void *arg)
         upconns += WORKER_STAT_GET(w, upstream_conns);
     }
     struct evbuffer *body = evbuffer_new();
-    evbuffer_add_printf(body,
-                        "{\"pid\":%ld,\"workers\":%u,\"connections\":%lu,\"live_coroutines\":%lu,"
-                        "\"requests_total\":%lu,\"upstream_connections\":%lu}\n",
-                        (long)getpid(), a->nworkers, conns, live, total, upconns);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_send_reply(req, 200, "OK", body);
-    evbuffer_free(body);
+    if (body)
+        evbuffer_add_printf(body,
+                            "{\"pid\":%ld,\"workers\":%u,\"connections\":%lu,"
+                            "\"live_coroutines\":%lu,\"requests_total\":%lu,"
+                            "\"upstream_connections\":%lu}\n",
+                            (long)getpid(), a->nworkers, conns, live, total, upconns);
+    answer(ac, body ? 200 : 503, "application/json", body, NULL);
+    if (body)
+        evbuffer_free(body);
 }
 
-static void on_metrics(struct evhttp_request *req, void *arg)
+static void on_metrics(struct admin_conn *ac)
 {
-    struct admin *a = arg;
+    struct admin *a = ac->a;
     struct evbuffer *body = evbuffer_new();
     if (!body || metrics_render(body, a->cfg, a->workers, a->nworkers) != 0) {
-        evhttp_send_error(req, 503, "Out of memory");
-        if (body)
-            evbuffer_free(body);
+        answer_text(ac, 503, "out of memory\n", NULL);
+    } else {
+        answer(ac, 200, "text/plain; version=0.0.4; charset=utf-8", body, NULL);
+    }
+    if (body)
+        evbuffer_free(body);
+}
+
+static void on_healthz(struct admin_conn *ac)
+{
+    if (ac->a->draining)
+        answer_text(ac, 503, "draining\n", NULL);
+    else
+        answer_text(ac, 200, "ok\n", NULL);
+}
+
+static const struct {
+    const char *path;
+    void (*cb)(struct admin_conn *);
+} PATHS[] = {{"/healthz", on_healthz}, {"/status", on_status}, {"/metrics", on_metrics}};
+
+/* A parsed request: no body, GET/HEAD on a known path (405 on a known
+ * path, 404 elsewhere). */
+static void dispatch(struct admin_conn *ac)
+{
+    const struct http1_request *req = &ac->req;
+    if (req->body != HTTP1_BODY_NONE &&
+        !(req->body == HTTP1_BODY_LENGTH && req->content_length == 0)) {
+        answer_text(ac, 413, "the admin endpoint takes no request body\n", NULL);
         return;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "text/plain; version=0.0.4; charset=utf-8");
-    evhttp_send_reply(req, 200, "OK", body);
-    evbuffer_free(body);
+    for (size_t i = 0; i < sizeof(PATHS) / sizeof(PATHS[0]); i++) {
+        size_t n = strlen(PATHS[i].path);
+        if (req->path_len != n || memcmp(req->path, PATHS[i].path, n) != 0)
+            continue;
+        if (req->method == HTTP1_METHOD_GET || req->method == HTTP1_METHOD_HEAD) {
+            PATHS[i].cb(ac);
+        } else {
+            static struct http1_header allow = {
+                .name = "Allow", .name_len = 5, .value = "GET, HEAD", .value_len = 9};
+            static const struct config_header_rules rules = {.add = &allow, .nadd = 1};
+            answer_text(ac, 405, "method not allowed\n", &rules);
+        }
+        return;
+    }
+    answer_text(ac, 404, "not found\n", NULL);
 }
 
-static void on_healthz(struct evhttp_request *req, void *arg)
+/* ---- connections ------------------------------------------------------------ */
+
+static void conn_free(struct admin_conn *ac)
 {
-    (void)arg;
-    struct evbuffer *body = evbuffer_new();
-    evbuffer_add(body, "ok\n", 3);
-    evhttp_send_reply(req, 200, "OK", body);
-    evbuffer_free(body);
+    struct admin *a = ac->a;
+    if (ac->prev)
+        ac->prev->next = ac->next;
+    else
+        a->conns = ac->next;
+    if (ac->next)
+        ac->next->prev = ac->prev;
+    a->nconns--;
+    if (ac->timer)
+        event_free(ac->timer);
+    bufferevent_free(ac->bev);
+    free(ac);
 }
 
-struct admin *admin_start(struct event_base *base, const struct config *cfg,
-                          struct worker *workers, unsigned nworkers)
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct admin_conn *ac = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (ac->answered) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    size_t len = evbuffer_get_length(in);
+    size_t want = len < ADMIN_MAX_HEAD + 1 ? len : ADMIN_MAX_HEAD + 1;
+    const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
+    if (!buf)
+        return;
+    struct http1_limits lim = {.max_header_bytes = ADMIN_MAX_HEAD,
+                               .max_headers = ADMIN_MAX_FIELDS - 1};
+    ssize_t n = http1_parse_request(buf, want, &lim, &ac->req);
+    if (n > 0)
+        dispatch(ac);
+    else if (n != HTTP1_INCOMPLETE)
+        answer_text(ac, http1_error_status((int)n), "bad request\n", NULL);
+    else if (len > ADMIN_MAX_HEAD)
+        answer_text(ac, 431, "request head too large\n", NULL);
+}
+
+/* The answer is out: close. */
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct admin_conn *ac = arg;
+    if (ac->answered && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        conn_free(ac);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        conn_free(arg);
+}
+
+/* client_header from accept: the whole exchange, absolute. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_free(arg);
+}
+
+static void conn_new(struct admin *a, int fd)
+{
+    struct admin_conn *ac = calloc(1, sizeof(*ac));
+    if (!ac) {
+        close(fd);
+        return;
+    }
+    ac->a = a;
+    ac->bev = bufferevent_socket_new(a->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    ac->timer = evtimer_new(a->base, on_deadline, ac);
+    if (!ac->bev || !ac->timer) {
+        if (ac->bev)
+            bufferevent_free(ac->bev);
+        else
+            close(fd);
+        if (ac->timer)
+            event_free(ac->timer);
+        free(ac);
+        return;
+    }
+    http1_request_init(&ac->req, ac->fields, ADMIN_MAX_FIELDS);
+    ac->next = a->conns;
+    if (a->conns)
+        a->conns->prev = ac;
+    a->conns = ac;
+    a->nconns++;
+    int64_t ms = a->cfg->timeouts.client_header;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(ac->timer, &tv);
+    bufferevent_setcb(ac->bev, on_read, on_write, on_event, ac);
+    bufferevent_setwatermark(ac->bev, EV_READ, 0, ADMIN_MAX_HEAD + 1);
+    bufferevent_enable(ac->bev, EV_READ | EV_WRITE);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct admin *a = arg;
+    event_add(a->accept_ev, NULL);
+}
+
+/* Accepts what is pending; beyond ADMIN_MAX_CONNS a client is closed at
+ * once (it sees a close, not a hang, and costs nothing). */
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    (void)what;
+    struct admin *a = arg;
+    for (int i = 0; i < 16; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+            /* Out of descriptors: pause for 100 ms rather than spin (the
+             * socket stays readable while the client waits). */
+            struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
+            event_del(a->accept_ev);
+            evtimer_add(a->resume_ev, &tv);
+        }
+        if (fd < 0)
+            return;
+        if (a->nconns >= ADMIN_MAX_CONNS) {
+            close(fd);
+            continue;
+        }
+        conn_new(a, fd);
+    }
+}
+
+void admin_draining(struct admin *a)
+{
+    if (a)
+        a->draining = true;
+}
+
+struct admin *admin_start(struct event_base *base, const struct config *cfg, struct worker *workers,
+                          unsigned nworkers)
 {
     const struct config_addr *addr = cfg->admin_listen;
     struct admin *a = calloc(1, sizeof(*a));
     if (!a)
         return NULL;
+    a->base = base;
     a->cfg = cfg;
     a->workers = workers;
     a->nworkers = nworkers;
-    a->http = evhttp_new(base);
-    if (!a->http)
-        goto out_free;
+    a->fd = -1;
     int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd >= 0 && !addr->is_unix)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (addr->is_unix)
-        unlink(addr->path);
+    if (addr->is_unix && listener_claim_unix("admin.listen", addr) != 0) {
+        if (fd >= 0)
+            close(fd);
+        goto out_free;
+    }
     if (fd < 0 || bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) != 0 ||
-        listen(fd, 128) != 0 || !evhttp_accept_socket_with_handle(a->http, fd)) {
+        listen(fd, 128) != 0) {
         fprintf(stderr, "ferry: admin.listen %s: %s\n", addr->text, strerror(errno));
         if (fd >= 0)
             close(fd);
         goto out_free;
     }
-    evhttp_set_cb(a->http, "/status", on_status, a);
-    evhttp_set_cb(a->http, "/healthz", on_healthz, a);
-    evhttp_set_cb(a->http, "/metrics", on_metrics, a);
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    a->fd = fd;
+    a->bound_unix = addr->is_unix;
+    a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, on_accept, a);
+    a->resume_ev = evtimer_new(base, on_resume, a);
+    if (!a->accept_ev || !a->resume_ev || event_add(a->accept_ev, NULL) != 0) {
+        fprintf(stderr, "ferry: admin.listen %s: out of memory\n", addr->text);
+        goto out_free;
+    }
     return a;
 
 out_free:
@@ -109,7 +351,15 @@ void admin_stop(struct admin *a)
 {
     if (!a)
         return;
-    if (a->http)
-        evhttp_free(a->http);
+    while (a->conns)
+        conn_free(a->conns);
+    if (a->accept_ev)
+        event_free(a->accept_ev);
+    if (a->resume_ev)
+        event_free(a->resume_ev);
+    if (a->fd >= 0)
+        close(a->fd);
+    if (a->bound_unix)
+        unlink(a->cfg->admin_listen->path);
     free(a);
 }

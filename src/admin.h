@@ -2,7 +2,10 @@
  * admin: the admin listener (admin.listen) on the main thread:
  * GET /healthz ("ok"), GET /status (JSON: workers, connections,
  * live_coroutines, requests_total, upstream_connections), GET /metrics
- * (Prometheus text format, see metrics.h).
+ * (Prometheus text format, see metrics.h). GET and HEAD only (405 on other
+ * methods, 404 on other paths), one request per connection; limits in
+ * admin.c. It shows upstream
+ * addresses and counters: bind it to loopback or a unix socket.
  */
 #ifndef FERRY_ADMIN_H
 #define FERRY_ADMIN_H
@@ -14,8 +17,10 @@ struct worker;
 struct admin;
 
 /* Starts serving on cfg->admin_listen. NULL (message printed) on failure. */
-struct admin *admin_start(struct event_base *base, const struct config *cfg,
-                          struct worker *workers, unsigned nworkers);
+struct admin *admin_start(struct event_base *base, const struct config *cfg, struct worker *workers,
+                          unsigned nworkers);
+/* From now on /healthz answers 503 "draining" (the process is stopping). */
+void admin_draining(struct admin *a);
 void admin_stop(struct admin *a);
 
 #endif

@@ -35,7 +35,13 @@ int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
         return 0;
     }
     if (b->in == HTTP1_BODY_CLOSE) {
+        if (b->chunk_out) {
+            char line[HTTP1_CHUNK_HEADER_MAX];
+            evbuffer_add(out, line, http1_chunk_header(line, len));
+        }
         evbuffer_remove_buffer(in, out, len);
+        if (b->chunk_out)
+            evbuffer_add(out, HTTP1_CHUNK_END, 2);
         b->bytes += len;
         return 0;
     }
@@ -70,6 +76,13 @@ int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
         }
     }
     return 0;
+}
+
+void body_close_end(struct body *b, struct evbuffer *out)
+{
+    b->done = true;
+    if (b->chunk_out)
+        evbuffer_add(out, HTTP1_LAST_CHUNK, 5);
 }
 
 int body_copy(struct evbuffer *dst, struct evbuffer *src)

@@ -2,7 +2,8 @@
  * body: moving a message body from one evbuffer to another, re-framed:
  * Content-Length stays a length, chunked is decoded and re-encoded as
  * whole chunks (extensions and trailers dropped), close-delimited passes
- * as is. Chains change hands (evbuffer_remove_buffer); nothing is copied
+ * as is or is re-encoded as chunked (so a receiver can tell a cut body
+ * from a complete one). Chains change hands (evbuffer_remove_buffer); nothing is copied
  * but chunk lines. Used for request bodies (client to upstream) and
  * response bodies (upstream to client).
  *
@@ -42,6 +43,10 @@ void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_o
  * the end stay in `in`.
  */
 int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out);
+
+/* Ends a close-delimited body at the sender's clean EOF (the last chunk
+ * when it is re-encoded as chunked). */
+void body_close_end(struct body *b, struct evbuffer *out);
 
 /* Appends a copy of src (left as is) to dst. Returns 0 or -ENOMEM. */
 int body_copy(struct evbuffer *dst, struct evbuffer *src);

@@ -1,11 +1,13 @@
 /*
- * config: the YAML file (../shared/CONFIG.md, docs/config.md) loaded into an
- * immutable snapshot.
+ * config: the YAML file (docs/config.md, ferry.yaml(5)) loaded into an
+ * immutable, reference-counted snapshot.
  *
  * Contract:
  * - Pure module: reads one file (or a buffer) and returns a struct config.
- *   No libevent, no coroutines, no I/O but reading the file; only config.c
- *   includes <yaml.h>. Nothing here yields; call it from the main thread.
+ *   No libevent, no coroutines, no I/O but reading the file; only
+ *   config_yaml.c includes <yaml.h>. Each mapping of the file is a table of
+ *   fields walked by one function (config_internal.h has the module's map). Nothing here yields;
+ * call it from the main thread.
  * - A loaded config is never modified. Workers and requests hold references
  *   (config_ref/config_unref, an atomic count); the last unref frees it.
  * - Every error and warning is printed to `diag` as
@@ -211,12 +213,12 @@ struct config_route {
     bool name_derived; /* true when `name` was absent (a warning was given) */
     uint32_t index;    /* position in cfg->routes */
     struct config_match match;
-    const struct config_upstream *upstream; /* NULL for respond routes */
-    char *strip_prefix;                     /* NULL = none */
-    char *add_prefix;                       /* NULL = none */
-    struct config_respond *respond;         /* NULL for proxied routes */
-    uint64_t max_body_bytes;                /* the route's or limits.max_body_bytes */
-    struct config_timeouts timeouts;        /* global timeouts overlaid with the route's */
+    const struct config_upstream *upstream;      /* NULL for respond routes */
+    char *strip_prefix;                          /* NULL = none */
+    char *add_prefix;                            /* NULL = none */
+    struct config_respond *respond;              /* NULL for proxied routes */
+    uint64_t max_body_bytes;                     /* the route's or limits.max_body_bytes */
+    struct config_timeouts timeouts;             /* global timeouts overlaid with the route's */
     struct config_header_rules request_headers;  /* to the upstream */
     struct config_header_rules response_headers; /* to the client (also respond answers) */
     bool underscores_in_headers; /* false: client fields named with '_' are dropped */
@@ -266,7 +268,7 @@ struct config {
 
     struct config_access_log access_log;
     enum log_level error_log_level;   /* info */
-    struct config_addr *admin_listen;      /* NULL = no admin listener */
+    struct config_addr *admin_listen; /* NULL = no admin listener */
 
     unsigned nwarnings; /* warnings printed while loading */
 };
@@ -298,6 +300,16 @@ const struct config_route *config_route_find(const struct config *cfg, const cha
 
 /* True when the route accepts this method token (any when none listed). */
 bool config_route_allows_method(const struct config_route *route, const char *method, size_t len);
+
+/*
+ * The keys the loader knows, for documentation checks: calls fn once per
+ * key of every mapping, with where the mapping sits ("" for the top level,
+ * "upstreams.NAME.retries", "routes[].match"), the key, whether it is
+ * reserved for a later version ("not supported yet") and one line of doc.
+ */
+typedef void config_key_fn(void *arg, const char *mapping, const char *key, bool later,
+                           const char *doc);
+void config_schema_keys(config_key_fn *fn, void *arg);
 
 /* Value parsers (also used by tests): return 0, or -1 with *why set to a
  * static explanation. Durations: 250ms, 5s, 2m, 1h, 0. Sizes: 512, 16k,

@@ -53,13 +53,13 @@ struct conn {
     struct conn *next, *prev;      /* the worker's list */
     unsigned served;               /* requests answered */
     bool lingering;
-    size_t lingered;               /* bytes discarded while lingering */
+    size_t lingered; /* bytes discarded while lingering */
     bool timer_armed;
-    int64_t timer_at;              /* when the armed timer fires */
-    int64_t idle_since;            /* loop_now() when it last went idle */
-    int64_t idle_ms;               /* how long it may stay idle from then */
-    bool await_proxy;           /* PROXY header expected, not yet read */
-    struct tunnel *tunnel;      /* after a 101: the splice, no coroutine */
+    int64_t timer_at;      /* when the armed timer fires */
+    int64_t idle_since;    /* loop_now() when it last went idle */
+    int64_t idle_ms;       /* how long it may stay idle from then */
+    bool await_proxy;      /* PROXY header expected, not yet read */
+    struct tunnel *tunnel; /* after a 101: the splice, no coroutine */
     struct upstream_conn *tunnel_uc;
 };
 

@@ -167,14 +167,14 @@ static void *stack_init(char *top, void (*entry)(struct coro *), struct coro *c)
 {
     uintptr_t t = (uintptr_t)top & ~(uintptr_t)15;
     void **sp = (void **)(t - 72);
-    sp[0] = NULL;            /* r15 */
-    sp[1] = NULL;            /* r14 */
-    sp[2] = (void *)entry;   /* r13 */
-    sp[3] = c;               /* r12 */
-    sp[4] = NULL;            /* rbx */
-    sp[5] = NULL;            /* rbp */
+    sp[0] = NULL;          /* r15 */
+    sp[1] = NULL;          /* r14 */
+    sp[2] = (void *)entry; /* r13 */
+    sp[3] = c;             /* r12 */
+    sp[4] = NULL;          /* rbx */
+    sp[5] = NULL;          /* rbp */
     sp[6] = (void *)coro_trampoline;
-    sp[7] = NULL;            /* fake return address of the trampoline's frame */
+    sp[7] = NULL; /* fake return address of the trampoline's frame */
     return sp;
 }
 #elif defined(__aarch64__)
@@ -441,8 +441,8 @@ unsigned coro_pool_idle(const struct coro_pool *pool)
 static int map_coro(struct coro_pool *pool, struct coro **out)
 {
     size_t map_size = CORO_GUARD_SIZE + pool->stack_size;
-    char *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                     -1, 0);
+    char *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (map == MAP_FAILED)
         return errno == ENOMEM ? -ENOMEM : -EAGAIN;
     if (mprotect(map, CORO_GUARD_SIZE, PROT_NONE) != 0) {

@@ -117,10 +117,10 @@ void coro_release(struct coro *c);
  */
 struct coro_slots {
     struct coro *run_next;
-    bool queued;   /* on the run queue */
-    bool ready;    /* woken since it last yielded: the scheduler resumes it */
-    void *loop;    /* struct loop * that owns it */
-    void *wait;    /* io.c: the wait record it is suspended on */
+    bool queued;    /* on the run queue */
+    bool ready;     /* woken since it last yielded: the scheduler resumes it */
+    void *loop;     /* struct loop * that owns it */
+    void *wait;     /* io.c: the wait record it is suspended on */
     bool signalled; /* io.c: io_signal() not yet consumed */
 };
 struct coro_slots *coro_slots(struct coro *c);

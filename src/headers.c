@@ -136,6 +136,20 @@ static enum field classify(const struct http1_header *h)
     }
 }
 
+/* Would a field named with '_' be one Ferry owns or frames with, once a
+ * server folds '_' into '-' (Transfer_Encoding, X_Real_IP)? Such names
+ * are dropped even where underscores are allowed. */
+static bool dashed_is_special(const struct http1_header *h)
+{
+    char name[24];
+    if (h->name_len > sizeof(name))
+        return false; /* longer than every special name */
+    for (size_t i = 0; i < h->name_len; i++)
+        name[i] = h->name[i] == '_' ? '-' : h->name[i];
+    struct http1_header d = {.name = name, .name_len = h->name_len};
+    return classify(&d) != F_OTHER;
+}
+
 /* The Connection fields of a message, remembered so each other field is
  * checked against them without scanning the whole list again (up to
  * MAX_CONNECTION_FIELDS of them; beyond, the slow scan). */
@@ -217,9 +231,8 @@ bool headers_named_in(const char *name, size_t len, const struct http1_header *l
     return false;
 }
 
-int headers_rewrite(struct http1_header *out, size_t n, size_t cap,
-                    const struct http1_header *set, size_t nset,
-                    const struct http1_header *add, size_t nadd,
+int headers_rewrite(struct http1_header *out, size_t n, size_t cap, const struct http1_header *set,
+                    size_t nset, const struct http1_header *add, size_t nadd,
                     const struct http1_header *remove, size_t nremove)
 {
     if (nset + nadd + nremove == 0)
@@ -331,7 +344,8 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
         const struct http1_header *h = &hs[i];
         switch (classify(h)) {
         case F_OTHER:
-            if (!fwd->underscores_in_headers && memchr(h->name, '_', h->name_len))
+            if (memchr(h->name, '_', h->name_len) &&
+                (!fwd->underscores_in_headers || dashed_is_special(h)))
                 break; /* X_Forwarded_For would be HTTP_X_FORWARDED_FOR to CGI */
             if (!named_in_connection(&conn, h) && add_view(&b, h) < 0)
                 return -ENOSPC;

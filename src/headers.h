@@ -55,8 +55,8 @@ struct headers_forward {
     bool tls;                /* client connection is TLS: proto https */
     const char *host;        /* Host to send upstream (preserve/upstream/literal) */
     size_t host_len;
-    const char *new_request_id; /* a fresh id, used when the client's is absent/invalid */
-    bool tunnel;                /* an Upgrade (websocket) is being forwarded */
+    const char *new_request_id;  /* a fresh id, used when the client's is absent/invalid */
+    bool tunnel;                 /* an Upgrade (websocket) is being forwarded */
     bool underscores_in_headers; /* forward client fields whose name has '_' */
     /* out: the X-Request-Id in effect (client's or new_request_id) */
     const char *request_id;
@@ -99,9 +99,8 @@ bool headers_named_in(const char *name, size_t len, const struct http1_header *l
  * every field named in remove[] or set[] (case-insensitive), then appends
  * set[] and add[] in order. Returns the new count, or -ENOSPC.
  */
-int headers_rewrite(struct http1_header *out, size_t n, size_t cap,
-                    const struct http1_header *set, size_t nset,
-                    const struct http1_header *add, size_t nadd,
+int headers_rewrite(struct http1_header *out, size_t n, size_t cap, const struct http1_header *set,
+                    size_t nset, const struct http1_header *add, size_t nadd,
                     const struct http1_header *remove, size_t nremove);
 
 /* Is `id` a well-formed X-Request-Id (see above)? */

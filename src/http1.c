@@ -43,8 +43,8 @@ __attribute__((constructor)) static void cclass_init(void)
             k |= C_HEX;
         if ((k & C_VALUE) || c == ' ' || c == '\t')
             k |= C_FIELD;
-        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' ||
-            c == '.' || c == '_')
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+            c == '-' || c == '.' || c == '_')
             k |= C_HOST;
         cclass[c] = k;
         lower_tab[c] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
@@ -938,6 +938,148 @@ bool http1_chunked_done(const struct http1_chunked *dec)
     return dec->state == CH_DONE;
 }
 
+/* One byte of a chunk-size line (size, BWS, extensions, CRLF) or of the
+ * CRLF after a chunk's data. Returns 0 or an HTTP1_E_* error. */
+static inline int chunk_line_byte(struct http1_chunked *dec, unsigned char c)
+{
+    int v;
+    switch (dec->state) {
+    case CH_SIZE_START:
+        v = hexval(c);
+        if (v < 0)
+            return c == '\n' ? HTTP1_E_BARE_LF : HTTP1_E_CHUNK_SIZE;
+        dec->remaining = (uint64_t)v;
+        dec->digits = 1;
+        dec->ext_len = 0;
+        dec->state = CH_SIZE;
+        return 0;
+    case CH_SIZE:
+        v = hexval(c);
+        if (v >= 0) {
+            /* 16 digits at most, and the value stays below 2^63 */
+            if (++dec->digits > 16 || dec->remaining > (UINT64_C(0x7fffffffffffffff) >> 4))
+                return HTTP1_E_CHUNK_OVERFLOW;
+            dec->remaining = dec->remaining << 4 | (uint64_t)v;
+        } else if (c == '\r') {
+            dec->state = CH_SIZE_LF;
+        } else if (c == ';') {
+            dec->state = CH_EXT;
+            dec->ext_len = 1;
+        } else if (is_ows(c)) {
+            dec->state = CH_SIZE_WS;
+            dec->ext_len = 1;
+        } else {
+            return c == '\n' ? HTTP1_E_BARE_LF : HTTP1_E_CHUNK_SIZE;
+        }
+        return 0;
+    case CH_SIZE_WS:
+        if (c == ';')
+            dec->state = CH_EXT;
+        else if (c == '\n')
+            return HTTP1_E_BARE_LF;
+        else if (!is_ows(c))
+            return HTTP1_E_CHUNK_SIZE;
+        return ++dec->ext_len > dec->max_chunk_ext ? HTTP1_E_CHUNK_EXT_TOO_LONG : 0;
+    case CH_EXT:
+        if (c == '\r') {
+            dec->state = CH_SIZE_LF;
+            return 0;
+        }
+        if (c == '\n')
+            return HTTP1_E_BARE_LF;
+        if (!(cclass[c] & C_VALUE) && !is_ows(c))
+            return HTTP1_E_CHUNK_EXT;
+        return ++dec->ext_len > dec->max_chunk_ext ? HTTP1_E_CHUNK_EXT_TOO_LONG : 0;
+    case CH_SIZE_LF:
+        if (c != '\n')
+            return HTTP1_E_BARE_CR;
+        if (dec->remaining == 0) {
+            dec->state = CH_TRAILER_START; /* this LF counts as a trailer byte */
+            return ++dec->trailer_bytes > dec->max_trailer_bytes ? HTTP1_E_TRAILER_TOO_LARGE : 0;
+        }
+        if (dec->max_body && dec->remaining > dec->max_body - dec->total)
+            return HTTP1_E_BODY_TOO_LARGE;
+        dec->state = CH_DATA;
+        return 0;
+    case CH_DATA_CR:
+        if (c != '\r')
+            return c == '\n' ? HTTP1_E_BARE_LF : HTTP1_E_CHUNK_CRLF;
+        dec->state = CH_DATA_LF;
+        return 0;
+    default: /* CH_DATA_LF */
+        if (c != '\n')
+            return HTTP1_E_BARE_CR;
+        dec->state = CH_SIZE_START;
+        return 0;
+    }
+}
+
+/* One byte of the trailer section or of the final CRLF (which moves the
+ * decoder to CH_DONE). Returns 0 or an HTTP1_E_* error. */
+static inline int trailer_byte(struct http1_chunked *dec, unsigned char c)
+{
+    switch (dec->state) {
+    case CH_TRAILER_START:
+        if (c == '\r') {
+            dec->state = CH_END_LF;
+            return 0;
+        }
+        if (c == '\n')
+            return HTTP1_E_BARE_LF;
+        if (is_ows(c))
+            return dec->trailer_lines ? HTTP1_E_OBS_FOLD : HTTP1_E_LEADING_WS;
+        if (c == ':')
+            return HTTP1_E_EMPTY_NAME;
+        if (!is_tchar(c))
+            return HTTP1_E_NAME_CHAR;
+        if (++dec->trailer_lines > dec->max_trailers)
+            return HTTP1_E_TRAILER_TOO_LARGE;
+        dec->state = CH_TRAILER_NAME;
+        return 0;
+    case CH_TRAILER_NAME:
+        if (c == ':')
+            dec->state = CH_TRAILER_VALUE;
+        else if (is_ows(c))
+            return HTTP1_E_WS_BEFORE_COLON;
+        else if (c == '\r')
+            return HTTP1_E_NO_COLON;
+        else if (c == '\n')
+            return HTTP1_E_BARE_LF;
+        else if (!is_tchar(c))
+            return HTTP1_E_NAME_CHAR;
+        return 0;
+    case CH_TRAILER_VALUE:
+        if (c == '\r')
+            dec->state = CH_TRAILER_LF;
+        else if (c == '\n')
+            return HTTP1_E_BARE_LF;
+        else if (!(cclass[c] & C_VALUE) && !is_ows(c))
+            return HTTP1_E_VALUE_CHAR;
+        return 0;
+    case CH_TRAILER_LF:
+        if (c != '\n')
+            return HTTP1_E_BARE_CR;
+        dec->state = CH_TRAILER_START;
+        return 0;
+    default: /* CH_END_LF */
+        if (c != '\n')
+            return HTTP1_E_BARE_CR;
+        dec->state = CH_DONE;
+        return 0;
+    }
+}
+
+/* trailer_byte, with the trailer section's bytes (from the LF that ends
+ * the last-chunk line to the CR of the final line) counted against its
+ * limit. */
+static inline int chunk_trailer_byte(struct http1_chunked *dec, unsigned char c)
+{
+    int rc = trailer_byte(dec, c);
+    if (rc == 0 && dec->state != CH_DONE && ++dec->trailer_bytes > dec->max_trailer_bytes)
+        return HTTP1_E_TRAILER_TOO_LARGE;
+    return rc;
+}
+
 /*
  * Advances the decoder over buf[0..len). Stops after one run of payload
  * when the next byte would start another, or when the body is done, so
@@ -953,71 +1095,9 @@ ssize_t http1_chunked_decode(struct http1_chunked *dec, const char *buf, size_t 
     *data_off = 0;
     *data_len = 0;
     while (i < len) {
-        unsigned char c = (unsigned char)buf[i];
-        int v;
-        switch (dec->state) {
-        case CH_SIZE_START:
-            v = hexval(c);
-            if (v < 0)
-                return c == '\n' ? HTTP1_E_BARE_LF : HTTP1_E_CHUNK_SIZE;
-            dec->remaining = (uint64_t)v;
-            dec->digits = 1;
-            dec->ext_len = 0;
-            dec->state = CH_SIZE;
-            break;
-        case CH_SIZE:
-            v = hexval(c);
-            if (v >= 0) {
-                /* 16 digits at most, and the value stays below 2^63 */
-                if (++dec->digits > 16 || dec->remaining > (UINT64_C(0x7fffffffffffffff) >> 4))
-                    return HTTP1_E_CHUNK_OVERFLOW;
-                dec->remaining = dec->remaining << 4 | (uint64_t)v;
-            } else if (c == '\r') {
-                dec->state = CH_SIZE_LF;
-            } else if (c == ';') {
-                dec->state = CH_EXT;
-                dec->ext_len = 1;
-            } else if (is_ows(c)) {
-                dec->state = CH_SIZE_WS;
-                dec->ext_len = 1;
-            } else {
-                return c == '\n' ? HTTP1_E_BARE_LF : HTTP1_E_CHUNK_SIZE;
-            }
-            break;
-        case CH_SIZE_WS:
-            if (c == ';')
-                dec->state = CH_EXT;
-            else if (c == '\n')
-                return HTTP1_E_BARE_LF;
-            else if (!is_ows(c))
-                return HTTP1_E_CHUNK_SIZE;
-            if (++dec->ext_len > dec->max_chunk_ext)
-                return HTTP1_E_CHUNK_EXT_TOO_LONG;
-            break;
-        case CH_EXT:
-            if (c == '\r') {
-                dec->state = CH_SIZE_LF;
-                break;
-            }
-            if (c == '\n')
-                return HTTP1_E_BARE_LF;
-            if (!(cclass[c] & C_VALUE) && !is_ows(c))
-                return HTTP1_E_CHUNK_EXT;
-            if (++dec->ext_len > dec->max_chunk_ext)
-                return HTTP1_E_CHUNK_EXT_TOO_LONG;
-            break;
-        case CH_SIZE_LF:
-            if (c != '\n')
-                return HTTP1_E_BARE_CR;
-            if (dec->remaining == 0) {
-                dec->state = CH_TRAILER_START;
-                break;
-            }
-            if (dec->max_body && dec->remaining > dec->max_body - dec->total)
-                return HTTP1_E_BODY_TOO_LARGE;
-            dec->state = CH_DATA;
-            break;
-        case CH_DATA: {
+        if (dec->state == CH_DONE)
+            return (ssize_t)i;
+        if (dec->state == CH_DATA) {
             if (have_data)
                 return (ssize_t)i;
             size_t n = len - i;
@@ -1033,69 +1113,13 @@ ssize_t http1_chunked_decode(struct http1_chunked *dec, const char *buf, size_t 
                 dec->state = CH_DATA_CR;
             continue;
         }
-        case CH_DATA_CR:
-            if (c != '\r')
-                return c == '\n' ? HTTP1_E_BARE_LF : HTTP1_E_CHUNK_CRLF;
-            dec->state = CH_DATA_LF;
-            break;
-        case CH_DATA_LF:
-            if (c != '\n')
-                return HTTP1_E_BARE_CR;
-            dec->state = CH_SIZE_START;
-            break;
-        case CH_TRAILER_START:
-            if (c == '\r') {
-                dec->state = CH_END_LF;
-            } else if (c == '\n') {
-                return HTTP1_E_BARE_LF;
-            } else if (is_ows(c)) {
-                return dec->trailer_lines ? HTTP1_E_OBS_FOLD : HTTP1_E_LEADING_WS;
-            } else if (c == ':') {
-                return HTTP1_E_EMPTY_NAME;
-            } else if (!is_tchar(c)) {
-                return HTTP1_E_NAME_CHAR;
-            } else {
-                if (++dec->trailer_lines > dec->max_trailers)
-                    return HTTP1_E_TRAILER_TOO_LARGE;
-                dec->state = CH_TRAILER_NAME;
-            }
-            break;
-        case CH_TRAILER_NAME:
-            if (c == ':')
-                dec->state = CH_TRAILER_VALUE;
-            else if (is_ows(c))
-                return HTTP1_E_WS_BEFORE_COLON;
-            else if (c == '\r')
-                return HTTP1_E_NO_COLON;
-            else if (c == '\n')
-                return HTTP1_E_BARE_LF;
-            else if (!is_tchar(c))
-                return HTTP1_E_NAME_CHAR;
-            break;
-        case CH_TRAILER_VALUE:
-            if (c == '\r')
-                dec->state = CH_TRAILER_LF;
-            else if (c == '\n')
-                return HTTP1_E_BARE_LF;
-            else if (!(cclass[c] & C_VALUE) && !is_ows(c))
-                return HTTP1_E_VALUE_CHAR;
-            break;
-        case CH_TRAILER_LF:
-            if (c != '\n')
-                return HTTP1_E_BARE_CR;
-            dec->state = CH_TRAILER_START;
-            break;
-        case CH_END_LF:
-            if (c != '\n')
-                return HTTP1_E_BARE_CR;
-            dec->state = CH_DONE;
-            return (ssize_t)(i + 1);
-        default: /* CH_DONE */
+        unsigned char c = (unsigned char)buf[i++];
+        int rc =
+            dec->state < CH_TRAILER_START ? chunk_line_byte(dec, c) : chunk_trailer_byte(dec, c);
+        if (rc < 0)
+            return rc;
+        if (dec->state == CH_DONE)
             return (ssize_t)i;
-        }
-        if (dec->state >= CH_TRAILER_START && ++dec->trailer_bytes > dec->max_trailer_bytes)
-            return HTTP1_E_TRAILER_TOO_LARGE;
-        i++;
     }
     return (ssize_t)i;
 }

@@ -77,12 +77,12 @@ struct io_stream {
     struct splice_side *splice; /* spliced to another stream (io_splice) */
     struct event rev, wev;
     size_t read_max;
-    bool reading;   /* the owner wants reads (io_set_reading) */
-    bool rev_added; /* rev is in the loop */
-    bool wev_added; /* wev is in the loop: output is left, or connecting */
-    bool lazy;      /* not polled until a read is needed (io_stream_accepted) */
-    int64_t last_read; /* when bytes last arrived (loop_now) */
-    uint32_t read_chunk; /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
+    bool reading;                /* the owner wants reads (io_set_reading) */
+    bool rev_added;              /* rev is in the loop */
+    bool wev_added;              /* wev is in the loop: output is left, or connecting */
+    bool lazy;                   /* not polled until a read is needed (io_stream_accepted) */
+    int64_t last_read;           /* when bytes last arrived (loop_now) */
+    uint32_t read_chunk;         /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
     struct io_stream *next_free; /* in the pool of freed streams */
 };
 
@@ -644,8 +644,8 @@ void io_set_reading(struct io_stream *s, bool on)
     rev_update(s);
 }
 
-void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsigned what, void *arg),
-                 void *arg)
+void io_set_idle(struct io_stream *s,
+                 void (*on_idle)(struct io_stream *s, unsigned what, void *arg), void *arg)
 {
     s->on_idle = on_idle;
     s->idle_arg = arg;
@@ -663,6 +663,11 @@ int io_shutdown_write(struct io_stream *s)
     return s->tp->shutdown(s);
 }
 
+void io_reset_on_close(struct io_stream *s)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    (void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
 
 /* ---- waiting ---------------------------------------------------------------- */
 
@@ -1090,8 +1095,8 @@ static int resolve(struct loop *loop, const char *host, uint16_t port, int64_t d
     req->coro = coro_current();
     char portstr[8];
     snprintf(portstr, sizeof(portstr), "%u", port);
-    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                                    .ai_flags = EVUTIL_AI_ADDRCONFIG};
+    struct evutil_addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = EVUTIL_AI_ADDRCONFIG};
     struct evdns_getaddrinfo_request *handle =
         evdns_getaddrinfo(dns, host, portstr, &hints, on_dns, req);
     int r = 0;
@@ -1179,9 +1184,9 @@ struct splice_side {
     struct io_splice *sp;
     struct io_stream *s;
     struct splice_side *peer;
-    bool read_eof; /* nothing more to read from this side */
-    bool shut;     /* the peer's EOF was forwarded: this side's write end is shut */
-    bool paused;   /* not read: the peer's output is over `high` */
+    bool read_eof;  /* nothing more to read from this side */
+    bool shut;      /* the peer's EOF was forwarded: this side's write end is shut */
+    bool paused;    /* not read: the peer's output is over `high` */
     uint64_t moved; /* bytes read from this side and queued to the peer */
 };
 

@@ -131,8 +131,8 @@ void io_set_reading(struct io_stream *s, bool on);
  * or wake coroutines and free the stream (io_stream_free), nothing that yields.
  * NULL removes it.
  */
-void io_set_idle(struct io_stream *s, void (*on_idle)(struct io_stream *s, unsigned what, void *arg),
-                 void *arg);
+void io_set_idle(struct io_stream *s,
+                 void (*on_idle)(struct io_stream *s, unsigned what, void *arg), void *arg);
 
 /*
  * Reads: waits until input has at least one byte, then moves at most max
@@ -159,6 +159,10 @@ void io_kick(struct io_stream *s);
 /* Ends the write direction (a half-close: TCP's FIN) right now; what the
  * output still holds is not sent. Returns 0 or -errno. */
 int io_shutdown_write(struct io_stream *s);
+/* Makes the stream's close a reset (TCP RST, SO_LINGER 0) instead of a
+ * clean end: how a peer learns that a message it cannot otherwise tell
+ * from a complete one (a close-delimited body) was cut short. */
+void io_reset_on_close(struct io_stream *s);
 /* Waits until the output is empty, failing with -ETIMEDOUT only when no
  * byte leaves for `stall` ns (a slow but steady reader is never cut), or
  * at the absolute deadline. May yield. */

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -60,22 +61,56 @@ static int open_socket(const struct config_listener *l, bool reuseport)
     return fd;
 }
 
+int listener_claim_unix(const char *what, const struct config_addr *a)
+{
+    struct stat st;
+    if (lstat(a->path, &st) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        fprintf(stderr, "ferry: %s %s: %s\n", what, a->text, strerror(errno));
+        return -errno;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        fprintf(stderr, "ferry: %s %s: %s exists and is not a socket; not removing it\n", what,
+                a->text, a->path);
+        return -EEXIST;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0) {
+        fprintf(stderr, "ferry: %s %s: %s\n", what, a->text, strerror(errno));
+        return -errno;
+    }
+    int rc = connect(probe, (const struct sockaddr *)&a->sa, a->salen) == 0 ? 0 : errno;
+    close(probe);
+    if (rc != ECONNREFUSED) {
+        fprintf(stderr, "ferry: %s %s: %s is in use (%s)\n", what, a->text, a->path,
+                rc == 0 ? "something accepts on it" : strerror(rc));
+        return -EADDRINUSE;
+    }
+    /* Nobody listens: a stale socket from a run that did not exit cleanly. */
+    if (unlink(a->path) != 0 && errno != ENOENT) {
+        fprintf(stderr, "ferry: %s %s: %s\n", what, a->text, strerror(errno));
+        return -errno;
+    }
+    fprintf(stderr, "ferry: %s %s: removed a stale socket\n", what, a->text);
+    return 0;
+}
+
+void listener_unlink_unix(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        if (cfg->listeners[i].addr.is_unix)
+            unlink(cfg->listeners[i].addr.path);
+}
+
 int listener_probe(const struct config *cfg)
 {
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const struct config_listener *l = &cfg->listeners[i];
         if (l->addr.is_unix) {
-            /* A stale socket file from a crashed run is replaced; a live
-             * one (something accepts on it) is in use. */
-            int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            if (probe >= 0 && connect(probe, (const struct sockaddr *)&l->addr.sa, l->addr.salen) == 0) {
-                close(probe);
-                fprintf(stderr, "ferry: listen %s: address in use\n", l->addr.text);
-                return -EADDRINUSE;
-            }
-            if (probe >= 0)
-                close(probe);
-            unlink(l->addr.path);
+            int rc = listener_claim_unix("listen", &l->addr);
+            if (rc != 0)
+                return rc;
             continue;
         }
         int fd = open_socket(l, false);
@@ -90,11 +125,23 @@ int listener_probe(const struct config *cfg)
     return 0;
 }
 
-int listener_open(const struct config *cfg, int *fds)
+int listener_open(const struct config *cfg, int *fds, const int *first)
 {
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const struct config_listener *l = &cfg->listeners[i];
-        int fd = open_socket(l, true);
+        int fd;
+        if (first && l->addr.is_unix) {
+            /* A path binds once (no SO_REUSEPORT for unix sockets): the
+             * workers share the first worker's socket, each accepting. */
+            fd = fcntl(first[i], F_DUPFD_CLOEXEC, 0);
+            if (fd >= 0) {
+                fds[i] = fd;
+                continue;
+            }
+            fd = -errno;
+        } else {
+            fd = open_socket(l, true);
+        }
         if (fd >= 0 && listen(fd, (int)l->backlog) != 0) {
             close(fd);
             fd = -errno;
@@ -116,6 +163,7 @@ struct acceptor {
     struct event *ev;
     struct event *resume; /* re-enables ev after a pause for descriptors */
     int fd;
+    int64_t last_shortage_log; /* this worker's own rate limit for the log line */
 };
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)
@@ -123,6 +171,10 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct acceptor *a = arg;
+    /* Threads share the descriptor table: another worker may have taken
+     * the slot the reserve freed. Re-arm it as soon as one is free. */
+    if (a->w->reserve_fd < 0)
+        a->w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     event_add(a->ev, NULL);
 }
 
@@ -132,8 +184,7 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 static void out_of_descriptors(struct acceptor *a, int err)
 {
     struct worker *w = a->w;
-    static int64_t last;
-    log_ratelimited(&last, 1000, CONFIG_LOG_ERROR,
+    log_ratelimited(&a->last_shortage_log, 1000, CONFIG_LOG_ERROR,
                     "worker %u: accept: %s: closing new connections until descriptors free up",
                     w->id, strerror(err));
     if (w->reserve_fd >= 0) {

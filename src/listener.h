@@ -17,13 +17,23 @@
 
 struct worker;
 
-/* Checks that every listen address is free. Returns 0, or -errno after
+/* Checks that every listen address is free (listener_claim_unix for unix
+ * paths). Returns 0, or -errno after
  * printing "ferry: listen ADDRESS: ..." to stderr. */
 int listener_probe(const struct config *cfg);
 
-/* Opens one SO_REUSEPORT listening socket per listen[] entry for a worker.
- * Returns 0 with fds[0..n) set, or -errno (message printed). */
-int listener_open(const struct config *cfg, int *fds);
+/* Opens one SO_REUSEPORT listening socket per listen[] entry for a worker;
+ * a unix listener is bound once (first = NULL) and later workers share it
+ * (first = the first worker's fds). Returns 0 with fds[0..n) set, or
+ * -errno (message printed). */
+int listener_open(const struct config *cfg, int *fds, const int *first);
+
+/* Makes a unix socket path free to bind: nothing there, or a stale socket
+ * (nobody accepts on it) which is removed. A regular file or a live socket
+ * is refused: -errno after "ferry: WHAT ADDRESS: ..." on stderr. */
+int listener_claim_unix(const char *what, const struct config_addr *a);
+/* Removes the unix listener sockets ferry bound (at exit). */
+void listener_unlink_unix(const struct config *cfg);
 
 /* Starts accepting on the worker's sockets. Returns 0 or -ENOMEM. */
 int listener_start(struct worker *w);

@@ -94,8 +94,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-bool log_ratelimited(int64_t *last, int64_t interval_ms, enum log_level level, const char *fmt,
-                     ...)
+bool log_ratelimited(int64_t *last, int64_t interval_ms, enum log_level level, const char *fmt, ...)
 {
     int64_t now = now_ms();
     int64_t prev = __atomic_load_n(last, __ATOMIC_RELAXED);
@@ -237,8 +236,7 @@ static void put_esc(struct line *l, enum log_format f, unsigned char c)
  * when the whole does not fit, as many whole escaped characters as leave
  * room for LOG_TRUNCATED, then the marker. Returns the bytes written.
  */
-static size_t put_field(struct line *l, enum log_format f, const char *s, size_t len,
-                        size_t budget)
+static size_t put_field(struct line *l, enum log_format f, const char *s, size_t len, size_t budget)
 {
     size_t need = 0, i;
     for (i = 0; i < len && need <= budget; i++)

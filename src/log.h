@@ -37,8 +37,8 @@ enum log_format {
     LOG_FORMAT_COMBINED,
 };
 
-#define LOG_LINE_MAX 4096       /* PIPE_BUF: one access-log line, newline included */
-#define LOG_TRUNCATED "..."     /* ends a field cut to fit the line */
+#define LOG_LINE_MAX 4096   /* PIPE_BUF: one access-log line, newline included */
+#define LOG_TRUNCATED "..." /* ends a field cut to fit the line */
 
 /* Sets the level and opens the access log: access_path NULL = off,
  * "stderr", or a file. Returns 0 or -errno (the file could not be opened). */
@@ -59,8 +59,8 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
  * Every line of the site counts, whatever it is about: for a site that
  * logs about several servers or upstreams, use log_ratelimited_key.
  */
-bool log_ratelimited(int64_t *last, int64_t interval_ms, enum log_level level, const char *fmt,
-                     ...) __attribute__((format(printf, 4, 5)));
+bool log_ratelimited(int64_t *last, int64_t interval_ms, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /*
  * A call site's state for log_ratelimited_key: the last line's time per
@@ -96,7 +96,7 @@ struct log_access {
     const char *path;
     size_t path_len;
     int status;
-    uint64_t bytes_sent; /* response body bytes sent to the client */
+    uint64_t bytes_sent;     /* response body bytes sent to the client */
     uint64_t bytes_received; /* request body bytes read from the client */
     const char *route;
     const char *upstream;        /* upstream name */

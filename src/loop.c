@@ -109,7 +109,8 @@ struct loop *loop_new(size_t stack_size, unsigned pool_cap)
     /* The changelist folds an EV_WRITE added and removed in one loop turn
      * (a response written whole) into no epoll_ctl at all. */
     if (ec)
-        event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        event_config_set_flag(ec,
+                              EVENT_BASE_FLAG_PRECISE_TIMER | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     loop->base = ec ? event_base_new_with_config(ec) : NULL;
     if (ec)
         event_config_free(ec);

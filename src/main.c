@@ -3,6 +3,7 @@
  * hand it to server_run (src/server.h). Everything else lives in libferry.a.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,17 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* First thing: the signals ferry handles stay pending until server_run
+     * has its handlers in place (worker threads inherit the mask), so a
+     * logrotate SIGUSR1 or a SIGHUP during start-up does not kill it. */
+    sigset_t handled;
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGINT);
+    sigaddset(&handled, SIGHUP);
+    sigaddset(&handled, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &handled, NULL);
+
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},
@@ -90,11 +102,5 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return EXIT_OK;
     }
-#ifdef FERRY_HAVE_SERVER
     return server_run(cfg, path);
-#else
-    fputs("ferry: the proxy is not built yet\n", stderr);
-    config_unref(cfg);
-    return EXIT_CONFIG;
-#endif
 }

@@ -15,7 +15,7 @@
 
 /* Request duration buckets (seconds, upper bounds; +Inf is implied). */
 static const double BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                 0.5,   1,      2.5,   5,    10,    30,    60};
+                                 0.5,   1,      2.5,   5,    10,    30,   60};
 #define NBUCKETS (sizeof(BUCKETS) / sizeof(BUCKETS[0]))
 #define NCLASSES 5 /* 1xx .. 5xx */
 
@@ -31,9 +31,9 @@ struct server_counters {
 };
 
 struct metrics {
-    size_t nroutes;                 /* cfg->nroutes; slot nroutes is "no route" */
-    struct route_counters *routes;  /* nroutes + 1 */
-    size_t *server_base;            /* per upstream: its first slot in servers */
+    size_t nroutes;                /* cfg->nroutes; slot nroutes is "no route" */
+    struct route_counters *routes; /* nroutes + 1 */
+    size_t *server_base;           /* per upstream: its first slot in servers */
     struct server_counters *servers;
 };
 
@@ -300,8 +300,10 @@ static void render_process(struct evbuffer *out)
     struct rlimit rl = {0};
     getrlimit(RLIMIT_NOFILE, &rl);
     help(out, "process_cpu_seconds_total", "counter", "User and system CPU time spent.");
-    evbuffer_add_printf(out, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)tck);
-    gauge(out, "process_resident_memory_bytes", "Resident memory size.", (double)rss * (double)page);
+    evbuffer_add_printf(out, "process_cpu_seconds_total %.2f\n",
+                        (double)(utime + stime) / (double)tck);
+    gauge(out, "process_resident_memory_bytes", "Resident memory size.",
+          (double)rss * (double)page);
     gauge(out, "process_open_fds", "Open file descriptors.", (double)fds);
     gauge(out, "process_max_fds", "RLIMIT_NOFILE (soft).", (double)rl.rlim_cur);
     gauge(out, "process_start_time_seconds", "Start time since the Unix epoch.",

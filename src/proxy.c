@@ -447,9 +447,9 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
     r->server = &up->servers[server];
     r->upstream_server = r->server->addr.text;
     int64_t t0 = loop_now();
-    int err = upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
-                               phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc,
-                               reused);
+    int err =
+        upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
+                         phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc, reused);
     if (err < 0) {
         r->uc = NULL;
         return connect_failure(err);
@@ -591,6 +591,8 @@ static void relay(struct request *r)
     if (send_response(r, us) < 0) {
         r->keep_alive = false;
         r->linger = false;
+        if (r->reset_if_cut)
+            io_reset_on_close(r->client);
         release_upstream(r, false);
         return;
     }
@@ -772,7 +774,8 @@ static int parse_response_head(struct request *r, struct evbuffer *in)
         const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
         struct request_scratch *sc = request_scratch_of(r->w);
         size_t cap = lim.max_headers + 1;
-        if (!buf || !sc || !request_grow(&sc->resp_hdrs, &sc->resp_cap, cap, sizeof(*sc->resp_hdrs))) {
+        if (!buf || !sc ||
+            !request_grow(&sc->resp_hdrs, &sc->resp_cap, cap, sizeof(*sc->resp_hdrs))) {
             r->error = "out of memory reading the response head";
             return -1;
         }
@@ -813,6 +816,8 @@ static int send_response(struct request *r, struct io_stream *up)
     enum http1_body down = resp->body;
     if (down == HTTP1_BODY_CHUNKED && r->req.version_minor == 0)
         down = HTTP1_BODY_CLOSE; /* an HTTP/1.0 client cannot take chunks */
+    else if (down == HTTP1_BODY_CLOSE && r->req.version_minor >= 1 && resp->status != 101)
+        down = HTTP1_BODY_CHUNKED; /* as nginx: the client can tell a cut body */
     r->keep_alive = reply_keeps(r->keep_alive, down == HTTP1_BODY_CLOSE, request_body_unread(r));
     r->linger = request_body_unread(r);
     enum http1_body advertised = down;
@@ -828,6 +833,10 @@ static int send_response(struct request *r, struct io_stream *up)
 
     body_init(&r->resp_body, down == HTTP1_BODY_NONE ? HTTP1_BODY_NONE : resp->body,
               resp->content_length, down == HTTP1_BODY_CHUNKED, 0);
+    /* A close-delimited body is the one framing whose cut the client cannot
+     * see; should it fail, the client's connection ends with a reset. */
+    if (down == HTTP1_BODY_CLOSE)
+        r->reset_if_cut = true;
     r->streaming = true; /* bytes_out follows resp_body.bytes from here */
     return relay_body(r, up);
 }
@@ -893,7 +902,7 @@ static int relay_body(struct request *r, struct io_stream *up)
         }
         if (io_eof(up) && evbuffer_get_length(uin) == 0) {
             if (b->in == HTTP1_BODY_CLOSE && !io_error(up)) {
-                b->done = true;
+                body_close_end(b, cout);
                 break;
             }
             r->error = "upstream closed in the middle of the response body";

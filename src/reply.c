@@ -66,8 +66,11 @@ int reply_request_head(struct evbuffer *dst, const struct http1_head_out *h)
 
 void reply_continue(struct evbuffer *out)
 {
-    struct http1_head_out h = {.status = 100, .reason = "Continue", .reason_len = 8,
-                               .body = HTTP1_BODY_NONE, .fields_checked = true};
+    struct http1_head_out h = {.status = 100,
+                               .reason = "Continue",
+                               .reason_len = 8,
+                               .body = HTTP1_BODY_NONE,
+                               .fields_checked = true};
     reply_head(out, &h);
 }
 

@@ -49,11 +49,11 @@ struct worker;
  */
 struct request_side {
     struct worker *w;
-    struct io_stream *s;          /* head and body in, response out */
-    size_t read_max;              /* what s buffers at most: a head must fit */
-    const struct sockaddr *peer;  /* the client's address (after PROXY) */
-    const char *client;           /* the same, as text */
-    bool close_after;             /* answer with Connection: close (draining) */
+    struct io_stream *s;         /* head and body in, response out */
+    size_t read_max;             /* what s buffers at most: a head must fit */
+    const struct sockaddr *peer; /* the client's address (after PROXY) */
+    const char *client;          /* the same, as text */
+    bool close_after;            /* answer with Connection: close (draining) */
     void (*done)(struct request_side *side, bool keep_alive, bool linger,
                  struct upstream_conn *tunnel);
 };
@@ -103,6 +103,7 @@ struct request {
     double connect_ms;
     double header_ms;
     bool streaming;    /* the upstream's body is being relayed */
+    bool reset_if_cut; /* a close-delimited body to the client: a cut ends in a reset */
     bool resp_started; /* a response head (also 1xx) was parsed */
     bool no_log;       /* the client left before a whole head: nothing to log */
     bool keep_alive;   /* keep the client connection after this response */

@@ -3,7 +3,9 @@
  * checks and binds the listen addresses, starts one worker thread per
  * core (or `workers`), serves the admin endpoint and handles signals:
  * SIGTERM/SIGINT drain (stop accepting, finish in-flight requests up to
- * shutdown_timeout, close idle keep-alive connections), SIGUSR1 reopens
+ * shutdown_timeout, close idle keep-alive connections; the admin listener
+ * keeps answering, /healthz with 503 "draining"; a second SIGTERM/SIGINT
+ * exits at once), SIGUSR1 reopens
  * the access log, SIGHUP re-checks the file (applying a new config needs
  * the reload work: until then it says so and keeps the running one).
  */
@@ -46,25 +48,13 @@ struct server {
     struct event_base *base;
     struct worker *workers;
     unsigned nworkers;
+    unsigned njoined; /* workers joined, in order, while draining */
+    struct admin *admin;
+    struct event *join_poll;
+    int pid_fd;
+    bool bound; /* unix listener sockets exist: remove them at exit */
     bool stopping;
 };
-
-void worker_request_id(struct worker *w, char out[17])
-{
-    /* xorshift64*: ids need to be unique, not secret. */
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    uint64_t v = x * 0x2545F4914F6CDD1Dull;
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--) {
-        out[i] = hex[v & 15];
-        v >>= 4;
-    }
-    out[16] = '\0';
-}
 
 static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
 {
@@ -119,7 +109,8 @@ static int worker_setup(struct worker *w)
         return -1;
     }
     w->upstreams = upstream_set_new(w, w->cfg);
-    w->control_ev = event_new(loop_base(w->loop), w->control_fd, EV_READ | EV_PERSIST, on_control, w);
+    w->control_ev =
+        event_new(loop_base(w->loop), w->control_fd, EV_READ | EV_PERSIST, on_control, w);
     if (!w->upstreams || !w->control_ev || event_add(w->control_ev, NULL) != 0 ||
         listener_start(w) != 0) {
         log_error("worker %u: out of memory at start", w->id);
@@ -155,12 +146,27 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* While draining, the main loop keeps running (the admin listener answers,
+ * signals are handled) and ends once every worker thread has finished. */
+static void on_join_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct server *srv = arg;
+    while (srv->njoined < srv->nworkers &&
+           pthread_tryjoin_np(srv->workers[srv->njoined].thread, NULL) == 0)
+        srv->njoined++;
+    if (srv->njoined == srv->nworkers)
+        event_base_loopexit(srv->base, NULL);
+}
+
 static void stop_workers(struct server *srv)
 {
     if (srv->stopping)
         return;
     srv->stopping = true;
     daemon_stopping();
+    admin_draining(srv->admin);
     log_info("draining: finishing in-flight requests (shutdown_timeout %llds)",
              (long long)(srv->cfg->shutdown_timeout / 1000));
     uint64_t one = 1;
@@ -168,14 +174,32 @@ static void stop_workers(struct server *srv)
         ssize_t n = write(srv->workers[i].control_fd, &one, sizeof(one));
         (void)n;
     }
-    event_base_loopexit(srv->base, NULL);
+    srv->join_poll = event_new(srv->base, -1, EV_PERSIST, on_join_poll, srv);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = DRAIN_POLL_MS * 1000};
+    if (!srv->join_poll || event_add(srv->join_poll, &tv) != 0)
+        event_base_loopexit(srv->base, NULL); /* out_join waits for the workers */
+}
+
+/* A second SIGTERM/SIGINT while draining: exit now, cutting what is in
+ * flight. The pid file and unix sockets go; the kernel closes the rest. */
+static void exit_now(struct server *srv, int sig)
+{
+    log_warn("%s while draining: exiting now", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    if (srv->cfg->pid_file)
+        daemon_pidfile_remove(srv->cfg->pid_file, srv->pid_fd);
+    listener_unlink_unix(srv->cfg);
+    if (srv->admin)
+        admin_stop(srv->admin); /* removes a unix admin socket */
+    _exit(1);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct server *srv = arg;
-    if (sig == SIGTERM || sig == SIGINT) {
+    if ((sig == SIGTERM || sig == SIGINT) && srv->stopping) {
+        exit_now(srv, (int)sig);
+    } else if (sig == SIGTERM || sig == SIGINT) {
         stop_workers(srv);
     } else if (sig == SIGUSR1) {
         if (log_reopen() != 0)
@@ -203,10 +227,95 @@ static unsigned worker_count(const struct config *cfg)
     return n > 0 ? (unsigned)n : 1;
 }
 
+/* The workers' state, each with its listening sockets (a unix listener is
+ * bound once and shared). Returns 0 or -1 (what was made is freed by
+ * workers_free). */
+static int workers_prepare(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    srv->nworkers = worker_count(cfg);
+    srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
+    srv->base = event_base_new();
+    if (!srv->workers || !srv->base)
+        return -1;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        w->id = i;
+        w->cfg = config_ref(srv->cfg);
+        w->reserve_fd = -1;
+        w->nlisten = (unsigned)cfg->nlisteners;
+        w->listen_fds = calloc(cfg->nlisteners, sizeof(int));
+        w->control_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        w->metrics = metrics_new(cfg);
+        if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
+            w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)getpid() << 16) ^ i;
+        if (!w->listen_fds || w->control_fd < 0 || !w->metrics ||
+            listener_open(cfg, w->listen_fds, i ? srv->workers[0].listen_fds : NULL) != 0)
+            return -1;
+        srv->bound = true;
+    }
+    return 0;
+}
+
+/* Starts the worker threads and waits until each accepts (ready for the
+ * admin listener and sd_notify only then). Returns 0, or -1 when one
+ * failed to set up (the others run: stop them). Out of threads exits. */
+static int workers_start(struct server *srv)
+{
+    pthread_barrier_init(&srv->started, NULL, srv->nworkers + 1);
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        srv->workers[i].started = &srv->started;
+        if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
+            log_error("cannot start worker %u: out of threads", i);
+            /* The others wait on the barrier: nothing to unwind but the pid file. */
+            if (srv->cfg->pid_file)
+                daemon_pidfile_remove(srv->cfg->pid_file, srv->pid_fd);
+            _exit(1);
+        }
+    }
+    pthread_barrier_wait(&srv->started);
+    pthread_barrier_destroy(&srv->started);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].failed)
+            return -1;
+    return 0;
+}
+
+/* Handlers for the signals main() blocked; pending ones are delivered
+ * once unblocked here. */
+static void handle_signals(struct server *srv, struct event *sigev[4])
+{
+    sigset_t handled;
+    sigemptyset(&handled);
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
+        sigaddset(&handled, sigs[i]);
+        sigev[i] = evsignal_new(srv->base, sigs[i], on_signal, srv);
+        if (sigev[i])
+            event_add(sigev[i], NULL);
+    }
+    pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
+}
+
+static void workers_free(struct server *srv)
+{
+    if (!srv->workers)
+        return;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        free(w->listen_fds);
+        metrics_free(w->metrics);
+        if (w->control_fd > 0)
+            close(w->control_fd);
+        config_unref(w->cfg);
+    }
+    free(srv->workers);
+}
+
 int server_run(struct config *cfg, const char *config_path)
 {
-    struct server srv = {.cfg = cfg, .config_path = config_path};
-    int status = 1, pid_fd = -1;
+    struct server srv = {.cfg = cfg, .config_path = config_path, .pid_fd = -1};
+    int status = 1;
     struct admin *admin = NULL;
     struct event *sigev[4] = {NULL};
 
@@ -220,56 +329,21 @@ int server_run(struct config *cfg, const char *config_path)
     evmem_install(); /* before the first libevent allocation */
     if (listener_probe(cfg) != 0)
         goto out_unref;
-    if (cfg->pid_file && (pid_fd = daemon_pidfile(cfg->pid_file)) < 0)
+    if (cfg->pid_file && (srv.pid_fd = daemon_pidfile(cfg->pid_file)) < 0)
         goto out_unref;
 
-    srv.nworkers = worker_count(cfg);
-    srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
-    srv.base = event_base_new();
-    if (!srv.workers || !srv.base)
+    if (workers_prepare(&srv) != 0)
         goto out_pidfile;
-    for (unsigned i = 0; i < srv.nworkers; i++) {
-        struct worker *w = &srv.workers[i];
-        w->id = i;
-        w->cfg = config_ref(cfg);
-        w->reserve_fd = -1;
-        w->nlisten = (unsigned)cfg->nlisteners;
-        w->listen_fds = calloc(cfg->nlisteners, sizeof(int));
-        w->control_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        w->metrics = metrics_new(cfg);
-        if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
-            w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)getpid() << 16) ^ i;
-        if (!w->listen_fds || w->control_fd < 0 || !w->metrics ||
-            listener_open(cfg, w->listen_fds) != 0)
-            goto out_pidfile;
-    }
-    /* Ready (admin, sd_notify) only once every worker accepts. */
-    pthread_barrier_init(&srv.started, NULL, srv.nworkers + 1);
-    for (unsigned i = 0; i < srv.nworkers; i++) {
-        srv.workers[i].started = &srv.started;
-        if (pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]) != 0) {
-            log_error("cannot start worker %u: out of threads", i);
-            exit(1); /* the others wait on the barrier: nothing to unwind */
-        }
-    }
-    pthread_barrier_wait(&srv.started);
-    pthread_barrier_destroy(&srv.started);
-    for (unsigned i = 0; i < srv.nworkers; i++) {
-        if (srv.workers[i].failed) {
-            stop_workers(&srv);
-            goto out_join;
-        }
-    }
-    if (cfg->admin_listen && !(admin = admin_start(srv.base, cfg, srv.workers, srv.nworkers))) {
+    if (workers_start(&srv) != 0) {
         stop_workers(&srv);
         goto out_join;
     }
-    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
-    for (int i = 0; i < 4; i++) {
-        sigev[i] = evsignal_new(srv.base, sigs[i], on_signal, &srv);
-        if (sigev[i])
-            event_add(sigev[i], NULL);
+    if (cfg->admin_listen &&
+        !(srv.admin = admin = admin_start(srv.base, cfg, srv.workers, srv.nworkers))) {
+        stop_workers(&srv);
+        goto out_join;
     }
+    handle_signals(&srv, sigev);
     char ready[128];
     snprintf(ready, sizeof(ready), "serving: %zu listeners, %u workers", cfg->nlisteners,
              srv.nworkers);
@@ -279,8 +353,10 @@ int server_run(struct config *cfg, const char *config_path)
     status = 0;
 
 out_join:
-    for (unsigned i = 0; i < srv.nworkers; i++)
+    for (unsigned i = srv.njoined; i < srv.nworkers; i++)
         pthread_join(srv.workers[i].thread, NULL);
+    if (srv.join_poll)
+        event_free(srv.join_poll);
     log_info("stopped");
 out_pidfile:
     admin_stop(admin);
@@ -288,18 +364,10 @@ out_pidfile:
         if (sigev[i])
             event_free(sigev[i]);
     if (cfg->pid_file)
-        daemon_pidfile_remove(cfg->pid_file, pid_fd);
-    if (srv.workers) {
-        for (unsigned i = 0; i < srv.nworkers; i++) {
-            struct worker *w = &srv.workers[i];
-            free(w->listen_fds);
-            metrics_free(w->metrics);
-            if (w->control_fd > 0)
-                close(w->control_fd);
-            config_unref(w->cfg);
-        }
-        free(srv.workers);
-    }
+        daemon_pidfile_remove(cfg->pid_file, srv.pid_fd);
+    if (srv.bound)
+        listener_unlink_unix(cfg);
+    workers_free(&srv);
     if (srv.base)
         event_base_free(srv.base);
 out_unref:

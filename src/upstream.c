@@ -48,7 +48,7 @@ struct pool {
     const struct config_upstream *up;
     struct upstream_conn *idle_head; /* most recently released first */
     unsigned nidle;
-    unsigned nactive; /* in use by requests, or reserved for a woken waiter */
+    unsigned nactive;            /* in use by requests, or reserved for a woken waiter */
     struct slot_waiter *waiters; /* first come, first served */
     struct slot_waiter **waiters_tail;
     unsigned fails;        /* consecutive attempts without a usable response */
@@ -56,7 +56,7 @@ struct pool {
     int64_t eject_logged;  /* log_ratelimited's timestamp: one per server and worker */
     int64_t connect_logged;
     int64_t busy_logged;
-    struct pool *next;     /* registry chain */
+    struct pool *next; /* registry chain */
 };
 
 struct upstream_state {

@@ -36,18 +36,18 @@ struct worker {
     int *listen_fds;
     unsigned nlisten;
     struct acceptor *acceptors; /* listener.c */
-    int reserve_fd; /* spent to accept-and-close when out of descriptors */
-    int control_fd; /* eventfd: the main thread asks to drain or stop */
+    int reserve_fd;             /* spent to accept-and-close when out of descriptors */
+    int control_fd;             /* eventfd: the main thread asks to drain or stop */
     struct event *control_ev;
     struct event *drain_timer;
     struct event *drain_poll;
     bool draining;
     bool failed;                /* setup failed on its thread */
     pthread_barrier_t *started; /* server.c: reached once set up */
-    struct conn *conns; /* every open client connection, for draining */
-    uint64_t rng;       /* request ids */
-    void *proxy_scratch; /* request.c: pooled requests and scratch buffers */
-    struct metrics *metrics; /* written by this worker only, read by admin */
+    struct conn *conns;         /* every open client connection, for draining */
+    uint64_t rng;               /* request ids */
+    void *proxy_scratch;        /* request.c: pooled requests and scratch buffers */
+    struct metrics *metrics;    /* written by this worker only, read by admin */
     struct worker_stats stats;
 };
 

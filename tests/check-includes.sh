@@ -1,5 +1,5 @@
 #!/bin/sh
-# Keeps the layering of ../shared/DESIGN.md and STYLE "Dependencies point down"
+# Keeps the layering of README "Layout of src/" (dependencies point down)
 # true: pure modules never see the runtime or libevent, and each foreign
 # library is included by the one module that owns it.
 src="${FERRY_SRCDIR:-$(dirname "$0")/..}/src"
@@ -26,7 +26,7 @@ check() {
 
 check 'event2/' loop io evmem upstream health conn proxy reply request body tunnel listener daemon server main log metrics admin tls
 check 'openssl/' tls crypto
-check 'yaml\.h' config
+check 'yaml\.h' config config_yaml
 check 'systemd/' daemon
 # The pure modules: no coroutines, no loop, no await.
 for pure in http1 headers balancer config route; do

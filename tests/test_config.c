@@ -420,14 +420,14 @@ END_TEST
 
 START_TEST(header_rules)
 {
-    struct config *cfg =
-        load_ok("listen: [{address: '127.0.0.1:1'}]\n"
-                "upstreams: {u: {servers: [{address: '127.0.0.1:2'}]}}\n"
-                "routes:\n"
-                "  - name: r\n"
-                "    upstream: u\n"
-                "    request_headers: {set: {X-A: '1', X-B: ''}, add: {X-C: 'a, b'}, remove: [X-D]}\n"
-                "    response_headers: {remove: [Server, X-Powered-By]}\n");
+    struct config *cfg = load_ok(
+        "listen: [{address: '127.0.0.1:1'}]\n"
+        "upstreams: {u: {servers: [{address: '127.0.0.1:2'}]}}\n"
+        "routes:\n"
+        "  - name: r\n"
+        "    upstream: u\n"
+        "    request_headers: {set: {X-A: '1', X-B: ''}, add: {X-C: 'a, b'}, remove: [X-D]}\n"
+        "    response_headers: {remove: [Server, X-Powered-By]}\n");
     const struct config_header_rules *q = &cfg->routes[0].request_headers;
     ck_assert_uint_eq(q->nset, 2);
     ck_assert_str_eq(q->set[0].name, "X-A");
@@ -546,6 +546,132 @@ START_TEST(bad_bytes)
 }
 END_TEST
 
+/* ---- the schema's keys and the two documents that list them ---- */
+
+struct key_list {
+    const char *mapping[256], *key[256];
+    bool later[256];
+    size_t n;
+};
+
+static void collect_key(void *arg, const char *mapping, const char *key, bool later,
+                        const char *doc)
+{
+    struct key_list *l = arg;
+    ck_assert_msg(later || (doc && *doc), "%s.%s has no doc line", mapping, key);
+    ck_assert(l->n < 256);
+    l->mapping[l->n] = mapping;
+    l->key[l->n] = key;
+    l->later[l->n++] = later;
+}
+
+static bool word_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+}
+
+/* key occurs in text as a whole word (followed by ':' when colon). */
+static bool has_word(const char *text, const char *key, bool colon)
+{
+    size_t len = strlen(key);
+    for (const char *p = strstr(text, key); p; p = strstr(p + 1, key)) {
+        if (p > text && word_char(p[-1]))
+            continue;
+        if (colon ? p[len] == ':' : !word_char(p[len]))
+            return true;
+    }
+    return false;
+}
+
+static bool known_key(const struct key_list *l, const char *word)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->key[i], word) == 0)
+            return true;
+    return false;
+}
+
+static char *doc_file(const char *rel)
+{
+    const char *src = getenv("FERRY_SRCDIR");
+    char *path, *text;
+    size_t len;
+    ck_assert(asprintf(&path, "%s/%s", src ? src : "..", rel) > 0);
+    text = slurp(path, &len);
+    ck_assert_msg(text != NULL, "cannot read %s (set FERRY_SRCDIR)", path);
+    free(path);
+    return text;
+}
+
+/* Every key the loader knows is in conf/ferry.yaml and ferry.yaml(5). */
+START_TEST(schema_keys_documented)
+{
+    static struct key_list l;
+    l.n = 0;
+    config_schema_keys(collect_key, &l);
+    ck_assert_uint_gt(l.n, 60);
+    char *conf = doc_file("conf/ferry.yaml"), *man = doc_file("man/ferry.yaml.5");
+    for (size_t i = 0; i < l.n; i++) {
+        if (l.later[i])
+            continue;
+        ck_assert_msg(has_word(conf, l.key[i], true),
+                      "conf/ferry.yaml does not show %s%s%s:", l.mapping[i],
+                      *l.mapping[i] ? "." : "", l.key[i]);
+        ck_assert_msg(has_word(man, l.key[i], false), "ferry.yaml.5 does not name %s%s%s",
+                      l.mapping[i], *l.mapping[i] ? "." : "", l.key[i]);
+    }
+    free(conf);
+    free(man);
+}
+END_TEST
+
+/* Neither document shows a key the loader does not know: in conf/ferry.yaml
+ * every "key:" that starts a line (commented or not), but the names of its
+ * upstreams and the two headings of the units paragraph; in the manual
+ * every ".B key" line. */
+START_TEST(schema_documents_no_unknown_key)
+{
+    static const char *const prose[] = {"durations", "sizes", NULL};
+    static struct key_list l;
+    l.n = 0;
+    config_schema_keys(collect_key, &l);
+    const char *src = getenv("FERRY_SRCDIR");
+    char *path;
+    ck_assert(asprintf(&path, "%s/conf/ferry.yaml", src ? src : "..") > 0);
+    struct config *cfg = NULL;
+    FILE *devnull = fopen("/dev/null", "w");
+    ck_assert_int_eq(config_load(path, &cfg, devnull), 0);
+    fclose(devnull);
+    free(path);
+    char *conf = doc_file("conf/ferry.yaml"), *man = doc_file("man/ferry.yaml.5");
+    for (char *line = strtok(conf, "\n"); line; line = strtok(NULL, "\n")) {
+        char *p = line + strspn(line, " ");
+        if (*p == '#')
+            p += 1 + strspn(p + 1, " ");
+        if (p[0] == '-' && p[1] == ' ')
+            p += 2;
+        size_t n = 0;
+        while (word_char(p[n]))
+            n++;
+        if (n == 0 || p[n] != ':' || (p[n + 1] != ' ' && p[n + 1] != '\0'))
+            continue;
+        p[n] = '\0';
+        bool ok = known_key(&l, p) || config_upstream_find(cfg, p);
+        for (size_t i = 0; prose[i]; i++)
+            ok |= strcmp(prose[i], p) == 0;
+        ck_assert_msg(ok, "conf/ferry.yaml shows a key the loader does not know: %s", p);
+    }
+    for (char *line = strtok(man, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, ".B ", 3) == 0)
+            ck_assert_msg(known_key(&l, line + 3),
+                          "ferry.yaml.5 names a key the loader does not know: %s", line + 3);
+    }
+    free(conf);
+    free(man);
+    config_unref(cfg);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -563,6 +689,8 @@ int main(void)
     tcase_add_test(tc, files);
     tcase_add_test(tc, many_routes);
     tcase_add_test(tc, bad_bytes);
+    tcase_add_test(tc, schema_keys_documented);
+    tcase_add_test(tc, schema_documents_no_unknown_key);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -106,7 +106,7 @@ START_TEST(realloc_keeps_bytes)
     for (int i = 0; i < 1500; i++)
         ck_assert_uint_eq(r[i], (unsigned char)(i * 3));
     ck_assert_uint_eq(evmem_cached(), 0); /* a live block is never cached */
-    evmem_free(r); /* 70,000 usable bytes serve the 64 KiB class */
+    evmem_free(r);                        /* 70,000 usable bytes serve the 64 KiB class */
     ck_assert_uint_eq(evmem_cached(), 1);
     ck_assert_ptr_eq(evmem_malloc(65536), r);
     evmem_free(r);

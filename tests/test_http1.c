@@ -477,8 +477,8 @@ START_TEST(value_bytes_at_every_offset)
                 if (c == '\n') {
                     ck_assert_msg(r == HTTP1_E_BARE_LF, "LF at %zu of %zu: %zd", at, vlen, r);
                 } else if (is_bad) {
-                    ck_assert_msg(r == HTTP1_E_VALUE_CHAR, "0x%02x at %zu of %zu: %zd", c, at,
-                                  vlen, r);
+                    ck_assert_msg(r == HTTP1_E_VALUE_CHAR, "0x%02x at %zu of %zu: %zd", c, at, vlen,
+                                  r);
                 } else {
                     ck_assert_msg(r == n, "0x%02x at %zu of %zu: %zd", c, at, vlen, r);
                     ck_assert_uint_eq(req.headers[1].value_len, vlen);

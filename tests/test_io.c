@@ -587,9 +587,8 @@ static void cr_fn(void *arg)
 {
     (void)arg;
     int64_t t0 = loop_now();
-    cr.r1 =
-        io_connect(loop_current(), "127.0.0.1", cr.port, 4096, loop_deadline(2 * LOOP_SEC), NULL,
-                   &cr.s1);
+    cr.r1 = io_connect(loop_current(), "127.0.0.1", cr.port, 4096, loop_deadline(2 * LOOP_SEC),
+                       NULL, &cr.s1);
     struct sockaddr_in sin = {.sin_family = AF_INET,
                               .sin_port = htons(cr.port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

@@ -129,11 +129,19 @@ START_TEST(access_json_any_bytes)
             memset(path, 'a', len);
             for (size_t i = 0; i < len; i += 3)
                 path[i] = fill[f][0];
-            struct log_access a = {.client = "192.0.2.1", .method = "G\"E\\T", .method_len = 5,
-                                   .host = "h\xff", .host_len = 2, .path = path,
-                                   .path_len = len, .status = 200, .route = "r",
-                                   .request_id = "id", .request_id_len = 2,
-                                   .upstream_connect_ms = -1, .upstream_header_ms = -1,
+            struct log_access a = {.client = "192.0.2.1",
+                                   .method = "G\"E\\T",
+                                   .method_len = 5,
+                                   .host = "h\xff",
+                                   .host_len = 2,
+                                   .path = path,
+                                   .path_len = len,
+                                   .status = 200,
+                                   .route = "r",
+                                   .request_id = "id",
+                                   .request_id_len = 2,
+                                   .upstream_connect_ms = -1,
+                                   .upstream_header_ms = -1,
                                    .error = "e\"rr"};
             size_t n = log_access_format(&a, LOG_FORMAT_JSON, &now, line);
             check_json_line(line, n);
@@ -154,8 +162,12 @@ START_TEST(access_combined_escapes)
 {
     static char path[2 * LOG_LINE_MAX], line[LOG_LINE_MAX + 1];
     struct timespec now = {1700000000, 0};
-    struct log_access a = {.client = "192.0.2.1", .method = "GET", .method_len = 3,
-                           .path = "/a\"b\\c\x01\xff", .path_len = 8, .status = 404,
+    struct log_access a = {.client = "192.0.2.1",
+                           .method = "GET",
+                           .method_len = 3,
+                           .path = "/a\"b\\c\x01\xff",
+                           .path_len = 8,
+                           .status = 404,
                            .bytes_sent = 7};
     size_t n = log_access_format(&a, LOG_FORMAT_COMBINED, &now, line);
     line[n] = '\0';

@@ -32,8 +32,8 @@ START_TEST(unread_body_always_closes)
     ck_assert(!reply_keeps(true, true, false));
     ck_assert(!reply_keeps(false, false, false));
     for (int status = 200; status < 600; status += 101) {
-        struct reply rp = {.status = status, .body = "x", .body_len = 1, .keep_alive = true,
-                           .body_unread = true};
+        struct reply rp = {
+            .status = status, .body = "x", .body_len = 1, .keep_alive = true, .body_unread = true};
         bool keep;
         char *s = write_text(&rp, &keep);
         ck_assert(!keep);
@@ -48,9 +48,14 @@ START_TEST(error_answer_head_and_body)
     char body[256];
     size_t n = reply_error_json(body, sizeof(body), 503, "no slot", "abc", 3);
     ck_assert_str_eq(body, "{\"error\":\"no slot\",\"status\":503,\"request_id\":\"abc\"}\n");
-    struct reply rp = {.status = 503, .content_type = "application/json", .body = body,
-                       .body_len = n, .request_id = "abc", .request_id_len = 3,
-                       .retry_after = true, .keep_alive = true};
+    struct reply rp = {.status = 503,
+                       .content_type = "application/json",
+                       .body = body,
+                       .body_len = n,
+                       .request_id = "abc",
+                       .request_id_len = 3,
+                       .retry_after = true,
+                       .keep_alive = true};
     bool keep;
     char *s = write_text(&rp, &keep);
     ck_assert(keep);
@@ -70,8 +75,8 @@ END_TEST
 
 START_TEST(head_and_bodiless_statuses)
 {
-    struct reply rp = {.status = 200, .body = "hello", .body_len = 5, .head_only = true,
-                       .keep_alive = true};
+    struct reply rp = {
+        .status = 200, .body = "hello", .body_len = 5, .head_only = true, .keep_alive = true};
     bool keep;
     char *s = write_text(&rp, &keep);
     ck_assert_ptr_nonnull(strstr(s, "Content-Length: 5\r\n"));
@@ -91,10 +96,15 @@ START_TEST(route_rules_replace_ferrys_fields)
     struct http1_header set[] = {{"Content-Type", 12, "text/x-ours", 11}};
     struct http1_header add[] = {{"X-Extra", 7, "1", 1}};
     struct http1_header rm[] = {{"X-Request-Id", 12, "", 0}};
-    struct config_header_rules rules = {.set = set, .nset = 1, .add = add, .nadd = 1,
-                                        .remove = rm, .nremove = 1};
-    struct reply rp = {.status = 200, .content_type = "text/plain", .body = "ok", .body_len = 2,
-                       .request_id = "abc", .request_id_len = 3, .rules = &rules,
+    struct config_header_rules rules = {
+        .set = set, .nset = 1, .add = add, .nadd = 1, .remove = rm, .nremove = 1};
+    struct reply rp = {.status = 200,
+                       .content_type = "text/plain",
+                       .body = "ok",
+                       .body_len = 2,
+                       .request_id = "abc",
+                       .request_id_len = 3,
+                       .rules = &rules,
                        .keep_alive = true};
     bool keep;
     char *s = write_text(&rp, &keep);

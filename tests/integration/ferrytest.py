@@ -26,6 +26,11 @@ PID (also on failure, timeout or signal), and exits 0 (pass), 77 (skip) or
 file if it runs longer than its budget, so a misbehaving ferry fails a test
 and never hangs it.
 
+Every ferry runs `workers: 2` unless the test says otherwise
+($FERRY_TEST_WORKERS changes the default), so multi-worker behaviour is
+exercised by default; a test whose check is per worker (pools, round
+robin, max_connections, ejection, max_requests) says `workers=1`.
+
 Declarative cases (in the spirit of HAProxy's .vtc files): see Case and
 run_cases: a request, the expected status/headers/body, and checks on what
 the backend received.
@@ -317,7 +322,7 @@ class Ferry:
             text = yaml_text.format(port=self.port, admin_port=self.admin_port, dir=self.dir,
                                     pid_file=self.pid_file)
         else:
-            cfg = {"workers": 1, "pid_file": self.pid_file,
+            cfg = {"workers": int(os.environ.get("FERRY_TEST_WORKERS", "2")), "pid_file": self.pid_file,
                    "listen": [dict({"address": self.address}, **(listener or {}))],
                    "access_log": {"path": "stderr", "format": "json"}}
             if admin:

@@ -219,7 +219,8 @@ def setup_smuggle():
     closer = raw_backend(h_close_after_head, "closer")
     garbage = raw_backend(h_garbage, "garbage")
     stall = raw_backend(h_stall, "stall")
-    f = ferry(upstreams={"u": servers(be), "dead": servers(refused_address()),
+    f = ferry(workers=1,  # busy slots are per worker
+              upstreams={"u": servers(be), "dead": servers(refused_address()),
                          "closer": servers(closer), "garbage": servers(garbage),
                          "stall": servers(stall),
                          "busy": servers(be, max_connections=1)},

@@ -145,7 +145,7 @@ def test_pid_file_locked():
 
 def test_max_requests_503():
     "max_requests: 2 in one worker: the third concurrent request gets 503"
-    be, f = simple(max_requests=2)
+    be, f = simple(max_requests=2, workers=1)  # max_requests is per worker
     res = parallel(5, lambda i: request(f, "GET", "/up/slow?ms=800&i=%d" % i), timeout=10)
     statuses = sorted(r.status if isinstance(r, Response) else repr(r) for r in res)
     eq(statuses.count(200), 2, "requests served with max_requests 2 (%r)" % statuses)

@@ -63,7 +63,8 @@ def value(samples, name, **labels):
 
 def setup():
     be = backend()
-    f = ferry(upstreams={"api": servers(be), "dead": servers(refused_address())},
+    f = ferry(workers=1,  # ferry_workers and per-worker gauges
+              upstreams={"api": servers(be), "dead": servers(refused_address())},
               routes=[respond_route("ping", "/ping", status=200, body="pong\n"),
                       route("api", "/api", upstream="api"),
                       route("dead", "/dead", upstream="dead")])
@@ -161,7 +162,8 @@ def failures(s, upstream):
 def test_requests_total_agrees_with_status():
     "every request counts once: pipelined ones, 404s, and 503s answered without a coroutine"
     be = backend()
-    f = ferry(upstreams={"api": servers(be)},
+    f = ferry(workers=1,  # max_requests is per worker
+              upstreams={"api": servers(be)},
               routes=[respond_route("ping", "/ping"), route("api", "/api", upstream="api")],
               max_requests=1)
     c = Client(f.port)
@@ -189,7 +191,8 @@ def test_requests_total_agrees_with_status():
 def test_upstream_failures_only_blame_servers():
     "ferry_upstream_failures_total: not for 499, bad bodies or max_connections; yes for resets"
     be = backend()
-    f = ferry(upstreams={"api": servers(be), "one": servers(be, max_connections=1),
+    f = ferry(workers=1,  # max_connections is per worker
+              upstreams={"api": servers(be), "one": servers(be, max_connections=1),
                          "dead": servers(refused_address())},
               routes=[route("api", "/api", upstream="api", strip_prefix="/api"),
                       route("one", "/one", upstream="one", strip_prefix="/one"),
@@ -233,7 +236,8 @@ def test_upstream_responses_count_every_attempt():
     "ferry_upstream_responses_total counts a 503 dropped for a retry, and the retry's answer"
     a, b = backend("a"), backend("b")
     a.force = 503
-    f = ferry(upstreams={"u": servers(a, b, retries={"attempts": 1, "on": [503]})},
+    f = ferry(workers=1,  # round robin is per worker
+              upstreams={"u": servers(a, b, retries={"attempts": 1, "on": [503]})},
               routes=[route("u", "/", upstream="u")])
     for _ in range(2):
         eq(request(f, "GET", "/fast").status, 200, "retried past the 503")

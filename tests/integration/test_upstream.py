@@ -16,7 +16,8 @@ from ferrytest import *  # noqa: E402,F401,F403
 def test_round_robin_weights():
     "weights 3:1 give exactly 30:10 of 40 sequential requests, interleaved (smooth)"
     a, b = backend("a"), backend("b")
-    f = ferry(upstreams={"u": servers(a, b, weights=[3, 1])},
+    f = ferry(workers=1,  # per worker: pools, balancer state, slots, ejection
+              upstreams={"u": servers(a, b, weights=[3, 1])},
               routes=[route("all", "/", upstream="u")])
     seq = []
     for i in range(40):
@@ -31,7 +32,8 @@ def test_round_robin_weights():
 def test_pool_reuse():
     "20 requests from 20 client connections use one pooled upstream connection"
     be = backend()
-    f = ferry(upstreams={"u": servers(be, keepalive=8)}, routes=[route("all", "/", upstream="u")])
+    f = ferry(workers=1,  # per worker: pools, balancer state, slots, ejection
+              upstreams={"u": servers(be, keepalive=8)}, routes=[route("all", "/", upstream="u")])
     for i in range(20):
         expect_response(request(f, "GET", "/fast?i=%d" % i), status=200)
     st = be.stats()
@@ -55,7 +57,8 @@ def test_pool_drops_connection_closed_by_backend():
 def test_retry_on_reused_connection():
     "a GET failing on a reused connection before any byte is retried once on a fresh one"
     be = backend()
-    f = ferry(upstreams={"u": servers(be)}, routes=[route("all", "/", upstream="u")])
+    f = ferry(workers=1,  # per worker: pools, balancer state, slots, ejection
+              upstreams={"u": servers(be)}, routes=[route("all", "/", upstream="u")])
     expect_response(request(f, "GET", "/close-after?n=1"), status=200, body_contains="conn 1 req 1")
     # the pooled connection 1 gets request 2: the backend reads it and closes silently
     r = request(f, "GET", "/close-after?n=1")
@@ -67,7 +70,8 @@ def test_retry_on_reused_connection():
 def test_max_connections():
     "max_connections: 2 caps concurrent upstream connections per server"
     be = backend()
-    f = ferry(upstreams={"u": servers(be, max_connections=2)},
+    f = ferry(workers=1,  # per worker: pools, balancer state, slots, ejection
+              upstreams={"u": servers(be, max_connections=2)},
               routes=[route("all", "/", upstream="u")])
     res = parallel(6, lambda i: request(f, "GET", "/slow?ms=400&i=%d" % i), timeout=20)
     for r in res:
@@ -83,7 +87,8 @@ def test_max_connections():
 def test_max_connections_full_503():
     "a request that finds no slot under max_connections within upstream_connect gets 503"
     be = backend()
-    f = ferry(timeouts={"upstream_connect": "300ms"},
+    f = ferry(workers=1,  # per worker: pools, balancer state, slots, ejection
+              timeouts={"upstream_connect": "300ms"},
               upstreams={"u": servers(be, max_connections=1)},
               routes=[route("all", "/", upstream="u")])
     res = parallel(2, lambda i: request(f, "GET", "/slow?ms=1500&i=%d" % i), timeout=20)
@@ -142,14 +147,16 @@ def test_upstream_read_stall_aborts():
 def test_connect_error_retried_elsewhere_by_default():
     "without retries:, a connect error is tried once more on another server"
     be = backend()
-    f = ferry(upstreams={"u": servers(refused_address(), be)},
+    f = ferry(workers=1,  # per worker: pools, balancer state, slots, ejection
+              upstreams={"u": servers(refused_address(), be)},
               routes=[route("all", "/", upstream="u")])
     for i in range(6):
         eq(request(f, "POST", "/echo", body=b"x=%d" % i).status, 200, "POST %d" % i)
     eq(len(be.requests), 6, "requests at the live server (bodies sent once each)")
     e = f.wait_access(lambda e: e.get("upstream_retries") == 1, what="a retried request")
     eq(e["upstream"], be.address, "logged upstream: the server that answered")
-    f0 = ferry(upstreams={"u": servers(refused_address(), be, retries={"attempts": 0})},
+    f0 = ferry(workers=1,  # per worker: pools, balancer state, slots, ejection
+              upstreams={"u": servers(refused_address(), be, retries={"attempts": 0})},
                routes=[route("all", "/", upstream="u")])
     statuses = sorted(request(f0, "GET", "/fast").status for _ in range(4))
     eq(statuses, [200, 200, 502, 502], "attempts: 0 (round robin over a dead and a live server)")
@@ -182,7 +189,8 @@ def test_status_and_reset_retries():
 def test_passive_ejection():
     "passive: a server failing `failures` times in a row is skipped for eject_for, then tried again"
     be = backend()
-    f = ferry(upstreams={"u": servers(refused_address(), be, retries={"attempts": 0},
+    f = ferry(workers=1,  # per worker: pools, balancer state, slots, ejection
+              upstreams={"u": servers(refused_address(), be, retries={"attempts": 0},
                                       passive={"failures": 2, "eject_for": "1s"})},
               routes=[route("all", "/", upstream="u")])
     statuses = [request(f, "GET", "/fast?i=%d" % i).status for i in range(12)]
