@@ -486,12 +486,13 @@ static enum fail connect_failure(int err)
  * a response (stray bytes of an earlier answer), before any response to
  * this request: the keep-alive race, not the server's failure. Once more
  * on a fresh connection, if the body can be resent whole and the method
- * is idempotent or none of the body went out.
+ * is idempotent or some of its body has not gone out yet (a POST without
+ * a body went out whole: it may have taken effect, as nginx assumes).
  */
 static bool stale_retry(struct request *r, struct attempts *at, enum fail f, bool reused)
 {
     if (!FAILURES[f].stale || !reused || at->fresh || r->resp_started || !can_resend(r) ||
-        !(idempotent(r->req.method) || r->body_sent == 0))
+        !(idempotent(r->req.method) || (r->body_sent == 0 && !r->req_body.done)))
         return false;
     r->error = NULL;
     release_upstream(r, false);
