@@ -108,16 +108,21 @@ def _healthz(f):
 
 
 def test_drain_admin_answers_and_usr1():
+    "while draining: /healthz 503 draining; logrotate's rename + SIGUSR1 moves the in-flight request's line to the new file"
     be = backend()
+    access = os.path.join(ferrytest.tmpdir(), "drain-access.log")
     f = ferry(upstreams={"u": servers(be)}, routes=[route("up", "/up", upstream="u", strip_prefix="/up")],
-              shutdown_timeout="10s")
+              shutdown_timeout="10s", access_log={"path": access, "format": "json"})
     t, out, r = _draining(f, be)
     check(b"draining" in r, "/healthz during the drain: %r" % r[:200])
+    os.rename(access, access + ".1")
     os.kill(f.pid, signal.SIGUSR1)
-    wait_until(lambda: "SIGUSR1" in f.stderr_text(), timeout=3.0, what="SIGUSR1 handled while draining")
+    wait_until(lambda: os.path.exists(access), timeout=3.0, what="the access log reopened while draining")
     t.join(15)
     f.expect_exit = True
     eq(out["r"].status, 200, "the in-flight request")
+    with open(access) as fh:
+        check("/slow" in fh.read(), "the in-flight request's line is not in the reopened log")
     eq(f.proc.wait(10), 0, "exit status after the drain")
     check(not os.path.exists(f.pid_file), "pid file left behind")
 
