@@ -121,8 +121,12 @@ def test_drain_admin_answers_and_usr1():
     t.join(15)
     f.expect_exit = True
     eq(out["r"].status, 200, "the in-flight request")
-    with open(access) as fh:
-        check("/slow" in fh.read(), "the in-flight request's line is not in the reopened log")
+
+    def logged():
+        with open(access) as fh:
+            return "/slow" in fh.read()
+    # The line is written after the answer is handed to the kernel.
+    wait_until(logged, timeout=5.0, what="the in-flight request's line in the reopened log")
     eq(f.proc.wait(10), 0, "exit status after the drain")
     check(not os.path.exists(f.pid_file), "pid file left behind")
 
