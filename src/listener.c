@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,13 @@ static void out_of_descriptors(struct acceptor *a, int err)
     log_ratelimited(&a->last_shortage_log, 1000, CONFIG_LOG_ERROR,
                     "worker %u: accept: %s: closing new connections until descriptors free up",
                     w->id, strerror(err));
+    /* accept fails with EMFILE before it looks at the queue (the batch's
+     * next accept after one took the last slot). With nobody waiting, keep
+     * the reserve: spending it opens a window in which another worker can
+     * take its slot for good. Level-triggered, the next client wakes us. */
+    struct pollfd p = {.fd = a->fd, .events = POLLIN};
+    if (poll(&p, 1, 0) != 1)
+        return;
     if (w->reserve_fd >= 0) {
         close(w->reserve_fd);
         int fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC);

@@ -4,11 +4,15 @@
  * Before binding, each address is probe-bound without SO_REUSEPORT, so a
  * second Ferry (or anything else) on the port fails with "address in use"
  * instead of silently sharing it. Then each worker gets its own
- * SO_REUSEPORT socket per address (the kernel spreads connections).
+ * SO_REUSEPORT socket per address (the kernel spreads connections); a unix
+ * path is bound once and each worker accepts on a duplicate of it.
  * Accepting runs in a libevent callback on the worker; when descriptors run
  * out (EMFILE/ENFILE) the worker's reserve descriptor is spent to accept and
- * close one connection, the error is logged at most once a second, and the
- * listener pauses for 100 ms instead of spinning.
+ * close one connection, the error is logged at most once a second (per
+ * worker), and the listener pauses for 100 ms instead of spinning. Workers
+ * share one descriptor table, so another thread can take the slot the
+ * reserve freed: a reserve that could not be re-opened is re-armed each
+ * time the listener resumes.
  */
 #ifndef FERRY_LISTENER_H
 #define FERRY_LISTENER_H

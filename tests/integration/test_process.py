@@ -2,7 +2,10 @@
 """The process around the workers (issue 19, items 7 and 12): a signal
 sent from the moment the pid file names the process (logrotate's SIGUSR1, an operator's SIGHUP)
 does not kill ferry during start-up; it comes up, serves, and its pid file
-is removed at exit. ~10 s."""
+is removed at exit, also by the exit(1) when a worker thread cannot start
+(pthread_create failed by an LD_PRELOAD shim; skipped under sanitizers).
+Draining: the admin listener answers, /healthz 503 "draining", SIGUSR1
+reopens the log; a second SIGTERM or SIGINT exits at once. ~15 s."""
 import os
 import signal
 import socket
@@ -105,16 +108,25 @@ def _healthz(f):
 
 
 def test_drain_admin_answers_and_usr1():
+    "while draining: /healthz 503 draining; logrotate's rename + SIGUSR1 moves the in-flight request's line to the new file"
     be = backend()
+    access = os.path.join(ferrytest.tmpdir(), "drain-access.log")
     f = ferry(upstreams={"u": servers(be)}, routes=[route("up", "/up", upstream="u", strip_prefix="/up")],
-              shutdown_timeout="10s")
+              shutdown_timeout="10s", access_log={"path": access, "format": "json"})
     t, out, r = _draining(f, be)
     check(b"draining" in r, "/healthz during the drain: %r" % r[:200])
+    os.rename(access, access + ".1")
     os.kill(f.pid, signal.SIGUSR1)
-    wait_until(lambda: "SIGUSR1" in f.stderr_text(), timeout=3.0, what="SIGUSR1 handled while draining")
+    wait_until(lambda: os.path.exists(access), timeout=3.0, what="the access log reopened while draining")
     t.join(15)
     f.expect_exit = True
     eq(out["r"].status, 200, "the in-flight request")
+
+    def logged():
+        with open(access) as fh:
+            return "/slow" in fh.read()
+    # The line is written after the answer is handed to the kernel.
+    wait_until(logged, timeout=5.0, what="the in-flight request's line in the reopened log")
     eq(f.proc.wait(10), 0, "exit status after the drain")
     check(not os.path.exists(f.pid_file), "pid file left behind")
 
@@ -135,6 +147,52 @@ def test_second_sigterm_exits_at_once():
         log("second %s: exit %s after %.2fs" % (signal.Signals(sig).name, rc, time.monotonic() - t0))
         f.expect_exit = True
         check(not os.path.exists(f.pid_file), "pid file left behind")
+
+
+
+THREAD_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+static int calls;
+int pthread_create(pthread_t *t, const pthread_attr_t *a, void *(*fn)(void *), void *arg)
+{
+    const char *s = getenv("FERRY_FAIL_THREAD");
+    if (s && __atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST) == atoi(s))
+        return EAGAIN;
+    int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *) =
+        (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))dlsym(RTLD_NEXT, "pthread_create");
+    return real(t, a, fn, arg);
+}
+"""
+
+
+def test_out_of_threads_removes_pid_file():
+    "the second worker thread cannot start (EAGAIN, as under RLIMIT_NPROC): exit 1, the pid file removed"
+    if is_sanitized():
+        raise Skip("LD_PRELOAD shim under a sanitizer build")
+    d = ferrytest.tmpdir()
+    src = os.path.join(d, "thread_shim.c")
+    lib = os.path.join(d, "thread_shim.so")
+    with open(src, "w") as fh:
+        fh.write(THREAD_SHIM)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", lib, src, "-ldl"], check=True)
+    f = ferry(workers=2, routes=[respond_route("ping", "/ping")], start=False)
+    with open(f.stderr_path, "ab") as err:
+        p = subprocess.Popen([FERRY_BIN, "-c", f.config_path], stdin=subprocess.DEVNULL,
+                             stdout=err, stderr=err, cwd=f.dir,
+                             env=dict(os.environ, LD_PRELOAD=lib, FERRY_FAIL_THREAD="2"))
+        ferrytest._register(p)
+        try:
+            rc = p.wait(10)
+        except subprocess.TimeoutExpired:
+            rc = None
+    check(rc is not None, "ferry did not exit when a worker thread could not start")
+    eq(rc, 1, "exit status")
+    check("out of threads" in f.stderr_text(), "no error said why: %r" % f.stderr_tail())
+    check(not os.path.exists(f.pid_file), "pid file left behind by the exit(1) at start-up")
 
 
 if __name__ == "__main__":

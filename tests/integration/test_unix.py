@@ -89,6 +89,7 @@ def _refused(path_kind, admin):
     except subprocess.TimeoutExpired:
         rc = None
     eq(rc, 1, "exit status of ferry over a %s at %s" % (path_kind, path))
+    check(not os.path.exists(f.pid_file), "pid file left behind by the failed start")
     err = f.stderr_text()
     check(path in err, "no error naming %s: %r" % (path, err[-300:]))
     if path_kind == "file":
