@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_helpers.h"
 #include "balancer.h"
 #include "config.h"
 #include "route.h"
@@ -128,9 +129,5 @@ int main(void)
     tcase_add_test(tc, skips_tried);
     tcase_add_test(tc, routes_first_match);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }
