@@ -45,8 +45,8 @@ static bool near_class(size_t n, uint32_t cls)
 
 /* The class a request of n bytes is served from, or EVMEM_UNCACHED.
  * Only sizes at (or just below, rounded up by at most an eighth) a class
- * are: libevent's chains are powers of two, while its other objects (a
- * bufferevent is ~700 bytes) keep their exact malloc size. */
+ * are: libevent's chains are powers of two, while its other objects (an
+ * evbuffer or an event, a few hundred bytes) keep their exact malloc size. */
 static uint32_t class_for_request(size_t n)
 {
     if (n < class_bytes(0) - class_bytes(0) / 8 || n > class_bytes(EVMEM_CLASSES - 1))

@@ -4,19 +4,19 @@
  *
  * libevent frees an evbuffer chain as soon as it is drained, so every
  * request allocates and frees a chain per read and per written head: on a
- * keep-alive request two of them are 8 KiB (a 4 KiB read plus the chain's
- * header), past glibc's per-thread cache (tcache holds blocks up to 1 KiB),
- * and cost ~1,000 instructions in _int_malloc/_int_free. evmem_install()
- * hands libevent an allocator that keeps freed blocks of a power of two
- * from 1 KiB to 128 KiB (up to an eighth more) on the freeing thread's
- * list, up to EVMEM_CACHE_BYTES per class, and serves from them the
- * requests of such a size (up to an eighth less, rounded up); every other
- * size (a bufferevent, tiny or huge buffers) goes to malloc as asked and
- * is never kept. Blocks are malloc's own, without
- * a header (a block's class is read off malloc_usable_size), so a block
- * freed on another thread simply joins that thread's cache and memory
- * looks as it would without the cache. A thread's cache goes back to
- * malloc when the thread exits.
+ * keep-alive request two of them are 8 KiB (io's smallest read, 4 KiB,
+ * plus the chain's header), past glibc's per-thread cache (tcache holds
+ * blocks up to 1 KiB), and cost ~1,000 instructions in
+ * _int_malloc/_int_free. evmem_install() hands libevent an allocator that
+ * keeps freed blocks of a power of two from 1 KiB to 128 KiB (up to an
+ * eighth more) on the freeing thread's list, up to EVMEM_CACHE_BYTES per
+ * class, and serves from them the requests of such a size (up to an eighth
+ * less, rounded up); every other size (an evbuffer or an event, a few
+ * hundred bytes; tiny or huge chains) goes to malloc as asked and is never
+ * kept. Blocks are malloc's own, without a header (a block's class is read
+ * off malloc_usable_size), so a block freed on another thread simply joins
+ * that thread's cache and memory looks as it would without the cache. A
+ * thread's cache goes back to malloc when the thread exits.
  *
  * Not installed in AddressSanitizer builds: ASan must see every libevent
  * free to catch a use after it.

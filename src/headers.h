@@ -33,7 +33,9 @@
  * - Client fields whose name contains '_' are dropped (nginx's
  *   underscores_in_headers off) unless fwd->underscores_in_headers: CGI,
  *   WSGI and Rack map '-' and '_' to the same variable, so X_Forwarded_For
- *   would pass for X-Forwarded-For behind Ferry's back.
+ *   would pass for X-Forwarded-For behind Ferry's back. Even where they
+ *   are allowed, a name that reads as a field Ferry frames with or owns
+ *   once '_' is '-' (Transfer_Encoding, X_Real_IP) is dropped.
  * - X-Request-Id is kept when exactly one is present and it is 1..128
  *   characters of [A-Za-z0-9._:+/=-], from any peer; else replaced.
  */

@@ -788,8 +788,9 @@ void http1_response_init(struct http1_response *resp, struct http1_header *heade
 /*
  * Both parsers: scan for the end of the head, checking the start line the
  * moment it completes (so a garbage line fails before max_header_bytes),
- * then parse the fields. `start_line` re-derives the start line's views
- * from the current buffer (it may have moved since the line completed).
+ * then parse the fields. When the start line completed in an earlier
+ * call, parse_request_line/parse_status_line run again to re-derive its
+ * views from the current buffer (it may have moved since then).
  */
 ssize_t http1_parse_request(const char *buf, size_t len, const struct http1_limits *lim,
                             struct http1_request *req)

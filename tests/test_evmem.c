@@ -11,6 +11,7 @@
 
 #include <event2/buffer.h>
 
+#include "check_helpers.h"
 #include "evmem.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -207,9 +208,5 @@ int main(void)
     tcase_add_test(tc, a_block_freed_on_another_thread_joins_that_threads_cache);
     tcase_add_test(tc, libevent_chains_come_from_the_cache);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }

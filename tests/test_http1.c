@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_helpers.h"
 #include "http1.h"
 
 #define MAXH 64
@@ -366,7 +367,7 @@ START_TEST(smuggling_te_variants)
         "Transfer@-Encoding: chunked", "Transfer-Encoding: chunked,@",
     };
     int tried = 0;
-    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+    for (size_t s = 0; s < CHECK_NELEMS(shapes); s++) {
         for (size_t b = 0; b < sizeof(bytes); b++) {
             char te[64];
             int tl = (int)strlen(shapes[s]);
@@ -919,7 +920,7 @@ START_TEST(error_mapping)
                                HTTP1_E_PATH_BACKSLASH,
                                HTTP1_E_PATH_ENCODED_SLASH,
                                HTTP1_E_PATH_PERCENT};
-    for (size_t i = 0; i < sizeof(e400) / sizeof(e400[0]); i++) {
+    for (size_t i = 0; i < CHECK_NELEMS(e400); i++) {
         ck_assert_int_eq(http1_error_status(e400[i]), 400);
         ck_assert_str_ne(http1_error_str(e400[i]), "unknown error");
     }
@@ -959,7 +960,7 @@ int main(void)
     Suite *s = suite_create("http1");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 30);
-    tcase_add_loop_test(tc, request_table, 0, sizeof(req_cases) / sizeof(req_cases[0]));
+    tcase_add_loop_test(tc, request_table, 0, CHECK_NELEMS(req_cases));
     tcase_add_test(tc, request_fields);
     tcase_add_test(tc, value_bytes_at_every_offset);
     tcase_add_test(tc, request_upgrade);
@@ -967,19 +968,15 @@ int main(void)
     tcase_add_test(tc, request_early_error);
     tcase_add_test(tc, smuggling_te_variants);
     tcase_add_test(tc, smuggling_bare_cr_lf_nul);
-    tcase_add_loop_test(tc, roundtrip, 0, sizeof(roundtrip_cases) / sizeof(roundtrip_cases[0]));
+    tcase_add_loop_test(tc, roundtrip, 0, CHECK_NELEMS(roundtrip_cases));
     tcase_add_test(tc, serializer);
-    tcase_add_loop_test(tc, response_table, 0, sizeof(resp_cases) / sizeof(resp_cases[0]));
+    tcase_add_loop_test(tc, response_table, 0, CHECK_NELEMS(resp_cases));
     tcase_add_test(tc, response_fields);
-    tcase_add_loop_test(tc, chunked_table, 0, sizeof(chunk_cases) / sizeof(chunk_cases[0]));
+    tcase_add_loop_test(tc, chunked_table, 0, CHECK_NELEMS(chunk_cases));
     tcase_add_test(tc, chunked_limits);
     tcase_add_test(tc, chunked_encoder);
     tcase_add_test(tc, error_mapping);
     tcase_add_test(tc, restart_linear);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }

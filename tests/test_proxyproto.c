@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_helpers.h"
 #include "proxyproto.h"
 
 #define V2SIG "\r\n\r\n\0\r\nQUIT\n"
@@ -155,7 +156,7 @@ static const struct pcase cases[] = {
 };
 /* clang-format on */
 
-#define NCASES (sizeof(cases) / sizeof(cases[0]))
+#define NCASES (CHECK_NELEMS(cases))
 
 static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap, unsigned *port)
 {
@@ -350,9 +351,5 @@ int main(void)
     tcase_add_test(tc, v2_families);
     tcase_add_test(tc, error_strings);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }
