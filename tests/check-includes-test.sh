@@ -51,7 +51,7 @@ plant "a pure module reaching the runtime two headers away (balancer.c -> route.
     "printf '\n#include \"route.h\"\n' >>balancer.c && printf '\n#include \"tunnel.h\"\n' >>route.h && printf '\n#include \"io.h\"\n' >>tunnel.h"
 plant "openssl outside its module" "includes openssl/, which no module may include yet" \
     append proxy.c '#include <openssl/ssl.h>'
-plant "yaml.h outside the config module" "includes yaml\\.h, which only config config_yaml may include" \
+plant "yaml.h outside the config module" "includes yaml\\.h, which only config_yaml may include" \
     append route.c '#include <yaml.h>'
 plant "libevent in a module that owns none" "includes event2/, which only" \
     append balancer.c '#include <event2/buffer.h>'
