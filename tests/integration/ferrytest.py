@@ -60,7 +60,7 @@ if HERE not in sys.path:
 
 from backend import Backend, pattern, refused_address  # noqa: E402
 
-FERRY_BIN = os.environ.get("FERRY_BIN", "/work/main/_build/src/ferry")
+FERRY_BIN = os.environ.get("FERRY_BIN", os.path.join(os.path.dirname(os.path.dirname(HERE)), "_build", "src", "ferry"))
 FERRY_SRCDIR = os.environ.get("FERRY_SRCDIR", os.path.dirname(os.path.dirname(HERE)))
 EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
 MiB = 1 << 20
