@@ -168,7 +168,8 @@ static const struct cfg_field listener_fields[] = {
      .doc = "connections start with a PROXY protocol v1/v2 header (false)"},
     {"defer_accept", CFG_BOOL, AT(struct config_listener, defer_accept), .def = true,
      .doc = "accept a TCP connection only once it has data (true)"},
-    LATER("tls"),
+    {"tls", CFG_CUSTOM, .load = cfg_load_listen_tls,
+     .doc = "terminate TLS: certificates, protocols, client_ca (none: cleartext)"},
     END};
 static const struct cfg_schema listener_schema = {"listen[]", NULL, listener_fields};
 
@@ -453,8 +454,9 @@ static const struct cfg_field upstream_fields[] = {
      .doc = "the Host sent: preserve, upstream or a literal (preserve)"},
     {"retries", CFG_CUSTOM, .load = load_retries, .doc = "retrying a failed request"},
     {"passive", CFG_CUSTOM, .load = load_passive, .doc = "ejecting a failing server"},
+    {"tls", CFG_CUSTOM, .load = cfg_load_upstream_tls,
+     .doc = "TLS to the servers: verify, ca, sni, cert, key, protocols (none: cleartext)"},
     LATER("hash_key"),
-    LATER("tls"),
     LATER("health_check"),
     END};
 static const struct cfg_schema upstream_schema = {"upstreams.NAME", NULL, upstream_fields};
@@ -1260,6 +1262,9 @@ const struct cfg_schema *const cfg_schemas[] = {&root_schema,
                                                 &access_log_schema,
                                                 &error_log_schema,
                                                 &admin_schema,
+                                                &cfg_listen_tls_schema,
+                                                &cfg_tls_cert_schema,
+                                                &cfg_upstream_tls_schema,
                                                 NULL};
 
 /* The defaults of the top level: the tables' (def), then the custom fields'. */
@@ -1418,6 +1423,8 @@ void config_unref(struct config *cfg)
     if (__atomic_sub_fetch(&cfg->refs_, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     struct config_box *box = (struct config_box *)cfg;
+    if (cfg->tls_free)
+        cfg->tls_free(cfg);
     cfg_arena_fini(&box->mem);
     free(box);
 }

@@ -89,8 +89,60 @@ struct config_limits {
     uint64_t max_body_bytes;   /* 10m, 0 = unlimited */
 };
 
+/*
+ * A file the config names (certificates, keys, CAs), with where it is named:
+ * its contents are read by the tls module after loading, and a problem
+ * found then is reported as FILE:LINE:COLUMN: KEY: message like any other.
+ */
+struct config_file {
+    char *path;         /* NULL = not given */
+    char *key;          /* where, written out: "listen[1].tls.certificates[0].cert" */
+    uint32_t line, col; /* of the value */
+};
+
+/* TLS protocol versions (listen[].tls.protocols, upstreams.NAME.tls.protocols). */
+enum {
+    CONFIG_TLS_V12 = 1u << 0,
+    CONFIG_TLS_V13 = 1u << 1,
+};
+
+/* listen[].tls.certificates[]: a certificate (its chain may follow it in
+ * the same file), its key, and an optional OCSP response to staple. */
+struct config_tls_cert {
+    struct config_file cert, key, ocsp_staple;
+};
+
+enum config_client_verify {
+    CONFIG_CLIENT_VERIFY_OFF,      /* no client_ca: certificates are not asked for */
+    CONFIG_CLIENT_VERIFY_OPTIONAL, /* asked for; one that is sent must verify */
+    CONFIG_CLIENT_VERIFY_REQUIRED, /* asked for and required */
+};
+
+/* listen[].tls */
+struct config_tls {
+    struct config_tls_cert *certs; /* the first is the default */
+    size_t ncerts;                 /* >= 1 */
+    unsigned protocols;            /* CONFIG_TLS_V12 | CONFIG_TLS_V13 */
+    char *ciphers;                 /* TLS 1.2 cipher list; NULL: Mozilla intermediate */
+    struct config_file client_ca;  /* path NULL: no client certificates */
+    enum config_client_verify client_verify;
+    uint32_t line, col; /* of the tls: key */
+    void *ctx;          /* the contexts tls_config_load built (tls.c's own) */
+};
+
+/* upstreams.NAME.tls */
+struct config_upstream_tls {
+    bool verify;           /* true */
+    struct config_file ca; /* path NULL: the system's CA store */
+    char *sni;             /* NULL: the Host sent when fixed, else the server's name */
+    struct config_file cert, key; /* a client certificate; path NULL: none */
+    unsigned protocols;
+    void *ctx; /* the context tls_config_load built (tls.c's own) */
+};
+
 struct config_listener {
     struct config_addr addr; /* always numeric or unix */
+    struct config_tls *tls;  /* NULL: cleartext */
     uint32_t backlog;        /* 4096 */
     bool proxy_protocol;     /* false */
     bool defer_accept;       /* true: TCP_DEFER_ACCEPT (TCP listeners) */
@@ -148,6 +200,7 @@ struct config_upstream {
      * 0 failures = off (the default). */
     uint32_t passive_failures;
     int64_t passive_eject_ms;
+    struct config_upstream_tls *tls; /* NULL: cleartext */
 };
 
 /* Method bits for the common methods; others are only in match.methods[]. */
@@ -271,6 +324,8 @@ struct config {
     struct config_addr *admin_listen; /* NULL = no admin listener */
 
     unsigned nwarnings; /* warnings printed while loading */
+    /* Frees what tls_config_load attached (the last unref calls it). */
+    void (*tls_free)(struct config *cfg);
 };
 
 /*

@@ -17,6 +17,7 @@
 #include "loop.h"
 #include "proxy.h"
 #include "proxyproto.h"
+#include "tls.h"
 #include "tunnel.h"
 #include "upstream.h"
 #include "worker.h"
@@ -28,6 +29,7 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg);
 static void on_request_done(struct request_side *side, bool keep_alive, bool linger,
                             struct upstream_conn *tunnel);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void conn_end_logged(struct conn *c);
 
 static void arm_timer(struct conn *c, int64_t ms)
 {
@@ -85,7 +87,7 @@ static void peer_text(const struct sockaddr *sa, char *out, size_t cap)
 }
 
 void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                 bool proxy_protocol)
+                 const struct config_listener *l)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -98,6 +100,16 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         free(c);
         return;
     }
+    if (l && l->tls) {
+        /* The handshake runs in the stream's reads; client_header (the
+         * timer below) bounds it as it bounds a head that never comes. */
+        if (tls_accept(c->s, l->tls) != 0) {
+            io_stream_free(c->s);
+            free(c);
+            return;
+        }
+        c->tls = true;
+    }
     c->side = (struct request_side){.w = w,
                                     .s = c->s,
                                     .read_max = CONN_READ_MAX,
@@ -109,7 +121,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         len = sizeof(c->peer);
     memcpy(&c->peer, peer, len);
     c->peer_len = len;
-    c->await_proxy = proxy_protocol;
+    c->await_proxy = l && l->proxy_protocol;
     peer_text(peer, c->client, sizeof(c->client));
     c->next = w->conns;
     if (w->conns)
@@ -255,10 +267,23 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
         }
     }
     if (what & IO_EOF) {
-        conn_close(c);
+        conn_end_logged(c);
         return;
     }
     start_request(c);
+}
+
+/* A connection that ends before its first request: a TLS handshake that
+ * failed is logged (rate-limited per worker) with why. */
+static void conn_end_logged(struct conn *c)
+{
+    const char *why;
+    if (c->tls && !c->served && tls_failed(c->s, &why)) {
+        static __thread int64_t last; /* per worker */
+        log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "client %s: TLS: %s: closing", c->client,
+                        why);
+    }
+    conn_close(c);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -279,7 +304,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         arm_timer(c, left);
         return;
     }
-    conn_close(c);
+    conn_end_logged(c);
 }
 
 /*

@@ -24,11 +24,13 @@ RANKS = {
     # usable by every layer: own types only, include nothing of Ferry's
     "log": 0,
     # await
-    "io": 1,
+    "io": 1, "io_internal": 1, "io_splice": 1,
     # protocol
     "http1": 2, "headers": 2, "proxyproto": 2, "body": 2,
     # policy
     "config": 3, "route": 3, "balancer": 3, "upstream": 3,
+    # tls builds its contexts from the config's tables (io sees it only as a transport)
+    "tls": 3,
     # flow (metrics counts per worker and reads the config: flow rank)
     "worker": 4, "conn": 4, "proxy": 4, "request": 4, "reply": 4, "tunnel": 4, "metrics": 4,
     # process
