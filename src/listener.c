@@ -234,7 +234,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
         size_t li = (size_t)(a - w->acceptors);
         conn_accept(w, fd, (struct sockaddr *)&peer, len,
-                    li < w->cfg->nlisteners && w->cfg->listeners[li].proxy_protocol);
+                    li < w->cfg->nlisteners ? &w->cfg->listeners[li] : NULL);
     }
 }
 
