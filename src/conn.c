@@ -103,7 +103,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
     if (l && l->tls) {
         /* The handshake runs in the stream's reads; client_header (the
          * timer below) bounds it as it bounds a head that never comes. */
-        if (tls_accept(c->s, l->tls) != 0) {
+        if (tls_accept(c->s, l->tls, l->proxy_protocol) != 0) {
             io_stream_free(c->s);
             free(c);
             return;
@@ -237,6 +237,16 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
     }
     if (c->req)
         return; /* spawned, not yet waiting: it will see this itself */
+    if (c->await_proxy && c->tls) {
+        /* TLS read the header from the socket before the handshake. */
+        struct proxyproto_result pr;
+        c->await_proxy = false;
+        if (tls_proxy_header(s, &pr) && !pr.local) {
+            memcpy(&c->peer, &pr.src, pr.src_len);
+            c->peer_len = pr.src_len;
+            peer_text((const struct sockaddr *)&c->peer, c->client, sizeof(c->client));
+        }
+    }
     if (c->await_proxy) {
         struct evbuffer *in = io_input(s);
         size_t len = evbuffer_get_length(in);

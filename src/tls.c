@@ -46,7 +46,7 @@
 #include <openssl/x509v3.h>
 
 #include "io.h"
-#include "log.h"
+#include "proxyproto.h"
 
 /* Mozilla's "intermediate" configuration (TLS 1.2 ciphers; TLS 1.3's are
  * OpenSSL's defaults, all of them good). */
@@ -858,6 +858,13 @@ struct tls_conn {
     bool server;
     bool first_checked; /* server: the first byte was a TLS handshake record */
     bool done;          /* the handshake completed */
+    bool quiet;         /* closed before sending a byte: not worth a log line */
+    /* A PROXY header read from the socket before the handshake: pbuf
+     * holds what was taken of it so far (NULL: none expected). */
+    unsigned char *pbuf;
+    size_t plen;
+    bool proxy_done;
+    struct proxyproto_result proxy;
 };
 
 static __thread const char *last_failure;
@@ -927,7 +934,7 @@ static int check_first(struct tls_conn *t, int fd)
     if (n < 0)
         return errno == EAGAIN || errno == EINTR ? -EAGAIN : (t->err = -errno);
     if (n == 0) {
-        t->failure = "closed before the handshake";
+        t->quiet = true; /* a port probe, a health check: nothing to log */
         return t->err = -ECONNRESET;
     }
     if (b == 22) {
@@ -945,11 +952,60 @@ static int check_first(struct tls_conn *t, int fd)
     return t->err = -EPROTO;
 }
 
+/*
+ * Reads the PROXY header in front of the ClientHello, taking from the
+ * socket only bytes that belong to it (an incomplete header is a prefix:
+ * all of it is taken, so a level-triggered poll never spins on it).
+ * Returns 0 once read, -EAGAIN, or a failure.
+ */
+static int read_proxy(struct tls_conn *t, int fd)
+{
+    size_t cap = PROXYPROTO_MAX_HEADER;
+    ssize_t n = recv(fd, t->pbuf + t->plen, cap - t->plen, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? -EAGAIN : (t->err = -errno);
+    if (n == 0) {
+        t->failure = "closed before the PROXY header";
+        return t->err = -ECONNRESET;
+    }
+    ssize_t r = proxyproto_parse(t->pbuf, t->plen + (size_t)n, &t->proxy);
+    size_t take = r > 0 ? (size_t)r - t->plen : r == PROXYPROTO_INCOMPLETE ? (size_t)n : 0;
+    if (r < 0 && r != PROXYPROTO_INCOMPLETE) {
+        t->failure = intern("PROXY header", proxyproto_error_str((int)r));
+        return t->err = -EPROTO;
+    }
+    if (recv(fd, t->pbuf + t->plen, take, MSG_DONTWAIT) != (ssize_t)take)
+        return t->err = -EIO;
+    t->plen += take;
+    if (r == PROXYPROTO_INCOMPLETE)
+        return -EAGAIN;
+    t->proxy_done = true;
+    free(t->pbuf);
+    t->pbuf = NULL;
+    return 0;
+}
+
+bool tls_proxy_header(const struct io_stream *s, struct proxyproto_result *out)
+{
+    if (!tls_is(s))
+        return false;
+    const struct tls_conn *t = io_transport_ctx(s);
+    if (!t->proxy_done)
+        return false;
+    *out = t->proxy;
+    return true;
+}
+
 static int tp_handshake(struct io_stream *s)
 {
     struct tls_conn *t = io_transport_ctx(s);
     if (t->err)
         return t->err;
+    if (t->pbuf) {
+        int r = read_proxy(t, io_transport_fd(s));
+        if (r < 0)
+            return r;
+    }
     if (t->server && !t->first_checked) {
         int r = check_first(t, io_transport_fd(s));
         if (r < 0)
@@ -1066,6 +1122,7 @@ static void tp_fini(struct io_stream *s)
 {
     struct tls_conn *t = io_transport_ctx(s);
     SSL_free(t->ssl);
+    free(t->pbuf);
     free(t);
 }
 
@@ -1095,7 +1152,7 @@ bool tls_failed(const struct io_stream *s, const char **why)
     if (!tls_is(s))
         return false;
     const struct tls_conn *t = io_transport_ctx(s);
-    if (t->done && !t->err)
+    if ((t->done && !t->err) || t->quiet)
         return false;
     *why = t->failure ? t->failure : t->done ? "failed" : "handshake not finished";
     return true;
@@ -1121,12 +1178,17 @@ static struct tls_conn *conn_new(struct io_stream *s, SSL_CTX *ctx, bool server)
     return t;
 }
 
-int tls_accept(struct io_stream *s, const struct config_tls *cfg)
+int tls_accept(struct io_stream *s, const struct config_tls *cfg, bool proxy_header)
 {
     const struct tls_server *srv = cfg->ctx;
     struct tls_conn *t = conn_new(s, srv->def, true);
     if (!t)
         return -ENOMEM;
+    if (proxy_header && !(t->pbuf = malloc(PROXYPROTO_MAX_HEADER))) {
+        SSL_free(t->ssl);
+        free(t);
+        return -ENOMEM;
+    }
     io_stream_set_transport(s, &tls_transport, t);
     return 0;
 }
@@ -1139,11 +1201,30 @@ static bool is_ip(const char *name)
     return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
 }
 
+/* The name an upstream connection sends and verifies (see tls_connect),
+ * into buf; NULL when there is none (a unix socket). */
+static const char *upstream_name(const struct config_upstream *up, unsigned server, char *buf,
+                                 size_t size)
+{
+    const char *name = up->tls->sni;
+    if (!name && up->host_header == CONFIG_HOST_LITERAL)
+        name = up->host_literal;
+    if (!name && server < up->nservers)
+        name = up->servers[server].addr.host;
+    if (!name || snprintf(buf, size, "%s", name) >= (int)size)
+        return NULL;
+    char *colon = strrchr(buf, ':');
+    if (colon && !strchr(buf, '[') && colon == strchr(buf, ':'))
+        *colon = '\0'; /* a literal host:port */
+    return buf;
+}
+
 int tls_connect(struct io_stream *s, const struct config_upstream *up, unsigned server,
-                const char *host_name, int64_t deadline, struct io_stream *watch)
+                int64_t deadline, struct io_stream *watch)
 {
     struct tls_client *cl = up->tls->ctx;
-    const char *name = up->tls->sni ? up->tls->sni : host_name;
+    char namebuf[256];
+    const char *name = upstream_name(up, server, namebuf, sizeof(namebuf));
     struct tls_conn *t = conn_new(s, cl->ctx, false);
     last_failure = NULL;
     if (!t)

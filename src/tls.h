@@ -58,20 +58,27 @@ struct io_stream;
 int tls_config_load(struct config *cfg, FILE *diag);
 
 /* Puts TLS (the listener's contexts) under an accepted stream, before any
- * byte moved. Returns 0 or -ENOMEM. */
-int tls_accept(struct io_stream *s, const struct config_tls *t);
+ * byte moved; with proxy_header, a PROXY v1/v2 header is read from the
+ * socket first (tls_proxy_header gives it). Returns 0 or -ENOMEM. */
+int tls_accept(struct io_stream *s, const struct config_tls *t, bool proxy_header);
+/* The PROXY header read before the handshake: false when none was. */
+struct proxyproto_result;
+bool tls_proxy_header(const struct io_stream *s, struct proxyproto_result *out);
 
 /*
  * Puts TLS under a connected upstream stream and completes the handshake
  * by deadline (the connect's), verifying the server's certificate and
  * name unless verify: false, resuming the server's last session when it
- * has one. The name sent (SNI) and verified is tls.sni, else host_name
- * (the Host sent when it is fixed, else the server's host). watch as in
+ * has one. The name sent (SNI) and verified is tls.sni, else the Host
+ * sent when host_header fixes it (a literal), else the server's host (an
+ * IP is verified against the certificate's IP addresses and never sent as
+ * SNI). A pooled connection serves requests of any Host, so the client's
+ * Host is never used (as nginx's proxy_ssl_name). watch as in
  * io_connect. Returns 0, or -EPROTO (tls_last_failure() says why),
  * -ETIMEDOUT, -ECANCELED, -ECONNABORTED, -errno. May yield.
  */
 int tls_connect(struct io_stream *s, const struct config_upstream *up, unsigned server,
-                const char *host_name, int64_t deadline, struct io_stream *watch);
+                int64_t deadline, struct io_stream *watch);
 /* Why this thread's last failed tls_connect failed: a string that lives as
  * long as the process ("upstream TLS: certificate verify failed: ..."). */
 const char *tls_last_failure(void);
