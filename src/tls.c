@@ -724,12 +724,17 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
     struct session_slot *slot = SSL_get_ex_data(ssl, slot_index);
     if (!slot)
         return 0;
+    /* A copy: sess is the connection's own session, which OpenSSL marks
+     * not resumable when the connection is freed without a shutdown. */
+    SSL_SESSION *copy = SSL_SESSION_dup(sess);
+    if (!copy)
+        return 0;
     pthread_mutex_lock(&slot->mu);
     SSL_SESSION *old = slot->sess;
-    slot->sess = sess;
+    slot->sess = copy;
     pthread_mutex_unlock(&slot->mu);
     SSL_SESSION_free(old);
-    return 1; /* the reference is ours */
+    return 0; /* sess stays OpenSSL's */
 }
 
 static void client_free(struct tls_client *cl)
