@@ -14,6 +14,7 @@
 #include "io.h"
 #include "log.h"
 #include "loop.h"
+#include "tls.h"
 #include "worker.h"
 
 _Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= UPSTREAM_READ_MAX,
@@ -376,13 +377,15 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
                             deadline, watch, &uc->s);
     else
         r = io_connect(loop, a->host, a->port, UPSTREAM_READ_MAX, deadline, watch, &uc->s);
+    if (r == 0 && up->tls && (r = tls_connect(uc->s, up, server, deadline, watch)) < 0)
+        io_stream_free(uc->s); /* -EPROTO: tls_last_failure() says why */
     if (r < 0) {
         slot_release(p);
         free(uc);
         if (r != -ECONNABORTED && r != -ECANCELED)
             log_ratelimited(&p->connect_logged, 1000, CONFIG_LOG_WARN,
                             "upstream %s: %s: connect: %s", up->name, p->server->addr.text,
-                            strerror(-r));
+                            r == -EPROTO ? tls_last_failure() : strerror(-r));
         return r;
     }
     WORKER_STAT_ADD(p->w, upstream_conns, 1);
