@@ -41,6 +41,7 @@
 #include "reply.h"
 #include "request.h"
 #include "route.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -55,6 +56,7 @@ enum fail {
     FAIL_NONE = 0,        /* a response head came */
     FAIL_CONNECT,         /* connect refused, reset or unreachable */
     FAIL_CONNECT_TIMEOUT, /* no connection within upstream_connect */
+    FAIL_TLS,             /* the TLS handshake or verification failed (r->error: why) */
     FAIL_BUSY,            /* the server stayed at max_connections */
     FAIL_RESOURCES,       /* Ferry has no descriptor or memory for a socket */
     FAIL_UP_CLOSED,       /* closed or reset before any response byte */
@@ -93,6 +95,7 @@ static const struct failure {
                       false},
     [FAIL_CONNECT_TIMEOUT] = {504, "upstream connect timed out", true, CONFIG_RETRY_CONNECT_ERROR,
                               false, false},
+    [FAIL_TLS] = {502, NULL, true, CONFIG_RETRY_CONNECT_ERROR, false, false},
     [FAIL_BUSY] = {503, "upstream server at max_connections", false, CONFIG_RETRY_CONNECT_ERROR,
                    false, false},
     [FAIL_RESOURCES] = {503, "out of resources to reach the upstream", false,
@@ -452,6 +455,8 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
                          phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc, reused);
     if (err < 0) {
         r->uc = NULL;
+        if (err == -EPROTO)
+            r->error = tls_last_failure();
         return connect_failure(err);
     }
     r->connect_ms = ms_since(t0);
@@ -476,6 +481,7 @@ static enum fail connect_failure(int err)
 {
     return err == -ECANCELED || err == -ECONNABORTED ? FAIL_CLIENT_GONE
            : err == -EBUSY                           ? FAIL_BUSY
+           : err == -EPROTO                          ? FAIL_TLS
            : err == -ETIMEDOUT                       ? FAIL_CONNECT_TIMEOUT
            : out_of_resources(err)                   ? FAIL_RESOURCES
                                                      : FAIL_CONNECT;
