@@ -220,13 +220,14 @@ bool cfg_load_listen_tls(struct ctx *c, const struct cfg_field *f, const struct 
     t->protocols = CONFIG_TLS_V12 | CONFIG_TLS_V13;
     t->line = k->line;
     t->col = k->col;
-    if (!cfg_walk(c, v, path, &cfg_listen_tls_schema, t))
-        return false;
+    bool ok = cfg_walk(c, v, path, &cfg_listen_tls_schema, t);
     if (!t->client_ca.path && cfg_map_get(v, "client_verify")) {
         cfg_err(c, cfg_map_get(v, "client_verify"), CFG_KEY(path, "client_verify"),
                 "client_verify needs client_ca (the CAs client certificates chain to)");
-        return false;
+        ok = false;
     }
+    if (!ok)
+        return false;
     if (t->client_ca.path && t->client_verify == CONFIG_CLIENT_VERIFY_OFF)
         t->client_verify = CONFIG_CLIENT_VERIFY_REQUIRED;
     l->tls = t;
@@ -257,12 +258,13 @@ bool cfg_load_upstream_tls(struct ctx *c, const struct cfg_field *f, const struc
     struct config_upstream_tls *t = cfg_alloc(c->mem, sizeof(*t));
     cfg_defaults(&cfg_upstream_tls_schema, t);
     t->protocols = CONFIG_TLS_V12 | CONFIG_TLS_V13;
-    if (!cfg_walk(c, v, path, &cfg_upstream_tls_schema, t))
-        return false;
-    if (!t->cert.path != !t->key.path) {
+    bool ok = cfg_walk(c, v, path, &cfg_upstream_tls_schema, t);
+    if (!cfg_map_get(v, "cert") != !cfg_map_get(v, "key")) {
         cfg_err(c, v, path, "cert and key go together: a client certificate needs both");
         return false;
     }
+    if (!ok)
+        return false;
     u->tls = t;
     return true;
 }

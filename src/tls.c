@@ -657,10 +657,13 @@ static struct tls_server *server_load(struct loader *ld, const struct config_tls
     srv->certs = calloc(t->ncerts, sizeof(*srv->certs));
     srv->staples = calloc(t->ncerts, sizeof(*srv->staples));
     bool ok = srv->certs && srv->staples;
-    for (size_t i = 0; ok && i < t->ncerts; i++) {
+    for (size_t i = 0; srv->certs && srv->staples && i < t->ncerts; i++) {
         srv->ncerts = i + 1;
-        ok = cert_load(ld, &t->certs[i], &srv->certs[i]);
-        if (ok && srv->certs[i].ocsp) {
+        if (!cert_load(ld, &t->certs[i], &srv->certs[i])) {
+            ok = false; /* the others are read too: every problem is reported */
+            continue;
+        }
+        if (srv->certs[i].ocsp) {
             struct staple *st = &srv->staples[srv->nstaples++];
             st->x509 = srv->certs[i].x509;
             st->der = srv->certs[i].ocsp;
