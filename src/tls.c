@@ -332,10 +332,11 @@ static void cert_expiry(struct loader *ld, struct cert *c, const struct config_f
         c->not_after = timegm(&tm);
     if (!ASN1_TIME_diff(&days, &secs, NULL, na))
         return;
-    if (days < 0 || (days == 0 && secs <= 0))
-        report(ld, true, f, "certificate %s expired %d days ago", f->path, -days);
-    else if (days < TLS_EXPIRY_WARN_DAYS)
-        report(ld, true, f, "certificate %s expires in %d days", f->path, days);
+    long long left = (long long)days * 86400 + secs;
+    if (left <= 0)
+        report(ld, true, f, "certificate %s expired %lld days ago", f->path, -left / 86400);
+    else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
+        report(ld, true, f, "certificate %s expires in %lld days", f->path, (left + 86399) / 86400);
 }
 
 /* Reads a certificate file (leaf, then its chain), its key, the staple. */
@@ -703,6 +704,20 @@ static struct tls_server *server_load(struct loader *ld, const struct config_tls
         return NULL;
     }
     return srv;
+}
+
+void tls_cert_expiry(const struct config *cfg,
+                     void (*fn)(void *arg, const char *listener, const char *file,
+                                int64_t not_after),
+                     void *arg)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct config_tls *t = cfg->listeners[i].tls;
+        const struct tls_server *srv = t ? t->ctx : NULL;
+        for (size_t j = 0; srv && j < srv->ncerts; j++)
+            fn(arg, cfg->listeners[i].addr.text, t->certs[j].cert.path,
+               (int64_t)srv->certs[j].not_after);
+    }
 }
 
 /* ---- an upstream's context ------------------------------------------------------------- */

@@ -97,5 +97,12 @@ struct tls_stats {
     unsigned long plaintext;  /* plaintext HTTP sent to a TLS listener */
 };
 void tls_stats_get(struct tls_stats *out);
+/* Calls fn for each certificate of cfg's listeners (after tls_config_load):
+ * the listener's address, the certificate file and its notAfter (Unix
+ * time), for the expiry gauge. */
+void tls_cert_expiry(const struct config *cfg,
+                     void (*fn)(void *arg, const char *listener, const char *file,
+                                int64_t not_after),
+                     void *arg);
 
 #endif

@@ -315,5 +315,42 @@ def test_proxy_header_before_handshake():
     eq(e.get("client"), "198.51.100.7", "the client address is the PROXY header's")
 
 
+def metrics_text(f):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)
+    c.request("GET", "/metrics")
+    body = c.getresponse().read().decode()
+    c.close()
+    return body
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return line
+    return None
+
+
+def test_metrics_count_handshakes_and_expiry():
+    p = pki()
+    soon = p.issue("soon", ["soon.test"], days=5)
+    f = tls_ferry(certs=[p.a_ec, soon])
+    check("soon.pem expires in 5 days" in f.stderr_text(), "an expiring certificate is a warning at load:\n"
+          + f.stderr_tail(5))
+    eq(curl(f, "a.test")[0], 0, "one handshake")
+    s = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    while s.recv(65536):
+        pass
+    s.close()
+    text = metrics_text(f)
+    eq(metric(text, "ferry_tls_handshakes_total"), "ferry_tls_handshakes_total 1", "handshakes")
+    eq(metric(text, "ferry_tls_plaintext_total"), "ferry_tls_plaintext_total 1", "plaintext")
+    lines = [l for l in text.splitlines() if l.startswith("ferry_tls_certificate_expiry_seconds{")]
+    eq(len(lines), 2, "an expiry gauge per certificate")
+    left = [float(l.rsplit(" ", 1)[1]) for l in lines if soon[0] in l]
+    check(left and 4 * 86400 < left[0] <= 5 * 86400, "seconds until expiry: %r" % lines)
+
+
 if __name__ == "__main__":
     run(globals(), budget=90)
