@@ -315,6 +315,40 @@ def test_proxy_header_before_handshake():
     eq(e.get("client"), "198.51.100.7", "the client address is the PROXY header's")
 
 
+def test_ocsp_staple():
+    p = pki()
+    resp = p.ocsp_response(p.b_ec[0], "b-ec")
+    f = ferry(routes=[respond_route("hello", "/", body="hello\n")], listener={"tls": {
+        "certificates": [{"cert": p.a_ec[0], "key": p.a_ec[1]},
+                         {"cert": p.b_ec[0], "key": p.b_ec[1], "ocsp_staple": resp}]}})
+    out = s_client(f, "-servername", "b.test", "-status")
+    check("OCSP Response Status: successful" in out and "Cert Status: good" in out,
+          "the staple is sent for b.test:\n" + out)
+    out = s_client(f, "-servername", "a.test", "-status")
+    check("OCSP response: no response sent" in out, "none for a.test:\n" + out)
+
+
+def test_client_certificates():
+    p = pki()
+    client = p.issue("client", cn="client-1", client=True)
+    other = make_pki(tmpdir(), name="Other CA")
+    stranger = other.issue("stranger", cn="stranger", client=True)
+    f = tls_ferry(tls_extra={"client_ca": p.ca_cert})
+    rc, out, err = curl(f, "a.test")
+    check(rc != 0, "required: no certificate, no handshake (%s)" % out)
+    rc, out, err = curl(f, "a.test", "/", "--cert", client[0], "--key", client[1])
+    eq((rc, out), (0, "hello\n\n200"), "a certificate of the CA is accepted (%s)" % err)
+    rc, out, err = curl(f, "a.test", "/", "--cert", stranger[0], "--key", stranger[1])
+    check(rc != 0, "a certificate of another CA is refused (%s)" % out)
+    f2 = tls_ferry(tls_extra={"client_ca": p.ca_cert, "client_verify": "optional"})
+    rc, out, err = curl(f2, "a.test")
+    eq((rc, out), (0, "hello\n\n200"), "optional: no certificate is fine (%s)" % err)
+    rc, out, err = curl(f2, "a.test", "/", "--cert", stranger[0], "--key", stranger[1])
+    check(rc != 0, "optional: an invalid certificate is still refused (%s)" % out)
+    f.assert_alive()
+    f2.assert_alive()
+
+
 def metrics_text(f):
     import http.client
     c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)
