@@ -131,19 +131,8 @@ void request_id_decide(struct request *r)
     worker_request_id(r->w, r->new_id);
     r->id = r->new_id;
     r->id_len = 16;
-    const struct http1_header *found = NULL;
-    unsigned count = 0;
-    for (size_t i = 0; i < r->req.nheaders; i++) {
-        const struct http1_header *h = &r->req.headers[i];
-        if (h->name_len == 12 && http1_token_eq(h->name, 12, "x-request-id")) {
-            found = h;
-            count++;
-        }
-    }
-    if (r->head_len && count == 1 && headers_request_id_valid(found->value, found->value_len)) {
-        r->id = found->value;
-        r->id_len = found->value_len;
-    }
+    if (r->head_len)
+        headers_request_id(&r->req, &r->id, &r->id_len);
 }
 
 /* ---- answers of Ferry's own ------------------------------------------------------------- */
