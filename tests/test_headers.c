@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_helpers.h"
 #include "headers.h"
 
 #define MAXH 64
@@ -527,9 +528,5 @@ int main(void)
     tcase_add_loop_test(tc, path_rewrite, 0, sizeof(rewrite_cases) / sizeof(rewrite_cases[0]));
     tcase_add_loop_test(tc, host_normalise, 0, sizeof(host_cases) / sizeof(host_cases[0]));
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }
