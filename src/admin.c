@@ -227,6 +227,7 @@ static void on_write(struct bufferevent *bev, void *arg)
         return;
     ac->lingering = true;
     bufferevent_disable(bev, EV_WRITE);
+    bufferevent_enable(bev, EV_READ); /* off while the answer went out */
     if (shutdown(bufferevent_getfd(bev), SHUT_WR) < 0) {
         conn_free(ac);
         return;

@@ -122,6 +122,15 @@ def test_linger_bounded():
     check(sent < 16 << 20, "%d KiB taken after the answer" % (sent >> 10))
 
 
+def test_closed_clients_freed_at_once():
+    "a client that closes after its answer is freed at once (the linger ends at its EOF)"
+    f = setup()
+    fd0 = f.fd_count()
+    for _ in range(10):
+        f.status()
+    f.wait_baseline(fd0, 0, timeout=1.0)
+
+
 def test_huge_header_line():
     f = setup()
     base = f.rss_kb()
