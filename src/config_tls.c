@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 #define AT(type, member) offsetof(type, member)
 
@@ -266,5 +267,46 @@ bool cfg_load_upstream_tls(struct ctx *c, const struct cfg_field *f, const struc
     if (!ok)
         return false;
     u->tls = t;
+    return true;
+}
+
+/* A header name: a token (what headers_rewrite may set). */
+static bool load_header_name(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                             const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    if (!load_string(c, f, k, v, path, target))
+        return false;
+    for (const char *p = v->str; *p; p++) {
+        if (!strchr("!#$%&'*+-.^_`|~", *p) && !(*p >= '0' && *p <= '9') &&
+            !((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z')) {
+            cfg_err(c, v, path, "expected a header name (a token), got \"%s\"", v->str);
+            return false;
+        }
+    }
+    return true;
+}
+
+static const struct cfg_field client_cert_fields[] = {
+    {"required", CFG_BOOL, AT(struct config_client_cert, required), .def = true,
+     .doc = "answer 403 to a request without a verified certificate (true)"},
+    {"subject_header", CFG_CUSTOM, AT(struct config_client_cert, subject_header),
+     .load = load_header_name, .doc = "the field the verified subject goes upstream in"},
+    {"fingerprint_header", CFG_CUSTOM, AT(struct config_client_cert, fingerprint_header),
+     .load = load_header_name, .doc = "the field its SHA-256 fingerprint (hex) goes upstream in"},
+    {.key = NULL}};
+const struct cfg_schema cfg_client_cert_schema = {
+    "routes[].client_cert", "a mapping (required, subject_header, fingerprint_header)",
+    client_cert_fields};
+
+bool cfg_load_client_cert(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                          const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    struct config_route *r = target;
+    (void)f, (void)k;
+    struct config_client_cert *cc = cfg_alloc(c->mem, sizeof(*cc));
+    cfg_defaults(&cfg_client_cert_schema, cc);
+    if (!cfg_walk(c, v, path, &cfg_client_cert_schema, cc))
+        return false;
+    r->client_cert = cc;
     return true;
 }

@@ -45,6 +45,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "headers.h"
 #include "io.h"
 #include "proxyproto.h"
 
@@ -888,6 +889,8 @@ struct tls_conn {
     size_t plen;
     bool proxy_done;
     struct proxyproto_result proxy;
+    char *subject, *fingerprint; /* the verified client certificate's, made once */
+    bool identity_done;
 };
 
 static __thread const char *last_failure;
@@ -1146,6 +1149,8 @@ static void tp_fini(struct io_stream *s)
     struct tls_conn *t = io_transport_ctx(s);
     SSL_free(t->ssl);
     free(t->pbuf);
+    free(t->subject);
+    free(t->fingerprint);
     free(t);
 }
 
@@ -1179,6 +1184,84 @@ bool tls_failed(const struct io_stream *s, const char **why)
         return false;
     *why = t->failure ? t->failure : t->done ? "failed" : "handshake not finished";
     return true;
+}
+
+/* The subject and fingerprint of the verified peer certificate, once. */
+static void identity_make(struct tls_conn *t)
+{
+    t->identity_done = true;
+    X509 *x = SSL_get0_peer_certificate(t->ssl);
+    if (!x || SSL_get_verify_result(t->ssl) != X509_V_OK)
+        return;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    BIO *b = BIO_new(BIO_s_mem());
+    if (!b || X509_digest(x, EVP_sha256(), md, &mdlen) != 1 ||
+        X509_NAME_print_ex(b, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) < 0) {
+        BIO_free(b);
+        return;
+    }
+    char *text;
+    long len = BIO_get_mem_data(b, &text);
+    if (len > 1024)
+        len = 1024;
+    t->subject = malloc((size_t)len + 1);
+    t->fingerprint = malloc(2 * mdlen + 1);
+    if (t->subject && t->fingerprint) {
+        memcpy(t->subject, text, (size_t)len);
+        t->subject[len] = '\0';
+        for (unsigned i = 0; i < mdlen; i++)
+            snprintf(t->fingerprint + 2 * i, 3, "%02x", md[i]);
+    } else {
+        free(t->subject);
+        free(t->fingerprint);
+        t->subject = t->fingerprint = NULL;
+    }
+    BIO_free(b);
+}
+
+bool tls_client_identity(const struct io_stream *s, const char **subject, const char **fingerprint)
+{
+    if (!tls_is(s))
+        return false;
+    struct tls_conn *t = io_transport_ctx(s);
+    if (!t->server || !t->done || t->err)
+        return false;
+    if (!t->identity_done)
+        identity_make(t);
+    if (!t->subject)
+        return false;
+    if (subject)
+        *subject = t->subject;
+    if (fingerprint)
+        *fingerprint = t->fingerprint;
+    return true;
+}
+
+int tls_client_headers(const struct io_stream *s, const struct config_client_cert *cc,
+                       struct http1_header *out, size_t n, size_t cap)
+{
+    const char *subject = NULL, *fp = NULL;
+    bool have = tls_client_identity(s, &subject, &fp);
+    struct http1_header set[2], remove[2];
+    size_t nset = 0, nremove = 0;
+    const char *names[2] = {cc->subject_header, cc->fingerprint_header};
+    const char *values[2] = {subject, fp};
+    for (int i = 0; i < 2; i++) {
+        if (!names[i])
+            continue;
+        struct http1_header h = {.name = names[i], .name_len = strlen(names[i])};
+        if (have) {
+            h.value = values[i];
+            h.value_len = strlen(values[i]);
+            set[nset++] = h;
+        } else {
+            remove[nremove++] = h;
+        }
+    }
+    if (!nset && !nremove)
+        return (int)n;
+    return headers_rewrite(out, n, cap, set, nset, NULL, 0, remove, nremove);
 }
 
 static struct tls_conn *conn_new(struct io_stream *s, SSL_CTX *ctx, bool server)

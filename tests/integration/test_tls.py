@@ -349,6 +349,35 @@ def test_client_certificates():
     f2.assert_alive()
 
 
+def test_route_requires_client_certificate_and_forwards_it():
+    import json as _json
+    p = pki()
+    client = p.issue("client2", cn="client-2", client=True)
+    b = backend()
+    cc = {"subject_header": "X-Client-Subject", "fingerprint_header": "X-Client-Fingerprint"}
+    f = tls_ferry(routes=[route("secure", "/secure", upstream="be", client_cert=cc),
+                          route("open", "/", upstream="be",
+                                client_cert=dict(cc, required=False))],
+                  upstreams={"be": servers(b)},
+                  tls_extra={"client_ca": p.ca_cert, "client_verify": "optional"})
+    spoof = ["-H", "X-Client-Subject: CN=admin", "-H", "X-Client-Fingerprint: 00"]
+    rc, out, err = curl(f, "a.test", "/secure", *spoof)
+    eq(out.rsplit("\n", 1)[1], "403", "no certificate: the route refuses (%s)" % out)
+    rc, out, err = curl(f, "a.test", "/open", *spoof)
+    eq(out.rsplit("\n", 1)[1], "200", "no certificate on a route that does not require one")
+    hdrs = dict((k.lower(), v) for k, v in _json.loads(out.rsplit("\n", 1)[0])["headers"])
+    check("x-client-subject" not in hdrs and "x-client-fingerprint" not in hdrs,
+          "the client's own fields of those names are dropped: %r" % hdrs)
+    rc, out, err = curl(f, "a.test", "/secure", "--cert", client[0], "--key", client[1], *spoof)
+    eq(out.rsplit("\n", 1)[1], "200", "with a certificate (%s)" % err)
+    hdrs = dict((k.lower(), v) for k, v in _json.loads(out.rsplit("\n", 1)[0])["headers"])
+    eq(hdrs.get("x-client-subject"), "CN=client-2", "the verified subject goes upstream")
+    eq(hdrs.get("x-client-fingerprint"), p.fingerprint(client[0]), "and its SHA-256")
+    e = f.wait_access(lambda e: e.get("path") == "/secure" and e.get("status") == 200)
+    eq((e.get("tls_client_subject"), e.get("tls_client_fingerprint")),
+       ("CN=client-2", p.fingerprint(client[0])), "the access log has both")
+
+
 def metrics_text(f):
     import http.client
     c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)
