@@ -982,6 +982,8 @@ static const struct cfg_field route_fields[] = {
      .doc = "pass client fields whose names hold '_' (false: dropped)"},
     {"reject_path_params", CFG_BOOL, AT(struct config_route, reject_path_params),
      .doc = "answer 400 to a path with ';' (false)"},
+    {"client_cert", CFG_CUSTOM, .load = cfg_load_client_cert,
+     .doc = "a TLS client certificate: required, and headers for its subject and fingerprint"},
     LATER("request_buffering"),
     LATER("response_buffering"),
     LATER("rate_limit"),
@@ -1265,6 +1267,7 @@ const struct cfg_schema *const cfg_schemas[] = {&root_schema,
                                                 &cfg_listen_tls_schema,
                                                 &cfg_tls_cert_schema,
                                                 &cfg_upstream_tls_schema,
+                                                &cfg_client_cert_schema,
                                                 NULL};
 
 /* The defaults of the top level: the tables' (def), then the custom fields'. */

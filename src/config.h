@@ -261,6 +261,14 @@ struct config_header_rules {
     size_t nremove;
 };
 
+/* routes[].client_cert: what a route asks of the client's TLS certificate
+ * (listen[].tls.client_ca verified it during the handshake). */
+struct config_client_cert {
+    bool required;            /* true: a request without one is answered 403 */
+    char *subject_header;     /* NULL, or the field the verified subject goes up in */
+    char *fingerprint_header; /* NULL, or the field its SHA-256 fingerprint goes up in */
+};
+
 struct config_route {
     char *name;        /* as written, or derived "route-N" (1-based) */
     bool name_derived; /* true when `name` was absent (a warning was given) */
@@ -276,6 +284,7 @@ struct config_route {
     struct config_header_rules response_headers; /* to the client (also respond answers) */
     bool underscores_in_headers; /* false: client fields named with '_' are dropped */
     bool reject_path_params;     /* true: a path with ';' (or %3B) is answered 400 */
+    struct config_client_cert *client_cert; /* NULL: client certificates not asked of */
 };
 
 /* The access log's formats and the error log's levels are log's own types

@@ -218,7 +218,10 @@ bool cfg_load_listen_tls(struct ctx *c, const struct cfg_field *f, const struct 
                          const struct ynode *v, const struct cfg_path *path, void *target);
 bool cfg_load_upstream_tls(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                            const struct ynode *v, const struct cfg_path *path, void *target);
-extern const struct cfg_schema cfg_listen_tls_schema, cfg_tls_cert_schema, cfg_upstream_tls_schema;
+bool cfg_load_client_cert(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                          const struct ynode *v, const struct cfg_path *path, void *target);
+extern const struct cfg_schema cfg_listen_tls_schema, cfg_tls_cert_schema, cfg_upstream_tls_schema,
+    cfg_client_cert_schema;
 
 /* config_check.c */
 void cfg_cross_check(struct ctx *c);
