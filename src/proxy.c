@@ -234,6 +234,11 @@ static bool serve_one(struct request *r)
         answer_error(r, status, status == 404 ? "no route" : r->error);
         return r->keep_alive;
     }
+    if (r->route->client_cert && r->route->client_cert->required &&
+        !tls_client_identity(r->client, NULL, NULL)) {
+        answer_error(r, 403, "a verified TLS client certificate is required");
+        return r->keep_alive;
+    }
     r->req_body.dec.max_body = r->route->max_body_bytes;
     /* An expectation other than 100-continue cannot be met (RFC 9110
      * §10.1.1); nothing of the body has been asked for yet. */
@@ -627,7 +632,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     struct request_scratch *sc = request_scratch_of(r->w);
     const struct config_header_rules *rules = &rt->request_headers;
     size_t cap = r->path_len + (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
-    size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
+    size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd + 2;
     if (!sc || !request_grow(&sc->path, &sc->path_cap, cap, 1) ||
         !request_grow(&sc->buf, &sc->buf_cap, r->head_len + 1024, 1) ||
         !request_grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
@@ -650,6 +655,8 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     if (n >= 0)
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
                             rules->nadd, rules->remove, rules->nremove);
+    if (n >= 0 && rt->client_cert) /* after the rules: they cannot forge these */
+        n = tls_client_headers(r->client, rt->client_cert, sc->out, (size_t)n, sc->out_cap);
     if (n < 0)
         return n;
     struct http1_head_out h = {
