@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "reply.h"
+#include "tls.h"
 #include "worker.h"
 
 /* Released request objects a worker keeps. */
@@ -223,5 +224,6 @@ void request_log(const struct request *r)
         .upstream_header_ms = r->upstream_status ? r->header_ms : -1,
         .error = r->error,
     };
+    tls_client_identity(r->client, &a.tls_client_subject, &a.tls_client_fingerprint);
     log_access_write(&a);
 }
