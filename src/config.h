@@ -132,9 +132,9 @@ struct config_tls {
 
 /* upstreams.NAME.tls */
 struct config_upstream_tls {
-    bool verify;           /* true */
-    struct config_file ca; /* path NULL: the system's CA store */
-    char *sni;             /* NULL: the Host sent when fixed, else the server's name */
+    bool verify;                  /* true */
+    struct config_file ca;        /* path NULL: the system's CA store */
+    char *sni;                    /* NULL: the Host sent when fixed, else the server's name */
     struct config_file cert, key; /* a client certificate; path NULL: none */
     unsigned protocols;
     void *ctx; /* the context tls_config_load built (tls.c's own) */
@@ -284,7 +284,8 @@ struct config_route {
     struct config_header_rules response_headers; /* to the client (also respond answers) */
     bool underscores_in_headers; /* false: client fields named with '_' are dropped */
     bool reject_path_params;     /* true: a path with ';' (or %3B) is answered 400 */
-    struct config_client_cert *client_cert; /* NULL: client certificates not asked of */
+    /* NULL: nothing is asked of the client's certificate */
+    struct config_client_cert *client_cert;
 };
 
 /* The access log's formats and the error log's levels are log's own types

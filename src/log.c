@@ -289,7 +289,8 @@ static size_t slen(const char *s)
 #define BUDGET_NAME 130 /* route and upstream names, server address */
 #define BUDGET_ID 160
 #define BUDGET_ERROR 256
-#define BUDGET_SUBJECT 256 /* a client certificate's subject */
+/* a client certificate's subject */
+#define BUDGET_SUBJECT 256
 #define TAIL_MAX 1536 /* what follows the path: numbers, names, id, error */
 
 /* Per thread, not on a coroutine's stack. */
