@@ -5,8 +5,8 @@
  * `make check` replays fuzz/corpus/config.
  */
 // clang-format off
-// sources: src/config.c src/config_yaml.c src/config_value.c src/config_check.c src/config_schema.c src/config_trusted.c src/http1.c
-// libs: -lyaml
+// sources: src/config.c src/config_yaml.c src/config_value.c src/config_check.c src/config_schema.c src/config_trusted.c src/config_route.c src/regex.c src/http1.c
+// libs: -lyaml -lpcre2-8
 // clang-format on
 #include <stdint.h>
 #include <stdio.h>

@@ -39,10 +39,11 @@ check 'event2/' loop io evmem upstream conn proxy reply request body tunnel list
 check 'openssl/'
 check 'yaml\.h' config_yaml
 check 'systemd/' daemon
+check 'pcre2\.h' regex
 
 # The pure modules: no coroutines, no loop, no await, no libevent, also not
 # through a header they include (config.h -> http1.h -> ... is followed).
-pure='http1 headers proxyproto balancer route config config_*'
+pure='http1 headers proxyproto balancer route config config_* regex'
 runtime='coro loop io evmem sys'
 
 # Ferry headers that a file includes, one stem a line.
