@@ -662,11 +662,17 @@ static const struct cfg_field match_fields[] = {
     {"path_prefix", CFG_CUSTOM, .load = load_match_path,
      .doc = "a path prefix, matched at a segment boundary"},
     {"methods", CFG_CUSTOM, .load = load_match_methods, .doc = "a list of methods ([GET, POST])"},
-    LATER("path_regex"),
-    LATER("headers"),
+    {"path_regex", CFG_CUSTOM, .load = cfg_load_path_regex,
+     .doc = "a PCRE2 pattern searched in the normalised path"},
+    {"headers", CFG_CUSTOM, .load = cfg_load_match_fields,
+     .doc = "header conditions: NAME: value, or {prefix|regex|present|absent}"},
+    {"query", CFG_CUSTOM, .load = cfg_load_match_fields,
+     .doc = "query parameter conditions, in the forms of headers"},
     END};
 static const struct cfg_schema match_schema = {
-    "routes[].match", "a mapping of conditions (host, path, path_prefix, methods)", match_fields};
+    "routes[].match",
+    "a mapping of conditions (host, path, path_prefix, path_regex, methods, headers, query)",
+    match_fields};
 
 static bool load_match(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                        const struct ynode *n, const struct cfg_path *path, void *target)
@@ -980,6 +986,12 @@ static const struct cfg_field route_fields[] = {
      .doc = "pass client fields whose names hold '_' (false: dropped)"},
     {"reject_path_params", CFG_BOOL, AT(struct config_route, reject_path_params),
      .doc = "answer 400 to a path with ';' (false)"},
+    {"rewrite", CFG_CUSTOM, .load = cfg_load_rewrite,
+     .doc = "the upstream path from path_regex's captures (/api/$1)"},
+    {"split", CFG_CUSTOM, .load = cfg_load_split,
+     .doc = "weighted upstreams instead of upstream ([{upstream, weight}])"},
+    {"split_key", CFG_CUSTOM, .load = cfg_load_split_key,
+     .doc = "sticky split on client_ip, header:NAME or cookie:NAME (random)"},
     LATER("request_buffering"),
     LATER("response_buffering"),
     LATER("rate_limit"),
@@ -1011,7 +1023,7 @@ static void check_route(struct ctx *c, const struct ynode *n, const struct cfg_p
     if (respond_node && aux->upstream_node) {
         cfg_err(c, respond_node, CFG_KEY(path, "respond"),
                 "a route has either upstream or respond, not both");
-    } else if (!respond_node && !aux->upstream_node) {
+    } else if (!respond_node && !aux->upstream_node && !map_key(n, "split")) {
         cfg_err(c, n, path,
                 "a route needs upstream: (where to proxy) or respond: (a fixed answer)");
     }
@@ -1043,6 +1055,7 @@ static void load_route(struct ctx *c, const struct ynode *n, const struct cfg_pa
     }
     cfg_walk(c, n, path, &route_schema, r);
     check_route(c, n, path, r);
+    cfg_route_check(c, n, path, r);
 }
 
 static bool load_routes(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
@@ -1254,6 +1267,8 @@ const struct cfg_schema *const cfg_schemas[] = {&root_schema,
                                                 &retry_schema,
                                                 &upstream_schema,
                                                 &match_schema,
+                                                &cfg_cond_schema,
+                                                &cfg_split_schema,
                                                 &respond_schema,
                                                 &header_rules_schema,
                                                 &route_schema,
@@ -1317,6 +1332,7 @@ static int load(struct ctx *c, struct config **out, FILE *diag)
     cfg_print_diags(c, diag);
     cfg_arena_fini(&c->tree);
     if (rc != 0) {
+        cfg_regexes_free(&box->cfg);
         cfg_arena_fini(&box->mem);
         free(box);
         *out = NULL;
@@ -1418,6 +1434,7 @@ void config_unref(struct config *cfg)
     if (__atomic_sub_fetch(&cfg->refs_, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     struct config_box *box = (struct config_box *)cfg;
+    cfg_regexes_free(cfg);
     cfg_arena_fini(&box->mem);
     free(box);
 }

@@ -172,6 +172,32 @@ enum {
  * path_prefix respects segment boundaries: "/v1" matches "/v1" and
  * "/v1/x", never "/v1evil"; "/v1/" matches "/v1/x" only.
  */
+/*
+ * One condition of match.headers or match.query on a field (or query
+ * parameter) name. Header names are compared case-insensitively, query
+ * names and every value byte for byte (query values as sent, not
+ * percent-decoded). Several fields of one name: the condition holds when
+ * any of them satisfies it (absent: when there is none).
+ */
+enum config_field_match {
+    CONFIG_FIELD_EXACT,   /* value == text */
+    CONFIG_FIELD_PREFIX,  /* value starts with text */
+    CONFIG_FIELD_REGEX,   /* regex matches somewhere in the value (anchor it with ^...$) */
+    CONFIG_FIELD_PRESENT, /* the field is there, any value */
+    CONFIG_FIELD_ABSENT,  /* no field of that name */
+};
+
+struct regex;
+
+struct config_field_cond {
+    char *name;
+    size_t name_len;
+    enum config_field_match kind;
+    char *text; /* EXACT, PREFIX: the value; else NULL */
+    size_t text_len;
+    struct regex *regex; /* REGEX: compiled at load */
+};
+
 struct config_match {
     char *host; /* NULL = any */
     bool host_wildcard;
@@ -180,6 +206,29 @@ struct config_match {
     char **methods;    /* upper-case tokens as written; NULL/0 = any */
     size_t nmethods;
     uint32_t method_mask; /* CONFIG_METHOD_* of methods[]; 0 = any */
+    /* path_regex: a PCRE2 pattern searched in the normalised path (anchor
+     * it with ^...$), compiled once at load; exclusive with path and
+     * path_prefix. Its captures feed the route's rewrite. */
+    char *path_regex; /* as written, NULL = none */
+    struct regex *path_re;
+    struct config_field_cond *headers; /* match.headers: all must hold */
+    size_t nheaders;
+    struct config_field_cond *query; /* match.query: all must hold */
+    size_t nquery;
+};
+
+/* The source of a split's sticky key (routes[].split_key). */
+enum config_split_key {
+    CONFIG_SPLIT_RANDOM,    /* no split_key: each request drawn at random */
+    CONFIG_SPLIT_CLIENT_IP, /* the client's address */
+    CONFIG_SPLIT_HEADER,    /* header:NAME */
+    CONFIG_SPLIT_COOKIE,    /* cookie:NAME */
+};
+
+/* One upstream of a route's split: its share is weight / split_total. */
+struct config_split {
+    const struct config_upstream *upstream;
+    uint32_t weight; /* >= 1 */
 };
 
 struct config_respond {
@@ -223,6 +272,20 @@ struct config_route {
     struct config_header_rules response_headers; /* to the client (also respond answers) */
     bool underscores_in_headers; /* false: client fields named with '_' are dropped */
     bool reject_path_params;     /* true: a path with ';' (or %3B) is answered 400 */
+    /* rewrite: the upstream path built from match.path_regex's captures
+     * ($0..$9, $$ for '$'); NULL = none. Exclusive with strip_prefix and
+     * add_prefix. rewrite_refs counts the $N in it (for the output size). */
+    char *rewrite;
+    uint32_t rewrite_refs;
+    /* split: weighted upstreams instead of `upstream` (which then points
+     * at split[0].upstream, so code that needs "the route's upstream" for
+     * anything but the choice still has one). nsplit 0 = no split. */
+    struct config_split *split;
+    size_t nsplit;
+    uint32_t split_total; /* sum of the weights */
+    enum config_split_key split_key;
+    char *split_key_name; /* HEADER, COOKIE: the name */
+    size_t split_key_len;
 };
 
 /* The access log's formats and the error log's levels are log's own types
@@ -271,6 +334,7 @@ struct config {
     struct config_addr *admin_listen; /* NULL = no admin listener */
 
     unsigned nwarnings; /* warnings printed while loading */
+    void *regexes_;     /* every compiled pattern, freed with the config */
 };
 
 /*
