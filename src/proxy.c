@@ -346,8 +346,46 @@ out_of_memory:
     return 503;
 }
 
-/* Normalises path and host and finds the route. Returns 0, or an HTTP
- * status to answer (400 for a bad path or host, 404 for no route). */
+/* A random 64-bit value for a split without a key (xorshift64* on the
+ * worker's generator: shares, not secrets). */
+static uint64_t next_random(struct worker *w)
+{
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* The route's rewrite of the path, kept after path and host in pathbuf
+ * (both move with it). Returns 0, 503 (memory) or 400 (a capture made a
+ * dot segment). */
+static int rewrite_path(struct request *r, const struct route_match *m)
+{
+    size_t path_at = (size_t)(r->path - r->pathbuf),
+           host_at = r->host ? (size_t)(r->host - r->pathbuf) : 0;
+    size_t used = r->host ? host_at + r->host_len + 1 : path_at + r->path_len + 1;
+    size_t cap = route_rewrite_cap(r->route, r->path_len);
+    if (!request_grow(&r->pathbuf, &r->pathbuf_cap, used + cap, 1))
+        return 503;
+    r->path = r->pathbuf + path_at;
+    if (r->host)
+        r->host = r->pathbuf + host_at;
+    ssize_t n = route_rewrite(r->route, m, r->path, r->pathbuf + used, cap);
+    if (n < 0) {
+        r->error = "the route's rewrite made a '.' or '..' segment";
+        return 400;
+    }
+    r->rewritten = r->pathbuf + used;
+    r->rewritten_len = (size_t)n;
+    return 0;
+}
+
+/* Normalises path and host and finds the route, its upstream (a split's
+ * pick) and its rewrite of the path. Returns 0, or an HTTP status to
+ * answer (400 for a bad path or host, 404 for no route, 500 when a
+ * pattern hit its match limit). */
 static int route_request(struct request *r)
 {
     /* Path and host share one buffer; neither grows when normalised. */
@@ -370,18 +408,40 @@ static int route_request(struct request *r)
         }
         r->host_len = (size_t)n;
     }
-    r->route = route_find(r->cfg, r->req.method_str, r->req.method_len, r->host, r->host_len,
-                          r->path, r->path_len);
-    if (!r->route) {
+    struct route_input in = {
+        .method = r->req.method_str,
+        .method_len = r->req.method_len,
+        .host = r->host,
+        .host_len = r->host_len,
+        .path = r->path,
+        .path_len = r->path_len,
+        .query = r->req.query,
+        .query_len = r->req.query_len,
+        .headers = r->req.headers,
+        .nheaders = r->req.nheaders,
+        .client_ip = r->side->client,
+    };
+    struct route_match m;
+    enum route_status st = route_find(r->cfg, &in, &m);
+    if (st == ROUTE_LIMIT) {
+        static __thread int64_t last_log;
+        log_ratelimited(&last_log, 10000, LOG_LEVEL_WARN,
+                        "route %s: a pattern hit its match limit; answering 500", m.route->name);
+        r->error = "a route's pattern hit its match limit";
+        return 500;
+    }
+    if (st != ROUTE_OK) {
         r->error = "no route matches the request";
         return 404;
     }
+    r->route = m.route;
     r->tmo = &r->route->timeouts;
     if (r->route->reject_path_params && headers_path_has_params(r->path, r->path_len)) {
         r->error = "path parameters (;) refused by the route";
         return 400;
     }
-    return 0;
+    r->upstream = route_pick_upstream(r->route, &in, next_random(r->w));
+    return r->route->rewrite ? rewrite_path(r, &m) : 0;
 }
 
 /* An error of Ferry's own before forwarding: any 4xx but 404 ends the
@@ -403,7 +463,7 @@ static void answer_error(struct request *r, int status, const char *why)
  */
 static void forward(struct request *r)
 {
-    const struct config_upstream *up = r->route->upstream;
+    const struct config_upstream *up = r->upstream;
     struct attempts at = {.left = up->retry_attempts};
     /* The servers tried are the request's own: the list is held across
      * every yield of the attempts (never in the worker's scratch). */
@@ -525,7 +585,7 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
  */
 static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail f)
 {
-    const struct config_upstream *up = r->route->upstream;
+    const struct config_upstream *up = r->upstream;
     int st = f == FAIL_NONE ? r->resp.status : 0;
     unsigned cond = f != FAIL_NONE ? FAILURES[f].retry
                     : st == 502    ? CONFIG_RETRY_502
@@ -617,17 +677,20 @@ static int build_upstream_head(struct request *r, const struct config_server *se
                                struct evbuffer *dst)
 {
     const struct config_route *rt = r->route;
-    const struct config_upstream *up = rt->upstream;
+    const struct config_upstream *up = r->upstream;
     struct request_scratch *sc = request_scratch_of(r->w);
     const struct config_header_rules *rules = &rt->request_headers;
-    size_t cap = r->path_len + (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
+    size_t cap = (r->rewritten ? r->rewritten_len : r->path_len) +
+                 (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
     size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
     if (!sc || !request_grow(&sc->path, &sc->path_cap, cap, 1) ||
         !request_grow(&sc->buf, &sc->buf_cap, r->head_len + 1024, 1) ||
         !request_grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
         return -ENOMEM;
+    const char *path = r->rewritten ? r->rewritten : r->path; /* rewrite: no strip, no add */
+    size_t path_len = r->rewritten ? r->rewritten_len : r->path_len;
     size_t plen = headers_path_rewrite(
-        r->path, r->path_len, rt->strip_prefix, rt->strip_prefix ? strlen(rt->strip_prefix) : 0,
+        path, path_len, rt->strip_prefix, rt->strip_prefix ? strlen(rt->strip_prefix) : 0,
         rt->add_prefix, rt->add_prefix ? strlen(rt->add_prefix) : 0, sc->path, sc->path_cap);
     if (plen >= sc->path_cap)
         return -ENOSPC;
@@ -986,7 +1049,7 @@ static void replay_record(struct request *r, struct evbuffer *uout, size_t from)
     r->body_sent += n;
     if (!r->replay_whole)
         return;
-    if (!r->replay_wanted || r->body_sent > r->route->upstream->replay_bytes ||
+    if (!r->replay_wanted || r->body_sent > r->upstream->replay_bytes ||
         (!r->replay && !(r->replay = evbuffer_new())))
         goto out_give_up;
     struct evbuffer_ptr pos;

@@ -201,7 +201,7 @@ void request_log(const struct request *r)
         .bytes_sent = r->streaming ? r->resp_body.bytes : r->bytes_out,
         .bytes_received = r->req_body.bytes,
         .route = r->route ? r->route->name : NULL,
-        .upstream = r->route && r->route->upstream ? r->route->upstream->name : NULL,
+        .upstream = r->upstream ? r->upstream->name : NULL,
         .upstream_server = r->upstream_server,
         .upstream_status = r->upstream_status,
         .upstream_retries = r->attempts,

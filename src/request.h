@@ -34,6 +34,7 @@ struct config_header_rules;
 struct config_route;
 struct config_server;
 struct config_timeouts;
+struct config_upstream;
 struct evbuffer;
 struct io_stream;
 struct upstream_conn;
@@ -64,6 +65,9 @@ struct request {
     const struct config *cfg;
     struct io_stream *client;
     const struct config_route *route;
+    const struct config_upstream *upstream; /* the route's, or its split's pick */
+    const char *rewritten; /* the route's rewrite of path (in pathbuf), else NULL */
+    size_t rewritten_len;
     const struct config_timeouts *tmo;
     int64_t start;
     int64_t total_deadline;
