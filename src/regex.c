@@ -21,6 +21,13 @@ struct regex_thread {
     pcre2_jit_stack *jit_stack; /* NULL when the library has no JIT */
 };
 
+static bool jit_wanted = true;
+
+void regex_set_jit(bool on)
+{
+    __atomic_store_n(&jit_wanted, on, __ATOMIC_RELAXED);
+}
+
 static pthread_key_t thread_key;
 static pthread_once_t thread_key_once = PTHREAD_ONCE_INIT;
 static __thread struct regex_thread *thread_state;
@@ -109,7 +116,8 @@ struct regex *regex_compile(const char *pattern, size_t len, char *err, size_t e
     re->captures = captures;
     /* Without JIT (a library built without it, or no executable memory)
      * the interpreter runs the pattern under the same limits. */
-    re->jit = pcre2_jit_compile(c, PCRE2_JIT_COMPLETE) == 0;
+    re->jit = __atomic_load_n(&jit_wanted, __ATOMIC_RELAXED) &&
+              pcre2_jit_compile(c, PCRE2_JIT_COMPLETE) == 0;
     return re;
 }
 

@@ -57,6 +57,10 @@ struct regex *regex_compile(const char *pattern, size_t len, char *err, size_t e
 /* NULL does nothing. */
 void regex_free(struct regex *re);
 
+/* Whether later regex_compile calls may JIT-compile (default true; tests
+ * turn it off to run the interpreter, the fallback where there is no JIT). */
+void regex_set_jit(bool on);
+
 /* Capture groups in the pattern (not counting $0). */
 uint32_t regex_captures(const struct regex *re);
 /* True when matches run JIT-compiled code. */

@@ -18,6 +18,7 @@
 #include "balancer.h"
 #include "config.h"
 #include "headers.h"
+#include "regex.h"
 #include "route.h"
 
 START_TEST(weights_exact_over_cycles)
@@ -313,6 +314,45 @@ START_TEST(regex_limit_is_an_error)
 }
 END_TEST
 
+/* The same bounds with and without JIT (the interpreter is the fallback
+ * where PCRE2 has no JIT): captures, a limit hit, a long subject. */
+START_TEST(regex_jit_and_interpreter)
+{
+    for (int jit = 0; jit < 2; jit++) {
+        regex_set_jit(jit);
+        char err[160];
+        size_t off;
+        struct regex *re = regex_compile("^/(a+)+$", 8, err, sizeof err, &off);
+        ck_assert_ptr_nonnull(re);
+        if (!jit)
+            ck_assert(!regex_jit(re));
+#if defined(__x86_64__) || defined(__aarch64__)
+        else /* Debian's PCRE2 has JIT on these */
+            ck_assert(regex_jit(re));
+#endif
+        ck_assert_uint_eq(regex_captures(re), 1);
+        size_t ov[4];
+        ck_assert_int_eq(regex_match(re, "/aaa", 4, ov, 2), 2);
+        ck_assert_uint_eq(ov[2], 1);
+        ck_assert_uint_eq(ov[3], 4);
+        char s[64] = "/";
+        memset(s + 1, 'a', 50);
+        s[51] = 'b';
+        ck_assert_int_eq(regex_match(re, s, 52, ov, 2), REGEX_LIMIT);
+        ck_assert_int_eq(regex_match(re, "/b", 2, ov, 2), REGEX_NOMATCH);
+        regex_free(re);
+        /* a syntax error names its offset */
+        ck_assert_ptr_null(regex_compile("^/(x", 4, err, sizeof err, &off));
+        ck_assert_uint_eq(off, 4);
+        ck_assert_ptr_nonnull(strstr(err, "parenthesis"));
+        /* NUL and (*UTF) are refused */
+        ck_assert_ptr_null(regex_compile("a\0b", 3, err, sizeof err, &off));
+        ck_assert_ptr_null(regex_compile("(*UTF)x", 7, err, sizeof err, &off));
+    }
+    regex_set_jit(true);
+}
+END_TEST
+
 static const char *rewrite_of(const struct config *cfg, const char *path, char *out, size_t cap)
 {
     struct req q;
@@ -486,6 +526,7 @@ int main(void)
     tcase_add_test(tc, hosts_case_port_trailing_dot);
     tcase_add_test(tc, path_regex_and_captures);
     tcase_add_test(tc, regex_limit_is_an_error);
+    tcase_add_test(tc, regex_jit_and_interpreter);
     tcase_add_test(tc, rewrite_paths);
     tcase_add_test(tc, header_and_query_conditions);
     tcase_add_test(tc, split_shares_within_2_percent);
