@@ -164,43 +164,52 @@ size_t route_rewrite_cap(const struct config_route *route, size_t path_len)
 /* True when p (len bytes, starting with '/') holds a "." or ".." segment. */
 static bool has_dot_segment(const char *p, size_t len)
 {
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] != '/')
+    const char *end = p + len;
+    for (const char *q = memchr(p, '.', len); q; q = memchr(q + 1, '.', (size_t)(end - q - 1))) {
+        if (q[-1] != '/')
             continue;
-        size_t j = i + 1, dots = 0;
-        while (j < len && p[j] == '.')
-            j++, dots++;
-        if ((dots == 1 || dots == 2) && (j == len || p[j] == '/'))
+        size_t dots = q + 1 < end && q[1] == '.' ? 2 : 1;
+        if (q + dots == end || q[dots] == '/')
             return true;
+        if (q + 1 >= end)
+            break;
     }
     return false;
+}
+
+/* Appends n bytes of src at out[*o]; false when they do not fit (with the NUL). */
+static bool put(char *out, size_t cap, size_t *o, const char *src, size_t n)
+{
+    if (n >= cap - *o)
+        return false;
+    memcpy(out + *o, src, n);
+    *o += n;
+    return true;
 }
 
 ssize_t route_rewrite(const struct config_route *route, const struct route_match *m,
                       const char *path, char *out, size_t cap)
 {
     size_t o = 0;
-    for (const char *t = route->rewrite; *t; t++) {
-        const char *src = t;
-        size_t n = 1;
-        if (t[0] == '$' && t[1] == '$') {
-            t++;
-        } else if (t[0] == '$' && t[1] >= '0' && t[1] <= '9') {
-            int g = t[1] - '0';
-            t++;
-            n = 0;
-            if (g < m->npairs && m->ovec[2 * g] != SIZE_MAX) {
-                src = path + m->ovec[2 * g];
-                n = m->ovec[2 * g + 1] - m->ovec[2 * g];
-            }
-        }
-        if (n >= cap - o)
+    const char *t = route->rewrite;
+    for (;;) {
+        const char *dollar = strchr(t, '$');
+        size_t lit = dollar ? (size_t)(dollar - t) : strlen(t);
+        if (!put(out, cap, &o, t, lit))
             return -1;
-        memcpy(out + o, src, n);
-        o += n;
+        if (!dollar)
+            break;
+        t = dollar + 2; /* "$$" or "$N": checked when loaded */
+        if (dollar[1] == '$') {
+            if (!put(out, cap, &o, "$", 1))
+                return -1;
+            continue;
+        }
+        int g = dollar[1] - '0';
+        if (g < m->npairs && m->ovec[2 * g] != SIZE_MAX &&
+            !put(out, cap, &o, path + m->ovec[2 * g], m->ovec[2 * g + 1] - m->ovec[2 * g]))
+            return -1;
     }
-    if (o >= cap)
-        return -1;
     out[o] = '\0';
     return has_dot_segment(out, o) ? -1 : (ssize_t)o;
 }
