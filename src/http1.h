@@ -291,12 +291,16 @@ bool http1_host_valid(const char *host, size_t len);
  * obs-fold, whitespace before ':', CTL) and DROPPED: never merged into the
  * headers, never forwarded. Chunk extensions are checked for CTLs and
  * length and dropped (the proxy re-encodes with http1_chunk_header). Bare LF
- * is never accepted anywhere in the framing.
+ * is never accepted anywhere in the framing. An error is final: every
+ * later call returns it again (the bytes the failing call looked at are
+ * not drained, and reading them from another state could end the body
+ * somewhere else).
  */
 struct http1_chunked {
     uint8_t state;
     uint8_t digits;   /* size digits seen on this line */
     uint16_t ext_len; /* extension bytes on this line */
+    int16_t error;    /* the error returned, once one was (0: none) */
     uint32_t trailer_lines;
     uint64_t remaining; /* payload bytes left in the current chunk, or the size being read */
     uint64_t total;     /* payload bytes so far */
