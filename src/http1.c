@@ -1251,6 +1251,8 @@ static ssize_t finish_head(struct out *o, const struct http1_head_out *h)
     }
     if (h->connection_close)
         puts_(o, "Connection: close\r\n");
+    else if (h->connection_keep_alive)
+        puts_(o, "Connection: keep-alive\r\n");
     put(o, "\r\n", 2);
     if (o->len < o->cap)
         o->buf[o->len] = '\0';

@@ -342,6 +342,9 @@ size_t http1_chunk_header(char *buf, uint64_t n);
  *                                              CHUNKED -> Transfer-Encoding: chunked,
  *                                              NONE/CLOSE -> none
  *   Connection: close CRLF                    when connection_close
+ *   Connection: keep-alive CRLF               else when connection_keep_alive
+ *                                              (an HTTP/1.0 client's keep-alive
+ *                                              must be confirmed)
  *   CRLF
  * For a HEAD or 304 response whose upstream sent Content-Length, pass
  * HTTP1_BODY_LENGTH and that length: it is advertised, no body follows.
@@ -361,6 +364,7 @@ struct http1_head_out {
     enum http1_body body;
     uint64_t content_length;
     bool connection_close;
+    bool connection_keep_alive;
     /* Every name and value came from http1_parse_* or headers_forward_*,
      * which validated them: skip the per-byte checks (CR, LF, NUL are
      * still impossible by construction). */
