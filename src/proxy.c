@@ -39,6 +39,7 @@
 #include "metrics.h"
 #include "body.h"
 #include "reply.h"
+#include "snapshot.h"
 #include "request.h"
 #include "route.h"
 #include "upstream.h"
@@ -415,7 +416,7 @@ static void forward(struct request *r)
     replay_start(r, up);
     enum fail f;
     for (;;) {
-        int server = upstream_pick(r->w->upstreams, up, at.tried);
+        int server = upstream_pick(r->snap->upstreams, up, at.tried);
         bool reused = false;
         f = attempt(r, up, server, at.fresh, &reused);
         if (stale_retry(r, &at, f, reused))
@@ -448,7 +449,7 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
     r->upstream_server = r->server->addr.text;
     int64_t t0 = loop_now();
     int err =
-        upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
+        upstream_acquire(r->snap->upstreams, up, (unsigned)server, fresh,
                          phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc, reused);
     if (err < 0) {
         r->uc = NULL;
@@ -508,11 +509,11 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
 {
     const struct config_server *s = &up->servers[server];
     if (f == FAIL_NONE) {
-        upstream_report(r->w->upstreams, up, (unsigned)server, true);
-        metrics_upstream(r->w->metrics, up, s, r->resp.status);
+        upstream_report(r->snap->upstreams, up, (unsigned)server, true);
+        metrics_upstream(r->snap->metrics, up, s, r->resp.status);
     } else if (FAILURES[f].blame) {
-        upstream_report(r->w->upstreams, up, (unsigned)server, false);
-        metrics_upstream(r->w->metrics, up, s, 0);
+        upstream_report(r->snap->upstreams, up, (unsigned)server, false);
+        metrics_upstream(r->snap->metrics, up, s, 0);
     }
 }
 
