@@ -49,7 +49,8 @@ struct admin {
     struct event *accept_ev;
     struct event *resume_ev; /* accepting again after a descriptor shortage */
     int fd;
-    const struct config *cfg;
+    const struct config *cfg;  /* the config in force (admin_set_config) */
+    struct config *listen_cfg; /* a reference to the one it was started with */
     struct worker *workers;
     unsigned nworkers;
     struct admin_conn *conns;
@@ -313,6 +314,7 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
         return NULL;
     a->base = base;
     a->cfg = cfg;
+    a->listen_cfg = config_ref((struct config *)cfg);
     a->workers = workers;
     a->nworkers = nworkers;
     a->fd = -1;
@@ -360,6 +362,13 @@ void admin_stop(struct admin *a)
     if (a->fd >= 0)
         close(a->fd);
     if (a->bound_unix)
-        unlink(a->cfg->admin_listen->path);
+        unlink(a->listen_cfg->admin_listen->path);
+    config_unref(a->listen_cfg);
     free(a);
+}
+
+void admin_set_config(struct admin *a, const struct config *cfg)
+{
+    if (a)
+        a->cfg = cfg;
 }

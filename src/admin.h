@@ -22,5 +22,9 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
 /* From now on /healthz answers 503 "draining" (the process is stopping). */
 void admin_draining(struct admin *a);
 void admin_stop(struct admin *a);
+/* After a reload: answers from cfg (which must outlive its use here). The
+ * admin listener itself stays where it was started (admin.listen changes
+ * need a restart). NULL a does nothing. */
+void admin_set_config(struct admin *a, const struct config *cfg);
 
 #endif

@@ -7,6 +7,10 @@
 #ifndef FERRY_DAEMON_H
 #define FERRY_DAEMON_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
 /* Raises the soft RLIMIT_NOFILE to the hard limit. Returns the new soft limit. */
 long daemon_raise_nofile(void);
 
@@ -28,5 +32,18 @@ void daemon_pidfile_remove(const char *path, int fd);
 /* sd_notify wrappers; no-ops outside systemd. */
 void daemon_ready(const char *status);
 void daemon_stopping(void);
+/* RELOADING=1 with MONOTONIC_USEC (systemd 253+; harmless before);
+ * daemon_ready ends the reload. */
+void daemon_reloading(void);
+/* STATUS= alone. */
+void daemon_status(const char *status);
+/* WatchdogSec in microseconds when systemd expects WATCHDOG=1, else 0. */
+uint64_t daemon_watchdog_usec(void);
+void daemon_watchdog(void);
+/* Socket activation: how many listening sockets were passed (fds 3..3+n),
+ * 0 when none (or LISTEN_PID is not ours). Unsets LISTEN_*. */
+int daemon_listen_fds(void);
+/* True when fd is a listening stream socket bound to sa. */
+bool daemon_fd_is_listener(int fd, const struct sockaddr *sa, socklen_t salen);
 
 #endif

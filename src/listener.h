@@ -41,6 +41,24 @@ void listener_unlink_unix(const struct config *cfg);
 
 /* Starts accepting on the worker's sockets. Returns 0 or -ENOMEM. */
 int listener_start(struct worker *w);
+/*
+ * Reload, main thread: fds[i] for each of cfg's listeners, given a worker's
+ * old config and its fds: the same socket when old has the same address
+ * (kept open: no accept gap; a new backlog applies), else a new one
+ * (probed, then bound; first as in listener_open). Returns 0, or -errno
+ * with err set to one line (what was opened is closed again).
+ */
+int listener_reopen(const struct config *old, const int *oldfds, const struct config *cfg, int *fds,
+                    const int *first, char *err, size_t errlen);
+/* Closes fds[0..n) that are not among old's oldfds (a reload given up). */
+void listener_close_new(const struct config *old, const int *oldfds, const int *fds, size_t n);
+/*
+ * Reload, worker thread: accepts on fds (cfg's listeners, handed over)
+ * from now on. Sockets of the old set that are not in fds have their
+ * accept queue served, then are closed. Returns 0 or -ENOMEM (nothing
+ * changed).
+ */
+int listener_swap(struct worker *w, const struct config *cfg, int *fds, unsigned n);
 /* Stops accepting and closes the worker's sockets. */
 void listener_stop(struct worker *w);
 

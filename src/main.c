@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "server.h"
@@ -92,6 +93,9 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
 
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t t0 = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     struct config *cfg;
     if (config_load(path, &cfg, stderr) != 0)
         return EXIT_CONFIG;
@@ -102,5 +106,5 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return EXIT_OK;
     }
-    return server_run(cfg, path);
+    return server_run(cfg, path, t0);
 }

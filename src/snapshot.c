@@ -1,0 +1,47 @@
+/* snapshot: see snapshot.h. */
+#include "snapshot.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "config.h"
+#include "metrics.h"
+#include "upstream.h"
+#include "worker.h"
+
+int snapshot_install(struct worker *w, struct config *cfg, struct metrics *metrics)
+{
+    struct snapshot *snap = calloc(1, sizeof(*snap));
+    if (!snap)
+        return -ENOMEM;
+    snap->cfg = cfg;
+    snap->upstreams = upstream_set_new(w, cfg);
+    if (!snap->upstreams) {
+        free(snap);
+        return -ENOMEM;
+    }
+    snap->metrics = metrics;
+    snap->refs = 1;
+    struct snapshot *old = w->snap;
+    w->snap = snap;
+    w->cfg = cfg;
+    snapshot_release(old);
+    return 0;
+}
+
+struct snapshot *snapshot_acquire(struct worker *w)
+{
+    w->snap->refs++;
+    return w->snap;
+}
+
+void snapshot_release(struct snapshot *snap)
+{
+    if (!snap || --snap->refs > 0)
+        return;
+    upstream_set_free(snap->upstreams);
+    metrics_free(snap->metrics);
+    config_unref(snap->cfg);
+    free(snap);
+}
