@@ -43,6 +43,7 @@ void daemon_watchdog(void);
 /* Socket activation: how many listening sockets were passed (fds 3..3+n),
  * 0 when none (or LISTEN_PID is not ours). Unsets LISTEN_*. */
 int daemon_listen_fds(void);
+#define DAEMON_LISTEN_FDS_START 3 /* SD_LISTEN_FDS_START */
 /* True when fd is a listening stream socket bound to sa. */
 bool daemon_fd_is_listener(int fd, const struct sockaddr *sa, socklen_t salen);
 

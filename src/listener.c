@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "conn.h"
+#include "daemon.h"
 #include "log.h"
 #include "loop.h"
 #include "sys.h"
@@ -104,10 +105,40 @@ void listener_unlink_unix(const struct config *cfg)
             unlink(cfg->listeners[i].addr.path);
 }
 
-int listener_probe(const struct config *cfg)
+int listener_inherit(const struct config *cfg, int *inherited)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        inherited[i] = -1;
+    int n = daemon_listen_fds();
+    for (int fd = DAEMON_LISTEN_FDS_START; fd < DAEMON_LISTEN_FDS_START + n; fd++) {
+        size_t i;
+        for (i = 0; i < cfg->nlisteners; i++) {
+            const struct config_addr *a = &cfg->listeners[i].addr;
+            if (inherited[i] < 0 &&
+                daemon_fd_is_listener(fd, (const struct sockaddr *)&a->sa, a->salen))
+                break;
+        }
+        if (i == cfg->nlisteners) {
+            log_warn("socket activation: descriptor %d matches no listen address; closing it", fd);
+            close(fd);
+            continue;
+        }
+        int fl = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        inherited[i] = fd;
+        log_info("socket activation: listen %s from descriptor %d", cfg->listeners[i].addr.text,
+                 fd);
+    }
+    return n;
+}
+
+int listener_probe(const struct config *cfg, const int *inherited)
 {
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const struct config_listener *l = &cfg->listeners[i];
+        if (inherited && inherited[i] >= 0)
+            continue;
         if (l->addr.is_unix) {
             int rc = listener_claim_unix("listen", &l->addr);
             if (rc != 0)
@@ -126,12 +157,21 @@ int listener_probe(const struct config *cfg)
     return 0;
 }
 
-int listener_open(const struct config *cfg, int *fds, const int *first)
+int listener_open(const struct config *cfg, int *fds, const int *first, const int *inherited)
 {
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const struct config_listener *l = &cfg->listeners[i];
         int fd;
-        if (first && l->addr.is_unix) {
+        if (inherited && inherited[i] >= 0) {
+            /* From the socket unit: every worker accepts on its own
+             * duplicate (one queue, as for a unix path). */
+            fd = fcntl(inherited[i], F_DUPFD_CLOEXEC, 0);
+            if (fd >= 0) {
+                fds[i] = fd;
+                continue;
+            }
+            fd = -errno;
+        } else if (first && l->addr.is_unix) {
             /* A path binds once (no SO_REUSEPORT for unix sockets): the
              * workers share the first worker's socket, each accepting. */
             fd = fcntl(first[i], F_DUPFD_CLOEXEC, 0);

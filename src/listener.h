@@ -24,13 +24,24 @@ struct worker;
 /* Checks that every listen address is free (listener_claim_unix for unix
  * paths). Returns 0, or -errno after
  * printing "ferry: listen ADDRESS: ..." to stderr. */
-int listener_probe(const struct config *cfg);
+int listener_probe(const struct config *cfg, const int *inherited);
+
+/*
+ * Socket activation: the listening sockets systemd passed (LISTEN_FDS,
+ * from fd 3) matched to cfg's listen addresses by what they are bound to:
+ * inherited[i] is the descriptor for listeners[i], or -1 (bound by Ferry
+ * as usual). A passed socket that matches no address is closed with a
+ * warning. Returns how many were passed. Such a listener is never probed
+ * or bound; workers accept on duplicates of it, and a reload that keeps
+ * its address keeps it.
+ */
+int listener_inherit(const struct config *cfg, int *inherited);
 
 /* Opens one SO_REUSEPORT listening socket per listen[] entry for a worker;
  * a unix listener is bound once (first = NULL) and later workers share it
  * (first = the first worker's fds). Returns 0 with fds[0..n) set, or
  * -errno (message printed). */
-int listener_open(const struct config *cfg, int *fds, const int *first);
+int listener_open(const struct config *cfg, int *fds, const int *first, const int *inherited);
 
 /* Makes a unix socket path free to bind: nothing there, or a stale socket
  * (nobody accepts on it) which is removed. A regular file or a live socket

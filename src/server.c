@@ -43,7 +43,7 @@
 #define DRAIN_POLL_MS 50
 #define RELOAD_POLL_MS 2
 #define HEARTBEAT_MS 250
-#define STATUS_MS 5000
+#define STATUS_MS 2000
 
 struct server {
     pthread_barrier_t started; /* every worker set up (or failed), and main */
@@ -58,6 +58,8 @@ struct server {
     struct event *reload_poll; /* waits for every worker to apply a reload */
     struct event *status_ev;   /* STATUS= and the watchdog */
     char *pid_file;            /* as started with (pid_file changes need a restart) */
+    int *inherited;            /* socket activation: per listener of start_cfg, or -1 */
+    struct config *start_cfg;  /* a reference to the config started with */
     int pid_fd;
     bool bound; /* unix listener sockets exist: remove them at exit */
     bool stopping;
@@ -68,6 +70,7 @@ struct server {
     uint64_t *beats;   /* each worker's heartbeat at the last watchdog ping */
     uint64_t watchdog_us;
     int64_t watchdog_last;
+    bool watchdog_warned;
     uint64_t status_requests;
     int64_t status_t;
 };
@@ -466,6 +469,17 @@ static void reload(struct server *srv)
         if (a->is_unix && !kept)
             unlink(a->path);
     }
+    /* A socket-activated address that went: our copy of it goes too. */
+    for (size_t i = 0; srv->inherited && i < srv->start_cfg->nlisteners; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < fresh->nlisteners && !kept; j++)
+            kept =
+                strcmp(fresh->listeners[j].addr.text, srv->start_cfg->listeners[i].addr.text) == 0;
+        if (!kept && srv->inherited[i] >= 0) {
+            close(srv->inherited[i]);
+            srv->inherited[i] = -1;
+        }
+    }
     struct config *old = srv->cfg;
     srv->cfg = fresh;
     admin_set_config(srv->admin, fresh);
@@ -481,30 +495,31 @@ static void reload(struct server *srv)
 
 /* ---- STATUS= and the watchdog ---------------------------------------------------------- */
 
-/* The watchdog ping goes only when every worker's loop turned since the
- * last one (each bumps its heartbeat every HEARTBEAT_MS): a wedged worker
- * gets the process restarted, not just a wedged main loop. */
+/* The watchdog ping goes only once every worker's loop turned since the
+ * last one (each bumps its heartbeat every HEARTBEAT_MS; checked four
+ * times per WatchdogSec): a wedged worker gets the process restarted, not
+ * just a wedged main loop. WatchdogSec must be well above HEARTBEAT_MS. */
 static void watchdog_tick(struct server *srv)
 {
     if (!srv->watchdog_us)
         return;
     int64_t now = mono_us();
-    if (now - srv->watchdog_last < (int64_t)srv->watchdog_us / 2)
-        return;
     bool all = true;
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        uint64_t b = __atomic_load_n(&srv->workers[i].heartbeat, __ATOMIC_RELAXED);
-        if (b == srv->beats[i] && !srv->stopping)
+    for (unsigned i = 0; i < srv->nworkers && !srv->stopping; i++)
+        if (__atomic_load_n(&srv->workers[i].heartbeat, __ATOMIC_RELAXED) == srv->beats[i])
             all = false;
-        srv->beats[i] = b;
-    }
     if (!all) {
-        log_warn("watchdog: a worker's loop did not turn; not pinging systemd");
-        srv->watchdog_last = now;
+        if (now - srv->watchdog_last > (int64_t)srv->watchdog_us && !srv->watchdog_warned) {
+            log_error("watchdog: a worker's loop has not turned for WatchdogSec; no more pings");
+            srv->watchdog_warned = true;
+        }
         return;
     }
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        srv->beats[i] = __atomic_load_n(&srv->workers[i].heartbeat, __ATOMIC_RELAXED);
     daemon_watchdog();
     srv->watchdog_last = now;
+    srv->watchdog_warned = false;
 }
 
 static void status_tick(struct server *srv)
@@ -605,7 +620,8 @@ static int workers_prepare(struct server *srv)
         if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || w->rng == 0)
             w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)getpid() << 16) ^ i;
         if (!w->listen_fds || w->control_fd < 0 || !w->metrics ||
-            listener_open(cfg, w->listen_fds, i ? srv->workers[0].listen_fds : NULL) != 0)
+            listener_open(cfg, w->listen_fds, i ? srv->workers[0].listen_fds : NULL,
+                          srv->inherited) != 0)
             return -1;
         srv->bound = true;
     }
@@ -679,6 +695,7 @@ int server_run(struct config *cfg, const char *config_path, int64_t t0)
     int status = 1;
     struct admin *admin = NULL;
     struct event *sigev[4] = {NULL};
+    srv.start_cfg = config_ref(cfg);
 
     signal(SIGPIPE, SIG_IGN);
     if (log_init(cfg->error_log_level, cfg->access_log.format, cfg->access_log.path) != 0) {
@@ -688,7 +705,11 @@ int server_run(struct config *cfg, const char *config_path, int64_t t0)
     daemon_raise_nofile();
     daemon_tune_malloc();
     evmem_install(); /* before the first libevent allocation */
-    if (listener_probe(cfg) != 0)
+    srv.inherited = calloc(cfg->nlisteners, sizeof(int));
+    if (!srv.inherited)
+        goto out_unref;
+    listener_inherit(cfg, srv.inherited);
+    if (listener_probe(cfg, srv.inherited) != 0)
         goto out_unref;
     if (cfg->pid_file && (!(srv.pid_file = strdup(cfg->pid_file)) ||
                           (srv.pid_fd = daemon_pidfile(cfg->pid_file)) < 0))
@@ -739,6 +760,12 @@ out_pidfile:
     if (srv.base)
         event_base_free(srv.base);
 out_unref:
+    if (srv.inherited)
+        for (size_t i = 0; i < srv.start_cfg->nlisteners; i++)
+            if (srv.inherited[i] >= 0)
+                close(srv.inherited[i]);
+    free(srv.inherited);
+    config_unref(srv.start_cfg);
     free(srv.pid_file);
     config_unref(srv.cfg);
     return status;
