@@ -355,6 +355,9 @@ static int reload_prepare(struct server *srv, struct config *fresh, struct worke
         }
         u->cfg = config_ref(fresh);
         u->nlisten = (unsigned)fresh->nlisteners;
+        /* Counters run on for what both configs name alike; what requests
+         * of the old config count from now on is not carried. */
+        metrics_carry(u->metrics, fresh, w->metrics, srv->cfg);
         if (listener_reopen(srv->cfg, w->listen_fds, fresh, u->listen_fds,
                             i ? ups[0]->listen_fds : NULL, err, errlen) != 0) {
             free(u->listen_fds); /* closed by listener_reopen */

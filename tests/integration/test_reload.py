@@ -4,6 +4,9 @@ requests in flight finish on the old config; listeners that stay keep their
 socket, new ones are bound, removed ones stop accepting; pools of unchanged
 servers carry over; an invalid file, a missing one or a listen address in
 use is one log line and the old config keeps serving. ~20 s."""
+import base64
+import hashlib
+import http.client
 import os
 import re
 import signal
@@ -51,6 +54,31 @@ def test_route_change_applies_to_keepalive_client():
     check(r.header("Connection", "").lower() != "close", "the connection stays open")
     eq(_get(f.port, "/").body, b"two\n", "a new connection")
     c.close()
+
+
+def _metric(f, pattern):
+    c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    m = re.search(pattern, text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def test_metrics_run_on():
+    """Counters of a route kept by name run on across a reload; a new
+    route starts at zero, a removed one is gone."""
+    f = ferry(routes=[respond_route("keep", "/k"), respond_route("gone", "/g")])
+    for _ in range(3):
+        _get(f.port, "/k")
+    _get(f.port, "/g")
+    f.reload({"routes": [respond_route("new", "/n"), respond_route("keep", "/k")]})
+    _get(f.port, "/k")
+    eq(_metric(f, r'^ferry_requests_total\{route="keep",code="2xx"\} (\d+)'), 4,
+       "the kept route's count")
+    eq(_metric(f, r'^ferry_requests_total\{route="new",code="2xx"\} (\d+)'), 0, "the new route")
+    eq(_metric(f, r'^ferry_requests_total\{route="gone",code="2xx"\} (\d+)'), None,
+       "the removed route")
 
 
 def test_invalid_file_keeps_serving():
@@ -142,6 +170,60 @@ def test_pool_and_inflight_across_reloads():
     t.join(10)
     eq(result["r"].status, 200, "the request in flight finished on the old config")
     eq(result["r"].body, b"slow\n", "its body")
+
+
+def _echo_upgrade_backend():
+    """A raw backend answering an Upgrade with 101, then echoing bytes."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+
+    def serve():
+        try:
+            c, _ = ls.accept()
+        except OSError:
+            return
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += c.recv(4096)
+        key = re.search(rb"(?i)sec-websocket-key: *(\S+)", head).group(1)
+        acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                               .digest())
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
+        c.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return ls
+
+
+def test_tunnel_survives_reload():
+    """A WebSocket tunnel stays open across a reload that removes its
+    upstream and route."""
+    ls = _echo_upgrade_backend()
+    addr = "127.0.0.1:%d" % ls.getsockname()[1]
+    f = ferry(routes=[route("ws", "/ws", upstream="ws")],
+              upstreams={"ws": {"servers": [{"address": addr}]}})
+    c = Client(f.port)
+    c.send("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    r = c.response()
+    eq(r.status, 101, "upgraded")
+    c.send(b"\x81\x05hello")
+    check(wait_until(lambda: c._fill(time.monotonic() + 0.2) and b"hello" in c.buf, 5),
+          "echo before the reload")
+    c.buf = b""
+    f.reload({"routes": [respond_route("other", "/", body="new\n")]})
+    c.send(b"\x81\x05again")
+    check(wait_until(lambda: c._fill(time.monotonic() + 0.2) and b"again" in c.buf, 5),
+          "echo after the reload: the tunnel stayed open")
+    c.close()
+    ls.close()
+    eq(_get(f.port, "/").body, b"new\n", "the new config serves")
 
 
 def test_reload_storm():
