@@ -18,6 +18,7 @@
 
 #include "conn.h"
 #include "daemon.h"
+#include "io.h"
 #include "log.h"
 #include "loop.h"
 #include "sys.h"
@@ -323,6 +324,44 @@ static bool has_fd(const int *fds, unsigned n, int fd)
     return false;
 }
 
+/* True when a connection's local address ca is one listening address la
+ * accepts on (la may be a wildcard address). */
+static bool accepted_on(const struct sockaddr_storage *la, const struct sockaddr_storage *ca,
+                        socklen_t clen, socklen_t llen)
+{
+    if (la->ss_family != ca->ss_family)
+        return false;
+    if (la->ss_family == AF_INET) {
+        const struct sockaddr_in *l = (const void *)la, *c = (const void *)ca;
+        return l->sin_port == c->sin_port && (l->sin_addr.s_addr == htonl(INADDR_ANY) ||
+                                              l->sin_addr.s_addr == c->sin_addr.s_addr);
+    }
+    if (la->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *l = (const void *)la, *c = (const void *)ca;
+        return l->sin6_port == c->sin6_port &&
+               (IN6_IS_ADDR_UNSPECIFIED(&l->sin6_addr) ||
+                memcmp(&l->sin6_addr, &c->sin6_addr, sizeof(c->sin6_addr)) == 0);
+    }
+    return clen == llen && memcmp(la, ca, llen) == 0;
+}
+
+/* The client connections a removed listener accepted answer their next
+ * request with Connection: close and close then: never cut while idle (a
+ * request may be on its way), and not kept on an address that is gone. */
+static void close_after_next(struct worker *w, int lfd)
+{
+    struct sockaddr_storage la, ca;
+    socklen_t llen = sizeof(la);
+    if (getsockname(lfd, (struct sockaddr *)&la, &llen) != 0)
+        return;
+    for (struct conn *c = w->conns; c; c = c->next) {
+        socklen_t clen = sizeof(ca);
+        if (getsockname(io_fd(c->s), (struct sockaddr *)&ca, &clen) == 0 &&
+            accepted_on(&la, &ca, clen, llen))
+            c->side.close_after = true;
+    }
+}
+
 int listener_swap(struct worker *w, const struct config *cfg, int *fds, unsigned n)
 {
     struct acceptor *acc = acceptors_new(w, cfg, fds, n);
@@ -330,8 +369,10 @@ int listener_swap(struct worker *w, const struct config *cfg, int *fds, unsigned
         return -ENOMEM;
     for (unsigned i = 0; i < w->nlisten; i++) {
         struct acceptor *a = &w->acceptors[i];
-        if (!has_fd(fds, n, a->fd))
+        if (!has_fd(fds, n, a->fd)) {
             on_accept(a->fd, EV_READ, a); /* its queue: served, not reset */
+            close_after_next(w, a->fd);
+        }
         event_free(a->ev);
         event_free(a->resume);
         if (!has_fd(fds, n, a->fd))

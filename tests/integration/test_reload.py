@@ -123,8 +123,13 @@ def test_listeners_kept_added_removed():
     except OSError:
         refused = True
     check(refused, "the removed listener refuses new connections")
+    time.sleep(0.3)  # idle after the reload: not cut meanwhile
     c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    eq(c.response().body, b"three\n", "its open connection is served, not cut")
+    r = c.response()
+    eq(r.body, b"three\n", "its open connection is served, not cut")
+    eq(r.header("Connection", "").lower(), "close", "...and told it closes")
+    c._fill(time.monotonic() + 2)
+    check(c.eof and not c.reset, "closed after that answer, without a reset")
     c.close()
     eq(_listen_inodes(f, f.port), before, "the kept listener's sockets, again")
 
