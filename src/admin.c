@@ -15,6 +15,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "diff.h"
 #include "http1.h"
 #include "listener.h"
 #include "metrics.h"
@@ -127,6 +128,27 @@ static void on_metrics(struct admin_conn *ac)
         evbuffer_free(body);
 }
 
+/* The running config's normalized form (diff.h): what `ferry diff`
+ * compares a file with. No secrets: diff_config_write hashes them. */
+static void on_config(struct admin_conn *ac)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f) {
+        diff_config_write(f, ac->a->cfg);
+        fclose(f);
+    }
+    struct evbuffer *body = text ? evbuffer_new() : NULL;
+    if (body && evbuffer_add(body, text, len) == 0)
+        answer(ac, 200, "text/plain; charset=utf-8", body, NULL);
+    else
+        answer_text(ac, 503, "out of memory\n", NULL);
+    if (body)
+        evbuffer_free(body);
+    free(text);
+}
+
 static void on_healthz(struct admin_conn *ac)
 {
     if (ac->a->draining)
@@ -138,7 +160,10 @@ static void on_healthz(struct admin_conn *ac)
 static const struct {
     const char *path;
     void (*cb)(struct admin_conn *);
-} PATHS[] = {{"/healthz", on_healthz}, {"/status", on_status}, {"/metrics", on_metrics}};
+} PATHS[] = {{"/healthz", on_healthz},
+             {"/status", on_status},
+             {"/metrics", on_metrics},
+             {"/config", on_config}};
 
 /* A parsed request: no body, GET/HEAD on a known path (405 on a known
  * path, 404 elsewhere). */

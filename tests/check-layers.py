@@ -34,6 +34,7 @@ RANKS = {
     "snapshot": 4,
     # process
     "main": 5, "server": 5, "listener": 5, "daemon": 5, "admin": 5,
+    "diff": 5,
 }
 NAMES = ["runtime", "await", "protocol", "policy", "flow", "process"]
 
