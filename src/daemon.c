@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +82,39 @@ void daemon_pidfile_remove(const char *path, int fd)
 void daemon_ready(const char *status)
 {
     sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%ld", status, (long)getpid());
+}
+
+int daemon_user_check(const char *user)
+{
+    errno = 0;
+    struct passwd *pw = getpwnam(user);
+    if (pw)
+        return 0;
+    fprintf(stderr, "ferry: user %s: %s\n", user, errno ? strerror(errno) : "no such user");
+    return -1;
+}
+
+int daemon_drop_privileges(const char *user)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "ferry: user %s: ignored: ferry was not started as root\n", user);
+        return 0;
+    }
+    struct passwd *pw = getpwnam(user);
+    if (!pw) {
+        fprintf(stderr, "ferry: user %s: no such user\n", user);
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        fprintf(stderr, "ferry: user %s: cannot switch to it: %s\n", user, strerror(errno));
+        return -1;
+    }
+    if (pw->pw_uid != 0 && setuid(0) == 0) {
+        fprintf(stderr, "ferry: user %s: root could be regained; refusing to run\n", user);
+        return -1;
+    }
+    return 0;
 }
 
 void daemon_reloading(void)

@@ -29,6 +29,14 @@ int daemon_pidfile(const char *path);
 /* Removes the pid file at a clean exit. */
 void daemon_pidfile_remove(const char *path, int fd);
 
+/* `user:`: 0 when the user exists, else -1 after "ferry: user NAME: ..."
+ * on stderr (checked before anything is bound). */
+int daemon_user_check(const char *user);
+/* Switches to user (its uid, primary and supplementary groups) when
+ * running as root; outside root it says it is ignored and returns 0.
+ * Returns -1 after printing why it failed. All threads switch (glibc). */
+int daemon_drop_privileges(const char *user);
+
 /* sd_notify wrappers; no-ops outside systemd. */
 void daemon_ready(const char *status);
 void daemon_stopping(void);

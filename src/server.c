@@ -318,6 +318,7 @@ static void reload_restart_only(const struct config *old, const struct config *c
              old->access_log.format != cfg->access_log.format,
          "access_log"},
         {old->error_log_level != cfg->error_log_level, "error_log"},
+        {!opt_streq(old->user, cfg->user), "user"},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         if (!keys[i].changed)
@@ -699,6 +700,8 @@ int server_run(struct config *cfg, const char *config_path, int64_t t0)
     struct admin *admin = NULL;
     struct event *sigev[4] = {NULL};
     srv.start_cfg = config_ref(cfg);
+    if (cfg->user && daemon_user_check(cfg->user) != 0)
+        goto out_unref;
 
     signal(SIGPIPE, SIG_IGN);
     if (log_init(cfg->error_log_level, cfg->access_log.format, cfg->access_log.path) != 0) {
@@ -720,12 +723,13 @@ int server_run(struct config *cfg, const char *config_path, int64_t t0)
 
     if (workers_prepare(&srv) != 0)
         goto out_pidfile;
-    if (workers_start(&srv) != 0) {
-        stop_workers(&srv);
-        goto out_join;
-    }
     if (cfg->admin_listen &&
-        !(srv.admin = admin = admin_start(srv.base, cfg, srv.workers, srv.nworkers))) {
+        !(srv.admin = admin = admin_start(srv.base, cfg, srv.workers, srv.nworkers)))
+        goto out_pidfile;
+    /* Everything privileged is done: listeners bound, pid file written. */
+    if (cfg->user && daemon_drop_privileges(cfg->user) != 0)
+        goto out_pidfile;
+    if (workers_start(&srv) != 0) {
         stop_workers(&srv);
         goto out_join;
     }

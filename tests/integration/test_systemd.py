@@ -122,5 +122,32 @@ def test_socket_activation():
     check(re.search(r"socket:\[\d+\]", f.fds().get(3, "")), "fd 3 still open: %r" % f.fds())
 
 
+def test_user_unknown():
+    """user: naming no user: a clear error, no start."""
+    f = ferry(routes=[respond_route("r", "/")], user="no-such-user-ferry", start=False)
+    rc, out, err = run_ferry_cli(["-c", f.config_path])
+    eq(rc, 1, "exit status")
+    check("user no-such-user-ferry: no such user" in err, "the error: %r" % err)
+
+
+def test_user_switch():
+    """Started as root with user: nobody, the process runs as nobody after
+    binding; a reload that cannot read the file keeps the old config."""
+    if os.geteuid() != 0:
+        raise Skip("not root")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    f = ferry(routes=[respond_route("r", "/", body="one\n")], user="nobody")
+    uids = f.proc_status("Uid").split()
+    eq(set(int(u) for u in uids), {nobody.pw_uid}, "every uid of the process")
+    eq(request(f, "GET", "/").body, b"one\n", "serves")
+    os.chmod(f.config_path, 0o600)  # root-only now, as a key file would be
+    line = f.reload({"routes": [respond_route("r", "/", body="two\n")], "user": "nobody"},
+                    expect="keeping")
+    os.chmod(f.config_path, 0o600)
+    check("ermission denied" in line, "the reload says why: %r" % line)
+    eq(request(f, "GET", "/").body, b"one\n", "the old config serves on")
+
+
 if __name__ == "__main__":
     run(globals(), budget=60)
