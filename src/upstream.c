@@ -14,6 +14,7 @@
 #include "io.h"
 #include "log.h"
 #include "loop.h"
+#include "registry.h"
 #include "worker.h"
 
 _Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= UPSTREAM_READ_MAX,
@@ -48,6 +49,7 @@ struct pool {
     const struct config_upstream *up;
     struct config *cfg;              /* a reference to that config: server and up live on */
     unsigned refs;                   /* sets using it; at 0 it goes once nothing is active */
+    struct registry_server *shared;  /* process-wide: drained by the admin endpoint */
     struct upstream_conn *idle_head; /* most recently released first */
     unsigned nidle;
     unsigned nactive;            /* in use by requests, or reserved for a woken waiter */
@@ -117,6 +119,7 @@ static struct pool *registry_get(struct upstream_set *set, const struct config_u
     memcpy(p->key + nlen + 1, server->addr.text, alen + 1);
     p->key_len = klen;
     p->w = set->w;
+    p->shared = registry_server(up->name, server->addr.text);
     pool_point(p, set->cfg, up, server);
     p->waiters_tail = &p->waiters;
     p->next = set->registry->head;
@@ -233,17 +236,28 @@ void upstream_set_free(struct upstream_set *set)
 int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip)
 {
     struct upstream_state *st = &set->ups[up->index];
-    if (!up->passive_failures)
+    bool drains = registry_any_drained();
+    if (!up->passive_failures && !drains)
         return balancer_next(&st->balancer, skip);
     int64_t now = loop_now();
     bool any = false;
     for (size_t i = 0; i < up->nservers; i++) {
-        st->skip[i] = (skip && skip[i]) || st->pools[i]->ejected_until > now;
-        any |= !st->skip[i];
+        /* Drained (admin) is as hard as tried: never picked. */
+        struct pool *p = st->pools[i];
+        bool drained = drains && registry_drained(p->shared);
+        st->skip[i] = (skip && skip[i]) || drained;
+        any |= !st->skip[i] && !(up->passive_failures && p->ejected_until > now);
+        while (drained && p->idle_head) { /* its pooled connections close */
+            struct upstream_conn *uc = p->idle_head;
+            idle_unlink(uc);
+            conn_close(uc);
+        }
     }
     /* Every server left ejected (or tried): ejections are ignored rather
      * than failing every request (as nginx when all servers are down). */
-    return balancer_next(&st->balancer, any ? st->skip : skip);
+    for (size_t i = 0; any && up->passive_failures && i < up->nservers; i++)
+        st->skip[i] |= st->pools[i]->ejected_until > now;
+    return balancer_next(&st->balancer, st->skip);
 }
 
 void upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
@@ -439,7 +453,8 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     struct io_stream *s = uc->s;
     const struct config *cfg = p->w->cfg;
     if (!reusable || io_eof(s) || p->nidle >= p->up->keepalive || p->w->draining ||
-        evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
+        registry_drained(p->shared) || evbuffer_get_length(io_input(s)) > 0 ||
+        evbuffer_get_length(io_output(s)) > 0) {
         conn_close(uc);
         slot_release(p);
         return;
