@@ -57,6 +57,7 @@ enum fail {
     FAIL_CONNECT,         /* connect refused, reset or unreachable */
     FAIL_CONNECT_TIMEOUT, /* no connection within upstream_connect */
     FAIL_BUSY,            /* the server stayed at max_connections */
+    FAIL_NO_SERVER,       /* every server left is drained (admin endpoint) */
     FAIL_RESOURCES,       /* Ferry has no descriptor or memory for a socket */
     FAIL_UP_CLOSED,       /* closed or reset before any response byte */
     FAIL_UP_TIMEOUT,      /* no response head within upstream_header */
@@ -96,6 +97,7 @@ static const struct failure {
                               false, false},
     [FAIL_BUSY] = {503, "upstream server at max_connections", false, CONFIG_RETRY_CONNECT_ERROR,
                    false, false},
+    [FAIL_NO_SERVER] = {503, "no upstream server in service (drained)", false, 0, false, false},
     [FAIL_RESOURCES] = {503, "out of resources to reach the upstream", false,
                         CONFIG_RETRY_CONNECT_ERROR, false, false},
     [FAIL_UP_CLOSED] = {502, "upstream closed the connection without answering", true,
@@ -417,6 +419,10 @@ static void forward(struct request *r)
     enum fail f;
     for (;;) {
         int server = upstream_pick(r->snap->upstreams, up, at.tried);
+        if (server < 0) {
+            f = FAIL_NO_SERVER;
+            break;
+        }
         bool reused = false;
         f = attempt(r, up, server, at.fresh, &reused);
         if (stale_retry(r, &at, f, reused))
