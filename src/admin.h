@@ -3,7 +3,10 @@
  * GET /healthz ("ok"), GET /status (JSON: workers, connections,
  * live_coroutines, requests_total, upstream_connections), GET /metrics
  * (Prometheus text format, see metrics.h), GET /config (the running
- * config's normalized form for `ferry diff`, diff.h; no secrets). GET and HEAD only (405 on other
+ * config's normalized form for `ferry diff`, diff.h; no secrets), GET
+ * /upstreams (servers and their state), POST
+ * /upstreams/NAME/servers/ADDRESS/drain and .../ready (registry.h: the
+ * state is process-wide and survives reloads). GET and HEAD only (405 on other
  * methods, 404 on other paths), one request per connection; limits in
  * admin.c. It shows upstream
  * addresses and counters: bind it to loopback or a unix socket.

@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "loop.h"
+#include "registry.h"
 #include "snapshot.h"
 #include "upstream.h"
 #include "worker.h"
@@ -772,6 +773,7 @@ out_unref:
             if (srv.inherited[i] >= 0)
                 close(srv.inherited[i]);
     free(srv.inherited);
+    registry_free();
     config_unref(srv.start_cfg);
     free(srv.pid_file);
     config_unref(srv.cfg);
