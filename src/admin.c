@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -495,6 +496,14 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
         fprintf(stderr, "ferry: admin.listen %s: %s\n", addr->text, strerror(errno));
         if (fd >= 0)
             close(fd);
+        goto out_free;
+    }
+    /* Whoever may connect may drain servers: owner and group only,
+     * whatever the umask (as CONFIG's "mode 0660"). */
+    if (addr->is_unix && chmod(addr->path, 0660) != 0) {
+        fprintf(stderr, "ferry: admin.listen %s: chmod: %s\n", addr->text, strerror(errno));
+        close(fd);
+        unlink(addr->path);
         goto out_free;
     }
     a->fd = fd;

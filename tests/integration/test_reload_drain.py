@@ -82,5 +82,19 @@ def test_bad_admin_requests():
     eq(request(f, "GET", "/fast").status, 200, "still serving")
 
 
+def test_admin_unix_socket_mode():
+    """A unix admin socket is made 0660 whatever the umask: owner and group."""
+    path = os.path.join(tmpdir(), "admin-%d.sock" % os.getpid())
+    old = os.umask(0)
+    try:
+        f = ferry(config={"admin": {"listen": "unix:" + path}}, admin=False,
+                  routes=[respond_route("r", "/")])
+    finally:
+        os.umask(old)
+    check(wait_until(lambda: os.path.exists(path), 5), "the socket exists")
+    eq(oct(os.stat(path).st_mode & 0o777), oct(0o660), "its mode")
+    f.stop()
+
+
 if __name__ == "__main__":
     run(globals(), budget=60)
