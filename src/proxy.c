@@ -641,7 +641,8 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     struct headers_forward fwd = {
         .trusted_peer = config_trusted(r->cfg, r->side->peer),
         .client_addr = r->side->client,
-        .new_request_id = r->new_id,
+        .request_id = r->id,
+        .request_id_len = r->id_len,
         .tunnel = r->req.upgrade_websocket,
         .underscores_in_headers = rt->underscores_in_headers,
     };
