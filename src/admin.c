@@ -512,8 +512,7 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
             close(fd);
         goto out_free;
     }
-    if (fd < 0 || bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) != 0 ||
-        listen(fd, 128) != 0) {
+    if (fd < 0 || bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) != 0) {
         fprintf(stderr, "ferry: admin.listen %s: %s\n", addr->text, strerror(errno));
         if (fd >= 0)
             close(fd);
@@ -531,7 +530,7 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
     a->bound_unix = addr->is_unix;
     a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, on_accept, a);
     a->resume_ev = evtimer_new(base, on_resume, a);
-    if (!a->accept_ev || !a->resume_ev || event_add(a->accept_ev, NULL) != 0) {
+    if (!a->accept_ev || !a->resume_ev) {
         fprintf(stderr, "ferry: admin.listen %s: out of memory\n", addr->text);
         goto out_free;
     }
@@ -558,6 +557,16 @@ void admin_stop(struct admin *a)
         unlink(a->listen_cfg->admin_listen->path);
     config_unref(a->listen_cfg);
     free(a);
+}
+
+int admin_serve(struct admin *a)
+{
+    if (listen(a->fd, 128) != 0 || event_add(a->accept_ev, NULL) != 0) {
+        fprintf(stderr, "ferry: admin.listen %s: %s\n", a->listen_cfg->admin_listen->text,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 void admin_set_config(struct admin *a, const struct config *cfg)

@@ -20,9 +20,13 @@ struct event_base;
 struct worker;
 struct admin;
 
-/* Starts serving on cfg->admin_listen. NULL (message printed) on failure. */
+/* Binds cfg->admin_listen (before privileges are dropped); nothing is
+ * accepted until admin_serve. NULL (message printed) on failure. */
 struct admin *admin_start(struct event_base *base, const struct config *cfg, struct worker *workers,
                           unsigned nworkers);
+/* Listens and serves (once the workers accept: the admin endpoint
+ * answering means the proxy is up). 0, or -1 (message printed). */
+int admin_serve(struct admin *a);
 /* From now on /healthz answers 503 "draining" (the process is stopping). */
 void admin_draining(struct admin *a);
 void admin_stop(struct admin *a);
