@@ -82,14 +82,21 @@ void metrics_free(struct metrics *m)
     free(m);
 }
 
-static void carry(uint64_t *to, const uint64_t *from, size_t n)
+/* to += from - base (base NULL: 0). Each counter is read once. */
+static void carry(uint64_t *to, const uint64_t *from, const uint64_t *base, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        bump(&to[i], get(&from[i]));
+        bump(&to[i], get(&from[i]) - (base ? get(&base[i]) : 0));
 }
 
 void metrics_carry(struct metrics *to, const struct config *tocfg, const struct metrics *from,
                    const struct config *fromcfg)
+{
+    metrics_carry_since(to, tocfg, from, NULL, fromcfg);
+}
+
+void metrics_carry_since(struct metrics *to, const struct config *tocfg, const struct metrics *from,
+                         const struct metrics *base, const struct config *fromcfg)
 {
     if (!to || !from)
         return;
@@ -102,6 +109,7 @@ void metrics_carry(struct metrics *to, const struct config *tocfg, const struct 
             k = old->index;
         }
         carry((uint64_t *)&to->routes[r], (const uint64_t *)&from->routes[k],
+              base ? (const uint64_t *)&base->routes[k] : NULL,
               sizeof(struct route_counters) / sizeof(uint64_t));
     }
     for (size_t u = 0; u < tocfg->nupstreams; u++) {
@@ -111,8 +119,10 @@ void metrics_carry(struct metrics *to, const struct config *tocfg, const struct 
             for (size_t t = 0; t < old->nservers; t++) {
                 if (strcmp(old->servers[t].addr.text, up->servers[s].addr.text) != 0)
                     continue;
+                size_t k = from->server_base[old->index] + t;
                 carry((uint64_t *)&to->servers[to->server_base[u] + s],
-                      (const uint64_t *)&from->servers[from->server_base[old->index] + t],
+                      (const uint64_t *)&from->servers[k],
+                      base ? (const uint64_t *)&base->servers[k] : NULL,
                       sizeof(struct server_counters) / sizeof(uint64_t));
                 break;
             }
