@@ -116,7 +116,7 @@ static void apply_update(struct worker *w)
     pthread_mutex_lock(&w->update_lock);
     struct worker_update *u = w->update;
     if (u) {
-        if (snapshot_install(w, u->cfg, u->metrics) != 0 ||
+        if (snapshot_install(w, u->cfg, u->metrics, u->baseline) != 0 ||
             listener_swap(w, u->cfg, u->listen_fds, u->nlisten) != 0) {
             log_error("worker %u: out of memory applying a reload", w->id);
             abort();
@@ -172,7 +172,7 @@ static int worker_setup(struct worker *w)
         return -1;
     }
     struct config *cfg = config_ref(w->cfg);
-    if (snapshot_install(w, cfg, w->metrics) != 0) {
+    if (snapshot_install(w, cfg, w->metrics, NULL) != 0) {
         config_unref(cfg);
         log_error("worker %u: out of memory at start", w->id);
         return -1;
@@ -338,6 +338,7 @@ static void update_free(struct worker_update *u)
         return;
     config_unref(u->cfg);
     metrics_free(u->metrics);
+    metrics_free(u->baseline);
     free(u->listen_fds);
     free(u);
 }
@@ -351,15 +352,17 @@ static int reload_prepare(struct server *srv, struct config *fresh, struct worke
         struct worker *w = &srv->workers[i];
         struct worker_update *u = ups[i] = calloc(1, sizeof(*u));
         if (!u || !(u->listen_fds = calloc(fresh->nlisteners, sizeof(int))) ||
-            !(u->metrics = metrics_new(fresh))) {
+            !(u->metrics = metrics_new(fresh)) || !(u->baseline = metrics_new(srv->cfg))) {
             snprintf(err, errlen, "out of memory");
             break;
         }
         u->cfg = config_ref(fresh);
         u->nlisten = (unsigned)fresh->nlisteners;
-        /* Counters run on for what both configs name alike; what requests
-         * of the old config count from now on is not carried. */
-        metrics_carry(u->metrics, fresh, w->metrics, srv->cfg);
+        /* Counters run on for what both configs name alike: a copy of the
+         * old ones now, carried to the new; what the old snapshot counts
+         * after this, the worker carries when that snapshot goes. */
+        metrics_carry(u->baseline, srv->cfg, w->metrics, srv->cfg);
+        metrics_carry(u->metrics, fresh, u->baseline, srv->cfg);
         if (listener_reopen(srv->cfg, w->listen_fds, fresh, u->listen_fds,
                             i ? ups[0]->listen_fds : NULL, err, errlen) != 0) {
             free(u->listen_fds); /* closed by listener_reopen */
@@ -683,6 +686,7 @@ static void workers_free(struct server *srv)
         metrics_free(w->metrics); /* the newest snapshot's (see worker_main) */
         if (w->update) {          /* posted, never applied: its metrics are w->metrics */
             config_unref(w->update->cfg);
+            metrics_free(w->update->baseline);
             free(w->update->listen_fds);
             free(w->update);
         }

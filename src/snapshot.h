@@ -19,16 +19,23 @@ struct worker;
  * when the last of them ends.
  */
 struct snapshot {
+    struct worker *w;
     struct config *cfg;
     struct upstream_set *upstreams;
     struct metrics *metrics;
+    /* Once superseded: a copy of metrics taken when they were carried to
+     * the next snapshot's; what was counted since is carried to the
+     * worker's snapshot in force when this one is freed. */
+    struct metrics *baseline;
     unsigned refs;
 };
 
 /* Makes cfg and metrics (handed over) the worker's snapshot in force;
- * the previous one goes once its last request ends. Returns 0, or
- * -ENOMEM (nothing changed; cfg and metrics not taken). */
-int snapshot_install(struct worker *w, struct config *cfg, struct metrics *metrics);
+ * the previous one goes once its last request ends, carrying what it
+ * counted since baseline (handed over, may be NULL) to the snapshot in
+ * force then. Returns 0, or -ENOMEM (nothing changed; nothing taken). */
+int snapshot_install(struct worker *w, struct config *cfg, struct metrics *metrics,
+                     struct metrics *baseline);
 /* The snapshot in force, with a reference for a request. */
 struct snapshot *snapshot_acquire(struct worker *w);
 /* Drops a reference; the last frees the snapshot. NULL does nothing. */

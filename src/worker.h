@@ -32,9 +32,10 @@ struct worker_stats {
 /* A new config posted by the main thread (server.c), applied by the
  * worker at a safe point (a callback of its loop). */
 struct worker_update {
-    struct config *cfg;      /* a reference, handed over */
-    struct metrics *metrics; /* sized for cfg, handed over */
-    int *listen_fds;         /* one per cfg->listeners[i], handed over */
+    struct config *cfg;       /* a reference, handed over */
+    struct metrics *metrics;  /* sized for cfg, handed over */
+    struct metrics *baseline; /* the old metrics as carried into metrics, handed over */
+    int *listen_fds;          /* one per cfg->listeners[i], handed over */
     unsigned nlisten;
 };
 

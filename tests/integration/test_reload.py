@@ -81,6 +81,28 @@ def test_metrics_run_on():
        "the removed route")
 
 
+def test_metrics_count_requests_in_flight():
+    """A request that finishes on the old config after the reload is
+    counted in the kept route's counters."""
+    slow = backend("slow")
+    cfg = {"upstreams": {"u": servers(slow)}, "routes": [route("s", "/", upstream="u")],
+           "workers": 1}
+    f = ferry(**cfg)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=_get(f.port, "/x/slow?ms=800")))
+    t.start()
+    slow.wait_for(lambda b: b.active >= 1, 5)
+    cfg["routes"] = [respond_route("other", "/other"), route("s", "/", upstream="u")]
+    f.reload(cfg)
+    t.join(10)
+    eq(result["r"].status, 200, "the request in flight")
+    _get(f.port, "/other")  # a turn of the loop after the old snapshot went
+    eq(_metric(f, r'^ferry_requests_total\{route="s",code="2xx"\} (\d+)'), 1,
+       "counted after the reload")
+    eq(_metric(f, r'^ferry_upstream_responses_total\{upstream="u",server="%s",code="2xx"\} (\d+)'
+               % re.escape(slow.address)), 1, "the server's count")
+
+
 def test_invalid_file_keeps_serving():
     """Invalid YAML, a schema error, a missing file: one log line with
     FILE:LINE:COLUMN (or the file's error), the old config serves on."""
