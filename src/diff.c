@@ -2,6 +2,7 @@
 #include "diff.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,22 +66,39 @@ static void kvhash(FILE *out, const char *k, const char *v, size_t n)
     fprintf(out, " %s=#%08x", k, (unsigned)(h >> 32));
 }
 
-#define TIMEOUT_FIELDS(X)                                                                          \
-    X(client_header)                                                                               \
-    X(client_body) X(client_send) X(client_idle) X(upstream_connect) X(upstream_header)            \
-        X(upstream_read) X(upstream_send) X(upstream_idle) X(total) X(tunnel_idle)
+#define TIMEOUT(f)                                                                                 \
+    {                                                                                              \
+#f, offsetof(struct config_timeouts, f)                                                    \
+    }
+static const struct {
+    const char *name;
+    size_t off;
+} TIMEOUTS[] = {
+    TIMEOUT(client_header), TIMEOUT(client_body),      TIMEOUT(client_send),
+    TIMEOUT(client_idle),   TIMEOUT(upstream_connect), TIMEOUT(upstream_header),
+    TIMEOUT(upstream_read), TIMEOUT(upstream_send),    TIMEOUT(upstream_idle),
+    TIMEOUT(total),         TIMEOUT(tunnel_idle),
+};
 
+static int64_t timeout_at(const struct config_timeouts *t, size_t off)
+{
+    int64_t v;
+    memcpy(&v, (const char *)t + off, sizeof(v));
+    return v;
+}
+
+/* Every timeout of t, or those that differ from base (a route's). */
 static void timeouts_write(FILE *out, const char *prefix, const struct config_timeouts *t,
                            const struct config_timeouts *base)
 {
     char k[64];
-#define X(f)                                                                                       \
-    if (!base || t->f != base->f) {                                                                \
-        snprintf(k, sizeof(k), "%s%s", prefix, #f);                                                \
-        kvms(out, k, t->f);                                                                        \
+    for (size_t i = 0; i < sizeof(TIMEOUTS) / sizeof(TIMEOUTS[0]); i++) {
+        int64_t v = timeout_at(t, TIMEOUTS[i].off);
+        if (base && v == timeout_at(base, TIMEOUTS[i].off))
+            continue;
+        snprintf(k, sizeof(k), "%s%s", prefix, TIMEOUTS[i].name);
+        kvms(out, k, v);
     }
-    TIMEOUT_FIELDS(X)
-#undef X
 }
 
 static void rules_write(FILE *out, const char *what, const struct config_header_rules *r)
