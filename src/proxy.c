@@ -878,6 +878,7 @@ static int write_response_head(struct request *r, enum http1_body advertised)
         .body = advertised,
         .content_length = resp->content_length,
         .connection_close = !r->keep_alive && !tunnel,
+        .connection_keep_alive = r->keep_alive && r->req.version_minor == 0,
         .fields_checked = true,
     };
     int rc = n < 0 ? n : reply_head(cout, &h);
