@@ -1232,6 +1232,18 @@ static bool load_pid_file(struct ctx *c, const struct cfg_field *f, const struct
     return true;
 }
 
+static bool load_user(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                      const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    struct config *cfg = target;
+    (void)f, (void)k;
+    if (cfg_is_null(v)) {
+        cfg->user = NULL;
+        return true;
+    }
+    return cfg_get_string(c, v, path, &cfg->user);
+}
+
 static const struct cfg_field root_fields[] = {
     {"workers", CFG_CUSTOM, .load = load_workers, .doc = "auto (one per core) or 1 to 1024"},
     {"coroutine_stack", CFG_SIZE, AT(struct config, coroutine_stack), 16 << 10, 64 << 20,
@@ -1253,7 +1265,8 @@ static const struct cfg_field root_fields[] = {
     {"access_log", CFG_CUSTOM, .load = load_access_log, .doc = "the access log (stderr, json)"},
     {"error_log", CFG_CUSTOM, .load = load_section, .doc = "the error log"},
     {"admin", CFG_CUSTOM, .load = load_section, .doc = "the admin listener"},
-    LATER("user"),
+    {"user", CFG_CUSTOM, .load = load_user,
+     .doc = "started as root: the user to switch to after binding (none)"},
     END};
 static const struct cfg_schema root_schema = {"", NULL, root_fields};
 

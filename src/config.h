@@ -315,6 +315,7 @@ struct config {
     uint32_t max_requests;    /* 20000 in-flight request coroutines per worker */
     int64_t shutdown_timeout; /* 30s (ms) */
     char *pid_file;           /* NULL = none */
+    char *user;               /* NULL = none: switch to it after binding (as root) */
     struct config_cidr *trusted_proxies;
     size_t ntrusted_proxies; /* default: none trusted */
 

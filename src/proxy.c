@@ -39,6 +39,7 @@
 #include "metrics.h"
 #include "body.h"
 #include "reply.h"
+#include "snapshot.h"
 #include "request.h"
 #include "route.h"
 #include "upstream.h"
@@ -56,6 +57,7 @@ enum fail {
     FAIL_CONNECT,         /* connect refused, reset or unreachable */
     FAIL_CONNECT_TIMEOUT, /* no connection within upstream_connect */
     FAIL_BUSY,            /* the server stayed at max_connections */
+    FAIL_NO_SERVER,       /* every server left is drained (admin endpoint) */
     FAIL_RESOURCES,       /* Ferry has no descriptor or memory for a socket */
     FAIL_UP_CLOSED,       /* closed or reset before any response byte */
     FAIL_UP_TIMEOUT,      /* no response head within upstream_header */
@@ -95,6 +97,7 @@ static const struct failure {
                               false, false},
     [FAIL_BUSY] = {503, "upstream server at max_connections", false, CONFIG_RETRY_CONNECT_ERROR,
                    false, false},
+    [FAIL_NO_SERVER] = {503, "no upstream server in service (drained)", false, 0, false, false},
     [FAIL_RESOURCES] = {503, "out of resources to reach the upstream", false,
                         CONFIG_RETRY_CONNECT_ERROR, false, false},
     [FAIL_UP_CLOSED] = {502, "upstream closed the connection without answering", true,
@@ -475,7 +478,11 @@ static void forward(struct request *r)
     replay_start(r, up);
     enum fail f;
     for (;;) {
-        int server = upstream_pick(r->w->upstreams, up, at.tried);
+        int server = upstream_pick(r->snap->upstreams, up, at.tried);
+        if (server < 0) {
+            f = FAIL_NO_SERVER;
+            break;
+        }
         bool reused = false;
         f = attempt(r, up, server, at.fresh, &reused);
         if (stale_retry(r, &at, f, reused))
@@ -508,7 +515,7 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
     r->upstream_server = r->server->addr.text;
     int64_t t0 = loop_now();
     int err =
-        upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
+        upstream_acquire(r->snap->upstreams, up, (unsigned)server, fresh,
                          phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc, reused);
     if (err < 0) {
         r->uc = NULL;
@@ -568,11 +575,11 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
 {
     const struct config_server *s = &up->servers[server];
     if (f == FAIL_NONE) {
-        upstream_report(r->w->upstreams, up, (unsigned)server, true);
-        metrics_upstream(r->w->metrics, up, s, r->resp.status);
+        upstream_report(r->snap->upstreams, up, (unsigned)server, true);
+        metrics_upstream(r->snap->metrics, up, s, r->resp.status);
     } else if (FAILURES[f].blame) {
-        upstream_report(r->w->upstreams, up, (unsigned)server, false);
-        metrics_upstream(r->w->metrics, up, s, 0);
+        upstream_report(r->snap->upstreams, up, (unsigned)server, false);
+        metrics_upstream(r->snap->metrics, up, s, 0);
     }
 }
 

@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "reply.h"
+#include "snapshot.h"
 #include "worker.h"
 
 /* Released request objects a worker keeps. */
@@ -58,6 +59,8 @@ struct request *request_get(struct worker *w)
 
 void request_put(struct worker *w, struct request *r)
 {
+    snapshot_release(r->snap);
+    r->snap = NULL;
     struct request_scratch *sc = w->proxy_scratch;
     if (!sc || sc->nfree >= REQUEST_POOL_CAP) {
         request_free(r);
@@ -75,10 +78,12 @@ void request_put(struct worker *w, struct request *r)
 
 void request_reset(struct request *r, struct request_side *side)
 {
+    snapshot_release(r->snap); /* the previous request's on this side */
     memset(r, 0, offsetof(struct request, next_free));
     r->side = side;
     r->w = side->w;
-    r->cfg = side->w->cfg;
+    r->snap = snapshot_acquire(side->w);
+    r->cfg = r->snap->cfg;
     r->client = side->s;
     r->tmo = &r->cfg->timeouts;
     r->start = loop_now();
@@ -198,7 +203,7 @@ void request_log(const struct request *r)
 {
     double ms = (double)(loop_now() - r->start) / 1e6;
     WORKER_STAT_ADD(r->w, requests_total, 1);
-    metrics_request(r->w->metrics, r->route, r->status, ms / 1000);
+    metrics_request(r->snap->metrics, r->route, r->status, ms / 1000);
     if (!log_access_enabled())
         return;
     struct log_access a = {

@@ -39,6 +39,7 @@ struct evbuffer;
 struct io_stream;
 struct upstream_conn;
 struct worker;
+struct snapshot;
 
 /*
  * The client side of requests. Its owner fills it in and keeps it alive
@@ -62,7 +63,8 @@ struct request_side {
 struct request {
     struct request_side *side;
     struct worker *w;
-    const struct config *cfg;
+    struct snapshot *snap;    /* the worker's snapshot it started on (a reference) */
+    const struct config *cfg; /* snap->cfg */
     struct io_stream *client;
     const struct config_route *route;
     const struct config_upstream *upstream; /* the route's, or its split's pick */

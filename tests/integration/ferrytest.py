@@ -334,6 +334,49 @@ class Ferry:
         with open(self.config_path, "w") as fh:
             fh.write(text)
 
+    def write_config(self, config=None, yaml_text=None, listeners=None):
+        """Rewrites the config file (not read until a reload): config's keys
+        over the same defaults as the constructor's (listeners: the whole
+        listen list), or yaml_text as given."""
+        if yaml_text is None:
+            cfg = {"workers": int(os.environ.get("FERRY_TEST_WORKERS", "2")),
+                   "pid_file": self.pid_file,
+                   "listen": listeners or [{"address": self.address}],
+                   "access_log": {"path": "stderr", "format": "json"}}
+            if self.admin_port:
+                cfg["admin"] = {"listen": "127.0.0.1:%d" % self.admin_port}
+            cfg.update(config or {})
+            yaml_text = "# written by ferrytest.py\n" + to_yaml(cfg) + "\n"
+        self.config_text = yaml_text
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(yaml_text)
+        os.rename(tmp, self.config_path)
+
+    def reload_lines(self):
+        return [ln for ln in self.stderr_text().splitlines() if "reload: " in ln]
+
+    def reload(self, config=None, yaml_text=None, expect="applied", timeout=10.0, **kw):
+        """Rewrites the config (when given), sends SIGHUP and waits for the
+        reload's outcome line ("reload: ... applied" or "... keeping the
+        running config"); returns it. Fails when it is not what expect says
+        ("applied" or "keeping")."""
+        if config is not None or yaml_text is not None or kw:
+            self.write_config(config, yaml_text, **kw)
+        n = len([ln for ln in self.reload_lines() if "applied" in ln or "keeping" in ln])
+        os.kill(self.pid, signal.SIGHUP)
+
+        def outcome():
+            done = [ln for ln in self.reload_lines() if "applied" in ln or "keeping" in ln]
+            return done[n] if len(done) > n else None
+        line = wait_until(outcome, timeout)
+        self.assert_alive()
+        if not line:
+            raise Fail("no reload outcome within %.0fs; stderr:\n%s" % (timeout, self.stderr_tail()))
+        if expect and expect not in line:
+            raise Fail("reload: expected %r, got: %s" % (expect, line))
+        return line
+
     # lifecycle
     def start(self, timeout=10.0):
         """Starts ferry and waits until its listener (and admin) accept."""
