@@ -980,10 +980,11 @@ static const struct cfg_field route_fields[] = {
      .doc = "pass client fields whose names hold '_' (false: dropped)"},
     {"reject_path_params", CFG_BOOL, AT(struct config_route, reject_path_params),
      .doc = "answer 400 to a path with ';' (false)"},
+    {"auth", CFG_CUSTOM, .load = cfg_load_route_auth,
+     .doc = "authentication: api_keys or jwt (none)"},
     LATER("request_buffering"),
     LATER("response_buffering"),
     LATER("rate_limit"),
-    LATER("auth"),
     END};
 static const struct cfg_schema route_schema = {"routes[]", NULL, route_fields};
 
@@ -1317,6 +1318,7 @@ static int load(struct ctx *c, struct config **out, FILE *diag)
     cfg_print_diags(c, diag);
     cfg_arena_fini(&c->tree);
     if (rc != 0) {
+        cfg_free_policies(&box->cfg);
         cfg_arena_fini(&box->mem);
         free(box);
         *out = NULL;
@@ -1418,6 +1420,7 @@ void config_unref(struct config *cfg)
     if (__atomic_sub_fetch(&cfg->refs_, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     struct config_box *box = (struct config_box *)cfg;
+    cfg_free_policies(cfg);
     cfg_arena_fini(&box->mem);
     free(box);
 }

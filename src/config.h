@@ -208,6 +208,8 @@ struct config_header_rules {
     size_t nremove;
 };
 
+struct auth_policy;
+
 struct config_route {
     char *name;        /* as written, or derived "route-N" (1-based) */
     bool name_derived; /* true when `name` was absent (a warning was given) */
@@ -223,6 +225,7 @@ struct config_route {
     struct config_header_rules response_headers; /* to the client (also respond answers) */
     bool underscores_in_headers; /* false: client fields named with '_' are dropped */
     bool reject_path_params;     /* true: a path with ';' (or %3B) is answered 400 */
+    struct auth_policy *auth;    /* auth: (auth.h), NULL: none; freed with the config */
 };
 
 /* The access log's formats and the error log's levels are log's own types
