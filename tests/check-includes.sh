@@ -35,14 +35,15 @@ check() {
 # Modules that own sockets, loops or libevent's buffers.
 check 'event2/' loop io evmem upstream conn proxy reply request body tunnel listener daemon server main \
     log metrics admin worker
-# OpenSSL: no module yet (the TLS module, when it lands, is its one user).
-check 'openssl/'
+# OpenSSL: token and key verification (jwt, auth); the TLS module when it lands.
+check 'openssl/' jwt auth
+check 'jansson\.h' jwt
 check 'yaml\.h' config_yaml
 check 'systemd/' daemon
 
 # The pure modules: no coroutines, no loop, no await, no libevent, also not
 # through a header they include (config.h -> http1.h -> ... is followed).
-pure='http1 headers proxyproto balancer route config config_*'
+pure='http1 headers proxyproto balancer route config config_* jwt auth'
 runtime='coro loop io evmem sys'
 
 # Ferry headers that a file includes, one stem a line.
