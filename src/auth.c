@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <crypt.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -21,6 +22,13 @@
 struct api_key {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     char *name;
+    unsigned line;
+};
+
+/* One user of a users file. */
+struct basic_user {
+    char *name;
+    char *hash; /* a crypt(3) string: $2b$ bcrypt, $5$/$6$ SHA-crypt, $y$ yescrypt */
     unsigned line;
 };
 
@@ -39,6 +47,8 @@ struct auth_policy {
     size_t nkeys;
     struct jwt_keys *jwks;
     struct jwt_policy jp;
+    struct basic_user *users; /* sorted by name */
+    size_t nusers;
     struct cached_token *cache;
     size_t ncache; /* a power of two */
     pthread_mutex_t cache_lock;
@@ -243,6 +253,125 @@ static int load_keys(struct auth_policy *p, auth_err_fn *err, void *arg)
     return bad ? -1 : 0;
 }
 
+/* The cache of verified credentials: cache_size slots, a power of two. */
+static int make_cache(struct auth_policy *p, auth_err_fn *err, void *arg)
+{
+    size_t n = 1;
+    while (n < p->c.cache_size)
+        n <<= 1;
+    p->ncache = p->c.cache_size ? n : 0;
+    if (p->ncache && !(p->cache = calloc(p->ncache, sizeof(*p->cache)))) {
+        err(arg, "cache_size", "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_user(const void *a, const void *b)
+{
+    return strcmp(((const struct basic_user *)a)->name, ((const struct basic_user *)b)->name);
+}
+
+/* One line of a users file, "USER:HASH". NULL, or why it is bad. */
+static const char *parse_user_line(char *line, struct basic_user *u)
+{
+    char *colon = strchr(line, ':');
+    if (!colon)
+        return "expected USER:HASH (a crypt(3) hash: bcrypt, SHA-crypt, yescrypt)";
+    *colon = '\0';
+    char *hash = colon + 1;
+    size_t hl = strlen(hash);
+    while (hl && (hash[hl - 1] == ' ' || hash[hl - 1] == '\t'))
+        hash[--hl] = '\0';
+    if (!*line || strlen(line) > AUTH_MAX_NAME)
+        return "a user name is 1 to 64 characters";
+    for (const char *c = line; *c; c++)
+        if (!name_char(*c) || *c == ':')
+            return "a user name is letters, digits and - _ . @ +";
+    switch (crypt_checksalt(hash)) {
+    case CRYPT_SALT_OK:
+        break;
+    case CRYPT_SALT_METHOD_LEGACY:
+        return "a legacy hash (DES, MD5, ...): use bcrypt ($2b$), SHA-crypt ($5$, $6$) or "
+               "yescrypt ($y$)";
+    default:
+        return "not a crypt(3) hash this system supports (bcrypt $2b$, SHA-crypt $5$ $6$, "
+               "yescrypt $y$)";
+    }
+    if (hash[0] != '$')
+        return "not a crypt(3) hash this system supports (bcrypt $2b$, SHA-crypt $5$ $6$, "
+               "yescrypt $y$)";
+    u->name = strdup(line);
+    u->hash = strdup(hash);
+    return u->name && u->hash ? NULL : "out of memory";
+}
+
+/* The users file into p->users, sorted. 0, or -1 after reporting. */
+static int load_users(struct auth_policy *p, auth_err_fn *err, void *arg)
+{
+    size_t len;
+    char *text = read_file(p->c.users_file, &len, "users_file", err, arg);
+    if (!text)
+        return -1;
+    size_t cap = 1;
+    for (size_t i = 0; i < len; i++)
+        cap += text[i] == '\n';
+    p->users = calloc(cap, sizeof(*p->users));
+    if (!p->users) {
+        err(arg, "users_file", "out of memory");
+        free(text);
+        return -1;
+    }
+    int bad = 0;
+    unsigned lineno = 0;
+    char msg[600];
+    for (char *line = text, *next; line && line < text + len; line = next) {
+        lineno++;
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        size_t l = strlen(line);
+        if (l && line[l - 1] == '\r')
+            line[--l] = '\0';
+        char *s = line + strspn(line, " \t");
+        if (!*s || *s == '#')
+            continue;
+        struct basic_user *u = &p->users[p->nusers];
+        const char *why = parse_user_line(s, u);
+        if (why) {
+            free(u->name);
+            free(u->hash);
+            memset(u, 0, sizeof(*u));
+            snprintf(msg, sizeof(msg), "%s:%u: %s", p->c.users_file, lineno, why);
+            err(arg, "users_file", msg);
+            bad++;
+            continue;
+        }
+        u->line = lineno;
+        p->nusers++;
+    }
+    OPENSSL_cleanse(text, len);
+    free(text);
+    if (!bad && p->nusers == 0) {
+        snprintf(msg, sizeof(msg), "%s: holds no user", p->c.users_file);
+        err(arg, "users_file", msg);
+        bad++;
+    }
+    qsort(p->users, p->nusers, sizeof(*p->users), cmp_user);
+    for (size_t i = 1; i < p->nusers; i++) {
+        if (strcmp(p->users[i].name, p->users[i - 1].name) == 0) {
+            unsigned a = p->users[i - 1].line, b = p->users[i].line;
+            snprintf(msg, sizeof(msg), "%s:%u: user %s again (line %u)", p->c.users_file,
+                     a > b ? a : b, p->users[i].name, a > b ? b : a);
+            err(arg, "users_file", msg);
+            bad++;
+        }
+    }
+    if (bad)
+        return -1;
+    return make_cache(p, err, arg);
+}
+
 /* The JWT key set from whichever files are named. 0 or -1. */
 static int load_jwt(struct auth_policy *p, auth_err_fn *err, void *arg)
 {
@@ -299,20 +428,16 @@ static int load_jwt(struct auth_policy *p, auth_err_fn *err, void *arg)
         .naudiences = p->c.naudiences,
         .leeway = p->c.leeway_ms / 1000,
     };
-    size_t n = 1;
-    while (n < p->c.cache_size)
-        n <<= 1;
-    p->ncache = p->c.cache_size ? n : 0;
-    if (p->ncache && !(p->cache = calloc(p->ncache, sizeof(*p->cache)))) {
-        err(arg, "cache_size", "out of memory");
-        return -1;
-    }
-    return 0;
+    return make_cache(p, err, arg);
 }
 
 static char *challenge(const struct auth_policy *p, const char *error)
 {
     const char *scheme = p->c.method == AUTH_JWT ? "Bearer" : "Key";
+    if (p->c.method == AUTH_BASIC) {
+        char *s = NULL;
+        return asprintf(&s, "Basic realm=\"%s\", charset=\"UTF-8\"", p->c.realm) < 0 ? NULL : s;
+    }
     char *s = NULL;
     int n = error ? asprintf(&s, "%s realm=\"%s\", error=\"%s\"", scheme, p->c.realm, error)
                   : asprintf(&s, "%s realm=\"%s\"", scheme, p->c.realm);
@@ -329,7 +454,9 @@ struct auth_policy *auth_policy_new(const struct auth_config *ac, auth_err_fn *e
     p->c = *ac;
     p->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     pthread_mutex_init(&p->cache_lock, NULL);
-    int rc = ac->method == AUTH_API_KEYS ? load_keys(p, err, arg) : load_jwt(p, err, arg);
+    int rc = ac->method == AUTH_API_KEYS ? load_keys(p, err, arg)
+             : ac->method == AUTH_BASIC  ? load_users(p, err, arg)
+                                         : load_jwt(p, err, arg);
     if (rc == 0) {
         p->challenge = challenge(p, NULL);
         p->challenge_invalid = challenge(p, p->c.method == AUTH_JWT ? "invalid_token" : NULL);
@@ -353,6 +480,11 @@ void auth_policy_free(struct auth_policy *p)
     for (size_t i = 0; i < p->nkeys; i++)
         free(p->keys[i].name);
     free(p->keys);
+    for (size_t i = 0; i < p->nusers; i++) {
+        free(p->users[i].name);
+        free(p->users[i].hash);
+    }
+    free(p->users);
     jwt_keys_free(p->jwks);
     for (size_t i = 0; i < p->ncache; i++)
         free(p->cache[i].vals);
@@ -647,6 +779,104 @@ static int check_jwt(const struct auth_policy *p, const struct http1_request *re
     return 0;
 }
 
+static int finish(const struct auth_policy *p, struct auth_out *out);
+
+/* Standard base64 (RFC 4648 §4), padding optional; -1 when bad. */
+static long b64_decode(const char *s, size_t len, unsigned char *d)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    while (len && s[len - 1] == '=')
+        len--;
+    if (len % 4 == 1)
+        return -1;
+    unsigned long acc = 0;
+    int bits = 0;
+    long n = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *at = s[i] ? strchr(alphabet, s[i]) : NULL;
+        if (!at)
+            return -1;
+        acc = (acc << 6) | (unsigned long)(at - alphabet);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            d[n++] = (unsigned char)(acc >> bits);
+            acc &= (1ul << bits) - 1;
+        }
+    }
+    return n;
+}
+
+/* The cached user of credentials with digest d at now, into out. */
+static bool cache_user(const struct auth_policy *p, const unsigned char *d, int64_t now,
+                       struct auth_out *out, size_t *used)
+{
+    int16_t lens[1 + AUTH_MAX_CLAIMS];
+    if (!cache_get(p, d, now, out, used, lens))
+        return false;
+    out->identity = out->buf + *used;
+    *used += (size_t)lens[0] + 1;
+    return true;
+}
+
+/*
+ * Basic credentials: from the cache, else AUTH_PENDING with the hash to
+ * check. An unknown user is checked against a decoy hash (the first
+ * user's) so that the answer takes as long as for a known one.
+ */
+static int check_basic(const struct auth_policy *p, const struct http1_request *req, int64_t now,
+                       struct auth_out *out, size_t *used)
+{
+    const struct http1_header *h = NULL;
+    int n = one_field(req, "Authorization", &h);
+    if (n == 2)
+        return fail(p, out, p->challenge, "auth: Authorization repeated");
+    if (n == 0 || h->value_len < 6 || strncasecmp(h->value, "Basic ", 6) != 0)
+        return fail(p, out, p->challenge, "auth: no basic credentials");
+    const char *b = h->value + 6;
+    size_t len = h->value_len - 6;
+    while (len && *b == ' ') {
+        b++;
+        len--;
+    }
+    if (len == 0 || len > AUTH_MAX_BASIC)
+        return fail(p, out, p->challenge, "auth: malformed basic credentials");
+    if (p->c.hide_credentials)
+        remove_field(out, "Authorization");
+    digest_of(p, b, len, out->cred_digest);
+    if (cache_user(p, out->cred_digest, now, out, used))
+        return 0;
+    char *cred = out->buf + *used;
+    long dl = b64_decode(b, len, (unsigned char *)cred);
+    char *colon = dl > 0 ? memchr(cred, ':', (size_t)dl) : NULL;
+    if (!colon || memchr(cred, '\0', (size_t)dl))
+        return fail(p, out, p->challenge, "auth: malformed basic credentials");
+    cred[dl] = '\0';
+    *colon = '\0';
+    *used += (size_t)dl + 1;
+    struct basic_user key = {.name = cred};
+    const struct basic_user *u = bsearch(&key, p->users, p->nusers, sizeof(*p->users), cmp_user);
+    out->user = u ? u->name : NULL;
+    out->hash = u ? u->hash : p->users[0].hash;
+    out->password = colon + 1;
+    return AUTH_PENDING;
+}
+
+int auth_basic_done(const struct auth_policy *p, bool ok, int64_t now, struct auth_out *out)
+{
+    if (out->password) /* in out->buf: not kept for the next request to find */
+        explicit_bzero((char *)out->password, strlen(out->password));
+    if (!ok || !out->user)
+        return fail(p, out, p->challenge, "auth: bad user or password");
+    int16_t lens[1 + AUTH_MAX_CLAIMS] = {(int16_t)strlen(out->user)};
+    int64_t ttl = p->c.cache_ttl_ms / 1000;
+    if (ttl > 0)
+        cache_put(p, out->cred_digest, now + ttl, out->user, strlen(out->user) + 1, lens);
+    out->identity = out->user;
+    return finish(p, out);
+}
+
 int auth_check(const struct auth_policy *p, const struct http1_request *req, int64_t now,
                struct auth_out *out)
 {
@@ -655,8 +885,11 @@ int auth_check(const struct auth_policy *p, const struct http1_request *req, int
     out->query_rewritten = false;
     out->query = NULL;
     out->query_len = 0;
-    /* room for the identity, every claim, a decoded key and a rewritten query */
-    size_t need = (AUTH_MAX_VALUE + 1) * (1 + AUTH_MAX_CLAIMS) + 2 * req->query_len + 64;
+    out->hash = out->password = out->user = NULL;
+    /* room for the identity, every claim, a decoded key and a rewritten
+     * query, or basic credentials */
+    size_t need = (AUTH_MAX_VALUE + 1) * (1 + AUTH_MAX_CLAIMS) + 2 * req->query_len + 64 +
+                  (p->c.method == AUTH_BASIC ? AUTH_MAX_BASIC : 0);
     if (out->cap < need) {
         char *b = realloc(out->buf, need);
         if (!b) {
@@ -668,9 +901,16 @@ int auth_check(const struct auth_policy *p, const struct http1_request *req, int
     }
     size_t used = 0;
     int rc = p->c.method == AUTH_API_KEYS ? check_api_key(p, req, out, &used)
+             : p->c.method == AUTH_BASIC  ? check_basic(p, req, now, out, &used)
                                           : check_jwt(p, req, now, out, &used);
     if (rc)
         return rc;
+    return finish(p, out);
+}
+
+/* An identity was found: its field upstream, then allow. 0 or 403. */
+static int finish(const struct auth_policy *p, struct auth_out *out)
+{
     if (p->c.identity_header)
         set_field(out, p->c.identity_header, out->identity);
     if (!allowed(p, out->identity)) {

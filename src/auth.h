@@ -16,7 +16,8 @@
  * - auth_check runs on a worker thread in the request coroutine and never
  *   yields; it returns 0 (let through), 401 (no or bad credentials:
  *   out->challenge holds the WWW-Authenticate value), 403 (authenticated
- *   but not in the route's allow list) or 503 (out of memory). It never
+ *   but not in the route's allow list), 503 (out of memory) or, for basic
+ *   auth credentials not in the cache, AUTH_PENDING. It never
  *   says which part of a credential was wrong beyond RFC 6750's error
  *   codes; out->why names it for the access log only.
  * - API keys: compared as SHA-256 digests (the file may hold the digest
@@ -49,7 +50,13 @@ enum auth_method {
     AUTH_NONE,
     AUTH_API_KEYS,
     AUTH_JWT,
+    AUTH_BASIC,
 };
+
+/* auth_check's answer when a password hash must be checked: the caller
+ * hands out to auth_pool_verify (which may yield), then auth_basic_done. */
+#define AUTH_PENDING 1
+#define AUTH_MAX_BASIC 4096 /* bytes of base64 in Authorization: Basic */
 
 struct auth_claim_header {
     const char *claim;
@@ -80,6 +87,9 @@ struct auth_config {
     struct auth_claim_header claims[AUTH_MAX_CLAIMS];
     size_t nclaims;
     uint32_t cache_size;
+    /* basic */
+    const char *users_file;
+    int64_t cache_ttl_ms;
 };
 
 /* Reports a problem with the setting named key ("keys_file", ...). */
@@ -108,6 +118,12 @@ struct auth_out {
     bool query_rewritten; /* hide_credentials took the key out of the query */
     const char *query;    /* then the query to send (NULL: none) */
     size_t query_len;
+    /* AUTH_PENDING: check password against hash (hash NUL-terminated:
+     * the policy's, or a decoy for an unknown user, who then fails) */
+    const char *hash;
+    const char *password;
+    const char *user; /* NULL: unknown, the check fails whatever it says */
+    unsigned char cred_digest[32];
     char *buf;
     size_t cap;
 };
@@ -116,6 +132,10 @@ struct auth_out {
  * Returns 0, 401, 403 or 503 (see above). Never yields. */
 int auth_check(const struct auth_policy *p, const struct http1_request *req, int64_t now,
                struct auth_out *out);
+/* After AUTH_PENDING: ok is the hash check's verdict. Fills the identity
+ * (and caches the credentials for cache_ttl). Returns 0, 401 or 403. */
+int auth_basic_done(const struct auth_policy *p, bool ok, int64_t now, struct auth_out *out);
+
 /* Frees out's buffer. */
 void auth_out_fini(struct auth_out *out);
 

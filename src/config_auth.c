@@ -174,7 +174,7 @@ static const struct cfg_field api_keys_fields[] = {
      .required = "required: the file of keys (KEY [NAME] a line)",
      .doc = "the file of keys: KEY or sha256:HEX, then a name, a line"},
     END};
-const struct cfg_schema cfg_auth_api_keys_schema = {
+static const struct cfg_schema cfg_auth_api_keys_schema = {
     "routes[].auth.api_keys", "a mapping (header, query, keys_file)", api_keys_fields};
 
 static const struct cfg_field jwt_fields[] = {
@@ -199,8 +199,20 @@ static const struct cfg_field jwt_fields[] = {
     {"cache_size", CFG_U32, AT(struct auth_config, cache_size), 0, 1u << 20,
      "a number of tokens (0 = no cache)", 1024, .doc = "verified tokens remembered (1024)"},
     END};
-const struct cfg_schema cfg_auth_jwt_schema = {"routes[].auth.jwt", "a mapping (jwks_file, ...)",
-                                               jwt_fields};
+static const struct cfg_schema cfg_auth_jwt_schema = {"routes[].auth.jwt",
+                                                      "a mapping (jwks_file, ...)", jwt_fields};
+
+static const struct cfg_field basic_fields[] = {
+    {"users_file", CFG_CUSTOM, AT(struct auth_config, users_file), .load = load_str,
+     .required = "required: the file of users (USER:HASH a line)",
+     .doc = "the file of users: USER:HASH (bcrypt, SHA-crypt, yescrypt) a line"},
+    {"cache_ttl", CFG_DURATION, AT(struct auth_config, cache_ttl_ms), 0, 0, NULL, 300000,
+     .doc = "how long verified credentials are remembered (300s; 0 = not)"},
+    {"cache_size", CFG_U32, AT(struct auth_config, cache_size), 0, 1u << 20,
+     "a number of credentials (0 = no cache)", 1024, .doc = "credentials remembered (1024)"},
+    END};
+static const struct cfg_schema cfg_auth_basic_schema = {
+    "routes[].auth.basic", "a mapping (users_file, cache_ttl, cache_size)", basic_fields};
 
 static bool load_method(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                         const struct ynode *v, const struct cfg_path *path, void *target)
@@ -208,12 +220,16 @@ static bool load_method(struct ctx *c, const struct cfg_field *f, const struct y
     struct auth_config *ac = target;
     (void)k;
     if (ac->method != AUTH_NONE) {
-        cfg_err(c, k, path, "a route has one authentication method (api_keys or jwt)");
+        cfg_err(c, k, path, "a route has one authentication method (api_keys, jwt or basic)");
         return false;
     }
-    bool jwt = streq(f->key, "jwt");
-    ac->method = jwt ? AUTH_JWT : AUTH_API_KEYS;
-    return cfg_walk(c, v, path, jwt ? &cfg_auth_jwt_schema : &cfg_auth_api_keys_schema, ac);
+    bool jwt = streq(f->key, "jwt"), basic = streq(f->key, "basic");
+    ac->method = jwt ? AUTH_JWT : basic ? AUTH_BASIC : AUTH_API_KEYS;
+    return cfg_walk(c, v, path,
+                    jwt     ? &cfg_auth_jwt_schema
+                    : basic ? &cfg_auth_basic_schema
+                            : &cfg_auth_api_keys_schema,
+                    ac);
 }
 
 static const struct cfg_field auth_fields[] = {
@@ -227,13 +243,15 @@ static const struct cfg_field auth_fields[] = {
      .doc = "remove the credential before forwarding (false)"},
     {"allow", CFG_CUSTOM, .load = load_allow,
      .doc = "the identities let through; others get 403 (every one)"},
-    LATER("basic"),
+    {"basic", CFG_CUSTOM, .load = load_method,
+     .doc = "HTTP basic auth against a users file of crypt(3) hashes"},
     END};
-const struct cfg_schema cfg_auth_schema = {"routes[].auth", "a mapping (api_keys or jwt, ...)",
-                                           auth_fields};
+static const struct cfg_schema cfg_auth_schema = {"routes[].auth",
+                                                  "a mapping (api_keys or jwt, ...)", auth_fields};
 
 const struct cfg_schema *const cfg_auth_schemas[] = {&cfg_auth_schema, &cfg_auth_api_keys_schema,
-                                                     &cfg_auth_jwt_schema, NULL};
+                                                     &cfg_auth_jwt_schema, &cfg_auth_basic_schema,
+                                                     NULL};
 
 /* Where auth_policy_new's messages go: at the key named, in the method's
  * mapping (or the auth mapping, or the auth key). */
@@ -259,6 +277,7 @@ bool cfg_load_route_auth(struct ctx *c, const struct cfg_field *f, const struct 
     unsigned before = c->nerrors;
     cfg_defaults(&cfg_auth_schema, ac);
     cfg_defaults(&cfg_auth_jwt_schema, ac);
+    cfg_defaults(&cfg_auth_basic_schema, ac);
     ac->realm = "ferry";
     ac->identity_claim = "sub";
     if (!cfg_walk(c, v, path, &cfg_auth_schema, ac) || c->nerrors != before)
@@ -266,11 +285,14 @@ bool cfg_load_route_auth(struct ctx *c, const struct cfg_field *f, const struct 
     const struct ynode *method = NULL;
     const struct cfg_path *mpath = path;
     if (ac->method == AUTH_NONE) {
-        cfg_err(c, v, path, "names no method: api_keys: or jwt:");
+        cfg_err(c, v, path, "names no method: api_keys:, jwt: or basic:");
         return false;
     }
-    method = cfg_map_get(v, ac->method == AUTH_JWT ? "jwt" : "api_keys");
-    mpath = CFG_KEY(path, ac->method == AUTH_JWT ? "jwt" : "api_keys");
+    const char *mkey = ac->method == AUTH_JWT     ? "jwt"
+                       : ac->method == AUTH_BASIC ? "basic"
+                                                  : "api_keys";
+    method = cfg_map_get(v, mkey);
+    mpath = CFG_KEY(path, mkey);
     if (ac->method == AUTH_API_KEYS && !ac->key_header && !ac->key_query)
         ac->key_header = "X-Api-Key";
     if (ac->method == AUTH_JWT && !ac->jwks_file && !ac->public_key_file && !ac->secret_file) {

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <crypt.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -379,6 +380,91 @@ START_TEST(jwt_bad_key_files)
 }
 END_TEST
 
+/* ---- basic: the users file and the cache (the pool is test_auth.py's) ---- */
+
+static const char *basic(const char *user_pass)
+{
+    static char head[1024];
+    unsigned char enc[512];
+    EVP_EncodeBlock(enc, (const unsigned char *)user_pass, (int)strlen(user_pass));
+    snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic %s\r\n\r\n",
+             enc);
+    return head;
+}
+
+START_TEST(basic_users_and_cache)
+{
+    char users[1024];
+    const char *h = crypt("pw-of-dave", crypt_gensalt("$2b$", 4, NULL, 0));
+    ck_assert_ptr_nonnull(h);
+    snprintf(users, sizeof(users), "# users\ndave:%s\neve:%s\n", h,
+             crypt("pw-of-eve", crypt_gensalt("$6$", 0, NULL, 0)));
+    struct auth_config ac = {.method = AUTH_BASIC,
+                             .realm = "r",
+                             .users_file = file_with("users", users),
+                             .cache_size = 8,
+                             .cache_ttl_ms = 60000,
+                             .identity_header = "X-User"};
+    errors[0] = '\0';
+    struct auth_policy *p = auth_policy_new(&ac, collect, NULL);
+    ck_assert_msg(p != NULL, "%s", errors);
+    struct auth_out o = {0};
+    ck_assert_int_eq(auth_check(p, parse("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), 100, &o), 401);
+    ck_assert_str_eq(o.challenge, "Basic realm=\"r\", charset=\"UTF-8\"");
+    /* a known user: the hash is handed out to check */
+    ck_assert_int_eq(auth_check(p, parse(basic("dave:pw-of-dave")), 100, &o), AUTH_PENDING);
+    ck_assert_str_eq(o.user, "dave");
+    ck_assert_str_eq(o.hash, h);
+    ck_assert_str_eq(o.password, "pw-of-dave");
+    ck_assert_int_eq(auth_basic_done(p, true, 100, &o), 0);
+    ck_assert_str_eq(o.identity, "dave");
+    ck_assert_str_eq(field(&o, "X-User"), "dave");
+    /* now cached: no hash to check, until the TTL */
+    ck_assert_int_eq(auth_check(p, parse(basic("dave:pw-of-dave")), 150, &o), 0);
+    ck_assert_str_eq(o.identity, "dave");
+    ck_assert_int_eq(auth_check(p, parse(basic("dave:pw-of-dave")), 161, &o), AUTH_PENDING);
+    /* a wrong password is not cached */
+    ck_assert_int_eq(auth_check(p, parse(basic("dave:wrong")), 100, &o), AUTH_PENDING);
+    ck_assert_int_eq(auth_basic_done(p, false, 100, &o), 401);
+    ck_assert_int_eq(auth_check(p, parse(basic("dave:wrong")), 100, &o), AUTH_PENDING);
+    /* an unknown user is checked against a decoy and fails whatever it says */
+    ck_assert_int_eq(auth_check(p, parse(basic("mallory:x")), 100, &o), AUTH_PENDING);
+    ck_assert_ptr_null(o.user);
+    ck_assert_ptr_nonnull(o.hash);
+    ck_assert_int_eq(auth_basic_done(p, true, 100, &o), 401);
+    /* malformed */
+    ck_assert_int_eq(auth_check(p, parse(basic("no-colon")), 100, &o), 401);
+    ck_assert_int_eq(
+        auth_check(p, parse("GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic !!!\r\n\r\n"), 100,
+                   &o),
+        401);
+    auth_out_fini(&o);
+    auth_policy_free(p);
+}
+END_TEST
+
+START_TEST(users_file_bad_lines)
+{
+    struct auth_config ac = {.method = AUTH_BASIC, .realm = "r"};
+    ac.users_file = file_with("badusers", "ok:$6$abcdefgh$KQeXafAQAaOoKTevphVU215RvJdgzyfASRasIOuh1"
+                                          "2hO8u0r1bGW92ZnTmC9IjsiQ8VPiTXBiZF49dFL1U4wX/\n"
+                                          "no-colon-here\n"
+                                          "md5:$1$abcdefgh$aaaaaaaaaaaaaaaaaaaaaa\n"
+                                          "plain:secret\n"
+                                          "ok:$6$abcdefgh$KQeXafAQAaOoKTevphVU215RvJdgzyfASRasIOuh1"
+                                          "2hO8u0r1bGW92ZnTmC9IjsiQ8VPiTXBiZF49dFL1U4wX/\n");
+    errors[0] = '\0';
+    ck_assert_ptr_null(auth_policy_new(&ac, collect, NULL));
+    char want[512];
+    for (int line = 2; line <= 5; line++) {
+        snprintf(want, sizeof(want), "users_file: %s:%d: ", ac.users_file, line);
+        ck_assert_msg(strstr(errors, want) != NULL, "line %d not reported:\n%s", line, errors);
+    }
+    ck_assert_ptr_nonnull(strstr(errors, "legacy"));
+    ck_assert_ptr_nonnull(strstr(errors, "user ok again (line 1)"));
+}
+END_TEST
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/ferry-auth-XXXXXX");
@@ -397,6 +483,8 @@ int main(void)
     tcase_add_test(tc, jwt_identity_claims_cache);
     tcase_add_test(tc, jwt_challenges);
     tcase_add_test(tc, jwt_bad_key_files);
+    tcase_add_test(tc, basic_users_and_cache);
+    tcase_add_test(tc, users_file_bad_lines);
     suite_add_tcase(s, tc);
     int rc = check_run(s);
     char cmd[128];

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -332,6 +333,92 @@ routes:
                                                "jwt: { issuer: x }"))
     rc, out, err = run_ferry_cli(["-t", "-c", path])
     check(rc != 0 and "names no key" in err, "jwt without keys refused: %r" % err)
+
+
+def crypt_hash(password, prefix, cost):
+    """A crypt(3) hash made by libxcrypt through ctypes (bcrypt: $2b$)."""
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    salt = lib.crypt_gensalt(prefix.encode(), cost, None, 0)
+    check(salt, "crypt_gensalt(%s) failed" % prefix)
+    return lib.crypt(password.encode(), salt).decode()
+
+
+def basic_ferry(be, d, users, workers=2, **basic):
+    cfg = {"users_file": write(d, "users", users)}
+    cfg.update(basic)
+    auth = {"identity_header": "X-User", "basic": cfg}
+    return ferry(routes=[route("basic", "/b/", upstream="u", auth=auth),
+                         route("plain", "/", upstream="u")],
+                 upstreams={"u": servers(be)}, workers=workers)
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def test_basic_auth():
+    "Basic auth against bcrypt and SHA-crypt hashes: 401 Basic challenge, identity upstream, wrong password and unknown user 401"
+    d = tmpdir()
+    be = backend()
+    users = "# users\nana:%s\nben:%s\n" % (crypt_hash("ana-pw", "$2b$", 5),
+                                            crypt_hash("ben-pw", "$6$", 5000))
+    f = basic_ferry(be, d, users)
+    st, h, _ = get(f, "/b/echo")
+    eq(st, 401, "no credentials")
+    eq(h.get("www-authenticate"), 'Basic realm="ferry", charset="UTF-8"', "challenge")
+    for user, pw in (("ana", "ana-pw"), ("ben", "ben-pw")):
+        for _ in range(2):  # the second from the cache
+            st, _, body = get(f, "/b/echo", "Authorization: Basic " + b64(user + ":" + pw),
+                              "X-User: root")
+            eq(st, 200, user)
+            eq(upstream_headers(body)[1].get("x-user"), [user], user + " upstream")
+    for cred in ("ana:wrong", "nobody:ana-pw", "ana", "ben:"):
+        st, h, body = get(f, "/b/echo", "Authorization: Basic " + b64(cred))
+        eq(st, 401, cred)
+        eq(json.loads(body)["error"], "unauthorized", cred)
+    rc, out, err = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", "ana:ana-pw",
+                        f.url("/b/echo"))
+    eq(out, b"200", "curl -u")
+    f.wait_access(lambda e: e.get("identity") == "ana", what="ana's line")
+
+
+def test_basic_hashing_off_the_loop():
+    "While bcrypt checks run (one worker), the worker keeps answering other requests at once"
+    d = tmpdir()
+    be = backend()
+    users = "slow:%s\n" % crypt_hash("pw", "$2b$", 12)
+    f = basic_ferry(be, d, users, workers=1, cache_ttl="0s")
+    t0 = time.monotonic()
+    st, _, _ = get(f, "/b/echo", "Authorization: Basic " + b64("slow:pw"))
+    one = time.monotonic() - t0
+    eq(st, 200, "slow's password")
+    n = 4  # on 2 pool threads: about 2 checks' time in all
+    # wrong passwords being hashed, and a plain request in the middle
+    out = []
+    ts = [threading.Thread(target=lambda: out.append(
+        get(f, "/b/echo", "Authorization: Basic " + b64("slow:no"))[0])) for _ in range(n)]
+    for t in ts:
+        t.start()
+    time.sleep(min(one / 2, 0.2))
+    t0 = time.monotonic()
+    st, _, _ = get(f, "/fast")
+    plain = time.monotonic() - t0
+    for t in ts:
+        t.join(30)
+    eq(st, 200, "plain route")
+    eq(out, [401] * n, "the checks finished")
+    log("one bcrypt check %.0f ms; a plain request during %d checks %.0f ms"
+        % (one * 1000, n, plain * 1000))
+    # blocked, the loop would hash the 4 in turn: the plain request would
+    # wait about 3 checks' time; free, it waits for a curl start
+    check(plain < one, "the plain request waited %.0f ms for the hashing (one check "
+          "%.0f ms): the loop is blocked" % (plain * 1000, one * 1000))
 
 
 if __name__ == "__main__":
