@@ -38,6 +38,7 @@ check 'event2/' loop io evmem upstream conn proxy reply request body tunnel list
 # OpenSSL: token and key verification (jwt, auth); the TLS module when it lands.
 check 'openssl/' jwt auth
 check 'jansson\.h' jwt
+check 'crypt\.h' auth auth_pool
 check 'yaml\.h' config_yaml
 check 'systemd/' daemon
 
