@@ -32,6 +32,7 @@
 #include <event2/buffer.h>
 
 #include "auth.h"
+#include "auth_pool.h"
 #include "config.h"
 #include "headers.h"
 #include "http1.h"
@@ -234,12 +235,17 @@ static bool serve_one(struct request *r)
         return r->keep_alive;
     }
     /* Who is asking, before any other policy (a rate limit may key on it). */
-    if (r->route->auth && (status = auth_check(r->route->auth, &r->req, time(NULL), &r->auth))) {
+    if (r->route->auth) {
+        status = auth_check(r->route->auth, &r->req, time(NULL), &r->auth);
+        if (status == AUTH_PENDING) /* a password to hash, off the loop */
+            status = auth_pool_check(r->route->auth, &r->auth, r->w->loop,
+                                     phase_deadline(r, AUTH_POOL_TIMEOUT_MS));
         r->identity = r->auth.identity;
-        request_answer_auth(r, status);
-        return r->keep_alive;
+        if (status) {
+            request_answer_auth(r, status);
+            return r->keep_alive;
+        }
     }
-    r->identity = r->route->auth ? r->auth.identity : NULL;
     r->req_body.dec.max_body = r->route->max_body_bytes;
     /* An expectation other than 100-continue cannot be met (RFC 9110
      * §10.1.1); nothing of the body has been asked for yet. */
