@@ -405,8 +405,8 @@ static int load_jwt(struct auth_policy *p, auth_err_fn *err, void *arg)
             while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
                 len--;
             rc = jwt_keys_add_secret(p->jwks, text, len, NULL, why, sizeof(why));
-            OPENSSL_cleanse(text, len);
         }
+        OPENSSL_cleanse(text, len); /* a JWKS may hold HMAC secrets too */
         free(text);
         if (rc < 0) {
             snprintf(msg, sizeof(msg), "%s: %s", files[i].path, why);

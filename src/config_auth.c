@@ -299,6 +299,18 @@ bool cfg_load_route_auth(struct ctx *c, const struct cfg_field *f, const struct 
         cfg_err(c, method, mpath, "names no key: jwks_file, public_key_file or secret_file");
         return false;
     }
+    /* each field upstream is set once: by the identity or by one claim */
+    for (size_t i = 0; i < ac->nclaims; i++) {
+        bool dup =
+            ac->identity_header && strcasecmp(ac->claims[i].header, ac->identity_header) == 0;
+        for (size_t j = 0; j < i && !dup; j++)
+            dup = strcasecmp(ac->claims[i].header, ac->claims[j].header) == 0;
+        if (dup) {
+            cfg_err(c, method, CFG_KEY(mpath, "claims_to_headers"),
+                    "%s is set twice (identity_header or another claim)", ac->claims[i].header);
+            return false;
+        }
+    }
     struct auth_report r = {c, k, method, mpath};
     route->auth = auth_policy_new(ac, report, &r);
     return route->auth != NULL;

@@ -218,7 +218,6 @@ START_TEST(each_algorithm_verifies)
         /* another payload under the same signature */
         char *other = make_token(cases[i].alg, cases[i].key, hdr, "{\"sub\":\"root\"}");
         char *spliced = malloc(strlen(tok) + strlen(other) + 1);
-        size_t hlen = (size_t)(strchr(other, '.') - other);
         size_t olen = (size_t)(strrchr(other, '.') - other);
         memcpy(spliced, other, olen);
         strcpy(spliced + olen, strrchr(tok, '.'));

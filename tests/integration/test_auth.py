@@ -333,6 +333,13 @@ routes:
                                                "jwt: { issuer: x }"))
     rc, out, err = run_ferry_cli(["-t", "-c", path])
     check(rc != 0 and "names no key" in err, "jwt without keys refused: %r" % err)
+    secret = write(d, "secret", SECRET)
+    path = write(d, "ferry4.yaml", cfg.replace(
+        "api_keys: { keys_file: %s }" % keys_path,
+        "identity_header: X-User\n      jwt: { secret_file: %s, claims_to_headers: { email: x-user } }"
+        % secret))
+    rc, out, err = run_ferry_cli(["-t", "-c", path])
+    check(rc != 0 and "set twice" in err, "a field set twice refused: %r" % err)
 
 
 def crypt_hash(password, prefix, cost):
