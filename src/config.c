@@ -992,10 +992,11 @@ static const struct cfg_field route_fields[] = {
      .doc = "weighted upstreams instead of upstream ([{upstream, weight}])"},
     {"split_key", CFG_CUSTOM, .load = cfg_load_split_key,
      .doc = "sticky split on client_ip, header:NAME or cookie:NAME (random)"},
+    {"auth", CFG_CUSTOM, .load = cfg_load_route_auth,
+     .doc = "authentication: api_keys or jwt (none)"},
     LATER("request_buffering"),
     LATER("response_buffering"),
     LATER("rate_limit"),
-    LATER("auth"),
     END};
 static const struct cfg_schema route_schema = {"routes[]", NULL, route_fields};
 
@@ -1346,6 +1347,7 @@ static int load(struct ctx *c, struct config **out, FILE *diag)
     cfg_arena_fini(&c->tree);
     if (rc != 0) {
         cfg_regexes_free(&box->cfg);
+        cfg_free_policies(&box->cfg);
         cfg_arena_fini(&box->mem);
         free(box);
         *out = NULL;
@@ -1448,6 +1450,7 @@ void config_unref(struct config *cfg)
         return;
     struct config_box *box = (struct config_box *)cfg;
     cfg_regexes_free(cfg);
+    cfg_free_policies(cfg);
     cfg_arena_fini(&box->mem);
     free(box);
 }

@@ -257,6 +257,8 @@ struct config_header_rules {
     size_t nremove;
 };
 
+struct auth_policy;
+
 struct config_route {
     char *name;        /* as written, or derived "route-N" (1-based) */
     bool name_derived; /* true when `name` was absent (a warning was given) */
@@ -286,6 +288,7 @@ struct config_route {
     enum config_split_key split_key;
     char *split_key_name; /* HEADER, COOKIE: the name */
     size_t split_key_len;
+    struct auth_policy *auth;    /* auth: (auth.h), NULL: none; freed with the config */
 };
 
 /* The access log's formats and the error log's levels are log's own types

@@ -216,6 +216,13 @@ extern const char *const CFG_TIMEOUT_KEYS[];
 int64_t *cfg_timeout_field(struct config_timeouts *t, size_t i);
 void cfg_set_defaults(struct config *cfg);
 
+/* config_auth.c: routes[].auth, its schemas, and the
+ * policies' release (with the config, also after a failed load) */
+bool cfg_load_route_auth(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *v, const struct cfg_path *path, void *target);
+extern const struct cfg_schema *const cfg_auth_schemas[]; /* ends with NULL */
+void cfg_free_policies(struct config *cfg);
+
 /* config_check.c */
 void cfg_cross_check(struct ctx *c);
 

@@ -27,9 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
+#include "auth.h"
+#include "auth_pool.h"
 #include "config.h"
 #include "headers.h"
 #include "http1.h"
@@ -233,6 +236,18 @@ static bool serve_one(struct request *r)
     if (status) {
         answer_error(r, status, status == 404 ? "no route" : r->error);
         return r->keep_alive;
+    }
+    /* Who is asking, before any other policy (a rate limit may key on it). */
+    if (r->route->auth) {
+        status = auth_check(r->route->auth, &r->req, time(NULL), &r->auth);
+        if (status == AUTH_PENDING) /* a password to hash, off the loop */
+            status = auth_pool_check(r->route->auth, &r->auth, r->w->loop,
+                                     phase_deadline(r, AUTH_POOL_TIMEOUT_MS));
+        r->identity = r->auth.identity;
+        if (status) {
+            request_answer_auth(r, status);
+            return r->keep_alive;
+        }
     }
     r->req_body.dec.max_body = r->route->max_body_bytes;
     /* An expectation other than 100-continue cannot be met (RFC 9110
@@ -689,7 +704,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     const struct config_header_rules *rules = &rt->request_headers;
     size_t cap = (r->rewritten ? r->rewritten_len : r->path_len) +
                  (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
-    size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
+    size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd + AUTH_MAX_FIELDS;
     if (!sc || !request_grow(&sc->path, &sc->path_cap, cap, 1) ||
         !request_grow(&sc->buf, &sc->buf_cap, r->head_len + 1024, 1) ||
         !request_grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
@@ -714,6 +729,9 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     if (n >= 0)
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
                             rules->nadd, rules->remove, rules->nremove);
+    if (n >= 0 && r->identity) /* auth's fields last: neither client nor route overrides them */
+        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, r->auth.set, r->auth.nset, NULL, 0,
+                            r->auth.remove, r->auth.nremove);
     if (n < 0)
         return n;
     struct http1_head_out h = {
@@ -721,8 +739,8 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .method_len = r->req.method_len,
         .path = sc->path,
         .path_len = plen,
-        .query = r->req.query,
-        .query_len = r->req.query_len,
+        .query = r->identity && r->auth.query_rewritten ? r->auth.query : r->req.query,
+        .query_len = r->identity && r->auth.query_rewritten ? r->auth.query_len : r->req.query_len,
         .headers = sc->out,
         .nheaders = (size_t)n,
         .body = r->req.body,

@@ -33,6 +33,7 @@ static void request_free(struct request *r)
     free(r->head);
     free(r->hdrs);
     free(r->pathbuf);
+    auth_out_fini(&r->auth);
     free(r);
 }
 
@@ -188,6 +189,18 @@ void request_answer(struct request *r, int status, const char *content_type, con
     r->bytes_out = body_len;
 }
 
+void request_answer_auth(struct request *r, int status)
+{
+    char body[512];
+    const char *why = status == 401 ? "unauthorized" : status == 403 ? "forbidden" : "unavailable";
+    size_t n = reply_error_json(body, sizeof(body), status, why, r->id, r->id_len);
+    struct http1_header www = {"WWW-Authenticate", 16, r->auth.challenge,
+                               r->auth.challenge ? strlen(r->auth.challenge) : 0};
+    struct config_header_rules rules = {.add = &www, .nadd = status == 401 && r->auth.challenge};
+    r->error = r->auth.why ? r->auth.why : why;
+    request_answer(r, status, "application/json", body, n, false, &rules);
+}
+
 void request_answer_json(struct request *r, int status, const char *why, bool must_close)
 {
     char body[512];
@@ -228,6 +241,7 @@ void request_log(const struct request *r)
         .upstream_connect_ms = r->upstream_server ? r->connect_ms : -1,
         .upstream_header_ms = r->upstream_status ? r->header_ms : -1,
         .error = r->error,
+        .identity = r->identity,
     };
     log_access_write(&a);
 }

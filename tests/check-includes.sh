@@ -35,15 +35,17 @@ check() {
 # Modules that own sockets, loops or libevent's buffers.
 check 'event2/' loop io evmem upstream conn proxy reply request body tunnel listener daemon server main \
     log metrics admin worker
-# OpenSSL: no module yet (the TLS module, when it lands, is its one user).
-check 'openssl/'
+# OpenSSL: token and key verification (jwt, auth); the TLS module when it lands.
+check 'openssl/' jwt auth
+check 'jansson\.h' jwt
+check 'crypt\.h' auth auth_pool
 check 'yaml\.h' config_yaml
 check 'systemd/' daemon
 check 'pcre2\.h' regex
 
 # The pure modules: no coroutines, no loop, no await, no libevent, also not
 # through a header they include (config.h -> http1.h -> ... is followed).
-pure='http1 headers proxyproto balancer route config config_* regex'
+pure='http1 headers proxyproto balancer route config config_* regex jwt auth'
 runtime='coro loop io evmem sys'
 
 # Ferry headers that a file includes, one stem a line.
