@@ -288,7 +288,7 @@ struct config_route {
     enum config_split_key split_key;
     char *split_key_name; /* HEADER, COOKIE: the name */
     size_t split_key_len;
-    struct auth_policy *auth;    /* auth: (auth.h), NULL: none; freed with the config */
+    struct auth_policy *auth; /* auth: (auth.h), NULL: none; freed with the config */
 };
 
 /* The access log's formats and the error log's levels are log's own types
