@@ -109,6 +109,8 @@ struct request {
     bool keep_alive;   /* keep the client connection after this response */
     bool linger;       /* close lingering: request bytes were left unread */
 
+    const char *identity; /* who the route's auth found (in auth), NULL: none */
+
     /* ---- kept across requests: the worker's pool; not reset ---- */
     struct request *next_free;
     char *head; /* a copy of the client's head; req's views point here */
