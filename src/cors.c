@@ -7,6 +7,12 @@
 
 #define FIELD(n, v, l) ((struct http1_header){(n), sizeof(n) - 1, (v), (l)})
 
+const struct http1_header cors_response_fields[CORS_RESPONSE_FIELDS] = {
+    FIELD("Access-Control-Allow-Origin", NULL, 0),
+    FIELD("Access-Control-Allow-Credentials", NULL, 0),
+    FIELD("Access-Control-Expose-Headers", NULL, 0),
+};
+
 /* Does origin[0..len) match pattern p (exact, or scheme, "://", "*.", rest)? */
 static bool origin_match(const char *p, const char *origin, size_t len)
 {

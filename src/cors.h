@@ -33,6 +33,11 @@
 /* The most fields cors_fields returns. */
 #define CORS_MAX_FIELDS 7
 
+/* The fields Ferry owns on a cors route's actual responses: removed from
+ * the upstream's answer whether or not Ferry sets them (names only). */
+#define CORS_RESPONSE_FIELDS 3
+extern const struct http1_header cors_response_fields[CORS_RESPONSE_FIELDS];
+
 /* Is origin[0..len) allowed by c? */
 bool cors_origin_allowed(const struct config_cors *c, const char *origin, size_t len);
 
