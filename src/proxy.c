@@ -902,12 +902,13 @@ static int write_response_head(struct request *r, enum http1_body advertised)
     if (n >= 0)
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
                             rules->nadd, rules->remove, rules->nremove);
-    if (n >= 0 && r->route->cors) { /* the route's CORS fields replace the upstream's */
+    if (n >= 0 && r->route->cors) { /* the route's CORS fields, never the upstream's */
         struct http1_header f[CORS_MAX_FIELDS];
         char age[24];
         size_t nf = cors_fields(r->route->cors, &r->req, false, f, age);
         size_t vary = nf && f[0].name_len == 4; /* Vary is added, not set */
-        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, f + vary, nf - vary, f, vary, NULL, 0);
+        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, f + vary, nf - vary, f, vary,
+                            cors_response_fields, CORS_RESPONSE_FIELDS);
     }
     struct http1_head_out h = {
         .status = resp->status,
