@@ -994,9 +994,12 @@ static const struct cfg_field route_fields[] = {
      .doc = "sticky split on client_ip, header:NAME or cookie:NAME (random)"},
     {"auth", CFG_CUSTOM, .load = cfg_load_route_auth,
      .doc = "authentication: api_keys or jwt (none)"},
+    {"rate_limit", CFG_CUSTOM, .load = cfg_load_rate_limit,
+     .doc = "a token bucket per key: requests per per, plus burst (none)"},
+    {"cors", CFG_CUSTOM, .load = cfg_load_cors,
+     .doc = "cross-origin requests from browsers: preflights answered here (none)"},
     LATER("request_buffering"),
     LATER("response_buffering"),
-    LATER("rate_limit"),
     END};
 static const struct cfg_schema route_schema = {"routes[]", NULL, route_fields};
 
@@ -1031,6 +1034,11 @@ static void check_route(struct ctx *c, const struct ynode *n, const struct cfg_p
     if (respond_node && (strip_node || r->add_prefix)) {
         cfg_warn(c, respond_node, CFG_KEY(path, strip_node ? "strip_prefix" : "add_prefix"),
                  "has no effect on a respond route");
+    }
+    if (r->rate_limit && r->rate_limit->key == CONFIG_RATE_IDENTITY && !map_key(n, "auth")) {
+        const struct ynode *rn = cfg_map_get(n, "rate_limit");
+        cfg_err(c, cfg_map_get(rn, "key"), CFG_KEY(CFG_KEY(path, "rate_limit"), "key"),
+                "identity needs auth: on the route (who is asking)");
     }
     if (strip_node && r->match.path_prefix) {
         const char *sp = r->strip_prefix, *pp = r->match.path_prefix;
@@ -1271,25 +1279,14 @@ static const struct cfg_field root_fields[] = {
     END};
 static const struct cfg_schema root_schema = {"", NULL, root_fields};
 
-const struct cfg_schema *const cfg_schemas[] = {&root_schema,
-                                                &timeouts_schema,
-                                                &route_timeouts_schema,
-                                                &limits_schema,
-                                                &listener_schema,
-                                                &server_schema,
-                                                &passive_schema,
-                                                &retry_schema,
-                                                &upstream_schema,
-                                                &match_schema,
-                                                &cfg_cond_schema,
-                                                &cfg_split_schema,
-                                                &respond_schema,
-                                                &header_rules_schema,
-                                                &route_schema,
-                                                &access_log_schema,
-                                                &error_log_schema,
-                                                &admin_schema,
-                                                NULL};
+const struct cfg_schema *const cfg_schemas[] = {
+    &root_schema,           &timeouts_schema,     &route_timeouts_schema,
+    &limits_schema,         &listener_schema,     &server_schema,
+    &passive_schema,        &retry_schema,        &upstream_schema,
+    &match_schema,          &cfg_cond_schema,     &cfg_split_schema,
+    &respond_schema,        &header_rules_schema, &route_schema,
+    &cfg_rate_limit_schema, &cfg_cors_schema,     &access_log_schema,
+    &error_log_schema,      &admin_schema,        NULL};
 
 /* The defaults of the top level: the tables' (def), then the custom fields'. */
 void cfg_set_defaults(struct config *cfg)

@@ -239,6 +239,45 @@ struct config_respond {
 };
 
 /*
+ * rate_limit of a route: a token bucket per key, refilled at `requests`
+ * per `per`, holding requests + burst tokens (see ratelimit.h). The
+ * buckets live in a table shared by the workers, found by the route's
+ * name at first use (state_, set once with an atomic store).
+ */
+enum config_rate_key {
+    CONFIG_RATE_CLIENT_IP, /* the client's address (after PROXY/trusted) */
+    CONFIG_RATE_HEADER,    /* header:NAME: the field's first value */
+    CONFIG_RATE_IDENTITY,  /* who the route's auth found */
+    CONFIG_RATE_CONST,     /* const:TEXT: one bucket for the route */
+};
+
+struct config_rate_limit {
+    uint32_t requests; /* >= 1 */
+    int64_t per;       /* ms, > 0 (1s) */
+    uint32_t burst;    /* 0 */
+    enum config_rate_key key;
+    char *key_arg; /* header name or constant text; NULL for the others */
+    size_t key_arg_len;
+    void *state_; /* struct ratelimit *, set at first use (atomic) */
+};
+
+/*
+ * cors of a route (see cors.h): origins as written ("*" alone, exact
+ * origins, or patterns whose host starts with "*." to match any subdomain);
+ * the lists below joined with ", " for the response fields.
+ */
+struct config_cors {
+    char **origins;
+    size_t norigins;
+    bool any_origin;  /* "*" */
+    char *methods;    /* Access-Control-Allow-Methods (GET, HEAD, POST) */
+    char *headers;    /* Access-Control-Allow-Headers, NULL: echo the request's */
+    char *expose;     /* Access-Control-Expose-Headers, NULL: none */
+    bool credentials; /* Access-Control-Allow-Credentials: true */
+    int64_t max_age;  /* ms, 0: no Access-Control-Max-Age */
+};
+
+/*
  * request_headers / response_headers of a route: `set` replaces every field
  * of its name (or adds it), `add` appends one more, `remove` drops every
  * field of its name (value NULL). Applied after Ferry's own forwarding
@@ -288,7 +327,9 @@ struct config_route {
     enum config_split_key split_key;
     char *split_key_name; /* HEADER, COOKIE: the name */
     size_t split_key_len;
-    struct auth_policy *auth; /* auth: (auth.h), NULL: none; freed with the config */
+    struct auth_policy *auth;             /* auth: (auth.h), NULL: none; freed with the config */
+    struct config_rate_limit *rate_limit; /* NULL: none */
+    struct config_cors *cors;             /* NULL: none */
 };
 
 /* The access log's formats and the error log's levels are log's own types

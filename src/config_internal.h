@@ -218,6 +218,12 @@ void cfg_set_defaults(struct config *cfg);
 
 /* config_auth.c: routes[].auth, its schemas, and the
  * policies' release (with the config, also after a failed load) */
+/* routes[].rate_limit and routes[].cors (config_policy.c). */
+extern const struct cfg_schema cfg_rate_limit_schema, cfg_cors_schema;
+bool cfg_load_rate_limit(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_cors(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                   const struct ynode *v, const struct cfg_path *path, void *target);
 bool cfg_load_route_auth(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                          const struct ynode *v, const struct cfg_path *path, void *target);
 extern const struct cfg_schema *const cfg_auth_schemas[]; /* ends with NULL */

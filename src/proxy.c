@@ -34,6 +34,7 @@
 #include "auth.h"
 #include "auth_pool.h"
 #include "config.h"
+#include "cors.h"
 #include "headers.h"
 #include "http1.h"
 #include "io.h"
@@ -41,6 +42,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "body.h"
+#include "ratelimit.h"
 #include "reply.h"
 #include "snapshot.h"
 #include "request.h"
@@ -210,6 +212,37 @@ void proxy_serve(void *arg)
 
 /* ---- one request: head, route, answer ------------------------------------------------ */
 
+/* A CORS preflight, answered here (cors.h): 204 and the route's fields. */
+static void answer_preflight(struct request *r)
+{
+    struct http1_header f[CORS_MAX_FIELDS];
+    char age[24];
+    size_t n = cors_fields(r->route->cors, &r->req, true, f, age);
+    struct config_header_rules rules = {.set = f, .nset = n};
+    request_answer(r, 204, NULL, "", 0, false, &rules);
+}
+
+/* The route's rate limit (ratelimit.h) takes a token, or answers 429 with
+ * Retry-After and the RateLimit fields (and the route's CORS fields, so a
+ * browser's script can read it). Returns true when the request goes on. */
+static bool rate_limit_admits(struct request *r)
+{
+    struct ratelimit_result res;
+    ratelimit_request(r->route, &r->req, r->side->client, r->identity, loop_now(), &res);
+    if (res.allowed)
+        return true;
+    struct http1_header f[4 + CORS_MAX_FIELDS];
+    char buf[RATELIMIT_FIELDS_BUF], age[24], body[512];
+    size_t n = ratelimit_fields(&res, f, buf);
+    if (r->route->cors)
+        n += cors_fields(r->route->cors, &r->req, false, f + n, age);
+    size_t len = reply_error_json(body, sizeof(body), 429, "too many requests", r->id, r->id_len);
+    struct config_header_rules rules = {.set = f, .nset = n};
+    r->error = res.table_full ? "rate limit: no room for another key" : "rate limited";
+    request_answer(r, 429, "application/json", body, len, false, &rules);
+    return false;
+}
+
 /*
  * One request on the connection, from head to answered response. Returns
  * true when the connection stays open for another request.
@@ -237,6 +270,11 @@ static bool serve_one(struct request *r)
         answer_error(r, status, status == 404 ? "no route" : r->error);
         return r->keep_alive;
     }
+    /* A preflight carries no credentials: answered before any other policy. */
+    if (r->route->cors && cors_is_preflight(&r->req)) {
+        answer_preflight(r);
+        return r->keep_alive;
+    }
     /* Who is asking, before any other policy (a rate limit may key on it). */
     if (r->route->auth) {
         status = auth_check(r->route->auth, &r->req, time(NULL), &r->auth);
@@ -261,6 +299,8 @@ static bool serve_one(struct request *r)
         answer_error(r, 413, "request body too large");
         return r->keep_alive;
     }
+    if (r->route->rate_limit && !rate_limit_admits(r))
+        return r->keep_alive;
     if (r->route->respond) {
         const struct config_respond *rs = r->route->respond;
         request_answer(r, rs->status, rs->content_type, rs->body, rs->body_len, false,
@@ -938,7 +978,7 @@ static int write_response_head(struct request *r, enum http1_body advertised)
     struct http1_response *resp = &r->resp;
     struct evbuffer *cout = io_output(r->client);
     const struct config_header_rules *rules = &r->route->response_headers;
-    size_t nout = resp->nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
+    size_t nout = resp->nheaders + EXTRA_HEADERS + rules->nset + rules->nadd + CORS_MAX_FIELDS;
     struct request_scratch *sc = request_scratch_of(r->w);
     if (!sc || !request_grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)) ||
         !request_grow(&sc->buf, &sc->buf_cap, r->resp_head_len + 256, 1)) {
@@ -950,6 +990,14 @@ static int write_response_head(struct request *r, enum http1_body advertised)
     if (n >= 0)
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
                             rules->nadd, rules->remove, rules->nremove);
+    if (n >= 0 && r->route->cors) { /* the route's CORS fields, never the upstream's */
+        struct http1_header f[CORS_MAX_FIELDS];
+        char age[24];
+        size_t nf = cors_fields(r->route->cors, &r->req, false, f, age);
+        size_t vary = nf && f[0].name_len == 4; /* Vary is added, not set */
+        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, f + vary, nf - vary, f, vary,
+                            cors_response_fields, CORS_RESPONSE_FIELDS);
+    }
     struct http1_head_out h = {
         .status = resp->status,
         .reason = resp->reason,
