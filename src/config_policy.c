@@ -8,9 +8,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cors.h"
-#include "ratelimit.h"
-
 #define AT(type, member) offsetof(type, member)
 #define END                                                                                        \
     {                                                                                              \
