@@ -181,11 +181,19 @@ for _s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(_s, _on_signal)
 
 
+_handed_out = set()
+
+
 def free_port():
     """A loopback port free right now, chosen below the kernel's ephemeral
-    range so the many client connections of a test do not take it."""
+    range so the many client connections of a test do not take it. A port
+    is handed out once per test process: two free_port() calls before
+    either port is bound (a listener and its admin) never get the same."""
     for _ in range(200):
         port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
         s = socket.socket()
         try:
             s.bind(("127.0.0.1", port))
