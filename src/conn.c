@@ -109,6 +109,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
             return;
         }
         c->tls = true;
+        c->hs_cfg = config_ref((struct config *)w->cfg);
     }
     c->side = (struct request_side){.w = w,
                                     .s = c->s,
@@ -148,6 +149,7 @@ static void conn_close(struct conn *c)
         c->next->prev = c->prev;
     event_del(&c->timer);
     io_stream_free(c->s);
+    config_unref(c->hs_cfg);
     WORKER_STAT_SUB(w, connections, 1);
     free(c);
 }
@@ -228,6 +230,11 @@ static void start_request(struct conn *c)
 static void on_idle(struct io_stream *s, unsigned what, void *arg)
 {
     struct conn *c = arg;
+    const char *why;
+    if (c->hs_cfg && !tls_failed(s, &why)) {
+        config_unref(c->hs_cfg); /* the handshake is over */
+        c->hs_cfg = NULL;
+    }
     if (c->lingering) {
         if ((what & IO_EOF) || !linger_drain(c))
             conn_close(c);

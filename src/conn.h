@@ -55,11 +55,15 @@ struct conn {
     bool lingering;
     size_t lingered; /* bytes discarded while lingering */
     bool timer_armed;
-    int64_t timer_at;      /* when the armed timer fires */
-    int64_t idle_since;    /* loop_now() when it last went idle */
-    int64_t idle_ms;       /* how long it may stay idle from then */
-    bool await_proxy;      /* PROXY header expected, not yet read */
-    bool tls;              /* the stream is TLS: a failed handshake is logged */
+    int64_t timer_at;   /* when the armed timer fires */
+    int64_t idle_since; /* loop_now() when it last went idle */
+    int64_t idle_ms;    /* how long it may stay idle from then */
+    bool await_proxy;   /* PROXY header expected, not yet read */
+    bool tls;           /* the stream is TLS: a failed handshake is logged */
+    /* TLS: the config whose certificates the handshake uses (their SNI
+     * and OCSP callbacks point into it), held until the handshake ends so
+     * that a reload meanwhile cannot free them. */
+    struct config *hs_cfg;
     struct tunnel *tunnel; /* after a 101: the splice, no coroutine */
     struct upstream_conn *tunnel_uc;
 };

@@ -112,6 +112,7 @@ struct log_access {
     /* The verified TLS client certificate (NULL: none), JSON format only */
     const char *tls_client_subject;
     const char *tls_client_fingerprint;
+    const char *identity; /* who the route's auth found, NULL: none */
 };
 
 bool log_access_enabled(void);

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "loop.h"
 #include "tls.h"
+#include "registry.h"
 #include "worker.h"
 
 _Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= UPSTREAM_READ_MAX,
@@ -31,6 +32,7 @@ struct upstream_conn {
     int64_t idle_since;       /* when it last went back to the pool */
     bool timer_armed;
     bool idle;
+    unsigned gen; /* its pool's gen when made: another is never pooled */
 };
 
 /* A coroutine waiting for a slot under max_connections (on its stack). */
@@ -45,8 +47,11 @@ struct pool {
     char *key; /* "upstream name" NUL "address" */
     size_t key_len;
     struct worker *w;
-    const struct config_server *server; /* of the config in force */
+    const struct config_server *server; /* of the newest config that has it */
     const struct config_upstream *up;
+    struct config *cfg;              /* a reference to that config: server and up live on */
+    unsigned refs;                   /* sets using it; at 0 it goes once nothing is active */
+    struct registry_server *shared;  /* process-wide: drained by the admin endpoint */
     struct upstream_conn *idle_head; /* most recently released first */
     unsigned nidle;
     unsigned nactive;            /* in use by requests, or reserved for a woken waiter */
@@ -57,6 +62,10 @@ struct pool {
     int64_t eject_logged;  /* log_ratelimited's timestamp: one per server and worker */
     int64_t connect_logged;
     int64_t busy_logged;
+    /* Bumped when a reload repoints a TLS upstream's pool: connections
+     * made with the old config's TLS context (its verification settings,
+     * its session slots) are not pooled under the new one. */
+    unsigned gen;
     struct pool *next; /* registry chain */
 };
 
@@ -67,23 +76,46 @@ struct upstream_state {
     bool *skip;          /* upstream_pick's scratch: tried or ejected */
 };
 
+/* The worker's registry: every pool, keyed by name + address. Sets of
+ * successive configs (a reload) share the pools of the servers they keep,
+ * with their idle connections and passive-ejection state. */
+struct upstream_registry {
+    struct pool *head;
+};
+
 struct upstream_set {
     struct worker *w;
     const struct config *cfg;
     struct upstream_state *ups; /* one per cfg->upstreams[i] */
-    struct pool *registry;      /* every pool, keyed by name + address */
+    struct upstream_registry *registry;
 };
+
+static void pool_close_idle(struct pool *p);
+
+static void pool_point(struct pool *p, const struct config *cfg, const struct config_upstream *up,
+                       const struct config_server *server)
+{
+    struct config *old = p->cfg;
+    if (p->up && (p->up->tls || up->tls)) {
+        pool_close_idle(p);
+        p->gen++;
+    }
+    p->cfg = config_ref((struct config *)cfg);
+    p->server = server;
+    p->up = up;
+    p->refs++;
+    config_unref(old);
+}
 
 static struct pool *registry_get(struct upstream_set *set, const struct config_upstream *up,
                                  const struct config_server *server)
 {
     size_t nlen = strlen(up->name), alen = strlen(server->addr.text);
     size_t klen = nlen + 1 + alen;
-    for (struct pool *p = set->registry; p; p = p->next) {
+    for (struct pool *p = set->registry->head; p; p = p->next) {
         if (p->key_len == klen && memcmp(p->key, up->name, nlen + 1) == 0 &&
             memcmp(p->key + nlen + 1, server->addr.text, alen) == 0) {
-            p->server = server;
-            p->up = up;
+            pool_point(p, set->cfg, up, server);
             return p;
         }
     }
@@ -99,21 +131,25 @@ static struct pool *registry_get(struct upstream_set *set, const struct config_u
     memcpy(p->key + nlen + 1, server->addr.text, alen + 1);
     p->key_len = klen;
     p->w = set->w;
-    p->server = server;
-    p->up = up;
+    p->shared = registry_server(up->name, server->addr.text);
+    pool_point(p, set->cfg, up, server);
     p->waiters_tail = &p->waiters;
-    p->next = set->registry;
-    set->registry = p;
+    p->next = set->registry->head;
+    set->registry->head = p;
     return p;
 }
 
 struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg)
 {
+    if (!w->upstream_registry &&
+        !(w->upstream_registry = calloc(1, sizeof(struct upstream_registry))))
+        return NULL;
     struct upstream_set *set = calloc(1, sizeof(*set));
     if (!set)
         return NULL;
     set->w = w;
     set->cfg = cfg;
+    set->registry = w->upstream_registry;
     set->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*set->ups));
     if (!set->ups)
         goto out_free;
@@ -164,22 +200,46 @@ static void idle_unlink(struct upstream_conn *uc)
     p->nidle--;
 }
 
+static void pool_close_idle(struct pool *p)
+{
+    while (p->idle_head) {
+        struct upstream_conn *uc = p->idle_head;
+        idle_unlink(uc);
+        conn_close(uc);
+    }
+}
+
+/* A pool no set uses any more goes once no connection of it is in use
+ * (a request of an older config, a WebSocket tunnel). */
+static void pool_put(struct pool *p)
+{
+    if (p->refs || p->nactive || p->waiters)
+        return;
+    pool_close_idle(p);
+    for (struct pool **pp = &p->w->upstream_registry->head; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    config_unref(p->cfg);
+    free(p->key);
+    free(p);
+}
+
 void upstream_set_free(struct upstream_set *set)
 {
     if (!set)
         return;
-    for (struct pool *p = set->registry, *next; p; p = next) {
-        next = p->next;
-        while (p->idle_head) {
-            struct upstream_conn *uc = p->idle_head;
-            idle_unlink(uc);
-            conn_close(uc);
-        }
-        free(p->key);
-        free(p);
-    }
     if (set->ups) {
         for (size_t i = 0; i < set->cfg->nupstreams; i++) {
+            for (size_t j = 0; set->ups[i].pools && j < set->cfg->upstreams[i].nservers; j++) {
+                struct pool *p = set->ups[i].pools[j];
+                if (p) {
+                    p->refs--;
+                    pool_put(p);
+                }
+            }
             balancer_fini(&set->ups[i].balancer);
             free(set->ups[i].weights);
             free(set->ups[i].pools);
@@ -193,17 +253,28 @@ void upstream_set_free(struct upstream_set *set)
 int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip)
 {
     struct upstream_state *st = &set->ups[up->index];
-    if (!up->passive_failures)
+    bool drains = registry_any_drained();
+    if (!up->passive_failures && !drains)
         return balancer_next(&st->balancer, skip);
     int64_t now = loop_now();
     bool any = false;
     for (size_t i = 0; i < up->nservers; i++) {
-        st->skip[i] = (skip && skip[i]) || st->pools[i]->ejected_until > now;
-        any |= !st->skip[i];
+        /* Drained (admin) is as hard as tried: never picked. */
+        struct pool *p = st->pools[i];
+        bool drained = drains && registry_drained(p->shared);
+        st->skip[i] = (skip && skip[i]) || drained;
+        any |= !st->skip[i] && !(up->passive_failures && p->ejected_until > now);
+        while (drained && p->idle_head) { /* its pooled connections close */
+            struct upstream_conn *uc = p->idle_head;
+            idle_unlink(uc);
+            conn_close(uc);
+        }
     }
     /* Every server left ejected (or tried): ejections are ignored rather
      * than failing every request (as nginx when all servers are down). */
-    return balancer_next(&st->balancer, any ? st->skip : skip);
+    for (size_t i = 0; any && up->passive_failures && i < up->nservers; i++)
+        st->skip[i] |= st->pools[i]->ejected_until > now;
+    return balancer_next(&st->balancer, st->skip);
 }
 
 void upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
@@ -280,6 +351,7 @@ static void slot_release(struct pool *p)
     struct slot_waiter *sw = p->waiters;
     if (!sw) {
         p->nactive--;
+        pool_put(p);
         return;
     }
     p->waiters = sw->next;
@@ -370,6 +442,8 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
         return -ENOMEM;
     }
     uc->pool = p;
+    /* A request of an older config connects with that config's TLS. */
+    uc->gen = up->tls && up != p->up ? p->gen - 1 : p->gen;
     const struct config_addr *a = &p->server->addr;
     struct loop *loop = loop_current();
     if (a->numeric)
@@ -399,8 +473,9 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     struct pool *p = uc->pool;
     struct io_stream *s = uc->s;
     const struct config *cfg = p->w->cfg;
-    if (!reusable || io_eof(s) || p->nidle >= p->up->keepalive || p->w->draining ||
-        evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
+    if (!reusable || uc->gen != p->gen || io_eof(s) || p->nidle >= p->up->keepalive ||
+        p->w->draining || registry_drained(p->shared) || evbuffer_get_length(io_input(s)) > 0 ||
+        evbuffer_get_length(io_output(s)) > 0) {
         conn_close(uc);
         slot_release(p);
         return;
@@ -425,6 +500,21 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     p->idle_head = uc;
     p->nidle++;
     slot_release(p);
+}
+
+void upstream_registry_free(struct worker *w)
+{
+    if (!w->upstream_registry)
+        return;
+    while (w->upstream_registry->head) {
+        struct pool *p = w->upstream_registry->head;
+        p->refs = 0;
+        p->nactive = 0;
+        p->waiters = NULL;
+        pool_put(p);
+    }
+    free(w->upstream_registry);
+    w->upstream_registry = NULL;
 }
 
 struct io_stream *upstream_stream(struct upstream_conn *uc)

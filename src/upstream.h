@@ -29,11 +29,17 @@ struct upstream_conn;
 struct upstream_set;
 struct worker;
 
-/* Builds the per-worker state for cfg's upstreams. NULL when out of memory. */
+/* Builds the per-worker state for cfg's upstreams (cfg must outlive the
+ * set). Servers of the worker's registry with the same upstream name and
+ * address are shared with the sets of other configs (a reload): their
+ * pools and passive-ejection state carry over. NULL when out of memory. */
 struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg);
-/* Closes every pooled connection and frees the set. No connection may be
- * in use. NULL does nothing. */
+/* Frees the set. A pool no other set uses closes its idle connections and
+ * goes once its connections in use (older requests, tunnels) are released.
+ * NULL does nothing. */
 void upstream_set_free(struct upstream_set *set);
+/* Frees the worker's registry at its exit: no connection may be in use. */
+void upstream_registry_free(struct worker *w);
 
 /* The next server of `up` (smooth weighted round robin), skipping those
  * marked in skip (may be NULL) and those passively ejected (unless every

@@ -51,6 +51,7 @@ static struct {
     struct loop *loop;
     struct config *cfg;
     struct worker w;
+    struct upstream_set *set;
     const struct config_upstream *up;
     int lfd;
     /* what the coroutines did, in order */
@@ -83,13 +84,14 @@ static void setup(void)
     ck_assert_ptr_nonnull(u.loop);
     u.w.loop = u.loop;
     u.w.cfg = u.cfg;
-    u.w.upstreams = upstream_set_new(&u.w, u.cfg);
-    ck_assert_ptr_nonnull(u.w.upstreams);
+    u.set = upstream_set_new(&u.w, u.cfg);
+    ck_assert_ptr_nonnull(u.set);
 }
 
 static void teardown(void)
 {
-    upstream_set_free(u.w.upstreams);
+    upstream_set_free(u.set);
+    upstream_registry_free(&u.w);
     ck_assert_uint_eq(loop_live(u.loop), 0);
     loop_free(u.loop);
     config_unref(u.cfg);
@@ -118,8 +120,7 @@ static void mark(char who)
 static int acquire(struct io_stream *watch, int64_t ms, struct upstream_conn **uc)
 {
     bool reused;
-    return upstream_acquire(u.w.upstreams, u.up, 0, false, loop_deadline(ms * LOOP_MS), watch, uc,
-                            &reused);
+    return upstream_acquire(u.set, u.up, 0, false, loop_deadline(ms * LOOP_MS), watch, uc, &reused);
 }
 
 /* A: holds the slot 50 ms, gives it back and asks again at once. */
