@@ -448,8 +448,11 @@ static void reload(struct server *srv)
         free(diag);
         return;
     }
-    if (fresh->nwarnings && diag)
-        log_warn("reload: %.*s", (int)strcspn(diag, "\n"), diag);
+    /* Each warning once (an expiring certificate, a key others can read). */
+    for (const char *p = diag; fresh->nwarnings && p && *p;
+         p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strstr(p, "warning: ") && strstr(p, "warning: ") < p + strcspn(p, "\n"))
+            log_warn("reload: %.*s", (int)strcspn(p, "\n"), p);
     free(diag);
     reload_restart_only(srv->cfg, fresh);
 

@@ -214,6 +214,7 @@ struct loader {
     const struct config *cfg;
     FILE *diag;
     unsigned errors;
+    unsigned warnings;
 };
 
 __attribute__((format(printf, 4, 5))) static void
@@ -221,6 +222,8 @@ report(struct loader *ld, bool warning, const struct config_file *at, const char
 {
     if (!warning)
         ld->errors++;
+    else
+        ld->warnings++;
     if (!ld->diag)
         return;
     char msg[1024];
@@ -869,6 +872,7 @@ int tls_config_load(struct config *cfg, FILE *diag)
         return -1;
     }
     cfg->tls_free = config_tls_free;
+    cfg->nwarnings += ld.warnings;
     return 0;
 }
 

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ferrytest import *  # noqa: E402,F401,F403
-from test_tls import pki, s_client, subject_cn  # noqa: E402
+from test_tls import metrics_text, pki, s_client  # noqa: E402
 from test_tls_upstream import tls_backend  # noqa: E402
 from test_tls_upstream import pki as up_pki  # noqa: E402
 
@@ -83,6 +83,23 @@ def test_certificate_reloads_without_dropping_connections():
     check(after and after != before, "the new certificate is served after the reload")
     eq(get_on(kept).status, 200, "the connection made before the reload still serves")
     kept.close()
+    f.assert_alive()
+
+
+def test_expiring_certificate_warns_on_reload():
+    """A certificate under 14 days from expiry: the reload applies, with a
+    warning naming the file, and /metrics shows the new expiry."""
+    f, cert, key = site_ferry()
+    c, k = pki().issue("site-short", ["a.test"], days=5)
+    shutil.copy(c, cert)
+    shutil.copy(k, key)
+    f.reload()
+    warned = [ln for ln in f.reload_lines() if "warning" in ln and "expires in 5 days" in ln]
+    check(warned and "site.pem" in warned[0], "a warning names the file: %r" % f.reload_lines())
+    m = re.search(r'^ferry_tls_certificate_expiry_seconds\{[^}]*\} (-?[\d.e+]+)$',
+                  metrics_text(f), re.M)
+    check(m and 3 * 86400 < float(m.group(1)) < 6 * 86400,
+          "the gauge shows the new certificate's expiry: %r" % (m and m.group(0)))
     f.assert_alive()
 
 
