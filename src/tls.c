@@ -538,8 +538,13 @@ static SSL_CTX *server_ctx(struct loader *ld, const struct config_tls *t, struct
         return NULL;
     }
     set_protocols(ctx, t->protocols);
+    /* The server's cipher order (TLS 1.2: the intermediate list is
+     * strongest first), ChaCha20 first for a client that prefers it
+     * (phones without AES instructions), as nginx with
+     * ssl_prefer_server_ciphers and HAProxy's defaults. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
-                                 SSL_OP_NO_COMPRESSION);
+                                 SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_PRIORITIZE_CHACHA);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_read_ahead(ctx, 1);
