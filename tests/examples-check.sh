@@ -27,5 +27,20 @@ done
 for name in api-gateway canary websocket socket-activated; do
     [ -f "$dir/$name.yaml" ] || { echo "examples-check: conf/examples/$name.yaml is missing" >&2; fail=1; }
 done
+# Socket units name the same addresses as the listeners they serve (ferry
+# matches an inherited socket to an equal listen address only): the shipped
+# ferry.socket and conf/ferry.yaml, the socket-activated example's
+# ListenStream= lines and its listen:.
+listens() { sed -n 's/^  - address: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$1" | sort; }
+streams() { sed -n "s/^$2ListenStream=\(..*\)$/\1/p" "$1" | sort; }
+[ -n "$(listens "$dir/socket-activated.yaml")" ] || { echo "examples-check: no listen address found" >&2; fail=1; }
+if [ "$(listens "$FERRY_SRCDIR/conf/ferry.yaml")" != "$(streams "$FERRY_SRCDIR/systemd/ferry.socket" "")" ]; then
+    echo "examples-check: systemd/ferry.socket's ListenStream= differ from conf/ferry.yaml's listen addresses" >&2
+    fail=1
+fi
+if [ "$(listens "$dir/socket-activated.yaml")" != "$(streams "$dir/socket-activated.yaml" "#   ")" ]; then
+    echo "examples-check: socket-activated.yaml's ListenStream= lines differ from its listen addresses" >&2
+    fail=1
+fi
 [ "$fail" -eq 0 ] && echo "examples-check: $n examples pass ferry -t"
 exit "$fail"
