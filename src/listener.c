@@ -99,11 +99,22 @@ int listener_claim_unix(const char *what, const struct config_addr *a)
     return 0;
 }
 
-void listener_unlink_unix(const struct config *cfg)
+bool listener_inherited(const struct config *start, const int *inherited, const char *text)
 {
-    for (size_t i = 0; i < cfg->nlisteners; i++)
-        if (cfg->listeners[i].addr.is_unix)
-            unlink(cfg->listeners[i].addr.path);
+    for (size_t i = 0; inherited && i < start->nlisteners; i++)
+        if (inherited[i] >= 0 && strcmp(start->listeners[i].addr.text, text) == 0)
+            return true;
+    return false;
+}
+
+void listener_unlink_unix(const struct config *cfg, const struct config *start,
+                          const int *inherited)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct config_addr *a = &cfg->listeners[i].addr;
+        if (a->is_unix && !listener_inherited(start, inherited, a->text))
+            unlink(a->path);
+    }
 }
 
 int listener_inherit(const struct config *cfg, int *inherited)

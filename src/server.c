@@ -267,7 +267,7 @@ static void exit_now(struct server *srv, int sig)
     log_warn("%s while draining: exiting now", sig == SIGINT ? "SIGINT" : "SIGTERM");
     if (srv->pid_file)
         daemon_pidfile_remove(srv->pid_file, srv->pid_fd);
-    listener_unlink_unix(srv->cfg);
+    listener_unlink_unix(srv->cfg, srv->start_cfg, srv->inherited);
     if (srv->admin)
         admin_stop(srv->admin); /* removes a unix admin socket */
     _exit(1);
@@ -485,7 +485,7 @@ static void reload(struct server *srv)
         bool kept = false;
         for (size_t j = 0; j < fresh->nlisteners && !kept; j++)
             kept = strcmp(fresh->listeners[j].addr.text, a->text) == 0;
-        if (a->is_unix && !kept)
+        if (a->is_unix && !kept && !listener_inherited(srv->start_cfg, srv->inherited, a->text))
             unlink(a->path);
     }
     /* A socket-activated address that went: our copy of it goes too. */
@@ -778,7 +778,7 @@ out_pidfile:
     if (srv.pid_file)
         daemon_pidfile_remove(srv.pid_file, srv.pid_fd);
     if (srv.bound)
-        listener_unlink_unix(srv.cfg);
+        listener_unlink_unix(srv.cfg, srv.start_cfg, srv.inherited);
     workers_free(&srv);
     if (srv.base)
         event_base_free(srv.base);
