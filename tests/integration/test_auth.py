@@ -434,8 +434,9 @@ def test_basic_hashing_off_the_loop():
     log("one bcrypt check %.0f ms; a plain request during %d checks %.0f ms"
         % (one * 1000, n, plain * 1000))
     # blocked, the loop would hash the 4 in turn: the plain request would
-    # wait about 3 checks' time; free, it waits for a curl start
-    check(plain < one, "the plain request waited %.0f ms for the hashing (one check "
+    # wait about 3 checks' time; free, it waits for a curl start (on a busy
+    # 2-core machine the two hashing threads may still slow it by a check)
+    check(plain < 2 * one, "the plain request waited %.0f ms for the hashing (one check "
           "%.0f ms): the loop is blocked" % (plain * 1000, one * 1000))
 
 

@@ -108,6 +108,9 @@ def test_histogram_is_consistent():
     for _ in range(4):
         request(f, "GET", "/api/fast")
     eq(request(f, "GET", "/api/slow?ms=300").status, 200, "GET /api/slow?ms=300")
+    # a request is counted once its answer is out: the client may be first
+    wait_until(lambda: value(scrape(f)[0], "ferry_request_duration_seconds_count",
+                             route="api") == 5, 3)
     s, _ = scrape(f)
     buckets = sorted(((float(dict(l)["le"]), v) for (n, l), v in s.items()
                       if n == "ferry_request_duration_seconds_bucket" and ("route", "api") in l))
