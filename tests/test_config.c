@@ -25,6 +25,7 @@
 
 /* "config.h" alone would find the build's autoconf header first (-I.) */
 #include "../src/config.h"
+#include "check_helpers.h"
 
 static char *fixture_dir(void)
 {
@@ -318,7 +319,7 @@ START_TEST(durations)
         int64_t ms;
     } ok[] = {{"0", 0},        {"250ms", 250},   {"5s", 5000},       {"2m", 120000},
               {"1h", 3600000}, {"1d", 86400000}, {"1h30m", 5400000}, {"1s500ms", 1500}};
-    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+    for (size_t i = 0; i < CHECK_NELEMS(ok); i++) {
         int64_t v = -1;
         const char *why = NULL;
         ck_assert_msg(config_parse_duration(ok[i].in, &v, &why) == 0, "%s", ok[i].in);
@@ -326,7 +327,7 @@ START_TEST(durations)
     }
     static const char *const bad[] = {
         "", "5", "s", "5x", "-5s", "5 s", "1.5s", "99999999999999999999s", "400d", "5sm"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    for (size_t i = 0; i < CHECK_NELEMS(bad); i++) {
         int64_t v;
         const char *why = NULL;
         ck_assert_msg(config_parse_duration(bad[i], &v, &why) == -1, "%s", bad[i]);
@@ -347,7 +348,7 @@ START_TEST(sizes)
               {"1m", 1048576},
               {"1g", 1073741824},
               {"1024g", 1099511627776ull}};
-    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+    for (size_t i = 0; i < CHECK_NELEMS(ok); i++) {
         uint64_t v = 1;
         const char *why = NULL;
         ck_assert_msg(config_parse_size(ok[i].in, &v, &why) == 0, "%s", ok[i].in);
@@ -355,7 +356,7 @@ START_TEST(sizes)
     }
     static const char *const bad[] = {
         "", "k", "1.5m", "-1", "1kb", "1t", "99999999999999999999", "2000000000g"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    for (size_t i = 0; i < CHECK_NELEMS(bad); i++) {
         uint64_t v;
         const char *why = NULL;
         ck_assert_msg(config_parse_size(bad[i], &v, &why) == -1, "%s", bad[i]);
@@ -378,7 +379,7 @@ START_TEST(trusted)
                  {"192.168.1.8", false},    {"172.31.255.255", true}, {"172.32.0.0", false},
                  {"fd12::1", true},         {"fe80::1", false},       {"::ffff:10.9.9.9", true},
                  {"::ffff:11.9.9.9", false}};
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < CHECK_NELEMS(cases); i++) {
         const struct sockaddr *sa;
         if (inet_pton(AF_INET, cases[i].addr, &in.sin_addr) == 1) {
             sa = (const struct sockaddr *)&in;
@@ -767,9 +768,5 @@ int main(void)
     tcase_add_test(tc, schema_keys_documented);
     tcase_add_test(tc, schema_documents_no_unknown_key);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }
