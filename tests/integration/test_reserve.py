@@ -204,8 +204,14 @@ def test_two_workers_under_rlimit():
             log("   round %d: %d held; burst %r; then probes %s" % (
                 round_, len(held), b, " ".join(probes)))
             eq(b["hung"], 0, "round %d: clients of a burst left hanging" % round_)
-            check("hung" not in probes, "round %d: a client after the burst hung instead of being closed"
-                  % round_)
+            # A probe that was answered took a descriptor that freed up;
+            # the spare could not be re-opened in it (threads share one
+            # descriptor table), so a probe after it may wait until one
+            # frees again. Without an answered probe before it, a hang
+            # means the spare was never re-armed.
+            first_hang = probes.index("hung") if "hung" in probes else None
+            check(first_hang is None or "answered" in probes[:first_hang],
+                  "round %d: a client after the burst hung instead of being closed" % round_)
         finally:
             for s in held:
                 s.close()
