@@ -292,6 +292,10 @@ def test_bodies_both_ways_and_keepalive():
     eq(p.stdout.decode().count("ok\n"), 5, "five answers")
     eq([int(x) for x in p.stdout.decode().split() if x.isdigit()], [1, 0, 0, 0, 0],
        "one TLS connection for five requests")
+    last = b.requests[-1]
+    eq(last.header("X-Forwarded-Proto"), "https", "the upstream is told the client used https")
+    check("proto=https" in (last.header("Forwarded") or "proto=https"),
+          "Forwarded says https: %r" % last.header("Forwarded"))
     f.assert_alive()
 
 
