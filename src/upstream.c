@@ -428,7 +428,14 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
         slot_release(p);
         return -ECONNABORTED;
     }
-    if (!fresh && p->idle_head) {
+    /* A request of an older config and a TLS pool (either side TLS) do
+     * not mix: its connections are made with that config's TLS context
+     * (whose session slots go with it) and are never pooled, and it does
+     * not take the pool's, made under another config (a late session
+     * ticket would then write into a slot its own config does not keep
+     * alive). */
+    bool foreign = up != p->up && (up->tls || p->up->tls);
+    if (!fresh && !foreign && p->idle_head) {
         struct upstream_conn *uc = p->idle_head;
         idle_unlink(uc);
         io_set_idle(uc->s, NULL, NULL);
@@ -442,8 +449,7 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
         return -ENOMEM;
     }
     uc->pool = p;
-    /* A request of an older config connects with that config's TLS. */
-    uc->gen = up->tls && up != p->up ? p->gen - 1 : p->gen;
+    uc->gen = foreign ? p->gen - 1 : p->gen;
     const struct config_addr *a = &p->server->addr;
     struct loop *loop = loop_current();
     if (a->numeric)
