@@ -436,7 +436,40 @@ struct tls_server {
     size_t ncerts;
     struct staple *staples;
     size_t nstaples;
+    /* The session ID context of every context of the listener: a digest
+     * of what decides whom it trusts (its address, client_verify, the
+     * client_ca file's bytes). A session resumes only where it was made
+     * under the same trust: not on another listener, not after a reload
+     * that changed the CA (a resumed session's client certificate is not
+     * verified again). */
+    unsigned char sid[32];
 };
+
+/* srv->sid for the listener at address with t; false if client_ca cannot
+ * be read (the loader reports that file itself). */
+static bool session_context(struct tls_server *srv, const char *address, const struct config_tls *t)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    unsigned char v = (unsigned char)t->client_verify;
+    ok = ok && EVP_DigestUpdate(md, "ferry session\0", 14) == 1 &&
+         EVP_DigestUpdate(md, address, strlen(address) + 1) == 1 &&
+         EVP_DigestUpdate(md, &v, 1) == 1;
+    if (ok && t->client_ca.path) {
+        FILE *f = fopen(t->client_ca.path, "rb");
+        unsigned char buf[1024];
+        size_t n;
+        ok = f != NULL;
+        while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+            ok = EVP_DigestUpdate(md, buf, n) == 1;
+        if (f)
+            fclose(f);
+    }
+    unsigned len = 0;
+    ok = ok && EVP_DigestFinal_ex(md, srv->sid, &len) == 1 && len == sizeof(srv->sid);
+    EVP_MD_CTX_free(md);
+    return ok;
+}
 
 static int name_cmp(const void *a, const void *b)
 {
@@ -557,7 +590,7 @@ static SSL_CTX *server_ctx(struct loader *ld, const struct config_tls *t, struct
         return NULL;
     }
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ferry", 5);
+    SSL_CTX_set_session_id_context(ctx, srv->sid, sizeof(srv->sid));
     SSL_CTX_set_timeout(ctx, TLS_TICKET_ROTATE_S);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
@@ -653,7 +686,8 @@ static void server_free(struct tls_server *srv)
     free(srv);
 }
 
-static struct tls_server *server_load(struct loader *ld, const struct config_tls *t)
+static struct tls_server *server_load(struct loader *ld, const struct config_tls *t,
+                                      const char *address)
 {
     struct config_file at;
     if (t->ncerts > TLS_MAX_CERTS) {
@@ -664,6 +698,12 @@ static struct tls_server *server_load(struct loader *ld, const struct config_tls
     struct tls_server *srv = calloc(1, sizeof(*srv));
     if (!srv)
         return NULL;
+    if (!session_context(srv, address, t)) {
+        report(ld, false, t->client_ca.path ? &t->client_ca : tls_key_at(t, &at, "tls"),
+               "%s: cannot be read", t->client_ca.path ? t->client_ca.path : "session context");
+        free(srv);
+        return NULL;
+    }
     srv->certs = calloc(t->ncerts, sizeof(*srv->certs));
     srv->staples = calloc(t->ncerts, sizeof(*srv->staples));
     bool ok = srv->certs && srv->staples;
@@ -859,7 +899,7 @@ int tls_config_load(struct config *cfg, FILE *diag)
         slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         struct config_tls *t = cfg->listeners[i].tls;
-        if (t && !(t->ctx = server_load(&ld, t)) && !ld.errors)
+        if (t && !(t->ctx = server_load(&ld, t, cfg->listeners[i].addr.text)) && !ld.errors)
             ld.errors++;
     }
     for (size_t i = 0; i < cfg->nupstreams; i++) {

@@ -353,6 +353,91 @@ def test_client_certificates():
     f2.assert_alive()
 
 
+def _session_then_resume(first_port, second_port, cert=None):
+    """A TLS 1.3 session made on first_port (with cert if given), then
+    offered on second_port with the same client context (Python resumes
+    only there): (resumed, status or None when the handshake failed)."""
+    ctx = ssl.create_default_context(cafile=pki().ca_cert)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if cert:
+        ctx.load_cert_chain(cert[0], cert[1])
+    s1 = ctx.wrap_socket(socket.create_connection(("127.0.0.1", first_port), timeout=10),
+                         server_hostname="a.test")
+    s1.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+    while s1.recv(65536):
+        pass  # the tickets come after the handshake: read to the end
+    sess = s1.session
+    s1.close()
+    try:
+        s2 = ctx.wrap_socket(socket.create_connection(("127.0.0.1", second_port), timeout=10),
+                              server_hostname="a.test", session=sess)
+        s2.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        buf = b""
+        while True:
+            d = s2.recv(65536)
+            if not d:
+                break
+            buf += d
+        resumed = s2.session_reused
+        s2.close()
+        return resumed, int(buf.split(b" ", 2)[1]) if buf.startswith(b"HTTP/1.1 ") else None
+    except (ssl.SSLError, OSError):
+        return False, None
+
+
+def test_resumption_never_skips_client_certificates():
+    """A session resumes only under the trust it was made with: not on a
+    listener that requires client certificates, not after a reload that
+    replaced the client CA (a resumed session's certificate is not checked
+    again)."""
+    p = pki()
+    client = p.issue("client-r", cn="client-r", client=True)
+    open_port = free_port()
+    f = tls_ferry(tls_extra={"client_ca": p.ca_cert})  # required
+    certs = [{"cert": p.a_ec[0], "key": p.a_ec[1]}]
+    listeners = [{"address": f.address, "tls": {"certificates": certs, "client_ca": p.ca_cert}},
+                 {"address": "127.0.0.1:%d" % open_port, "tls": {"certificates": certs}}]
+    routes = [respond_route("hello", "/", body="hello\n")]
+    f.reload({"routes": routes}, listeners=listeners)
+    resumed, status = _session_then_resume(open_port, open_port)
+    check(resumed and status == 200, "resumption works on one listener (%r, %r)"
+          % (resumed, status))
+    resumed, status = _session_then_resume(open_port, f.port)
+    check(not resumed and status is None,
+          "a session without a certificate does not resume on the listener that requires one "
+          "(resumed %r, status %r)" % (resumed, status))
+    resumed, status = _session_then_resume(f.port, f.port, cert=client)
+    check(resumed and status == 200, "a certificate's session resumes where it was made (%r, %r)"
+          % (resumed, status))
+    # The same CA file path, other contents: sessions made before do not resume.
+    ctx = ssl.create_default_context(cafile=pki().ca_cert)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(client[0], client[1])
+    s1 = ctx.wrap_socket(socket.create_connection(("127.0.0.1", f.port), timeout=10),
+                         server_hostname="a.test")
+    s1.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+    while s1.recv(65536):
+        pass
+    sess = s1.session
+    s1.close()
+    other = make_pki(tmpdir(), name="Replacement CA")
+    listeners[0]["tls"]["client_ca"] = other.ca_cert
+    f.reload({"routes": routes}, listeners=listeners)
+    try:
+        s2 = ctx.wrap_socket(socket.create_connection(("127.0.0.1", f.port), timeout=10),
+                             server_hostname="a.test", session=sess)
+        s2.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        got = s2.recv(65536)
+        reused = s2.session_reused
+        s2.close()
+    except (ssl.SSLError, OSError):
+        got, reused = b"", False
+    check(not reused and not got.startswith(b"HTTP/1.1 200"),
+          "after the CA was replaced a resumed session is refused (reused %r, %r)"
+          % (reused, got[:40]))
+    f.assert_alive()
+
+
 def test_route_requires_client_certificate_and_forwards_it():
     import json as _json
     p = pki()
