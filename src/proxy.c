@@ -22,6 +22,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 
 #include <event2/buffer.h>
 
+#include "balancer.h"
 #include "config.h"
 #include "headers.h"
 #include "http1.h"
@@ -135,6 +137,8 @@ static bool stale_retry(struct request *r, struct attempts *at, enum fail f, boo
 static void attempt_done(struct request *r, const struct config_upstream *up, int server,
                          enum fail f);
 static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail f);
+static bool hash_key(const struct request *r, const struct config_upstream *up, uint64_t *key);
+static bool backoff(struct request *r, const struct config_upstream *up, unsigned retry);
 static void answer_failure(struct request *r, enum fail f);
 static void relay(struct request *r);
 static void release_upstream(struct request *r, bool reusable);
@@ -413,9 +417,12 @@ static void forward(struct request *r)
         memset(at.tried, 0, up->nservers * sizeof(bool));
     }
     replay_start(r, up);
+    uint64_t key = 0;
+    bool has_key = up->balance == CONFIG_BALANCE_HASH && hash_key(r, up, &key);
+    upstream_budget_request(r->w->upstreams, up);
     enum fail f;
     for (;;) {
-        int server = upstream_pick(r->w->upstreams, up, at.tried);
+        int server = upstream_pick(r->w->upstreams, up, at.tried, key, has_key);
         bool reused = false;
         f = attempt(r, up, server, at.fresh, &reused);
         if (stale_retry(r, &at, f, reused))
@@ -511,7 +518,8 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
         upstream_report(r->w->upstreams, up, (unsigned)server, true);
         metrics_upstream(r->w->metrics, up, s, r->resp.status);
     } else if (FAILURES[f].blame) {
-        upstream_report(r->w->upstreams, up, (unsigned)server, false);
+        if (upstream_report(r->w->upstreams, up, (unsigned)server, false))
+            metrics_ejection(r->w->metrics, up, s);
         metrics_upstream(r->w->metrics, up, s, 0);
     }
 }
@@ -520,8 +528,10 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
  * May the request go to another server after f (or a 502/503/504
  * response, then dropped) on `server`? Only when the upstream's retries.on
  * lists the condition, with retries left, a server not tried yet, time
- * left, a body that can be resent whole (can_resend), and, once the
- * request was sent, an idempotent method. Releases the connection when so.
+ * left, a body that can be resent whole (can_resend), once the request
+ * was sent an idempotent method, and room in the upstream's retry budget
+ * (counted in /metrics either way). Releases the connection and waits
+ * the backoff when so. May yield.
  */
 static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail f)
 {
@@ -544,13 +554,94 @@ static bool retry_elsewhere(struct request *r, struct attempts *at, int server, 
         other++;
     if (other == up->nservers)
         return false;
+    bool allowed = upstream_budget_retry(r->w->upstreams, up);
+    metrics_retry(r->w->metrics, up, allowed);
+    if (!allowed)
+        return false;
     at->left--;
     at->fresh = false;
     r->attempts++;
     r->error = NULL;
     r->resp_started = false;
     release_upstream(r, false);
-    return true;
+    return backoff(r, up, up->retry_attempts - at->left);
+}
+
+/*
+ * Waits before retry number `retry` (1, 2...): retries.backoff doubled
+ * per retry, at most ten times the base, with jitter (half of it fixed,
+ * half random) so that the clients of a failed server do not come back
+ * in step. False (no retry) when the wait would end past timeouts.total
+ * or the client left meanwhile. May yield.
+ */
+static bool backoff(struct request *r, const struct config_upstream *up, unsigned retry)
+{
+    static __thread uint64_t rng;
+    if (up->retry_backoff_ms <= 0)
+        return true;
+    int64_t ms = up->retry_backoff_ms << (retry > 4 ? 3 : retry - 1);
+    if (ms > up->retry_backoff_ms * 10)
+        ms = up->retry_backoff_ms * 10;
+    if (!rng)
+        rng = (uint64_t)loop_now() | 1;
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    int64_t wait = (ms * LOOP_MS) / 2 + (int64_t)(rng % (uint64_t)((ms * LOOP_MS) / 2 + 1));
+    int64_t until = loop_now() + wait;
+    if (r->total_deadline != LOOP_NEVER && until >= r->total_deadline)
+        return false;
+    struct io_want want[1] = {{.stream = r->client, .events = IO_EOF}};
+    int rc = io_wait(want, 1, until);
+    return rc == -ETIMEDOUT;
+}
+
+/*
+ * The request's key for balance: hash (hash_key): the client's address
+ * (its IP, without the port), a header's value or a cookie's value.
+ * False when the request has none (the balancer falls back to round
+ * robin).
+ */
+static bool hash_key(const struct request *r, const struct config_upstream *up, uint64_t *key)
+{
+    const struct http1_header *h = NULL;
+    switch (up->hash_source) {
+    case CONFIG_HASH_CLIENT_IP: {
+        const struct sockaddr *sa = r->side->peer;
+        if (sa && sa->sa_family == AF_INET) {
+            const struct in_addr *a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+            *key = balancer_hash(a, sizeof(*a));
+            return true;
+        }
+        if (sa && sa->sa_family == AF_INET6) {
+            const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+            *key = balancer_hash(a, sizeof(*a));
+            return true;
+        }
+        return false;
+    }
+    case CONFIG_HASH_HEADER:
+        h = http1_header_find(r->req.headers, r->req.nheaders, up->hash_name);
+        if (!h)
+            return false;
+        *key = balancer_hash(h->value, h->value_len);
+        return true;
+    case CONFIG_HASH_COOKIE:
+        for (size_t i = 0; i < r->req.nheaders; i++) {
+            const struct http1_header *c = &r->req.headers[i];
+            const char *v;
+            size_t vlen;
+            if (http1_token_eq(c->name, c->name_len, "cookie") &&
+                balancer_cookie(c->value, c->value_len, up->hash_name, &v, &vlen)) {
+                *key = balancer_hash(v, vlen);
+                return true;
+            }
+        }
+        return false;
+    case CONFIG_HASH_NONE:
+    default:
+        return false;
+    }
 }
 
 /* Answers the client for f, per FAILURES (499: nothing, only logged). */

@@ -2,6 +2,7 @@
 #include "upstream.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,119 @@
 #include "io.h"
 #include "log.h"
 #include "loop.h"
-#include "worker.h"
 
 _Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= UPSTREAM_READ_MAX,
                "the largest max_header_bytes must fit in the upstream read buffer");
+
+#define ATOMIC_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define ATOMIC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define ATOMIC_ADD(p, n) __atomic_add_fetch((p), (n), __ATOMIC_RELAXED)
+#define ATOMIC_SUB(p, n) __atomic_sub_fetch((p), (n), __ATOMIC_RELAXED)
+
+/* ---- process-wide state (see upstream.h) ---------------------------------------------- */
+
+#define BUDGET_SLOTS 10 /* one per second: the budget's 10 s window */
+
+/* One second of an upstream's traffic: first attempts and retries. */
+struct budget_slot {
+    int64_t sec; /* which second it counts; older: stale, reset on use */
+    uint64_t requests;
+    uint64_t retries;
+};
+
+/* One upstream (by name), for the whole process. */
+struct upstream_shared_up {
+    char *name;
+    pthread_mutex_t lock; /* ejection decisions (rare): the half cap */
+    struct budget_slot slots[BUDGET_SLOTS];
+    struct upstream_shared_up *next;
+};
+
+/* One server (upstream name + address), for the whole process. Padded to
+ * a cache line: workers write inflight and fails on every request. */
+struct upstream_shared {
+    _Alignas(64) uint64_t inflight; /* requests holding or getting a connection */
+    uint32_t fails;                 /* consecutive failures, every worker's */
+    int64_t ejected_until;          /* loop_now() instant; 0: never ejected */
+    int64_t eject_ms;               /* the last ejection's length */
+    int64_t eject_logged;
+    struct upstream_shared_up *up;
+    char *key; /* "upstream name" NUL "address" */
+    size_t key_len;
+    struct upstream_shared *next;
+};
+
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct upstream_shared *shared_servers;
+static struct upstream_shared_up *shared_ups;
+
+static struct upstream_shared_up *shared_up_get(const char *name)
+{
+    for (struct upstream_shared_up *su = shared_ups; su; su = su->next)
+        if (strcmp(su->name, name) == 0)
+            return su;
+    struct upstream_shared_up *su = calloc(1, sizeof(*su));
+    if (!su || !(su->name = strdup(name))) {
+        free(su);
+        return NULL;
+    }
+    pthread_mutex_init(&su->lock, NULL);
+    su->next = shared_ups;
+    shared_ups = su;
+    return su;
+}
+
+static struct upstream_shared *shared_find(const char *name, const char *addr)
+{
+    size_t nlen = strlen(name), alen = strlen(addr);
+    for (struct upstream_shared *sh = shared_servers; sh; sh = sh->next)
+        if (sh->key_len == nlen + 1 + alen && memcmp(sh->key, name, nlen + 1) == 0 &&
+            memcmp(sh->key + nlen + 1, addr, alen) == 0)
+            return sh;
+    return NULL;
+}
+
+/* The process-wide state of a server, created on first use (any worker's
+ * thread: under shared_lock). NULL when out of memory. */
+static struct upstream_shared *shared_get(const struct config_upstream *up,
+                                          const struct config_server *server)
+{
+    pthread_mutex_lock(&shared_lock);
+    struct upstream_shared *sh = shared_find(up->name, server->addr.text);
+    if (sh)
+        goto out_unlock;
+    size_t nlen = strlen(up->name), alen = strlen(server->addr.text);
+    struct upstream_shared_up *su = shared_up_get(up->name);
+    sh = su ? aligned_alloc(64, (sizeof(*sh) + 63) & ~(size_t)63) : NULL;
+    if (!sh)
+        goto out_unlock;
+    memset(sh, 0, sizeof(*sh));
+    sh->key = malloc(nlen + 1 + alen + 1);
+    if (!sh->key) {
+        free(sh);
+        sh = NULL;
+        goto out_unlock;
+    }
+    memcpy(sh->key, up->name, nlen + 1);
+    memcpy(sh->key + nlen + 1, server->addr.text, alen + 1);
+    sh->key_len = nlen + 1 + alen;
+    sh->up = su;
+    sh->next = shared_servers;
+    shared_servers = sh;
+out_unlock:
+    pthread_mutex_unlock(&shared_lock);
+    return sh;
+}
+
+bool upstream_ejected(const struct config_upstream *up, unsigned server)
+{
+    pthread_mutex_lock(&shared_lock);
+    struct upstream_shared *sh = shared_find(up->name, up->servers[server].addr.text);
+    pthread_mutex_unlock(&shared_lock);
+    return sh && ATOMIC_LOAD(&sh->ejected_until) > loop_now();
+}
+
+/* ---- per-worker state ----------------------------------------------------------------- */
 
 struct pool;
 
@@ -43,7 +153,8 @@ struct slot_waiter {
 struct pool {
     char *key; /* "upstream name" NUL "address" */
     size_t key_len;
-    struct worker *w;
+    struct upstream_set *set;
+    struct upstream_shared *shared;     /* the server's process-wide state */
     const struct config_server *server; /* of the config in force */
     const struct config_upstream *up;
     struct upstream_conn *idle_head; /* most recently released first */
@@ -51,9 +162,6 @@ struct pool {
     unsigned nactive;            /* in use by requests, or reserved for a woken waiter */
     struct slot_waiter *waiters; /* first come, first served */
     struct slot_waiter **waiters_tail;
-    unsigned fails;        /* consecutive attempts without a usable response */
-    int64_t ejected_until; /* passive ejection (loop_now); 0 = in service */
-    int64_t eject_logged;  /* log_ratelimited's timestamp: one per server and worker */
     int64_t connect_logged;
     int64_t busy_logged;
     struct pool *next; /* registry chain */
@@ -62,12 +170,15 @@ struct pool {
 struct upstream_state {
     struct balancer balancer;
     uint32_t *weights;
+    const char **names;  /* the servers' addresses (the hash's identities) */
     struct pool **pools; /* one per server, from the registry */
     bool *skip;          /* upstream_pick's scratch: tried or ejected */
+    uint64_t *load;      /* upstream_pick's scratch: in-flight counts */
+    struct upstream_shared_up *shared;
 };
 
 struct upstream_set {
-    struct worker *w;
+    struct upstream_owner owner;
     const struct config *cfg;
     struct upstream_state *ups; /* one per cfg->upstreams[i] */
     struct pool *registry;      /* every pool, keyed by name + address */
@@ -97,7 +208,13 @@ static struct pool *registry_get(struct upstream_set *set, const struct config_u
     memcpy(p->key, up->name, nlen + 1);
     memcpy(p->key + nlen + 1, server->addr.text, alen + 1);
     p->key_len = klen;
-    p->w = set->w;
+    p->set = set;
+    p->shared = shared_get(up, server);
+    if (!p->shared) {
+        free(p->key);
+        free(p);
+        return NULL;
+    }
     p->server = server;
     p->up = up;
     p->waiters_tail = &p->waiters;
@@ -106,12 +223,12 @@ static struct pool *registry_get(struct upstream_set *set, const struct config_u
     return p;
 }
 
-struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg)
+struct upstream_set *upstream_set_new(const struct upstream_owner *owner, const struct config *cfg)
 {
     struct upstream_set *set = calloc(1, sizeof(*set));
     if (!set)
         return NULL;
-    set->w = w;
+    set->owner = *owner;
     set->cfg = cfg;
     set->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*set->ups));
     if (!set->ups)
@@ -120,17 +237,25 @@ struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg
         const struct config_upstream *up = &cfg->upstreams[i];
         struct upstream_state *st = &set->ups[i];
         st->weights = calloc(up->nservers, sizeof(*st->weights));
+        st->names = calloc(up->nservers, sizeof(*st->names));
         st->pools = calloc(up->nservers, sizeof(*st->pools));
         st->skip = calloc(up->nservers, sizeof(*st->skip));
-        if (!st->weights || !st->pools || !st->skip)
+        st->load = calloc(up->nservers, sizeof(*st->load));
+        if (!st->weights || !st->names || !st->pools || !st->skip || !st->load)
             goto out_free;
         for (size_t j = 0; j < up->nservers; j++) {
             st->weights[j] = up->servers[j].weight;
+            st->names[j] = up->servers[j].addr.text;
             st->pools[j] = registry_get(set, up, &up->servers[j]);
             if (!st->pools[j])
                 goto out_free;
         }
-        if (balancer_init(&st->balancer, st->weights, up->nservers) != 0)
+        st->shared = st->pools[0]->shared->up;
+        /* random_two's generator: its own per worker and upstream */
+        uint64_t seed = ((uint64_t)owner->id + 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t)loop_now() ^
+                        ((uint64_t)i << 32);
+        if (balancer_init(&st->balancer, (enum balancer_kind)up->balance, st->weights, st->names,
+                          up->nservers, seed) != 0)
             goto out_free;
     }
     return set;
@@ -145,7 +270,7 @@ static void conn_close(struct upstream_conn *uc)
     if (uc->idle_timer)
         event_free(uc->idle_timer);
     io_stream_free(uc->s);
-    WORKER_STAT_SUB(uc->pool->w, upstream_conns, 1);
+    ATOMIC_SUB(uc->pool->set->owner.conns, 1);
     free(uc);
 }
 
@@ -181,49 +306,143 @@ void upstream_set_free(struct upstream_set *set)
         for (size_t i = 0; i < set->cfg->nupstreams; i++) {
             balancer_fini(&set->ups[i].balancer);
             free(set->ups[i].weights);
+            free(set->ups[i].names);
             free(set->ups[i].pools);
             free(set->ups[i].skip);
+            free(set->ups[i].load);
         }
         free(set->ups);
     }
     free(set);
 }
 
-int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip)
+int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip,
+                  uint64_t key, bool has_key)
 {
     struct upstream_state *st = &set->ups[up->index];
+    const uint64_t *load = NULL;
+    if (up->balance == CONFIG_BALANCE_LEAST_CONN || up->balance == CONFIG_BALANCE_RANDOM_TWO) {
+        for (size_t i = 0; i < up->nservers; i++)
+            st->load[i] = ATOMIC_LOAD(&st->pools[i]->shared->inflight);
+        load = st->load;
+    }
     if (!up->passive_failures)
-        return balancer_next(&st->balancer, skip);
+        return balancer_next(&st->balancer, skip, load, key, has_key);
     int64_t now = loop_now();
     bool any = false;
     for (size_t i = 0; i < up->nservers; i++) {
-        st->skip[i] = (skip && skip[i]) || st->pools[i]->ejected_until > now;
+        st->skip[i] = (skip && skip[i]) || ATOMIC_LOAD(&st->pools[i]->shared->ejected_until) > now;
         any |= !st->skip[i];
     }
     /* Every server left ejected (or tried): ejections are ignored rather
      * than failing every request (as nginx when all servers are down). */
-    return balancer_next(&st->balancer, any ? st->skip : skip);
+    return balancer_next(&st->balancer, any ? st->skip : skip, load, key, has_key);
 }
 
-void upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
+/*
+ * Ejects sh unless it is already out or half of the upstream's servers
+ * are (a cap: an outage of the backends, or of the network to them, must
+ * not empty the upstream). Called under the upstream's lock. Returns the
+ * ejection's length in ms, or 0 when not ejected.
+ */
+static int64_t eject(struct upstream_state *st, const struct config_upstream *up,
+                     struct upstream_shared *sh, int64_t now)
+{
+    if (ATOMIC_LOAD(&sh->ejected_until) > now)
+        return 0;
+    size_t out = 0;
+    for (size_t i = 0; i < up->nservers; i++)
+        out += ATOMIC_LOAD(&st->pools[i]->shared->ejected_until) > now;
+    if ((out + 1) * 2 > up->nservers)
+        return -1;
+    /* Ejected again within its last ejection's length of coming back:
+     * twice as long as the last time, up to max_eject_for. */
+    int64_t ms = up->passive_eject_ms;
+    int64_t until = ATOMIC_LOAD(&sh->ejected_until);
+    if (until && sh->eject_ms && now - until < sh->eject_ms * LOOP_MS) {
+        ms = sh->eject_ms * 2;
+        int64_t cap = up->passive_max_eject_ms > up->passive_eject_ms ? up->passive_max_eject_ms
+                                                                      : up->passive_eject_ms;
+        if (ms > cap)
+            ms = cap;
+    }
+    sh->eject_ms = ms;
+    ATOMIC_STORE(&sh->ejected_until, now + ms * LOOP_MS);
+    return ms;
+}
+
+bool upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
                      bool ok)
 {
     if (!up->passive_failures)
-        return;
-    struct pool *p = set->ups[up->index].pools[server];
+        return false;
+    struct upstream_state *st = &set->ups[up->index];
+    struct upstream_shared *sh = st->pools[server]->shared;
     if (ok) {
-        p->fails = 0;
-        return;
+        if (ATOMIC_LOAD(&sh->fails))
+            ATOMIC_STORE(&sh->fails, 0);
+        return false;
     }
-    if (++p->fails < up->passive_failures)
+    if (ATOMIC_ADD(&sh->fails, 1) < up->passive_failures)
+        return false;
+    pthread_mutex_lock(&st->shared->lock);
+    int64_t ms = 0;
+    if (ATOMIC_LOAD(&sh->fails) >= up->passive_failures) { /* not taken by another worker */
+        ATOMIC_STORE(&sh->fails, 0);
+        ms = eject(st, up, sh, loop_now());
+    }
+    pthread_mutex_unlock(&st->shared->lock);
+    if (ms > 0)
+        log_ratelimited(&sh->eject_logged, 1000, CONFIG_LOG_WARN,
+                        "upstream %s: server %s ejected for %lld ms after %u failures in a row",
+                        up->name, up->servers[server].addr.text, (long long)ms,
+                        up->passive_failures);
+    else if (ms < 0)
+        log_ratelimited(&sh->eject_logged, 1000, CONFIG_LOG_WARN,
+                        "upstream %s: server %s failed %u times in a row, not ejected: half of "
+                        "the upstream's servers are ejected already",
+                        up->name, up->servers[server].addr.text, up->passive_failures);
+    return ms > 0;
+}
+
+/* The window's slot for second `sec`, emptied when it held an older one. */
+static struct budget_slot *budget_slot(struct upstream_shared_up *su, int64_t sec)
+{
+    struct budget_slot *b = &su->slots[sec % BUDGET_SLOTS];
+    int64_t old = ATOMIC_LOAD(&b->sec);
+    if (old != sec && __atomic_compare_exchange_n(&b->sec, &old, sec, false, __ATOMIC_RELAXED,
+                                                  __ATOMIC_RELAXED)) {
+        ATOMIC_STORE(&b->requests, 0);
+        ATOMIC_STORE(&b->retries, 0);
+    }
+    return b;
+}
+
+void upstream_budget_request(struct upstream_set *set, const struct config_upstream *up)
+{
+    if (!up->retry_attempts)
         return;
-    p->fails = 0;
-    p->ejected_until = loop_now() + up->passive_eject_ms * LOOP_MS;
-    log_ratelimited(&p->eject_logged, 1000, CONFIG_LOG_WARN,
-                    "worker %u: upstream %s: server %s ejected for %lld ms after %u failures in "
-                    "a row",
-                    set->w->id, up->name, up->servers[server].addr.text,
-                    (long long)up->passive_eject_ms, up->passive_failures);
+    struct upstream_shared_up *su = set->ups[up->index].shared;
+    ATOMIC_ADD(&budget_slot(su, loop_now() / (1000 * LOOP_MS))->requests, 1);
+}
+
+bool upstream_budget_retry(struct upstream_set *set, const struct config_upstream *up)
+{
+    struct upstream_shared_up *su = set->ups[up->index].shared;
+    int64_t sec = loop_now() / (1000 * LOOP_MS);
+    uint64_t requests = 0, retries = 0;
+    for (size_t i = 0; i < BUDGET_SLOTS; i++) {
+        if (ATOMIC_LOAD(&su->slots[i].sec) > sec - BUDGET_SLOTS) {
+            requests += ATOMIC_LOAD(&su->slots[i].requests);
+            retries += ATOMIC_LOAD(&su->slots[i].retries);
+        }
+    }
+    uint64_t allowed =
+        requests * up->retry_budget_pct / 100 + (uint64_t)up->retry_budget_min * BUDGET_SLOTS;
+    if (retries >= allowed)
+        return false;
+    ATOMIC_ADD(&budget_slot(su, sec)->retries, 1);
+    return true;
 }
 
 /* A pooled connection said something (stray bytes) or closed: drop it. */
@@ -258,7 +477,7 @@ static void on_pooled_expired(evutil_socket_t fd, short what, void *arg)
     uc->timer_armed = false;
     if (!uc->idle)
         return; /* in use: upstream_release re-arms it */
-    int64_t ms = uc->pool->w->cfg->timeouts.upstream_idle;
+    int64_t ms = uc->pool->set->cfg->timeouts.upstream_idle;
     int64_t left = ms - (loop_now() - uc->idle_since) / LOOP_MS;
     if (left > 0) {
         arm_idle(uc, left);
@@ -343,11 +562,9 @@ static int slot_take(struct pool *p, struct io_stream *watch, int64_t deadline)
     }
 }
 
-int upstream_acquire(struct upstream_set *set, const struct config_upstream *up, unsigned server,
-                     bool fresh, int64_t deadline, struct io_stream *watch,
-                     struct upstream_conn **out, bool *reused)
+static int acquire(struct pool *p, const struct config_upstream *up, bool fresh, int64_t deadline,
+                   struct io_stream *watch, struct upstream_conn **out, bool *reused)
 {
-    struct pool *p = set->ups[up->index].pools[server];
     int r = slot_take(p, watch, deadline);
     if (r < 0)
         return r;
@@ -385,18 +602,34 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
                             strerror(-r));
         return r;
     }
-    WORKER_STAT_ADD(p->w, upstream_conns, 1);
+    ATOMIC_ADD(p->set->owner.conns, 1);
     *reused = false;
     *out = uc;
     return 0;
+}
+
+/* The server's in-flight count covers the wait for a slot and the
+ * connect: requests on their way to a server count against it, so a
+ * burst does not all go to the one that was idle. */
+int upstream_acquire(struct upstream_set *set, const struct config_upstream *up, unsigned server,
+                     bool fresh, int64_t deadline, struct io_stream *watch,
+                     struct upstream_conn **out, bool *reused)
+{
+    struct pool *p = set->ups[up->index].pools[server];
+    ATOMIC_ADD(&p->shared->inflight, 1);
+    int r = acquire(p, up, fresh, deadline, watch, out, reused);
+    if (r < 0)
+        ATOMIC_SUB(&p->shared->inflight, 1);
+    return r;
 }
 
 void upstream_release(struct upstream_conn *uc, bool reusable)
 {
     struct pool *p = uc->pool;
     struct io_stream *s = uc->s;
-    const struct config *cfg = p->w->cfg;
-    if (!reusable || io_eof(s) || p->nidle >= p->up->keepalive || p->w->draining ||
+    const struct config *cfg = p->set->cfg;
+    ATOMIC_SUB(&p->shared->inflight, 1);
+    if (!reusable || io_eof(s) || p->nidle >= p->up->keepalive || *p->set->owner.draining ||
         evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
         conn_close(uc);
         slot_release(p);

@@ -1,6 +1,21 @@
 /*
  * upstream: per-worker connections to the servers of each upstream:
- * choosing a server (balancer), keep-alive pools, max_connections.
+ * choosing a server (balancer), keep-alive pools, max_connections; and
+ * the process-wide state of each server and upstream.
+ *
+ * Process-wide state (shared by every worker, allocated once per process
+ * and never freed, so it outlives any config): one struct
+ * upstream_shared per server, keyed by "upstream name + server address",
+ * holding atomics: requests in flight (what least_conn and random_two
+ * compare, over all workers), consecutive failures and the ejection
+ * (passive ejection counts every worker's failures); and one per
+ * upstream name: the retry budget's 10 s window and the lock of ejection
+ * decisions. A later config that keeps a server finds the same entry, so
+ * its ejection and in-flight count carry over a reload; the entries are
+ * small plain structs keyed by stable identity, ready to be handed to a
+ * process-wide registry as they are. Counters are updated without a lock
+ * (relaxed atomics): the window's slot turnover may lose a concurrent
+ * increment, which a budget can afford.
  *
  * Pools are kept in a registry keyed by "upstream name + server address"
  * (runtime state keyed by a stable identity, not by config position), so
@@ -27,25 +42,50 @@ struct io_stream;
 struct loop;
 struct upstream_conn;
 struct upstream_set;
-struct worker;
 
-/* Builds the per-worker state for cfg's upstreams. NULL when out of memory. */
-struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg);
+/* What the worker lends its upstream set: its id (in log lines), its
+ * drain flag (no pooling once set) and its count of open upstream
+ * connections (relaxed atomics, read by /metrics). The pointers must
+ * outlive the set. */
+struct upstream_owner {
+    unsigned id;
+    const bool *draining;
+    unsigned long *conns;
+};
+
+/* Builds the per-worker state for cfg's upstreams (finding or creating
+ * the process-wide state of each server). NULL when out of memory. */
+struct upstream_set *upstream_set_new(const struct upstream_owner *owner, const struct config *cfg);
 /* Closes every pooled connection and frees the set. No connection may be
  * in use. NULL does nothing. */
 void upstream_set_free(struct upstream_set *set);
 
-/* The next server of `up` (smooth weighted round robin), skipping those
- * marked in skip (may be NULL) and those passively ejected (unless every
- * server left is). -1 when all are skipped. */
-int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip);
+/* The next server of `up` by its balancer, skipping those marked in skip
+ * (may be NULL) and those passively ejected (unless every server left
+ * is). key/has_key: the request's hash key (balance: hash; has_key false
+ * when the request has none: round robin). -1 when all are skipped. */
+int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip,
+                  uint64_t key, bool has_key);
 
 /* How an attempt on a server ended: ok (a response head came back, any
  * status) or not (connect error, reset, timeout, invalid head). With
- * passive ejection on, passive_failures in a row eject the server from
- * this worker's choice for passive_eject_ms. */
-void upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
+ * passive ejection on, passive_failures in a row over all workers eject
+ * the server for passive_eject_ms, doubled when it is ejected again
+ * within its last ejection's length of returning (up to
+ * passive_max_eject_ms), unless half of the upstream's servers are
+ * ejected already. Returns true when this report ejected the server. */
+bool upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
                      bool ok);
+
+/* Is the server passively ejected now (process-wide)? Any thread. */
+bool upstream_ejected(const struct config_upstream *up, unsigned server);
+
+/* Counts a request (its first attempt) toward up's retry budget. */
+void upstream_budget_request(struct upstream_set *set, const struct config_upstream *up);
+
+/* May one more retry go to up within retries.budget over the last 10 s
+ * (plus budget_min per second)? When so, it is counted as taken. */
+bool upstream_budget_retry(struct upstream_set *set, const struct config_upstream *up);
 
 /*
  * A connection to server `server` of `up`: a pooled idle one unless
@@ -65,7 +105,8 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
                      struct upstream_conn **out, bool *reused);
 
 /* Gives the connection back: pooled when `reusable` (a complete response,
- * keep-alive, nothing unread) and the pool has room, else closed. */
+ * keep-alive, nothing unread) and the pool has room, else closed. The
+ * server's in-flight count (taken by upstream_acquire) drops by one. */
 void upstream_release(struct upstream_conn *uc, bool reusable);
 
 struct io_stream *upstream_stream(struct upstream_conn *uc);

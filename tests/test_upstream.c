@@ -28,7 +28,6 @@
 #include "io.h"
 #include "loop.h"
 #include "upstream.h"
-#include "worker.h"
 
 #define MS(t) ((t) / LOOP_MS)
 
@@ -50,7 +49,11 @@ static int listener(uint16_t *port)
 static struct {
     struct loop *loop;
     struct config *cfg;
-    struct worker w;
+    struct {
+        struct upstream_set *upstreams;
+        bool draining;
+        unsigned long conns;
+    } w;
     const struct config_upstream *up;
     int lfd;
     /* what the coroutines did, in order */
@@ -81,9 +84,7 @@ static void setup(void)
     ck_assert_ptr_nonnull(u.up);
     u.loop = loop_new(CORO_STACK_DEFAULT, 8);
     ck_assert_ptr_nonnull(u.loop);
-    u.w.loop = u.loop;
-    u.w.cfg = u.cfg;
-    u.w.upstreams = upstream_set_new(&u.w, u.cfg);
+    u.w.upstreams = upstream_set_new(&(struct upstream_owner){0, &u.w.draining, &u.w.conns}, u.cfg);
     ck_assert_ptr_nonnull(u.w.upstreams);
 }
 
