@@ -108,7 +108,8 @@ static int worker_setup(struct worker *w)
         log_error("worker %u: cannot create its event loop", w->id);
         return -1;
     }
-    w->upstreams = upstream_set_new(w, w->cfg);
+    w->upstreams = upstream_set_new(
+        &(struct upstream_owner){w->id, &w->draining, &w->stats.upstream_conns}, w->cfg);
     w->control_ev =
         event_new(loop_base(w->loop), w->control_fd, EV_READ | EV_PERSIST, on_control, w);
     if (!w->upstreams || !w->control_ev || event_add(w->control_ev, NULL) != 0 ||
