@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "loop.h"
+#include "health.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -339,6 +340,7 @@ int server_run(struct config *cfg, const char *config_path)
         stop_workers(&srv);
         goto out_join;
     }
+    health_start(cfg); /* failing: logged, served without active checks */
     if (cfg->admin_listen &&
         !(srv.admin = admin = admin_start(srv.base, cfg, srv.workers, srv.nworkers))) {
         stop_workers(&srv);
@@ -354,6 +356,7 @@ int server_run(struct config *cfg, const char *config_path)
     status = 0;
 
 out_join:
+    health_stop();
     for (unsigned i = srv.njoined; i < srv.nworkers; i++)
         pthread_join(srv.workers[i].thread, NULL);
     if (srv.join_poll)
