@@ -34,7 +34,8 @@ check() {
 
 # Modules that own sockets, loops or libevent's buffers.
 check 'event2/' loop io evmem upstream conn proxy reply request body tunnel listener daemon server main \
-    log metrics admin worker
+    log metrics admin worker \
+    health
 # OpenSSL: no module yet (the TLS module, when it lands, is its one user).
 check 'openssl/'
 check 'yaml\.h' config_yaml

@@ -29,6 +29,7 @@ RANKS = {
     "http1": 2, "headers": 2, "proxyproto": 2, "body": 2,
     # policy
     "config": 3, "route": 3, "balancer": 3, "upstream": 3,
+    "health": 3,
     # flow (metrics counts per worker and reads the config: flow rank)
     "worker": 4, "conn": 4, "proxy": 4, "request": 4, "reply": 4, "tunnel": 4, "metrics": 4,
     # process
