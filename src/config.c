@@ -442,7 +442,7 @@ static const struct cfg_field upstream_fields[] = {
     {"retries", CFG_CUSTOM, .load = load_retries, .doc = "retrying a failed request"},
     {"passive", CFG_CUSTOM, .load = load_passive, .doc = "ejecting a failing server"},
     LATER("tls"),
-    LATER("health_check"),
+    {"health_check", CFG_CUSTOM, .load = cfg_load_health, .doc = "active health checks"},
     END};
 static const struct cfg_schema upstream_schema = {"upstreams.NAME", NULL, upstream_fields};
 
@@ -1254,6 +1254,7 @@ const struct cfg_schema *const cfg_schemas[] = {&root_schema,
                                                 &access_log_schema,
                                                 &error_log_schema,
                                                 &admin_schema,
+                                                &cfg_health_schema, /* config_balance.c */
                                                 NULL};
 
 /* The defaults of the top level: the tables' (def), then the custom fields'. */

@@ -134,6 +134,20 @@ enum {
     CONFIG_RETRY_504 = 1u << 5,
 };
 
+/* health_check: active checks, one checker per server for the process. */
+struct config_health {
+    char *path; /* NULL: no active checks */
+    char *host; /* the Host sent; NULL: the server's address */
+    int64_t interval_ms;
+    int64_t timeout_ms;
+    uint32_t healthy_after;
+    uint32_t unhealthy_after;
+    uint16_t *expect_status; /* [200] by default */
+    size_t nexpect_status;
+    bool start_healthy; /* a server new to the process starts healthy */
+    bool fail_open;     /* all servers down: use them all rather than 503 */
+};
+
 struct config_upstream {
     char *name;
     uint32_t index; /* position in cfg->upstreams */
@@ -174,6 +188,7 @@ struct config_upstream {
     uint32_t passive_failures;
     int64_t passive_eject_ms;
     int64_t passive_max_eject_ms; /* repeated ejections double up to this (300s) */
+    struct config_health health;
 };
 
 /* Method bits for the common methods; others are only in match.methods[]. */

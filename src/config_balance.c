@@ -1,10 +1,12 @@
 /*
- * config_balance: the loaders of an upstream's balancing and retry budget
- * keys (balance, hash_key, retries.budget), used by config.c's tables.
+ * config_balance: the loaders of an upstream's balancing, retry budget and
+ * health check keys (balance, hash_key, retries.budget, health_check),
+ * used by config.c's tables.
  */
 #include "config.h"
 #include "config_internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 bool cfg_load_balance(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
@@ -112,4 +114,108 @@ bool cfg_load_retry_budget(struct ctx *c, const struct cfg_field *f, const struc
     }
     u->retry_budget_pct = (uint32_t)pct;
     return true;
+}
+
+/* health_check.path: an origin-form path, sent as is. */
+static bool load_health_path(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                             const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    struct config_upstream *u = target;
+    char *s, q[96];
+    (void)f, (void)k;
+    if (!cfg_get_string(c, v, path, &s))
+        return false;
+    bool ok = s[0] == '/' && strlen(s) <= 1024;
+    for (const char *p = s; ok && *p; p++)
+        ok = (unsigned char)*p > 0x20 && *p != 0x7f;
+    if (!ok) {
+        cfg_err(c, v, path, "expected a path starting with / (no spaces), got %s",
+                cfg_quote(q, sizeof(q), v->str, v->len));
+        return false;
+    }
+    u->health.path = s;
+    return true;
+}
+
+static bool load_health_host(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                             const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    struct config_upstream *u = target;
+    char *s, q[96];
+    (void)f, (void)k;
+    if (!cfg_get_string(c, v, path, &s))
+        return false;
+    if (!cfg_valid_hostname(s)) {
+        cfg_err(c, v, path, "expected a host name, got %s",
+                cfg_quote(q, sizeof(q), v->str, v->len));
+        return false;
+    }
+    u->health.host = s;
+    return true;
+}
+
+/* health_check.expect_status: [200, 204, ...] */
+static bool load_health_expect(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                               const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    struct config_upstream *u = target;
+    (void)f, (void)k;
+    if (!cfg_want_seq(c, v, path, "a list of statuses like [200, 204]"))
+        return false;
+    size_t n = cfg_seq_items(v);
+    if (n == 0) {
+        cfg_err(c, v, path, "expected at least one status");
+        return false;
+    }
+    u->health.expect_status = cfg_alloc(c->mem, n * sizeof(*u->health.expect_status));
+    u->health.nexpect_status = 0;
+    bool ok = true;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t st;
+        if (!cfg_get_u32(c, v->v[j], CFG_INDEX(path, j), 100, 599, "a status from 100 to 599",
+                         &st)) {
+            ok = false;
+            continue;
+        }
+        u->health.expect_status[u->health.nexpect_status++] = (uint16_t)st;
+    }
+    return ok;
+}
+
+#define HAT(member) offsetof(struct config_upstream, health.member)
+static const struct cfg_field health_fields[] = {
+    {"path", CFG_CUSTOM, .load = load_health_path, .required = "required: the path checked",
+     .doc = "the path requested (GET), starting with /"},
+    {"host", CFG_CUSTOM, .load = load_health_host,
+     .doc = "the Host sent (default: the server's address)"},
+    {"interval", CFG_DURATION, HAT(interval_ms), 1, .def = 2000,
+     .doc = "time between two checks of a server (2s)"},
+    {"timeout", CFG_DURATION, HAT(timeout_ms), 1, .def = 1000,
+     .doc = "a check without a status line within this fails (1s)"},
+    {"healthy_after", CFG_U32, HAT(healthy_after), 1, 100, "an integer from 1 to 100", .def = 2,
+     .doc = "passes in a row that bring a server up (2)"},
+    {"unhealthy_after", CFG_U32, HAT(unhealthy_after), 1, 100, "an integer from 1 to 100", .def = 3,
+     .doc = "failures in a row that take a server down (3)"},
+    {"expect_status", CFG_CUSTOM, .load = load_health_expect,
+     .doc = "the statuses that pass ([200])"},
+    {"start_healthy", CFG_BOOL, HAT(start_healthy), .def = false,
+     .doc = "a server new to the process starts up, not down until its first pass (false)"},
+    {"fail_open", CFG_BOOL, HAT(fail_open), .def = false,
+     .doc = "every server down: send to them all rather than answer 503 (false)"},
+    {.key = NULL}};
+const struct cfg_schema cfg_health_schema = {
+    "upstreams.NAME.health_check", "a mapping (path, interval, timeout...)", health_fields};
+
+bool cfg_load_health(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                     const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    static uint16_t ok200[] = {200};
+    struct config_upstream *u = target;
+    (void)f, (void)k;
+    if (!cfg_want_map(c, v, path, cfg_health_schema.what))
+        return false;
+    cfg_defaults(&cfg_health_schema, u);
+    u->health.expect_status = ok200;
+    u->health.nexpect_status = 1;
+    return cfg_walk(c, v, path, &cfg_health_schema, u);
 }

@@ -273,6 +273,17 @@ static void render_resilience(struct evbuffer *out, const struct config *cfg,
             evbuffer_add_printf(out, "} %d\n", upstream_ejected(up, (unsigned)s) ? 1 : 0);
         }
     }
+    help(out, "ferry_upstream_server_healthy", "gauge",
+         "1 while the server passes its active health checks, else 0 (upstreams with "
+         "health_check).");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        for (size_t s = 0; up->health.path && s < up->nservers; s++) {
+            evbuffer_add(out, "ferry_upstream_server_healthy{", 30);
+            server_labels(out, up, &up->servers[s]);
+            evbuffer_add_printf(out, "} %d\n", upstream_healthy(up, (unsigned)s) ? 1 : 0);
+        }
+    }
     help(out, "ferry_upstream_retries_total", "counter",
          "Retries sent to another server of the upstream.");
     for (size_t u = 0; u < cfg->nupstreams; u++) {

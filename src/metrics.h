@@ -36,6 +36,9 @@
  *   ferry_upstream_ejections_total{upstream,server}   passive ejections
  *                                                (process-wide failure counts)
  *   ferry_upstream_server_ejected{upstream,server}   1 while ejected
+ *   ferry_upstream_server_healthy{upstream,server}   1 while it passes its
+ *                                                health checks (upstreams
+ *                                                with health_check only)
  *   ferry_upstream_retries_total{upstream}       retries sent to another
  *                                                server
  *   ferry_upstream_retry_budget_exhausted_total{upstream}   retries not

@@ -70,6 +70,7 @@ enum fail {
     FAIL_BODY_TOO_LARGE,  /* a chunked body over max_body_bytes */
     FAIL_HEAD,            /* the request head cannot be forwarded */
     FAIL_NOMEM,           /* out of memory */
+    FAIL_NO_SERVER,       /* every server left is down (health checks) */
     FAIL_KINDS
 };
 
@@ -114,6 +115,7 @@ static const struct failure {
     [FAIL_BODY_TOO_LARGE] = {413, "request body too large", false, 0, false, true},
     [FAIL_HEAD] = {400, "request head cannot be forwarded", false, 0, false, true},
     [FAIL_NOMEM] = {503, "out of memory", false, 0, false, false},
+    [FAIL_NO_SERVER] = {503, NULL, false, 0, false, false},
 };
 
 /* The tries of one request: servers tried, retries left, and whether the
@@ -423,6 +425,12 @@ static void forward(struct request *r)
     enum fail f;
     for (;;) {
         int server = upstream_pick(r->w->upstreams, up, at.tried, key, has_key);
+        if (server < 0) { /* health checks: none left up (a retry's failure is dropped) */
+            release_upstream(r, false);
+            r->error = upstream_none_up(r->w->upstreams, up);
+            f = FAIL_NO_SERVER;
+            break;
+        }
         bool reused = false;
         f = attempt(r, up, server, at.fresh, &reused);
         if (stale_retry(r, &at, f, reused))

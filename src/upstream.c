@@ -51,6 +51,7 @@ struct upstream_shared {
     int64_t ejected_until;          /* loop_now() instant; 0: never ejected */
     int64_t eject_ms;               /* the last ejection's length */
     int64_t eject_logged;
+    uint8_t down; /* the health checker's verdict: 1 = failing its checks */
     struct upstream_shared_up *up;
     char *key; /* "upstream name" NUL "address" */
     size_t key_len;
@@ -112,11 +113,28 @@ static struct upstream_shared *shared_get(const struct config_upstream *up,
     memcpy(sh->key + nlen + 1, server->addr.text, alen + 1);
     sh->key_len = nlen + 1 + alen;
     sh->up = su;
+    /* New to the process: down until its first pass (health_check) */
+    sh->down = up->health.path && !up->health.start_healthy;
     sh->next = shared_servers;
     shared_servers = sh;
 out_unlock:
     pthread_mutex_unlock(&shared_lock);
     return sh;
+}
+
+bool upstream_set_health(const struct config_upstream *up, unsigned server, bool healthy)
+{
+    struct upstream_shared *sh = shared_get(up, &up->servers[server]);
+    if (!sh)
+        return false;
+    uint8_t down = !healthy;
+    return __atomic_exchange_n(&sh->down, down, __ATOMIC_RELAXED) != down;
+}
+
+bool upstream_healthy(const struct config_upstream *up, unsigned server)
+{
+    struct upstream_shared *sh = shared_get(up, &up->servers[server]);
+    return !sh || !ATOMIC_LOAD(&sh->down);
 }
 
 bool upstream_ejected(const struct config_upstream *up, unsigned server)
@@ -172,7 +190,9 @@ struct upstream_state {
     uint32_t *weights;
     const char **names;  /* the servers' addresses (the hash's identities) */
     struct pool **pools; /* one per server, from the registry */
-    bool *skip;          /* upstream_pick's scratch: tried or ejected */
+    bool *skip;          /* upstream_pick's scratch: tried, ejected or down */
+    bool *skip2;         /* ... tried or down */
+    char *none_up;       /* "upstream NAME: no server is up" */
     uint64_t *load;      /* upstream_pick's scratch: in-flight counts */
     struct upstream_shared_up *shared;
 };
@@ -241,8 +261,12 @@ struct upstream_set *upstream_set_new(const struct upstream_owner *owner, const 
         st->pools = calloc(up->nservers, sizeof(*st->pools));
         st->skip = calloc(up->nservers, sizeof(*st->skip));
         st->load = calloc(up->nservers, sizeof(*st->load));
-        if (!st->weights || !st->names || !st->pools || !st->skip || !st->load)
+        st->skip2 = calloc(up->nservers, sizeof(*st->skip2));
+        st->none_up = malloc(strlen(up->name) + 40);
+        if (!st->weights || !st->names || !st->pools || !st->skip || !st->load || !st->skip2 ||
+            !st->none_up)
             goto out_free;
+        sprintf(st->none_up, "upstream %s: no server is up", up->name);
         for (size_t j = 0; j < up->nservers; j++) {
             st->weights[j] = up->servers[j].weight;
             st->names[j] = up->servers[j].addr.text;
@@ -310,6 +334,8 @@ void upstream_set_free(struct upstream_set *set)
             free(set->ups[i].pools);
             free(set->ups[i].skip);
             free(set->ups[i].load);
+            free(set->ups[i].skip2);
+            free(set->ups[i].none_up);
         }
         free(set->ups);
     }
@@ -326,17 +352,34 @@ int upstream_pick(struct upstream_set *set, const struct config_upstream *up, co
             st->load[i] = ATOMIC_LOAD(&st->pools[i]->shared->inflight);
         load = st->load;
     }
-    if (!up->passive_failures)
+    if (!up->passive_failures && !up->health.path)
         return balancer_next(&st->balancer, skip, load, key, has_key);
     int64_t now = loop_now();
-    bool any = false;
+    bool any = false, any_up = false;
     for (size_t i = 0; i < up->nservers; i++) {
-        st->skip[i] = (skip && skip[i]) || ATOMIC_LOAD(&st->pools[i]->shared->ejected_until) > now;
+        const struct upstream_shared *sh = st->pools[i]->shared;
+        bool tried = skip && skip[i];
+        bool down = up->health.path && ATOMIC_LOAD(&sh->down);
+        st->skip[i] = tried || down || ATOMIC_LOAD(&sh->ejected_until) > now;
+        st->skip2[i] = tried || down;
         any |= !st->skip[i];
+        any_up |= !st->skip2[i];
     }
-    /* Every server left ejected (or tried): ejections are ignored rather
-     * than failing every request (as nginx when all servers are down). */
-    return balancer_next(&st->balancer, any ? st->skip : skip, load, key, has_key);
+    if (any)
+        return balancer_next(&st->balancer, st->skip, load, key, has_key);
+    /* Every server left ejected: ejections are ignored rather than
+     * failing every request (as nginx when all servers are down). */
+    if (any_up)
+        return balancer_next(&st->balancer, st->skip2, load, key, has_key);
+    /* Every server left fails its health checks: fail_open uses them. */
+    if (up->health.fail_open)
+        return balancer_next(&st->balancer, skip, load, key, has_key);
+    return -1;
+}
+
+const char *upstream_none_up(struct upstream_set *set, const struct config_upstream *up)
+{
+    return set->ups[up->index].none_up;
 }
 
 /*

@@ -8,10 +8,11 @@
  * upstream_shared per server, keyed by "upstream name + server address",
  * holding atomics: requests in flight (what least_conn and random_two
  * compare, over all workers), consecutive failures and the ejection
- * (passive ejection counts every worker's failures); and one per
+ * (passive ejection counts every worker's failures), and the health
+ * checker's verdict (health.c writes it, every worker reads it); one per
  * upstream name: the retry budget's 10 s window and the lock of ejection
  * decisions. A later config that keeps a server finds the same entry, so
- * its ejection and in-flight count carry over a reload; the entries are
+ * its ejection, health and in-flight count carry over a reload; the entries are
  * small plain structs keyed by stable identity, ready to be handed to a
  * process-wide registry as they are. Counters are updated without a lock
  * (relaxed atomics): the window's slot turnover may lose a concurrent
@@ -61,11 +62,26 @@ struct upstream_set *upstream_set_new(const struct upstream_owner *owner, const 
 void upstream_set_free(struct upstream_set *set);
 
 /* The next server of `up` by its balancer, skipping those marked in skip
- * (may be NULL) and those passively ejected (unless every server left
- * is). key/has_key: the request's hash key (balance: hash; has_key false
- * when the request has none: round robin). -1 when all are skipped. */
+ * (may be NULL: servers tried), those passively ejected (unless every
+ * server left is) and those down by their health checks (unless every
+ * server left is and health_check.fail_open). key/has_key: the request's
+ * hash key (balance: hash; has_key false when the request has none: round
+ * robin). -1 when no server can be chosen. */
 int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip,
                   uint64_t key, bool has_key);
+
+/* "upstream NAME: no server is up", for the 503 after upstream_pick's -1. */
+const char *upstream_none_up(struct upstream_set *set, const struct config_upstream *up);
+
+/* Publishes the health checker's verdict on a server to every worker (any
+ * thread; creates the server's process-wide state if needed). Returns
+ * true when it changed. */
+bool upstream_set_health(const struct config_upstream *up, unsigned server, bool healthy);
+
+/* Does the server pass its health checks (true without checks)? Any
+ * thread; creates the server's process-wide state if needed (a server new
+ * to the process with health_check starts down unless start_healthy). */
+bool upstream_healthy(const struct config_upstream *up, unsigned server);
 
 /* How an attempt on a server ended: ok (a response head came back, any
  * status) or not (connect error, reset, timeout, invalid head). With

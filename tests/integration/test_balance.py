@@ -215,7 +215,8 @@ def test_no_client_error_while_one_server_is_healthy():
                                       retries={"attempts": 3,
                                                "on": ["connect_error", "reset", 502, 503, 504],
                                                "budget": "100%"},
-                                      passive={"failures": 2, "eject_for": "500ms"})},
+                                      passive={"failures": 2, "eject_for": "500ms",
+                                               "max_eject_for": "500ms"})},
               routes=[route("all", "/", upstream="u")])
     bad = []
 
