@@ -19,6 +19,7 @@
 #include "listener.h"
 #include "metrics.h"
 #include "reply.h"
+#include "upstream.h"
 #include "worker.h"
 
 /*
@@ -102,12 +103,15 @@ static void on_status(struct admin_conn *ac)
         upconns += WORKER_STAT_GET(w, upstream_conns);
     }
     struct evbuffer *body = evbuffer_new();
-    if (body)
+    if (body) {
         evbuffer_add_printf(body,
                             "{\"pid\":%ld,\"workers\":%u,\"connections\":%lu,"
                             "\"live_coroutines\":%lu,\"requests_total\":%lu,"
-                            "\"upstream_connections\":%lu}\n",
+                            "\"upstream_connections\":%lu,\"upstreams\":",
                             (long)getpid(), a->nworkers, conns, live, total, upconns);
+        upstream_status_json(body, a->cfg);
+        evbuffer_add(body, "}\n", 2);
+    }
     answer(ac, body ? 200 : 503, "application/json", body, NULL);
     if (body)
         evbuffer_free(body);
