@@ -137,6 +137,45 @@ bool upstream_healthy(const struct config_upstream *up, unsigned server)
     return !sh || !ATOMIC_LOAD(&sh->down);
 }
 
+/* A JSON string of s (quotes, backslashes and control bytes escaped). */
+static void json_string(struct evbuffer *out, const char *s)
+{
+    evbuffer_add(out, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            evbuffer_add_printf(out, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            evbuffer_add_printf(out, "\\u%04x", ch);
+        else
+            evbuffer_add(out, s, 1);
+    }
+    evbuffer_add(out, "\"", 1);
+}
+
+void upstream_status_json(struct evbuffer *out, const struct config *cfg)
+{
+    int64_t now = loop_now();
+    evbuffer_add(out, "{", 1);
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        evbuffer_add_printf(out, "%s", u ? "," : "");
+        json_string(out, up->name);
+        evbuffer_add(out, ":[", 2);
+        for (size_t i = 0; i < up->nservers; i++) {
+            struct upstream_shared *sh = shared_get(up, &up->servers[i]);
+            evbuffer_add_printf(out, "%s{\"address\":", i ? "," : "");
+            json_string(out, up->servers[i].addr.text);
+            evbuffer_add_printf(out, ",\"healthy\":%s,\"ejected\":%s,\"in_flight\":%llu}",
+                                sh && ATOMIC_LOAD(&sh->down) ? "false" : "true",
+                                sh && ATOMIC_LOAD(&sh->ejected_until) > now ? "true" : "false",
+                                sh ? (unsigned long long)ATOMIC_LOAD(&sh->inflight) : 0ull);
+        }
+        evbuffer_add(out, "]", 1);
+    }
+    evbuffer_add(out, "}", 1);
+}
+
 bool upstream_ejected(const struct config_upstream *up, unsigned server)
 {
     pthread_mutex_lock(&shared_lock);

@@ -39,6 +39,7 @@
  * must fit in it (a larger one is a 502, not a wait). */
 #define UPSTREAM_READ_MAX (256u * 1024u)
 
+struct evbuffer;
 struct io_stream;
 struct loop;
 struct upstream_conn;
@@ -92,6 +93,10 @@ bool upstream_healthy(const struct config_upstream *up, unsigned server);
  * ejected already. Returns true when this report ejected the server. */
 bool upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
                      bool ok);
+
+/* Appends {"NAME":[{"address","healthy","ejected","in_flight"}...]...}
+ * for cfg's upstreams (process-wide state; /status). Any thread. */
+void upstream_status_json(struct evbuffer *out, const struct config *cfg);
 
 /* Is the server passively ejected now (process-wide)? Any thread. */
 bool upstream_ejected(const struct config_upstream *up, unsigned server);

@@ -4,7 +4,7 @@ process, its verdict followed by every worker: a server failing its checks
 gets no requests, every server down is a 503 naming the upstream (or, with
 fail_open, they are all used), a server that passes again is back within
 (healthy_after + 1) x interval + timeout; changes are logged and exported in
-/metrics. Fast (~10 s)."""
+/metrics and /status. Fast (~10 s)."""
 import http.client
 import os
 import sys
@@ -59,6 +59,8 @@ def test_health_checks_route_around_and_recover():
     r = request(f, "GET", "/fast")
     expect_response(r, status=503, json={"status": 503,
                                          "error": lambda v: "upstream u" in v})
+    st = {s["address"]: s for s in f.status()["upstreams"]["u"]}
+    eq((st[a.address]["healthy"], st[b.address]["healthy"]), (False, False), "/status healthy")
     # both come back: requests succeed within (healthy_after + 1) x interval + timeout
     a2 = Backend(port=a.port, name="a2").start()
     from ferrytest import _cleanups
