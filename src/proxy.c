@@ -138,9 +138,10 @@ static enum fail connect_failure(int err);
 static bool stale_retry(struct request *r, struct attempts *at, enum fail f, bool reused);
 static void attempt_done(struct request *r, const struct config_upstream *up, int server,
                          enum fail f);
-static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail f);
+static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail *fp);
 static bool hash_key(const struct request *r, const struct config_upstream *up, uint64_t *key);
-static bool backoff(struct request *r, const struct config_upstream *up, unsigned retry);
+static int64_t backoff_until(const struct request *r, const struct config_upstream *up,
+                             unsigned retry);
 static void answer_failure(struct request *r, enum fail f);
 static void relay(struct request *r);
 static void release_upstream(struct request *r, bool reusable);
@@ -436,7 +437,7 @@ static void forward(struct request *r)
         if (stale_retry(r, &at, f, reused))
             continue;
         attempt_done(r, up, server, f);
-        if (!retry_elsewhere(r, &at, server, f))
+        if (!retry_elsewhere(r, &at, server, &f))
             break;
     }
     replay_end(r); /* a response is taken, or none will be: no retry from here */
@@ -537,12 +538,15 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
  * response, then dropped) on `server`? Only when the upstream's retries.on
  * lists the condition, with retries left, a server not tried yet, time
  * left, a body that can be resent whole (can_resend), once the request
- * was sent an idempotent method, and room in the upstream's retry budget
- * (counted in /metrics either way). Releases the connection and waits
- * the backoff when so. May yield.
+ * was sent an idempotent method, a backoff that ends within
+ * timeouts.total, and room in the upstream's retry budget (counted in
+ * /metrics either way). Releases the connection and waits the backoff
+ * when so; a client that leaves meanwhile makes *fp FAIL_CLIENT_GONE (and
+ * false). May yield.
  */
-static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail f)
+static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail *fp)
 {
+    enum fail f = *fp;
     const struct config_upstream *up = r->route->upstream;
     int st = f == FAIL_NONE ? r->resp.status : 0;
     unsigned cond = f != FAIL_NONE ? FAILURES[f].retry
@@ -562,6 +566,9 @@ static bool retry_elsewhere(struct request *r, struct attempts *at, int server, 
         other++;
     if (other == up->nservers)
         return false;
+    int64_t until = backoff_until(r, up, up->retry_attempts - at->left + 1);
+    if (until < 0)
+        return false;
     bool allowed = upstream_budget_retry(r->w->upstreams, up);
     metrics_retry(r->w->metrics, up, allowed);
     if (!allowed)
@@ -572,21 +579,29 @@ static bool retry_elsewhere(struct request *r, struct attempts *at, int server, 
     r->error = NULL;
     r->resp_started = false;
     release_upstream(r, false);
-    return backoff(r, up, up->retry_attempts - at->left);
+    if (until != LOOP_NEVER) {
+        struct io_want want[1] = {{.stream = r->client, .events = IO_EOF}};
+        if (io_wait(want, 1, until) != -ETIMEDOUT) {
+            *fp = FAIL_CLIENT_GONE;
+            return false;
+        }
+    }
+    return true;
 }
 
 /*
- * Waits before retry number `retry` (1, 2...): retries.backoff doubled
- * per retry, at most ten times the base, with jitter (half of it fixed,
- * half random) so that the clients of a failed server do not come back
- * in step. False (no retry) when the wait would end past timeouts.total
- * or the client left meanwhile. May yield.
+ * When retry number `retry` (1, 2...) may start: after retries.backoff
+ * doubled per retry, at most ten times the base, with jitter (half of it
+ * fixed, half random) so that the clients of a failed server do not come
+ * back in step. LOOP_NEVER: no wait (no backoff); -1: the wait would end
+ * past timeouts.total (no retry).
  */
-static bool backoff(struct request *r, const struct config_upstream *up, unsigned retry)
+static int64_t backoff_until(const struct request *r, const struct config_upstream *up,
+                             unsigned retry)
 {
     static __thread uint64_t rng;
     if (up->retry_backoff_ms <= 0)
-        return true;
+        return LOOP_NEVER;
     int64_t ms = up->retry_backoff_ms << (retry > 4 ? 3 : retry - 1);
     if (ms > up->retry_backoff_ms * 10)
         ms = up->retry_backoff_ms * 10;
@@ -598,10 +613,8 @@ static bool backoff(struct request *r, const struct config_upstream *up, unsigne
     int64_t wait = (ms * LOOP_MS) / 2 + (int64_t)(rng % (uint64_t)((ms * LOOP_MS) / 2 + 1));
     int64_t until = loop_now() + wait;
     if (r->total_deadline != LOOP_NEVER && until >= r->total_deadline)
-        return false;
-    struct io_want want[1] = {{.stream = r->client, .events = IO_EOF}};
-    int rc = io_wait(want, 1, until);
-    return rc == -ETIMEDOUT;
+        return -1;
+    return until;
 }
 
 /*

@@ -289,5 +289,25 @@ def test_total_bounds_backoff():
     check(dt >= 0.05, "answered in %.3fs: no backoff (at least half of 100ms)" % dt)
 
 
+def test_client_leaves_during_backoff():
+    "a client that leaves while its retry waits out the backoff: 499 logged, Ferry serves on"
+    bad, good = backend("bad"), backend("good")
+    bad.force = 503
+    f = ferry(workers=1,
+              upstreams={"u": servers(bad, good, retries={"attempts": 1, "on": [503],
+                                                          "backoff": "3s"})},
+              routes=[route("all", "/", upstream="u")])
+    c = Client(f.port)
+    c.send(build_request("GET", "/gone"))
+    wait_until(lambda: bad.stats()["requests"] == 1, what="the first try (on bad)")
+    time.sleep(0.2)
+    c.close()
+    f.wait_access(lambda e: e.get("path") == "/gone", what="the abandoned request")
+    e = [e for e in f.access_log() if e.get("path") == "/gone"][0]
+    eq(e.get("status"), 499, "the abandoned request's status")
+    f.assert_alive()
+    eq(good.stats()["requests"], 0, "nothing sent to the other server for a client that left")
+
+
 if __name__ == "__main__":
     run(globals(), budget=120)
