@@ -68,8 +68,11 @@ int main(int argc, char **argv)
     }
     double parse_ns = (now_ns() - t0) / (double)done;
 
-    struct headers_forward fwd = {
-        .client_addr = "192.0.2.10", .host = "backend:9001", .host_len = 12, .new_request_id = "x"};
+    struct headers_forward fwd = {.client_addr = "192.0.2.10",
+                                  .host = "backend:9001",
+                                  .host_len = 12,
+                                  .request_id = "x",
+                                  .request_id_len = 1};
     long done2 = 0;
     t0 = now_ns();
     for (; done2 < iters / 4 + 1; done2++) {

@@ -29,11 +29,17 @@
  * once (more are accepted and closed at once), and timeouts.client_header
  * for the whole exchange from accept (absolute: a head trickled a byte at
  * a time is cut like a slowloris on the proxy listener). Every answer
- * says Connection: close.
+ * says Connection: close. Once it is written the connection lingers: the
+ * write side is shut and what the client still sends is read and dropped,
+ * for at most ADMIN_LINGER_MS and ADMIN_LINGER_BYTES, so that bytes
+ * arriving after the answer do not turn the close into a reset that
+ * destroys the answer's tail (as the proxy listener's lingering close).
  */
 #define ADMIN_MAX_HEAD 8192
 #define ADMIN_MAX_CONNS 64
 #define ADMIN_MAX_FIELDS 64
+#define ADMIN_LINGER_MS 2000
+#define ADMIN_LINGER_BYTES (1024 * 1024)
 
 struct admin_conn {
     struct admin *a;
@@ -42,7 +48,9 @@ struct admin_conn {
     struct admin_conn *next, *prev;
     struct http1_request req;
     struct http1_header fields[ADMIN_MAX_FIELDS];
+    size_t dropped; /* bytes read and dropped after the answer */
     bool answered;
+    bool lingering; /* answer written, write side shut */
 };
 
 struct admin {
@@ -193,7 +201,10 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct admin_conn *ac = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     if (ac->answered) {
+        ac->dropped += evbuffer_get_length(in);
         evbuffer_drain(in, evbuffer_get_length(in));
+        if (ac->dropped > ADMIN_LINGER_BYTES)
+            conn_free(ac);
         return;
     }
     size_t len = evbuffer_get_length(in);
@@ -212,12 +223,22 @@ static void on_read(struct bufferevent *bev, void *arg)
         answer_text(ac, 431, "request head too large\n", NULL);
 }
 
-/* The answer is out: close. */
+/* The answer is out: shut the write side and linger (see the top). */
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct admin_conn *ac = arg;
-    if (ac->answered && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (!ac->answered || ac->lingering || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    ac->lingering = true;
+    bufferevent_disable(bev, EV_WRITE);
+    bufferevent_enable(bev, EV_READ); /* off while the answer went out */
+    if (shutdown(bufferevent_getfd(bev), SHUT_WR) < 0) {
         conn_free(ac);
+        return;
+    }
+    struct timeval tv = {.tv_sec = ADMIN_LINGER_MS / 1000,
+                         .tv_usec = (ADMIN_LINGER_MS % 1000) * 1000};
+    evtimer_add(ac->timer, &tv);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)

@@ -267,6 +267,23 @@ bool headers_request_id_valid(const char *id, size_t len)
     return true;
 }
 
+bool headers_request_id(const struct http1_request *req, const char **id, size_t *len)
+{
+    const struct http1_header *found = NULL;
+    unsigned count = 0;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (classify(&req->headers[i]) == F_REQUEST_ID) {
+            found = &req->headers[i];
+            count++;
+        }
+    }
+    if (count != 1 || !headers_request_id_valid(found->value, found->value_len))
+        return false;
+    *id = found->value;
+    *len = found->value_len;
+    return true;
+}
+
 /* Forwarded's node for an address: IPv6 quoted and bracketed (RFC 7239 §6). */
 static int forwarded_element(struct builder *b, const char *addr, bool tls)
 {
@@ -331,8 +348,8 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
                             struct http1_header *out, size_t cap, char *scratch, size_t scratch_cap)
 {
     struct builder b = {out, cap, 0, scratch, scratch_cap, 0};
-    const struct http1_header *hs = req->headers, *rid = NULL;
-    size_t n = req->nheaders, rid_count = 0;
+    const struct http1_header *hs = req->headers;
+    size_t n = req->nheaders;
     struct client_fields cf = {NULL, NULL, NULL, false};
     const char *v;
 
@@ -349,10 +366,6 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
                 break; /* X_Forwarded_For would be HTTP_X_FORWARDED_FOR to CGI */
             if (!named_in_connection(&conn, h) && add_view(&b, h) < 0)
                 return -ENOSPC;
-            break;
-        case F_REQUEST_ID:
-            rid = h;
-            rid_count++;
             break;
         case F_XFP:
             cf.xfp = cf.xfp ? cf.xfp : h;
@@ -376,15 +389,6 @@ int headers_forward_request(const struct http1_request *req, struct headers_forw
     if (len < 0 || add(&b, "Via", v, (size_t)len) < 0)
         return -ENOSPC;
 
-    fwd->request_id = NULL;
-    fwd->request_id_len = 0;
-    if (rid_count == 1 && headers_request_id_valid(rid->value, rid->value_len)) {
-        fwd->request_id = rid->value;
-        fwd->request_id_len = rid->value_len;
-    } else if (fwd->new_request_id) {
-        fwd->request_id = fwd->new_request_id;
-        fwd->request_id_len = strlen(fwd->new_request_id);
-    }
     if (fwd->request_id && add(&b, "X-Request-Id", fwd->request_id, fwd->request_id_len) < 0)
         return -ENOSPC;
 

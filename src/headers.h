@@ -57,12 +57,10 @@ struct headers_forward {
     bool tls;                /* client connection is TLS: proto https */
     const char *host;        /* Host to send upstream (preserve/upstream/literal) */
     size_t host_len;
-    const char *new_request_id;  /* a fresh id, used when the client's is absent/invalid */
+    const char *request_id; /* X-Request-Id to send (headers_request_id); NULL: none */
+    size_t request_id_len;
     bool tunnel;                 /* an Upgrade (websocket) is being forwarded */
     bool underscores_in_headers; /* forward client fields whose name has '_' */
-    /* out: the X-Request-Id in effect (client's or new_request_id) */
-    const char *request_id;
-    size_t request_id_len;
 };
 
 /*
@@ -76,7 +74,8 @@ struct headers_forward {
  * untrusted peers, names with '_' (unless allowed), Via and X-Request-Id
  * (re-added); then X-Forwarded-For (the trusted chain + client_addr),
  * X-Forwarded-Proto, X-Forwarded-Host, Forwarded, X-Real-IP (see above),
- * Via (chain + "1.1 ferry"), X-Request-Id, and when tunnelling
+ * Via (chain + "1.1 ferry"), X-Request-Id (fwd->request_id: the client's
+ * own fields are never passed on as they are), and when tunnelling
  * Upgrade: <client's> and Connection: upgrade. `scratch` holds the joined
  * values.
  */
@@ -107,6 +106,12 @@ int headers_rewrite(struct http1_header *out, size_t n, size_t cap, const struct
 
 /* Is `id` a well-formed X-Request-Id (see above)? */
 bool headers_request_id_valid(const char *id, size_t len);
+
+/* The X-Request-Id rule, in one place: the client's id counts when the
+ * request has exactly one X-Request-Id field and it is well-formed; then
+ * sets *id and *len to it and returns true. Otherwise false (the caller uses
+ * a fresh id). */
+bool headers_request_id(const struct http1_request *req, const char **id, size_t *len);
 
 /*
  * Normalises an origin-form path (no query) into out (cap >= len suffices:

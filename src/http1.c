@@ -920,6 +920,7 @@ enum {
     CH_TRAILER_LF,
     CH_END_LF, /* CR of the final empty line seen */
     CH_DONE,
+    CH_FAILED, /* dec->error was returned: every later call returns it */
 };
 
 void http1_chunked_init(struct http1_chunked *dec, const struct http1_limits *lim)
@@ -1095,6 +1096,8 @@ ssize_t http1_chunked_decode(struct http1_chunked *dec, const char *buf, size_t 
 
     *data_off = 0;
     *data_len = 0;
+    if (dec->state == CH_FAILED)
+        return dec->error;
     while (i < len) {
         if (dec->state == CH_DONE)
             return (ssize_t)i;
@@ -1117,8 +1120,11 @@ ssize_t http1_chunked_decode(struct http1_chunked *dec, const char *buf, size_t 
         unsigned char c = (unsigned char)buf[i++];
         int rc =
             dec->state < CH_TRAILER_START ? chunk_line_byte(dec, c) : chunk_trailer_byte(dec, c);
-        if (rc < 0)
+        if (rc < 0) {
+            dec->state = CH_FAILED;
+            dec->error = (int16_t)rc;
             return rc;
+        }
         if (dec->state == CH_DONE)
             return (ssize_t)i;
     }
@@ -1245,6 +1251,8 @@ static ssize_t finish_head(struct out *o, const struct http1_head_out *h)
     }
     if (h->connection_close)
         puts_(o, "Connection: close\r\n");
+    else if (h->connection_keep_alive)
+        puts_(o, "Connection: keep-alive\r\n");
     put(o, "\r\n", 2);
     if (o->len < o->cap)
         o->buf[o->len] = '\0';

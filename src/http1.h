@@ -291,12 +291,16 @@ bool http1_host_valid(const char *host, size_t len);
  * obs-fold, whitespace before ':', CTL) and DROPPED: never merged into the
  * headers, never forwarded. Chunk extensions are checked for CTLs and
  * length and dropped (the proxy re-encodes with http1_chunk_header). Bare LF
- * is never accepted anywhere in the framing.
+ * is never accepted anywhere in the framing. An error is final: every
+ * later call returns it again (the bytes the failing call looked at are
+ * not drained, and reading them from another state could end the body
+ * somewhere else).
  */
 struct http1_chunked {
     uint8_t state;
     uint8_t digits;   /* size digits seen on this line */
     uint16_t ext_len; /* extension bytes on this line */
+    int16_t error;    /* the error returned, once one was (0: none) */
     uint32_t trailer_lines;
     uint64_t remaining; /* payload bytes left in the current chunk, or the size being read */
     uint64_t total;     /* payload bytes so far */
@@ -338,6 +342,9 @@ size_t http1_chunk_header(char *buf, uint64_t n);
  *                                              CHUNKED -> Transfer-Encoding: chunked,
  *                                              NONE/CLOSE -> none
  *   Connection: close CRLF                    when connection_close
+ *   Connection: keep-alive CRLF               else when connection_keep_alive
+ *                                              (an HTTP/1.0 client's keep-alive
+ *                                              must be confirmed)
  *   CRLF
  * For a HEAD or 304 response whose upstream sent Content-Length, pass
  * HTTP1_BODY_LENGTH and that length: it is advertised, no body follows.
@@ -357,6 +364,7 @@ struct http1_head_out {
     enum http1_body body;
     uint64_t content_length;
     bool connection_close;
+    bool connection_keep_alive;
     /* Every name and value came from http1_parse_* or headers_forward_*,
      * which validated them: skip the per-byte checks (CR, LF, NUL are
      * still impossible by construction). */

@@ -746,7 +746,8 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     struct headers_forward fwd = {
         .trusted_peer = config_trusted(r->cfg, r->side->peer),
         .client_addr = r->side->client,
-        .new_request_id = r->new_id,
+        .request_id = r->id,
+        .request_id_len = r->id_len,
         .tunnel = r->req.upgrade_websocket,
         .underscores_in_headers = rt->underscores_in_headers,
     };
@@ -982,6 +983,7 @@ static int write_response_head(struct request *r, enum http1_body advertised)
         .body = advertised,
         .content_length = resp->content_length,
         .connection_close = !r->keep_alive && !tunnel,
+        .connection_keep_alive = r->keep_alive && r->req.version_minor == 0,
         .fields_checked = true,
     };
     int rc = n < 0 ? n : reply_head(cout, &h);

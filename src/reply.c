@@ -127,6 +127,7 @@ bool reply_write(struct evbuffer *out, const struct reply *rp)
         .body = bodiless ? HTTP1_BODY_NONE : HTTP1_BODY_LENGTH,
         .content_length = rp->body_len,
         .connection_close = !keep,
+        .connection_keep_alive = keep && rp->http10,
     };
     int rc = reply_head(out, &h);
     if (f != stack)

@@ -43,6 +43,7 @@ struct reply {
     bool head_only;   /* the request was HEAD: head, no body bytes */
     bool retry_after; /* Retry-After: 1 (503s) */
     bool keep_alive;  /* the client and Ferry would keep the connection */
+    bool http10;      /* an HTTP/1.0 client: a kept connection is said so */
     bool must_close;  /* the answer ends the connection whatever else holds */
     bool body_unread; /* some of the request body was not consumed */
 };

@@ -131,26 +131,37 @@ void request_id_decide(struct request *r)
     worker_request_id(r->w, r->new_id);
     r->id = r->new_id;
     r->id_len = 16;
-    const struct http1_header *found = NULL;
-    unsigned count = 0;
-    for (size_t i = 0; i < r->req.nheaders; i++) {
-        const struct http1_header *h = &r->req.headers[i];
-        if (h->name_len == 12 && http1_token_eq(h->name, 12, "x-request-id")) {
-            found = h;
-            count++;
-        }
-    }
-    if (r->head_len && count == 1 && headers_request_id_valid(found->value, found->value_len)) {
-        r->id = found->value;
-        r->id_len = found->value_len;
-    }
+    if (r->head_len)
+        headers_request_id(&r->req, &r->id, &r->id_len);
 }
 
 /* ---- answers of Ferry's own ------------------------------------------------------------- */
 
+/*
+ * Drops what has arrived of a body the answer does not need, without
+ * waiting, as nginx discards one: when that is the whole body, the
+ * connection can carry the next request. Bytes after the body's end stay
+ * in the input (the next request); a body that has not arrived whole, or
+ * breaks its framing, stays unread and the answer closes.
+ */
+static void discard_arrived_body(struct request *r)
+{
+    struct evbuffer *in = io_input(r->client);
+    if (evbuffer_get_length(in) == 0)
+        return;
+    struct evbuffer *sink = evbuffer_new();
+    if (!sink)
+        return;
+    if (body_move(&r->req_body, in, sink) < 0)
+        r->req_body.done = false;
+    evbuffer_free(sink);
+}
+
 void request_answer(struct request *r, int status, const char *content_type, const char *body,
                     size_t body_len, bool must_close, const struct config_header_rules *rules)
 {
+    if (!must_close && r->head_len && r->keep_alive && request_body_unread(r))
+        discard_arrived_body(r);
     struct reply rp = {
         .status = status,
         .content_type = content_type,
@@ -162,6 +173,7 @@ void request_answer(struct request *r, int status, const char *content_type, con
         .head_only = r->req.method == HTTP1_METHOD_HEAD,
         .retry_after = status == 503,
         .keep_alive = r->keep_alive,
+        .http10 = r->head_len && r->req.version_minor == 0,
         .must_close = must_close,
         .body_unread = request_body_unread(r),
     };

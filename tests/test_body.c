@@ -9,6 +9,7 @@
 
 #include <event2/buffer.h>
 
+#include "check_helpers.h"
 #include "body.h"
 
 /* Feeds wire[0..len) to body_move `step` bytes at a time; returns the
@@ -143,9 +144,5 @@ int main(void)
     tcase_add_test(tc, empty_bodies_are_done_at_once);
     tcase_add_test(tc, copy_leaves_the_source);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }

@@ -23,62 +23,10 @@
 #include <unistd.h>
 #include <alloca.h>
 
+#include "check_helpers.h"
 #include "coro.h"
 
 /* --- helpers -------------------------------------------------------------- */
-
-struct child_result {
-    int status;
-    char err[8192];
-};
-
-/*
- * Runs fn(arg) in a forked child with stderr captured; the child exits 0
- * when fn returns, and is killed by SIGALRM after 20 s if it hangs.
- */
-static void run_child(void (*fn)(void *arg), void *arg, struct child_result *r)
-{
-    int p[2];
-    ck_assert_int_eq(pipe(p), 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], STDERR_FILENO);
-        close(p[1]);
-        alarm(20);
-        fn(arg);
-        _exit(0);
-    }
-    close(p[1]);
-    size_t len = 0;
-    for (;;) {
-        char scratch[512];
-        char *dst = len < sizeof r->err - 1 ? r->err + len : scratch;
-        size_t room = len < sizeof r->err - 1 ? sizeof r->err - 1 - len : sizeof scratch;
-        ssize_t k = read(p[0], dst, room);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        if (dst != scratch)
-            len += (size_t)k;
-    }
-    r->err[len] = '\0';
-    close(p[0]);
-    ck_assert_int_eq(waitpid(pid, &r->status, 0), pid);
-}
-
-static void assert_aborted_naming(const struct child_result *r, const char *name)
-{
-    ck_assert_msg(WIFSIGNALED(r->status) && WTERMSIG(r->status) == SIGABRT,
-                  "child should die by SIGABRT; status %#x, stderr: %s", (unsigned)r->status,
-                  r->err);
-    ck_assert_msg(strstr(r->err, name) != NULL, "abort message should name %s; stderr: %s", name,
-                  r->err);
-}
 
 /* Resumes c until it ends; fails after a bound so a broken yield cannot spin. */
 static unsigned run_to_end(struct coro *c)
@@ -710,8 +658,8 @@ static void rlimit_child(void *arg)
 
 START_TEST(coro_new_fails_cleanly_out_of_address_space)
 {
-    static struct child_result r;
-    run_child(rlimit_child, NULL, &r);
+    static struct check_child r;
+    check_run_child(rlimit_child, NULL, &r);
     ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "child status %#x, stderr: %s",
                   (unsigned)r.status, r.err);
     ck_assert_ptr_nonnull(strstr(r.err, "created "));
@@ -763,18 +711,18 @@ static void guard_child(void *arg)
 
 START_TEST(guard_hit_reports_overflow)
 {
-    static struct child_result r;
-    run_child(guard_child, NULL, &r);
-    assert_aborted_naming(&r, "coroutine_stack");
+    static struct check_child r;
+    check_run_child(guard_child, NULL, &r);
+    check_assert_aborted_naming(&r, "coroutine_stack");
 }
 END_TEST
 
 START_TEST(guard_catches_big_frame)
 {
     static size_t n = CORO_STACK_DEFAULT + 32u * 1024u;
-    static struct child_result r;
-    run_child(guard_child, &n, &r);
-    assert_aborted_naming(&r, "coroutine_stack");
+    static struct check_child r;
+    check_run_child(guard_child, &n, &r);
+    check_assert_aborted_naming(&r, "coroutine_stack");
 }
 END_TEST
 #endif
@@ -841,33 +789,33 @@ static void yield_outside_child(void *arg)
 
 START_TEST(wrong_use_resume_gate_closed)
 {
-    static struct child_result r;
-    run_child(resume_gate_closed_child, NULL, &r);
-    assert_aborted_naming(&r, "coro_resume");
+    static struct check_child r;
+    check_run_child(resume_gate_closed_child, NULL, &r);
+    check_assert_aborted_naming(&r, "coro_resume");
 }
 END_TEST
 
 START_TEST(wrong_use_resume_finished)
 {
-    static struct child_result r;
-    run_child(resume_finished_child, NULL, &r);
-    assert_aborted_naming(&r, "coro_resume");
+    static struct check_child r;
+    check_run_child(resume_finished_child, NULL, &r);
+    check_assert_aborted_naming(&r, "coro_resume");
 }
 END_TEST
 
 START_TEST(wrong_use_resume_running)
 {
-    static struct child_result r;
-    run_child(resume_running_child, NULL, &r);
-    assert_aborted_naming(&r, "coro_resume");
+    static struct check_child r;
+    check_run_child(resume_running_child, NULL, &r);
+    check_assert_aborted_naming(&r, "coro_resume");
 }
 END_TEST
 
 START_TEST(wrong_use_yield_outside)
 {
-    static struct child_result r;
-    run_child(yield_outside_child, NULL, &r);
-    assert_aborted_naming(&r, "coro_yield");
+    static struct check_child r;
+    check_run_child(yield_outside_child, NULL, &r);
+    check_assert_aborted_naming(&r, "coro_yield");
 }
 END_TEST
 
@@ -927,9 +875,5 @@ int main(void)
     tcase_add_test(tc, wrong_use_yield_outside);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }

@@ -855,6 +855,27 @@ START_TEST(chunked_limits)
 }
 END_TEST
 
+/* An error is final: a second call over the same (undrained) bytes must
+ * not read them from the state the failing byte left, which could end the
+ * body early (found by an attack review). */
+START_TEST(chunked_error_is_final)
+{
+    struct http1_limits lim = {.max_header_bytes = 1};
+    struct http1_chunked d;
+    http1_chunked_init(&d, &lim);
+    size_t off, dl;
+    ck_assert_int_eq(http1_chunked_decode(&d, "1\r\n", 3, &off, &dl), 3);
+    static const char rest[] = "\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\n\r\n";
+    ssize_t first = http1_chunked_decode(&d, rest, sizeof(rest) - 1, &off, &dl);
+    ck_assert_int_lt(first, 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(http1_chunked_decode(&d, rest, sizeof(rest) - 1, &off, &dl), first);
+        ck_assert_int_eq(http1_chunked_decode(&d, "0\r\n\r\n", 5, &off, &dl), first);
+        ck_assert(!http1_chunked_done(&d));
+    }
+}
+END_TEST
+
 START_TEST(chunked_encoder)
 {
     char h[HTTP1_CHUNK_HEADER_MAX];
@@ -974,6 +995,7 @@ int main(void)
     tcase_add_test(tc, response_fields);
     tcase_add_loop_test(tc, chunked_table, 0, CHECK_NELEMS(chunk_cases));
     tcase_add_test(tc, chunked_limits);
+    tcase_add_test(tc, chunked_error_is_final);
     tcase_add_test(tc, chunked_encoder);
     tcase_add_test(tc, error_mapping);
     tcase_add_test(tc, restart_linear);

@@ -32,6 +32,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "check_helpers.h"
 #include "coro.h"
 #include "io.h"
 #include "loop.h"
@@ -203,56 +204,6 @@ static uint16_t dead_port(void)
     uint16_t port = listener_port(fd);
     close(fd);
     return port;
-}
-
-struct child_result {
-    int status;
-    char err[4096];
-};
-
-/* Runs fn(arg) in a forked child with stderr captured (SIGALRM after 20 s). */
-static void run_child(void (*fn)(void *arg), void *arg, struct child_result *r)
-{
-    int p[2];
-    ck_assert_int_eq(pipe(p), 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], STDERR_FILENO);
-        close(p[1]);
-        alarm(20);
-        fn(arg);
-        _exit(0);
-    }
-    close(p[1]);
-    size_t len = 0;
-    for (;;) {
-        char scratch[256];
-        char *dst = len < sizeof r->err - 1 ? r->err + len : scratch;
-        size_t room = len < sizeof r->err - 1 ? sizeof r->err - 1 - len : sizeof scratch;
-        ssize_t k = read(p[0], dst, room);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        if (dst != scratch)
-            len += (size_t)k;
-    }
-    r->err[len] = '\0';
-    close(p[0]);
-    ck_assert_int_eq(waitpid(pid, &r->status, 0), pid);
-}
-
-static void assert_aborted_naming(const struct child_result *r, const char *name)
-{
-    ck_assert_msg(WIFSIGNALED(r->status) && WTERMSIG(r->status) == SIGABRT,
-                  "child should die by SIGABRT; status %#x, stderr: %s", (unsigned)r->status,
-                  r->err);
-    ck_assert_msg(strstr(r->err, name) != NULL, "abort message should name %s; stderr: %s", name,
-                  r->err);
 }
 
 /* --- two coroutines interleave while one waits on a slow peer ------------------ */
@@ -2124,17 +2075,17 @@ static void resume_from_callback_child(void *arg)
 
 START_TEST(wrong_use_wait_twice_on_stream)
 {
-    static struct child_result r;
-    run_child(wait_twice_child, NULL, &r);
-    assert_aborted_naming(&r, "io_wait");
+    static struct check_child r;
+    check_run_child(wait_twice_child, NULL, &r);
+    check_assert_aborted_naming(&r, "io_wait");
 }
 END_TEST
 
 START_TEST(wrong_use_resume_from_callback)
 {
-    static struct child_result r;
-    run_child(resume_from_callback_child, NULL, &r);
-    assert_aborted_naming(&r, "coro_resume");
+    static struct check_child r;
+    check_run_child(resume_from_callback_child, NULL, &r);
+    check_assert_aborted_naming(&r, "coro_resume");
 }
 END_TEST
 
@@ -2408,9 +2359,5 @@ int main(void)
     tcase_add_test(tc, wrong_use_resume_from_callback);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_helpers.h"
 #include "log.h"
 
 /* The error log goes to stderr: send it to /dev/null while testing. */
@@ -203,9 +204,5 @@ int main(void)
     tcase_add_test(tc, access_json_any_bytes);
     tcase_add_test(tc, access_combined_escapes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }

@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 
+#include "check_helpers.h"
 #include "config.h"
 #include "http1.h"
 #include "reply.h"
@@ -137,9 +138,5 @@ int main(void)
     tcase_add_test(tc, route_rules_replace_ferrys_fields);
     tcase_add_test(tc, continue_is_a_bare_interim_head);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return check_run(s);
 }

@@ -6,7 +6,9 @@ A 16 MiB header line to /healthz is refused early and RSS does not grow by
 megabytes; a stalled client is cut after the timeout, and so is one that
 trickles its head a byte at a time; 256 clients each holding a nearly full
 head do not grow memory by more than 8 MiB; beyond the cap a client is
-closed at once while those already in are still answered. ~20 s."""
+closed at once while those already in are still answered. An answer is
+not lost to bytes the client sends after it (lingering close), and the
+linger is bounded. ~20 s."""
 import os
 import socket
 import sys
@@ -62,6 +64,71 @@ def test_methods_and_paths():
     _, b = admin_raw(f, b"GET /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
                         b"Connection: close\r\n\r\nhello")
     check(status_of(b) in (400, 413), "GET with a body: %r" % b[:200])
+
+
+def test_answer_survives_unread_bytes():
+    "an answer larger than the client's window, to a client that sent more than its request, arrives whole"
+    f = setup()
+    for i in range(5):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", f.admin_port))
+        try:
+            # bytes after the request that the admin server never reads
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+            time.sleep(0.1)  # the answer fills the window; the server is done writing
+            s.sendall(b"GET /status HTTP/1.1\r\n" * 50)
+            time.sleep(0.1)
+            buf = b""
+            try:
+                while True:
+                    d = s.recv(512)
+                    if not d:
+                        break
+                    buf += d
+                    time.sleep(0.001)
+            except ConnectionResetError:
+                pass
+        finally:
+            s.close()
+        r, _ = parse_response(buf, eof=True)
+        check(r is not None and r.status == 200, "GET /metrics lost its answer: %d bytes %r"
+              % (len(buf), buf[:80]))
+        n = int(r.header("content-length", "-1"))
+        eq(len(r.body), n, "metrics body bytes (Content-Length %d)" % n)
+        log("   %d bytes" % len(buf))
+
+
+def test_linger_bounded():
+    "after its answer a client that keeps sending is cut within the linger bounds (1 MiB, 2 s)"
+    f = setup()
+    s = socket.create_connection(("127.0.0.1", f.admin_port), timeout=5)
+    sent, t0, cut = 0, time.monotonic(), False
+    try:
+        s.sendall(b"POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999\r\n\r\n")
+        while time.monotonic() - t0 < 6 and sent < 64 << 20:
+            try:
+                sent += s.send(b"x" * 65536)
+            except (BrokenPipeError, ConnectionResetError):
+                cut = True
+                break
+            except socket.timeout:
+                continue
+    finally:
+        s.close()
+    log("   cut after %.1f s and %d KiB" % (time.monotonic() - t0, sent >> 10))
+    check(cut, "still accepting bytes after %.1f s and %d KiB" % (time.monotonic() - t0, sent >> 10))
+    check(sent < 16 << 20, "%d KiB taken after the answer" % (sent >> 10))
+
+
+def test_closed_clients_freed_at_once():
+    "a client that closes after its answer is freed at once (the linger ends at its EOF)"
+    f = setup()
+    fd0 = f.fd_count()
+    for _ in range(10):
+        f.status()
+    f.wait_baseline(fd0, 0, timeout=1.0)
 
 
 def test_huge_header_line():

@@ -44,9 +44,10 @@ def one_answer_then_close(f, method, path, extra, what, mode, forwarded=False):
     together with the head (mode "together"), after the answer ("after"),
     or with Expect: 100-continue, the body sent only after an answer, 100
     or final ("continue"). Exactly one final answer, Connection: close, the
-    connection closes, nothing after it; forwarded: the body may have
-    reached the upstream whole, and then only the request behind it may
-    be answered. Returns the statuses seen."""
+    connection closes, nothing after it; unless the body was consumed whole
+    (it came with the head and was discarded, or forwarded: it reached the
+    upstream), and then only the request behind it may be answered.
+    Returns the statuses seen."""
     seen = set()
     head_req = method == "HEAD"
     for bname, hdrs, wire in bodies():
@@ -71,8 +72,9 @@ def one_answer_then_close(f, method, path, extra, what, mode, forwarded=False):
                 if r.status == 100:  # a chunked body's size is known only as it comes
                     r = c.response(8, head_request=head_req)
             seen.add(r.status)
-            closed = c.closed(1.0 if forwarded else 6.0)
-            if forwarded and not closed:  # consumed whole: only BEHIND may be answered
+            consumed = forwarded or mode == "together"
+            closed = c.closed(1.0 if consumed else 6.0)
+            if consumed and not closed:  # consumed whole: only BEHIND may be answered
                 after = parse_responses(c.buf, eof=False)
                 check([x.status for x in after] == [204], "%s: after the answer: %r"
                       % (label, c.buf[:120]))

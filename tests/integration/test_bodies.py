@@ -179,13 +179,13 @@ def framed(body, chunked):
     return {"Transfer-Encoding": "chunked"}, b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
 
 
-def smuggle_once(f, path, body, chunked, split, what, want, forwarded=False):
+def smuggle_once(f, path, body, chunked, split, what, want):
     """Sends a POST whose body is `body`, with the head (split: the body
-    only after the first answer arrived), reads until the connection ends
-    and checks that exactly one answer (want) came. Unless the whole body
-    was forwarded with the head (forwarded: an upstream that took it and
-    then failed), the answer says Connection: close and the connection
-    closes."""
+    only after the first answer arrived) and checks that exactly one answer
+    (want) came. A body sent after the answer is never read: the answer
+    says Connection: close and the connection closes. A body that came
+    whole with the head was forwarded or discarded: the connection may stay,
+    and then its next request is answered, alone."""
     hdrs, wire = framed(body, chunked)
     head = build_request("POST", path, hdrs)
     c = Client(f.port, timeout=10)
@@ -203,11 +203,19 @@ def smuggle_once(f, path, body, chunked, split, what, want, forwarded=False):
             c.send(head + wire)
             r = c.response(8)
         eq(r.status, want, "%s: status" % what)
-        closed = c.closed(0.3 if forwarded and not split else 6.0)
+        closed = c.closed(0.3 if not split else 6.0)
         check(not c.buf, "%s: bytes after the answer (the body was parsed as a request): %r"
               % (what, c.buf[:200]))
-        if forwarded and not split:
-            return  # consumed whole: the connection may stay
+        if not split and not closed:
+            # the body came whole with the head, and was forwarded or
+            # discarded: the connection carries the next request, alone
+            check((r.header("Connection") or "").lower() != "close",
+                  "%s: open after Connection: close" % what)
+            r2 = c.request("GET", "/ping?next=1", timeout=5)
+            eq(r2.status, 200, "%s: the next request on the connection" % what)
+            c._fill(time.monotonic() + 0.3)
+            check(not c.buf, "%s: bytes after the next answer: %r" % (what, c.buf[:200]))
+            return
         check(closed, "%s: the connection was kept open with its body unread" % what)
         eq((r.header("Connection") or "").lower(), "close", "%s: Connection header" % what)
     finally:
@@ -256,6 +264,53 @@ def test_no_body_keeps_connection():
         c.close()
 
 
+def test_arrived_body_discarded_keeps_connection():
+    "404, respond route, 502: a body that came whole with the head is discarded and the connection kept"
+    be, f = setup_smuggle()
+    for path, want in (("/nope", 404), ("/ping", 200), ("/dead/x", 502)):
+        for chunked in (False, True):
+            for body in (b"hello", SMUGGLED, PREFIX):
+                what = "%s %s %r" % (path, "chunked" if chunked else "CL", body[:12])
+                hdrs, wire = framed(body, chunked)
+                c = Client(f.port, timeout=10)
+                try:
+                    # the body and a next request, in one packet
+                    c.send(build_request("POST", path, hdrs) + wire
+                           + build_request("GET", "/ping?next=1"))
+                    r = c.response(8)
+                    eq(r.status, want, what + ": status")
+                    check((r.header("Connection") or "").lower() != "close",
+                          what + ": Connection: close for a body that was all there")
+                    r2 = c.response(5)
+                    eq((r2.status, r2.body), (200, b"ok\n"), what + ": the next request")
+                    c._fill(time.monotonic() + 0.3)
+                    check(not c.buf, "%s: a third answer (the body was parsed): %r"
+                          % (what, c.buf[:200]))
+                finally:
+                    c.close()
+    # a body that has not all arrived is not waited for: the answer closes
+    c = Client(f.port, timeout=10)
+    try:
+        c.send(build_request("POST", "/nope", {"Content-Length": "100"}) + b"12345")
+        r = c.response(8)
+        eq(r.status, 404, "partial body: status")
+        eq((r.header("Connection") or "").lower(), "close", "partial body: Connection")
+        check(c.closed(6.0), "partial body: the connection stayed open")
+    finally:
+        c.close()
+    # a broken chunked body is not skipped over: the answer closes
+    c = Client(f.port, timeout=10)
+    try:
+        c.send(build_request("POST", "/nope", {"Transfer-Encoding": "chunked"})
+               + b"zz\r\n" + SMUGGLED)
+        r = c.response(8)
+        eq(r.status, 404, "broken chunk: status")
+        check(c.closed(6.0), "broken chunk: the connection stayed open")
+        check(not c.buf.startswith(b"HTTP/1.1 200"), "broken chunk: the body was parsed")
+    finally:
+        c.close()
+
+
 def test_body_never_parsed_after_failure():
     "refused, closed, garbage, busy: a body that is a request is never answered, the client closes"
     be, f = setup_smuggle()
@@ -269,8 +324,7 @@ def test_body_never_parsed_after_failure():
                                             "prefix" if body is PREFIX else "request")
                     holder = occupy_busy(f) if path == "/busy/x" else None
                     try:
-                        smuggle_once(f, path, body, chunked, split, what, want,
-                                     forwarded=path in ("/closer/x", "/garbage/x"))
+                        smuggle_once(f, path, body, chunked, split, what, want)
                     finally:
                         if holder:
                             holder.close()
@@ -328,8 +382,7 @@ def test_property_error_paths():
         pad = b"y" * rnd.randrange(0, 3000)
         body = pad + SMUGGLED * rnd.randrange(1, 4)
         split = rnd.random() < 0.5
-        smuggle_once(f, path, body, chunked, split, "case %d %s" % (i, path), want,
-                     forwarded=path in ("/closer/x", "/garbage/x"))
+        smuggle_once(f, path, body, chunked, split, "case %d %s" % (i, path), want)
     # and without a body: the connection may stay, no extra answer either
     for path, want in kinds + [("/busy/x", 503)]:
         holder = occupy_busy(f) if path == "/busy/x" else None

@@ -102,7 +102,8 @@ def test_client_abort_499():
     req = be.wait_for(lambda b: b.last().peer_closed, 3.0)
     check(req, "the upstream connection was not closed after the client left")
     dt = time.monotonic() - t0
-    check(dt < 1.0, "upstream closed %.2fs after the client left" % dt)
+    # not when the 5 s answer ends
+    check(dt < 2.5, "upstream closed %.2fs after the client left" % dt)
     e = f.wait_access(lambda e: "abort=1" in e.get("path", "") or e.get("status") == 499,
                       what="the aborted request")
     eq(e["status"], 499, "logged status of the aborted request")

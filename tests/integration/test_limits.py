@@ -135,7 +135,7 @@ def test_descriptor_exhaustion():
             time.sleep(0.02)
         check(ok is not None, "no new connection served within 3 s after the flood closed")
         log("   accepting again %.0f ms after the flood closed" % (ok * 1e3))
-        check(ok < 1.0, "accepting resumed %.2f s after the flood closed (limit 1 s)" % ok)
+        check(ok < 2.0, "accepting resumed %.2f s after the flood closed (limit 2 s)" % ok)
         expect_response(request(f, "GET", "/up/echo"), status=200, what="proxied request afterwards")
     finally:
         for s in flood:
@@ -166,7 +166,8 @@ def test_max_requests_503_retry_after():
                             what="request beyond max_requests")
             ra = r.header("Retry-After")
             check(ra is not None and ra.strip().isdigit(), "Retry-After %r on the 503" % ra)
-            check(dt < 0.5, "the 503 took %.2fs" % dt)
+            # not behind the holders, which answer after 1.5 s
+            check(dt < 1.2, "the 503 took %.2fs" % dt)
             expect_closed(c, 3.0, "the connection after the 503")
         finally:
             c.close()

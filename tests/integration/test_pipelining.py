@@ -25,6 +25,28 @@ def req(method, path, body=b"", headers=None):
     return build_request(method, path, headers, body)
 
 
+def test_http10_keep_alive_confirmed():
+    "HTTP/1.0 with Connection: keep-alive: every answer says keep-alive (as the client needs) and the next is served"
+    be, f = setup()
+    c = Client(f.port)
+    try:
+        for path, want in (("/ping", 200), ("/nope", 404), ("/up/echo", 200)):
+            c.send(b"GET %s HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n" % path.encode())
+            r = c.response(5)
+            eq(r.status, want, "HTTP/1.0 %s" % path)
+            eq((r.header("Connection") or "").lower(), "keep-alive", "HTTP/1.0 %s: Connection" % path)
+    finally:
+        c.close()
+    c = Client(f.port)
+    try:
+        c.send(b"GET /ping HTTP/1.0\r\nHost: a\r\n\r\n")
+        r = c.response(5)
+        eq((r.header("Connection") or "").lower(), "close", "HTTP/1.0 without keep-alive: Connection")
+        check(c.closed(3.0), "HTTP/1.0 without keep-alive: the connection stayed open")
+    finally:
+        c.close()
+
+
 def test_mixed_in_order():
     "12 mixed requests in one write (respond, GET, POST, HEAD, slow): 12 answers in order"
     be, f = setup()
