@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -15,9 +16,12 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "diff.h"
 #include "http1.h"
 #include "listener.h"
+#include "log.h"
 #include "metrics.h"
+#include "registry.h"
 #include "reply.h"
 #include "upstream.h"
 #include "worker.h"
@@ -58,7 +62,8 @@ struct admin {
     struct event *accept_ev;
     struct event *resume_ev; /* accepting again after a descriptor shortage */
     int fd;
-    const struct config *cfg;
+    const struct config *cfg;  /* the config in force (admin_set_config) */
+    struct config *listen_cfg; /* a reference to the one it was started with */
     struct worker *workers;
     unsigned nworkers;
     struct admin_conn *conns;
@@ -138,6 +143,150 @@ static void on_metrics(struct admin_conn *ac)
         evbuffer_free(body);
 }
 
+/* The running config's normalized form (diff.h): what `ferry diff`
+ * compares a file with. No secrets: diff_config_write hashes them. */
+static void on_config(struct admin_conn *ac)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f) {
+        diff_config_write(f, ac->a->cfg);
+        fclose(f);
+    }
+    struct evbuffer *body = text ? evbuffer_new() : NULL;
+    if (body && evbuffer_add(body, text, len) == 0)
+        answer(ac, 200, "text/plain; charset=utf-8", body, NULL);
+    else
+        answer_text(ac, 503, "out of memory\n", NULL);
+    if (body)
+        evbuffer_free(body);
+    free(text);
+}
+
+/* ---- upstream servers: GET /upstreams, POST .../drain and .../ready ---------------- */
+
+static void json_str(struct evbuffer *b, const char *s)
+{
+    evbuffer_add(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            evbuffer_add_printf(b, "\\%c", c);
+        else if (c < 0x20)
+            evbuffer_add_printf(b, "\\u%04x", c);
+        else
+            evbuffer_add(b, s, 1);
+    }
+    evbuffer_add(b, "\"", 1);
+}
+
+static void on_upstreams(struct admin_conn *ac)
+{
+    const struct config *cfg = ac->a->cfg;
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        answer_text(ac, 503, "out of memory\n", NULL);
+        return;
+    }
+    evbuffer_add_printf(b, "{\"upstreams\":[");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        evbuffer_add_printf(b, "%s{\"name\":", u ? "," : "");
+        json_str(b, up->name);
+        evbuffer_add_printf(b, ",\"servers\":[");
+        for (size_t i = 0; i < up->nservers; i++) {
+            const struct config_server *sv = &up->servers[i];
+            bool drained = registry_drained(registry_server(up->name, sv->addr.text));
+            evbuffer_add_printf(b, "%s{\"address\":", i ? "," : "");
+            json_str(b, sv->addr.text);
+            evbuffer_add_printf(b, ",\"weight\":%u,\"state\":\"%s\"}", sv->weight,
+                                drained ? "drained" : "ready");
+        }
+        evbuffer_add_printf(b, "]}");
+    }
+    evbuffer_add_printf(b, "]}\n");
+    answer(ac, 200, "application/json", b, NULL);
+    evbuffer_free(b);
+}
+
+/* Decodes %XX in s[0..n) into out (NUL-terminated). False when malformed,
+ * too long or decoding to a NUL. */
+static bool pct_decode(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            unsigned v;
+            char hex[3] = {0};
+            if (i + 2 >= n)
+                return false;
+            hex[0] = s[i + 1];
+            hex[1] = s[i + 2];
+            if (sscanf(hex, "%2x", &v) != 1 || !v)
+                return false;
+            c = (char)v;
+            i += 2;
+        }
+        if (o + 1 >= cap)
+            return false;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return true;
+}
+
+/* POST /upstreams/NAME/servers/ADDRESS/drain (or /ready): NAME and
+ * ADDRESS as in the running config, %-encoded where needed (a unix
+ * address's slashes). The state is process-wide and survives reloads. */
+static void on_server_state(struct admin_conn *ac, const char *p, size_t n)
+{
+    static const char servers[] = "/servers/";
+    const char *slash = memchr(p, '/', n);
+    const char *last = p + n;
+    while (last > p && last[-1] != '/')
+        last--;
+    char name[256], addr[512], action[16];
+    if (!slash || (size_t)(p + n - slash) < sizeof(servers) ||
+        memcmp(slash, servers, sizeof(servers) - 1) != 0 || last <= slash + sizeof(servers) ||
+        !pct_decode(p, (size_t)(slash - p), name, sizeof(name)) ||
+        !pct_decode(slash + sizeof(servers) - 1, (size_t)(last - 1 - slash - sizeof(servers) + 1),
+                    addr, sizeof(addr)) ||
+        !pct_decode(last, (size_t)(p + n - last), action, sizeof(action)) ||
+        (strcmp(action, "drain") != 0 && strcmp(action, "ready") != 0)) {
+        answer_text(ac, 404, "not found: POST /upstreams/NAME/servers/ADDRESS/drain|ready\n", NULL);
+        return;
+    }
+    const struct config_upstream *up = config_upstream_find(ac->a->cfg, name);
+    bool known = false;
+    for (size_t i = 0; up && i < up->nservers && !known; i++)
+        known = strcmp(up->servers[i].addr.text, addr) == 0;
+    if (!known) {
+        answer_text(ac, 404, "no such upstream server in the running config\n", NULL);
+        return;
+    }
+    bool drain = strcmp(action, "drain") == 0;
+    if (registry_set_drained(name, addr, drain) != 0) {
+        answer_text(ac, 503, "out of memory\n", NULL);
+        return;
+    }
+    log_info("admin: upstream %s: server %s %s", name, addr,
+             drain ? "drained: out of rotation" : "ready: back in rotation");
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        answer_text(ac, 503, "out of memory\n", NULL);
+        return;
+    }
+    evbuffer_add(b, "{\"upstream\":", 12);
+    json_str(b, name);
+    evbuffer_add(b, ",\"address\":", 11);
+    json_str(b, addr);
+    evbuffer_add_printf(b, ",\"state\":\"%s\"}\n", drain ? "drained" : "ready");
+    answer(ac, 200, "application/json", b, NULL);
+    evbuffer_free(b);
+}
+
 static void on_healthz(struct admin_conn *ac)
 {
     if (ac->a->draining)
@@ -149,7 +298,11 @@ static void on_healthz(struct admin_conn *ac)
 static const struct {
     const char *path;
     void (*cb)(struct admin_conn *);
-} PATHS[] = {{"/healthz", on_healthz}, {"/status", on_status}, {"/metrics", on_metrics}};
+} PATHS[] = {{"/healthz", on_healthz},
+             {"/status", on_status},
+             {"/metrics", on_metrics},
+             {"/config", on_config},
+             {"/upstreams", on_upstreams}};
 
 /* A parsed request: no body, GET/HEAD on a known path (405 on a known
  * path, 404 elsewhere). */
@@ -159,6 +312,18 @@ static void dispatch(struct admin_conn *ac)
     if (req->body != HTTP1_BODY_NONE &&
         !(req->body == HTTP1_BODY_LENGTH && req->content_length == 0)) {
         answer_text(ac, 413, "the admin endpoint takes no request body\n", NULL);
+        return;
+    }
+    static const char ups[] = "/upstreams/";
+    if (req->path_len > sizeof(ups) - 1 && memcmp(req->path, ups, sizeof(ups) - 1) == 0) {
+        if (req->method == HTTP1_METHOD_POST) {
+            on_server_state(ac, req->path + sizeof(ups) - 1, req->path_len - (sizeof(ups) - 1));
+        } else {
+            static struct http1_header allow = {
+                .name = "Allow", .name_len = 5, .value = "POST", .value_len = 4};
+            static const struct config_header_rules rules = {.add = &allow, .nadd = 1};
+            answer_text(ac, 405, "method not allowed\n", &rules);
+        }
         return;
     }
     for (size_t i = 0; i < sizeof(PATHS) / sizeof(PATHS[0]); i++) {
@@ -338,6 +503,7 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
         return NULL;
     a->base = base;
     a->cfg = cfg;
+    a->listen_cfg = config_ref((struct config *)cfg);
     a->workers = workers;
     a->nworkers = nworkers;
     a->fd = -1;
@@ -350,18 +516,25 @@ struct admin *admin_start(struct event_base *base, const struct config *cfg, str
             close(fd);
         goto out_free;
     }
-    if (fd < 0 || bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) != 0 ||
-        listen(fd, 128) != 0) {
+    if (fd < 0 || bind(fd, (const struct sockaddr *)&addr->sa, addr->salen) != 0) {
         fprintf(stderr, "ferry: admin.listen %s: %s\n", addr->text, strerror(errno));
         if (fd >= 0)
             close(fd);
+        goto out_free;
+    }
+    /* Whoever may connect may drain servers: owner and group only,
+     * whatever the umask (as CONFIG's "mode 0660"). */
+    if (addr->is_unix && chmod(addr->path, 0660) != 0) {
+        fprintf(stderr, "ferry: admin.listen %s: chmod: %s\n", addr->text, strerror(errno));
+        close(fd);
+        unlink(addr->path);
         goto out_free;
     }
     a->fd = fd;
     a->bound_unix = addr->is_unix;
     a->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, on_accept, a);
     a->resume_ev = evtimer_new(base, on_resume, a);
-    if (!a->accept_ev || !a->resume_ev || event_add(a->accept_ev, NULL) != 0) {
+    if (!a->accept_ev || !a->resume_ev) {
         fprintf(stderr, "ferry: admin.listen %s: out of memory\n", addr->text);
         goto out_free;
     }
@@ -385,6 +558,23 @@ void admin_stop(struct admin *a)
     if (a->fd >= 0)
         close(a->fd);
     if (a->bound_unix)
-        unlink(a->cfg->admin_listen->path);
+        unlink(a->listen_cfg->admin_listen->path);
+    config_unref(a->listen_cfg);
     free(a);
+}
+
+int admin_serve(struct admin *a)
+{
+    if (listen(a->fd, 128) != 0 || event_add(a->accept_ev, NULL) != 0) {
+        fprintf(stderr, "ferry: admin.listen %s: %s\n", a->listen_cfg->admin_listen->text,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void admin_set_config(struct admin *a, const struct config *cfg)
+{
+    if (a)
+        a->cfg = cfg;
 }

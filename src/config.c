@@ -656,11 +656,17 @@ static const struct cfg_field match_fields[] = {
     {"path_prefix", CFG_CUSTOM, .load = load_match_path,
      .doc = "a path prefix, matched at a segment boundary"},
     {"methods", CFG_CUSTOM, .load = load_match_methods, .doc = "a list of methods ([GET, POST])"},
-    LATER("path_regex"),
-    LATER("headers"),
+    {"path_regex", CFG_CUSTOM, .load = cfg_load_path_regex,
+     .doc = "a PCRE2 pattern searched in the normalised path"},
+    {"headers", CFG_CUSTOM, .load = cfg_load_match_fields,
+     .doc = "header conditions: NAME: value, or {prefix|regex|present|absent}"},
+    {"query", CFG_CUSTOM, .load = cfg_load_match_fields,
+     .doc = "query parameter conditions, in the forms of headers"},
     END};
 static const struct cfg_schema match_schema = {
-    "routes[].match", "a mapping of conditions (host, path, path_prefix, methods)", match_fields};
+    "routes[].match",
+    "a mapping of conditions (host, path, path_prefix, path_regex, methods, headers, query)",
+    match_fields};
 
 static bool load_match(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                        const struct ynode *n, const struct cfg_path *path, void *target)
@@ -974,10 +980,20 @@ static const struct cfg_field route_fields[] = {
      .doc = "pass client fields whose names hold '_' (false: dropped)"},
     {"reject_path_params", CFG_BOOL, AT(struct config_route, reject_path_params),
      .doc = "answer 400 to a path with ';' (false)"},
+    {"rewrite", CFG_CUSTOM, .load = cfg_load_rewrite,
+     .doc = "the upstream path from path_regex's captures (/api/$1)"},
+    {"split", CFG_CUSTOM, .load = cfg_load_split,
+     .doc = "weighted upstreams instead of upstream ([{upstream, weight}])"},
+    {"split_key", CFG_CUSTOM, .load = cfg_load_split_key,
+     .doc = "sticky split on client_ip, header:NAME or cookie:NAME (random)"},
+    {"auth", CFG_CUSTOM, .load = cfg_load_route_auth,
+     .doc = "authentication: api_keys or jwt (none)"},
+    {"rate_limit", CFG_CUSTOM, .load = cfg_load_rate_limit,
+     .doc = "a token bucket per key: requests per per, plus burst (none)"},
+    {"cors", CFG_CUSTOM, .load = cfg_load_cors,
+     .doc = "cross-origin requests from browsers: preflights answered here (none)"},
     LATER("request_buffering"),
     LATER("response_buffering"),
-    LATER("rate_limit"),
-    LATER("auth"),
     END};
 static const struct cfg_schema route_schema = {"routes[]", NULL, route_fields};
 
@@ -1005,13 +1021,18 @@ static void check_route(struct ctx *c, const struct ynode *n, const struct cfg_p
     if (respond_node && aux->upstream_node) {
         cfg_err(c, respond_node, CFG_KEY(path, "respond"),
                 "a route has either upstream or respond, not both");
-    } else if (!respond_node && !aux->upstream_node) {
+    } else if (!respond_node && !aux->upstream_node && !map_key(n, "split")) {
         cfg_err(c, n, path,
                 "a route needs upstream: (where to proxy) or respond: (a fixed answer)");
     }
     if (respond_node && (strip_node || r->add_prefix)) {
         cfg_warn(c, respond_node, CFG_KEY(path, strip_node ? "strip_prefix" : "add_prefix"),
                  "has no effect on a respond route");
+    }
+    if (r->rate_limit && r->rate_limit->key == CONFIG_RATE_IDENTITY && !map_key(n, "auth")) {
+        const struct ynode *rn = cfg_map_get(n, "rate_limit");
+        cfg_err(c, cfg_map_get(rn, "key"), CFG_KEY(CFG_KEY(path, "rate_limit"), "key"),
+                "identity needs auth: on the route (who is asking)");
     }
     if (strip_node && r->match.path_prefix) {
         const char *sp = r->strip_prefix, *pp = r->match.path_prefix;
@@ -1037,6 +1058,7 @@ static void load_route(struct ctx *c, const struct ynode *n, const struct cfg_pa
     }
     cfg_walk(c, n, path, &route_schema, r);
     check_route(c, n, path, r);
+    cfg_route_check(c, n, path, r);
 }
 
 static bool load_routes(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
@@ -1213,6 +1235,18 @@ static bool load_pid_file(struct ctx *c, const struct cfg_field *f, const struct
     return true;
 }
 
+static bool load_user(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                      const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    struct config *cfg = target;
+    (void)f, (void)k;
+    if (cfg_is_null(v)) {
+        cfg->user = NULL;
+        return true;
+    }
+    return cfg_get_string(c, v, path, &cfg->user);
+}
+
 static const struct cfg_field root_fields[] = {
     {"workers", CFG_CUSTOM, .load = load_workers, .doc = "auto (one per core) or 1 to 1024"},
     {"coroutine_stack", CFG_SIZE, AT(struct config, coroutine_stack), 16 << 10, 64 << 20,
@@ -1234,28 +1268,22 @@ static const struct cfg_field root_fields[] = {
     {"access_log", CFG_CUSTOM, .load = load_access_log, .doc = "the access log (stderr, json)"},
     {"error_log", CFG_CUSTOM, .load = load_section, .doc = "the error log"},
     {"admin", CFG_CUSTOM, .load = load_section, .doc = "the admin listener"},
-    LATER("user"),
+    {"user", CFG_CUSTOM, .load = load_user,
+     .doc = "started as root: the user to switch to after binding (none)"},
     END};
 static const struct cfg_schema root_schema = {"", NULL, root_fields};
 
-const struct cfg_schema *const cfg_schemas[] = {&root_schema,
-                                                &timeouts_schema,
-                                                &route_timeouts_schema,
-                                                &limits_schema,
-                                                &listener_schema,
-                                                &server_schema,
-                                                &passive_schema,
-                                                &retry_schema,
-                                                &upstream_schema,
-                                                &match_schema,
-                                                &respond_schema,
-                                                &header_rules_schema,
-                                                &route_schema,
-                                                &access_log_schema,
-                                                &error_log_schema,
-                                                &admin_schema,
-                                                &cfg_health_schema, /* config_balance.c */
-                                                NULL};
+const struct cfg_schema *const cfg_schemas[] = {&root_schema,           &timeouts_schema,
+                                                &route_timeouts_schema, &limits_schema,
+                                                &listener_schema,       &server_schema,
+                                                &passive_schema,        &retry_schema,
+                                                &upstream_schema,       &match_schema,
+                                                &cfg_cond_schema,       &cfg_split_schema,
+                                                &respond_schema,        &header_rules_schema,
+                                                &route_schema,          &cfg_rate_limit_schema,
+                                                &cfg_cors_schema,       &access_log_schema,
+                                                &error_log_schema,      &admin_schema,
+                                                &cfg_health_schema,     NULL};
 
 /* The defaults of the top level: the tables' (def), then the custom fields'. */
 void cfg_set_defaults(struct config *cfg)
@@ -1312,6 +1340,8 @@ static int load(struct ctx *c, struct config **out, FILE *diag)
     cfg_print_diags(c, diag);
     cfg_arena_fini(&c->tree);
     if (rc != 0) {
+        cfg_regexes_free(&box->cfg);
+        cfg_free_policies(&box->cfg);
         cfg_arena_fini(&box->mem);
         free(box);
         *out = NULL;
@@ -1413,6 +1443,8 @@ void config_unref(struct config *cfg)
     if (__atomic_sub_fetch(&cfg->refs_, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     struct config_box *box = (struct config_box *)cfg;
+    cfg_regexes_free(cfg);
+    cfg_free_policies(cfg);
     cfg_arena_fini(&box->mem);
     free(box);
 }

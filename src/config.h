@@ -213,6 +213,32 @@ enum {
  * path_prefix respects segment boundaries: "/v1" matches "/v1" and
  * "/v1/x", never "/v1evil"; "/v1/" matches "/v1/x" only.
  */
+/*
+ * One condition of match.headers or match.query on a field (or query
+ * parameter) name. Header names are compared case-insensitively, query
+ * names and every value byte for byte (query values as sent, not
+ * percent-decoded). Several fields of one name: the condition holds when
+ * any of them satisfies it (absent: when there is none).
+ */
+enum config_field_match {
+    CONFIG_FIELD_EXACT,   /* value == text */
+    CONFIG_FIELD_PREFIX,  /* value starts with text */
+    CONFIG_FIELD_REGEX,   /* regex matches somewhere in the value (anchor it with ^...$) */
+    CONFIG_FIELD_PRESENT, /* the field is there, any value */
+    CONFIG_FIELD_ABSENT,  /* no field of that name */
+};
+
+struct regex;
+
+struct config_field_cond {
+    char *name;
+    size_t name_len;
+    enum config_field_match kind;
+    char *text; /* EXACT, PREFIX: the value; else NULL */
+    size_t text_len;
+    struct regex *regex; /* REGEX: compiled at load */
+};
+
 struct config_match {
     char *host; /* NULL = any */
     bool host_wildcard;
@@ -221,6 +247,29 @@ struct config_match {
     char **methods;    /* upper-case tokens as written; NULL/0 = any */
     size_t nmethods;
     uint32_t method_mask; /* CONFIG_METHOD_* of methods[]; 0 = any */
+    /* path_regex: a PCRE2 pattern searched in the normalised path (anchor
+     * it with ^...$), compiled once at load; exclusive with path and
+     * path_prefix. Its captures feed the route's rewrite. */
+    char *path_regex; /* as written, NULL = none */
+    struct regex *path_re;
+    struct config_field_cond *headers; /* match.headers: all must hold */
+    size_t nheaders;
+    struct config_field_cond *query; /* match.query: all must hold */
+    size_t nquery;
+};
+
+/* The source of a split's sticky key (routes[].split_key). */
+enum config_split_key {
+    CONFIG_SPLIT_RANDOM,    /* no split_key: each request drawn at random */
+    CONFIG_SPLIT_CLIENT_IP, /* the client's address */
+    CONFIG_SPLIT_HEADER,    /* header:NAME */
+    CONFIG_SPLIT_COOKIE,    /* cookie:NAME */
+};
+
+/* One upstream of a route's split: its share is weight / split_total. */
+struct config_split {
+    const struct config_upstream *upstream;
+    uint32_t weight; /* >= 1 */
 };
 
 struct config_respond {
@@ -228,6 +277,45 @@ struct config_respond {
     char *body;      /* "" when absent */
     size_t body_len;
     char *content_type; /* NULL when absent */
+};
+
+/*
+ * rate_limit of a route: a token bucket per key, refilled at `requests`
+ * per `per`, holding requests + burst tokens (see ratelimit.h). The
+ * buckets live in a table shared by the workers, found by the route's
+ * name at first use (state_, set once with an atomic store).
+ */
+enum config_rate_key {
+    CONFIG_RATE_CLIENT_IP, /* the client's address (after PROXY/trusted) */
+    CONFIG_RATE_HEADER,    /* header:NAME: the field's first value */
+    CONFIG_RATE_IDENTITY,  /* who the route's auth found */
+    CONFIG_RATE_CONST,     /* const:TEXT: one bucket for the route */
+};
+
+struct config_rate_limit {
+    uint32_t requests; /* >= 1 */
+    int64_t per;       /* ms, > 0 (1s) */
+    uint32_t burst;    /* 0 */
+    enum config_rate_key key;
+    char *key_arg; /* header name or constant text; NULL for the others */
+    size_t key_arg_len;
+    void *state_; /* struct ratelimit *, set at first use (atomic) */
+};
+
+/*
+ * cors of a route (see cors.h): origins as written ("*" alone, exact
+ * origins, or patterns whose host starts with "*." to match any subdomain);
+ * the lists below joined with ", " for the response fields.
+ */
+struct config_cors {
+    char **origins;
+    size_t norigins;
+    bool any_origin;  /* "*" */
+    char *methods;    /* Access-Control-Allow-Methods (GET, HEAD, POST) */
+    char *headers;    /* Access-Control-Allow-Headers, NULL: echo the request's */
+    char *expose;     /* Access-Control-Expose-Headers, NULL: none */
+    bool credentials; /* Access-Control-Allow-Credentials: true */
+    int64_t max_age;  /* ms, 0: no Access-Control-Max-Age */
 };
 
 /*
@@ -249,6 +337,8 @@ struct config_header_rules {
     size_t nremove;
 };
 
+struct auth_policy;
+
 struct config_route {
     char *name;        /* as written, or derived "route-N" (1-based) */
     bool name_derived; /* true when `name` was absent (a warning was given) */
@@ -264,6 +354,23 @@ struct config_route {
     struct config_header_rules response_headers; /* to the client (also respond answers) */
     bool underscores_in_headers; /* false: client fields named with '_' are dropped */
     bool reject_path_params;     /* true: a path with ';' (or %3B) is answered 400 */
+    /* rewrite: the upstream path built from match.path_regex's captures
+     * ($0..$9, $$ for '$'); NULL = none. Exclusive with strip_prefix and
+     * add_prefix. rewrite_refs counts the $N in it (for the output size). */
+    char *rewrite;
+    uint32_t rewrite_refs;
+    /* split: weighted upstreams instead of `upstream` (which then points
+     * at split[0].upstream, so code that needs "the route's upstream" for
+     * anything but the choice still has one). nsplit 0 = no split. */
+    struct config_split *split;
+    size_t nsplit;
+    uint32_t split_total; /* sum of the weights */
+    enum config_split_key split_key;
+    char *split_key_name; /* HEADER, COOKIE: the name */
+    size_t split_key_len;
+    struct auth_policy *auth;             /* auth: (auth.h), NULL: none; freed with the config */
+    struct config_rate_limit *rate_limit; /* NULL: none */
+    struct config_cors *cors;             /* NULL: none */
 };
 
 /* The access log's formats and the error log's levels are log's own types
@@ -293,6 +400,7 @@ struct config {
     uint32_t max_requests;    /* 20000 in-flight request coroutines per worker */
     int64_t shutdown_timeout; /* 30s (ms) */
     char *pid_file;           /* NULL = none */
+    char *user;               /* NULL = none: switch to it after binding (as root) */
     struct config_cidr *trusted_proxies;
     size_t ntrusted_proxies; /* default: none trusted */
 
@@ -312,6 +420,7 @@ struct config {
     struct config_addr *admin_listen; /* NULL = no admin listener */
 
     unsigned nwarnings; /* warnings printed while loading */
+    void *regexes_;     /* every compiled pattern, freed with the config */
 };
 
 /*

@@ -44,6 +44,8 @@ static bool prefix_covers(const char *p, const char *q)
 static bool route_covers(const struct config_route *a, const struct config_route *b)
 {
     const struct config_match *x = &a->match, *y = &b->match;
+    if (x->path_re || x->nheaders || x->nquery) /* beyond what is compared here */
+        return false;
     if (x->host) {
         if (!y->host)
             return false;
@@ -232,6 +234,7 @@ static void check_unused(struct ctx *c)
 void cfg_cross_check(struct ctx *c)
 {
     resolve_routes(c);
+    cfg_route_resolve(c);
     name_routes(c);
     check_shadowing(c);
     check_unused(c);

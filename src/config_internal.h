@@ -65,6 +65,9 @@ struct route_aux {
     unsigned timeouts_set; /* bit i: field i of struct config_timeouts */
     bool has_max_body;
     bool quiet_name; /* a bad name or a bad route was reported: no derived name warning */
+    const struct ynode *split_node;           /* routes[].split (config_route.c) */
+    const struct cfg_split_item *split_items; /* its items, before names are resolved */
+    size_t nsplit_items;
 };
 
 struct upstream_aux {
@@ -226,7 +229,38 @@ extern const char *const CFG_TIMEOUT_KEYS[];
 int64_t *cfg_timeout_field(struct config_timeouts *t, size_t i);
 void cfg_set_defaults(struct config *cfg);
 
+/* config_auth.c: routes[].auth, its schemas, and the
+ * policies' release (with the config, also after a failed load) */
+/* routes[].rate_limit and routes[].cors (config_policy.c). */
+extern const struct cfg_schema cfg_rate_limit_schema, cfg_cors_schema;
+bool cfg_load_rate_limit(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_cors(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                   const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_route_auth(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *v, const struct cfg_path *path, void *target);
+extern const struct cfg_schema *const cfg_auth_schemas[]; /* ends with NULL */
+void cfg_free_policies(struct config *cfg);
+
 /* config_check.c */
 void cfg_cross_check(struct ctx *c);
+
+/* config_route.c: path_regex, headers, query, rewrite, split (rows in config.c) */
+struct cfg_split_item;
+bool cfg_load_path_regex(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_match_fields(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                           const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_rewrite(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                      const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_split(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                    const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_split_key(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                        const struct ynode *v, const struct cfg_path *path, void *target);
+extern const struct cfg_schema cfg_cond_schema, cfg_split_schema;
+void cfg_route_check(struct ctx *c, const struct ynode *n, const struct cfg_path *path,
+                     struct config_route *r);
+void cfg_route_resolve(struct ctx *c);
+void cfg_regexes_free(struct config *cfg);
 
 #endif

@@ -345,13 +345,19 @@ static const char *format_default(const struct cfg_field *f, char *buf, size_t s
     return buf;
 }
 
-void config_schema_keys(config_key_fn *fn, void *arg)
+static void schema_keys(const struct cfg_schema *const *schemas, config_key_fn *fn, void *arg)
 {
-    for (size_t i = 0; cfg_schemas[i]; i++) {
-        for (const struct cfg_field *f = cfg_schemas[i]->fields; f->key; f++) {
+    for (size_t i = 0; schemas[i]; i++) {
+        for (const struct cfg_field *f = schemas[i]->fields; f->key; f++) {
             char def[32];
-            fn(arg, cfg_schemas[i]->path, f->key, f->kind == CFG_LATER, f->doc,
+            fn(arg, schemas[i]->path, f->key, f->kind == CFG_LATER, f->doc,
                format_default(f, def, sizeof(def)));
         }
     }
+}
+
+void config_schema_keys(config_key_fn *fn, void *arg)
+{
+    schema_keys(cfg_schemas, fn, arg);
+    schema_keys(cfg_auth_schemas, fn, arg);
 }

@@ -3,12 +3,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -78,6 +82,82 @@ void daemon_pidfile_remove(const char *path, int fd)
 void daemon_ready(const char *status)
 {
     sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%ld", status, (long)getpid());
+}
+
+int daemon_user_check(const char *user)
+{
+    errno = 0;
+    struct passwd *pw = getpwnam(user);
+    if (pw)
+        return 0;
+    fprintf(stderr, "ferry: user %s: %s\n", user, errno ? strerror(errno) : "no such user");
+    return -1;
+}
+
+int daemon_drop_privileges(const char *user)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "ferry: user %s: ignored: ferry was not started as root\n", user);
+        return 0;
+    }
+    struct passwd *pw = getpwnam(user);
+    if (!pw) {
+        fprintf(stderr, "ferry: user %s: no such user\n", user);
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        fprintf(stderr, "ferry: user %s: cannot switch to it: %s\n", user, strerror(errno));
+        return -1;
+    }
+    if (pw->pw_uid != 0 && setuid(0) == 0) {
+        fprintf(stderr, "ferry: user %s: root could be regained; refusing to run\n", user);
+        return -1;
+    }
+    return 0;
+}
+
+void daemon_reloading(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    unsigned long long us =
+        (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000;
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading", us);
+}
+
+void daemon_status(const char *status)
+{
+    sd_notifyf(0, "STATUS=%s", status);
+}
+
+uint64_t daemon_watchdog_usec(void)
+{
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0)
+        return 0;
+    return usec;
+}
+
+void daemon_watchdog(void)
+{
+    sd_notify(0, "WATCHDOG=1");
+}
+
+int daemon_listen_fds(void)
+{
+    int n = sd_listen_fds(1); /* unsets LISTEN_* so children do not inherit them */
+    return n < 0 ? 0 : n;
+}
+
+bool daemon_fd_is_listener(int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    int family = sa->sa_family;
+    if (family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+        return sd_is_socket_unix(fd, SOCK_STREAM, 1, un->sun_path, 0) > 0;
+    }
+    return sd_is_socket_sockaddr(fd, SOCK_STREAM, sa, salen, 1) > 0;
 }
 
 void daemon_stopping(void)

@@ -7,6 +7,10 @@
 #ifndef FERRY_DAEMON_H
 #define FERRY_DAEMON_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
 /* Raises the soft RLIMIT_NOFILE to the hard limit. Returns the new soft limit. */
 long daemon_raise_nofile(void);
 
@@ -25,8 +29,30 @@ int daemon_pidfile(const char *path);
 /* Removes the pid file at a clean exit. */
 void daemon_pidfile_remove(const char *path, int fd);
 
+/* `user:`: 0 when the user exists, else -1 after "ferry: user NAME: ..."
+ * on stderr (checked before anything is bound). */
+int daemon_user_check(const char *user);
+/* Switches to user (its uid, primary and supplementary groups) when
+ * running as root; outside root it says it is ignored and returns 0.
+ * Returns -1 after printing why it failed. All threads switch (glibc). */
+int daemon_drop_privileges(const char *user);
+
 /* sd_notify wrappers; no-ops outside systemd. */
 void daemon_ready(const char *status);
 void daemon_stopping(void);
+/* RELOADING=1 with MONOTONIC_USEC (systemd 253+; harmless before);
+ * daemon_ready ends the reload. */
+void daemon_reloading(void);
+/* STATUS= alone. */
+void daemon_status(const char *status);
+/* WatchdogSec in microseconds when systemd expects WATCHDOG=1, else 0. */
+uint64_t daemon_watchdog_usec(void);
+void daemon_watchdog(void);
+/* Socket activation: how many listening sockets were passed (fds 3..3+n),
+ * 0 when none (or LISTEN_PID is not ours). Unsets LISTEN_*. */
+int daemon_listen_fds(void);
+#define DAEMON_LISTEN_FDS_START 3 /* SD_LISTEN_FDS_START */
+/* True when fd is a listening stream socket bound to sa. */
+bool daemon_fd_is_listener(int fd, const struct sockaddr *sa, socklen_t salen);
 
 #endif

@@ -2,6 +2,7 @@
 #include "health.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,29 +18,41 @@
 #include "io.h"
 #include "log.h"
 #include "loop.h"
-#include "upstream.h"
+#include "registry.h"
 
 #define STATUS_LINE_MAX 1024 /* a longer first line fails the check */
 
 /* One server's checker (a coroutine of the health thread). */
 struct checker {
+    struct config *cfg; /* a reference: up points into it */
     const struct config_upstream *up;
     unsigned server;
-    struct coro *coro; /* NULL once it ended */
-    unsigned passes, fails;
-    bool checked; /* a verdict was given: the first pass brings a new server up */
+    struct registry_server *rs; /* the server's entry: its counts and verdict */
+    /* a reload that keeps the server: taken before the next check */
+    struct config *next_cfg; /* a reference */
+    const struct config_upstream *next_up;
+    unsigned next_server;
+    struct coro *coro;
+    bool gone; /* a reload removed the server: the checker ends */
+    struct checker *next;
 };
 
 static struct {
-    struct config *cfg;
+    /* main thread only */
+    struct config *cfg; /* the config in force, as last handed over (a reference) */
     pthread_t thread;
     bool started;
+    int wake_pipe[2];
+    /* the main thread posts, the health thread takes (under lock) */
+    pthread_mutex_t lock;
+    struct config *posted; /* a reference, handed over */
+    bool stop;
+    /* health thread only */
     struct loop *loop;
     struct checker *checkers;
-    size_t n, live;
-    int stop_pipe[2];
+    unsigned live; /* checkers spawned and not ended */
     bool stopping;
-} H = {.stop_pipe = {-1, -1}};
+} H = {.wake_pipe = {-1, -1}, .lock = PTHREAD_MUTEX_INITIALIZER};
 
 /*
  * Reads the status of the response on s, up to the deadline. Returns the
@@ -106,27 +119,32 @@ static bool expected(const struct config_health *h, int status)
     return false;
 }
 
-/* Counts one check's outcome and publishes a change of verdict. */
+/* Counts one check's outcome in the server's entry and publishes a
+ * change of verdict (every worker reads it there). */
 static void record(struct checker *c, int r)
 {
     const struct config_health *h = &c->up->health;
     const char *addr = c->up->servers[c->server].addr.text;
+    struct registry_server *rs = c->rs;
     bool pass = r > 0 && expected(h, r);
-    bool healthy = upstream_healthy(c->up, c->server);
-    bool first = !c->checked;
-    c->checked = true;
+    bool healthy = !REGISTRY_LOAD(&rs->down);
+    bool first = !REGISTRY_LOAD(&rs->checked);
+    REGISTRY_STORE(&rs->checked, 1);
     if (pass) {
-        c->fails = 0;
-        if ((++c->passes >= h->healthy_after || first) && !healthy &&
-            upstream_set_health(c->up, c->server, true))
+        REGISTRY_STORE(&rs->health_fails, 0);
+        uint32_t passes = REGISTRY_ADD(&rs->health_passes, 1);
+        if ((passes >= h->healthy_after || first) && !healthy) {
+            REGISTRY_STORE(&rs->down, 0);
             log_info("upstream %s: server %s is up: health check passed %u times in a row",
-                     c->up->name, addr, c->passes);
+                     c->up->name, addr, passes);
+        }
         return;
     }
-    c->passes = 0;
-    if (++c->fails < h->unhealthy_after || !healthy ||
-        !upstream_set_health(c->up, c->server, false))
+    REGISTRY_STORE(&rs->health_passes, 0);
+    uint32_t fails = REGISTRY_ADD(&rs->health_fails, 1);
+    if (fails < h->unhealthy_after || !healthy)
         return;
+    REGISTRY_STORE(&rs->down, 1);
     char why[64];
     if (r > 0)
         snprintf(why, sizeof(why), "status %d", r);
@@ -135,35 +153,140 @@ static void record(struct checker *c, int r)
     else
         snprintf(why, sizeof(why), "%s", strerror(-r));
     log_warn("upstream %s: server %s is down: health check %s failed %u times in a row (%s)",
-             c->up->name, addr, h->path, c->fails, why);
+             c->up->name, addr, h->path, fails, why);
 }
 
 static void check_main(void *arg)
 {
     struct checker *c = arg;
-    while (!H.stopping) {
+    while (!c->gone && !H.stopping) {
+        if (c->next_cfg) { /* a reload kept the server: its new description */
+            config_unref(c->cfg);
+            c->cfg = c->next_cfg;
+            c->next_cfg = NULL;
+            c->up = c->next_up;
+            c->server = c->next_server;
+        }
         int64_t next = loop_now() + c->up->health.interval_ms * LOOP_MS;
         int r = probe(c);
-        if (r == -ECANCELED || H.stopping)
+        if (r == -ECANCELED || c->gone || H.stopping)
             break;
         record(c, r);
         if (io_sleep(next) == -ECANCELED)
             break;
     }
-    c->coro = NULL;
-    if (--H.live == 0)
+    for (struct checker **pp = &H.checkers; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    config_unref(c->cfg);
+    config_unref(c->next_cfg);
+    free(c);
+    if (--H.live == 0 && H.stopping)
         loop_stop(H.loop);
 }
 
-static void on_stop(evutil_socket_t fd, short what, void *arg)
+/* The server of upstream `up` (by name) with address addr in cfg, when
+ * that upstream has health_check: its index, else -1. */
+static long checked_index(const struct config *cfg, const char *up, const char *addr)
 {
-    (void)fd, (void)what, (void)arg;
-    H.stopping = true;
-    for (size_t i = 0; i < H.n; i++)
-        if (H.checkers[i].coro)
-            coro_cancel(H.checkers[i].coro);
-    if (H.live == 0)
-        loop_stop(H.loop);
+    const struct config_upstream *u = cfg ? config_upstream_find(cfg, up) : NULL;
+    for (size_t i = 0; u && u->health.path && i < u->nservers; i++)
+        if (strcmp(u->servers[i].addr.text, addr) == 0)
+            return (long)i;
+    return -1;
+}
+
+static bool has_server(const struct config *cfg, const char *up, const char *addr)
+{
+    const struct config_upstream *u = cfg ? config_upstream_find(cfg, up) : NULL;
+    for (size_t i = 0; u && i < u->nservers; i++)
+        if (strcmp(u->servers[i].addr.text, addr) == 0)
+            return true;
+    return false;
+}
+
+/* Health thread: the checkers follow cfg. A checker whose server cfg
+ * still checks takes cfg's description before its next check (counts and
+ * verdict are in the registry: they stay); one whose server cfg does not
+ * check ends (its check in progress is cancelled); a server checked
+ * afresh gets a checker, its first check at once. */
+static void apply(struct config *cfg)
+{
+    for (struct checker *c = H.checkers; c; c = c->next) {
+        if (c->gone)
+            continue;
+        const struct config_upstream *cur = c->next_cfg ? c->next_up : c->up;
+        long i = checked_index(cfg, cur->name,
+                               cur->servers[c->next_cfg ? c->next_server : c->server].addr.text);
+        if (i < 0) {
+            c->gone = true;
+            if (c->coro)
+                coro_cancel(c->coro);
+            continue;
+        }
+        config_unref(c->next_cfg);
+        c->next_cfg = config_ref(cfg);
+        c->next_up = config_upstream_find(cfg, cur->name);
+        c->next_server = (unsigned)i;
+    }
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        for (size_t s = 0; up->health.path && s < up->nservers; s++) {
+            struct registry_server *rs = registry_server(up->name, up->servers[s].addr.text);
+            struct checker *c = H.checkers;
+            while (c && (c->gone || c->rs != rs))
+                c = c->next;
+            if (c || !rs)
+                continue;
+            if (!(c = calloc(1, sizeof(*c)))) {
+                log_error("health checks: out of memory: %s of %s not checked",
+                          up->servers[s].addr.text, up->name);
+                continue;
+            }
+            c->cfg = config_ref(cfg);
+            c->up = up;
+            c->server = (unsigned)s;
+            c->rs = rs;
+            if (loop_spawn(H.loop, check_main, c, &c->coro) != 0) {
+                log_error("health checks: no stack for a checker: %s of %s not checked",
+                          up->servers[s].addr.text, up->name);
+                config_unref(c->cfg);
+                free(c);
+                continue;
+            }
+            c->next = H.checkers;
+            H.checkers = c;
+            H.live++;
+        }
+    }
+}
+
+/* Health thread: the main thread posted a config or asks to stop. */
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what, (void)arg;
+    char buf[64];
+    if (fd >= 0 && read(fd, buf, sizeof(buf)) < 0)
+        return;
+    pthread_mutex_lock(&H.lock);
+    struct config *cfg = H.posted;
+    H.posted = NULL;
+    bool stop = H.stop;
+    pthread_mutex_unlock(&H.lock);
+    if (stop && !H.stopping) {
+        H.stopping = true;
+        for (struct checker *c = H.checkers; c; c = c->next)
+            if (c->coro)
+                coro_cancel(c->coro);
+        if (H.live == 0)
+            loop_stop(H.loop);
+    }
+    if (cfg && !H.stopping)
+        apply(cfg);
+    config_unref(cfg);
 }
 
 static void *health_main(void *arg)
@@ -173,86 +296,141 @@ static void *health_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     H.loop = loop_new(CORO_STACK_DEFAULT, 4);
-    struct event *stop_ev =
-        H.loop ? event_new(loop_base(H.loop), H.stop_pipe[0], EV_READ, on_stop, NULL) : NULL;
-    if (!stop_ev || event_add(stop_ev, NULL) != 0) {
+    struct event *wake_ev =
+        H.loop ? event_new(loop_base(H.loop), H.wake_pipe[0], EV_READ | EV_PERSIST, on_wake, NULL)
+               : NULL;
+    if (!wake_ev || event_add(wake_ev, NULL) != 0) {
         log_error("health checks: out of memory at start: no active checks");
         goto out_free;
     }
-    for (size_t i = 0; i < H.n; i++) {
-        if (loop_spawn(H.loop, check_main, &H.checkers[i], &H.checkers[i].coro) != 0) {
-            log_error("health checks: no stack for a checker: no active checks");
-            on_stop(-1, 0, NULL); /* those spawned end on their first turn */
-            break;
-        }
-        H.live++;
-    }
-    if (H.live)
+    on_wake(-1, 0, NULL); /* the config posted before the thread started */
+    if (!H.stopping || H.live)
         loop_run(H.loop);
 out_free:
-    if (stop_ev)
-        event_free(stop_ev);
+    if (wake_ev)
+        event_free(wake_ev);
     loop_free(H.loop);
     H.loop = NULL;
     io_thread_cleanup();
     return NULL;
 }
 
-int health_start(struct config *cfg)
+static bool has_checks(const struct config *cfg)
 {
-    if (H.started)
-        return -1;
-    size_t n = 0;
     for (size_t u = 0; u < cfg->nupstreams; u++)
         if (cfg->upstreams[u].health.path)
-            n += cfg->upstreams[u].nservers;
-    if (n == 0)
-        return 0;
-    H.checkers = calloc(n, sizeof(*H.checkers));
-    if (!H.checkers || pipe(H.stop_pipe) != 0) {
-        log_error("health checks: cannot start: %s", strerror(errno));
-        free(H.checkers);
-        H.checkers = NULL;
-        return -1;
+            return true;
+    return false;
+}
+
+/*
+ * Main thread, before the workers see fresh: the health fields of fresh's
+ * servers in the registry. A server old checked too keeps its verdict and
+ * counts. One checked afresh starts over: down until its first pass when
+ * it is new to the config (unless start_healthy), up when old had it in
+ * service without checks. One no longer checked is up (its verdict
+ * would be stale; workers ignore it without health_check anyway).
+ */
+static void prepare(const struct config *old, const struct config *fresh)
+{
+    for (size_t u = 0; u < fresh->nupstreams; u++) {
+        const struct config_upstream *up = &fresh->upstreams[u];
+        for (size_t s = 0; s < up->nservers; s++) {
+            const char *addr = up->servers[s].addr.text;
+            bool was_checked = checked_index(old, up->name, addr) >= 0;
+            struct registry_server *rs = up->health.path ? registry_server(up->name, addr)
+                                         : was_checked   ? registry_server_find(up->name, addr)
+                                                         : NULL;
+            if (!rs || (up->health.path && was_checked))
+                continue;
+            bool down =
+                up->health.path && !has_server(old, up->name, addr) && !up->health.start_healthy;
+            registry_health_reset(rs, down);
+        }
     }
+}
+
+/* No checker thread: every checked server of cfg is served as up. */
+static void unchecked(const struct config *cfg)
+{
     for (size_t u = 0; u < cfg->nupstreams; u++) {
         const struct config_upstream *up = &cfg->upstreams[u];
         for (size_t s = 0; up->health.path && s < up->nservers; s++) {
-            H.checkers[H.n].up = up;
-            H.checkers[H.n++].server = (unsigned)s;
-            /* creates the server's shared state (down until its first
-             * pass, unless start_healthy) before any request */
-            upstream_healthy(up, (unsigned)s);
+            struct registry_server *rs = registry_server_find(up->name, up->servers[s].addr.text);
+            if (rs)
+                registry_health_reset(rs, false);
         }
     }
-    H.cfg = config_ref(cfg);
+}
+
+static int start_thread(void)
+{
+    if (pipe2(H.wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        log_error("health checks: cannot start: %s; no active checks", strerror(errno));
+        return -1;
+    }
     H.stopping = false;
     H.live = 0;
     if (pthread_create(&H.thread, NULL, health_main, NULL) != 0) {
-        log_error("health checks: cannot start their thread");
-        health_stop();
+        log_error("health checks: cannot start their thread; no active checks");
+        for (int i = 0; i < 2; i++) {
+            close(H.wake_pipe[i]);
+            H.wake_pipe[i] = -1;
+        }
         return -1;
     }
     H.started = true;
     return 0;
 }
 
+void health_reload(struct config *fresh)
+{
+    prepare(H.cfg, fresh);
+    config_unref(H.cfg);
+    H.cfg = config_ref(fresh);
+    if (!H.started && !has_checks(fresh))
+        return;
+    pthread_mutex_lock(&H.lock);
+    config_unref(H.posted); /* not taken yet: superseded */
+    H.posted = config_ref(fresh);
+    pthread_mutex_unlock(&H.lock);
+    if (H.started) {
+        ssize_t w = write(H.wake_pipe[1], "x", 1);
+        (void)w; /* a full pipe: a wake-up is pending already */
+    } else if (start_thread() != 0) {
+        unchecked(fresh);
+    }
+}
+
+int health_start(struct config *cfg)
+{
+    if (H.cfg || H.started)
+        return -1;
+    health_reload(cfg);
+    return H.started || !has_checks(cfg) ? 0 : -1;
+}
+
 void health_stop(void)
 {
     if (H.started) {
-        ssize_t w = write(H.stop_pipe[1], "x", 1);
+        pthread_mutex_lock(&H.lock);
+        H.stop = true;
+        pthread_mutex_unlock(&H.lock);
+        ssize_t w = write(H.wake_pipe[1], "x", 1);
         (void)w;
         pthread_join(H.thread, NULL);
         H.started = false;
     }
     for (int i = 0; i < 2; i++) {
-        if (H.stop_pipe[i] >= 0)
-            close(H.stop_pipe[i]);
-        H.stop_pipe[i] = -1;
+        if (H.wake_pipe[i] >= 0)
+            close(H.wake_pipe[i]);
+        H.wake_pipe[i] = -1;
     }
-    free(H.checkers);
-    H.checkers = NULL;
-    H.n = 0;
+    pthread_mutex_lock(&H.lock);
+    config_unref(H.posted);
+    H.posted = NULL;
+    H.stop = false;
+    pthread_mutex_unlock(&H.lock);
     config_unref(H.cfg);
     H.cfg = NULL;
 }

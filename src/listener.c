@@ -17,6 +17,8 @@
 #include <event2/event.h>
 
 #include "conn.h"
+#include "daemon.h"
+#include "io.h"
 #include "log.h"
 #include "loop.h"
 #include "sys.h"
@@ -104,10 +106,40 @@ void listener_unlink_unix(const struct config *cfg)
             unlink(cfg->listeners[i].addr.path);
 }
 
-int listener_probe(const struct config *cfg)
+int listener_inherit(const struct config *cfg, int *inherited)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        inherited[i] = -1;
+    int n = daemon_listen_fds();
+    for (int fd = DAEMON_LISTEN_FDS_START; fd < DAEMON_LISTEN_FDS_START + n; fd++) {
+        size_t i;
+        for (i = 0; i < cfg->nlisteners; i++) {
+            const struct config_addr *a = &cfg->listeners[i].addr;
+            if (inherited[i] < 0 &&
+                daemon_fd_is_listener(fd, (const struct sockaddr *)&a->sa, a->salen))
+                break;
+        }
+        if (i == cfg->nlisteners) {
+            log_warn("socket activation: descriptor %d matches no listen address; closing it", fd);
+            close(fd);
+            continue;
+        }
+        int fl = fcntl(fd, F_GETFL);
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        inherited[i] = fd;
+        log_info("socket activation: listen %s from descriptor %d", cfg->listeners[i].addr.text,
+                 fd);
+    }
+    return n;
+}
+
+int listener_probe(const struct config *cfg, const int *inherited)
 {
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const struct config_listener *l = &cfg->listeners[i];
+        if (inherited && inherited[i] >= 0)
+            continue;
         if (l->addr.is_unix) {
             int rc = listener_claim_unix("listen", &l->addr);
             if (rc != 0)
@@ -126,12 +158,21 @@ int listener_probe(const struct config *cfg)
     return 0;
 }
 
-int listener_open(const struct config *cfg, int *fds, const int *first)
+int listener_open(const struct config *cfg, int *fds, const int *first, const int *inherited)
 {
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const struct config_listener *l = &cfg->listeners[i];
         int fd;
-        if (first && l->addr.is_unix) {
+        if (inherited && inherited[i] >= 0) {
+            /* From the socket unit: every worker accepts on its own
+             * duplicate (one queue, as for a unix path). */
+            fd = fcntl(inherited[i], F_DUPFD_CLOEXEC, 0);
+            if (fd >= 0) {
+                fds[i] = fd;
+                continue;
+            }
+            fd = -errno;
+        } else if (first && l->addr.is_unix) {
             /* A path binds once (no SO_REUSEPORT for unix sockets): the
              * workers share the first worker's socket, each accepting. */
             fd = fcntl(first[i], F_DUPFD_CLOEXEC, 0);
@@ -164,6 +205,7 @@ struct acceptor {
     struct event *ev;
     struct event *resume; /* re-enables ev after a pause for descriptors */
     int fd;
+    bool proxy_protocol;
     int64_t last_shortage_log; /* this worker's own rate limit for the log line */
 };
 
@@ -232,28 +274,174 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             peer.ss_family = AF_UNIX;
             len = sizeof(sa_family_t);
         }
-        size_t li = (size_t)(a - w->acceptors);
-        conn_accept(w, fd, (struct sockaddr *)&peer, len,
-                    li < w->cfg->nlisteners && w->cfg->listeners[li].proxy_protocol);
+        conn_accept(w, fd, (struct sockaddr *)&peer, len, a->proxy_protocol);
     }
+}
+
+/* Acceptors for fds[0..n) (cfg's listeners, in order). NULL when out of
+ * memory (nothing left allocated). */
+static struct acceptor *acceptors_new(struct worker *w, const struct config *cfg, const int *fds,
+                                      unsigned n)
+{
+    struct acceptor *acc = calloc(n ? n : 1, sizeof(*acc));
+    if (!acc)
+        return NULL;
+    for (unsigned i = 0; i < n; i++) {
+        struct acceptor *a = &acc[i];
+        a->w = w;
+        a->fd = fds[i];
+        a->proxy_protocol = i < cfg->nlisteners && cfg->listeners[i].proxy_protocol;
+        a->ev = event_new(loop_base(w->loop), a->fd, EV_READ | EV_PERSIST, on_accept, a);
+        a->resume = evtimer_new(loop_base(w->loop), on_resume, a);
+        if (!a->ev || !a->resume || event_add(a->ev, NULL) != 0) {
+            for (unsigned j = 0; j <= i; j++) {
+                if (acc[j].ev)
+                    event_free(acc[j].ev);
+                if (acc[j].resume)
+                    event_free(acc[j].resume);
+            }
+            free(acc);
+            return NULL;
+        }
+    }
+    return acc;
 }
 
 int listener_start(struct worker *w)
 {
-    w->acceptors = calloc(w->nlisten ? w->nlisten : 1, sizeof(*w->acceptors));
+    w->acceptors = acceptors_new(w, w->cfg, w->listen_fds, w->nlisten);
     if (!w->acceptors)
         return -ENOMEM;
     w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return 0;
+}
+
+static bool has_fd(const int *fds, unsigned n, int fd)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (fds[i] == fd)
+            return true;
+    return false;
+}
+
+/* True when a connection's local address ca is one listening address la
+ * accepts on (la may be a wildcard address). */
+static bool accepted_on(const struct sockaddr_storage *la, const struct sockaddr_storage *ca,
+                        socklen_t clen, socklen_t llen)
+{
+    if (la->ss_family != ca->ss_family)
+        return false;
+    if (la->ss_family == AF_INET) {
+        const struct sockaddr_in *l = (const void *)la, *c = (const void *)ca;
+        return l->sin_port == c->sin_port && (l->sin_addr.s_addr == htonl(INADDR_ANY) ||
+                                              l->sin_addr.s_addr == c->sin_addr.s_addr);
+    }
+    if (la->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *l = (const void *)la, *c = (const void *)ca;
+        return l->sin6_port == c->sin6_port &&
+               (IN6_IS_ADDR_UNSPECIFIED(&l->sin6_addr) ||
+                memcmp(&l->sin6_addr, &c->sin6_addr, sizeof(c->sin6_addr)) == 0);
+    }
+    return clen == llen && memcmp(la, ca, llen) == 0;
+}
+
+/* The client connections a removed listener accepted answer their next
+ * request with Connection: close and close then: never cut while idle (a
+ * request may be on its way), and not kept on an address that is gone. */
+static void close_after_next(struct worker *w, int lfd)
+{
+    struct sockaddr_storage la, ca;
+    socklen_t llen = sizeof(la);
+    if (getsockname(lfd, (struct sockaddr *)&la, &llen) != 0)
+        return;
+    for (struct conn *c = w->conns; c; c = c->next) {
+        socklen_t clen = sizeof(ca);
+        if (getsockname(io_fd(c->s), (struct sockaddr *)&ca, &clen) == 0 &&
+            accepted_on(&la, &ca, clen, llen))
+            c->side.close_after = true;
+    }
+}
+
+int listener_swap(struct worker *w, const struct config *cfg, int *fds, unsigned n)
+{
+    struct acceptor *acc = acceptors_new(w, cfg, fds, n);
+    if (!acc)
+        return -ENOMEM;
     for (unsigned i = 0; i < w->nlisten; i++) {
         struct acceptor *a = &w->acceptors[i];
-        a->w = w;
-        a->fd = w->listen_fds[i];
-        a->ev = event_new(loop_base(w->loop), a->fd, EV_READ | EV_PERSIST, on_accept, a);
-        a->resume = evtimer_new(loop_base(w->loop), on_resume, a);
-        if (!a->ev || !a->resume || event_add(a->ev, NULL) != 0)
-            return -ENOMEM;
+        if (!has_fd(fds, n, a->fd)) {
+            on_accept(a->fd, EV_READ, a); /* its queue: served, not reset */
+            close_after_next(w, a->fd);
+        }
+        event_free(a->ev);
+        event_free(a->resume);
+        if (!has_fd(fds, n, a->fd))
+            close(a->fd);
+    }
+    free(w->acceptors);
+    free(w->listen_fds);
+    w->acceptors = acc;
+    w->listen_fds = fds;
+    w->nlisten = n;
+    return 0;
+}
+
+/* The listener of old with the same address as l, or -1. */
+static int find_same(const struct config *old, const struct config_listener *l)
+{
+    for (size_t k = 0; old && k < old->nlisteners; k++)
+        if (strcmp(old->listeners[k].addr.text, l->addr.text) == 0)
+            return (int)k;
+    return -1;
+}
+
+int listener_reopen(const struct config *old, const int *oldfds, const struct config *cfg, int *fds,
+                    const int *first, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct config_listener *l = &cfg->listeners[i];
+        int k = find_same(old, l);
+        int fd;
+        if (k >= 0) {
+            fd = oldfds[k];
+            listen(fd, (int)l->backlog); /* a new backlog applies at once */
+        } else if (first && l->addr.is_unix) {
+            fd = fcntl(first[i], F_DUPFD_CLOEXEC, 0);
+            fd = fd >= 0 ? fd : -errno;
+        } else {
+            fd = 0;
+            if (!first && !l->addr.is_unix) {
+                /* Probe without SO_REUSEPORT: someone else on the port. */
+                fd = open_socket(l, false);
+                if (fd >= 0)
+                    close(fd);
+            } else if (!first && listener_claim_unix("listen", &l->addr) != 0) {
+                fd = -EADDRINUSE;
+            }
+            if (fd >= 0)
+                fd = open_socket(l, true);
+            if (fd >= 0 && listen(fd, (int)l->backlog) != 0) {
+                int e = -errno;
+                close(fd);
+                fd = e;
+            }
+        }
+        if (fd < 0) {
+            snprintf(err, errlen, "listen %s: %s", l->addr.text,
+                     fd == -EADDRINUSE ? "address in use" : strerror(-fd));
+            listener_close_new(old, oldfds, fds, i);
+            return fd;
+        }
+        fds[i] = fd;
     }
     return 0;
+}
+
+void listener_close_new(const struct config *old, const int *oldfds, const int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!has_fd(oldfds, old ? (unsigned)old->nlisteners : 0, fds[i]))
+            close(fds[i]);
 }
 
 void listener_stop(struct worker *w)

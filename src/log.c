@@ -312,6 +312,10 @@ static void json_tail(struct line *t, const struct log_access *a)
         put_raw(t, ",\"upstream_retries\":%u", a->upstream_retries);
     put_raw(t, ",\"request_id\":");
     put_json(t, a->request_id, a->request_id_len, BUDGET_ID);
+    if (a->identity) {
+        put_raw(t, ",\"identity\":");
+        put_json(t, a->identity, strlen(a->identity), BUDGET_NAME);
+    }
     put_raw(t, ",\"duration_ms\":%.3f", a->duration_ms);
     if (a->upstream_connect_ms >= 0)
         put_raw(t, ",\"upstream_connect_ms\":%.3f", a->upstream_connect_ms);
@@ -337,7 +341,12 @@ size_t log_access_format(const struct log_access *a, enum log_format format,
             put_field(&l, format, a->client, strlen(a->client), BUDGET_CLIENT);
         else
             put_bytes(&l, "-", 1);
-        put_raw(&l, " - - [%s] \"", when);
+        put_raw(&l, " - ");
+        if (a->identity)
+            put_field(&l, format, a->identity, strlen(a->identity), BUDGET_NAME);
+        else
+            put_bytes(&l, "-", 1);
+        put_raw(&l, " [%s] \"", when);
         if (a->method)
             put_field(&l, format, a->method, a->method_len, BUDGET_METHOD);
         else

@@ -109,6 +109,7 @@ struct log_access {
     double upstream_connect_ms; /* -1 = not measured */
     double upstream_header_ms;  /* -1 = not measured */
     const char *error;          /* why Ferry answered itself, NULL otherwise */
+    const char *identity;       /* who the route's auth found, NULL: none */
 };
 
 bool log_access_enabled(void);

@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
+#include "diff.h"
 #include "server.h"
 
 #ifndef FERRY_VERSION
@@ -28,12 +30,16 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: ferry [-t] [-c FILE]\n"
+            "       ferry diff [-c FILE]\n"
             "HTTP reverse proxy and API gateway.\n"
             "\n"
             "  -c, --config FILE  configuration file (default: %s)\n"
             "  -t, --test         check the configuration, print a summary and exit\n"
             "  -V, --version      print the version and exit\n"
             "  -h, --help         print this help and exit\n"
+            "  diff               print what reloading FILE would change in the running ferry\n"
+            "                     (read from its admin.listen): exit 0 nothing, 1 changes,\n"
+            "                     2 error\n"
             "\n"
             "Errors in the configuration are printed as FILE:LINE:COLUMN: PATH: message.\n"
             "\n"
@@ -65,7 +71,12 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *path = DEFAULT_CONFIG;
-    bool test = false;
+    bool test = false, diff = false;
+    if (argc > 1 && strcmp(argv[1], "diff") == 0) {
+        diff = true;
+        argc--;
+        argv++;
+    }
     int opt;
     while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
         switch (opt) {
@@ -92,6 +103,11 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
 
+    if (diff)
+        return diff_run(path, stdout, stderr);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t t0 = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     struct config *cfg;
     if (config_load(path, &cfg, stderr) != 0)
         return EXIT_CONFIG;
@@ -102,5 +118,5 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return EXIT_OK;
     }
-    return server_run(cfg, path);
+    return server_run(cfg, path, t0);
 }

@@ -92,6 +92,54 @@ void metrics_free(struct metrics *m)
     free(m);
 }
 
+/* to += from - base (base NULL: 0). Each counter is read once. */
+static void carry(uint64_t *to, const uint64_t *from, const uint64_t *base, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        bump(&to[i], get(&from[i]) - (base ? get(&base[i]) : 0));
+}
+
+void metrics_carry(struct metrics *to, const struct config *tocfg, const struct metrics *from,
+                   const struct config *fromcfg)
+{
+    metrics_carry_since(to, tocfg, from, NULL, fromcfg);
+}
+
+void metrics_carry_since(struct metrics *to, const struct config *tocfg, const struct metrics *from,
+                         const struct metrics *base, const struct config *fromcfg)
+{
+    if (!to || !from)
+        return;
+    for (size_t r = 0; r <= tocfg->nroutes; r++) {
+        size_t k = fromcfg->nroutes; /* "no route" to "no route" */
+        if (r < tocfg->nroutes) {
+            const struct config_route *old = config_route_find(fromcfg, tocfg->routes[r].name);
+            if (!old)
+                continue;
+            k = old->index;
+        }
+        carry((uint64_t *)&to->routes[r], (const uint64_t *)&from->routes[k],
+              base ? (const uint64_t *)&base->routes[k] : NULL,
+              sizeof(struct route_counters) / sizeof(uint64_t));
+    }
+    for (size_t u = 0; u < tocfg->nupstreams; u++) {
+        const struct config_upstream *up = &tocfg->upstreams[u];
+        const struct config_upstream *old = config_upstream_find(fromcfg, up->name);
+        for (size_t s = 0; old && s < up->nservers; s++) {
+            for (size_t t = 0; t < old->nservers; t++) {
+                if (strcmp(old->servers[t].addr.text, up->servers[s].addr.text) != 0)
+                    continue;
+                size_t k = from->server_base[old->index] + t;
+                carry((uint64_t *)&to->servers[to->server_base[u] + s],
+                      (const uint64_t *)&from->servers[k],
+                      base ? (const uint64_t *)&base->servers[k] : NULL,
+                      sizeof(struct server_counters) / sizeof(uint64_t));
+                break;
+            }
+        }
+    }
+}
+
 static int class_of(int status)
 {
     int c = status / 100 - 1;

@@ -70,6 +70,18 @@ struct metrics;
 struct metrics *metrics_new(const struct config *cfg);
 void metrics_free(struct metrics *m);
 
+/* A reload: adds from's counters (sized for fromcfg) to to's (sized for
+ * tocfg) for the routes and upstream servers both configs name alike
+ * (route name; upstream name + server address), so counters run on. Any
+ * thread: from is read with relaxed loads; to has no writer yet. */
+void metrics_carry(struct metrics *to, const struct config *tocfg, const struct metrics *from,
+                   const struct config *fromcfg);
+/* The same for what from counted since base (a copy of from, sized
+ * alike, taken when from was carried): the counts of requests that
+ * finished on an old config after the reload. to's writer only. */
+void metrics_carry_since(struct metrics *to, const struct config *tocfg, const struct metrics *from,
+                         const struct metrics *base, const struct config *fromcfg);
+
 /*
  * One request ended (worker thread). route NULL: none matched. status: what
  * the client got. seconds: how long it took.

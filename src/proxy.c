@@ -28,11 +28,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
+#include "auth.h"
+#include "auth_pool.h"
 #include "balancer.h"
 #include "config.h"
+#include "cors.h"
 #include "headers.h"
 #include "http1.h"
 #include "io.h"
@@ -40,7 +44,9 @@
 #include "loop.h"
 #include "metrics.h"
 #include "body.h"
+#include "ratelimit.h"
 #include "reply.h"
+#include "snapshot.h"
 #include "request.h"
 #include "route.h"
 #include "upstream.h"
@@ -70,7 +76,7 @@ enum fail {
     FAIL_BODY_TOO_LARGE,  /* a chunked body over max_body_bytes */
     FAIL_HEAD,            /* the request head cannot be forwarded */
     FAIL_NOMEM,           /* out of memory */
-    FAIL_NO_SERVER,       /* every server left is down (health checks) */
+    FAIL_NO_SERVER,       /* every server left is down (health checks) or drained (admin) */
     FAIL_KINDS
 };
 
@@ -211,6 +217,37 @@ void proxy_serve(void *arg)
 
 /* ---- one request: head, route, answer ------------------------------------------------ */
 
+/* A CORS preflight, answered here (cors.h): 204 and the route's fields. */
+static void answer_preflight(struct request *r)
+{
+    struct http1_header f[CORS_MAX_FIELDS];
+    char age[24];
+    size_t n = cors_fields(r->route->cors, &r->req, true, f, age);
+    struct config_header_rules rules = {.set = f, .nset = n};
+    request_answer(r, 204, NULL, "", 0, false, &rules);
+}
+
+/* The route's rate limit (ratelimit.h) takes a token, or answers 429 with
+ * Retry-After and the RateLimit fields (and the route's CORS fields, so a
+ * browser's script can read it). Returns true when the request goes on. */
+static bool rate_limit_admits(struct request *r)
+{
+    struct ratelimit_result res;
+    ratelimit_request(r->route, &r->req, r->side->client, r->identity, loop_now(), &res);
+    if (res.allowed)
+        return true;
+    struct http1_header f[4 + CORS_MAX_FIELDS];
+    char buf[RATELIMIT_FIELDS_BUF], age[24], body[512];
+    size_t n = ratelimit_fields(&res, f, buf);
+    if (r->route->cors)
+        n += cors_fields(r->route->cors, &r->req, false, f + n, age);
+    size_t len = reply_error_json(body, sizeof(body), 429, "too many requests", r->id, r->id_len);
+    struct config_header_rules rules = {.set = f, .nset = n};
+    r->error = res.table_full ? "rate limit: no room for another key" : "rate limited";
+    request_answer(r, 429, "application/json", body, len, false, &rules);
+    return false;
+}
+
 /*
  * One request on the connection, from head to answered response. Returns
  * true when the connection stays open for another request.
@@ -238,6 +275,23 @@ static bool serve_one(struct request *r)
         answer_error(r, status, status == 404 ? "no route" : r->error);
         return r->keep_alive;
     }
+    /* A preflight carries no credentials: answered before any other policy. */
+    if (r->route->cors && cors_is_preflight(&r->req)) {
+        answer_preflight(r);
+        return r->keep_alive;
+    }
+    /* Who is asking, before any other policy (a rate limit may key on it). */
+    if (r->route->auth) {
+        status = auth_check(r->route->auth, &r->req, time(NULL), &r->auth);
+        if (status == AUTH_PENDING) /* a password to hash, off the loop */
+            status = auth_pool_check(r->route->auth, &r->auth, r->w->loop,
+                                     phase_deadline(r, AUTH_POOL_TIMEOUT_MS));
+        r->identity = r->auth.identity;
+        if (status) {
+            request_answer_auth(r, status);
+            return r->keep_alive;
+        }
+    }
     r->req_body.dec.max_body = r->route->max_body_bytes;
     /* An expectation other than 100-continue cannot be met (RFC 9110
      * §10.1.1); nothing of the body has been asked for yet. */
@@ -250,6 +304,8 @@ static bool serve_one(struct request *r)
         answer_error(r, 413, "request body too large");
         return r->keep_alive;
     }
+    if (r->route->rate_limit && !rate_limit_admits(r))
+        return r->keep_alive;
     if (r->route->respond) {
         const struct config_respond *rs = r->route->respond;
         request_answer(r, rs->status, rs->content_type, rs->body, rs->body_len, false,
@@ -353,8 +409,46 @@ out_of_memory:
     return 503;
 }
 
-/* Normalises path and host and finds the route. Returns 0, or an HTTP
- * status to answer (400 for a bad path or host, 404 for no route). */
+/* A random 64-bit value for a split without a key (xorshift64* on the
+ * worker's generator: shares, not secrets). */
+static uint64_t next_random(struct worker *w)
+{
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* The route's rewrite of the path, kept after path and host in pathbuf
+ * (both move with it). Returns 0, 503 (memory) or 400 (a capture made a
+ * dot segment). */
+static int rewrite_path(struct request *r, const struct route_match *m)
+{
+    size_t path_at = (size_t)(r->path - r->pathbuf),
+           host_at = r->host ? (size_t)(r->host - r->pathbuf) : 0;
+    size_t used = r->host ? host_at + r->host_len + 1 : path_at + r->path_len + 1;
+    size_t cap = route_rewrite_cap(r->route, r->path_len);
+    if (!request_grow(&r->pathbuf, &r->pathbuf_cap, used + cap, 1))
+        return 503;
+    r->path = r->pathbuf + path_at;
+    if (r->host)
+        r->host = r->pathbuf + host_at;
+    ssize_t n = route_rewrite(r->route, m, r->path, r->pathbuf + used, cap);
+    if (n < 0) {
+        r->error = "the route's rewrite made a '.' or '..' segment";
+        return 400;
+    }
+    r->rewritten = r->pathbuf + used;
+    r->rewritten_len = (size_t)n;
+    return 0;
+}
+
+/* Normalises path and host and finds the route, its upstream (a split's
+ * pick) and its rewrite of the path. Returns 0, or an HTTP status to
+ * answer (400 for a bad path or host, 404 for no route, 500 when a
+ * pattern hit its match limit). */
 static int route_request(struct request *r)
 {
     /* Path and host share one buffer; neither grows when normalised. */
@@ -377,18 +471,40 @@ static int route_request(struct request *r)
         }
         r->host_len = (size_t)n;
     }
-    r->route = route_find(r->cfg, r->req.method_str, r->req.method_len, r->host, r->host_len,
-                          r->path, r->path_len);
-    if (!r->route) {
+    struct route_input in = {
+        .method = r->req.method_str,
+        .method_len = r->req.method_len,
+        .host = r->host,
+        .host_len = r->host_len,
+        .path = r->path,
+        .path_len = r->path_len,
+        .query = r->req.query,
+        .query_len = r->req.query_len,
+        .headers = r->req.headers,
+        .nheaders = r->req.nheaders,
+        .client_ip = r->side->client,
+    };
+    struct route_match m;
+    enum route_status st = route_find(r->cfg, &in, &m);
+    if (st == ROUTE_LIMIT) {
+        static __thread int64_t last_log;
+        log_ratelimited(&last_log, 10000, LOG_LEVEL_WARN,
+                        "route %s: a pattern hit its match limit; answering 500", m.route->name);
+        r->error = "a route's pattern hit its match limit";
+        return 500;
+    }
+    if (st != ROUTE_OK) {
         r->error = "no route matches the request";
         return 404;
     }
+    r->route = m.route;
     r->tmo = &r->route->timeouts;
     if (r->route->reject_path_params && headers_path_has_params(r->path, r->path_len)) {
         r->error = "path parameters (;) refused by the route";
         return 400;
     }
-    return 0;
+    r->upstream = route_pick_upstream(r->route, &in, next_random(r->w));
+    return r->route->rewrite ? rewrite_path(r, &m) : 0;
 }
 
 /* An error of Ferry's own before forwarding: any 4xx but 404 ends the
@@ -410,7 +526,7 @@ static void answer_error(struct request *r, int status, const char *why)
  */
 static void forward(struct request *r)
 {
-    const struct config_upstream *up = r->route->upstream;
+    const struct config_upstream *up = r->upstream;
     struct attempts at = {.left = up->retry_attempts};
     /* The servers tried are the request's own: the list is held across
      * every yield of the attempts (never in the worker's scratch). */
@@ -422,13 +538,13 @@ static void forward(struct request *r)
     replay_start(r, up);
     uint64_t key = 0;
     bool has_key = up->balance == CONFIG_BALANCE_HASH && hash_key(r, up, &key);
-    upstream_budget_request(r->w->upstreams, up);
+    upstream_budget_request(r->snap->upstreams, up);
     enum fail f;
     for (;;) {
-        int server = upstream_pick(r->w->upstreams, up, at.tried, key, has_key);
-        if (server < 0) { /* health checks: none left up (a retry's failure is dropped) */
+        int server = upstream_pick(r->snap->upstreams, up, at.tried, key, has_key);
+        if (server < 0) { /* none left up or in service (a retry's failure is dropped) */
             release_upstream(r, false);
-            r->error = upstream_none_up(r->w->upstreams, up);
+            r->error = upstream_none_up(r->snap->upstreams, up);
             f = FAIL_NO_SERVER;
             break;
         }
@@ -464,7 +580,7 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
     r->upstream_server = r->server->addr.text;
     int64_t t0 = loop_now();
     int err =
-        upstream_acquire(r->w->upstreams, up, (unsigned)server, fresh,
+        upstream_acquire(r->snap->upstreams, up, (unsigned)server, fresh,
                          phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc, reused);
     if (err < 0) {
         r->uc = NULL;
@@ -524,12 +640,12 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
 {
     const struct config_server *s = &up->servers[server];
     if (f == FAIL_NONE) {
-        upstream_report(r->w->upstreams, up, (unsigned)server, true);
-        metrics_upstream(r->w->metrics, up, s, r->resp.status);
+        upstream_report(r->snap->upstreams, up, (unsigned)server, true);
+        metrics_upstream(r->snap->metrics, up, s, r->resp.status);
     } else if (FAILURES[f].blame) {
-        if (upstream_report(r->w->upstreams, up, (unsigned)server, false))
-            metrics_ejection(r->w->metrics, up, s);
-        metrics_upstream(r->w->metrics, up, s, 0);
+        if (upstream_report(r->snap->upstreams, up, (unsigned)server, false))
+            metrics_ejection(r->snap->metrics, up, s);
+        metrics_upstream(r->snap->metrics, up, s, 0);
     }
 }
 
@@ -547,7 +663,7 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
 static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail *fp)
 {
     enum fail f = *fp;
-    const struct config_upstream *up = r->route->upstream;
+    const struct config_upstream *up = r->upstream;
     int st = f == FAIL_NONE ? r->resp.status : 0;
     unsigned cond = f != FAIL_NONE ? FAILURES[f].retry
                     : st == 502    ? CONFIG_RETRY_502
@@ -569,8 +685,8 @@ static bool retry_elsewhere(struct request *r, struct attempts *at, int server, 
     int64_t until = backoff_until(r, up, up->retry_attempts - at->left + 1);
     if (until < 0)
         return false;
-    bool allowed = upstream_budget_retry(r->w->upstreams, up);
-    metrics_retry(r->w->metrics, up, allowed);
+    bool allowed = upstream_budget_retry(r->snap->upstreams, up);
+    metrics_retry(r->snap->metrics, up, allowed);
     if (!allowed)
         return false;
     at->left--;
@@ -729,17 +845,20 @@ static int build_upstream_head(struct request *r, const struct config_server *se
                                struct evbuffer *dst)
 {
     const struct config_route *rt = r->route;
-    const struct config_upstream *up = rt->upstream;
+    const struct config_upstream *up = r->upstream;
     struct request_scratch *sc = request_scratch_of(r->w);
     const struct config_header_rules *rules = &rt->request_headers;
-    size_t cap = r->path_len + (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
-    size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
+    size_t cap = (r->rewritten ? r->rewritten_len : r->path_len) +
+                 (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
+    size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd + AUTH_MAX_FIELDS;
     if (!sc || !request_grow(&sc->path, &sc->path_cap, cap, 1) ||
         !request_grow(&sc->buf, &sc->buf_cap, r->head_len + 1024, 1) ||
         !request_grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
         return -ENOMEM;
+    const char *path = r->rewritten ? r->rewritten : r->path; /* rewrite: no strip, no add */
+    size_t path_len = r->rewritten ? r->rewritten_len : r->path_len;
     size_t plen = headers_path_rewrite(
-        r->path, r->path_len, rt->strip_prefix, rt->strip_prefix ? strlen(rt->strip_prefix) : 0,
+        path, path_len, rt->strip_prefix, rt->strip_prefix ? strlen(rt->strip_prefix) : 0,
         rt->add_prefix, rt->add_prefix ? strlen(rt->add_prefix) : 0, sc->path, sc->path_cap);
     if (plen >= sc->path_cap)
         return -ENOSPC;
@@ -756,6 +875,9 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     if (n >= 0)
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
                             rules->nadd, rules->remove, rules->nremove);
+    if (n >= 0 && r->identity) /* auth's fields last: neither client nor route overrides them */
+        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, r->auth.set, r->auth.nset, NULL, 0,
+                            r->auth.remove, r->auth.nremove);
     if (n < 0)
         return n;
     struct http1_head_out h = {
@@ -763,8 +885,8 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .method_len = r->req.method_len,
         .path = sc->path,
         .path_len = plen,
-        .query = r->req.query,
-        .query_len = r->req.query_len,
+        .query = r->identity && r->auth.query_rewritten ? r->auth.query : r->req.query,
+        .query_len = r->identity && r->auth.query_rewritten ? r->auth.query_len : r->req.query_len,
         .headers = sc->out,
         .nheaders = (size_t)n,
         .body = r->req.body,
@@ -962,7 +1084,7 @@ static int write_response_head(struct request *r, enum http1_body advertised)
     struct http1_response *resp = &r->resp;
     struct evbuffer *cout = io_output(r->client);
     const struct config_header_rules *rules = &r->route->response_headers;
-    size_t nout = resp->nheaders + EXTRA_HEADERS + rules->nset + rules->nadd;
+    size_t nout = resp->nheaders + EXTRA_HEADERS + rules->nset + rules->nadd + CORS_MAX_FIELDS;
     struct request_scratch *sc = request_scratch_of(r->w);
     if (!sc || !request_grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)) ||
         !request_grow(&sc->buf, &sc->buf_cap, r->resp_head_len + 256, 1)) {
@@ -974,6 +1096,14 @@ static int write_response_head(struct request *r, enum http1_body advertised)
     if (n >= 0)
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
                             rules->nadd, rules->remove, rules->nremove);
+    if (n >= 0 && r->route->cors) { /* the route's CORS fields, never the upstream's */
+        struct http1_header f[CORS_MAX_FIELDS];
+        char age[24];
+        size_t nf = cors_fields(r->route->cors, &r->req, false, f, age);
+        size_t vary = nf && f[0].name_len == 4; /* Vary is added, not set */
+        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, f + vary, nf - vary, f, vary,
+                            cors_response_fields, CORS_RESPONSE_FIELDS);
+    }
     struct http1_head_out h = {
         .status = resp->status,
         .reason = resp->reason,
@@ -1100,7 +1230,7 @@ static void replay_record(struct request *r, struct evbuffer *uout, size_t from)
     r->body_sent += n;
     if (!r->replay_whole)
         return;
-    if (!r->replay_wanted || r->body_sent > r->route->upstream->replay_bytes ||
+    if (!r->replay_wanted || r->body_sent > r->upstream->replay_bytes ||
         (!r->replay && !(r->replay = evbuffer_new())))
         goto out_give_up;
     struct evbuffer_ptr pos;

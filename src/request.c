@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "reply.h"
+#include "snapshot.h"
 #include "worker.h"
 
 /* Released request objects a worker keeps. */
@@ -32,6 +33,7 @@ static void request_free(struct request *r)
     free(r->head);
     free(r->hdrs);
     free(r->pathbuf);
+    auth_out_fini(&r->auth);
     free(r);
 }
 
@@ -58,6 +60,8 @@ struct request *request_get(struct worker *w)
 
 void request_put(struct worker *w, struct request *r)
 {
+    snapshot_release(r->snap);
+    r->snap = NULL;
     struct request_scratch *sc = w->proxy_scratch;
     if (!sc || sc->nfree >= REQUEST_POOL_CAP) {
         request_free(r);
@@ -75,10 +79,12 @@ void request_put(struct worker *w, struct request *r)
 
 void request_reset(struct request *r, struct request_side *side)
 {
+    snapshot_release(r->snap); /* the previous request's on this side */
     memset(r, 0, offsetof(struct request, next_free));
     r->side = side;
     r->w = side->w;
-    r->cfg = side->w->cfg;
+    r->snap = snapshot_acquire(side->w);
+    r->cfg = r->snap->cfg;
     r->client = side->s;
     r->tmo = &r->cfg->timeouts;
     r->start = loop_now();
@@ -183,6 +189,18 @@ void request_answer(struct request *r, int status, const char *content_type, con
     r->bytes_out = body_len;
 }
 
+void request_answer_auth(struct request *r, int status)
+{
+    char body[512];
+    const char *why = status == 401 ? "unauthorized" : status == 403 ? "forbidden" : "unavailable";
+    size_t n = reply_error_json(body, sizeof(body), status, why, r->id, r->id_len);
+    struct http1_header www = {"WWW-Authenticate", 16, r->auth.challenge,
+                               r->auth.challenge ? strlen(r->auth.challenge) : 0};
+    struct config_header_rules rules = {.add = &www, .nadd = status == 401 && r->auth.challenge};
+    r->error = r->auth.why ? r->auth.why : why;
+    request_answer(r, status, "application/json", body, n, false, &rules);
+}
+
 void request_answer_json(struct request *r, int status, const char *why, bool must_close)
 {
     char body[512];
@@ -198,7 +216,7 @@ void request_log(const struct request *r)
 {
     double ms = (double)(loop_now() - r->start) / 1e6;
     WORKER_STAT_ADD(r->w, requests_total, 1);
-    metrics_request(r->w->metrics, r->route, r->status, ms / 1000);
+    metrics_request(r->snap->metrics, r->route, r->status, ms / 1000);
     if (!log_access_enabled())
         return;
     struct log_access a = {
@@ -213,7 +231,7 @@ void request_log(const struct request *r)
         .bytes_sent = r->streaming ? r->resp_body.bytes : r->bytes_out,
         .bytes_received = r->req_body.bytes,
         .route = r->route ? r->route->name : NULL,
-        .upstream = r->route && r->route->upstream ? r->route->upstream->name : NULL,
+        .upstream = r->upstream ? r->upstream->name : NULL,
         .upstream_server = r->upstream_server,
         .upstream_status = r->upstream_status,
         .upstream_retries = r->attempts,
@@ -223,6 +241,7 @@ void request_log(const struct request *r)
         .upstream_connect_ms = r->upstream_server ? r->connect_ms : -1,
         .upstream_header_ms = r->upstream_status ? r->header_ms : -1,
         .error = r->error,
+        .identity = r->identity,
     };
     log_access_write(&a);
 }

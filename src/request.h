@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "auth.h"
 #include "body.h"
 #include "http1.h"
 
@@ -34,10 +35,12 @@ struct config_header_rules;
 struct config_route;
 struct config_server;
 struct config_timeouts;
+struct config_upstream;
 struct evbuffer;
 struct io_stream;
 struct upstream_conn;
 struct worker;
+struct snapshot;
 
 /*
  * The client side of requests. Its owner fills it in and keeps it alive
@@ -61,9 +64,13 @@ struct request_side {
 struct request {
     struct request_side *side;
     struct worker *w;
-    const struct config *cfg;
+    struct snapshot *snap;    /* the worker's snapshot it started on (a reference) */
+    const struct config *cfg; /* snap->cfg */
     struct io_stream *client;
     const struct config_route *route;
+    const struct config_upstream *upstream; /* the route's, or its split's pick */
+    const char *rewritten; /* the route's rewrite of path (in pathbuf), else NULL */
+    size_t rewritten_len;
     const struct config_timeouts *tmo;
     int64_t start;
     int64_t total_deadline;
@@ -109,6 +116,8 @@ struct request {
     bool keep_alive;   /* keep the client connection after this response */
     bool linger;       /* close lingering: request bytes were left unread */
 
+    const char *identity; /* who the route's auth found (in auth), NULL: none */
+
     /* ---- kept across requests: the worker's pool; not reset ---- */
     struct request *next_free;
     char *head; /* a copy of the client's head; req's views point here */
@@ -120,6 +129,7 @@ struct request {
     struct evbuffer *replay; /* see body_sent; drained after each request */
     bool *tried;             /* servers of the upstream this request tried */
     size_t tried_cap;
+    struct auth_out auth; /* the route's auth check (auth_check resets it) */
 };
 
 /*
@@ -178,6 +188,10 @@ static inline bool request_body_unread(const struct request *r)
  */
 void request_answer(struct request *r, int status, const char *content_type, const char *body,
                     size_t body_len, bool must_close, const struct config_header_rules *rules);
+/* The answer to a request the route's auth refused (status 401, 403 or
+ * 503 from auth_check): JSON naming only the status's meaning, a 401 with
+ * r->auth's WWW-Authenticate; r->auth.why goes to the access log. */
+void request_answer_auth(struct request *r, int status);
 /* An error of Ferry's own, as JSON {"error", "status", "request_id"};
  * why also goes to the access log unless r->error is set. */
 void request_answer_json(struct request *r, int status, const char *why, bool must_close);

@@ -15,126 +15,36 @@
 #include "io.h"
 #include "log.h"
 #include "loop.h"
+#include "registry.h"
 
 _Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= UPSTREAM_READ_MAX,
                "the largest max_header_bytes must fit in the upstream read buffer");
 
-#define ATOMIC_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define ATOMIC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define ATOMIC_ADD(p, n) __atomic_add_fetch((p), (n), __ATOMIC_RELAXED)
-#define ATOMIC_SUB(p, n) __atomic_sub_fetch((p), (n), __ATOMIC_RELAXED)
+#define ATOMIC_LOAD REGISTRY_LOAD
+#define ATOMIC_STORE REGISTRY_STORE
+#define ATOMIC_ADD REGISTRY_ADD
+#define ATOMIC_SUB REGISTRY_SUB
 
-/* ---- process-wide state (see upstream.h) ---------------------------------------------- */
+/* ---- process-wide state (registry.h) -------------------------------------------------- */
 
-#define BUDGET_SLOTS 10 /* one per second: the budget's 10 s window */
-
-/* One second of an upstream's traffic: first attempts and retries. */
-struct budget_slot {
-    int64_t sec; /* which second it counts; older: stale, reset on use */
-    uint64_t requests;
-    uint64_t retries;
-};
-
-/* One upstream (by name), for the whole process. */
-struct upstream_shared_up {
-    char *name;
-    pthread_mutex_t lock; /* ejection decisions (rare): the half cap */
-    struct budget_slot slots[BUDGET_SLOTS];
-    struct upstream_shared_up *next;
-};
-
-/* One server (upstream name + address), for the whole process. Padded to
- * a cache line: workers write inflight and fails on every request. */
-struct upstream_shared {
-    _Alignas(64) uint64_t inflight; /* requests holding or getting a connection */
-    uint32_t fails;                 /* consecutive failures, every worker's */
-    int64_t ejected_until;          /* loop_now() instant; 0: never ejected */
-    int64_t eject_ms;               /* the last ejection's length */
-    int64_t eject_logged;
-    uint8_t down; /* the health checker's verdict: 1 = failing its checks */
-    struct upstream_shared_up *up;
-    char *key; /* "upstream name" NUL "address" */
-    size_t key_len;
-    struct upstream_shared *next;
-};
-
-static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct upstream_shared *shared_servers;
-static struct upstream_shared_up *shared_ups;
-
-static struct upstream_shared_up *shared_up_get(const char *name)
+/* The registry entry of a server of up; NULL when out of memory. */
+static struct registry_server *entry(const struct config_upstream *up, unsigned server)
 {
-    for (struct upstream_shared_up *su = shared_ups; su; su = su->next)
-        if (strcmp(su->name, name) == 0)
-            return su;
-    struct upstream_shared_up *su = calloc(1, sizeof(*su));
-    if (!su || !(su->name = strdup(name))) {
-        free(su);
-        return NULL;
-    }
-    pthread_mutex_init(&su->lock, NULL);
-    su->next = shared_ups;
-    shared_ups = su;
-    return su;
-}
-
-static struct upstream_shared *shared_find(const char *name, const char *addr)
-{
-    size_t nlen = strlen(name), alen = strlen(addr);
-    for (struct upstream_shared *sh = shared_servers; sh; sh = sh->next)
-        if (sh->key_len == nlen + 1 + alen && memcmp(sh->key, name, nlen + 1) == 0 &&
-            memcmp(sh->key + nlen + 1, addr, alen) == 0)
-            return sh;
-    return NULL;
-}
-
-/* The process-wide state of a server, created on first use (any worker's
- * thread: under shared_lock). NULL when out of memory. */
-static struct upstream_shared *shared_get(const struct config_upstream *up,
-                                          const struct config_server *server)
-{
-    pthread_mutex_lock(&shared_lock);
-    struct upstream_shared *sh = shared_find(up->name, server->addr.text);
-    if (sh)
-        goto out_unlock;
-    size_t nlen = strlen(up->name), alen = strlen(server->addr.text);
-    struct upstream_shared_up *su = shared_up_get(up->name);
-    sh = su ? aligned_alloc(64, (sizeof(*sh) + 63) & ~(size_t)63) : NULL;
-    if (!sh)
-        goto out_unlock;
-    memset(sh, 0, sizeof(*sh));
-    sh->key = malloc(nlen + 1 + alen + 1);
-    if (!sh->key) {
-        free(sh);
-        sh = NULL;
-        goto out_unlock;
-    }
-    memcpy(sh->key, up->name, nlen + 1);
-    memcpy(sh->key + nlen + 1, server->addr.text, alen + 1);
-    sh->key_len = nlen + 1 + alen;
-    sh->up = su;
-    /* New to the process: down until its first pass (health_check) */
-    sh->down = up->health.path && !up->health.start_healthy;
-    sh->next = shared_servers;
-    shared_servers = sh;
-out_unlock:
-    pthread_mutex_unlock(&shared_lock);
-    return sh;
-}
-
-bool upstream_set_health(const struct config_upstream *up, unsigned server, bool healthy)
-{
-    struct upstream_shared *sh = shared_get(up, &up->servers[server]);
-    if (!sh)
-        return false;
-    uint8_t down = !healthy;
-    return __atomic_exchange_n(&sh->down, down, __ATOMIC_RELAXED) != down;
+    return registry_server(up->name, up->servers[server].addr.text);
 }
 
 bool upstream_healthy(const struct config_upstream *up, unsigned server)
 {
-    struct upstream_shared *sh = shared_get(up, &up->servers[server]);
-    return !sh || !ATOMIC_LOAD(&sh->down);
+    if (!up->health.path)
+        return true;
+    struct registry_server *rs = registry_server_find(up->name, up->servers[server].addr.text);
+    return !rs || !ATOMIC_LOAD(&rs->down);
+}
+
+bool upstream_ejected(const struct config_upstream *up, unsigned server)
+{
+    struct registry_server *rs = registry_server_find(up->name, up->servers[server].addr.text);
+    return rs && ATOMIC_LOAD(&rs->ejected_until) > loop_now();
 }
 
 /* A JSON string of s (quotes, backslashes and control bytes escaped). */
@@ -163,25 +73,21 @@ void upstream_status_json(struct evbuffer *out, const struct config *cfg)
         json_string(out, up->name);
         evbuffer_add(out, ":[", 2);
         for (size_t i = 0; i < up->nservers; i++) {
-            struct upstream_shared *sh = shared_get(up, &up->servers[i]);
+            struct registry_server *rs = entry(up, (unsigned)i);
             evbuffer_add_printf(out, "%s{\"address\":", i ? "," : "");
             json_string(out, up->servers[i].addr.text);
-            evbuffer_add_printf(out, ",\"healthy\":%s,\"ejected\":%s,\"in_flight\":%llu}",
-                                sh && ATOMIC_LOAD(&sh->down) ? "false" : "true",
-                                sh && ATOMIC_LOAD(&sh->ejected_until) > now ? "true" : "false",
-                                sh ? (unsigned long long)ATOMIC_LOAD(&sh->inflight) : 0ull);
+            evbuffer_add_printf(out,
+                                ",\"healthy\":%s,\"ejected\":%s,\"ejections\":%u,\"drained\":%s,"
+                                "\"in_flight\":%llu}",
+                                rs && up->health.path && ATOMIC_LOAD(&rs->down) ? "false" : "true",
+                                rs && ATOMIC_LOAD(&rs->ejected_until) > now ? "true" : "false",
+                                rs ? ATOMIC_LOAD(&rs->ejections) : 0u,
+                                registry_drained(rs) ? "true" : "false",
+                                rs ? (unsigned long long)ATOMIC_LOAD(&rs->inflight) : 0ull);
         }
         evbuffer_add(out, "]", 1);
     }
     evbuffer_add(out, "}", 1);
-}
-
-bool upstream_ejected(const struct config_upstream *up, unsigned server)
-{
-    pthread_mutex_lock(&shared_lock);
-    struct upstream_shared *sh = shared_find(up->name, up->servers[server].addr.text);
-    pthread_mutex_unlock(&shared_lock);
-    return sh && ATOMIC_LOAD(&sh->ejected_until) > loop_now();
 }
 
 /* ---- per-worker state ----------------------------------------------------------------- */
@@ -210,10 +116,12 @@ struct slot_waiter {
 struct pool {
     char *key; /* "upstream name" NUL "address" */
     size_t key_len;
-    struct upstream_set *set;
-    struct upstream_shared *shared;     /* the server's process-wide state */
-    const struct config_server *server; /* of the config in force */
+    struct upstream_registry *reg;      /* the worker's, which owns it */
+    const struct config_server *server; /* of the newest config that has it */
     const struct config_upstream *up;
+    struct config *cfg;              /* a reference to that config: server and up live on */
+    unsigned refs;                   /* sets using it; at 0 it goes once nothing is active */
+    struct registry_server *shared;  /* the server's process-wide state (registry.h) */
     struct upstream_conn *idle_head; /* most recently released first */
     unsigned nidle;
     unsigned nactive;            /* in use by requests, or reserved for a woken waiter */
@@ -231,28 +139,47 @@ struct upstream_state {
     struct pool **pools; /* one per server, from the registry */
     bool *skip;          /* upstream_pick's scratch: tried, ejected or down */
     bool *skip2;         /* ... tried or down */
+    bool *skip3;         /* ... tried (or drained) */
     char *none_up;       /* "upstream NAME: no server is up" */
     uint64_t *load;      /* upstream_pick's scratch: in-flight counts */
-    struct upstream_shared_up *shared;
+    struct registry_upstream *shared;
+};
+
+/* The worker's registry: every pool, keyed by name + address. Sets of
+ * successive configs (a reload) share the pools of the servers they keep,
+ * with their idle connections and passive-ejection state. */
+struct upstream_registry {
+    struct pool *head;
+    struct upstream_owner owner; /* as the worker's first set was given it */
 };
 
 struct upstream_set {
     struct upstream_owner owner;
     const struct config *cfg;
     struct upstream_state *ups; /* one per cfg->upstreams[i] */
-    struct pool *registry;      /* every pool, keyed by name + address */
+    struct upstream_registry *registry;
 };
+
+static void pool_point(struct pool *p, const struct config *cfg, const struct config_upstream *up,
+                       const struct config_server *server)
+{
+    struct config *old = p->cfg;
+    p->cfg = config_ref((struct config *)cfg);
+    p->server = server;
+    p->up = up;
+    p->refs++;
+    config_unref(old);
+}
 
 static struct pool *registry_get(struct upstream_set *set, const struct config_upstream *up,
                                  const struct config_server *server)
 {
     size_t nlen = strlen(up->name), alen = strlen(server->addr.text);
     size_t klen = nlen + 1 + alen;
-    for (struct pool *p = set->registry; p; p = p->next) {
+    for (struct pool *p = set->registry->head; p; p = p->next) {
         if (p->key_len == klen && memcmp(p->key, up->name, nlen + 1) == 0 &&
             memcmp(p->key + nlen + 1, server->addr.text, alen) == 0) {
-            p->server = server;
-            p->up = up;
+            pool_point(p, set->cfg, up, server);
             return p;
         }
     }
@@ -267,28 +194,33 @@ static struct pool *registry_get(struct upstream_set *set, const struct config_u
     memcpy(p->key, up->name, nlen + 1);
     memcpy(p->key + nlen + 1, server->addr.text, alen + 1);
     p->key_len = klen;
-    p->set = set;
-    p->shared = shared_get(up, server);
+    p->reg = set->registry;
+    p->shared = registry_server(up->name, server->addr.text);
     if (!p->shared) {
         free(p->key);
         free(p);
         return NULL;
     }
-    p->server = server;
-    p->up = up;
+    pool_point(p, set->cfg, up, server);
     p->waiters_tail = &p->waiters;
-    p->next = set->registry;
-    set->registry = p;
+    p->next = set->registry->head;
+    set->registry->head = p;
     return p;
 }
 
 struct upstream_set *upstream_set_new(const struct upstream_owner *owner, const struct config *cfg)
 {
+    if (!*owner->registry) {
+        if (!(*owner->registry = calloc(1, sizeof(struct upstream_registry))))
+            return NULL;
+        (*owner->registry)->owner = *owner;
+    }
     struct upstream_set *set = calloc(1, sizeof(*set));
     if (!set)
         return NULL;
     set->owner = *owner;
     set->cfg = cfg;
+    set->registry = *owner->registry;
     set->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*set->ups));
     if (!set->ups)
         goto out_free;
@@ -301,9 +233,10 @@ struct upstream_set *upstream_set_new(const struct upstream_owner *owner, const 
         st->skip = calloc(up->nservers, sizeof(*st->skip));
         st->load = calloc(up->nservers, sizeof(*st->load));
         st->skip2 = calloc(up->nservers, sizeof(*st->skip2));
+        st->skip3 = calloc(up->nservers, sizeof(*st->skip3));
         st->none_up = malloc(strlen(up->name) + 40);
         if (!st->weights || !st->names || !st->pools || !st->skip || !st->load || !st->skip2 ||
-            !st->none_up)
+            !st->skip3 || !st->none_up)
             goto out_free;
         sprintf(st->none_up, "upstream %s: no server is up", up->name);
         for (size_t j = 0; j < up->nservers; j++) {
@@ -333,7 +266,7 @@ static void conn_close(struct upstream_conn *uc)
     if (uc->idle_timer)
         event_free(uc->idle_timer);
     io_stream_free(uc->s);
-    ATOMIC_SUB(uc->pool->set->owner.conns, 1);
+    ATOMIC_SUB(uc->pool->reg->owner.conns, 1);
     free(uc);
 }
 
@@ -351,22 +284,41 @@ static void idle_unlink(struct upstream_conn *uc)
     p->nidle--;
 }
 
+/* A pool no set uses any more goes once no connection of it is in use
+ * (a request of an older config, a WebSocket tunnel). */
+static void pool_put(struct pool *p)
+{
+    if (p->refs || p->nactive || p->waiters)
+        return;
+    while (p->idle_head) {
+        struct upstream_conn *uc = p->idle_head;
+        idle_unlink(uc);
+        conn_close(uc);
+    }
+    for (struct pool **pp = &p->reg->head; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    config_unref(p->cfg);
+    free(p->key);
+    free(p);
+}
+
 void upstream_set_free(struct upstream_set *set)
 {
     if (!set)
         return;
-    for (struct pool *p = set->registry, *next; p; p = next) {
-        next = p->next;
-        while (p->idle_head) {
-            struct upstream_conn *uc = p->idle_head;
-            idle_unlink(uc);
-            conn_close(uc);
-        }
-        free(p->key);
-        free(p);
-    }
     if (set->ups) {
         for (size_t i = 0; i < set->cfg->nupstreams; i++) {
+            for (size_t j = 0; set->ups[i].pools && j < set->cfg->upstreams[i].nservers; j++) {
+                struct pool *p = set->ups[i].pools[j];
+                if (p) {
+                    p->refs--;
+                    pool_put(p);
+                }
+            }
             balancer_fini(&set->ups[i].balancer);
             free(set->ups[i].weights);
             free(set->ups[i].names);
@@ -374,6 +326,7 @@ void upstream_set_free(struct upstream_set *set)
             free(set->ups[i].skip);
             free(set->ups[i].load);
             free(set->ups[i].skip2);
+            free(set->ups[i].skip3);
             free(set->ups[i].none_up);
         }
         free(set->ups);
@@ -391,18 +344,29 @@ int upstream_pick(struct upstream_set *set, const struct config_upstream *up, co
             st->load[i] = ATOMIC_LOAD(&st->pools[i]->shared->inflight);
         load = st->load;
     }
-    if (!up->passive_failures && !up->health.path)
+    bool drains = registry_any_drained();
+    if (!up->passive_failures && !up->health.path && !drains)
         return balancer_next(&st->balancer, skip, load, key, has_key);
     int64_t now = loop_now();
-    bool any = false, any_up = false;
+    bool any = false, any_up = false, any_left = false;
     for (size_t i = 0; i < up->nservers; i++) {
-        const struct upstream_shared *sh = st->pools[i]->shared;
-        bool tried = skip && skip[i];
+        struct pool *p = st->pools[i];
+        const struct registry_server *sh = p->shared;
+        /* Drained (admin) is as hard as tried: never picked. */
+        bool drained = drains && registry_drained(sh);
+        bool tried = (skip && skip[i]) || drained;
         bool down = up->health.path && ATOMIC_LOAD(&sh->down);
         st->skip[i] = tried || down || ATOMIC_LOAD(&sh->ejected_until) > now;
         st->skip2[i] = tried || down;
+        st->skip3[i] = tried;
         any |= !st->skip[i];
         any_up |= !st->skip2[i];
+        any_left |= !tried;
+        while (drained && p->idle_head) { /* its pooled connections close */
+            struct upstream_conn *uc = p->idle_head;
+            idle_unlink(uc);
+            conn_close(uc);
+        }
     }
     if (any)
         return balancer_next(&st->balancer, st->skip, load, key, has_key);
@@ -411,8 +375,8 @@ int upstream_pick(struct upstream_set *set, const struct config_upstream *up, co
     if (any_up)
         return balancer_next(&st->balancer, st->skip2, load, key, has_key);
     /* Every server left fails its health checks: fail_open uses them. */
-    if (up->health.fail_open)
-        return balancer_next(&st->balancer, skip, load, key, has_key);
+    if (up->health.fail_open && any_left)
+        return balancer_next(&st->balancer, st->skip3, load, key, has_key);
     return -1;
 }
 
@@ -428,7 +392,7 @@ const char *upstream_none_up(struct upstream_set *set, const struct config_upstr
  * ejection's length in ms, or 0 when not ejected.
  */
 static int64_t eject(struct upstream_state *st, const struct config_upstream *up,
-                     struct upstream_shared *sh, int64_t now)
+                     struct registry_server *sh, int64_t now)
 {
     if (ATOMIC_LOAD(&sh->ejected_until) > now)
         return 0;
@@ -450,6 +414,7 @@ static int64_t eject(struct upstream_state *st, const struct config_upstream *up
     }
     sh->eject_ms = ms;
     ATOMIC_STORE(&sh->ejected_until, now + ms * LOOP_MS);
+    ATOMIC_ADD(&sh->ejections, 1);
     return ms;
 }
 
@@ -459,7 +424,7 @@ bool upstream_report(struct upstream_set *set, const struct config_upstream *up,
     if (!up->passive_failures)
         return false;
     struct upstream_state *st = &set->ups[up->index];
-    struct upstream_shared *sh = st->pools[server]->shared;
+    struct registry_server *sh = st->pools[server]->shared;
     if (ok) {
         if (ATOMIC_LOAD(&sh->fails))
             ATOMIC_STORE(&sh->fails, 0);
@@ -488,9 +453,9 @@ bool upstream_report(struct upstream_set *set, const struct config_upstream *up,
 }
 
 /* The window's slot for second `sec`, emptied when it held an older one. */
-static struct budget_slot *budget_slot(struct upstream_shared_up *su, int64_t sec)
+static struct registry_budget_slot *budget_slot(struct registry_upstream *su, int64_t sec)
 {
-    struct budget_slot *b = &su->slots[sec % BUDGET_SLOTS];
+    struct registry_budget_slot *b = &su->slots[sec % REGISTRY_BUDGET_SLOTS];
     int64_t old = ATOMIC_LOAD(&b->sec);
     if (old != sec && __atomic_compare_exchange_n(&b->sec, &old, sec, false, __ATOMIC_RELAXED,
                                                   __ATOMIC_RELAXED)) {
@@ -504,23 +469,23 @@ void upstream_budget_request(struct upstream_set *set, const struct config_upstr
 {
     if (!up->retry_attempts)
         return;
-    struct upstream_shared_up *su = set->ups[up->index].shared;
+    struct registry_upstream *su = set->ups[up->index].shared;
     ATOMIC_ADD(&budget_slot(su, loop_now() / (1000 * LOOP_MS))->requests, 1);
 }
 
 bool upstream_budget_retry(struct upstream_set *set, const struct config_upstream *up)
 {
-    struct upstream_shared_up *su = set->ups[up->index].shared;
+    struct registry_upstream *su = set->ups[up->index].shared;
     int64_t sec = loop_now() / (1000 * LOOP_MS);
     uint64_t requests = 0, retries = 0;
-    for (size_t i = 0; i < BUDGET_SLOTS; i++) {
-        if (ATOMIC_LOAD(&su->slots[i].sec) > sec - BUDGET_SLOTS) {
+    for (size_t i = 0; i < REGISTRY_BUDGET_SLOTS; i++) {
+        if (ATOMIC_LOAD(&su->slots[i].sec) > sec - REGISTRY_BUDGET_SLOTS) {
             requests += ATOMIC_LOAD(&su->slots[i].requests);
             retries += ATOMIC_LOAD(&su->slots[i].retries);
         }
     }
-    uint64_t allowed =
-        requests * up->retry_budget_pct / 100 + (uint64_t)up->retry_budget_min * BUDGET_SLOTS;
+    uint64_t allowed = requests * up->retry_budget_pct / 100 +
+                       (uint64_t)up->retry_budget_min * REGISTRY_BUDGET_SLOTS;
     if (retries >= allowed)
         return false;
     ATOMIC_ADD(&budget_slot(su, sec)->retries, 1);
@@ -559,7 +524,7 @@ static void on_pooled_expired(evutil_socket_t fd, short what, void *arg)
     uc->timer_armed = false;
     if (!uc->idle)
         return; /* in use: upstream_release re-arms it */
-    int64_t ms = uc->pool->set->cfg->timeouts.upstream_idle;
+    int64_t ms = uc->pool->cfg->timeouts.upstream_idle;
     int64_t left = ms - (loop_now() - uc->idle_since) / LOOP_MS;
     if (left > 0) {
         arm_idle(uc, left);
@@ -580,6 +545,7 @@ static void slot_release(struct pool *p)
     struct slot_waiter *sw = p->waiters;
     if (!sw) {
         p->nactive--;
+        pool_put(p);
         return;
     }
     p->waiters = sw->next;
@@ -684,7 +650,7 @@ static int acquire(struct pool *p, const struct config_upstream *up, bool fresh,
                             strerror(-r));
         return r;
     }
-    ATOMIC_ADD(p->set->owner.conns, 1);
+    ATOMIC_ADD(p->reg->owner.conns, 1);
     *reused = false;
     *out = uc;
     return 0;
@@ -709,10 +675,11 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
 {
     struct pool *p = uc->pool;
     struct io_stream *s = uc->s;
-    const struct config *cfg = p->set->cfg;
+    const struct config *cfg = p->cfg;
     ATOMIC_SUB(&p->shared->inflight, 1);
-    if (!reusable || io_eof(s) || p->nidle >= p->up->keepalive || *p->set->owner.draining ||
-        evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
+    if (!reusable || io_eof(s) || p->nidle >= p->up->keepalive || *p->reg->owner.draining ||
+        registry_drained(p->shared) || evbuffer_get_length(io_input(s)) > 0 ||
+        evbuffer_get_length(io_output(s)) > 0) {
         conn_close(uc);
         slot_release(p);
         return;
@@ -737,6 +704,21 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     p->idle_head = uc;
     p->nidle++;
     slot_release(p);
+}
+
+void upstream_registry_free(struct upstream_registry **reg)
+{
+    if (!*reg)
+        return;
+    while ((*reg)->head) {
+        struct pool *p = (*reg)->head;
+        p->refs = 0;
+        p->nactive = 0;
+        p->waiters = NULL;
+        pool_put(p);
+    }
+    free(*reg);
+    *reg = NULL;
 }
 
 struct io_stream *upstream_stream(struct upstream_conn *uc)

@@ -3,25 +3,24 @@
  * choosing a server (balancer), keep-alive pools, max_connections; and
  * the process-wide state of each server and upstream.
  *
- * Process-wide state (shared by every worker, allocated once per process
- * and never freed, so it outlives any config): one struct
- * upstream_shared per server, keyed by "upstream name + server address",
- * holding atomics: requests in flight (what least_conn and random_two
- * compare, over all workers), consecutive failures and the ejection
- * (passive ejection counts every worker's failures), and the health
- * checker's verdict (health.c writes it, every worker reads it); one per
- * upstream name: the retry budget's 10 s window and the lock of ejection
- * decisions. A later config that keeps a server finds the same entry, so
- * its ejection, health and in-flight count carry over a reload; the entries are
- * small plain structs keyed by stable identity, ready to be handed to a
- * process-wide registry as they are. Counters are updated without a lock
- * (relaxed atomics): the window's slot turnover may lose a concurrent
- * increment, which a budget can afford.
+ * Process-wide state lives in the registry (registry.h): one entry per
+ * server, keyed by "upstream name + server address", found or created
+ * when a set is built, holding the requests in flight over all workers
+ * (what least_conn and random_two compare), passive ejection (every
+ * worker's failures count; this module decides), the health checker's
+ * verdict (health.c writes it, every worker reads it) and the drain flag
+ * (admin); one entry per upstream name holds the retry budget's 10 s
+ * window and the lock of ejection decisions. A later config that keeps a
+ * server finds the same entry, so all of that carries over a reload.
+ * Counters are updated without a lock (relaxed atomics): the window's
+ * slot turnover may lose a concurrent increment, which a budget can
+ * afford.
  *
- * Pools are kept in a registry keyed by "upstream name + server address"
- * (runtime state keyed by a stable identity, not by config position), so
- * a later config that keeps a server can keep its pool. Idle pooled connections keep reading armed:
- * a connection the backend closes (or that sends stray bytes) leaves the
+ * Pools (per worker) are kept in the worker's own registry of pools, keyed
+ * by "upstream name + server address" and shared by the sets of
+ * successive configs, so a reload that keeps a server keeps its pool and
+ * idle connections. Idle pooled connections keep reading armed: a
+ * connection the backend closes (or that sends stray bytes) leaves the
  * pool at once; each also expires after upstream_idle.
  *
  * Functions marked "may yield" run in a request coroutine. Everything
@@ -43,24 +42,36 @@ struct evbuffer;
 struct io_stream;
 struct loop;
 struct upstream_conn;
+struct upstream_registry;
 struct upstream_set;
 
-/* What the worker lends its upstream set: its id (in log lines), its
- * drain flag (no pooling once set) and its count of open upstream
- * connections (relaxed atomics, read by /metrics). The pointers must
- * outlive the set. */
+/* What the worker lends its upstream sets: its id (random_two's seed),
+ * its drain flag (no pooling once set), its count of open upstream
+ * connections (relaxed atomics, read by /metrics) and where it keeps its
+ * registry of pools (NULL until its first set; upstream_registry_free
+ * frees it). The pointers must outlive every set and pool of the worker;
+ * its first set's owner is the one its pools keep. */
 struct upstream_owner {
     unsigned id;
     const bool *draining;
     unsigned long *conns;
+    struct upstream_registry **registry;
 };
 
-/* Builds the per-worker state for cfg's upstreams (finding or creating
- * the process-wide state of each server). NULL when out of memory. */
+/* Builds the per-worker state for cfg's upstreams (cfg must outlive the
+ * set), finding or creating each server's process-wide entry
+ * (registry.h). Servers of the worker's registry of pools with the same
+ * upstream name and address are shared with the sets of other configs (a
+ * reload): their pools carry over, as their process-wide state does.
+ * NULL when out of memory. */
 struct upstream_set *upstream_set_new(const struct upstream_owner *owner, const struct config *cfg);
-/* Closes every pooled connection and frees the set. No connection may be
- * in use. NULL does nothing. */
+/* Frees the set. A pool no other set uses closes its idle connections and
+ * goes once its connections in use (older requests, tunnels) are released.
+ * NULL does nothing. */
 void upstream_set_free(struct upstream_set *set);
+/* Frees a worker's registry of pools at its exit (and sets *reg to
+ * NULL): no connection may be in use. */
+void upstream_registry_free(struct upstream_registry **reg);
 
 /* The next server of `up` by its balancer, skipping those marked in skip
  * (may be NULL: servers tried), those passively ejected (unless every
@@ -74,14 +85,9 @@ int upstream_pick(struct upstream_set *set, const struct config_upstream *up, co
 /* "upstream NAME: no server is up", for the 503 after upstream_pick's -1. */
 const char *upstream_none_up(struct upstream_set *set, const struct config_upstream *up);
 
-/* Publishes the health checker's verdict on a server to every worker (any
- * thread; creates the server's process-wide state if needed). Returns
- * true when it changed. */
-bool upstream_set_health(const struct config_upstream *up, unsigned server, bool healthy);
-
-/* Does the server pass its health checks (true without checks)? Any
- * thread; creates the server's process-wide state if needed (a server new
- * to the process with health_check starts down unless start_healthy). */
+/* Does the server pass its health checks (true without checks, or when
+ * it has no process-wide entry yet)? Any thread. health.c sets the
+ * verdict in the server's registry entry. */
 bool upstream_healthy(const struct config_upstream *up, unsigned server);
 
 /* How an attempt on a server ended: ok (a response head came back, any
@@ -94,7 +100,8 @@ bool upstream_healthy(const struct config_upstream *up, unsigned server);
 bool upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
                      bool ok);
 
-/* Appends {"NAME":[{"address","healthy","ejected","in_flight"}...]...}
+/* Appends {"NAME":[{"address","healthy","ejected","ejections","drained",
+ * "in_flight"}...]...}
  * for cfg's upstreams (process-wide state; /status). Any thread. */
 void upstream_status_json(struct evbuffer *out, const struct config *cfg);
 

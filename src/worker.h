@@ -18,6 +18,8 @@ struct config;
 struct event;
 struct loop;
 struct metrics;
+struct snapshot;
+struct upstream_registry;
 struct upstream_set;
 
 struct worker_stats {
@@ -27,18 +29,34 @@ struct worker_stats {
     unsigned long upstream_conns; /* open upstream connections (pooled or in use) */
 };
 
+/* A new config posted by the main thread (server.c), applied by the
+ * worker at a safe point (a callback of its loop). */
+struct worker_update {
+    struct config *cfg;       /* a reference, handed over */
+    struct metrics *metrics;  /* sized for cfg, handed over */
+    struct metrics *baseline; /* the old metrics as carried into metrics, handed over */
+    int *listen_fds;          /* one per cfg->listeners[i], handed over */
+    unsigned nlisten;
+};
+
 struct worker {
     unsigned id;
     pthread_t thread;
     struct loop *loop;
-    struct config *cfg; /* the snapshot in force; the worker holds a reference */
-    struct upstream_set *upstreams;
+    struct config *cfg;                          /* snap->cfg: the config in force */
+    struct snapshot *snap;                       /* the snapshot new requests take (snapshot.h) */
+    struct upstream_registry *upstream_registry; /* upstream.c: pools kept across reloads */
+    pthread_mutex_t update_lock;
+    struct worker_update *update; /* posted, not applied yet (update_lock) */
+    bool drain_requested;         /* atomic: the main thread asks to drain */
     int *listen_fds;
     unsigned nlisten;
     struct acceptor *acceptors; /* listener.c */
     int reserve_fd;             /* spent to accept-and-close when out of descriptors */
     int control_fd;             /* eventfd: the main thread asks to drain or stop */
     struct event *control_ev;
+    struct event *heartbeat_ev;
+    uint64_t heartbeat; /* atomic: bumped by the loop, read by the watchdog */
     struct event *drain_timer;
     struct event *drain_poll;
     bool draining;
@@ -47,7 +65,7 @@ struct worker {
     struct conn *conns;         /* every open client connection, for draining */
     uint64_t rng;               /* request ids */
     void *proxy_scratch;        /* request.c: pooled requests and scratch buffers */
-    struct metrics *metrics;    /* written by this worker only, read by admin */
+    struct metrics *metrics;    /* the newest snapshot's, read by admin (main thread) */
     struct worker_stats stats;
 };
 

@@ -36,14 +36,17 @@ check() {
 check 'event2/' loop io evmem upstream conn proxy reply request body tunnel listener daemon server main \
     log metrics admin worker \
     health
-# OpenSSL: no module yet (the TLS module, when it lands, is its one user).
-check 'openssl/'
+# OpenSSL: token and key verification (jwt, auth); the TLS module when it lands.
+check 'openssl/' jwt auth
+check 'jansson\.h' jwt
+check 'crypt\.h' auth auth_pool
 check 'yaml\.h' config_yaml
 check 'systemd/' daemon
+check 'pcre2\.h' regex
 
 # The pure modules: no coroutines, no loop, no await, no libevent, also not
 # through a header they include (config.h -> http1.h -> ... is followed).
-pure='http1 headers proxyproto balancer route config config_*'
+pure='http1 headers proxyproto balancer route config config_* regex jwt auth ratelimit cors'
 runtime='coro loop io evmem sys'
 
 # Ferry headers that a file includes, one stem a line.
@@ -89,7 +92,8 @@ done
 
 # Every module these lists name exists.
 for m in loop io evmem upstream conn proxy reply request body tunnel listener daemon server main log \
-    metrics admin worker config config_yaml daemon http1 headers proxyproto balancer route coro sys; do
+    metrics admin worker config config_yaml daemon http1 headers proxyproto balancer route coro sys \
+    ratelimit cors; do
     if [ ! -f "$src/$m.c" ] && [ ! -f "$src/$m.h" ]; then
         echo "check-includes: the lists name module $m, which src/ does not have" >&2
         status=1

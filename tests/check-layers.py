@@ -27,13 +27,19 @@ RANKS = {
     "io": 1,
     # protocol
     "http1": 2, "headers": 2, "proxyproto": 2, "body": 2,
+    "jwt": 2,
     # policy
     "config": 3, "route": 3, "balancer": 3, "upstream": 3,
+    "regex": 3, "registry": 3,
+    "auth": 3, "auth_pool": 3,
+    "ratelimit": 3, "cors": 3,
     "health": 3,
     # flow (metrics counts per worker and reads the config: flow rank)
     "worker": 4, "conn": 4, "proxy": 4, "request": 4, "reply": 4, "tunnel": 4, "metrics": 4,
+    "snapshot": 4,
     # process
     "main": 5, "server": 5, "listener": 5, "daemon": 5, "admin": 5,
+    "diff": 5,
 }
 NAMES = ["runtime", "await", "protocol", "policy", "flow", "process"]
 

@@ -56,10 +56,11 @@ static struct {
     struct loop *loop;
     struct config *cfg;
     struct {
-        struct upstream_set *upstreams;
         bool draining;
         unsigned long conns;
+        struct upstream_registry *pools;
     } w;
+    struct upstream_set *set;
     const struct config_upstream *up;
     int lfd;
     /* what the coroutines did, in order */
@@ -90,13 +91,15 @@ static void setup(void)
     ck_assert_ptr_nonnull(u.up);
     u.loop = loop_new(CORO_STACK_DEFAULT, 8);
     ck_assert_ptr_nonnull(u.loop);
-    u.w.upstreams = upstream_set_new(&(struct upstream_owner){0, &u.w.draining, &u.w.conns}, u.cfg);
-    ck_assert_ptr_nonnull(u.w.upstreams);
+    u.set =
+        upstream_set_new(&(struct upstream_owner){0, &u.w.draining, &u.w.conns, &u.w.pools}, u.cfg);
+    ck_assert_ptr_nonnull(u.set);
 }
 
 static void teardown(void)
 {
-    upstream_set_free(u.w.upstreams);
+    upstream_set_free(u.set);
+    upstream_registry_free(&u.w.pools);
     ck_assert_uint_eq(loop_live(u.loop), 0);
     loop_free(u.loop);
     config_unref(u.cfg);
@@ -125,8 +128,7 @@ static void mark(char who)
 static int acquire(struct io_stream *watch, int64_t ms, struct upstream_conn **uc)
 {
     bool reused;
-    return upstream_acquire(u.w.upstreams, u.up, 0, false, loop_deadline(ms * LOOP_MS), watch, uc,
-                            &reused);
+    return upstream_acquire(u.set, u.up, 0, false, loop_deadline(ms * LOOP_MS), watch, uc, &reused);
 }
 
 /* A: holds the slot 50 ms, gives it back and asks again at once. */
@@ -288,8 +290,11 @@ START_TEST(ejection_counts_every_worker_and_caps_at_half)
     const struct config_upstream *up = config_upstream_find(cfg, "s");
     bool draining = false;
     unsigned long conns = 0;
-    struct upstream_set *a = upstream_set_new(&(struct upstream_owner){0, &draining, &conns}, cfg);
-    struct upstream_set *b = upstream_set_new(&(struct upstream_owner){1, &draining, &conns}, cfg);
+    struct upstream_registry *pa = NULL, *pb = NULL; /* two workers' pools */
+    struct upstream_set *a =
+        upstream_set_new(&(struct upstream_owner){0, &draining, &conns, &pa}, cfg);
+    struct upstream_set *b =
+        upstream_set_new(&(struct upstream_owner){1, &draining, &conns, &pb}, cfg);
     ck_assert(!upstream_report(a, up, 0, false));
     ck_assert(upstream_report(b, up, 0, false)); /* the second failure, another worker */
     ck_assert(upstream_ejected(up, 0));
@@ -306,6 +311,8 @@ START_TEST(ejection_counts_every_worker_and_caps_at_half)
     }
     upstream_set_free(a);
     upstream_set_free(b);
+    upstream_registry_free(&pa);
+    upstream_registry_free(&pb);
     config_unref(cfg);
 }
 END_TEST
@@ -318,8 +325,11 @@ START_TEST(retry_budget_is_process_wide)
     const struct config_upstream *up = config_upstream_find(cfg, "s");
     bool draining = false;
     unsigned long conns = 0;
-    struct upstream_set *a = upstream_set_new(&(struct upstream_owner){0, &draining, &conns}, cfg);
-    struct upstream_set *b = upstream_set_new(&(struct upstream_owner){1, &draining, &conns}, cfg);
+    struct upstream_registry *pa = NULL, *pb = NULL; /* two workers' pools */
+    struct upstream_set *a =
+        upstream_set_new(&(struct upstream_owner){0, &draining, &conns, &pa}, cfg);
+    struct upstream_set *b =
+        upstream_set_new(&(struct upstream_owner){1, &draining, &conns, &pb}, cfg);
     ck_assert(!upstream_budget_retry(a, up));
     for (int i = 0; i < 10; i++)
         upstream_budget_request(i % 2 ? a : b, up);
@@ -333,6 +343,8 @@ START_TEST(retry_budget_is_process_wide)
     ck_assert(!upstream_budget_retry(b, up));
     upstream_set_free(a);
     upstream_set_free(b);
+    upstream_registry_free(&pa);
+    upstream_registry_free(&pb);
     config_unref(cfg);
 }
 END_TEST

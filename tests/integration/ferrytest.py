@@ -181,11 +181,19 @@ for _s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(_s, _on_signal)
 
 
+_handed_out = set()
+
+
 def free_port():
     """A loopback port free right now, chosen below the kernel's ephemeral
-    range so the many client connections of a test do not take it."""
+    range so the many client connections of a test do not take it. A port
+    is handed out once per test process: two free_port() calls before
+    either port is bound (a listener and its admin) never get the same."""
     for _ in range(200):
         port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
         s = socket.socket()
         try:
             s.bind(("127.0.0.1", port))
@@ -333,6 +341,49 @@ class Ferry:
         self.config_text = text
         with open(self.config_path, "w") as fh:
             fh.write(text)
+
+    def write_config(self, config=None, yaml_text=None, listeners=None):
+        """Rewrites the config file (not read until a reload): config's keys
+        over the same defaults as the constructor's (listeners: the whole
+        listen list), or yaml_text as given."""
+        if yaml_text is None:
+            cfg = {"workers": int(os.environ.get("FERRY_TEST_WORKERS", "2")),
+                   "pid_file": self.pid_file,
+                   "listen": listeners or [{"address": self.address}],
+                   "access_log": {"path": "stderr", "format": "json"}}
+            if self.admin_port:
+                cfg["admin"] = {"listen": "127.0.0.1:%d" % self.admin_port}
+            cfg.update(config or {})
+            yaml_text = "# written by ferrytest.py\n" + to_yaml(cfg) + "\n"
+        self.config_text = yaml_text
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(yaml_text)
+        os.rename(tmp, self.config_path)
+
+    def reload_lines(self):
+        return [ln for ln in self.stderr_text().splitlines() if "reload: " in ln]
+
+    def reload(self, config=None, yaml_text=None, expect="applied", timeout=10.0, **kw):
+        """Rewrites the config (when given), sends SIGHUP and waits for the
+        reload's outcome line ("reload: ... applied" or "... keeping the
+        running config"); returns it. Fails when it is not what expect says
+        ("applied" or "keeping")."""
+        if config is not None or yaml_text is not None or kw:
+            self.write_config(config, yaml_text, **kw)
+        n = len([ln for ln in self.reload_lines() if "applied" in ln or "keeping" in ln])
+        os.kill(self.pid, signal.SIGHUP)
+
+        def outcome():
+            done = [ln for ln in self.reload_lines() if "applied" in ln or "keeping" in ln]
+            return done[n] if len(done) > n else None
+        line = wait_until(outcome, timeout)
+        self.assert_alive()
+        if not line:
+            raise Fail("no reload outcome within %.0fs; stderr:\n%s" % (timeout, self.stderr_tail()))
+        if expect and expect not in line:
+            raise Fail("reload: expected %r, got: %s" % (expect, line))
+        return line
 
     # lifecycle
     def start(self, timeout=10.0):

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""systemd without systemd: the notify protocol on a unix datagram socket
+given as NOTIFY_SOCKET (READY=1 at start; RELOADING=1 with MONOTONIC_USEC
+then READY=1 around a reload, good or bad, with STATUS= saying which;
+STATUS= with connections, requests/s and the config's load time;
+WATCHDOG=1 when WATCHDOG_USEC is set; STOPPING=1), and a listening socket
+inherited the way systemd passes it (LISTEN_FDS/LISTEN_PID, fd 3), matched
+to the YAML's address and kept across a reload. ~15 s."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ferrytest import *  # noqa: E402,F401,F403
+import ferrytest  # noqa: E402
+
+
+class Notify:
+    def __init__(self, d):
+        self.path = os.path.join(d, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.msgs = []
+
+    def wait(self, pred, timeout=5.0, what="a notification"):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, m in enumerate(self.msgs):
+                if pred(m):
+                    del self.msgs[:i + 1]
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Fail("no %s within %.0fs; got %r" % (what, timeout, self.msgs))
+            self.sock.settimeout(left)
+            try:
+                self.msgs.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+
+def _start(f, env, pass_fd=None):
+    f._err = open(f.stderr_path, "ab")
+    e = dict(os.environ, **env)
+    args = [FERRY_BIN, "-c", f.config_path]
+    pre = None
+    if pass_fd is not None:
+        # As systemd does: the socket at fd 3, LISTEN_PID = the process's own pid.
+        args = ["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -c "$1"',
+                FERRY_BIN, f.config_path]
+
+        def pre():
+            os.dup2(pass_fd, 3)
+    f.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=f._err, stderr=f._err,
+                              cwd=f.dir, env=e, preexec_fn=pre,
+                              pass_fds=(3,) if pass_fd is not None else ())
+    ferrytest._register(f.proc)
+    ferrytest._cleanups.append(f.stop)
+    f.pid = f.proc.pid
+    wait_until(lambda: _accepts(f.port) or f.proc.poll() is not None, 10)
+    f.assert_alive()
+
+
+def _accepts(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_notify_protocol():
+    """READY, WATCHDOG, STATUS, RELOADING/READY (good and bad), STOPPING."""
+    f = ferry(routes=[respond_route("r", "/", body="one\n")], start=False)
+    n = Notify(f.dir)
+    _start(f, {"NOTIFY_SOCKET": n.path, "WATCHDOG_USEC": "400000"})
+    m = n.wait(lambda m: "READY=1" in m, what="READY=1 at start")
+    check("STATUS=serving" in m and "MAINPID=%d" % f.pid in m, "start notification: %r" % m)
+    n.wait(lambda m: m == "WATCHDOG=1", what="WATCHDOG=1")
+    n.wait(lambda m: m == "WATCHDOG=1", what="a second WATCHDOG=1")
+    eq(request(f, "GET", "/").status, 200, "a request")
+    m = n.wait(lambda m: "requests/s" in m, 6, what="STATUS= with requests/s")
+    check(re.search(r"STATUS=serving: \d+ connections, \d+ requests/s, config loaded in [0-9.]+ ms",
+                    m), "periodic STATUS: %r" % m)
+
+    f.reload({"routes": [respond_route("r", "/", body="two\n")]})
+    m = n.wait(lambda m: "RELOADING=1" in m, what="RELOADING=1")
+    check(re.search(r"MONOTONIC_USEC=\d+", m), "MONOTONIC_USEC with RELOADING=1: %r" % m)
+    m = n.wait(lambda m: "READY=1" in m, what="READY=1 after a reload")
+    check("reloaded" in m, "STATUS after a good reload: %r" % m)
+
+    f.reload(yaml_text="routes: [\n", expect="keeping")
+    n.wait(lambda m: "RELOADING=1" in m, what="RELOADING=1 (bad file)")
+    m = n.wait(lambda m: "READY=1" in m, what="READY=1 after a bad reload")
+    check("reload failed" in m and "ferry.yaml:" in m, "STATUS after a bad reload: %r" % m)
+    eq(request(f, "GET", "/").body, b"two\n", "the good config serves on")
+
+    f.stop()
+    n.wait(lambda m: "STOPPING=1" in m, what="STOPPING=1")
+
+
+def test_socket_activation():
+    """fd 3 from LISTEN_FDS serves the YAML's address; a reload keeps it."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(128)
+    port = ls.getsockname()[1]
+    f = ferry(routes=[respond_route("r", "/", body="one\n")], start=False)
+    f.port = port
+    f.address = "127.0.0.1:%d" % port
+    f.write_config({"routes": [respond_route("r", "/", body="one\n")]})
+    _start(f, {}, pass_fd=ls.fileno())
+    ls.close()  # only ferry holds it now
+    eq(request(f, "GET", "/").body, b"one\n", "served on the inherited socket")
+    check("socket activation: listen 127.0.0.1:%d from descriptor 3" % port in f.stderr_text(),
+          "the log says where the socket came from")
+    f.reload({"routes": [respond_route("r", "/", body="two\n")]})
+    eq(request(f, "GET", "/").body, b"two\n", "the inherited socket after a reload")
+    check(re.search(r"socket:\[\d+\]", f.fds().get(3, "")), "fd 3 still open: %r" % f.fds())
+
+
+def test_user_unknown():
+    """user: naming no user: a clear error, no start."""
+    f = ferry(routes=[respond_route("r", "/")], user="no-such-user-ferry", start=False)
+    rc, out, err = run_ferry_cli(["-c", f.config_path])
+    eq(rc, 1, "exit status")
+    check("user no-such-user-ferry: no such user" in err, "the error: %r" % err)
+
+
+def test_user_switch():
+    """Started as root with user: nobody, the process runs as nobody after
+    binding; a reload that cannot read the file keeps the old config."""
+    if os.geteuid() != 0:
+        raise Skip("not root")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    f = ferry(routes=[respond_route("r", "/", body="one\n")], user="nobody")
+    uids = f.proc_status("Uid").split()
+    eq(set(int(u) for u in uids), {nobody.pw_uid}, "every uid of the process")
+    eq(request(f, "GET", "/").body, b"one\n", "serves")
+    os.chmod(f.config_path, 0o600)  # root-only now, as a key file would be
+    line = f.reload({"routes": [respond_route("r", "/", body="two\n")], "user": "nobody"},
+                    expect="keeping")
+    os.chmod(f.config_path, 0o600)
+    check("ermission denied" in line, "the reload says why: %r" % line)
+    eq(request(f, "GET", "/").body, b"one\n", "the old config serves on")
+
+
+if __name__ == "__main__":
+    run(globals(), budget=60)
