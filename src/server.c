@@ -738,7 +738,7 @@ int server_run(struct config *cfg, const char *config_path, int64_t t0)
     /* Everything privileged is done: listeners bound, pid file written. */
     if (cfg->user && daemon_drop_privileges(cfg->user) != 0)
         goto out_pidfile;
-    /* Before the workers: servers new to the process start down (health.c) */
+    /* Before the workers: servers new to the config start down (health.c) */
     health_start(cfg); /* failing: logged, served without active checks */
     if (workers_start(&srv) != 0 || (admin && admin_serve(admin) != 0)) {
         stop_workers(&srv);
