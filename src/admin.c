@@ -200,8 +200,10 @@ static void on_upstreams(struct admin_conn *ac)
             bool drained = registry_drained(registry_server(up->name, sv->addr.text));
             evbuffer_add_printf(b, "%s{\"address\":", i ? "," : "");
             json_str(b, sv->addr.text);
-            evbuffer_add_printf(b, ",\"weight\":%u,\"state\":\"%s\"}", sv->weight,
-                                drained ? "drained" : "ready");
+            evbuffer_add_printf(b, ",\"weight\":%u,\"state\":\"%s\",\"healthy\":%s,\"ejected\":%s}",
+                                sv->weight, drained ? "drained" : "ready",
+                                upstream_healthy(up, (unsigned)i) ? "true" : "false",
+                                upstream_ejected(up, (unsigned)i) ? "true" : "false");
         }
         evbuffer_add_printf(b, "]}");
     }
