@@ -86,6 +86,13 @@ def test_unchanged_servers_keep_ejection_and_health():
     eq(st["h"][b.address]["healthy"], False, "/status: b healthy after the reload")
     check(st["e"][dead]["ejected"], "dead still ejected after the reload: %r" % st["e"][dead])
     eq(st["e"][dead]["ejections"], 1, "ejections after the reload")
+    c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)
+    c.request("GET", "/upstreams")
+    ups = {u["name"]: {s["address"]: s for s in u["servers"]}
+           for u in json.loads(c.getresponse().read())["upstreams"]}
+    c.close()
+    eq((ups["h"][b.address]["healthy"], ups["e"][dead]["ejected"], ups["e"][dead]["state"]),
+       (False, True, "ready"), "GET /upstreams: b healthy, dead ejected, dead state")
     before = proxied(b)
     for i in range(10):
         expect_response(request(f, "GET", "/fast?i=%d" % i), status=200)
