@@ -166,5 +166,57 @@ def test_removed_server_is_no_longer_probed():
     f.assert_alive()
 
 
+def test_reload_storm_with_checks():
+    "SIGHUP 50/s for 3 s, servers and checks added and removed: no failed request, no crash"
+    import signal
+    import threading
+    a, c = backend("a"), backend("c")
+    hc = {"path": "/hc/fast", "interval": "20ms", "timeout": "200ms", "healthy_after": 1,
+          "unhealthy_after": 1}
+
+    def config(i):
+        ups = [a] + ([c] if i % 2 else [])
+        keys = {"health_check": hc} if i % 5 else {}  # checks come and go too
+        return {"upstreams": {"u": servers(*ups, **keys)},
+                "routes": [route("u", "/", upstream="u")]}
+
+    f = ferry(**config(1))
+    wait_until(lambda: request(f, "GET", "/fast").status == 200, timeout=5, what="served")
+    stop = threading.Event()
+    bad, count = [], [0]
+
+    def load():
+        cl = Client(f.port)
+        while not stop.is_set():
+            cl.send("GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+            r = cl.response()
+            if r.status != 200:
+                bad.append(r)
+            count[0] += 1
+        cl.close()
+    ts = [threading.Thread(target=load) for _ in range(3)]
+    for t in ts:
+        t.start()
+    end = time.monotonic() + 3
+    i = 0
+    while time.monotonic() < end:
+        i += 1
+        f.write_config(config(i))
+        os.kill(f.pid, signal.SIGHUP)
+        time.sleep(0.02)
+    stop.set()
+    for t in ts:
+        t.join(10)
+    f.assert_alive()
+    eq(bad, [], "answers during the storm")
+    check(count[0] > 50, "requests were served during the storm (%d)" % count[0])
+    f.reload(config(2))  # a only, checked
+    time.sleep(0.5)
+    pc = probes(c)
+    time.sleep(0.5)
+    eq(probes(c), pc, "checks of c once the last config removed it")
+    expect_response(request(f, "GET", "/fast"), status=200)
+
+
 if __name__ == "__main__":
     run(globals(), budget=60)
