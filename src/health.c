@@ -227,10 +227,11 @@ static void apply(struct config *cfg)
                 coro_cancel(c->coro);
             continue;
         }
-        config_unref(c->next_cfg);
-        c->next_cfg = config_ref(cfg);
+        /* cur may point into the pending config: look it up before its unref */
         c->next_up = config_upstream_find(cfg, cur->name);
         c->next_server = (unsigned)i;
+        config_unref(c->next_cfg);
+        c->next_cfg = config_ref(cfg);
     }
     for (size_t u = 0; u < cfg->nupstreams; u++) {
         const struct config_upstream *up = &cfg->upstreams[u];

@@ -218,5 +218,27 @@ def test_reload_storm_with_checks():
     expect_response(request(f, "GET", "/fast"), status=200)
 
 
+def test_reloads_while_checkers_sleep():
+    "150 reloads while every checker sleeps: each keeps only the newest config (no stale pointer)"
+    import signal
+    a, c = backend("a"), backend("c")
+    hc = {"path": "/hc/fast", "interval": "60s", "timeout": "200ms"}
+
+    def config(i):  # each reload a new config; the checkers sleep through all of them
+        return {"upstreams": {"u": servers(a, c, health_check=hc, keepalive=1 + i % 7)},
+                "routes": [route("u", "/", upstream="u")]}
+
+    f = ferry(**config(0))
+    wait_until(lambda: probes(a) == 1 and probes(c) == 1, timeout=5, what="first checks")
+    for i in range(1, 150):
+        f.write_config(config(i))
+        os.kill(f.pid, signal.SIGHUP)
+        time.sleep(0.01)
+    f.reload(config(999))
+    f.assert_alive()
+    expect_response(request(f, "GET", "/fast"), status=200)
+    eq((probes(a), probes(c)), (1, 1), "checks during the reloads")
+
+
 if __name__ == "__main__":
     run(globals(), budget=60)
