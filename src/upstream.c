@@ -147,7 +147,8 @@ struct upstream_state {
 
 /* The worker's registry: every pool, keyed by name + address. Sets of
  * successive configs (a reload) share the pools of the servers they keep,
- * with their idle connections and passive-ejection state. */
+ * with their idle connections (what else a server carries over, its
+ * ejection, health and drain, is process-wide: its registry entry). */
 struct upstream_registry {
     struct pool *head;
     struct upstream_owner owner; /* as the worker's first set was given it */
