@@ -125,6 +125,10 @@ void metrics_carry_since(struct metrics *to, const struct config *tocfg, const s
     for (size_t u = 0; u < tocfg->nupstreams; u++) {
         const struct config_upstream *up = &tocfg->upstreams[u];
         const struct config_upstream *old = config_upstream_find(fromcfg, up->name);
+        if (old) /* the upstream's own counters (retries, budget refusals) */
+            carry((uint64_t *)&to->ups[u], (const uint64_t *)&from->ups[old->index],
+                  base ? (const uint64_t *)&base->ups[old->index] : NULL,
+                  sizeof(struct upstream_counters) / sizeof(uint64_t));
         for (size_t s = 0; old && s < up->nservers; s++) {
             for (size_t t = 0; t < old->nservers; t++) {
                 if (strcmp(old->servers[t].addr.text, up->servers[s].addr.text) != 0)

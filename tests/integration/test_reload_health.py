@@ -100,6 +100,47 @@ def test_unchanged_servers_keep_ejection_and_health():
     eq(proxied(b) - before, 0, "requests sent to b (down) after the reload")
 
 
+def metric(f, name, upstream):
+    c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)
+    try:
+        c.request("GET", "/metrics")
+        body = c.getresponse().read().decode()
+    finally:
+        c.close()
+    key = '%s{upstream="%s"} ' % (name, upstream)
+    for line in body.splitlines():
+        if line.startswith(key):
+            return int(line[len(key):])
+    return None
+
+
+def test_retry_counters_run_on():
+    "retries and budget refusals counted before a reload are still counted after it"
+    a = backend("a")
+    dead = refused_address()
+
+    def config(generation):
+        return {"upstreams": {"u": servers(dead, a, retries={"attempts": 1, "budget": "1%",
+                                                             "budget_min": 1})},
+                "routes": [route("u", "/", upstream="u",
+                                 response_headers={"set": {"X-Generation": str(generation)}})]}
+    f = ferry(**config(0))
+    for i in range(40):
+        request(f, "GET", "/fast?i=%d" % i)
+    retries = metric(f, "ferry_upstream_retries_total", "u")
+    denied = metric(f, "ferry_upstream_retry_budget_exhausted_total", "u")
+    check(retries and denied, "retries %r and refusals %r before the reload" % (retries, denied))
+    f.reload(config(1))
+    wait_until(lambda: request(f, "GET", "/fast").header("X-Generation") == "1", timeout=5,
+               what="the new config serves")  # (a 502 from the dead server has no header)
+    check(metric(f, "ferry_upstream_retries_total", "u") >= retries,
+          "retries after the reload: %r, before %r"
+          % (metric(f, "ferry_upstream_retries_total", "u"), retries))
+    check(metric(f, "ferry_upstream_retry_budget_exhausted_total", "u") >= denied,
+          "budget refusals after the reload: %r, before %r"
+          % (metric(f, "ferry_upstream_retry_budget_exhausted_total", "u"), denied))
+
+
 def test_added_server_starts_down_until_first_pass():
     "a reload adding checks and a server: the old one stays up, the new one is down until it passes"
     a, c, d = backend("a"), backend("c"), backend("d")
