@@ -168,7 +168,8 @@ static const struct cfg_field listener_fields[] = {
      .doc = "connections start with a PROXY protocol v1/v2 header (false)"},
     {"defer_accept", CFG_BOOL, AT(struct config_listener, defer_accept), .def = true,
      .doc = "accept a TCP connection only once it has data (true)"},
-    LATER("tls"),
+    {"tls", CFG_CUSTOM, .load = cfg_load_listen_tls,
+     .doc = "terminate TLS: certificates, protocols, client_ca (none: cleartext)"},
     END};
 static const struct cfg_schema listener_schema = {"listen[]", NULL, listener_fields};
 
@@ -441,7 +442,8 @@ static const struct cfg_field upstream_fields[] = {
      .doc = "the Host sent: preserve, upstream or a literal (preserve)"},
     {"retries", CFG_CUSTOM, .load = load_retries, .doc = "retrying a failed request"},
     {"passive", CFG_CUSTOM, .load = load_passive, .doc = "ejecting a failing server"},
-    LATER("tls"),
+    {"tls", CFG_CUSTOM, .load = cfg_load_upstream_tls,
+     .doc = "TLS to the servers: verify, ca, sni, cert, key, protocols (none: cleartext)"},
     {"health_check", CFG_CUSTOM, .load = cfg_load_health, .doc = "active health checks"},
     END};
 static const struct cfg_schema upstream_schema = {"upstreams.NAME", NULL, upstream_fields};
@@ -980,6 +982,8 @@ static const struct cfg_field route_fields[] = {
      .doc = "pass client fields whose names hold '_' (false: dropped)"},
     {"reject_path_params", CFG_BOOL, AT(struct config_route, reject_path_params),
      .doc = "answer 400 to a path with ';' (false)"},
+    {"client_cert", CFG_CUSTOM, .load = cfg_load_client_cert,
+     .doc = "a TLS client certificate: required, and headers for its subject and fingerprint"},
     {"rewrite", CFG_CUSTOM, .load = cfg_load_rewrite,
      .doc = "the upstream path from path_regex's captures (/api/$1)"},
     {"split", CFG_CUSTOM, .load = cfg_load_split,
@@ -1273,17 +1277,32 @@ static const struct cfg_field root_fields[] = {
     END};
 static const struct cfg_schema root_schema = {"", NULL, root_fields};
 
-const struct cfg_schema *const cfg_schemas[] = {&root_schema,           &timeouts_schema,
-                                                &route_timeouts_schema, &limits_schema,
-                                                &listener_schema,       &server_schema,
-                                                &passive_schema,        &retry_schema,
-                                                &upstream_schema,       &match_schema,
-                                                &cfg_cond_schema,       &cfg_split_schema,
-                                                &respond_schema,        &header_rules_schema,
-                                                &route_schema,          &cfg_rate_limit_schema,
-                                                &cfg_cors_schema,       &access_log_schema,
-                                                &error_log_schema,      &admin_schema,
-                                                &cfg_health_schema,     NULL};
+const struct cfg_schema *const cfg_schemas[] = {&root_schema,
+                                                &timeouts_schema,
+                                                &route_timeouts_schema,
+                                                &limits_schema,
+                                                &listener_schema,
+                                                &server_schema,
+                                                &passive_schema,
+                                                &retry_schema,
+                                                &upstream_schema,
+                                                &match_schema,
+                                                &cfg_cond_schema,
+                                                &cfg_split_schema,
+                                                &respond_schema,
+                                                &header_rules_schema,
+                                                &route_schema,
+                                                &cfg_rate_limit_schema,
+                                                &cfg_cors_schema,
+                                                &access_log_schema,
+                                                &error_log_schema,
+                                                &admin_schema,
+                                                &cfg_listen_tls_schema,
+                                                &cfg_tls_cert_schema,
+                                                &cfg_upstream_tls_schema,
+                                                &cfg_client_cert_schema,
+                                                &cfg_health_schema,
+                                                NULL};
 
 /* The defaults of the top level: the tables' (def), then the custom fields'. */
 void cfg_set_defaults(struct config *cfg)
@@ -1443,6 +1462,8 @@ void config_unref(struct config *cfg)
     if (__atomic_sub_fetch(&cfg->refs_, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     struct config_box *box = (struct config_box *)cfg;
+    if (cfg->tls_free)
+        cfg->tls_free(cfg);
     cfg_regexes_free(cfg);
     cfg_free_policies(cfg);
     cfg_arena_fini(&box->mem);

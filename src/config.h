@@ -89,8 +89,60 @@ struct config_limits {
     uint64_t max_body_bytes;   /* 10m, 0 = unlimited */
 };
 
+/*
+ * A file the config names (certificates, keys, CAs), with where it is named:
+ * its contents are read by the tls module after loading, and a problem
+ * found then is reported as FILE:LINE:COLUMN: KEY: message like any other.
+ */
+struct config_file {
+    char *path;         /* NULL = not given */
+    char *key;          /* where, written out: "listen[1].tls.certificates[0].cert" */
+    uint32_t line, col; /* of the value */
+};
+
+/* TLS protocol versions (listen[].tls.protocols, upstreams.NAME.tls.protocols). */
+enum {
+    CONFIG_TLS_V12 = 1u << 0,
+    CONFIG_TLS_V13 = 1u << 1,
+};
+
+/* listen[].tls.certificates[]: a certificate (its chain may follow it in
+ * the same file), its key, and an optional OCSP response to staple. */
+struct config_tls_cert {
+    struct config_file cert, key, ocsp_staple;
+};
+
+enum config_client_verify {
+    CONFIG_CLIENT_VERIFY_OFF,      /* no client_ca: certificates are not asked for */
+    CONFIG_CLIENT_VERIFY_OPTIONAL, /* asked for; one that is sent must verify */
+    CONFIG_CLIENT_VERIFY_REQUIRED, /* asked for and required */
+};
+
+/* listen[].tls */
+struct config_tls {
+    struct config_tls_cert *certs; /* the first is the default */
+    size_t ncerts;                 /* >= 1 */
+    unsigned protocols;            /* CONFIG_TLS_V12 | CONFIG_TLS_V13 */
+    char *ciphers;                 /* TLS 1.2 cipher list; NULL: Mozilla intermediate */
+    struct config_file client_ca;  /* path NULL: no client certificates */
+    enum config_client_verify client_verify;
+    uint32_t line, col; /* of the tls: key */
+    void *ctx;          /* the contexts tls_config_load built (tls.c's own) */
+};
+
+/* upstreams.NAME.tls */
+struct config_upstream_tls {
+    bool verify;                  /* true */
+    struct config_file ca;        /* path NULL: the system's CA store */
+    char *sni;                    /* NULL: the Host sent when fixed, else the server's name */
+    struct config_file cert, key; /* a client certificate; path NULL: none */
+    unsigned protocols;
+    void *ctx; /* the context tls_config_load built (tls.c's own) */
+};
+
 struct config_listener {
     struct config_addr addr; /* always numeric or unix */
+    struct config_tls *tls;  /* NULL: cleartext */
     uint32_t backlog;        /* 4096 */
     bool proxy_protocol;     /* false */
     bool defer_accept;       /* true: TCP_DEFER_ACCEPT (TCP listeners) */
@@ -189,6 +241,7 @@ struct config_upstream {
     int64_t passive_eject_ms;
     int64_t passive_max_eject_ms; /* repeated ejections double up to this (300s) */
     struct config_health health;
+    struct config_upstream_tls *tls; /* NULL: cleartext */
 };
 
 /* Method bits for the common methods; others are only in match.methods[]. */
@@ -337,6 +390,13 @@ struct config_header_rules {
     size_t nremove;
 };
 
+/* routes[].client_cert: what a route asks of the client's TLS certificate
+ * (listen[].tls.client_ca verified it during the handshake). */
+struct config_client_cert {
+    bool required;            /* true: a request without one is answered 403 */
+    char *subject_header;     /* NULL, or the field the verified subject goes up in */
+    char *fingerprint_header; /* NULL, or the field its SHA-256 fingerprint goes up in */
+};
 struct auth_policy;
 
 struct config_route {
@@ -354,6 +414,8 @@ struct config_route {
     struct config_header_rules response_headers; /* to the client (also respond answers) */
     bool underscores_in_headers; /* false: client fields named with '_' are dropped */
     bool reject_path_params;     /* true: a path with ';' (or %3B) is answered 400 */
+    /* NULL: nothing is asked of the client's certificate */
+    struct config_client_cert *client_cert;
     /* rewrite: the upstream path built from match.path_regex's captures
      * ($0..$9, $$ for '$'); NULL = none. Exclusive with strip_prefix and
      * add_prefix. rewrite_refs counts the $N in it (for the output size). */
@@ -420,7 +482,9 @@ struct config {
     struct config_addr *admin_listen; /* NULL = no admin listener */
 
     unsigned nwarnings; /* warnings printed while loading */
-    void *regexes_;     /* every compiled pattern, freed with the config */
+    /* Frees what tls_config_load attached (the last unref calls it). */
+    void (*tls_free)(struct config *cfg);
+    void *regexes_; /* every compiled pattern, freed with the config */
 };
 
 /*

@@ -229,6 +229,15 @@ extern const char *const CFG_TIMEOUT_KEYS[];
 int64_t *cfg_timeout_field(struct config_timeouts *t, size_t i);
 void cfg_set_defaults(struct config *cfg);
 
+/* config_tls.c: listen[].tls and upstreams.NAME.tls */
+bool cfg_load_listen_tls(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                         const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_upstream_tls(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                           const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_client_cert(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                          const struct ynode *v, const struct cfg_path *path, void *target);
+extern const struct cfg_schema cfg_listen_tls_schema, cfg_tls_cert_schema, cfg_upstream_tls_schema,
+    cfg_client_cert_schema;
 /* config_auth.c: routes[].auth, its schemas, and the
  * policies' release (with the config, also after a failed load) */
 /* routes[].rate_limit and routes[].cors (config_policy.c). */

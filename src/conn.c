@@ -17,6 +17,7 @@
 #include "loop.h"
 #include "proxy.h"
 #include "proxyproto.h"
+#include "tls.h"
 #include "tunnel.h"
 #include "upstream.h"
 #include "worker.h"
@@ -28,6 +29,7 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg);
 static void on_request_done(struct request_side *side, bool keep_alive, bool linger,
                             struct upstream_conn *tunnel);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void conn_end_logged(struct conn *c);
 
 static void arm_timer(struct conn *c, int64_t ms)
 {
@@ -85,7 +87,7 @@ static void peer_text(const struct sockaddr *sa, char *out, size_t cap)
 }
 
 void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                 bool proxy_protocol)
+                 const struct config_listener *l)
 {
     struct conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -98,6 +100,17 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         free(c);
         return;
     }
+    if (l && l->tls) {
+        /* The handshake runs in the stream's reads; client_header (the
+         * timer below) bounds it as it bounds a head that never comes. */
+        if (tls_accept(c->s, l->tls, l->proxy_protocol) != 0) {
+            io_stream_free(c->s);
+            free(c);
+            return;
+        }
+        c->tls = true;
+        c->hs_cfg = config_ref((struct config *)w->cfg);
+    }
     c->side = (struct request_side){.w = w,
                                     .s = c->s,
                                     .read_max = CONN_READ_MAX,
@@ -109,7 +122,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         len = sizeof(c->peer);
     memcpy(&c->peer, peer, len);
     c->peer_len = len;
-    c->await_proxy = proxy_protocol;
+    c->await_proxy = l && l->proxy_protocol;
     peer_text(peer, c->client, sizeof(c->client));
     c->next = w->conns;
     if (w->conns)
@@ -136,6 +149,7 @@ static void conn_close(struct conn *c)
         c->next->prev = c->prev;
     event_del(&c->timer);
     io_stream_free(c->s);
+    config_unref(c->hs_cfg);
     WORKER_STAT_SUB(w, connections, 1);
     free(c);
 }
@@ -216,6 +230,11 @@ static void start_request(struct conn *c)
 static void on_idle(struct io_stream *s, unsigned what, void *arg)
 {
     struct conn *c = arg;
+    const char *why;
+    if (c->hs_cfg && !tls_failed(s, &why)) {
+        config_unref(c->hs_cfg); /* the handshake is over */
+        c->hs_cfg = NULL;
+    }
     if (c->lingering) {
         if ((what & IO_EOF) || !linger_drain(c))
             conn_close(c);
@@ -225,6 +244,16 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
     }
     if (c->req)
         return; /* spawned, not yet waiting: it will see this itself */
+    if (c->await_proxy && c->tls) {
+        /* TLS read the header from the socket before the handshake. */
+        struct proxyproto_result pr;
+        c->await_proxy = false;
+        if (tls_proxy_header(s, &pr) && !pr.local) {
+            memcpy(&c->peer, &pr.src, pr.src_len);
+            c->peer_len = pr.src_len;
+            peer_text((const struct sockaddr *)&c->peer, c->client, sizeof(c->client));
+        }
+    }
     if (c->await_proxy) {
         struct evbuffer *in = io_input(s);
         size_t len = evbuffer_get_length(in);
@@ -255,10 +284,23 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
         }
     }
     if (what & IO_EOF) {
-        conn_close(c);
+        conn_end_logged(c);
         return;
     }
     start_request(c);
+}
+
+/* A connection that ends before its first request: a TLS handshake that
+ * failed is logged (rate-limited per worker) with why. */
+static void conn_end_logged(struct conn *c)
+{
+    const char *why;
+    if (c->tls && !c->served && tls_failed(c->s, &why)) {
+        static __thread int64_t last; /* per worker */
+        log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "client %s: TLS: %s: closing", c->client,
+                        why);
+    }
+    conn_close(c);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -279,7 +321,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         arm_timer(c, left);
         return;
     }
-    conn_close(c);
+    conn_end_logged(c);
 }
 
 /*

@@ -55,17 +55,24 @@ struct conn {
     bool lingering;
     size_t lingered; /* bytes discarded while lingering */
     bool timer_armed;
-    int64_t timer_at;      /* when the armed timer fires */
-    int64_t idle_since;    /* loop_now() when it last went idle */
-    int64_t idle_ms;       /* how long it may stay idle from then */
-    bool await_proxy;      /* PROXY header expected, not yet read */
+    int64_t timer_at;   /* when the armed timer fires */
+    int64_t idle_since; /* loop_now() when it last went idle */
+    int64_t idle_ms;    /* how long it may stay idle from then */
+    bool await_proxy;   /* PROXY header expected, not yet read */
+    bool tls;           /* the stream is TLS: a failed handshake is logged */
+    /* TLS: the config whose certificates the handshake uses (their SNI
+     * and OCSP callbacks point into it), held until the handshake ends so
+     * that a reload meanwhile cannot free them. */
+    struct config *hs_cfg;
     struct tunnel *tunnel; /* after a 101: the splice, no coroutine */
     struct upstream_conn *tunnel_uc;
 };
 
-/* Takes an accepted socket. Closes it when out of memory. */
+/* Takes a socket accepted on listener l (NULL: plain, no PROXY header):
+ * wraps it in TLS when l has tls. Closes it when out of memory. */
+struct config_listener;
 void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                 bool proxy_protocol);
+                 const struct config_listener *l);
 /* Draining (SIGTERM): closes c now if it is idle, else marks it to close
  * after its current response. */
 void conn_drain(struct conn *c);

@@ -42,6 +42,7 @@
 #include <event2/util.h>
 
 #include "coro.h"
+#include "io_internal.h"
 #include "loop.h"
 #include "sys.h"
 
@@ -52,38 +53,6 @@ struct wait_rec {
     struct coro *coro;
     struct event timer;
     struct wait_rec *next_free;
-};
-
-struct splice_side;
-
-struct io_stream {
-    int fd;
-    const struct io_transport *tp;
-    void *tp_ctx;
-    struct loop *loop;
-    struct evbuffer *in, *out;
-    struct wait_rec *waiter; /* valid only while waiter_gen == waiter->gen */
-    uint32_t waiter_gen;
-    unsigned want; /* the waiter's events on this stream */
-    size_t read_min;
-    size_t write_below; /* the waiter (or a splice) is woken at or below this */
-    bool read_done;     /* EOF or a read error: nothing more will arrive */
-    bool write_err;     /* writing failed (or the connect did) */
-    bool connected;
-    bool connecting; /* a connect in progress: wev reports its end */
-    int error;
-    void (*on_idle)(struct io_stream *s, unsigned what, void *arg);
-    void *idle_arg;
-    struct splice_side *splice; /* spliced to another stream (io_splice) */
-    struct event rev, wev;
-    size_t read_max;
-    bool reading;                /* the owner wants reads (io_set_reading) */
-    bool rev_added;              /* rev is in the loop */
-    bool wev_added;              /* wev is in the loop: output is left, or connecting */
-    bool lazy;                   /* not polled until a read is needed (io_stream_accepted) */
-    int64_t last_read;           /* when bytes last arrived (loop_now) */
-    uint32_t read_chunk;         /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
-    struct io_stream *next_free; /* in the pool of freed streams */
 };
 
 /* What one read asks of the kernel adapts per stream between these: it
@@ -206,10 +175,6 @@ static const struct io_transport plain_transport = {
 
 /* ---- streams --------------------------------------------------------------- */
 
-static void splice_readable(struct io_stream *s);
-static void splice_drained(struct io_stream *s);
-static void splice_ended(struct io_stream *s);
-
 /* New bytes arrived: wake the waiter that wants them, or tell the owner
  * of an idle stream (or the splice). The owner may free the stream in its
  * callback. */
@@ -241,10 +206,15 @@ static void notify_end(struct io_stream *s)
 
 /* Keeps the read event in the loop exactly while a read may be done:
  * reading wanted, connected, not ended, input below read_max. */
-static void rev_update(struct io_stream *s)
+void io_rev_update(struct io_stream *s)
 {
-    bool want = !s->lazy && s->reading && s->connected && !s->read_done &&
-                evbuffer_get_length(s->in) < s->read_max;
+    bool want;
+    if (s->handshaking)
+        want = !s->lazy && s->connected && !s->read_done && !s->hs_want_write;
+    else
+        want = (!s->lazy && s->reading && s->connected && !s->read_done &&
+                evbuffer_get_length(s->in) < s->read_max && !s->read_wants_write) ||
+               s->write_wants_read;
     if (want && !s->rev_added) {
         event_add(&s->rev, NULL);
         s->rev_added = true;
@@ -252,6 +222,10 @@ static void rev_update(struct io_stream *s)
         event_del(&s->rev);
         s->rev_added = false;
     }
+    /* Input the transport holds (decrypted, read ahead) is never
+     * signalled by the socket: read it on this loop turn. */
+    if (want && s->tp->pending && !s->handshaking && s->tp->pending(s))
+        event_active(&s->rev, EV_READ, 1);
 }
 
 static void wev_set(struct io_stream *s, bool on)
@@ -265,12 +239,44 @@ static void wev_set(struct io_stream *s, bool on)
     }
 }
 
+static void write_failed(struct io_stream *s, int err);
+
+/*
+ * One step of the transport's handshake, when the socket is ready in the
+ * direction it waited for. Once done, the stream reads and writes as any
+ * other, and a waiter (io_handshake) is woken; a failure ends the stream
+ * as a write error would (the owner is told, io_error says why).
+ */
+static void handshake_step(struct io_stream *s)
+{
+    int r = s->tp->handshake(s);
+    if (r == -EAGAIN || r == -EINTR || r == IO_TP_WANT_WRITE) {
+        s->lazy = false;
+        s->hs_want_write = r == IO_TP_WANT_WRITE;
+        wev_set(s, s->hs_want_write);
+        io_rev_update(s);
+        return;
+    }
+    if (r < 0) {
+        s->read_done = true;
+        write_failed(s, -r);
+        return;
+    }
+    s->handshaking = false;
+    s->hs_want_write = false;
+    s->lazy = false;
+    wev_set(s, false);
+    io_rev_update(s);
+    io_write_now(s);
+    wake_waiter(s, IO_CONNECTED | IO_WRITABLE);
+}
+
 /* Ends a lazy stream's wait-free start: from now on it is polled. */
 static void start_polling(struct io_stream *s)
 {
     if (s->lazy) {
         s->lazy = false;
-        rev_update(s);
+        io_rev_update(s);
     }
 }
 
@@ -284,9 +290,18 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct io_stream *s = arg;
     struct evbuffer *in = s->in;
+    if (s->write_wants_read) {
+        s->write_wants_read = false;
+        io_write_now(s);
+        io_rev_update(s);
+    }
+    if (s->handshaking) {
+        handshake_step(s);
+        return;
+    }
     size_t len = evbuffer_get_length(in);
     if (len >= s->read_max) {
-        rev_update(s);
+        io_rev_update(s);
         return;
     }
     size_t room = s->read_max - len;
@@ -317,11 +332,18 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         start_polling(s); /* a lazy stream's speculative read found nothing */
         return;
     }
+    if (n == IO_TP_WANT_WRITE) {
+        s->read_wants_write = true;
+        s->lazy = false;
+        io_rev_update(s);
+        wev_set(s, true);
+        return;
+    }
     if (n <= 0) {
         s->read_done = true;
         if (n < 0)
             s->error = (int)-n;
-        rev_update(s);
+        io_rev_update(s);
         notify_end(s);
         return;
     }
@@ -330,7 +352,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         s->read_chunk *= 2;
     else if ((size_t)n < want / 4 && s->read_chunk > IO_READ_MIN)
         s->read_chunk /= 2;
-    rev_update(s);
+    io_rev_update(s);
     notify_readable(s);
 }
 
@@ -361,7 +383,7 @@ static void write_failed(struct io_stream *s, int err)
         s->read_done = true; /* a failed connect reads nothing either */
     }
     wev_set(s, false);
-    rev_update(s);
+    io_rev_update(s);
     notify_end(s);
 }
 
@@ -388,7 +410,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         }
         s->connecting = false;
         s->connected = true;
-        rev_update(s);
+        io_rev_update(s);
         if (evbuffer_get_length(s->out) == 0)
             wev_set(s, false);
         wake_waiter(s, IO_CONNECTED | IO_WRITABLE);
@@ -398,7 +420,22 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         wev_set(s, false);
         return;
     }
+    if (s->handshaking) {
+        handshake_step(s);
+        return;
+    }
+    if (s->read_wants_write) {
+        s->read_wants_write = false;
+        io_rev_update(s);
+        event_active(&s->rev, EV_READ, 1);
+    }
     ssize_t n = evbuffer_get_length(s->out) ? write_out(s) : 0;
+    if (n == IO_TP_WANT_READ) {
+        s->write_wants_read = true;
+        wev_set(s, false);
+        io_rev_update(s);
+        return;
+    }
     if (n < 0 && n != -EAGAIN && n != -EINTR) {
         write_failed(s, (int)-n);
         return;
@@ -423,11 +460,17 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
  * from the loop (never from here: the idle callback it may call must not
  * run on a coroutine's stack).
  */
-static void write_now(struct io_stream *s)
+void io_write_now(struct io_stream *s)
 {
-    if (evbuffer_get_length(s->out) == 0 || s->write_err || !s->connected)
+    if (evbuffer_get_length(s->out) == 0 || s->write_err || !s->connected || s->handshaking ||
+        s->write_wants_read)
         return;
     ssize_t n = write_out(s);
+    if (n == IO_TP_WANT_READ) {
+        s->write_wants_read = true;
+        io_rev_update(s);
+        return;
+    }
     wev_set(s, n < 0 || evbuffer_get_length(s->out) > 0);
 }
 
@@ -583,6 +626,33 @@ void io_stream_set_transport(struct io_stream *s, const struct io_transport *tp,
 {
     s->tp = tp ? tp : &plain_transport;
     s->tp_ctx = ctx;
+    s->handshaking = s->tp->handshake != NULL;
+}
+
+bool io_handshaking(const struct io_stream *s)
+{
+    return s->handshaking;
+}
+
+int io_handshake(struct io_stream *s, int64_t deadline, struct io_stream *watch)
+{
+    if (s->handshaking && !s->write_err)
+        handshake_step(s);
+    while (s->handshaking && !s->write_err) {
+        struct io_want w[2] = {{.stream = s, .events = IO_CONNECTED},
+                               {.stream = watch, .events = IO_EOF}};
+        int r = io_wait(w, watch ? 2 : 1, deadline);
+        if (r >= 0 && (w[1].fired & IO_EOF))
+            r = -ECONNABORTED;
+        if (r < 0)
+            return r;
+    }
+    return s->write_err ? -(s->error ? s->error : EPROTO) : 0;
+}
+
+const struct io_transport *io_stream_transport(const struct io_stream *s)
+{
+    return s->tp;
 }
 
 void *io_transport_ctx(const struct io_stream *s)
@@ -633,7 +703,7 @@ bool io_waited(const struct io_stream *s)
 void io_set_read_max(struct io_stream *s, size_t read_max)
 {
     s->read_max = read_max;
-    rev_update(s);
+    io_rev_update(s);
 }
 
 void io_set_reading(struct io_stream *s, bool on)
@@ -641,7 +711,7 @@ void io_set_reading(struct io_stream *s, bool on)
     s->reading = on;
     if (on)
         s->lazy = false;
-    rev_update(s);
+    io_rev_update(s);
 }
 
 void io_set_idle(struct io_stream *s,
@@ -653,7 +723,7 @@ void io_set_idle(struct io_stream *s,
 
 void io_kick(struct io_stream *s)
 {
-    write_now(s);
+    io_write_now(s);
 }
 
 int io_shutdown_write(struct io_stream *s)
@@ -682,11 +752,12 @@ static unsigned evaluate(struct io_want *w, struct coro_slots *slots)
         size_t min = w->read_min ? w->read_min : 1;
         if ((w->events & IO_READABLE) && (in >= min || s->read_done))
             fired |= IO_READABLE;
-        if ((w->events & IO_WRITABLE) && (s->write_err || (s->connected && out <= w->write_below)))
+        bool up = s->connected && !s->handshaking;
+        if ((w->events & IO_WRITABLE) && (s->write_err || (up && out <= w->write_below)))
             fired |= IO_WRITABLE;
         if ((w->events & IO_EOF) && (s->read_done || s->write_err))
             fired |= IO_EOF;
-        if ((w->events & IO_CONNECTED) && (s->connected || s->write_err))
+        if ((w->events & IO_CONNECTED) && (up || s->write_err))
             fired |= IO_CONNECTED;
     }
     if ((w->events & IO_SIGNAL) && slots->signalled)
@@ -777,11 +848,11 @@ int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
     loop_consume_wake(c);
     for (unsigned i = 0; i < n; i++) {
         if (wants[i].stream) {
-            write_now(wants[i].stream);
+            io_write_now(wants[i].stream);
             /* Reading paused at read_max resumes once the consumer, who
              * comes back here for more, has drained the input. */
             if (!wants[i].stream->rev_added)
-                rev_update(wants[i].stream);
+                io_rev_update(wants[i].stream);
         }
     }
     for (;;) {
@@ -874,7 +945,7 @@ ssize_t io_read(struct io_stream *s, struct evbuffer *dst, size_t max, int64_t d
             size_t n = len < max ? len : max;
             int moved = evbuffer_remove_buffer(in, dst, n);
             if (!s->rev_added)
-                rev_update(s); /* below read_max again: read on */
+                io_rev_update(s); /* below read_max again: read on */
             return moved < 0 ? -ENOMEM : moved;
         }
         if (s->read_done)
@@ -914,7 +985,7 @@ static int drain_to(struct io_stream *s, size_t high, int64_t stall, int64_t dea
     if (cancelled_now())
         return -ECANCELED;
     struct evbuffer *out = s->out;
-    write_now(s);
+    io_write_now(s);
     size_t unsent = SIZE_MAX; /* measured before the first wait only */
     for (;;) {
         if (s->write_err)
@@ -1013,7 +1084,7 @@ int io_connect_addr(struct loop *loop, const struct sockaddr *sa, socklen_t len,
     /* Connected at once (a unix socket always is, or fails at once). */
     if (connect(fd, sa, len) == 0) {
         s->connected = true;
-        rev_update(s);
+        io_rev_update(s);
         *out = s;
         return 0;
     }
@@ -1170,258 +1241,4 @@ int io_connect(struct loop *loop, const char *host, uint16_t port, size_t read_m
             return r;
     }
     return io_connect_addr(loop, (struct sockaddr *)&ss, len, read_max, deadline, watch, out);
-}
-
-/* ---- splicing two streams ---------------------------------------------------------- */
-
-/*
- * Each stream of a splice points at its side; a side knows its peer. The
- * stream callbacks (on_readable, on_writable, the end) call the splice_*
- * functions below instead of waking a waiter, and return right after:
- * splice_finish may have freed both streams through on_end.
- */
-struct splice_side {
-    struct io_splice *sp;
-    struct io_stream *s;
-    struct splice_side *peer;
-    bool read_eof;  /* nothing more to read from this side */
-    bool shut;      /* the peer's EOF was forwarded: this side's write end is shut */
-    bool paused;    /* not read: the peer's output is over `high` */
-    uint64_t moved; /* bytes read from this side and queued to the peer */
-};
-
-struct io_splice {
-    struct splice_side side[2];
-    struct event timer; /* idle timeout; also the deferred end */
-    size_t high;
-    int64_t idle_ns;
-    int64_t last_activity;
-    bool ending; /* an end is decided: splice_finish runs from the timer */
-    enum io_splice_end end;
-    int error;
-    void (*on_end)(void *arg, const struct io_splice_stats *st);
-    void *arg;
-};
-
-void io_splice_stats(const struct io_splice *sp, struct io_splice_stats *out)
-{
-    out->a_to_b = sp->side[0].moved;
-    out->b_to_a = sp->side[1].moved;
-    out->end = sp->end;
-    out->error = sp->error;
-}
-
-static void splice_arm_timer(struct io_splice *sp, int64_t after_ns)
-{
-    if (after_ns < 0)
-        after_ns = 0;
-    struct timeval tv = {.tv_sec = (time_t)(after_ns / LOOP_SEC),
-                         .tv_usec = (suseconds_t)((after_ns % LOOP_SEC) / 1000)};
-    event_add(&sp->timer, &tv);
-}
-
-/* Ends the splice: the streams stop reading and are left to the owner
- * (only fit to be closed), on_end runs, sp is freed. Callers return at
- * once afterwards. */
-static void splice_finish(struct io_splice *sp, enum io_splice_end end, int error)
-{
-    sp->end = end;
-    sp->error = error;
-    struct io_splice_stats st;
-    io_splice_stats(sp, &st);
-    event_del(&sp->timer);
-    for (int i = 0; i < 2; i++) {
-        struct io_stream *s = sp->side[i].s;
-        s->splice = NULL;
-        s->reading = false;
-        rev_update(s);
-    }
-    void (*on_end)(void *, const struct io_splice_stats *) = sp->on_end;
-    void *arg = sp->arg;
-    free(sp);
-    on_end(arg, &st);
-}
-
-/* Decides an end outside the callback chain that found it (io_splice
- * itself must not call on_end). */
-static void splice_end_later(struct io_splice *sp, enum io_splice_end end, int error)
-{
-    if (sp->ending)
-        return;
-    sp->ending = true;
-    sp->end = end;
-    sp->error = error;
-    event_del(&sp->timer);
-    event_active(&sp->timer, EV_TIMEOUT, 1);
-}
-
-static void splice_set_reading(struct splice_side *sd, bool on)
-{
-    sd->paused = !on;
-    sd->s->reading = on;
-    rev_update(sd->s);
-}
-
-/* Moves what sd's input holds to the peer's output and writes it; stops
- * reading sd while the peer's output is over `high`. */
-static void splice_pump(struct splice_side *sd)
-{
-    struct io_stream *peer = sd->peer->s;
-    size_t n = evbuffer_get_length(sd->s->in);
-    if (n > 0) {
-        evbuffer_add_buffer(peer->out, sd->s->in);
-        sd->moved += n;
-        sd->sp->last_activity = loop_now();
-        write_now(peer);
-        if (!sd->s->rev_added)
-            rev_update(sd->s); /* below read_max again */
-    }
-    if (!sd->read_eof && !sd->paused && evbuffer_get_length(peer->out) >= sd->sp->high)
-        splice_set_reading(sd, false);
-}
-
-/*
- * Resumes sides whose peer drained to high / 2 and forwards an EOF once
- * everything before it is written (the peer's write end is shut). Returns
- * true when the splice ended (both directions shut): sp is gone.
- */
-static bool splice_progress(struct io_splice *sp)
-{
-    for (int i = 0; i < 2; i++) {
-        struct splice_side *sd = &sp->side[i];
-        struct io_stream *peer = sd->peer->s;
-        size_t left = evbuffer_get_length(peer->out);
-        if (sd->paused && !sd->read_eof && left <= sp->high / 2)
-            splice_set_reading(sd, true);
-        if (sd->read_eof && !sd->peer->shut && left == 0) {
-            peer->tp->shutdown(peer);
-            sd->peer->shut = true;
-        }
-    }
-    if (sp->side[0].shut && sp->side[1].shut) {
-        splice_finish(sp, IO_SPLICE_CLOSED, 0);
-        return true;
-    }
-    return false;
-}
-
-static void splice_readable(struct io_stream *s)
-{
-    struct splice_side *sd = s->splice;
-    if (sd->sp->ending)
-        return;
-    splice_pump(sd);
-    splice_progress(sd->sp);
-}
-
-static void splice_drained(struct io_stream *s)
-{
-    struct io_splice *sp = s->splice->sp;
-    if (sp->ending)
-        return;
-    sp->last_activity = loop_now();
-    splice_progress(sp);
-}
-
-static void splice_ended(struct io_stream *s)
-{
-    struct splice_side *sd = s->splice;
-    struct io_splice *sp = sd->sp;
-    if (sp->ending)
-        return;
-    if (s->error) {
-        splice_finish(sp, sd == &sp->side[0] ? IO_SPLICE_A_ERROR : IO_SPLICE_B_ERROR, s->error);
-        return;
-    }
-    sd->read_eof = true;
-    sd->paused = false;
-    splice_pump(sd); /* whatever arrived with the FIN */
-    splice_progress(sp);
-}
-
-static void on_splice_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct io_splice *sp = arg;
-    if (sp->ending) {
-        splice_finish(sp, sp->end, sp->error);
-        return;
-    }
-    int64_t idle = loop_now() - sp->last_activity;
-    if (idle >= sp->idle_ns) {
-        splice_finish(sp, IO_SPLICE_IDLE, 0);
-        return;
-    }
-    splice_arm_timer(sp, sp->idle_ns - idle);
-}
-
-int io_splice(struct io_stream *a, struct io_stream *b, size_t high, int64_t idle_ns,
-              void (*on_end)(void *arg, const struct io_splice_stats *st), void *arg,
-              struct io_splice **out)
-{
-    if (io_waited(a) || io_waited(b))
-        misuse("io_splice", "a coroutine waits on a stream to splice");
-    if (a->splice || b->splice)
-        misuse("io_splice", "a stream is already spliced");
-    struct io_splice *sp = calloc(1, sizeof(*sp));
-    if (!sp)
-        return -ENOMEM;
-    sp->high = high ? high : 1;
-    sp->idle_ns = idle_ns > 0 ? idle_ns : 0;
-    sp->last_activity = loop_now();
-    sp->on_end = on_end;
-    sp->arg = arg;
-    event_assign(&sp->timer, loop_base(a->loop), -1, 0, on_splice_timer, sp);
-    struct io_stream *streams[2] = {a, b};
-    int failed = -1;
-    for (int i = 0; i < 2; i++) {
-        struct splice_side *sd = &sp->side[i];
-        struct io_stream *s = streams[i];
-        sd->sp = sp;
-        sd->s = s;
-        sd->peer = &sp->side[1 - i];
-        /* A stream that already failed ends the splice; one already at
-         * EOF is half-closed. */
-        if (io_eof(s) && s->error && failed < 0)
-            failed = i;
-        else if (s->read_done)
-            sd->read_eof = true;
-        s->on_idle = NULL;
-        s->splice = sd;
-        s->lazy = false;
-        s->reading = true;
-        rev_update(s);
-    }
-    if (out)
-        *out = sp;
-    if (failed >= 0) {
-        splice_end_later(sp, failed == 0 ? IO_SPLICE_A_ERROR : IO_SPLICE_B_ERROR,
-                         streams[failed]->error);
-        return 0;
-    }
-    /* Bytes that arrived before the splice go first. */
-    splice_pump(&sp->side[0]);
-    splice_pump(&sp->side[1]);
-    for (int i = 0; i < 2; i++) {
-        struct splice_side *sd = &sp->side[i];
-        if (sd->read_eof && !sd->peer->shut && evbuffer_get_length(sd->peer->s->out) == 0) {
-            sd->peer->s->tp->shutdown(sd->peer->s);
-            sd->peer->shut = true;
-        }
-    }
-    if (sp->side[0].shut && sp->side[1].shut) {
-        splice_end_later(sp, IO_SPLICE_CLOSED, 0);
-        return 0;
-    }
-    if (sp->idle_ns > 0)
-        splice_arm_timer(sp, sp->idle_ns);
-    return 0;
-}
-
-void io_splice_stop(struct io_splice *sp)
-{
-    if (!sp)
-        return;
-    splice_finish(sp, IO_SPLICE_STOPPED, 0);
 }

@@ -255,23 +255,43 @@ void io_splice_stats(const struct io_splice *sp, struct io_splice_stats *out);
  * Transports, for the modules below io that provide one (TLS): how a
  * stream's bytes move. readv/writev return bytes (> 0), 0 (readv: EOF)
  * or -errno (-EAGAIN: nothing now; the stream waits for the socket to be
- * readable, resp. writable); shutdown ends the write direction; fini
- * (may be NULL) frees the transport's state before io closes the socket.
- * All run on the stream's thread from io.c only, on a coroutine stack or
- * in a callback, and never yield.
+ * readable, resp. writable); a transport whose read needs the socket
+ * writable first (or its write readable) returns IO_TP_WANT_WRITE (resp.
+ * IO_TP_WANT_READ) instead, and io retries the call once the socket is.
+ * shutdown ends the write direction; fini (may be NULL) frees the
+ * transport's state before io closes the socket. handshake (may be NULL)
+ * runs first, until it returns 0: -EAGAIN or IO_TP_WANT_WRITE to be
+ * called again when the socket is readable (writable), -errno when it
+ * failed; meanwhile nothing is read or written and IO_CONNECTED does not
+ * hold. pending (may be NULL) says the transport holds input the socket
+ * will not signal (decrypted, or read ahead): io reads again without
+ * waiting for the socket. All run on the stream's thread from io.c only,
+ * on a coroutine stack or in a callback, and never yield.
  */
 struct iovec;
+#define IO_TP_WANT_READ (-100000)
+#define IO_TP_WANT_WRITE (-100001)
 struct io_transport {
     const char *name;
     ssize_t (*readv)(struct io_stream *s, struct iovec *v, int n);
     ssize_t (*writev)(struct io_stream *s, const struct iovec *v, int n);
     int (*shutdown)(struct io_stream *s);
     void (*fini)(struct io_stream *s);
+    int (*handshake)(struct io_stream *s);
+    bool (*pending)(struct io_stream *s);
 };
 /* Puts tp (NULL: plain) with its state ctx under the stream, before any
- * byte moved. */
+ * byte moved. A transport with a handshake starts it at once (an
+ * accepted stream: when input is first read). */
 void io_stream_set_transport(struct io_stream *s, const struct io_transport *tp, void *ctx);
 void *io_transport_ctx(const struct io_stream *s);
+const struct io_transport *io_stream_transport(const struct io_stream *s);
 int io_transport_fd(const struct io_stream *s);
+/* Waits until the stream's transport handshake is done. Returns 0, or
+ * -ETIMEDOUT, -ECANCELED, -ECONNABORTED (watch, may be NULL, ended),
+ * -errno of the handshake (io_error). May yield. */
+int io_handshake(struct io_stream *s, int64_t deadline, struct io_stream *watch);
+/* True while the stream's transport handshake is not done. */
+bool io_handshaking(const struct io_stream *s);
 
 #endif

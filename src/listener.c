@@ -99,11 +99,22 @@ int listener_claim_unix(const char *what, const struct config_addr *a)
     return 0;
 }
 
-void listener_unlink_unix(const struct config *cfg)
+bool listener_inherited(const struct config *start, const int *inherited, const char *text)
 {
-    for (size_t i = 0; i < cfg->nlisteners; i++)
-        if (cfg->listeners[i].addr.is_unix)
-            unlink(cfg->listeners[i].addr.path);
+    for (size_t i = 0; inherited && i < start->nlisteners; i++)
+        if (inherited[i] >= 0 && strcmp(start->listeners[i].addr.text, text) == 0)
+            return true;
+    return false;
+}
+
+void listener_unlink_unix(const struct config *cfg, const struct config *start,
+                          const int *inherited)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct config_addr *a = &cfg->listeners[i].addr;
+        if (a->is_unix && !listener_inherited(start, inherited, a->text))
+            unlink(a->path);
+    }
 }
 
 int listener_inherit(const struct config *cfg, int *inherited)
@@ -205,7 +216,9 @@ struct acceptor {
     struct event *ev;
     struct event *resume; /* re-enables ev after a pause for descriptors */
     int fd;
-    bool proxy_protocol;
+    /* its listener in the config the worker runs (the acceptors are
+     * swapped with the snapshot, so it lives as long as the acceptor) */
+    const struct config_listener *l;
     int64_t last_shortage_log; /* this worker's own rate limit for the log line */
 };
 
@@ -274,7 +287,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             peer.ss_family = AF_UNIX;
             len = sizeof(sa_family_t);
         }
-        conn_accept(w, fd, (struct sockaddr *)&peer, len, a->proxy_protocol);
+        conn_accept(w, fd, (struct sockaddr *)&peer, len, a->l);
     }
 }
 
@@ -290,7 +303,7 @@ static struct acceptor *acceptors_new(struct worker *w, const struct config *cfg
         struct acceptor *a = &acc[i];
         a->w = w;
         a->fd = fds[i];
-        a->proxy_protocol = i < cfg->nlisteners && cfg->listeners[i].proxy_protocol;
+        a->l = i < cfg->nlisteners ? &cfg->listeners[i] : NULL;
         a->ev = event_new(loop_base(w->loop), a->fd, EV_READ | EV_PERSIST, on_accept, a);
         a->resume = evtimer_new(loop_base(w->loop), on_resume, a);
         if (!a->ev || !a->resume || event_add(a->ev, NULL) != 0) {

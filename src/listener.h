@@ -47,8 +47,13 @@ int listener_open(const struct config *cfg, int *fds, const int *first, const in
  * (nobody accepts on it) which is removed. A regular file or a live socket
  * is refused: -errno after "ferry: WHAT ADDRESS: ..." on stderr. */
 int listener_claim_unix(const char *what, const struct config_addr *a);
-/* Removes the unix listener sockets ferry bound (at exit). */
-void listener_unlink_unix(const struct config *cfg);
+/* True when the address text is one of start's listeners whose socket
+ * came from systemd (inherited[i] >= 0; inherited may be NULL). */
+bool listener_inherited(const struct config *start, const int *inherited, const char *text);
+/* Removes the unix listener sockets ferry bound (at exit); a socket
+ * systemd passed (its socket unit owns the path) stays. */
+void listener_unlink_unix(const struct config *cfg, const struct config *start,
+                          const int *inherited);
 
 /* Starts accepting on the worker's sockets. Returns 0 or -ENOMEM. */
 int listener_start(struct worker *w);

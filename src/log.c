@@ -289,6 +289,8 @@ static size_t slen(const char *s)
 #define BUDGET_NAME 130 /* route and upstream names, server address */
 #define BUDGET_ID 160
 #define BUDGET_ERROR 256
+/* a client certificate's subject */
+#define BUDGET_SUBJECT 256
 #define TAIL_MAX 1536 /* what follows the path: numbers, names, id, error */
 
 /* Per thread, not on a coroutine's stack. */
@@ -324,6 +326,12 @@ static void json_tail(struct line *t, const struct log_access *a)
     if (a->error) {
         put_raw(t, ",\"error\":");
         put_json(t, a->error, strlen(a->error), BUDGET_ERROR);
+    }
+    if (a->tls_client_subject) {
+        put_raw(t, ",\"tls_client_subject\":");
+        put_json(t, a->tls_client_subject, strlen(a->tls_client_subject), BUDGET_SUBJECT);
+        put_raw(t, ",\"tls_client_fingerprint\":");
+        put_json(t, a->tls_client_fingerprint, slen(a->tls_client_fingerprint), 70);
     }
     put_raw(t, "}");
 }

@@ -109,7 +109,10 @@ struct log_access {
     double upstream_connect_ms; /* -1 = not measured */
     double upstream_header_ms;  /* -1 = not measured */
     const char *error;          /* why Ferry answered itself, NULL otherwise */
-    const char *identity;       /* who the route's auth found, NULL: none */
+    /* The verified TLS client certificate (NULL: none), JSON format only */
+    const char *tls_client_subject;
+    const char *tls_client_fingerprint;
+    const char *identity; /* who the route's auth found, NULL: none */
 };
 
 bool log_access_enabled(void);

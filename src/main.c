@@ -12,6 +12,7 @@
 #include "config.h"
 #include "diff.h"
 #include "server.h"
+#include "tls.h"
 
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "0.1.0"
@@ -111,6 +112,10 @@ int main(int argc, char **argv)
     struct config *cfg;
     if (config_load(path, &cfg, stderr) != 0)
         return EXIT_CONFIG;
+    if (tls_config_load(cfg, stderr) != 0) {
+        config_unref(cfg);
+        return EXIT_CONFIG;
+    }
     if (test) {
         printf("ferry: %s: ok: %zu listener%s, %zu route%s, %zu upstream%s\n", path,
                cfg->nlisteners, cfg->nlisteners == 1 ? "" : "s", cfg->nroutes,

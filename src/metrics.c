@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 
 #include "config.h"
 #include "upstream.h"
+#include "tls.h"
 #include "worker.h"
 
 /* Request duration buckets (seconds, upper bounds; +Inf is implied). */
@@ -405,6 +407,36 @@ static void gauge(struct evbuffer *out, const char *name, const char *text, doub
 }
 
 /* The process_* metrics (Prometheus client conventions), from /proc. */
+static void cert_expiry(void *arg, const char *listener, const char *file, int64_t not_after)
+{
+    struct evbuffer *out = arg;
+    evbuffer_add_printf(out, "ferry_tls_certificate_expiry_seconds{listener=\"");
+    add_label(out, listener);
+    evbuffer_add_printf(out, "\",file=\"");
+    add_label(out, file);
+    evbuffer_add_printf(out, "\"} %lld\n", (long long)(not_after - (int64_t)time(NULL)));
+}
+
+/* TLS: handshakes on listeners (process-wide) and certificate expiry. */
+static void render_tls(struct evbuffer *out, const struct config *cfg)
+{
+    struct tls_stats st;
+    tls_stats_get(&st);
+    help(out, "ferry_tls_handshakes_total", "counter", "TLS handshakes completed on listeners.");
+    evbuffer_add_printf(out, "ferry_tls_handshakes_total %lu\n", st.handshakes);
+    help(out, "ferry_tls_resumed_total", "counter", "...of which resumed a session (a ticket).");
+    evbuffer_add_printf(out, "ferry_tls_resumed_total %lu\n", st.resumed);
+    help(out, "ferry_tls_handshake_failures_total", "counter",
+         "TLS handshakes that failed on listeners (garbage and plaintext included).");
+    evbuffer_add_printf(out, "ferry_tls_handshake_failures_total %lu\n", st.failed);
+    help(out, "ferry_tls_plaintext_total", "counter",
+         "Cleartext HTTP requests sent to a TLS listener (answered 400).");
+    evbuffer_add_printf(out, "ferry_tls_plaintext_total %lu\n", st.plaintext);
+    help(out, "ferry_tls_certificate_expiry_seconds", "gauge",
+         "Seconds until a listener's certificate expires (negative: expired).");
+    tls_cert_expiry(cfg, cert_expiry, out);
+}
+
 static void render_process(struct evbuffer *out)
 {
     long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
@@ -476,6 +508,7 @@ int metrics_render(struct evbuffer *out, const struct config *cfg, struct worker
     if (render_routes(out, cfg, workers, nworkers) != 0)
         return -1;
     render_servers(out, cfg, workers, nworkers);
+    render_tls(out, cfg);
     render_process(out);
     return 0;
 }

@@ -45,6 +45,9 @@
  *                                                sent: retries.budget spent
  *   ferry_connections, ferry_requests_in_flight, ferry_upstream_connections
  *   ferry_workers, ferry_build_info{version}
+ *   ferry_tls_handshakes_total, ferry_tls_resumed_total,
+ *   ferry_tls_handshake_failures_total, ferry_tls_plaintext_total (tls.c's
+ *   counters), ferry_tls_certificate_expiry_seconds{listener,file}
  *   process_cpu_seconds_total, process_resident_memory_bytes,
  *   process_open_fds, process_max_fds, process_start_time_seconds
  * route="" counts requests that matched no route (404) or were refused

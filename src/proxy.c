@@ -49,6 +49,7 @@
 #include "snapshot.h"
 #include "request.h"
 #include "route.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -63,6 +64,7 @@ enum fail {
     FAIL_NONE = 0,        /* a response head came */
     FAIL_CONNECT,         /* connect refused, reset or unreachable */
     FAIL_CONNECT_TIMEOUT, /* no connection within upstream_connect */
+    FAIL_TLS,             /* the TLS handshake or verification failed (r->error: why) */
     FAIL_BUSY,            /* the server stayed at max_connections */
     FAIL_RESOURCES,       /* Ferry has no descriptor or memory for a socket */
     FAIL_UP_CLOSED,       /* closed or reset before any response byte */
@@ -102,6 +104,7 @@ static const struct failure {
                       false},
     [FAIL_CONNECT_TIMEOUT] = {504, "upstream connect timed out", true, CONFIG_RETRY_CONNECT_ERROR,
                               false, false},
+    [FAIL_TLS] = {502, NULL, true, CONFIG_RETRY_CONNECT_ERROR, false, false},
     [FAIL_BUSY] = {503, "upstream server at max_connections", false, CONFIG_RETRY_CONNECT_ERROR,
                    false, false},
     [FAIL_RESOURCES] = {503, "out of resources to reach the upstream", false,
@@ -273,6 +276,11 @@ static bool serve_one(struct request *r)
     status = route_request(r);
     if (status) {
         answer_error(r, status, status == 404 ? "no route" : r->error);
+        return r->keep_alive;
+    }
+    if (r->route->client_cert && r->route->client_cert->required &&
+        !tls_client_identity(r->client, NULL, NULL)) {
+        answer_error(r, 403, "a verified TLS client certificate is required");
         return r->keep_alive;
     }
     /* A preflight carries no credentials: answered before any other policy. */
@@ -584,6 +592,8 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
                          phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc, reused);
     if (err < 0) {
         r->uc = NULL;
+        if (err == -EPROTO)
+            r->error = tls_last_failure();
         return connect_failure(err);
     }
     r->connect_ms = ms_since(t0);
@@ -608,6 +618,7 @@ static enum fail connect_failure(int err)
 {
     return err == -ECANCELED || err == -ECONNABORTED ? FAIL_CLIENT_GONE
            : err == -EBUSY                           ? FAIL_BUSY
+           : err == -EPROTO                          ? FAIL_TLS
            : err == -ETIMEDOUT                       ? FAIL_CONNECT_TIMEOUT
            : out_of_resources(err)                   ? FAIL_RESOURCES
                                                      : FAIL_CONNECT;
@@ -850,7 +861,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     const struct config_header_rules *rules = &rt->request_headers;
     size_t cap = (r->rewritten ? r->rewritten_len : r->path_len) +
                  (rt->add_prefix ? strlen(rt->add_prefix) : 0) + 2;
-    size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd + AUTH_MAX_FIELDS;
+    size_t nout = r->req.nheaders + EXTRA_HEADERS + rules->nset + rules->nadd + AUTH_MAX_FIELDS + 2;
     if (!sc || !request_grow(&sc->path, &sc->path_cap, cap, 1) ||
         !request_grow(&sc->buf, &sc->buf_cap, r->head_len + 1024, 1) ||
         !request_grow(&sc->out, &sc->out_cap, nout, sizeof(*sc->out)))
@@ -875,6 +886,8 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     if (n >= 0)
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
                             rules->nadd, rules->remove, rules->nremove);
+    if (n >= 0 && rt->client_cert) /* after the rules: they cannot forge these */
+        n = tls_client_headers(r->client, rt->client_cert, sc->out, (size_t)n, sc->out_cap);
     if (n >= 0 && r->identity) /* auth's fields last: neither client nor route overrides them */
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, r->auth.set, r->auth.nset, NULL, 0,
                             r->auth.remove, r->auth.nremove);

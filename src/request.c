@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "reply.h"
+#include "tls.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -243,5 +244,6 @@ void request_log(const struct request *r)
         .error = r->error,
         .identity = r->identity,
     };
+    tls_client_identity(r->client, &a.tls_client_subject, &a.tls_client_fingerprint);
     log_access_write(&a);
 }

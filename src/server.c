@@ -37,6 +37,7 @@
 #include "health.h"
 #include "registry.h"
 #include "snapshot.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -117,8 +118,10 @@ static void apply_update(struct worker *w)
     pthread_mutex_lock(&w->update_lock);
     struct worker_update *u = w->update;
     if (u) {
-        if (snapshot_install(w, u->cfg, u->metrics, u->baseline) != 0 ||
-            listener_swap(w, u->cfg, u->listen_fds, u->nlisten) != 0) {
+        /* Listeners first: a removed listener's queue is served with the
+         * config its acceptor points into, still the installed one. */
+        if (listener_swap(w, u->cfg, u->listen_fds, u->nlisten) != 0 ||
+            snapshot_install(w, u->cfg, u->metrics, u->baseline) != 0) {
             log_error("worker %u: out of memory applying a reload", w->id);
             abort();
         }
@@ -265,7 +268,7 @@ static void exit_now(struct server *srv, int sig)
     log_warn("%s while draining: exiting now", sig == SIGINT ? "SIGINT" : "SIGTERM");
     if (srv->pid_file)
         daemon_pidfile_remove(srv->pid_file, srv->pid_fd);
-    listener_unlink_unix(srv->cfg);
+    listener_unlink_unix(srv->cfg, srv->start_cfg, srv->inherited);
     if (srv->admin)
         admin_stop(srv->admin); /* removes a unix admin socket */
     _exit(1);
@@ -434,6 +437,11 @@ static void reload(struct server *srv)
     FILE *f = open_memstream(&diag, &dlen);
     struct config *fresh = NULL;
     int rc = config_load(srv->config_path, &fresh, f ? f : stderr);
+    if (rc == 0 && tls_config_load(fresh, f ? f : stderr) != 0) {
+        config_unref(fresh); /* a bad certificate or key: the old ones stay */
+        fresh = NULL;
+        rc = -1;
+    }
     if (f)
         fclose(f);
     if (rc != 0) {
@@ -441,8 +449,11 @@ static void reload(struct server *srv)
         free(diag);
         return;
     }
-    if (fresh->nwarnings && diag)
-        log_warn("reload: %.*s", (int)strcspn(diag, "\n"), diag);
+    /* Each warning once (an expiring certificate, a key others can read). */
+    for (const char *p = diag; fresh->nwarnings && p && *p;
+         p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strstr(p, "warning: ") && strstr(p, "warning: ") < p + strcspn(p, "\n"))
+            log_warn("reload: %.*s", (int)strcspn(p, "\n"), p);
     free(diag);
     reload_restart_only(srv->cfg, fresh);
 
@@ -478,7 +489,7 @@ static void reload(struct server *srv)
         bool kept = false;
         for (size_t j = 0; j < fresh->nlisteners && !kept; j++)
             kept = strcmp(fresh->listeners[j].addr.text, a->text) == 0;
-        if (a->is_unix && !kept)
+        if (a->is_unix && !kept && !listener_inherited(srv->start_cfg, srv->inherited, a->text))
             unlink(a->path);
     }
     /* A socket-activated address that went: our copy of it goes too. */
@@ -774,7 +785,7 @@ out_pidfile:
     if (srv.pid_file)
         daemon_pidfile_remove(srv.pid_file, srv.pid_fd);
     if (srv.bound)
-        listener_unlink_unix(srv.cfg);
+        listener_unlink_unix(srv.cfg, srv.start_cfg, srv.inherited);
     workers_free(&srv);
     if (srv.base)
         event_base_free(srv.base);

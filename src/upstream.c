@@ -15,6 +15,7 @@
 #include "io.h"
 #include "log.h"
 #include "loop.h"
+#include "tls.h"
 #include "registry.h"
 
 _Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= UPSTREAM_READ_MAX,
@@ -103,6 +104,7 @@ struct upstream_conn {
     int64_t idle_since;       /* when it last went back to the pool */
     bool timer_armed;
     bool idle;
+    unsigned gen; /* its pool's gen when made: another is never pooled */
 };
 
 /* A coroutine waiting for a slot under max_connections (on its stack). */
@@ -129,6 +131,10 @@ struct pool {
     struct slot_waiter **waiters_tail;
     int64_t connect_logged;
     int64_t busy_logged;
+    /* Bumped when a reload repoints a TLS upstream's pool: connections
+     * made with the old config's TLS context (its verification settings,
+     * its session slots) are not pooled under the new one. */
+    unsigned gen;
     struct pool *next; /* registry chain */
 };
 
@@ -161,10 +167,16 @@ struct upstream_set {
     struct upstream_registry *registry;
 };
 
+static void pool_close_idle(struct pool *p);
+
 static void pool_point(struct pool *p, const struct config *cfg, const struct config_upstream *up,
                        const struct config_server *server)
 {
     struct config *old = p->cfg;
+    if (p->up && (p->up->tls || up->tls)) {
+        pool_close_idle(p);
+        p->gen++;
+    }
     p->cfg = config_ref((struct config *)cfg);
     p->server = server;
     p->up = up;
@@ -285,17 +297,22 @@ static void idle_unlink(struct upstream_conn *uc)
     p->nidle--;
 }
 
+static void pool_close_idle(struct pool *p)
+{
+    while (p->idle_head) {
+        struct upstream_conn *uc = p->idle_head;
+        idle_unlink(uc);
+        conn_close(uc);
+    }
+}
+
 /* A pool no set uses any more goes once no connection of it is in use
  * (a request of an older config, a WebSocket tunnel). */
 static void pool_put(struct pool *p)
 {
     if (p->refs || p->nactive || p->waiters)
         return;
-    while (p->idle_head) {
-        struct upstream_conn *uc = p->idle_head;
-        idle_unlink(uc);
-        conn_close(uc);
-    }
+    pool_close_idle(p);
     for (struct pool **pp = &p->reg->head; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
@@ -611,8 +628,9 @@ static int slot_take(struct pool *p, struct io_stream *watch, int64_t deadline)
     }
 }
 
-static int acquire(struct pool *p, const struct config_upstream *up, bool fresh, int64_t deadline,
-                   struct io_stream *watch, struct upstream_conn **out, bool *reused)
+static int acquire(struct pool *p, const struct config_upstream *up, unsigned server, bool fresh,
+                   int64_t deadline, struct io_stream *watch, struct upstream_conn **out,
+                   bool *reused)
 {
     int r = slot_take(p, watch, deadline);
     if (r < 0)
@@ -635,6 +653,8 @@ static int acquire(struct pool *p, const struct config_upstream *up, bool fresh,
         return -ENOMEM;
     }
     uc->pool = p;
+    /* A request of an older config connects with that config's TLS. */
+    uc->gen = up->tls && up != p->up ? p->gen - 1 : p->gen;
     const struct config_addr *a = &p->server->addr;
     struct loop *loop = loop_current();
     if (a->numeric)
@@ -642,13 +662,15 @@ static int acquire(struct pool *p, const struct config_upstream *up, bool fresh,
                             deadline, watch, &uc->s);
     else
         r = io_connect(loop, a->host, a->port, UPSTREAM_READ_MAX, deadline, watch, &uc->s);
+    if (r == 0 && up->tls && (r = tls_connect(uc->s, up, server, deadline, watch)) < 0)
+        io_stream_free(uc->s); /* -EPROTO: tls_last_failure() says why */
     if (r < 0) {
         slot_release(p);
         free(uc);
         if (r != -ECONNABORTED && r != -ECANCELED)
             log_ratelimited(&p->connect_logged, 1000, CONFIG_LOG_WARN,
                             "upstream %s: %s: connect: %s", up->name, p->server->addr.text,
-                            strerror(-r));
+                            r == -EPROTO ? tls_last_failure() : strerror(-r));
         return r;
     }
     ATOMIC_ADD(p->reg->owner.conns, 1);
@@ -666,7 +688,7 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
 {
     struct pool *p = set->ups[up->index].pools[server];
     ATOMIC_ADD(&p->shared->inflight, 1);
-    int r = acquire(p, up, fresh, deadline, watch, out, reused);
+    int r = acquire(p, up, server, fresh, deadline, watch, out, reused);
     if (r < 0)
         ATOMIC_SUB(&p->shared->inflight, 1);
     return r;
@@ -678,9 +700,9 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     struct io_stream *s = uc->s;
     const struct config *cfg = p->cfg;
     ATOMIC_SUB(&p->shared->inflight, 1);
-    if (!reusable || io_eof(s) || p->nidle >= p->up->keepalive || *p->reg->owner.draining ||
-        registry_drained(p->shared) || evbuffer_get_length(io_input(s)) > 0 ||
-        evbuffer_get_length(io_output(s)) > 0) {
+    if (!reusable || uc->gen != p->gen || io_eof(s) || p->nidle >= p->up->keepalive ||
+        *p->reg->owner.draining || registry_drained(p->shared) ||
+        evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
         conn_close(uc);
         slot_release(p);
         return;

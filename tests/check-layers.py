@@ -24,12 +24,14 @@ RANKS = {
     # usable by every layer: own types only, include nothing of Ferry's
     "log": 0,
     # await
-    "io": 1,
+    "io": 1, "io_internal": 1, "io_splice": 1,
     # protocol
     "http1": 2, "headers": 2, "proxyproto": 2, "body": 2,
     "jwt": 2,
     # policy
     "config": 3, "route": 3, "balancer": 3, "upstream": 3,
+    # tls builds its contexts from the config's tables (io sees it only as a transport)
+    "tls": 3,
     "regex": 3, "registry": 3,
     "auth": 3, "auth_pool": 3,
     "ratelimit": 3, "cors": 3,

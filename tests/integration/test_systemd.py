@@ -122,6 +122,40 @@ def test_socket_activation():
     check(re.search(r"socket:\[\d+\]", f.fds().get(3, "")), "fd 3 still open: %r" % f.fds())
 
 
+def test_socket_activation_unix_path_stays():
+    """A unix socket from the socket unit serves its listen: address and its
+    path survives ferry's exit and reloads (the unit owns it: removing it
+    would leave the unit unreachable after a restart)."""
+    f = ferry(routes=[respond_route("r", "/", body="one\n")], start=False)
+    path = os.path.join(f.dir, "inherited.sock")
+    ls = socket.socket(socket.AF_UNIX)
+    ls.bind(path)
+    ls.listen(16)
+    listeners = [{"address": f.address}, {"address": "unix:" + path}]
+    f.write_config({"routes": [respond_route("r", "/", body="one\n")]}, listeners=listeners)
+    _start(f, {}, pass_fd=ls.fileno())
+    ls.close()
+
+    def get():
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(10)
+        c.connect(path)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        buf = b""
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            buf += d
+        c.close()
+        return buf
+    check(get().endswith(b"one\n"), "served on the inherited unix socket")
+    f.reload({"routes": [respond_route("r", "/", body="two\n")]}, listeners=listeners)
+    check(get().endswith(b"two\n"), "and after a reload")
+    f.stop()
+    check(os.path.exists(path), "the socket unit's path survives ferry's exit")
+
+
 def test_user_unknown():
     """user: naming no user: a clear error, no start."""
     f = ferry(routes=[respond_route("r", "/")], user="no-such-user-ferry", start=False)

@@ -1,0 +1,67 @@
+/*
+ * io_internal: what io.c and io_splice.c share (not part of io's API,
+ * which is io.h, included first): the stream itself and the few steps the
+ * splice drives.
+ */
+#ifndef FERRY_IO_INTERNAL_H
+#define FERRY_IO_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event_struct.h>
+
+struct evbuffer;
+struct io_transport;
+struct loop;
+struct wait_rec;
+
+struct splice_side;
+
+struct io_stream {
+    int fd;
+    const struct io_transport *tp;
+    void *tp_ctx;
+    struct loop *loop;
+    struct evbuffer *in, *out;
+    struct wait_rec *waiter; /* valid only while waiter_gen == waiter->gen */
+    uint32_t waiter_gen;
+    unsigned want; /* the waiter's events on this stream */
+    size_t read_min;
+    size_t write_below; /* the waiter (or a splice) is woken at or below this */
+    bool read_done;     /* EOF or a read error: nothing more will arrive */
+    bool write_err;     /* writing failed (or the connect did) */
+    bool connected;
+    bool connecting;       /* a connect in progress: wev reports its end */
+    bool handshaking;      /* the transport's handshake is not done */
+    bool hs_want_write;    /* ...and waits for the socket to be writable */
+    bool read_wants_write; /* the transport's read waits for writable */
+    bool write_wants_read; /* the transport's write waits for readable */
+    int error;
+    void (*on_idle)(struct io_stream *s, unsigned what, void *arg);
+    void *idle_arg;
+    struct splice_side *splice; /* spliced to another stream (io_splice) */
+    struct event rev, wev;
+    size_t read_max;
+    bool reading;                /* the owner wants reads (io_set_reading) */
+    bool rev_added;              /* rev is in the loop */
+    bool wev_added;              /* wev is in the loop: output is left, or connecting */
+    bool lazy;                   /* not polled until a read is needed (io_stream_accepted) */
+    int64_t last_read;           /* when bytes last arrived (loop_now) */
+    uint32_t read_chunk;         /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
+    struct io_stream *next_free; /* in the pool of freed streams */
+};
+
+/* Keeps the read event in the loop exactly while a read may be done. */
+void io_rev_update(struct io_stream *s);
+/* Writes what the output holds now (never waits; errors show later). */
+void io_write_now(struct io_stream *s);
+
+/* io_splice.c: what a spliced stream's callbacks report instead of waking
+ * a waiter (each may end the splice: return right after). */
+void splice_readable(struct io_stream *s);
+void splice_drained(struct io_stream *s);
+void splice_ended(struct io_stream *s);
+
+#endif
