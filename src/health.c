@@ -19,6 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "registry.h"
+#include "tls.h"
 
 #define STATUS_LINE_MAX 1024 /* a longer first line fails the check */
 
@@ -33,7 +34,8 @@ struct checker {
     const struct config_upstream *next_up;
     unsigned next_server;
     struct coro *coro;
-    bool gone; /* a reload removed the server: the checker ends */
+    bool gone;               /* a reload removed the server: the checker ends */
+    const char *tls_failure; /* why the last check's handshake failed, or NULL */
     struct checker *next;
 };
 
@@ -86,17 +88,24 @@ static int read_status(struct io_stream *s, int64_t deadline)
  * expect_status) or -errno: connect, send or read failed or timed out,
  * -EPROTO for no valid status line, -ECANCELED when stopping. May yield.
  */
-static int probe(const struct checker *c)
+static int probe(struct checker *c)
 {
     const struct config_health *h = &c->up->health;
     const struct config_addr *a = &c->up->servers[c->server].addr;
     int64_t deadline = loop_now() + h->timeout_ms * LOOP_MS;
     struct io_stream *s = NULL;
+    c->tls_failure = NULL;
     int r = a->numeric ? io_connect_addr(H.loop, (const struct sockaddr *)&a->sa, a->salen, 16384,
                                          deadline, NULL, &s)
                        : io_connect(H.loop, a->host, a->port, 16384, deadline, NULL, &s);
-    if (r < 0)
+    if (r == 0 && c->up->tls) { /* verified as a request's connection would be */
+        r = tls_connect(s, c->up, c->server, deadline, NULL);
+        c->tls_failure = r == -EPROTO ? tls_last_failure() : NULL;
+    }
+    if (r < 0) {
+        io_stream_free(s);
         return r;
+    }
     const char *host = h->host ? h->host : a->is_unix ? "localhost" : a->text;
     if (evbuffer_add_printf(io_output(s),
                             "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ferry-health-check\r\n"
@@ -145,9 +154,11 @@ static void record(struct checker *c, int r)
     if (fails < h->unhealthy_after || !healthy)
         return;
     REGISTRY_STORE(&rs->down, 1);
-    char why[64];
+    char why[160];
     if (r > 0)
         snprintf(why, sizeof(why), "status %d", r);
+    else if (r == -EPROTO && c->tls_failure)
+        snprintf(why, sizeof(why), "%s", c->tls_failure);
     else if (r == -EPROTO)
         snprintf(why, sizeof(why), "no HTTP/1.x status line");
     else

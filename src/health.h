@@ -3,8 +3,9 @@
  *
  * One checker per server for the whole process, not per worker: a thread
  * of its own runs a loop whose coroutines (one per checked server) await
- * their I/O as a request does: connect, GET path with Connection: close,
- * read the status line, each within timeout; then sleep until the next
+ * their I/O as a request does: connect (with TLS, verified as a request's
+ * connection, when the upstream has tls), GET path with Connection:
+ * close, read the status line, each within timeout; then sleep until the next
  * interval. unhealthy_after failures in a row take a server down,
  * healthy_after passes bring it back; each change is logged and published
  * to every worker through the server's registry entry (registry.h), which
@@ -23,7 +24,7 @@
  * reload never frees what a check in progress uses. The thread starts with
  * the first config that has checks and idles when a reload removes them.
  *
- * Calls: config, registry, io, loop, coro, log. health_start,
+ * Calls: config, registry, tls, io, loop, coro, log. health_start,
  * health_reload and health_stop run on the main thread and never yield.
  */
 #ifndef FERRY_HEALTH_H
