@@ -307,9 +307,20 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     size_t room = s->read_max - len;
     size_t want = room < s->read_chunk ? room : s->read_chunk;
     struct evbuffer_iovec v[2];
-    int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
     ssize_t n = -ENOMEM;
-    if (nv > 0) {
+    int nv;
+    if (len == 0 && want <= IO_READ_MIN) {
+        /* An empty input reads into the thread's scratch first: space
+         * reserved in the evbuffer stays allocated when the read finds
+         * nothing (a keep-alive or new connection that is silent would
+         * hold an 8 KiB chain), and a small request gets a chain its size. */
+        static __thread unsigned char scratch[IO_READ_MIN];
+        struct iovec one = {.iov_base = scratch, .iov_len = want};
+        n = s->tp->readv(s, &one, 1);
+        if (n > 0 && evbuffer_add(in, scratch, (size_t)n) != 0)
+            n = -ENOMEM;
+        nv = 0;
+    } else if ((nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2)) > 0) {
         /* The reservation may be larger than asked: never read past it. */
         size_t cap = want;
         for (int i = 0; i < nv; i++) {
@@ -319,7 +330,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         }
         n = s->tp->readv(s, (struct iovec *)v, nv);
     }
-    if (n > 0) {
+    if (n > 0 && nv > 0) {
         size_t left = (size_t)n;
         for (int i = 0; i < nv; i++) {
             if (v[i].iov_len > left)

@@ -65,6 +65,19 @@ def _metric(f, pattern):
     return int(m.group(1)) if m else None
 
 
+def _metric_reaches(f, pattern, want, timeout=3.0):
+    """The metric once it equals want (or its last value after timeout): a
+    request is counted once its answer is out, which the client may see
+    before the worker counts it."""
+    last = [None]
+
+    def probe():
+        last[0] = _metric(f, pattern)
+        return last[0] == want
+    wait_until(probe, timeout)
+    return last[0]
+
+
 def test_metrics_run_on():
     """Counters of a route kept by name run on across a reload; a new
     route starts at zero, a removed one is gone."""
@@ -74,7 +87,7 @@ def test_metrics_run_on():
     _get(f.port, "/g")
     f.reload({"routes": [respond_route("new", "/n"), respond_route("keep", "/k")]})
     _get(f.port, "/k")
-    eq(_metric(f, r'^ferry_requests_total\{route="keep",code="2xx"\} (\d+)'), 4,
+    eq(_metric_reaches(f, r'^ferry_requests_total\{route="keep",code="2xx"\} (\d+)', 4), 4,
        "the kept route's count")
     eq(_metric(f, r'^ferry_requests_total\{route="new",code="2xx"\} (\d+)'), 0, "the new route")
     eq(_metric(f, r'^ferry_requests_total\{route="gone",code="2xx"\} (\d+)'), None,
@@ -97,7 +110,7 @@ def test_metrics_count_requests_in_flight():
     t.join(10)
     eq(result["r"].status, 200, "the request in flight")
     _get(f.port, "/other")  # a turn of the loop after the old snapshot went
-    eq(_metric(f, r'^ferry_requests_total\{route="s",code="2xx"\} (\d+)'), 1,
+    eq(_metric_reaches(f, r'^ferry_requests_total\{route="s",code="2xx"\} (\d+)', 1), 1,
        "counted after the reload")
     eq(_metric(f, r'^ferry_upstream_responses_total\{upstream="u",server="%s",code="2xx"\} (\d+)'
                % re.escape(slow.address)), 1, "the server's count")
