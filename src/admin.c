@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "registry.h"
 #include "reply.h"
+#include "upstream.h"
 #include "worker.h"
 
 /*
@@ -115,12 +116,15 @@ static void on_status(struct admin_conn *ac)
         upconns += WORKER_STAT_GET(w, upstream_conns);
     }
     struct evbuffer *body = evbuffer_new();
-    if (body)
+    if (body) {
         evbuffer_add_printf(body,
                             "{\"pid\":%ld,\"workers\":%u,\"connections\":%lu,"
                             "\"live_coroutines\":%lu,\"requests_total\":%lu,"
-                            "\"upstream_connections\":%lu}\n",
+                            "\"upstream_connections\":%lu,\"upstreams\":",
                             (long)getpid(), a->nworkers, conns, live, total, upconns);
+        upstream_status_json(body, a->cfg);
+        evbuffer_add(body, "}\n", 2);
+    }
     answer(ac, body ? 200 : 503, "application/json", body, NULL);
     if (body)
         evbuffer_free(body);
@@ -196,8 +200,10 @@ static void on_upstreams(struct admin_conn *ac)
             bool drained = registry_drained(registry_server(up->name, sv->addr.text));
             evbuffer_add_printf(b, "%s{\"address\":", i ? "," : "");
             json_str(b, sv->addr.text);
-            evbuffer_add_printf(b, ",\"weight\":%u,\"state\":\"%s\"}", sv->weight,
-                                drained ? "drained" : "ready");
+            evbuffer_add_printf(b, ",\"weight\":%u,\"state\":\"%s\",\"healthy\":%s,\"ejected\":%s}",
+                                sv->weight, drained ? "drained" : "ready",
+                                upstream_healthy(up, (unsigned)i) ? "true" : "false",
+                                upstream_ejected(up, (unsigned)i) ? "true" : "false");
         }
         evbuffer_add_printf(b, "]}");
     }

@@ -319,6 +319,8 @@ static const struct cfg_field passive_fields[] = {
      "an integer from 1 to 1000", .def = 5, .doc = "consecutive failures that eject a server (5)"},
     {"eject_for", CFG_DURATION, AT(struct config_upstream, passive_eject_ms), 1, .def = 30000,
      .doc = "how long an ejected server gets no requests (30s)"},
+    {"max_eject_for", CFG_DURATION, AT(struct config_upstream, passive_max_eject_ms), 1,
+     .def = 300000, .doc = "repeated ejections double eject_for up to this (300s)"},
     END};
 static const struct cfg_schema passive_schema = {"upstreams.NAME.passive",
                                                  "a mapping (failures, eject_for)", passive_fields};
@@ -378,6 +380,13 @@ static const struct cfg_field retry_fields[] = {
      .doc = "the failures that are retried ([connect_error])"},
     {"replay_bytes", CFG_SIZE, AT(struct config_upstream, replay_bytes), 0, 64u << 20,
      .def = 64u << 10, .doc = "the largest request body kept to resend on a retry (64k)"},
+    {"budget", CFG_CUSTOM, .load = cfg_load_retry_budget,
+     .doc = "retries per upstream at most this share of its requests over 10s (20%)"},
+    {"budget_min", CFG_U32, AT(struct config_upstream, retry_budget_min), 0, 100000,
+     "an integer (retries per second)", .def = 3,
+     .doc = "retries per second always allowed, whatever the budget (3)"},
+    {"backoff", CFG_DURATION, AT(struct config_upstream, retry_backoff_ms), 0, .def = 0,
+     .doc = "base of the jittered exponential wait before a retry (0s = none)"},
     END};
 static const struct cfg_schema retry_schema = {"upstreams.NAME.retries", "a mapping (attempts, on)",
                                                retry_fields};
@@ -391,30 +400,6 @@ static bool load_retries(struct ctx *c, const struct cfg_field *f, const struct 
         return false;
     u->retry_on = CONFIG_RETRY_CONNECT_ERROR | CONFIG_RETRY_RESET;
     return cfg_walk(c, n, path, &retry_schema, u);
-}
-
-static bool load_balance(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                         const struct ynode *v, const struct cfg_path *path, void *target)
-{
-    static const char *const balances[] = {"round_robin", "least_conn", "random_two", "hash", NULL};
-    char q[96];
-    (void)f, (void)k, (void)target;
-    if (!cfg_want_scalar(c, v, path, "round_robin"))
-        return false;
-    if (streq(v->str, "round_robin"))
-        return true;
-    bool later_value = false;
-    for (size_t b = 1; balances[b]; b++)
-        later_value |= streq(v->str, balances[b]);
-    const char *near = cfg_nearest(v->str, balances, 4);
-    cfg_quote(q, sizeof(q), v->str, v->len);
-    if (later_value)
-        cfg_err(c, v, path, "%s is not supported yet by this version of ferry", q);
-    else if (near)
-        cfg_err(c, v, path, "unknown balance %s (did you mean \"%s\"?)", q, near);
-    else
-        cfg_err(c, v, path, "unknown balance %s (expected round_robin)", q);
-    return false;
 }
 
 static bool load_host_header(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
@@ -444,7 +429,10 @@ static const struct cfg_field upstream_fields[] = {
     {"servers", CFG_CUSTOM, .load = load_servers,
      .required = "required: at least one server (- address: host:port)",
      .doc = "the servers: a list of {address, weight}"},
-    {"balance", CFG_CUSTOM, .load = load_balance, .doc = "how a server is picked (round_robin)"},
+    {"balance", CFG_CUSTOM, .load = cfg_load_balance,
+     .doc = "how a server is picked: round_robin, least_conn, random_two, hash (round_robin)"},
+    {"hash_key", CFG_CUSTOM, .load = cfg_load_hash_key,
+     .doc = "balance: hash's key: client_ip, header:NAME or cookie:NAME"},
     {"keepalive", CFG_U32, AT(struct config_upstream, keepalive), 0, 100000,
      "an integer from 0 to 100000", .def = 64,
      .doc = "idle pooled connections per server per worker (64)"},
@@ -456,8 +444,7 @@ static const struct cfg_field upstream_fields[] = {
     {"passive", CFG_CUSTOM, .load = load_passive, .doc = "ejecting a failing server"},
     {"tls", CFG_CUSTOM, .load = cfg_load_upstream_tls,
      .doc = "TLS to the servers: verify, ca, sni, cert, key, protocols (none: cleartext)"},
-    LATER("hash_key"),
-    LATER("health_check"),
+    {"health_check", CFG_CUSTOM, .load = cfg_load_health, .doc = "active health checks"},
     END};
 static const struct cfg_schema upstream_schema = {"upstreams.NAME", NULL, upstream_fields};
 
@@ -467,6 +454,7 @@ static void load_upstream(struct ctx *c, const struct ynode *n, const struct cfg
     cfg_defaults(&upstream_schema, u);
     cfg_defaults(&retry_schema, u);
     u->retry_on = CONFIG_RETRY_CONNECT_ERROR;
+    u->retry_budget_pct = 20;
     u->host_header = CONFIG_HOST_PRESERVE;
     u->balance = CONFIG_BALANCE_ROUND_ROBIN;
     if (n->kind != Y_MAP) {
@@ -476,6 +464,12 @@ static void load_upstream(struct ctx *c, const struct ynode *n, const struct cfg
         return;
     }
     cfg_walk(c, n, path, &upstream_schema, u);
+    const struct ynode *bal = cfg_map_get(n, "balance"), *key = cfg_map_get(n, "hash_key");
+    if (u->balance == CONFIG_BALANCE_HASH && !key && bal)
+        cfg_err(c, bal, CFG_KEY(path, "balance"),
+                "balance: hash needs hash_key: (client_ip, header:NAME or cookie:NAME)");
+    else if (u->balance != CONFIG_BALANCE_HASH && u->hash_source != CONFIG_HASH_NONE && key)
+        cfg_warn(c, key, CFG_KEY(path, "hash_key"), "hash_key is used only with balance: hash");
 }
 
 static bool load_upstreams(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
@@ -1307,6 +1301,7 @@ const struct cfg_schema *const cfg_schemas[] = {&root_schema,
                                                 &cfg_tls_cert_schema,
                                                 &cfg_upstream_tls_schema,
                                                 &cfg_client_cert_schema,
+                                                &cfg_health_schema,
                                                 NULL};
 
 /* The defaults of the top level: the tables' (def), then the custom fields'. */

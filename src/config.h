@@ -154,8 +154,20 @@ enum config_host_header {
     CONFIG_HOST_LITERAL,  /* host_literal */
 };
 
+/* The order of balancer.h's enum balancer_kind. */
 enum config_balance {
-    CONFIG_BALANCE_ROUND_ROBIN, /* the only one supported yet */
+    CONFIG_BALANCE_ROUND_ROBIN,
+    CONFIG_BALANCE_LEAST_CONN,
+    CONFIG_BALANCE_RANDOM_TWO,
+    CONFIG_BALANCE_HASH,
+};
+
+/* Where balance: hash finds a request's key (hash_key). */
+enum config_hash_source {
+    CONFIG_HASH_NONE,
+    CONFIG_HASH_CLIENT_IP,
+    CONFIG_HASH_HEADER, /* hash_name: the header's name */
+    CONFIG_HASH_COOKIE, /* hash_name: the cookie's name */
 };
 
 struct config_server {
@@ -174,12 +186,29 @@ enum {
     CONFIG_RETRY_504 = 1u << 5,
 };
 
+/* health_check: active checks, one checker per server for the process. */
+struct config_health {
+    char *path; /* NULL: no active checks */
+    char *host; /* the Host sent; NULL: the server's address */
+    int64_t interval_ms;
+    int64_t timeout_ms;
+    uint32_t healthy_after;
+    uint32_t unhealthy_after;
+    uint16_t *expect_status; /* [200] by default */
+    size_t nexpect_status;
+    bool start_healthy; /* a server new to the process starts healthy */
+    bool fail_open;     /* all servers down: use them all rather than 503 */
+};
+
 struct config_upstream {
     char *name;
     uint32_t index; /* position in cfg->upstreams */
     struct config_server *servers;
     size_t nservers; /* >= 1 */
     enum config_balance balance;
+    /* balance: hash's key: where, and the header or cookie name (else NULL) */
+    enum config_hash_source hash_source;
+    char *hash_name;
     uint32_t keepalive;       /* 64 idle pooled connections per server per worker */
     uint32_t max_connections; /* per server per worker, 0 = unlimited */
     enum config_host_header host_header;
@@ -194,12 +223,24 @@ struct config_upstream {
      * connection) can resend it whole; a larger one is not retried once
      * sent. Default 64 KiB; 0 = bodies are never replayed. */
     uint64_t replay_bytes;
+    /* retries.budget: retries may add at most this percentage of the
+     * upstream's requests over the last 10 s (process-wide), plus
+     * retries.budget_min per second whatever the traffic. */
+    uint32_t retry_budget_pct; /* 20 */
+    uint32_t retry_budget_min; /* 3 */
+    /* retries.backoff: the base of the jittered exponential wait before a
+     * retry (0 = none). */
+    int64_t retry_backoff_ms;
     /* passive: a server that gave no usable response (connect error,
-     * reset, timeout, invalid head) passive_failures times in a row in a
-     * worker is left out of that worker's choice for passive_eject_ms.
+     * reset, timeout, invalid head) passive_failures times in a row,
+     * counted over all workers, is left out for passive_eject_ms (doubled
+     * each time it is ejected again soon after returning, up to
+     * passive_max_eject_ms); never more than half of the servers at once.
      * 0 failures = off (the default). */
     uint32_t passive_failures;
     int64_t passive_eject_ms;
+    int64_t passive_max_eject_ms; /* repeated ejections double up to this (300s) */
+    struct config_health health;
     struct config_upstream_tls *tls; /* NULL: cleartext */
 };
 

@@ -211,6 +211,19 @@ const char *cfg_parse_addr(struct ctx *c, const char *s, bool names_ok, struct c
 const char *cfg_parse_cidr(const char *s, struct config_cidr *out, bool *host_bits);
 void cfg_format_cidr(const struct config_cidr *cidr, char *buf, size_t size);
 
+/* config_balance.c: CFG_CUSTOM loaders of upstreams.NAME.balance,
+ * .hash_key, .retries.budget and .health_check (target: struct
+ * config_upstream) */
+bool cfg_load_balance(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                      const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_hash_key(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                       const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_retry_budget(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                           const struct ynode *v, const struct cfg_path *path, void *target);
+bool cfg_load_health(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                     const struct ynode *v, const struct cfg_path *path, void *target);
+extern const struct cfg_schema cfg_health_schema;
+
 /* config.c */
 extern const char *const CFG_TIMEOUT_KEYS[];
 int64_t *cfg_timeout_field(struct config_timeouts *t, size_t i);

@@ -168,12 +168,39 @@ static void route_write(FILE *out, const struct config *cfg, const struct config
     fputc('\n', out);
 }
 
+static void health_write(FILE *out, const struct config_health *h)
+{
+    kv(out, "health_check.path", h->path);
+    if (!h->path)
+        return;
+    kv(out, "health_check.host", h->host);
+    kvms(out, "health_check.interval", h->interval_ms);
+    kvms(out, "health_check.timeout", h->timeout_ms);
+    kvu(out, "health_check.healthy_after", h->healthy_after);
+    kvu(out, "health_check.unhealthy_after", h->unhealthy_after);
+    char st[256] = "";
+    for (size_t i = 0, n = 0; i < h->nexpect_status && n + 5 < sizeof(st); i++)
+        n += (size_t)snprintf(st + n, sizeof(st) - n, "%s%u", i ? "," : "",
+                              (unsigned)h->expect_status[i]);
+    kv(out, "health_check.expect_status", st);
+    kvb(out, "health_check.start_healthy", h->start_healthy);
+    kvb(out, "health_check.fail_open", h->fail_open);
+}
+
 static void upstream_write(FILE *out, const struct config_upstream *up)
 {
     static const char *const host[] = {"preserve", "upstream", "literal"};
+    static const char *const balance[] = {"round_robin", "least_conn", "random_two", "hash"};
+    static const char *const source[] = {NULL, "client_ip", "header:", "cookie:"};
     fprintf(out, "upstream ");
     put_val(out, up->name, strlen(up->name));
-    kv(out, "balance", "round_robin");
+    kv(out, "balance", balance[up->balance]);
+    if (up->balance == CONFIG_BALANCE_HASH) {
+        char key[300];
+        snprintf(key, sizeof(key), "%s%s", source[up->hash_source] ? source[up->hash_source] : "",
+                 up->hash_name ? up->hash_name : "");
+        kv(out, "hash_key", key);
+    }
     kvu(out, "keepalive", up->keepalive);
     kvu(out, "max_connections", up->max_connections);
     kv(out, "host_header",
@@ -181,8 +208,13 @@ static void upstream_write(FILE *out, const struct config_upstream *up)
     kvu(out, "retries.attempts", up->retry_attempts);
     kvu(out, "retries.on", up->retry_on);
     kvu(out, "retries.replay_bytes", up->replay_bytes);
+    kvu(out, "retries.budget", up->retry_budget_pct);
+    kvu(out, "retries.budget_min", up->retry_budget_min);
+    kvms(out, "retries.backoff", up->retry_backoff_ms);
     kvu(out, "passive.failures", up->passive_failures);
     kvms(out, "passive.eject_for", up->passive_eject_ms);
+    kvms(out, "passive.max_eject_for", up->passive_max_eject_ms);
+    health_write(out, &up->health);
     fputc('\n', out);
     for (size_t s = 0; s < up->nservers; s++) {
         fprintf(out, "server ");

@@ -12,6 +12,7 @@
 #include <event2/buffer.h>
 
 #include "config.h"
+#include "upstream.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -30,6 +31,12 @@ struct route_counters {
 struct server_counters {
     uint64_t responses[NCLASSES];
     uint64_t failures;
+    uint64_t ejections;
+};
+
+struct upstream_counters {
+    uint64_t retries;
+    uint64_t budget_denied;
 };
 
 struct metrics {
@@ -37,6 +44,7 @@ struct metrics {
     struct route_counters *routes; /* nroutes + 1 */
     size_t *server_base;           /* per upstream: its first slot in servers */
     struct server_counters *servers;
+    struct upstream_counters *ups; /* per upstream */
 };
 
 /* One writer (the worker): no locked instruction, no torn value. */
@@ -66,7 +74,8 @@ struct metrics *metrics_new(const struct config *cfg)
     m->nroutes = cfg->nroutes;
     m->routes = calloc(cfg->nroutes + 1, sizeof(*m->routes));
     m->servers = calloc(nservers ? nservers : 1, sizeof(*m->servers));
-    if (!m->routes || !m->servers)
+    m->ups = calloc(cfg->nupstreams + 1, sizeof(*m->ups));
+    if (!m->routes || !m->servers || !m->ups)
         goto fail;
     return m;
 fail:
@@ -80,6 +89,7 @@ void metrics_free(struct metrics *m)
         return;
     free(m->routes);
     free(m->servers);
+    free(m->ups);
     free(m->server_base);
     free(m);
 }
@@ -117,6 +127,10 @@ void metrics_carry_since(struct metrics *to, const struct config *tocfg, const s
     for (size_t u = 0; u < tocfg->nupstreams; u++) {
         const struct config_upstream *up = &tocfg->upstreams[u];
         const struct config_upstream *old = config_upstream_find(fromcfg, up->name);
+        if (old) /* the upstream's own counters (retries, budget refusals) */
+            carry((uint64_t *)&to->ups[u], (const uint64_t *)&from->ups[old->index],
+                  base ? (const uint64_t *)&base->ups[old->index] : NULL,
+                  sizeof(struct upstream_counters) / sizeof(uint64_t));
         for (size_t s = 0; old && s < up->nservers; s++) {
             for (size_t t = 0; t < old->nservers; t++) {
                 if (strcmp(old->servers[t].addr.text, up->servers[s].addr.text) != 0)
@@ -162,6 +176,19 @@ void metrics_upstream(struct metrics *m, const struct config_upstream *up,
         bump(&sc->responses[class_of(status)], 1);
     else
         bump(&sc->failures, 1);
+}
+
+void metrics_ejection(struct metrics *m, const struct config_upstream *up,
+                      const struct config_server *server)
+{
+    if (m)
+        bump(&m->servers[m->server_base[up->index] + server->index].ejections, 1);
+}
+
+void metrics_retry(struct metrics *m, const struct config_upstream *up, bool allowed)
+{
+    if (m)
+        bump(allowed ? &m->ups[up->index].retries : &m->ups[up->index].budget_denied, 1);
 }
 
 /* ---- rendering (admin thread) ------------------------------------------------------ */
@@ -257,6 +284,76 @@ static int render_routes(struct evbuffer *out, const struct config *cfg, struct 
     return 0;
 }
 
+/* The per-upstream counters summed over the workers: i 0 retries, 1
+ * budget_denied. */
+static uint64_t up_sum(struct worker *workers, unsigned nworkers, size_t u, int i)
+{
+    uint64_t n = 0;
+    for (unsigned w = 0; w < nworkers; w++) {
+        const struct metrics *m = workers[w].metrics;
+        if (m)
+            n += get(i ? &m->ups[u].budget_denied : &m->ups[u].retries);
+    }
+    return n;
+}
+
+/* Ejections and retries: what passive ejection and the retry budget did. */
+static void render_resilience(struct evbuffer *out, const struct config *cfg,
+                              struct worker *workers, unsigned nworkers)
+{
+    help(out, "ferry_upstream_ejections_total", "counter",
+         "Times a server was passively ejected (process-wide failure counts).");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        for (size_t s = 0; s < up->nservers; s++) {
+            uint64_t n = 0;
+            for (unsigned w = 0; w < nworkers; w++) {
+                const struct metrics *m = workers[w].metrics;
+                if (m)
+                    n += get(&m->servers[m->server_base[u] + s].ejections);
+            }
+            evbuffer_add(out, "ferry_upstream_ejections_total{", 31);
+            server_labels(out, up, &up->servers[s]);
+            evbuffer_add_printf(out, "} %llu\n", (unsigned long long)n);
+        }
+    }
+    help(out, "ferry_upstream_server_ejected", "gauge",
+         "1 while the server is passively ejected, else 0.");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        for (size_t s = 0; s < up->nservers; s++) {
+            evbuffer_add(out, "ferry_upstream_server_ejected{", 30);
+            server_labels(out, up, &up->servers[s]);
+            evbuffer_add_printf(out, "} %d\n", upstream_ejected(up, (unsigned)s) ? 1 : 0);
+        }
+    }
+    help(out, "ferry_upstream_server_healthy", "gauge",
+         "1 while the server passes its active health checks, else 0 (upstreams with "
+         "health_check).");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        for (size_t s = 0; up->health.path && s < up->nservers; s++) {
+            evbuffer_add(out, "ferry_upstream_server_healthy{", 30);
+            server_labels(out, up, &up->servers[s]);
+            evbuffer_add_printf(out, "} %d\n", upstream_healthy(up, (unsigned)s) ? 1 : 0);
+        }
+    }
+    help(out, "ferry_upstream_retries_total", "counter",
+         "Retries sent to another server of the upstream.");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        evbuffer_add(out, "ferry_upstream_retries_total{upstream=\"", 39);
+        add_label(out, cfg->upstreams[u].name);
+        evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)up_sum(workers, nworkers, u, 0));
+    }
+    help(out, "ferry_upstream_retry_budget_exhausted_total", "counter",
+         "Retries not sent because retries.budget was spent.");
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        evbuffer_add(out, "ferry_upstream_retry_budget_exhausted_total{upstream=\"", 54);
+        add_label(out, cfg->upstreams[u].name);
+        evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)up_sum(workers, nworkers, u, 1));
+    }
+}
+
 static void render_servers(struct evbuffer *out, const struct config *cfg, struct worker *workers,
                            unsigned nworkers)
 {
@@ -300,6 +397,7 @@ static void render_servers(struct evbuffer *out, const struct config *cfg, struc
             evbuffer_add_printf(out, "} %llu\n", (unsigned long long)fails);
         }
     }
+    render_resilience(out, cfg, workers, nworkers);
 }
 
 static void gauge(struct evbuffer *out, const char *name, const char *text, double v)

@@ -33,6 +33,16 @@
  *                                                descriptor or memory
  *                                                shortage. The same notion
  *                                                as passive ejection's.
+ *   ferry_upstream_ejections_total{upstream,server}   passive ejections
+ *                                                (process-wide failure counts)
+ *   ferry_upstream_server_ejected{upstream,server}   1 while ejected
+ *   ferry_upstream_server_healthy{upstream,server}   1 while it passes its
+ *                                                health checks (upstreams
+ *                                                with health_check only)
+ *   ferry_upstream_retries_total{upstream}       retries sent to another
+ *                                                server
+ *   ferry_upstream_retry_budget_exhausted_total{upstream}   retries not
+ *                                                sent: retries.budget spent
  *   ferry_connections, ferry_requests_in_flight, ferry_upstream_connections
  *   ferry_workers, ferry_build_info{version}
  *   ferry_tls_handshakes_total, ferry_tls_resumed_total,
@@ -46,6 +56,7 @@
 #ifndef FERRY_METRICS_H
 #define FERRY_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct config;
@@ -86,6 +97,13 @@ void metrics_request(struct metrics *m, const struct config_route *route, int st
  * from its one table of failure kinds, whether the server is to blame). */
 void metrics_upstream(struct metrics *m, const struct config_upstream *up,
                       const struct config_server *server, int status);
+
+/* A server was passively ejected (by this worker's report). */
+void metrics_ejection(struct metrics *m, const struct config_upstream *up,
+                      const struct config_server *server);
+
+/* A retry was sent (allowed) or refused by the retry budget. */
+void metrics_retry(struct metrics *m, const struct config_upstream *up, bool allowed);
 
 /* Renders every worker's counters and the process gauges (admin thread).
  * Returns 0 or -1 when out of memory. */

@@ -22,6 +22,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 
 #include "auth.h"
 #include "auth_pool.h"
+#include "balancer.h"
 #include "config.h"
 #include "cors.h"
 #include "headers.h"
@@ -64,7 +66,6 @@ enum fail {
     FAIL_CONNECT_TIMEOUT, /* no connection within upstream_connect */
     FAIL_TLS,             /* the TLS handshake or verification failed (r->error: why) */
     FAIL_BUSY,            /* the server stayed at max_connections */
-    FAIL_NO_SERVER,       /* every server left is drained (admin endpoint) */
     FAIL_RESOURCES,       /* Ferry has no descriptor or memory for a socket */
     FAIL_UP_CLOSED,       /* closed or reset before any response byte */
     FAIL_UP_TIMEOUT,      /* no response head within upstream_header */
@@ -77,6 +78,7 @@ enum fail {
     FAIL_BODY_TOO_LARGE,  /* a chunked body over max_body_bytes */
     FAIL_HEAD,            /* the request head cannot be forwarded */
     FAIL_NOMEM,           /* out of memory */
+    FAIL_NO_SERVER,       /* every server left is down (health checks) or drained (admin) */
     FAIL_KINDS
 };
 
@@ -105,7 +107,6 @@ static const struct failure {
     [FAIL_TLS] = {502, NULL, true, CONFIG_RETRY_CONNECT_ERROR, false, false},
     [FAIL_BUSY] = {503, "upstream server at max_connections", false, CONFIG_RETRY_CONNECT_ERROR,
                    false, false},
-    [FAIL_NO_SERVER] = {503, "no upstream server in service (drained)", false, 0, false, false},
     [FAIL_RESOURCES] = {503, "out of resources to reach the upstream", false,
                         CONFIG_RETRY_CONNECT_ERROR, false, false},
     [FAIL_UP_CLOSED] = {502, "upstream closed the connection without answering", true,
@@ -123,6 +124,7 @@ static const struct failure {
     [FAIL_BODY_TOO_LARGE] = {413, "request body too large", false, 0, false, true},
     [FAIL_HEAD] = {400, "request head cannot be forwarded", false, 0, false, true},
     [FAIL_NOMEM] = {503, "out of memory", false, 0, false, false},
+    [FAIL_NO_SERVER] = {503, NULL, false, 0, false, false},
 };
 
 /* The tries of one request: servers tried, retries left, and whether the
@@ -145,7 +147,10 @@ static enum fail connect_failure(int err);
 static bool stale_retry(struct request *r, struct attempts *at, enum fail f, bool reused);
 static void attempt_done(struct request *r, const struct config_upstream *up, int server,
                          enum fail f);
-static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail f);
+static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail *fp);
+static bool hash_key(const struct request *r, const struct config_upstream *up, uint64_t *key);
+static int64_t backoff_until(const struct request *r, const struct config_upstream *up,
+                             unsigned retry);
 static void answer_failure(struct request *r, enum fail f);
 static void relay(struct request *r);
 static void release_upstream(struct request *r, bool reusable);
@@ -539,10 +544,15 @@ static void forward(struct request *r)
         memset(at.tried, 0, up->nservers * sizeof(bool));
     }
     replay_start(r, up);
+    uint64_t key = 0;
+    bool has_key = up->balance == CONFIG_BALANCE_HASH && hash_key(r, up, &key);
+    upstream_budget_request(r->snap->upstreams, up);
     enum fail f;
     for (;;) {
-        int server = upstream_pick(r->snap->upstreams, up, at.tried);
-        if (server < 0) {
+        int server = upstream_pick(r->snap->upstreams, up, at.tried, key, has_key);
+        if (server < 0) { /* none left up or in service (a retry's failure is dropped) */
+            release_upstream(r, false);
+            r->error = upstream_none_up(r->snap->upstreams, up);
             f = FAIL_NO_SERVER;
             break;
         }
@@ -551,7 +561,7 @@ static void forward(struct request *r)
         if (stale_retry(r, &at, f, reused))
             continue;
         attempt_done(r, up, server, f);
-        if (!retry_elsewhere(r, &at, server, f))
+        if (!retry_elsewhere(r, &at, server, &f))
             break;
     }
     replay_end(r); /* a response is taken, or none will be: no retry from here */
@@ -644,7 +654,8 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
         upstream_report(r->snap->upstreams, up, (unsigned)server, true);
         metrics_upstream(r->snap->metrics, up, s, r->resp.status);
     } else if (FAILURES[f].blame) {
-        upstream_report(r->snap->upstreams, up, (unsigned)server, false);
+        if (upstream_report(r->snap->upstreams, up, (unsigned)server, false))
+            metrics_ejection(r->snap->metrics, up, s);
         metrics_upstream(r->snap->metrics, up, s, 0);
     }
 }
@@ -653,11 +664,16 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
  * May the request go to another server after f (or a 502/503/504
  * response, then dropped) on `server`? Only when the upstream's retries.on
  * lists the condition, with retries left, a server not tried yet, time
- * left, a body that can be resent whole (can_resend), and, once the
- * request was sent, an idempotent method. Releases the connection when so.
+ * left, a body that can be resent whole (can_resend), once the request
+ * was sent an idempotent method, a backoff that ends within
+ * timeouts.total, and room in the upstream's retry budget (counted in
+ * /metrics either way). Releases the connection and waits the backoff
+ * when so; a client that leaves meanwhile makes *fp FAIL_CLIENT_GONE (and
+ * false). May yield.
  */
-static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail f)
+static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail *fp)
 {
+    enum fail f = *fp;
     const struct config_upstream *up = r->upstream;
     int st = f == FAIL_NONE ? r->resp.status : 0;
     unsigned cond = f != FAIL_NONE ? FAILURES[f].retry
@@ -677,13 +693,103 @@ static bool retry_elsewhere(struct request *r, struct attempts *at, int server, 
         other++;
     if (other == up->nservers)
         return false;
+    int64_t until = backoff_until(r, up, up->retry_attempts - at->left + 1);
+    if (until < 0)
+        return false;
+    bool allowed = upstream_budget_retry(r->snap->upstreams, up);
+    metrics_retry(r->snap->metrics, up, allowed);
+    if (!allowed)
+        return false;
     at->left--;
     at->fresh = false;
     r->attempts++;
     r->error = NULL;
     r->resp_started = false;
     release_upstream(r, false);
+    if (until != LOOP_NEVER) {
+        struct io_want want[1] = {{.stream = r->client, .events = IO_EOF}};
+        if (io_wait(want, 1, until) != -ETIMEDOUT) {
+            *fp = FAIL_CLIENT_GONE;
+            return false;
+        }
+    }
     return true;
+}
+
+/*
+ * When retry number `retry` (1, 2...) may start: after retries.backoff
+ * doubled per retry, at most ten times the base, with jitter (half of it
+ * fixed, half random) so that the clients of a failed server do not come
+ * back in step. LOOP_NEVER: no wait (no backoff); -1: the wait would end
+ * past timeouts.total (no retry).
+ */
+static int64_t backoff_until(const struct request *r, const struct config_upstream *up,
+                             unsigned retry)
+{
+    static __thread uint64_t rng;
+    if (up->retry_backoff_ms <= 0)
+        return LOOP_NEVER;
+    int64_t ms = up->retry_backoff_ms << (retry > 4 ? 3 : retry - 1);
+    if (ms > up->retry_backoff_ms * 10)
+        ms = up->retry_backoff_ms * 10;
+    if (!rng)
+        rng = (uint64_t)loop_now() | 1;
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    int64_t wait = (ms * LOOP_MS) / 2 + (int64_t)(rng % (uint64_t)((ms * LOOP_MS) / 2 + 1));
+    int64_t until = loop_now() + wait;
+    if (r->total_deadline != LOOP_NEVER && until >= r->total_deadline)
+        return -1;
+    return until;
+}
+
+/*
+ * The request's key for balance: hash (hash_key): the client's address
+ * (its IP, without the port), a header's value or a cookie's value.
+ * False when the request has none (the balancer falls back to round
+ * robin).
+ */
+static bool hash_key(const struct request *r, const struct config_upstream *up, uint64_t *key)
+{
+    const struct http1_header *h = NULL;
+    switch (up->hash_source) {
+    case CONFIG_HASH_CLIENT_IP: {
+        const struct sockaddr *sa = r->side->peer;
+        if (sa && sa->sa_family == AF_INET) {
+            const struct in_addr *a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+            *key = balancer_hash(a, sizeof(*a));
+            return true;
+        }
+        if (sa && sa->sa_family == AF_INET6) {
+            const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+            *key = balancer_hash(a, sizeof(*a));
+            return true;
+        }
+        return false;
+    }
+    case CONFIG_HASH_HEADER:
+        h = http1_header_find(r->req.headers, r->req.nheaders, up->hash_name);
+        if (!h)
+            return false;
+        *key = balancer_hash(h->value, h->value_len);
+        return true;
+    case CONFIG_HASH_COOKIE:
+        for (size_t i = 0; i < r->req.nheaders; i++) {
+            const struct http1_header *c = &r->req.headers[i];
+            const char *v;
+            size_t vlen;
+            if (http1_token_eq(c->name, c->name_len, "cookie") &&
+                balancer_cookie(c->value, c->value_len, up->hash_name, &v, &vlen)) {
+                *key = balancer_hash(v, vlen);
+                return true;
+            }
+        }
+        return false;
+    case CONFIG_HASH_NONE:
+    default:
+        return false;
+    }
 }
 
 /* Answers the client for f, per FAILURES (499: nothing, only logged). */

@@ -1,25 +1,93 @@
 /*
  * registry: runtime state that outlives a config, shared by the whole
- * process and keyed by a stable identity. Today: each upstream server's
- * admin state (drained or in service), keyed by upstream name + server
- * address, so a drain set on the admin endpoint holds across reloads and
- * applies in every worker.
+ * process and keyed by a stable identity: one entry per upstream server
+ * (upstream name + server address) holding everything that is
+ * process-wide about it, and one per upstream name.
  *
- * Policy layer, pure: no libevent. Entries are created under a mutex (at
- * pool creation and by the admin endpoint, never per request) and live
- * until registry_free at exit; their state is read with relaxed atomics
- * on the request path.
+ * A server's entry holds, in one place:
+ *   - inflight: requests holding or getting a connection to it, over all
+ *     workers (what least_conn and random_two compare; upstream.c);
+ *   - passive ejection: consecutive failures over all workers, the
+ *     ejection's end and length, how many times it was ejected
+ *     (upstream.c decides; the upstream entry's lock guards decisions);
+ *   - health: the checker's verdict (down), whether a verdict was given
+ *     since checking began, the passes and failures in a row (health.c
+ *     writes them from its thread; workers read down);
+ *   - drained: the admin endpoint took it out of rotation.
+ * An upstream's entry holds the retry budget's 10 s window and the lock
+ * of ejection decisions (the half cap looks at all its servers).
+ *
+ * A config that keeps a server finds the same entry, so all of it carries
+ * over a reload; an entry also stays when a reload removes its server, so
+ * a drain applies again if the server comes back (health.c resets the
+ * health fields of a server that comes back). Entries are created under a
+ * mutex (when a worker builds its upstream state for a config, by the
+ * health checker's set-up on the main thread, by the admin endpoint;
+ * never per request) and live until registry_free at exit. Their fields
+ * are read and written with relaxed atomics (REGISTRY_LOAD and friends):
+ * statistics and verdicts, where a stale read costs one pick.
+ *
+ * Policy layer, pure: no libevent.
  */
 #ifndef FERRY_REGISTRY_H
 #define FERRY_REGISTRY_H
 
+#include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
-struct registry_server;
+#define REGISTRY_LOAD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define REGISTRY_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define REGISTRY_ADD(p, n) __atomic_add_fetch((p), (n), __ATOMIC_RELAXED)
+#define REGISTRY_SUB(p, n) __atomic_sub_fetch((p), (n), __ATOMIC_RELAXED)
 
-/* The entry for upstream + address, created (in service) when new. NULL
- * when out of memory. Any thread. */
+#define REGISTRY_BUDGET_SLOTS 10 /* one per second: the retry budget's 10 s window */
+
+/* One second of an upstream's traffic: first attempts and retries. */
+struct registry_budget_slot {
+    int64_t sec; /* which second it counts; older: stale, reset on use */
+    uint64_t requests;
+    uint64_t retries;
+};
+
+/* One upstream (by name), for the whole process. */
+struct registry_upstream {
+    char *name;
+    pthread_mutex_t lock; /* ejection decisions (rare): the half cap */
+    struct registry_budget_slot slots[REGISTRY_BUDGET_SLOTS];
+    struct registry_upstream *next;
+};
+
+/* One server (upstream name + address), for the whole process. Aligned
+ * to a cache line: workers write inflight and fails on every request. */
+struct registry_server {
+    _Alignas(64) uint64_t inflight; /* requests holding or getting a connection */
+    /* passive ejection (upstream.c) */
+    uint32_t fails;        /* consecutive failures, every worker's */
+    uint32_t ejections;    /* times ejected since the process started */
+    int64_t ejected_until; /* loop_now() instant; 0: never ejected */
+    int64_t eject_ms;      /* the last ejection's length */
+    int64_t eject_logged;  /* log_ratelimited's timestamp */
+    /* active health checks (health.c) */
+    uint32_t health_passes; /* checks passed in a row */
+    uint32_t health_fails;  /* checks failed in a row */
+    uint8_t down;           /* the verdict: 1 = failing its checks */
+    uint8_t checked;        /* a verdict was given since checking began */
+    /* admin */
+    bool drained; /* taken out of rotation (registry_set_drained) */
+    struct registry_upstream *up;
+    char *key; /* "upstream" NUL "address" */
+    size_t key_len;
+    struct registry_server *next;
+};
+
+/* The entry for upstream + address, created when new (in service, healthy,
+ * never ejected; its upstream's entry too). NULL when out of memory. Any
+ * thread. */
 struct registry_server *registry_server(const char *upstream, const char *address);
+/* The entry if it exists (never creates). Any thread. */
+struct registry_server *registry_server_find(const char *upstream, const char *address);
 
 /* True while the server is drained (taken out of rotation). s may be NULL. */
 bool registry_drained(const struct registry_server *s);
@@ -28,6 +96,11 @@ bool registry_any_drained(void);
 
 /* Drains (true) or readies (false) the server. Returns 0 or -ENOMEM. */
 int registry_set_drained(const char *upstream, const char *address, bool drained);
+
+/* Starts the server's health over: no verdict yet, no passes or failures
+ * in a row, down or up as given (a server new to the config starts down
+ * until its first pass; one already in service starts up). */
+void registry_health_reset(struct registry_server *s, bool down);
 
 /* Frees every entry (at exit, once no thread uses them). */
 void registry_free(void);

@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "proxy.h"
 #include "loop.h"
+#include "health.h"
 #include "registry.h"
 #include "snapshot.h"
 #include "tls.h"
@@ -211,7 +212,7 @@ static void *worker_main(void *arg)
         w->snap->metrics = NULL;
     snapshot_release(w->snap);
     w->snap = NULL;
-    upstream_registry_free(w);
+    upstream_registry_free(&w->upstream_registry);
     listener_stop(w);
     event_free(w->control_ev);
     event_free(w->heartbeat_ev);
@@ -467,6 +468,9 @@ static void reload(struct server *srv)
         daemon_ready(st);
         return;
     }
+    /* Before the workers see it: the health states of servers it adds
+     * (down until their first pass), then the checkers follow. */
+    health_reload(fresh);
     uint64_t one = 1;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         struct worker *w = &srv->workers[i];
@@ -745,6 +749,8 @@ int server_run(struct config *cfg, const char *config_path, int64_t t0)
     /* Everything privileged is done: listeners bound, pid file written. */
     if (cfg->user && daemon_drop_privileges(cfg->user) != 0)
         goto out_pidfile;
+    /* Before the workers: servers new to the config start down (health.c) */
+    health_start(cfg); /* failing: logged, served without active checks */
     if (workers_start(&srv) != 0 || (admin && admin_serve(admin) != 0)) {
         stop_workers(&srv);
         goto out_join;
@@ -761,6 +767,7 @@ int server_run(struct config *cfg, const char *config_path, int64_t t0)
     status = 0;
 
 out_join:
+    health_stop();
     for (unsigned i = srv.njoined; i < srv.nworkers; i++)
         pthread_join(srv.workers[i].thread, NULL);
     if (srv.join_poll)

@@ -18,7 +18,10 @@ int snapshot_install(struct worker *w, struct config *cfg, struct metrics *metri
         return -ENOMEM;
     snap->w = w;
     snap->cfg = cfg;
-    snap->upstreams = upstream_set_new(w, cfg);
+    snap->upstreams =
+        upstream_set_new(&(struct upstream_owner){w->id, &w->draining, &w->stats.upstream_conns,
+                                                  &w->upstream_registry},
+                         cfg);
     if (!snap->upstreams) {
         free(snap);
         return -ENOMEM;

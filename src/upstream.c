@@ -2,6 +2,7 @@
 #include "upstream.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +17,81 @@
 #include "loop.h"
 #include "tls.h"
 #include "registry.h"
-#include "worker.h"
 
 _Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= UPSTREAM_READ_MAX,
                "the largest max_header_bytes must fit in the upstream read buffer");
+
+#define ATOMIC_LOAD REGISTRY_LOAD
+#define ATOMIC_STORE REGISTRY_STORE
+#define ATOMIC_ADD REGISTRY_ADD
+#define ATOMIC_SUB REGISTRY_SUB
+
+/* ---- process-wide state (registry.h) -------------------------------------------------- */
+
+/* The registry entry of a server of up; NULL when out of memory. */
+static struct registry_server *entry(const struct config_upstream *up, unsigned server)
+{
+    return registry_server(up->name, up->servers[server].addr.text);
+}
+
+bool upstream_healthy(const struct config_upstream *up, unsigned server)
+{
+    if (!up->health.path)
+        return true;
+    struct registry_server *rs = registry_server_find(up->name, up->servers[server].addr.text);
+    return !rs || !ATOMIC_LOAD(&rs->down);
+}
+
+bool upstream_ejected(const struct config_upstream *up, unsigned server)
+{
+    struct registry_server *rs = registry_server_find(up->name, up->servers[server].addr.text);
+    return rs && ATOMIC_LOAD(&rs->ejected_until) > loop_now();
+}
+
+/* A JSON string of s (quotes, backslashes and control bytes escaped). */
+static void json_string(struct evbuffer *out, const char *s)
+{
+    evbuffer_add(out, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            evbuffer_add_printf(out, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            evbuffer_add_printf(out, "\\u%04x", ch);
+        else
+            evbuffer_add(out, s, 1);
+    }
+    evbuffer_add(out, "\"", 1);
+}
+
+void upstream_status_json(struct evbuffer *out, const struct config *cfg)
+{
+    int64_t now = loop_now();
+    evbuffer_add(out, "{", 1);
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        evbuffer_add_printf(out, "%s", u ? "," : "");
+        json_string(out, up->name);
+        evbuffer_add(out, ":[", 2);
+        for (size_t i = 0; i < up->nservers; i++) {
+            struct registry_server *rs = entry(up, (unsigned)i);
+            evbuffer_add_printf(out, "%s{\"address\":", i ? "," : "");
+            json_string(out, up->servers[i].addr.text);
+            evbuffer_add_printf(out,
+                                ",\"healthy\":%s,\"ejected\":%s,\"ejections\":%u,\"drained\":%s,"
+                                "\"in_flight\":%llu}",
+                                rs && up->health.path && ATOMIC_LOAD(&rs->down) ? "false" : "true",
+                                rs && ATOMIC_LOAD(&rs->ejected_until) > now ? "true" : "false",
+                                rs ? ATOMIC_LOAD(&rs->ejections) : 0u,
+                                registry_drained(rs) ? "true" : "false",
+                                rs ? (unsigned long long)ATOMIC_LOAD(&rs->inflight) : 0ull);
+        }
+        evbuffer_add(out, "]", 1);
+    }
+    evbuffer_add(out, "}", 1);
+}
+
+/* ---- per-worker state ----------------------------------------------------------------- */
 
 struct pool;
 
@@ -46,20 +118,17 @@ struct slot_waiter {
 struct pool {
     char *key; /* "upstream name" NUL "address" */
     size_t key_len;
-    struct worker *w;
+    struct upstream_registry *reg;      /* the worker's, which owns it */
     const struct config_server *server; /* of the newest config that has it */
     const struct config_upstream *up;
     struct config *cfg;              /* a reference to that config: server and up live on */
     unsigned refs;                   /* sets using it; at 0 it goes once nothing is active */
-    struct registry_server *shared;  /* process-wide: drained by the admin endpoint */
+    struct registry_server *shared;  /* the server's process-wide state (registry.h) */
     struct upstream_conn *idle_head; /* most recently released first */
     unsigned nidle;
     unsigned nactive;            /* in use by requests, or reserved for a woken waiter */
     struct slot_waiter *waiters; /* first come, first served */
     struct slot_waiter **waiters_tail;
-    unsigned fails;        /* consecutive attempts without a usable response */
-    int64_t ejected_until; /* passive ejection (loop_now); 0 = in service */
-    int64_t eject_logged;  /* log_ratelimited's timestamp: one per server and worker */
     int64_t connect_logged;
     int64_t busy_logged;
     /* Bumped when a reload repoints a TLS upstream's pool: connections
@@ -72,19 +141,27 @@ struct pool {
 struct upstream_state {
     struct balancer balancer;
     uint32_t *weights;
+    const char **names;  /* the servers' addresses (the hash's identities) */
     struct pool **pools; /* one per server, from the registry */
-    bool *skip;          /* upstream_pick's scratch: tried or ejected */
+    bool *skip;          /* upstream_pick's scratch: tried, ejected or down */
+    bool *skip2;         /* ... tried or down */
+    bool *skip3;         /* ... tried (or drained) */
+    char *none_up;       /* "upstream NAME: no server is up" */
+    uint64_t *load;      /* upstream_pick's scratch: in-flight counts */
+    struct registry_upstream *shared;
 };
 
 /* The worker's registry: every pool, keyed by name + address. Sets of
  * successive configs (a reload) share the pools of the servers they keep,
- * with their idle connections and passive-ejection state. */
+ * with their idle connections (what else a server carries over, its
+ * ejection, health and drain, is process-wide: its registry entry). */
 struct upstream_registry {
     struct pool *head;
+    struct upstream_owner owner; /* as the worker's first set was given it */
 };
 
 struct upstream_set {
-    struct worker *w;
+    struct upstream_owner owner;
     const struct config *cfg;
     struct upstream_state *ups; /* one per cfg->upstreams[i] */
     struct upstream_registry *registry;
@@ -130,8 +207,13 @@ static struct pool *registry_get(struct upstream_set *set, const struct config_u
     memcpy(p->key, up->name, nlen + 1);
     memcpy(p->key + nlen + 1, server->addr.text, alen + 1);
     p->key_len = klen;
-    p->w = set->w;
+    p->reg = set->registry;
     p->shared = registry_server(up->name, server->addr.text);
+    if (!p->shared) {
+        free(p->key);
+        free(p);
+        return NULL;
+    }
     pool_point(p, set->cfg, up, server);
     p->waiters_tail = &p->waiters;
     p->next = set->registry->head;
@@ -139,17 +221,19 @@ static struct pool *registry_get(struct upstream_set *set, const struct config_u
     return p;
 }
 
-struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg)
+struct upstream_set *upstream_set_new(const struct upstream_owner *owner, const struct config *cfg)
 {
-    if (!w->upstream_registry &&
-        !(w->upstream_registry = calloc(1, sizeof(struct upstream_registry))))
-        return NULL;
+    if (!*owner->registry) {
+        if (!(*owner->registry = calloc(1, sizeof(struct upstream_registry))))
+            return NULL;
+        (*owner->registry)->owner = *owner;
+    }
     struct upstream_set *set = calloc(1, sizeof(*set));
     if (!set)
         return NULL;
-    set->w = w;
+    set->owner = *owner;
     set->cfg = cfg;
-    set->registry = w->upstream_registry;
+    set->registry = *owner->registry;
     set->ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*set->ups));
     if (!set->ups)
         goto out_free;
@@ -157,17 +241,30 @@ struct upstream_set *upstream_set_new(struct worker *w, const struct config *cfg
         const struct config_upstream *up = &cfg->upstreams[i];
         struct upstream_state *st = &set->ups[i];
         st->weights = calloc(up->nservers, sizeof(*st->weights));
+        st->names = calloc(up->nservers, sizeof(*st->names));
         st->pools = calloc(up->nservers, sizeof(*st->pools));
         st->skip = calloc(up->nservers, sizeof(*st->skip));
-        if (!st->weights || !st->pools || !st->skip)
+        st->load = calloc(up->nservers, sizeof(*st->load));
+        st->skip2 = calloc(up->nservers, sizeof(*st->skip2));
+        st->skip3 = calloc(up->nservers, sizeof(*st->skip3));
+        st->none_up = malloc(strlen(up->name) + 40);
+        if (!st->weights || !st->names || !st->pools || !st->skip || !st->load || !st->skip2 ||
+            !st->skip3 || !st->none_up)
             goto out_free;
+        sprintf(st->none_up, "upstream %s: no server is up", up->name);
         for (size_t j = 0; j < up->nservers; j++) {
             st->weights[j] = up->servers[j].weight;
+            st->names[j] = up->servers[j].addr.text;
             st->pools[j] = registry_get(set, up, &up->servers[j]);
             if (!st->pools[j])
                 goto out_free;
         }
-        if (balancer_init(&st->balancer, st->weights, up->nservers) != 0)
+        st->shared = st->pools[0]->shared->up;
+        /* random_two's generator: its own per worker and upstream */
+        uint64_t seed = ((uint64_t)owner->id + 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t)loop_now() ^
+                        ((uint64_t)i << 32);
+        if (balancer_init(&st->balancer, (enum balancer_kind)up->balance, st->weights, st->names,
+                          up->nservers, seed) != 0)
             goto out_free;
     }
     return set;
@@ -182,7 +279,7 @@ static void conn_close(struct upstream_conn *uc)
     if (uc->idle_timer)
         event_free(uc->idle_timer);
     io_stream_free(uc->s);
-    WORKER_STAT_SUB(uc->pool->w, upstream_conns, 1);
+    ATOMIC_SUB(uc->pool->reg->owner.conns, 1);
     free(uc);
 }
 
@@ -216,7 +313,7 @@ static void pool_put(struct pool *p)
     if (p->refs || p->nactive || p->waiters)
         return;
     pool_close_idle(p);
-    for (struct pool **pp = &p->w->upstream_registry->head; *pp; pp = &(*pp)->next) {
+    for (struct pool **pp = &p->reg->head; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
             break;
@@ -242,60 +339,175 @@ void upstream_set_free(struct upstream_set *set)
             }
             balancer_fini(&set->ups[i].balancer);
             free(set->ups[i].weights);
+            free(set->ups[i].names);
             free(set->ups[i].pools);
             free(set->ups[i].skip);
+            free(set->ups[i].load);
+            free(set->ups[i].skip2);
+            free(set->ups[i].skip3);
+            free(set->ups[i].none_up);
         }
         free(set->ups);
     }
     free(set);
 }
 
-int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip)
+int upstream_pick(struct upstream_set *set, const struct config_upstream *up, const bool *skip,
+                  uint64_t key, bool has_key)
 {
     struct upstream_state *st = &set->ups[up->index];
+    const uint64_t *load = NULL;
+    if (up->balance == CONFIG_BALANCE_LEAST_CONN || up->balance == CONFIG_BALANCE_RANDOM_TWO) {
+        for (size_t i = 0; i < up->nservers; i++)
+            st->load[i] = ATOMIC_LOAD(&st->pools[i]->shared->inflight);
+        load = st->load;
+    }
     bool drains = registry_any_drained();
-    if (!up->passive_failures && !drains)
-        return balancer_next(&st->balancer, skip);
+    if (!up->passive_failures && !up->health.path && !drains)
+        return balancer_next(&st->balancer, skip, load, key, has_key);
     int64_t now = loop_now();
-    bool any = false;
+    bool any = false, any_up = false, any_left = false;
     for (size_t i = 0; i < up->nservers; i++) {
-        /* Drained (admin) is as hard as tried: never picked. */
         struct pool *p = st->pools[i];
-        bool drained = drains && registry_drained(p->shared);
-        st->skip[i] = (skip && skip[i]) || drained;
-        any |= !st->skip[i] && !(up->passive_failures && p->ejected_until > now);
+        const struct registry_server *sh = p->shared;
+        /* Drained (admin) is as hard as tried: never picked. */
+        bool drained = drains && registry_drained(sh);
+        bool tried = (skip && skip[i]) || drained;
+        bool down = up->health.path && ATOMIC_LOAD(&sh->down);
+        st->skip[i] = tried || down || ATOMIC_LOAD(&sh->ejected_until) > now;
+        st->skip2[i] = tried || down;
+        st->skip3[i] = tried;
+        any |= !st->skip[i];
+        any_up |= !st->skip2[i];
+        any_left |= !tried;
         while (drained && p->idle_head) { /* its pooled connections close */
             struct upstream_conn *uc = p->idle_head;
             idle_unlink(uc);
             conn_close(uc);
         }
     }
-    /* Every server left ejected (or tried): ejections are ignored rather
-     * than failing every request (as nginx when all servers are down). */
-    for (size_t i = 0; any && up->passive_failures && i < up->nservers; i++)
-        st->skip[i] |= st->pools[i]->ejected_until > now;
-    return balancer_next(&st->balancer, st->skip);
+    if (any)
+        return balancer_next(&st->balancer, st->skip, load, key, has_key);
+    /* Every server left ejected: ejections are ignored rather than
+     * failing every request (as nginx when all servers are down). */
+    if (any_up)
+        return balancer_next(&st->balancer, st->skip2, load, key, has_key);
+    /* Every server left fails its health checks: fail_open uses them. */
+    if (up->health.fail_open && any_left)
+        return balancer_next(&st->balancer, st->skip3, load, key, has_key);
+    return -1;
 }
 
-void upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
+const char *upstream_none_up(struct upstream_set *set, const struct config_upstream *up)
+{
+    return set->ups[up->index].none_up;
+}
+
+/*
+ * Ejects sh unless it is already out or half of the upstream's servers
+ * are (a cap: an outage of the backends, or of the network to them, must
+ * not empty the upstream). Called under the upstream's lock. Returns the
+ * ejection's length in ms, or 0 when not ejected.
+ */
+static int64_t eject(struct upstream_state *st, const struct config_upstream *up,
+                     struct registry_server *sh, int64_t now)
+{
+    if (ATOMIC_LOAD(&sh->ejected_until) > now)
+        return 0;
+    size_t out = 0;
+    for (size_t i = 0; i < up->nservers; i++)
+        out += ATOMIC_LOAD(&st->pools[i]->shared->ejected_until) > now;
+    if ((out + 1) * 2 > up->nservers)
+        return -1;
+    /* Ejected again within its last ejection's length of coming back:
+     * twice as long as the last time, up to max_eject_for. */
+    int64_t ms = up->passive_eject_ms;
+    int64_t until = ATOMIC_LOAD(&sh->ejected_until);
+    if (until && sh->eject_ms && now - until < sh->eject_ms * LOOP_MS) {
+        ms = sh->eject_ms * 2;
+        int64_t cap = up->passive_max_eject_ms > up->passive_eject_ms ? up->passive_max_eject_ms
+                                                                      : up->passive_eject_ms;
+        if (ms > cap)
+            ms = cap;
+    }
+    sh->eject_ms = ms;
+    ATOMIC_STORE(&sh->ejected_until, now + ms * LOOP_MS);
+    ATOMIC_ADD(&sh->ejections, 1);
+    return ms;
+}
+
+bool upstream_report(struct upstream_set *set, const struct config_upstream *up, unsigned server,
                      bool ok)
 {
     if (!up->passive_failures)
-        return;
-    struct pool *p = set->ups[up->index].pools[server];
+        return false;
+    struct upstream_state *st = &set->ups[up->index];
+    struct registry_server *sh = st->pools[server]->shared;
     if (ok) {
-        p->fails = 0;
-        return;
+        if (ATOMIC_LOAD(&sh->fails))
+            ATOMIC_STORE(&sh->fails, 0);
+        return false;
     }
-    if (++p->fails < up->passive_failures)
+    if (ATOMIC_ADD(&sh->fails, 1) < up->passive_failures)
+        return false;
+    pthread_mutex_lock(&st->shared->lock);
+    int64_t ms = 0;
+    if (ATOMIC_LOAD(&sh->fails) >= up->passive_failures) { /* not taken by another worker */
+        ATOMIC_STORE(&sh->fails, 0);
+        ms = eject(st, up, sh, loop_now());
+    }
+    pthread_mutex_unlock(&st->shared->lock);
+    if (ms > 0)
+        log_ratelimited(&sh->eject_logged, 1000, CONFIG_LOG_WARN,
+                        "upstream %s: server %s ejected for %lld ms after %u failures in a row",
+                        up->name, up->servers[server].addr.text, (long long)ms,
+                        up->passive_failures);
+    else if (ms < 0)
+        log_ratelimited(&sh->eject_logged, 1000, CONFIG_LOG_WARN,
+                        "upstream %s: server %s failed %u times in a row, not ejected: half of "
+                        "the upstream's servers are ejected already",
+                        up->name, up->servers[server].addr.text, up->passive_failures);
+    return ms > 0;
+}
+
+/* The window's slot for second `sec`, emptied when it held an older one. */
+static struct registry_budget_slot *budget_slot(struct registry_upstream *su, int64_t sec)
+{
+    struct registry_budget_slot *b = &su->slots[sec % REGISTRY_BUDGET_SLOTS];
+    int64_t old = ATOMIC_LOAD(&b->sec);
+    if (old != sec && __atomic_compare_exchange_n(&b->sec, &old, sec, false, __ATOMIC_RELAXED,
+                                                  __ATOMIC_RELAXED)) {
+        ATOMIC_STORE(&b->requests, 0);
+        ATOMIC_STORE(&b->retries, 0);
+    }
+    return b;
+}
+
+void upstream_budget_request(struct upstream_set *set, const struct config_upstream *up)
+{
+    if (!up->retry_attempts)
         return;
-    p->fails = 0;
-    p->ejected_until = loop_now() + up->passive_eject_ms * LOOP_MS;
-    log_ratelimited(&p->eject_logged, 1000, CONFIG_LOG_WARN,
-                    "worker %u: upstream %s: server %s ejected for %lld ms after %u failures in "
-                    "a row",
-                    set->w->id, up->name, up->servers[server].addr.text,
-                    (long long)up->passive_eject_ms, up->passive_failures);
+    struct registry_upstream *su = set->ups[up->index].shared;
+    ATOMIC_ADD(&budget_slot(su, loop_now() / (1000 * LOOP_MS))->requests, 1);
+}
+
+bool upstream_budget_retry(struct upstream_set *set, const struct config_upstream *up)
+{
+    struct registry_upstream *su = set->ups[up->index].shared;
+    int64_t sec = loop_now() / (1000 * LOOP_MS);
+    uint64_t requests = 0, retries = 0;
+    for (size_t i = 0; i < REGISTRY_BUDGET_SLOTS; i++) {
+        if (ATOMIC_LOAD(&su->slots[i].sec) > sec - REGISTRY_BUDGET_SLOTS) {
+            requests += ATOMIC_LOAD(&su->slots[i].requests);
+            retries += ATOMIC_LOAD(&su->slots[i].retries);
+        }
+    }
+    uint64_t allowed = requests * up->retry_budget_pct / 100 +
+                       (uint64_t)up->retry_budget_min * REGISTRY_BUDGET_SLOTS;
+    if (retries >= allowed)
+        return false;
+    ATOMIC_ADD(&budget_slot(su, sec)->retries, 1);
+    return true;
 }
 
 /* A pooled connection said something (stray bytes) or closed: drop it. */
@@ -330,7 +542,7 @@ static void on_pooled_expired(evutil_socket_t fd, short what, void *arg)
     uc->timer_armed = false;
     if (!uc->idle)
         return; /* in use: upstream_release re-arms it */
-    int64_t ms = uc->pool->w->cfg->timeouts.upstream_idle;
+    int64_t ms = uc->pool->cfg->timeouts.upstream_idle;
     int64_t left = ms - (loop_now() - uc->idle_since) / LOOP_MS;
     if (left > 0) {
         arm_idle(uc, left);
@@ -416,11 +628,10 @@ static int slot_take(struct pool *p, struct io_stream *watch, int64_t deadline)
     }
 }
 
-int upstream_acquire(struct upstream_set *set, const struct config_upstream *up, unsigned server,
-                     bool fresh, int64_t deadline, struct io_stream *watch,
-                     struct upstream_conn **out, bool *reused)
+static int acquire(struct pool *p, const struct config_upstream *up, unsigned server, bool fresh,
+                   int64_t deadline, struct io_stream *watch, struct upstream_conn **out,
+                   bool *reused)
 {
-    struct pool *p = set->ups[up->index].pools[server];
     int r = slot_take(p, watch, deadline);
     if (r < 0)
         return r;
@@ -468,20 +679,36 @@ int upstream_acquire(struct upstream_set *set, const struct config_upstream *up,
                             r == -EPROTO ? tls_last_failure() : strerror(-r));
         return r;
     }
-    WORKER_STAT_ADD(p->w, upstream_conns, 1);
+    ATOMIC_ADD(p->reg->owner.conns, 1);
     *reused = false;
     *out = uc;
     return 0;
+}
+
+/* The server's in-flight count covers the wait for a slot and the
+ * connect: requests on their way to a server count against it, so a
+ * burst does not all go to the one that was idle. */
+int upstream_acquire(struct upstream_set *set, const struct config_upstream *up, unsigned server,
+                     bool fresh, int64_t deadline, struct io_stream *watch,
+                     struct upstream_conn **out, bool *reused)
+{
+    struct pool *p = set->ups[up->index].pools[server];
+    ATOMIC_ADD(&p->shared->inflight, 1);
+    int r = acquire(p, up, server, fresh, deadline, watch, out, reused);
+    if (r < 0)
+        ATOMIC_SUB(&p->shared->inflight, 1);
+    return r;
 }
 
 void upstream_release(struct upstream_conn *uc, bool reusable)
 {
     struct pool *p = uc->pool;
     struct io_stream *s = uc->s;
-    const struct config *cfg = p->w->cfg;
+    const struct config *cfg = p->cfg;
+    ATOMIC_SUB(&p->shared->inflight, 1);
     if (!reusable || uc->gen != p->gen || io_eof(s) || p->nidle >= p->up->keepalive ||
-        p->w->draining || registry_drained(p->shared) || evbuffer_get_length(io_input(s)) > 0 ||
-        evbuffer_get_length(io_output(s)) > 0) {
+        *p->reg->owner.draining || registry_drained(p->shared) ||
+        evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
         conn_close(uc);
         slot_release(p);
         return;
@@ -508,19 +735,19 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     slot_release(p);
 }
 
-void upstream_registry_free(struct worker *w)
+void upstream_registry_free(struct upstream_registry **reg)
 {
-    if (!w->upstream_registry)
+    if (!*reg)
         return;
-    while (w->upstream_registry->head) {
-        struct pool *p = w->upstream_registry->head;
+    while ((*reg)->head) {
+        struct pool *p = (*reg)->head;
         p->refs = 0;
         p->nactive = 0;
         p->waiters = NULL;
         pool_put(p);
     }
-    free(w->upstream_registry);
-    w->upstream_registry = NULL;
+    free(*reg);
+    *reg = NULL;
 }
 
 struct io_stream *upstream_stream(struct upstream_conn *uc)

@@ -34,7 +34,8 @@ check() {
 
 # Modules that own sockets, loops or libevent's buffers.
 check 'event2/' loop io io_internal io_splice evmem upstream conn proxy reply request body tunnel listener daemon server main \
-    log metrics admin worker
+    log metrics admin worker \
+    health
 # OpenSSL: token and key verification (jwt, auth) and the TLS module.
 check 'openssl/' jwt auth tls
 check 'jansson\.h' jwt

@@ -9,6 +9,12 @@
  * right after it was handed a slot (cancelled in the same loop turn)
  * passes it on; a waiter whose watched client ends stops with
  * -ECONNABORTED.
+ *
+ * The process-wide state, with two upstream sets standing for two
+ * workers: failures reported by both add up to an ejection, never more
+ * than half of the servers are ejected and both sets' picks skip those
+ * that are; the retry budget (20 % here) counts both sets' requests and
+ * retries.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -28,7 +34,6 @@
 #include "io.h"
 #include "loop.h"
 #include "upstream.h"
-#include "worker.h"
 
 #define MS(t) ((t) / LOOP_MS)
 
@@ -50,7 +55,11 @@ static int listener(uint16_t *port)
 static struct {
     struct loop *loop;
     struct config *cfg;
-    struct worker w;
+    struct {
+        bool draining;
+        unsigned long conns;
+        struct upstream_registry *pools;
+    } w;
     struct upstream_set *set;
     const struct config_upstream *up;
     int lfd;
@@ -82,16 +91,15 @@ static void setup(void)
     ck_assert_ptr_nonnull(u.up);
     u.loop = loop_new(CORO_STACK_DEFAULT, 8);
     ck_assert_ptr_nonnull(u.loop);
-    u.w.loop = u.loop;
-    u.w.cfg = u.cfg;
-    u.set = upstream_set_new(&u.w, u.cfg);
+    u.set =
+        upstream_set_new(&(struct upstream_owner){0, &u.w.draining, &u.w.conns, &u.w.pools}, u.cfg);
     ck_assert_ptr_nonnull(u.set);
 }
 
 static void teardown(void)
 {
     upstream_set_free(u.set);
-    upstream_registry_free(&u.w);
+    upstream_registry_free(&u.w.pools);
     ck_assert_uint_eq(loop_live(u.loop), 0);
     loop_free(u.loop);
     config_unref(u.cfg);
@@ -252,6 +260,95 @@ START_TEST(watched_client_gone_leaves_the_line)
 }
 END_TEST
 
+/* Process-wide state: two upstream sets (two workers) over one config. */
+static struct config *load(const char *yaml)
+{
+    struct config *cfg;
+    FILE *diag = fopen("/dev/null", "w");
+    int rc = config_load_string("t.yaml", yaml, strlen(yaml), &cfg, diag);
+    fclose(diag);
+    ck_assert_int_eq(rc, 0);
+    return cfg;
+}
+
+static const char SHARED[] = "listen:\n  - address: 127.0.0.1:1\n"
+                             "upstreams:\n  s:\n"
+                             "    retries: { attempts: 1, budget: 20%, budget_min: 0 }\n"
+                             "    passive: { failures: 2, eject_for: 60s }\n"
+                             "    servers:\n"
+                             "      - address: 127.0.0.1:1\n"
+                             "      - address: 127.0.0.1:2\n"
+                             "      - address: 127.0.0.1:3\n"
+                             "      - address: 127.0.0.1:4\n"
+                             "routes:\n  - name: r\n    upstream: s\n";
+
+/* Failures reported by two workers add up; at most half of the servers
+ * are ejected, and both workers' picks skip the ejected ones. */
+START_TEST(ejection_counts_every_worker_and_caps_at_half)
+{
+    struct config *cfg = load(SHARED);
+    const struct config_upstream *up = config_upstream_find(cfg, "s");
+    bool draining = false;
+    unsigned long conns = 0;
+    struct upstream_registry *pa = NULL, *pb = NULL; /* two workers' pools */
+    struct upstream_set *a =
+        upstream_set_new(&(struct upstream_owner){0, &draining, &conns, &pa}, cfg);
+    struct upstream_set *b =
+        upstream_set_new(&(struct upstream_owner){1, &draining, &conns, &pb}, cfg);
+    ck_assert(!upstream_report(a, up, 0, false));
+    ck_assert(upstream_report(b, up, 0, false)); /* the second failure, another worker */
+    ck_assert(upstream_ejected(up, 0));
+    ck_assert(!upstream_report(a, up, 1, false));
+    ck_assert(!upstream_report(a, up, 1, true)); /* a success starts the count again */
+    ck_assert(!upstream_report(b, up, 1, false));
+    ck_assert(upstream_report(a, up, 1, false));
+    ck_assert(!upstream_report(a, up, 2, false));
+    ck_assert(!upstream_report(b, up, 2, false)); /* a third of four: not ejected */
+    ck_assert(!upstream_ejected(up, 2));
+    for (int i = 0; i < 40; i++) {
+        int k = upstream_pick(i % 2 ? a : b, up, NULL, 0, false);
+        ck_assert(k == 2 || k == 3);
+    }
+    upstream_set_free(a);
+    upstream_set_free(b);
+    upstream_registry_free(&pa);
+    upstream_registry_free(&pb);
+    config_unref(cfg);
+}
+END_TEST
+
+/* budget 20 %, budget_min 0: two retries for ten requests, counted over
+ * both workers. */
+START_TEST(retry_budget_is_process_wide)
+{
+    struct config *cfg = load(SHARED);
+    const struct config_upstream *up = config_upstream_find(cfg, "s");
+    bool draining = false;
+    unsigned long conns = 0;
+    struct upstream_registry *pa = NULL, *pb = NULL; /* two workers' pools */
+    struct upstream_set *a =
+        upstream_set_new(&(struct upstream_owner){0, &draining, &conns, &pa}, cfg);
+    struct upstream_set *b =
+        upstream_set_new(&(struct upstream_owner){1, &draining, &conns, &pb}, cfg);
+    ck_assert(!upstream_budget_retry(a, up));
+    for (int i = 0; i < 10; i++)
+        upstream_budget_request(i % 2 ? a : b, up);
+    ck_assert(upstream_budget_retry(a, up));
+    ck_assert(upstream_budget_retry(b, up));
+    ck_assert(!upstream_budget_retry(a, up));
+    ck_assert(!upstream_budget_retry(b, up));
+    for (int i = 0; i < 5; i++)
+        upstream_budget_request(a, up);
+    ck_assert(upstream_budget_retry(b, up));
+    ck_assert(!upstream_budget_retry(b, up));
+    upstream_set_free(a);
+    upstream_set_free(b);
+    upstream_registry_free(&pa);
+    upstream_registry_free(&pb);
+    config_unref(cfg);
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -262,6 +359,10 @@ int main(void)
     tcase_add_test(tc, handed_slot_passes_on_when_cancelled);
     tcase_add_test(tc, watched_client_gone_leaves_the_line);
     suite_add_tcase(s, tc);
+    TCase *ts = tcase_create("shared");
+    tcase_add_test(ts, ejection_counts_every_worker_and_caps_at_half);
+    tcase_add_test(ts, retry_budget_is_process_wide);
+    suite_add_tcase(s, ts);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -60,6 +60,37 @@ def test_changes_listed():
           "- listener 127.0.0.1:%d" % p2 in out, "removed objects: %s" % out)
 
 
+def test_balancing_and_health_changes_listed():
+    """balance, its hash key, health_check, retry budget and backoff,
+    max_eject_for: each change is listed, and the running file is "no changes"."""
+    be = backend()
+    base = {"balance": "least_conn", "health_check": {"path": "/hc", "interval": "5s"},
+            "retries": {"attempts": 1, "budget": "20%", "backoff": "10ms"},
+            "passive": {"failures": 3, "eject_for": "10s", "max_eject_for": "60s"}}
+    f = ferry(upstreams={"api": servers(be, **base)}, routes=[route("api", "/", upstream="api")])
+    rc, out, err = _diff(f.config_path)
+    eq((rc, out.strip()), (0, "no changes"), "diff of the running file (stderr %r)" % err)
+    changes = [
+        ({"balance": "hash", "hash_key": "header:X-User"}, ["balance least_conn -> hash",
+                                                            "hash_key"]),
+        ({"health_check": {"path": "/hc", "interval": "2s"}}, ["health_check.interval 5s -> 2s"]),
+        ({"health_check": None}, ["health_check.path /hc -> -"]),
+        ({"retries": {"attempts": 1, "budget": "50%", "backoff": "10ms"}}, ["retries.budget"]),
+        ({"retries": {"attempts": 1, "budget": "20%", "backoff": "25ms"}}, ["retries.backoff"]),
+        ({"passive": {"failures": 3, "eject_for": "10s", "max_eject_for": "120s"}},
+         ["passive.max_eject_for 60s -> 120s"]),
+    ]
+    for change, wants in changes:
+        up = dict(base, **change)
+        up = {k: v for k, v in up.items() if v is not None}
+        f.write_config({"upstreams": {"api": servers(be, **up)},
+                        "routes": [route("api", "/", upstream="api")]})
+        rc, out, err = _diff(f.config_path)
+        eq(rc, 1, "exit status after %r (stderr %r, out %r)" % (change, err, out))
+        for want in wants:
+            check(want in out, "%r listed after %r: %s" % (want, change, out))
+
+
 def test_errors_exit_2():
     """An invalid file, or no ferry on admin.listen: exit 2."""
     f = ferry(routes=[respond_route("r", "/")])

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Reload under load: 20 reloads, each changing a route or an upstream,
-while wrk keeps 50 keep-alive connections busy through ferry. wrk must see
+"""Reload under load: 20 reloads, each changing a route or an upstream
+(with active health checks on every upstream), while wrk keeps 50
+keep-alive connections busy through ferry. wrk must see
 no socket error (connect, read, write, timeout: a reset connection is a
 read error) and no non-2xx answer. Prints the reload times and RSS before
 and after. ~30 s."""
@@ -18,10 +19,15 @@ import ferrytest  # noqa: E402
 RELOADS = 20
 
 
+# Health checks on every upstream: checkers follow each reload (a server
+# added to "a" starts down until its first pass, removed: no more checks).
+HC = {"path": "/fast", "interval": "200ms", "timeout": "500ms"}
+
+
 def _config(i, a, b):
-    ups = {"a": servers(a), "b": servers(b)}
+    ups = {"a": servers(a, health_check=HC), "b": servers(b, health_check=HC)}
     if i % 2:
-        ups["a"] = servers(a, b)  # a server added to an upstream
+        ups["a"] = servers(a, b, health_check=HC)  # a server added to an upstream
     up = "a" if i % 4 < 2 else "b"  # the route moves between upstreams
     hdr = {"set": {"X-Generation": str(i)}}
     return {"upstreams": ups,
@@ -35,7 +41,8 @@ def test_reloads_under_wrk():
     a = backend_process()
     b = backend_process()
     f = ferry(**_config(0, a, b))
-    eq(request(f, "GET", "/fast").status, 200, "warm-up")
+    # servers start down until their first health check passes
+    wait_until(lambda: request(f, "GET", "/fast").status == 200, timeout=5, what="warm-up")
     p = subprocess.Popen(["wrk", "-t2", "-c50", "-d14s", "--latency", f.url("/fast")],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ferrytest._register(p)

@@ -10,6 +10,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ferrytest import *  # noqa: E402,F401,F403
@@ -113,6 +114,23 @@ def test_verify_success_and_pooling():
     r = get(f, "/upload")
     eq(r.status, 200, "another request")
     f.assert_alive()
+
+
+def test_health_checks_speak_tls():
+    "health_check on a TLS upstream: checks go over TLS, verified like requests"
+    b = tls_backend()
+    hc = {"path": "/hc/fast", "interval": "200ms", "timeout": "1s"}
+    f = up_ferry(b, {"ca": pki().ca_cert, "sni": "up.test"}, health_check=hc)
+    wait_until(lambda: get(f).status == 200, timeout=5, what="served once its check passed")
+    with b.lock:
+        checks = [r for r in b.requests if r.header("User-Agent") == "ferry-health-check"]
+    check(checks, "health checks reached the TLS backend")
+    check("up.test" in b.snis, "SNI of the checks and requests: %r" % b.snis)
+    # a certificate the checks cannot verify: the server is down, and why is logged
+    b2 = tls_backend(cert=pki().expired)
+    f2 = up_ferry(b2, {"ca": pki().ca_cert, "sni": "up.test"}, health_check=hc)
+    time.sleep(0.6)  # three checks
+    eq(get(f2).status, 503, "the server whose certificate fails verification is down")
 
 
 def test_default_name_is_the_server_ip():

@@ -205,9 +205,9 @@ def test_passive_ejection():
 def test_passive_ejection_logged_per_server():
     "two servers ejected within a second are both logged (the rate limit is per server)"
     dead1, dead2 = refused_address(), refused_address()
-    be = backend()
-    f = ferry(workers=1,  # ejection is per worker
-              upstreams={"u": servers(dead1, dead2, be, retries={"attempts": 0},
+    be, be2 = backend(), backend()
+    f = ferry(workers=1,  # round robin's order is per worker; two of four may be ejected
+              upstreams={"u": servers(dead1, dead2, be, be2, retries={"attempts": 0},
                                       passive={"failures": 1, "eject_for": "5s"})},
               routes=[route("all", "/", upstream="u")])
     t0 = time.monotonic()
