@@ -174,6 +174,10 @@ struct config_server {
     struct config_addr addr; /* host may be a DNS name (numeric == false) */
     uint32_t weight;         /* 1 */
     uint32_t index;          /* position in its upstream's servers[] */
+    /* One address of a DNS name (resolve.c): addr.text is the server's
+     * identity "NAME:PORT@IP", this the address as written (the Host
+     * sent by host_header: upstream). NULL for a server as written. */
+    char *written;
 };
 
 /* What a retry on another server may follow (retries.on). */
@@ -480,6 +484,16 @@ struct config {
     struct config_access_log access_log;
     enum log_level error_log_level;   /* info */
     struct config_addr *admin_listen; /* NULL = no admin listener */
+
+    /* resolver: nameservers for DNS names of servers (NULL: those of
+     * /etc/resolv.conf); each numeric, port 53 when not written. */
+    struct config_addr *resolvers;
+    size_t nresolvers;
+    /* The text the config was read from, kept when a server's address is
+     * a DNS name: a changed answer rebuilds the config from it (resolve.h). */
+    char *source_;
+    size_t source_len_;
+    void *resolved_; /* what resolve_expand allocated (freed with the config) */
 
     unsigned nwarnings; /* warnings printed while loading */
     /* Frees what tls_config_load attached (the last unref calls it). */
