@@ -36,6 +36,7 @@
 #include "loop.h"
 #include "health.h"
 #include "registry.h"
+#include "resolve.h"
 #include "snapshot.h"
 #include "tls.h"
 #include "upstream.h"
@@ -68,6 +69,8 @@ struct server {
     bool stopping;
     bool reloading;    /* posted to the workers, not applied by all yet */
     bool reload_again; /* a SIGHUP came meanwhile: reload once more after */
+    bool reload_dns;   /* the reload under way applies new DNS answers (resolve.h) */
+    bool dns_again;    /* new DNS answers came meanwhile: apply them after */
     int64_t reload_t0; /* monotonic microseconds */
     double load_ms;    /* the last (re)load: read, checked and applied */
     uint64_t *beats;   /* each worker's heartbeat at the last watchdog ping */
@@ -386,7 +389,7 @@ static int reload_prepare(struct server *srv, struct config *fresh, struct worke
     return -1;
 }
 
-static void reload(struct server *srv);
+static void reload_as(struct server *srv, bool dns);
 
 /* Every worker applied the posted reload: READY=1, and the next one if
  * SIGHUPs came meanwhile. */
@@ -409,34 +412,37 @@ static void on_reload_poll(evutil_socket_t fd, short what, void *arg)
     srv->reloading = false;
     srv->load_ms = (double)(mono_us() - srv->reload_t0) / 1000.0;
     const struct config *cfg = srv->cfg;
-    log_info("reload: %s applied in %.1f ms (%zu listeners, %zu routes, %zu upstreams)",
-             srv->config_path, srv->load_ms, cfg->nlisteners, cfg->nroutes, cfg->nupstreams);
-    char st[160];
-    snprintf(st, sizeof(st), "serving: config reloaded in %.1f ms", srv->load_ms);
-    daemon_ready(st);
+    if (srv->reload_dns) {
+        log_info("dns: new addresses applied in %.1f ms", srv->load_ms);
+    } else {
+        log_info("reload: %s applied in %.1f ms (%zu listeners, %zu routes, %zu upstreams)",
+                 srv->config_path, srv->load_ms, cfg->nlisteners, cfg->nroutes, cfg->nupstreams);
+        char st[160];
+        snprintf(st, sizeof(st), "serving: config reloaded in %.1f ms", srv->load_ms);
+        daemon_ready(st);
+    }
     if (srv->reload_again && !srv->stopping) {
         srv->reload_again = false;
-        reload(srv);
+        srv->dns_again = false; /* the reload expands with the newest addresses */
+        reload_as(srv, false);
+    } else if (srv->dns_again && !srv->stopping) {
+        srv->dns_again = false;
+        reload_as(srv, true);
     }
 }
 
-static void reload(struct server *srv)
+/* Reads and checks the config for a reload: the file, or (dns) the text
+ * the running config was read from, expanded with the names' newest
+ * addresses (resolve.h). NULL when refused (logged). */
+static struct config *reload_load(struct server *srv, bool dns)
 {
-    if (srv->stopping) {
-        log_warn("SIGHUP while stopping: ignored");
-        return;
-    }
-    if (srv->reloading) {
-        srv->reload_again = true; /* coalesced: one more reload once this one is applied */
-        return;
-    }
-    srv->reload_t0 = mono_us();
-    daemon_reloading();
     char *diag = NULL;
     size_t dlen = 0;
     FILE *f = open_memstream(&diag, &dlen);
     struct config *fresh = NULL;
-    int rc = config_load(srv->config_path, &fresh, f ? f : stderr);
+    int rc = dns ? config_load_string(srv->cfg->path, srv->cfg->source_, srv->cfg->source_len_,
+                                      &fresh, f ? f : stderr)
+                 : config_load(srv->config_path, &fresh, f ? f : stderr);
     if (rc == 0 && tls_config_load(fresh, f ? f : stderr) != 0) {
         config_unref(fresh); /* a bad certificate or key: the old ones stay */
         fresh = NULL;
@@ -447,14 +453,39 @@ static void reload(struct server *srv)
     if (rc != 0) {
         reload_refused(diag);
         free(diag);
-        return;
+        return NULL;
     }
     /* Each warning once (an expiring certificate, a key others can read). */
-    for (const char *p = diag; fresh->nwarnings && p && *p;
+    for (const char *p = diag; !dns && fresh->nwarnings && p && *p;
          p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
         if (strstr(p, "warning: ") && strstr(p, "warning: ") < p + strcspn(p, "\n"))
             log_warn("reload: %.*s", (int)strcspn(p, "\n"), p);
     free(diag);
+    resolve_update(fresh);
+    return fresh;
+}
+
+static void reload_as(struct server *srv, bool dns)
+{
+    if (srv->stopping) {
+        if (!dns)
+            log_warn("SIGHUP while stopping: ignored");
+        return;
+    }
+    if (srv->reloading) {
+        /* coalesced: one more reload once this one is applied */
+        *(dns ? &srv->dns_again : &srv->reload_again) = true;
+        return;
+    }
+    if (dns && !srv->cfg->source_)
+        return; /* the running config names no host */
+    srv->reload_t0 = mono_us();
+    srv->reload_dns = dns;
+    if (!dns)
+        daemon_reloading();
+    struct config *fresh = reload_load(srv, dns);
+    if (!fresh)
+        return;
     reload_restart_only(srv->cfg, fresh);
 
     char err[256] = "";
@@ -607,8 +638,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         else
             log_info("SIGUSR1: access log reopened");
     } else if (sig == SIGHUP) {
-        reload(srv);
+        reload_as(srv, false);
     }
+}
+
+/* A name's addresses changed (resolve.h): publish them as a reload does. */
+static void on_dns_changed(void *arg)
+{
+    reload_as(arg, true);
 }
 
 static unsigned worker_count(const struct config *cfg)
@@ -627,7 +664,8 @@ static int workers_prepare(struct server *srv)
     const struct config *cfg = srv->cfg;
     srv->nworkers = worker_count(cfg);
     srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
-    srv->base = event_base_new();
+    if (!srv->base)
+        srv->base = event_base_new();
     if (!srv->workers || !srv->base)
         return -1;
     for (unsigned i = 0; i < srv->nworkers; i++) {
@@ -741,6 +779,10 @@ int server_run(struct config *cfg, const char *config_path, int64_t t0)
                           (srv.pid_fd = daemon_pidfile(cfg->pid_file)) < 0))
         goto out_unref;
 
+    /* Names of servers: resolved before anything counts the servers. */
+    if (!(srv.base = event_base_new()) || resolve_start(srv.base, cfg, on_dns_changed, &srv) != 0)
+        goto out_pidfile;
+    resolve_expand(cfg);
     if (workers_prepare(&srv) != 0)
         goto out_pidfile;
     if (cfg->admin_listen &&
@@ -787,6 +829,7 @@ out_pidfile:
     if (srv.bound)
         listener_unlink_unix(srv.cfg, srv.start_cfg, srv.inherited);
     workers_free(&srv);
+    resolve_stop();
     if (srv.base)
         event_base_free(srv.base);
 out_unref:

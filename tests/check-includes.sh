@@ -35,7 +35,7 @@ check() {
 # Modules that own sockets, loops or libevent's buffers.
 check 'event2/' loop io io_internal io_splice evmem upstream conn proxy reply request body tunnel listener daemon server main \
     log metrics admin worker \
-    health
+    health resolve
 # OpenSSL: token and key verification (jwt, auth) and the TLS module.
 check 'openssl/' jwt auth tls
 check 'jansson\.h' jwt
@@ -46,7 +46,7 @@ check 'pcre2\.h' regex
 
 # The pure modules: no coroutines, no loop, no await, no libevent, also not
 # through a header they include (config.h -> http1.h -> ... is followed).
-pure='http1 headers proxyproto balancer route config config_* regex jwt auth ratelimit cors'
+pure='http1 headers proxyproto balancer addrset route config config_* regex jwt auth ratelimit cors'
 runtime='coro loop io io_internal io_splice evmem sys'
 
 # Ferry headers that a file includes, one stem a line.

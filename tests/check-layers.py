@@ -36,6 +36,7 @@ RANKS = {
     "auth": 3, "auth_pool": 3,
     "ratelimit": 3, "cors": 3,
     "health": 3,
+    "addrset": 3, "resolve": 3,
     # flow (metrics counts per worker and reads the config: flow rank)
     "worker": 4, "conn": 4, "proxy": 4, "request": 4, "reply": 4, "tunnel": 4, "metrics": 4,
     "snapshot": 4,

@@ -1,0 +1,76 @@
+/*
+ * resolve: DNS names as server addresses (upstreams.NAME.servers[].address
+ * "api.internal:8080").
+ *
+ * One resolver for the whole process, on the main thread's event base
+ * (libevent's evdns: never a blocking getaddrinfo), not one per worker:
+ * one query per name however many workers, and every worker sees the same
+ * set of addresses. Nameservers: the config's `resolver:` list, else those
+ * of /etc/resolv.conf (with its search list and options); each query times
+ * out after 2 s and is tried twice.
+ *
+ * Every IPv4 address (A record) of a name becomes a server of its own,
+ * with the configured weight: resolve_expand rewrites a config's servers
+ * before the workers see it, and each address gets the identity
+ * "NAME:PORT@IP" (addr.text: the registry key, the pool key, /status,
+ * /metrics, the admin drain path), so balancers, health checks, passive
+ * ejection and drain treat it as any server, and a later config that keeps
+ * the address keeps its state and pool. The Host sent (host_header:
+ * upstream) and the TLS name stay the name as written. At most ADDRSET_MAX
+ * (64) addresses are kept per name: a larger answer keeps the lowest 64
+ * (logged once).
+ *
+ * Re-resolution: each name is asked again when its answer's TTL runs out,
+ * the TTL clamped to [1 s, 5 min]. When a name's set of addresses changes,
+ * the `changed` callback runs (once per turn of the loop, however many
+ * names changed): the server rebuilds the config from the text it was
+ * loaded from (config->source_), expands it with the new sets and
+ * publishes it exactly as a reload does (snapshot.h): pools and registry
+ * entries of addresses that stay carry over; a removed address's pool
+ * closes its idle connections and goes once its requests in flight end.
+ * A failed resolution (timeout, NXDOMAIN, SERVFAIL, no address) keeps the
+ * last good set, is logged once when the name starts failing and once
+ * when it resolves again, and is retried every 5 s.
+ *
+ * At start, every name is resolved before the workers start (the main
+ * thread waits for the answers, at most the queries' timeouts). A name
+ * that does not resolve then is a warning, not an error (a backend's DNS
+ * entry may come later): until it resolves, its server stays as written
+ * and each connection to it asks the worker's own evdns (io_connect), so
+ * requests fail with 502/503 as for a server that is down. A reload that
+ * adds a name asks it at once and publishes its addresses when they come.
+ *
+ * A late or spoofed answer: evdns matches an answer's id and question to a
+ * query in flight; a name no config uses any more has its query cancelled
+ * (its memory goes when evdns reports the cancel), so a late answer
+ * changes nothing.
+ *
+ * Calls: config, addrset, log, libevent (core, evdns). Main thread only.
+ */
+#ifndef FERRY_RESOLVE_H
+#define FERRY_RESOLVE_H
+
+struct config;
+struct event_base;
+
+/* Starts the resolver on base for cfg's names and waits for their first
+ * answers (or failures, logged). changed(arg) runs on base when a name's
+ * addresses change afterwards. Returns 0, or -1 (out of memory, logged).
+ * A config without names creates nothing. */
+int resolve_start(struct event_base *base, const struct config *cfg, void (*changed)(void *),
+                  void *arg);
+
+/* A config that will be published (a reload, or a re-expansion): its new
+ * names are asked (their answers come later), names no longer used are
+ * dropped; then resolve_expand(cfg). After resolve_start only. */
+void resolve_update(struct config *cfg);
+
+/* Rewrites cfg's servers whose address is a name into one server per
+ * known address (see above). cfg must not be published yet. Out of
+ * memory aborts (like the config loader). */
+void resolve_expand(struct config *cfg);
+
+/* Drops every name and the resolver (at exit). */
+void resolve_stop(void);
+
+#endif
