@@ -918,8 +918,8 @@ static void upstream_host(const struct request *r, const struct config_upstream 
         *host = up->host_literal;
         *len = strlen(up->host_literal);
     } else if (up->host_header == CONFIG_HOST_UPSTREAM || !r->req.host) {
-        *host = server->addr.text;
-        *len = strlen(server->addr.text);
+        *host = server->written ? server->written : server->addr.text; /* a name's address */
+        *len = strlen(*host);
     } else {
         *host = r->req.host;
         *len = r->req.host_len;
