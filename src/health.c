@@ -106,7 +106,11 @@ static int probe(struct checker *c)
         io_stream_free(s);
         return r;
     }
-    const char *host = h->host ? h->host : a->is_unix ? "localhost" : a->text;
+    const struct config_server *sv = &c->up->servers[c->server];
+    const char *host = h->host       ? h->host
+                       : a->is_unix  ? "localhost"
+                       : sv->written ? sv->written
+                                     : a->text;
     if (evbuffer_add_printf(io_output(s),
                             "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ferry-health-check\r\n"
                             "Connection: close\r\n\r\n",
