@@ -149,6 +149,35 @@ bool cfg_valid_hostname(const char *h)
     return h[0] != '.' && h[0] != '-' && !strstr(h, "..");
 }
 
+/* What makes host (cfg_valid_hostname's characters) no DNS name a server
+ * can be resolved by: NULL when it is one. Labels of 1 to 63 bytes that
+ * neither start nor end with '-'; an all-digit last label is a mistyped IP
+ * address ("300.1.1.1"), never asked of DNS. */
+static const char *dns_name_problem(const char *host)
+{
+    const char *label = host;
+    for (const char *p = host;; p++) {
+        if (*p != '.' && *p)
+            continue;
+        size_t len = (size_t)(p - label);
+        if (len == 0 && *p) /* "a..b" (an empty last label: a trailing dot) */
+            return "not a valid host name (an empty label)";
+        if (len > 63)
+            return "not a valid host name (a label longer than 63 bytes)";
+        if (len && (label[0] == '-' || label[len - 1] == '-'))
+            return "not a valid host name (a label starts or ends with '-')";
+        if (!*p) {
+            bool digits = len > 0;
+            for (const char *q = label; q < p; q++)
+                digits &= *q >= '0' && *q <= '9';
+            if (digits)
+                return "not a valid IP address (nor a host name: its last label is a number)";
+            return NULL;
+        }
+        label = p + 1;
+    }
+}
+
 /*
  * Parses "host:port", "[v6]:port" or "unix:/path" into *a (strings in the
  * config arena). names_ok: a DNS name is allowed as host (servers), else the
@@ -174,7 +203,7 @@ const char *cfg_parse_addr(struct ctx *c, const char *s, bool names_ok, struct c
         return NULL;
     }
     char host[256];
-    const char *port;
+    const char *port, *why;
     if (s[0] == '[') {
         const char *close = strchr(s, ']');
         if (!close || (size_t)(close - s - 1) >= sizeof(host))
@@ -213,6 +242,8 @@ const char *cfg_parse_addr(struct ctx *c, const char *s, bool names_ok, struct c
                    "resolved here";
         } else if (!cfg_valid_hostname(host)) {
             return "not a valid host name";
+        } else if ((why = dns_name_problem(host))) {
+            return why;
         } else {
             for (char *p = host; *p; p++)
                 if (*p >= 'A' && *p <= 'Z')
