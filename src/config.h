@@ -246,6 +246,9 @@ struct config_upstream {
     int64_t passive_max_eject_ms; /* repeated ejections double up to this (300s) */
     struct config_health health;
     struct config_upstream_tls *tls; /* NULL: cleartext */
+    /* A server's DNS name has no address yet (resolve_expand): that server
+     * is never picked, and with no other server the answer is 503. */
+    bool unresolved;
 };
 
 /* Method bits for the common methods; others are only in match.methods[]. */

@@ -299,6 +299,7 @@ static void expand_upstream(struct config *cfg, struct config_upstream *up)
         const struct config_server *s = &up->servers[i];
         const struct addrset *set = s->addr.numeric ? NULL : known(s->addr.host);
         count += set ? set->n : 1;
+        up->unresolved |= !set && !s->addr.numeric;
         bytes += set ? set->n * (strlen(s->addr.text) + 48) : 0;
     }
     if (count == up->nservers && !bytes)

@@ -36,9 +36,10 @@
  * thread waits for the answers, at most the queries' timeouts). A name
  * that does not resolve then is a warning, not an error (a backend's DNS
  * entry may come later): until it resolves, its server stays as written
- * and each connection to it asks the worker's own evdns (io_connect), so
- * requests fail with 502/503 as for a server that is down. A reload that
- * adds a name asks it at once and publishes its addresses when they come.
+ * with the upstream marked `unresolved`, and upstream_pick never picks it
+ * (no other server: the 503 of an upstream whose servers are all down). A
+ * reload that adds a name asks it at once and publishes its addresses
+ * when they come.
  *
  * A late or spoofed answer: evdns matches an answer's id and question to a
  * query in flight; a name no config uses any more has its query cancelled

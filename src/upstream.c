@@ -363,7 +363,7 @@ int upstream_pick(struct upstream_set *set, const struct config_upstream *up, co
         load = st->load;
     }
     bool drains = registry_any_drained();
-    if (!up->passive_failures && !up->health.path && !drains)
+    if (!up->passive_failures && !up->health.path && !drains && !up->unresolved)
         return balancer_next(&st->balancer, skip, load, key, has_key);
     int64_t now = loop_now();
     bool any = false, any_up = false, any_left = false;
@@ -372,7 +372,8 @@ int upstream_pick(struct upstream_set *set, const struct config_upstream *up, co
         const struct registry_server *sh = p->shared;
         /* Drained (admin) is as hard as tried: never picked. */
         bool drained = drains && registry_drained(sh);
-        bool tried = (skip && skip[i]) || drained;
+        /* A DNS name without an address yet (resolve.h): as if tried. */
+        bool tried = (skip && skip[i]) || drained || !up->servers[i].addr.numeric;
         bool down = up->health.path && ATOMIC_LOAD(&sh->down);
         st->skip[i] = tried || down || ATOMIC_LOAD(&sh->ejected_until) > now;
         st->skip2[i] = tried || down;

@@ -224,7 +224,7 @@ def test_failure_keeps_last_set():
 
 
 def test_unresolved_at_start():
-    "a name that does not resolve at start is a warning; requests fail until it resolves"
+    "a name that does not resolve at start is a warning; 503 (JSON, naming the upstream) until it resolves"
     a = backend("A")
     dns = Responder(["127.0.0.1"])
     _cleanups_add(dns.stop)
@@ -233,7 +233,9 @@ def test_unresolved_at_start():
     check("no such name (NXDOMAIN); its servers have no address until it resolves" in
           f.stderr_text(), "the warning at start")
     r = request(f, "GET", "/fast")
-    check(r.status in (502, 503), "a request before the name resolves: %d" % r.status)
+    eq(r.status, 503, "a request before the name resolves")
+    check("upstream u" in r.json().get("error", ""), "the 503 names the upstream: %r" % r.body)
+    eq(len(a.requests), 0, "requests that reached the backend")
     dns.set(mode="answer")
 
     def ok():
