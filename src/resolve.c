@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -14,6 +15,8 @@
 #include "log.h"
 
 #define RETRY_MS 5000 /* after a failed resolution */
+#define HOSTS_PATH "/etc/hosts"
+#define HOSTS_RECHECK_MS 60000 /* a name found in /etc/hosts is looked up again */
 
 struct rname {
     char *host;
@@ -115,6 +118,53 @@ static void failed(struct rname *n, int result, int count)
     arm(n, RETRY_MS);
 }
 
+/* n->scratch is n's new good answer: taken (logged and published when it
+ * differs), and n asked again after ms. */
+static void accept_set(struct rname *n, int64_t ms)
+{
+    struct addrset *s = &n->scratch;
+    if (n->failing)
+        log_info("dns: %s resolves again", n->host);
+    n->failing = false;
+    if (!n->resolved || !addrset_equal(&n->set, s)) {
+        char list[400];
+        list_addrs(s, list, sizeof(list));
+        size_t added = s->n, removed = 0;
+        if (n->resolved)
+            addrset_diff(&n->set, s, &added, &removed);
+        log_info("dns: %s: %zu addresses (%zu new, %zu gone): %s", n->host, s->n, added, removed,
+                 list);
+        n->set = *s;
+        n->resolved = true;
+        if (!R.starting)
+            event_active(R.notify, EV_TIMEOUT, 0);
+    }
+    arm(n, ms);
+}
+
+/* host's IPv4 addresses in /etc/hosts into n->scratch (read each time: a
+ * small local file, on the main thread). False when it names none. */
+static bool from_hosts(struct rname *n)
+{
+    FILE *f = fopen(HOSTS_PATH, "re");
+    if (!f)
+        return false;
+    addrset_clear(&n->scratch);
+    char line[1024];
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "#\n")] = '\0';
+        char *save = NULL, *ip = strtok_r(line, " \t", &save);
+        struct in_addr a;
+        if (!ip || inet_pton(AF_INET, ip, &a) != 1)
+            continue;
+        for (char *name; (name = strtok_r(NULL, " \t", &save));)
+            if (strcasecmp(name, n->host) == 0)
+                addrset_add(&n->scratch, 4, &a);
+    }
+    fclose(f);
+    return n->scratch.n > 0;
+}
+
 static void on_answer(int result, char type, int count, int ttl, void *addresses, void *arg)
 {
     struct rname *n = arg;
@@ -144,27 +194,15 @@ static void on_answer(int result, char type, int count, int ttl, void *addresses
     if (!whole && !n->truncated)
         log_warn("dns: %s: %d addresses; only the lowest %d are used", n->host, count, ADDRSET_MAX);
     n->truncated = !whole;
-    if (n->failing)
-        log_info("dns: %s resolves again", n->host);
-    n->failing = false;
-    if (!n->resolved || !addrset_equal(&n->set, s)) {
-        char list[400];
-        list_addrs(s, list, sizeof(list));
-        size_t added = s->n, removed = 0;
-        if (n->resolved)
-            addrset_diff(&n->set, s, &added, &removed);
-        log_info("dns: %s: %zu addresses (%zu new, %zu gone): %s", n->host, s->n, added, removed,
-                 list);
-        n->set = *s;
-        n->resolved = true;
-        if (!R.starting)
-            event_active(R.notify, EV_TIMEOUT, 0);
-    }
-    arm(n, addrset_ttl_ms(ttl));
+    accept_set(n, addrset_ttl_ms(ttl));
 }
 
 static void query(struct rname *n)
 {
+    if (from_hosts(n)) { /* as the C library does: files before DNS */
+        accept_set(n, HOSTS_RECHECK_MS);
+        return;
+    }
     n->querying = true;
     R.pending++;
     struct evdns_request *req = evdns_base_resolve_ipv4(R.dns, n->host, 0, on_answer, n);

@@ -7,7 +7,11 @@
  * one query per name however many workers, and every worker sees the same
  * set of addresses. Nameservers: the config's `resolver:` list, else those
  * of /etc/resolv.conf (with its search list and options); each query times
- * out after 2 s and is tried twice.
+ * out after 2 s and is tried twice. /etc/hosts comes first, as in the C
+ * library: a name it lists takes its IPv4 addresses from it (read again
+ * every 60 s) and is never asked of a nameserver. (evdns_base_load_hosts
+ * would only serve evdns_getaddrinfo, which gives no TTL: the file is read
+ * here.)
  *
  * Every IPv4 address (A record) of a name becomes a server of its own,
  * with the configured weight: resolve_expand rewrites a config's servers

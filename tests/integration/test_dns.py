@@ -30,6 +30,7 @@ class Responder:
         self.ttl = ttl
         self.mode = "answer"
         self.queries = 0
+        self.other_names = []
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -80,6 +81,8 @@ class Responder:
             ours = ".".join(labels).lower() == NAME
             if ours:
                 self.queries += 1
+            else:
+                self.other_names.append(".".join(labels).lower())
             mode, ips, ttl = self.mode, list(self.ips), self.ttl
         if not ours:
             mode = "nxdomain"
@@ -188,10 +191,8 @@ def test_answer_moves_under_load():
         load.stop()
     eq(load.failed, [], "failed requests during the move")
     log("%d requests, none failed" % load.ok)
-    st = f.status()
-    addrs = [s["address"] for s in st["upstreams"]["u"]] if "upstreams" in st else None
-    if addrs is not None:
-        eq(addrs, ["%s:%d@127.0.0.2" % (NAME, a.port)], "/status addresses")
+    eq([s["address"] for s in f.status()["upstreams"]["u"]], ["%s:%d@127.0.0.2" % (NAME, a.port)],
+       "/status addresses")
     err = f.stderr_text()
     check("dns: %s: 1 addresses (1 new, 1 gone): 127.0.0.2" % NAME in err, "the change is logged")
 
@@ -269,10 +270,28 @@ def test_flapping_name_leaks_nothing():
     f.assert_alive()
 
 
+def test_hosts_file_first():
+    "a name in /etc/hosts (localhost) is taken from it, never asked of the nameserver"
+    names = open("/etc/hosts").read().split()
+    if "localhost" not in names:
+        raise Skip("no localhost in /etc/hosts")
+    a = backend("A")
+    dns = Responder(["127.0.0.2"])
+    _cleanups_add(dns.stop)
+    f = ferry(resolver=["127.0.0.1:%d" % dns.port], routes=[route("r", "/", upstream="u")],
+              upstreams={"u": {"servers": [{"address": "localhost:%d" % a.port}]}})
+    for i in range(5):
+        eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
+    eq(len(a.requests), 5, "requests that reached the backend")
+    eq([s["address"] for s in f.status()["upstreams"]["u"]], ["localhost:%d@127.0.0.1" % a.port],
+       "/status addresses")
+    eq(dns.other_names, [], "names asked of the nameserver")
+
+
 def _cleanups_add(fn):
     from ferrytest import _cleanups
     _cleanups.append(fn)
 
 
 if __name__ == "__main__":
-    run(globals())
+    run(globals(), budget=150.0)
