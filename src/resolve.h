@@ -20,9 +20,9 @@
  * /metrics, the admin drain path), so balancers, health checks, passive
  * ejection and drain treat it as any server, and a later config that keeps
  * the address keeps its state and pool. The Host sent (host_header:
- * upstream) and the TLS name stay the name as written. At most ADDRSET_MAX
- * (64) addresses are kept per name: a larger answer keeps the lowest 64
- * (logged once).
+ * upstream) and the TLS name stay the name as written. evdns keeps at most
+ * 32 A records of an answer; ADDRSET_MAX (64) bounds a name whatever the
+ * resolver (a larger set keeps the lowest 64, logged once).
  *
  * Re-resolution: each name is asked again when its answer's TTL runs out,
  * the TTL clamped to [1 s, 5 min]. When a name's set of addresses changes,

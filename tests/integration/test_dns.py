@@ -276,6 +276,19 @@ def test_flapping_name_leaks_nothing():
     eq(rc, 0, "ferry's exit status")
 
 
+def test_large_answer_bounded():
+    "an answer with 70 A records gives at most 32 servers (evdns keeps 32; Ferry's own cap is 64)"
+    dns = Responder(["127.0.1.%d" % i for i in range(1, 71)], ttl=300)
+    _cleanups_add(dns.stop)
+    f = ferry(resolver=["127.0.0.1:%d" % dns.port], routes=[route("r", "/", upstream="u")],
+              upstreams={"u": {"servers": [{"address": "%s:9" % NAME}]}})
+    addrs = [s["address"] for s in f.status()["upstreams"]["u"]]
+    check(0 < len(addrs) <= 32, "servers from a 70-address answer: %d" % len(addrs))
+    eq(len(set(addrs)), len(addrs), "distinct servers")
+    log("%d servers from a 70-address answer" % len(addrs))
+    f.assert_alive()
+
+
 def test_hosts_file_first():
     "a name in /etc/hosts (localhost) is taken from it, never asked of the nameserver"
     names = open("/etc/hosts").read().split()
