@@ -1235,6 +1235,12 @@ bool tls_failed(const struct io_stream *s, const char **why)
     return true;
 }
 
+/* The longest subject passed on (RFC 2253 text; a CA may sign a subject of
+ * many RDNs). One over it is no identity at all: a cut subject could read
+ * as another, shorter one, so a route that requires a certificate refuses
+ * it rather than pass a prefix upstream. */
+#define TLS_SUBJECT_MAX 4096
+
 /* The subject and fingerprint of the verified peer certificate, once. */
 static void identity_make(struct tls_conn *t)
 {
@@ -1252,8 +1258,10 @@ static void identity_make(struct tls_conn *t)
     }
     char *text;
     long len = BIO_get_mem_data(b, &text);
-    if (len > 1024)
-        len = 1024;
+    if (len < 0 || len > TLS_SUBJECT_MAX) {
+        BIO_free(b);
+        return;
+    }
     t->subject = malloc((size_t)len + 1);
     t->fingerprint = malloc(2 * mdlen + 1);
     if (t->subject && t->fingerprint) {
