@@ -1365,17 +1365,24 @@ static bool is_ip(const char *name)
 }
 
 /* The name an upstream connection sends and verifies (see tls_connect),
- * into buf; NULL when there is none (a unix socket). */
+ * into buf; NULL with *why set when there is none (a unix socket without
+ * sni) or it cannot be a host name (too long). */
 static const char *upstream_name(const struct config_upstream *up, unsigned server, char *buf,
-                                 size_t size)
+                                 size_t size, const char **why)
 {
     const char *name = up->tls->sni;
     if (!name && up->host_header == CONFIG_HOST_LITERAL)
         name = up->host_literal;
     if (!name && server < up->nservers)
         name = up->servers[server].addr.host;
-    if (!name || snprintf(buf, size, "%s", name) >= (int)size)
+    if (!name || !*name) {
+        *why = "upstream TLS: no name to verify the certificate against (set tls.sni)";
         return NULL;
+    }
+    if (snprintf(buf, size, "%s", name) >= (int)size) {
+        *why = "upstream TLS: invalid server name (too long)";
+        return NULL;
+    }
     char *colon = strrchr(buf, ':');
     if (colon && !strchr(buf, '[') && colon == strchr(buf, ':'))
         *colon = '\0'; /* a literal host:port */
@@ -1387,20 +1394,22 @@ int tls_connect(struct io_stream *s, const struct config_upstream *up, unsigned 
 {
     struct tls_client *cl = up->tls->ctx;
     char namebuf[256];
-    const char *name = upstream_name(up, server, namebuf, sizeof(namebuf));
+    const char *why = NULL;
+    const char *name = upstream_name(up, server, namebuf, sizeof(namebuf), &why);
     struct tls_conn *t = conn_new(s, cl->ctx, false);
     last_failure = NULL;
     if (!t)
         return -ENOMEM;
     SSL *ssl = t->ssl;
-    bool ok = true;
-    if (name && *name && !is_ip(name))
+    /* Verification without a name would accept any certificate the CA
+     * signed: no name fails closed, and with verify off is no SNI. */
+    bool ok = name || !up->tls->verify;
+    if (name && !is_ip(name))
         ok = SSL_set_tlsext_host_name(ssl, name) == 1;
     if (ok && up->tls->verify) {
         SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-        if (name && *name)
-            ok = is_ip(name) ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1
-                             : SSL_set1_host(ssl, name) == 1;
+        ok = is_ip(name) ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1
+                         : SSL_set1_host(ssl, name) == 1;
     }
     struct session_slot *slot = server < cl->nslots ? &cl->slots[server] : NULL;
     if (slot) {
@@ -1412,7 +1421,7 @@ int tls_connect(struct io_stream *s, const struct config_upstream *up, unsigned 
     }
     io_stream_set_transport(s, &tls_transport, t);
     if (!ok) {
-        last_failure = "upstream TLS: invalid server name";
+        last_failure = why ? why : "upstream TLS: invalid server name";
         return -EPROTO;
     }
     int r = io_handshake(s, deadline, watch);
