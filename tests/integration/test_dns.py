@@ -29,6 +29,7 @@ class Responder:
         self.ips = list(ips)
         self.ttl = ttl
         self.mode = "answer"
+        self.delay = 0  # seconds before each reply
         self.queries = 0
         self.other_names = []
         self.lock = threading.Lock()
@@ -49,6 +50,12 @@ class Responder:
         self.stopping = True
         self.sock.close()
 
+    def _send_late(self, reply, peer):
+        try:
+            self.sock.sendto(reply, peer)
+        except OSError:
+            pass
+
     def _loop(self):
         while not self.stopping:
             try:
@@ -56,7 +63,9 @@ class Responder:
             except OSError:
                 return
             reply = self._answer(data)
-            if reply:
+            if reply and self.delay:
+                threading.Timer(self.delay, self._send_late, (reply, peer)).start()
+            elif reply:
                 try:
                     self.sock.sendto(reply, peer)
                 except OSError:
@@ -274,6 +283,42 @@ def test_flapping_name_leaks_nothing():
     err = f.stderr_text()
     check("Sanitizer" not in err, "sanitizer report:\n%s" % err[-3000:])
     eq(rc, 0, "ferry's exit status")
+
+
+def test_reload_keeps_pools_and_ignores_late_answers():
+    "a reload keeps a name's addresses and pooled connections; a late answer after a reload that drops the name changes nothing"
+    a, b = two_backends()
+    dns = Responder(["127.0.0.1"], ttl=1)
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, a.port, workers=1)
+    c = http.client.HTTPConnection("127.0.0.1", f.port, timeout=10)
+    for i in range(3):
+        c.request("GET", "/fast")
+        eq(c.getresponse().read(), b"ok\n", "request %d" % i)
+    conns = a.stats()["connections"]
+    f.reload()
+    for i in range(3):
+        c.request("GET", "/fast")
+        eq(c.getresponse().read(), b"ok\n", "request %d after the reload" % i)
+    eq(a.stats()["connections"], conns, "A's connections (the pool carried over the reload)")
+    # the next answer comes late; meanwhile a reload drops the name
+    dns.set(["127.0.0.2"])
+    dns.delay = 1.5
+    q = dns.queries
+    wait_until(lambda: dns.queries > q, timeout=5, what="a query in flight")
+    f.reload(config={"resolver": ["127.0.0.1:%d" % dns.port],
+                     "routes": [route("r", "/", upstream="u")],
+                     "upstreams": {"u": {"servers": [{"address": "127.0.0.1:%d" % a.port}]}}})
+    time.sleep(2.5)  # the late answer arrives, to a cancelled query
+    for i in range(5):
+        c.request("GET", "/fast")
+        eq(c.getresponse().read(), b"ok\n", "request %d after the late answer" % i)
+    c.close()
+    eq(len(b.requests), 0, "requests that went to the late answer's address")
+    eq([s["address"] for s in f.status()["upstreams"]["u"]], ["127.0.0.1:%d" % a.port],
+       "/status addresses")
+    check("dns: new addresses applied" not in f.stderr_text(), "no DNS change applied")
+    f.assert_alive()
 
 
 def test_large_answer_bounded():
