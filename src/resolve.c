@@ -247,8 +247,8 @@ static int collect(const struct config *cfg)
         const struct config_upstream *up = &cfg->upstreams[u];
         for (size_t i = 0; i < up->nservers; i++) {
             const struct config_addr *a = &up->servers[i].addr;
-            if (a->numeric || up->servers[i].written)
-                continue;
+            if (a->numeric && !up->servers[i].written)
+                continue; /* an IP as written (an expanded name keeps its host) */
             struct rname *n = R.names;
             while (n && strcmp(n->host, a->host) != 0)
                 n = n->next;
@@ -311,6 +311,12 @@ int resolve_start(struct event_base *base, const struct config *cfg, void (*chan
     if (rc != 0)
         log_error("dns: out of memory");
     return rc;
+}
+
+void resolve_names(const struct config *cfg)
+{
+    if (R.base && collect(cfg) != 0)
+        log_error("dns: out of memory: some names are not resolved");
 }
 
 void resolve_update(struct config *cfg)

@@ -70,6 +70,10 @@ int resolve_start(struct event_base *base, const struct config *cfg, void (*chan
  * dropped; then resolve_expand(cfg). After resolve_start only. */
 void resolve_update(struct config *cfg);
 
+/* The names asked are cfg's (published already: a reload that failed
+ * after resolve_update goes back to the running config's names). */
+void resolve_names(const struct config *cfg);
+
 /* Rewrites cfg's servers whose address is a name into one server per
  * known address (see above). cfg must not be published yet. Out of
  * memory aborts (like the config loader). */

@@ -493,6 +493,7 @@ static void reload_as(struct server *srv, bool dns)
     if (!ups || reload_prepare(srv, fresh, ups, err, sizeof(err)) != 0) {
         free(ups);
         config_unref(fresh);
+        resolve_names(srv->cfg); /* the running config's names are asked again */
         log_error("reload: %s; keeping the running config", err[0] ? err : "out of memory");
         char st[300];
         snprintf(st, sizeof(st), "reload failed: %s; serving the previous config", err);

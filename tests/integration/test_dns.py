@@ -277,8 +277,12 @@ def test_flapping_name_leaks_nothing():
     # worker may stay pooled for the current one
     wait_until(lambda: f.fd_count() <= fd0 + 4, timeout=10, what="descriptors back near the baseline")
     f.assert_alive()
-    # every pool, registry entry and name is freed at exit (LeakSanitizer
-    # fails the exit status of a sanitized build)
+    stop_clean(f)
+
+
+def stop_clean(f):
+    """Stops f: every pool, registry entry and name is freed at exit
+    (LeakSanitizer fails the exit status of a sanitized build)."""
     rc = f.stop(timeout=15)
     err = f.stderr_text()
     check("Sanitizer" not in err, "sanitizer report:\n%s" % err[-3000:])
@@ -319,6 +323,7 @@ def test_reload_keeps_pools_and_ignores_late_answers():
        "/status addresses")
     check("dns: new addresses applied" not in f.stderr_text(), "no DNS change applied")
     f.assert_alive()
+    stop_clean(f)
 
 
 def test_large_answer_bounded():
