@@ -223,6 +223,17 @@ static bool has_server(const struct config *cfg, const char *up, const char *add
     return false;
 }
 
+/* Did cfg's upstream `up` have an address of the DNS name `written` (a
+ * server as written in the config, resolve.h) in service? */
+static bool has_name(const struct config *cfg, const char *up, const char *written)
+{
+    const struct config_upstream *u = cfg && written ? config_upstream_find(cfg, up) : NULL;
+    for (size_t i = 0; u && i < u->nservers; i++)
+        if (u->servers[i].written && strcmp(u->servers[i].written, written) == 0)
+            return true;
+    return false;
+}
+
 /* Health thread: the checkers follow cfg. A checker whose server cfg
  * still checks takes cfg's description before its next check (counts and
  * verdict are in the registry: they stay); one whose server cfg does not
@@ -343,7 +354,8 @@ static bool has_checks(const struct config *cfg)
  * Main thread, before the workers see fresh: the health fields of fresh's
  * servers in the registry. A server old checked too keeps its verdict and
  * counts. One checked afresh starts over: down until its first pass when
- * it is new to the config (unless start_healthy), up when old had it in
+ * it is new to the config (unless start_healthy, or it is a new address
+ * of a DNS name old had in service: resolve.h), up when old had it in
  * service without checks. One no longer checked is up (its verdict
  * would be stale; workers ignore it without health_check anyway).
  */
@@ -359,8 +371,11 @@ static void prepare(const struct config *old, const struct config *fresh)
                                                          : NULL;
             if (!rs || (up->health.path && was_checked))
                 continue;
-            bool down =
-                up->health.path && !has_server(old, up->name, addr) && !up->health.start_healthy;
+            /* A new address of a name already in service replaces one
+             * that was up: it starts up too (a DNS move is no outage). */
+            bool down = up->health.path && !has_server(old, up->name, addr) &&
+                        !up->health.start_healthy &&
+                        !has_name(old, up->name, up->servers[s].written);
             registry_health_reset(rs, down);
         }
     }
