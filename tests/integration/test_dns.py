@@ -206,6 +206,26 @@ def test_answer_moves_under_load():
     check("dns: %s: 1 addresses (1 new, 1 gone): 127.0.0.2" % NAME in err, "the change is logged")
 
 
+def test_answer_moves_with_health_checks():
+    "with health checks, the moved-to address starts up (it replaces one in service): no 503 during the move"
+    a, b = two_backends()
+    dns = Responder(["127.0.0.1"])
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, a.port, up={"health_check": {"path": "/fast", "interval": "1s"}})
+    wait_until(lambda: request(f, "GET", "/fast").status == 200, timeout=5, what="A checked up")
+    load = Load(f)
+    try:
+        a.wait_for(lambda s: len(s.requests) >= 50, timeout=10)
+        dns.set(["127.0.0.2"])
+        b.wait_for(lambda s: len(s.requests) >= 50, timeout=10)
+        check(len(b.requests) >= 50, "B serves after the move")
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    eq(load.failed, [], "failed requests during the move (5 503s before the fix)")
+    log("%d requests, none failed" % load.ok)
+
+
 def test_failure_keeps_last_set():
     "SERVFAIL and then silence keep the last good set, logged once; recovery is logged"
     a, b = two_backends()
