@@ -345,6 +345,8 @@ static bool load_servers(struct ctx *c, const struct cfg_field *f, const struct 
             continue;
         }
         s->index = (uint32_t)u->nservers;
+        s->line = addr->line;
+        s->col = addr->col;
         addr_nodes[u->nservers++] = addr;
     }
     return true;

@@ -178,6 +178,7 @@ struct config_server {
      * identity "NAME:PORT@IP", this the address as written (the Host
      * sent by host_header: upstream). NULL for a server as written. */
     char *written;
+    uint32_t line, col; /* where its address is written (warnings at start) */
 };
 
 /* What a retry on another server may follow (retries.on). */

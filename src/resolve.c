@@ -55,6 +55,7 @@ static void name_free(struct rname *n)
 }
 
 static void query(struct rname *n);
+static const struct addrset *known(const char *host);
 
 static void arm(struct rname *n, int64_t ms)
 {
@@ -310,6 +311,17 @@ int resolve_start(struct event_base *base, const struct config *cfg, void (*chan
     R.starting = false;
     if (rc != 0)
         log_error("dns: out of memory");
+    /* where each name that did not resolve is written */
+    for (size_t u = 0; rc == 0 && u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        for (size_t i = 0; i < up->nservers; i++) {
+            const struct config_server *s = &up->servers[i];
+            if (!s->addr.numeric && !known(s->addr.host))
+                log_warn("%s:%u:%u: upstreams.%s.servers[%zu].address: warning: %s does not "
+                         "resolve; the upstream has no server of it until it does",
+                         cfg->path, s->line, s->col, up->name, i, s->addr.host);
+        }
+    }
     return rc;
 }
 

@@ -9,6 +9,7 @@ silence) keeps the last good set, logged once per change of state. A name
 that does not resolve at start is a warning; its requests fail until it
 resolves. A name flipping every TTL leaves no descriptor behind."""
 
+import re
 import socket
 import struct
 import threading
@@ -260,8 +261,12 @@ def test_unresolved_at_start():
     _cleanups_add(dns.stop)
     dns.set(mode="nxdomain")
     f = dns_ferry(dns, a.port)
-    check("no such name (NXDOMAIN); its servers have no address until it resolves" in
-          f.stderr_text(), "the warning at start")
+    err = f.stderr_text()
+    check("no such name (NXDOMAIN); its servers have no address until it resolves" in err,
+          "the warning at start")
+    check(re.search(r"ferry\.yaml:\d+:\d+: upstreams\.u\.servers\[0\]\.address: warning: "
+                    + re.escape(NAME) + " does not resolve", err),
+          "the warning names FILE:LINE:COLUMN:\n%s" % err[-1500:])
     r = request(f, "GET", "/fast")
     eq(r.status, 503, "a request before the name resolves")
     check("upstream u" in r.json().get("error", ""), "the 503 names the upstream: %r" % r.body)
