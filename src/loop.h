@@ -65,6 +65,9 @@ void loop_free(struct loop *loop);
 void loop_on_free(struct loop *loop, void (*fn)(void *arg), void *arg);
 struct loop *loop_current(void);
 struct event_base *loop_base(struct loop *loop);
+/* A number no other loop of the process had or will have (a freed loop's
+ * memory may come back as another loop: this tells them apart). */
+uint64_t loop_id(const struct loop *loop);
 /* The worker's evdns base, created on first use (numeric names need none). */
 struct evdns_base *loop_dns(struct loop *loop);
 
