@@ -142,7 +142,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void timer_arm(struct wait_rec *rec, struct loop *loop, int64_t at)
 {
     uint64_t id = loop_id(loop);
-    if (rec->timer_loop != id) { /* new, or its loop was freed */
+    if (rec->timer_loop != id) {
+        /* New, or its loop was freed (a thread has one live loop at a
+         * time, loop.h): event_base_free() took the timer out of it. */
         event_assign(&rec->timer, loop_base(loop), -1, 0, on_timer, rec);
         rec->timer_loop = id;
         rec->armed = 0;
@@ -154,8 +156,8 @@ static void timer_arm(struct wait_rec *rec, struct loop *loop, int64_t at)
         left = 0;
     struct timeval tv = {.tv_sec = (time_t)(left / LOOP_SEC),
                          .tv_usec = (suseconds_t)((left % LOOP_SEC) / 1000)};
-    event_add(&rec->timer, &tv);
-    rec->armed = at;
+    /* A failed add leaves the record unarmed: the next wait tries again. */
+    rec->armed = event_add(&rec->timer, &tv) == 0 ? at : 0;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -165,9 +167,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct wait_rec *rec = arg;
     rec->armed = 0;
     if (!rec->coro || rec->due == LOOP_NEVER)
-        return; /* a finished wait's timer, or one without a deadline */
-    if (loop_now() < rec->due) {
-        timer_arm(rec, loop_current(), rec->due); /* armed for an earlier wait */
+        return;                  /* a finished wait's timer, or one without a deadline */
+    if (loop_now() < rec->due) { /* armed for an earlier wait */
+        timer_arm(rec, coro_slots(rec->coro)->loop, rec->due);
         return;
     }
     rec->result = -ETIMEDOUT;

@@ -95,6 +95,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg);
 
 struct loop *loop_new(size_t stack_size, unsigned pool_cap)
 {
+    if (current_loop)
+        return NULL; /* one live loop per thread (loop.h) */
     if (coro_thread_init() != 0)
         return NULL;
     struct loop *loop = calloc(1, sizeof(*loop));
