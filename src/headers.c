@@ -593,6 +593,11 @@ ssize_t headers_host_normalise(const char *host, size_t len, char *out, size_t c
 {
     if (!http1_host_valid(host, len))
         return HTTP1_E_HOST_INVALID;
+    return headers_host_lower(host, len, out, cap);
+}
+
+ssize_t headers_host_lower(const char *host, size_t len, char *out, size_t cap)
+{
     size_t end;
     if (len && host[0] == '[') {
         end = (size_t)((const char *)memchr(host, ']', len) - host) + 1;

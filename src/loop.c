@@ -10,6 +10,7 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -40,6 +41,7 @@ struct loop {
     struct free_later **reap_tail;
     struct evdns_base *dns;
     unsigned live;
+    uint64_t id;
     void (*on_free)(void *arg);
     void *on_free_arg;
 };
@@ -93,11 +95,15 @@ static void on_reap(evutil_socket_t fd, short what, void *arg);
 
 struct loop *loop_new(size_t stack_size, unsigned pool_cap)
 {
+    if (current_loop)
+        return NULL; /* one live loop per thread (loop.h) */
     if (coro_thread_init() != 0)
         return NULL;
     struct loop *loop = calloc(1, sizeof(*loop));
     if (!loop)
         return NULL;
+    static atomic_uint_fast64_t last_id;
+    loop->id = (uint64_t)atomic_fetch_add(&last_id, 1) + 1;
     loop->reap_tail = &loop->reap_head;
     /* Precise timers: deadlines are exact CLOCK_MONOTONIC instants, and
      * the coarse clock (4 ms ticks) would end waits early. */
@@ -155,6 +161,11 @@ void loop_on_free(struct loop *loop, void (*fn)(void *arg), void *arg)
 struct loop *loop_current(void)
 {
     return current_loop;
+}
+
+uint64_t loop_id(const struct loop *loop)
+{
+    return loop->id;
 }
 
 struct event_base *loop_base(struct loop *loop)

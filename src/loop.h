@@ -54,7 +54,9 @@ static inline int64_t loop_now(void)
 /*
  * Creates a loop for the calling thread (it becomes loop_current() there):
  * an event_base, a coroutine pool of stack_size stacks keeping at most
- * pool_cap released ones. Returns NULL on failure.
+ * pool_cap released ones. Returns NULL on failure, and while the thread
+ * has a loop already: one live loop per thread (io's wait records keep
+ * timers across waits and rely on it).
  */
 struct loop *loop_new(size_t stack_size, unsigned pool_cap);
 /* Frees the loop; every coroutine must have ended. loop_free(NULL) is a no-op. */
@@ -65,6 +67,9 @@ void loop_free(struct loop *loop);
 void loop_on_free(struct loop *loop, void (*fn)(void *arg), void *arg);
 struct loop *loop_current(void);
 struct event_base *loop_base(struct loop *loop);
+/* A number no other loop of the process had or will have (a freed loop's
+ * memory may come back as another loop: this tells them apart). */
+uint64_t loop_id(const struct loop *loop);
 /* The worker's evdns base, created on first use (numeric names need none). */
 struct evdns_base *loop_dns(struct loop *loop);
 

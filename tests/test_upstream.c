@@ -191,6 +191,9 @@ static void release_then_cancel_fn(void *arg)
     struct upstream_conn *uc;
     ck_assert_int_eq(acquire(NULL, 2000, &uc), 0);
     io_sleep(loop_deadline(50 * LOOP_MS));
+    /* B is spawned 10 ms in: a loop stalled for 50 ms (a loaded machine)
+     * gets here first, which is a failed run, not a crash */
+    ck_assert_msg(u.coro[2] != NULL, "the loop stalled: B was not in line after 50 ms");
     upstream_release(uc, true);
     coro_cancel(u.coro[2]);
 }
