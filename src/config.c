@@ -23,11 +23,9 @@
 #include "config.h"
 #include "config_internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -243,41 +241,6 @@ static bool load_trusted(struct ctx *c, const struct cfg_field *f, const struct 
                      cfg_quote(q, sizeof(q), s, strlen(s)), fixed);
         }
         cfg->ntrusted_proxies++;
-    }
-    return true;
-}
-
-/* resolver: [IP, "IP:PORT", "[IPv6]:PORT"] (port 53 when not written) */
-static bool load_resolver(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
-                          const struct ynode *n, const struct cfg_path *path, void *target)
-{
-    struct config *cfg = target;
-    (void)f, (void)k;
-    if (!cfg_want_seq(c, n, path, "a list of nameserver addresses (like [127.0.0.53])"))
-        return false;
-    size_t count = cfg_seq_items(n);
-    cfg->resolvers = cfg_alloc(c->mem, (count ? count : 1) * sizeof(struct config_addr));
-    for (size_t i = 0; i < count; i++) {
-        const struct cfg_path *ipath = CFG_INDEX(path, i);
-        char *s, buf[96];
-        if (!cfg_get_string(c, n->v[i], ipath, &s))
-            continue;
-        unsigned char ip[16];
-        if (inet_pton(AF_INET, s, ip) == 1 && strlen(s) < 80)
-            snprintf(buf, sizeof(buf), "%s:53", s);
-        else if (inet_pton(AF_INET6, s, ip) == 1 && strlen(s) < 80)
-            snprintf(buf, sizeof(buf), "[%s]:53", s);
-        else
-            snprintf(buf, sizeof(buf), "%.90s", s);
-        struct config_addr *a = &cfg->resolvers[cfg->nresolvers];
-        const char *why = strncmp(s, "unix:", 5) == 0 ? "a nameserver is an IP address"
-                                                      : cfg_parse_addr(c, buf, false, a);
-        char q[QLEN];
-        if (why) {
-            cfg_err(c, n->v[i], ipath, "%s, got %s", why, cfg_quote(q, sizeof(q), s, strlen(s)));
-            continue;
-        }
-        cfg->nresolvers++;
     }
     return true;
 }
@@ -1301,7 +1264,7 @@ static const struct cfg_field root_fields[] = {
     {"pid_file", CFG_CUSTOM, .load = load_pid_file, .doc = "an absolute path (none)"},
     {"trusted_proxies", CFG_CUSTOM, .load = load_trusted,
      .doc = "addresses or CIDRs whose X-Forwarded-For and PROXY headers are believed"},
-    {"resolver", CFG_CUSTOM, .load = load_resolver,
+    {"resolver", CFG_CUSTOM, .load = cfg_load_resolver,
      .doc = "nameservers for servers' DNS names (those of /etc/resolv.conf)"},
     {"listen", CFG_CUSTOM, .load = load_listen,
      .required = "required: at least one listener (- address: 0.0.0.0:8080)",

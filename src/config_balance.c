@@ -1,13 +1,17 @@
 /*
  * config_balance: the loaders of an upstream's balancing, retry budget and
  * health check keys (balance, hash_key, retries.budget, health_check),
- * used by config.c's tables.
+ * and the top-level resolver (nameservers for servers' DNS names), used
+ * by config.c's tables.
  */
 #include "config.h"
 #include "config_internal.h"
 
+#include <arpa/inet.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 bool cfg_load_balance(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                       const struct ynode *v, const struct cfg_path *path, void *target)
@@ -218,4 +222,39 @@ bool cfg_load_health(struct ctx *c, const struct cfg_field *f, const struct ynod
     u->health.expect_status = ok200;
     u->health.nexpect_status = 1;
     return cfg_walk(c, v, path, &cfg_health_schema, u);
+}
+
+/* resolver: [IP, "IP:PORT", "[IPv6]:PORT"] (port 53 when not written) */
+bool cfg_load_resolver(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                       const struct ynode *n, const struct cfg_path *path, void *target)
+{
+    struct config *cfg = target;
+    (void)f, (void)k;
+    if (!cfg_want_seq(c, n, path, "a list of nameserver addresses (like [127.0.0.53])"))
+        return false;
+    size_t count = cfg_seq_items(n);
+    cfg->resolvers = cfg_alloc(c->mem, (count ? count : 1) * sizeof(struct config_addr));
+    for (size_t i = 0; i < count; i++) {
+        const struct cfg_path *ipath = CFG_INDEX(path, i);
+        char *s, buf[96];
+        if (!cfg_get_string(c, n->v[i], ipath, &s))
+            continue;
+        unsigned char ip[16];
+        if (inet_pton(AF_INET, s, ip) == 1 && strlen(s) < 80)
+            snprintf(buf, sizeof(buf), "%s:53", s);
+        else if (inet_pton(AF_INET6, s, ip) == 1 && strlen(s) < 80)
+            snprintf(buf, sizeof(buf), "[%s]:53", s);
+        else
+            snprintf(buf, sizeof(buf), "%.90s", s);
+        struct config_addr *a = &cfg->resolvers[cfg->nresolvers];
+        const char *why = strncmp(s, "unix:", 5) == 0 ? "a nameserver is an IP address"
+                                                      : cfg_parse_addr(c, buf, false, a);
+        char q[QLEN];
+        if (why) {
+            cfg_err(c, n->v[i], ipath, "%s, got %s", why, cfg_quote(q, sizeof(q), s, strlen(s)));
+            continue;
+        }
+        cfg->nresolvers++;
+    }
+    return true;
 }

@@ -222,6 +222,9 @@ bool cfg_load_retry_budget(struct ctx *c, const struct cfg_field *f, const struc
                            const struct ynode *v, const struct cfg_path *path, void *target);
 bool cfg_load_health(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                      const struct ynode *v, const struct cfg_path *path, void *target);
+/* resolver: the nameservers for servers' DNS names (top level). */
+bool cfg_load_resolver(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                       const struct ynode *n, const struct cfg_path *path, void *target);
 extern const struct cfg_schema cfg_health_schema;
 
 /* config.c */
