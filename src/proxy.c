@@ -1001,7 +1001,7 @@ static void maybe_continue(struct request *r)
     /* RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored. */
     if (r->req.expect_continue && r->req.version_minor >= 1 && !r->sent_continue &&
         !r->req_body.done && evbuffer_get_length(io_input(r->client)) == 0) {
-        reply_continue(io_output(r->client));
+        r->side->ops->interim_continue(r);
         r->sent_continue = true;
     }
 }
@@ -1096,7 +1096,6 @@ static int send_response(struct request *r, struct io_stream *up)
 static int write_response_head(struct request *r, enum http1_body advertised)
 {
     struct http1_response *resp = &r->resp;
-    struct evbuffer *cout = io_output(r->client);
     const struct config_header_rules *rules = &r->route->response_headers;
     size_t nout = resp->nheaders + EXTRA_HEADERS + rules->nset + rules->nadd + CORS_MAX_FIELDS;
     struct request_scratch *sc = request_scratch_of(r->w);
@@ -1118,7 +1117,7 @@ static int write_response_head(struct request *r, enum http1_body advertised)
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, f + vary, nf - vary, f, vary,
                             cors_response_fields, CORS_RESPONSE_FIELDS);
     }
-    struct http1_head_out h = {
+    struct side_head h = {
         .status = resp->status,
         .reason = resp->reason,
         .reason_len = resp->reason_len,
@@ -1126,11 +1125,10 @@ static int write_response_head(struct request *r, enum http1_body advertised)
         .nheaders = n > 0 ? (size_t)n : 0,
         .body = advertised,
         .content_length = resp->content_length,
-        .connection_close = !r->keep_alive && !tunnel,
-        .connection_keep_alive = r->keep_alive && r->req.version_minor == 0,
-        .fields_checked = true,
+        .keep_alive = r->keep_alive,
+        .tunnel = tunnel,
     };
-    int rc = n < 0 ? n : reply_head(cout, &h);
+    int rc = n < 0 ? n : r->side->ops->write_head(r, &h);
     if (rc < 0) {
         r->error = "cannot serialise the response head";
         return -1;

@@ -185,7 +185,7 @@ void request_answer(struct request *r, int status, const char *content_type, con
         .body_unread = request_body_unread(r),
     };
     r->status = status;
-    r->keep_alive = reply_write(io_output(r->client), &rp);
+    r->keep_alive = r->side->ops->answer(r, &rp);
     r->linger = !r->keep_alive && rp.body_unread;
     r->bytes_out = body_len;
 }
