@@ -118,6 +118,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
                                     .read_max = CONN_READ_MAX,
                                     .peer = (const struct sockaddr *)&c->peer,
                                     .client = c->client,
+                                    .tls = c->tls,
                                     .done = on_request_done};
     evtimer_assign(&c->timer, loop_base(w->loop), on_timer, c);
     if (len > sizeof(c->peer))

@@ -880,7 +880,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .request_id_len = r->id_len,
         .tunnel = r->req.upgrade_websocket,
         .underscores_in_headers = rt->underscores_in_headers,
-        .tls = tls_is(r->side->s),
+        .tls = r->side->tls,
     };
     upstream_host(r, up, server, &fwd.host, &fwd.host_len);
     int n = headers_forward_request(&r->req, &fwd, sc->out, sc->out_cap, sc->buf, sc->buf_cap);

@@ -94,6 +94,7 @@ struct request_side {
     const struct sockaddr *peer;        /* the client's address (after PROXY) */
     const char *client;                 /* the same, as text */
     bool close_after;                   /* answer with Connection: close (draining) */
+    bool tls;                           /* the client's transport is encrypted */
     void (*done)(struct request_side *side, bool keep_alive, bool linger,
                  struct upstream_conn *tunnel);
 };
