@@ -146,5 +146,8 @@ size_t headers_path_rewrite(const char *path, size_t len, const char *strip, siz
  * brackets kept. Returns the length written to out (cap >= len suffices),
  * HTTP1_E_HOST_INVALID, or -ENOSPC. */
 ssize_t headers_host_normalise(const char *host, size_t len, char *out, size_t cap);
+/* The same for a host http1_parse_request() accepted (it checked it with
+ * http1_host_valid()): without checking it again. */
+ssize_t headers_host_lower(const char *host, size_t len, char *out, size_t cap);
 
 #endif

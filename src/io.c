@@ -46,11 +46,20 @@
 #include "loop.h"
 #include "sys.h"
 
+/*
+ * A wait's record. Its timer is armed lazily, as nginx does: a record
+ * keeps a pending timer across waits (and in the free list), and a new
+ * wait whose deadline is no earlier than the pending instant leaves it
+ * alone; when it fires early, on_timer() arms it again for the rest. Most
+ * waits end before their deadline, so most cost no event_add/event_del.
+ */
 struct wait_rec {
     uint32_t gen;
-    bool timer_armed;
     int result; /* 0: look again; -ETIMEDOUT; -ECANCELED */
     struct coro *coro;
+    int64_t due;         /* this wait's deadline; LOOP_NEVER: none or unused */
+    int64_t armed;       /* the instant the timer is pending for; 0: not pending */
+    uint64_t timer_loop; /* loop_id() of the loop the timer belongs to; 0: none */
     struct event timer;
     struct wait_rec *next_free;
 };
@@ -83,19 +92,19 @@ static struct wait_rec *rec_get(void)
     }
     recs_live++;
     rec->result = 0;
-    rec->timer_armed = false;
+    rec->due = LOOP_NEVER;
     rec->next_free = NULL;
     return rec;
 }
 
 /* Ends a record's use: the generation changes, so anything still holding
- * (rec, old gen) is stale from now on. */
+ * (rec, old gen) is stale from now on. A pending timer stays (see struct
+ * wait_rec): it finds no deadline when it fires. */
 static void rec_put(struct wait_rec *rec)
 {
-    if (rec->timer_armed)
-        event_del(&rec->timer);
     rec->gen++;
     rec->coro = NULL;
+    rec->due = LOOP_NEVER;
     rec->next_free = rec_free_list;
     rec_free_list = rec;
     recs_live--;
@@ -106,6 +115,8 @@ unsigned io_records_live(void)
     return recs_live;
 }
 
+/* After loop_free(): freeing the event base took the records' pending
+ * timers out of it, so the records can go without event_del. */
 void io_thread_cleanup(void)
 {
     while (rec_free_list) {
@@ -125,14 +136,42 @@ static void wake_waiter(struct io_stream *s, unsigned events)
         loop_wake(rec->coro);
 }
 
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
+/* The record's timer pending no later than at (see struct wait_rec). */
+static void timer_arm(struct wait_rec *rec, struct loop *loop, int64_t at)
+{
+    uint64_t id = loop_id(loop);
+    if (rec->timer_loop != id) {
+        /* New, or its loop was freed (a thread has one live loop at a
+         * time, loop.h): event_base_free() took the timer out of it. */
+        event_assign(&rec->timer, loop_base(loop), -1, 0, on_timer, rec);
+        rec->timer_loop = id;
+        rec->armed = 0;
+    }
+    if (rec->armed && rec->armed <= at)
+        return; /* fires first; on_timer() arms it again for the rest */
+    int64_t left = at - loop_now();
+    if (left < 0)
+        left = 0;
+    struct timeval tv = {.tv_sec = (time_t)(left / LOOP_SEC),
+                         .tv_usec = (suseconds_t)((left % LOOP_SEC) / 1000)};
+    /* A failed add leaves the record unarmed: the next wait tries again. */
+    rec->armed = event_add(&rec->timer, &tv) == 0 ? at : 0;
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct wait_rec *rec = arg;
-    rec->timer_armed = false;
-    if (!rec->coro)
+    rec->armed = 0;
+    if (!rec->coro || rec->due == LOOP_NEVER)
+        return;                  /* a finished wait's timer, or one without a deadline */
+    if (loop_now() < rec->due) { /* armed for an earlier wait */
+        timer_arm(rec, coro_slots(rec->coro)->loop, rec->due);
         return;
+    }
     rec->result = -ETIMEDOUT;
     loop_wake(rec->coro);
 }
@@ -758,13 +797,12 @@ static unsigned evaluate(struct io_want *w, struct coro_slots *slots)
     unsigned fired = 0;
     struct io_stream *s = w->stream;
     if (s) {
-        size_t in = evbuffer_get_length(s->in);
-        size_t out = evbuffer_get_length(s->out);
         size_t min = w->read_min ? w->read_min : 1;
-        if ((w->events & IO_READABLE) && (in >= min || s->read_done))
+        if ((w->events & IO_READABLE) && (s->read_done || evbuffer_get_length(s->in) >= min))
             fired |= IO_READABLE;
         bool up = s->connected && !s->handshaking;
-        if ((w->events & IO_WRITABLE) && (s->write_err || (up && out <= w->write_below)))
+        if ((w->events & IO_WRITABLE) &&
+            (s->write_err || (up && evbuffer_get_length(s->out) <= w->write_below)))
             fired |= IO_WRITABLE;
         if ((w->events & IO_EOF) && (s->read_done || s->write_err))
             fired |= IO_EOF;
@@ -778,15 +816,15 @@ static unsigned evaluate(struct io_want *w, struct coro_slots *slots)
 
 static unsigned evaluate_all(struct io_want *wants, unsigned n, struct coro_slots *slots)
 {
-    unsigned count = 0;
+    unsigned count = 0, all = 0;
     for (unsigned i = 0; i < n; i++) {
-        wants[i].fired = evaluate(&wants[i], slots);
-        if (wants[i].fired)
-            count++;
+        unsigned fired = evaluate(&wants[i], slots);
+        wants[i].fired = fired;
+        count += fired != 0;
+        all |= fired;
     }
-    for (unsigned i = 0; i < n; i++)
-        if (wants[i].fired & IO_SIGNAL)
-            slots->signalled = false;
+    if (all & IO_SIGNAL) /* consumed, once every want has seen it */
+        slots->signalled = false;
     return count;
 }
 
@@ -817,17 +855,9 @@ static int park(struct coro *c, struct wait_rec *rec, struct io_want *wants, uns
         if (wants[i].events & IO_WRITABLE)
             s->write_below = wants[i].write_below;
     }
-    if (deadline != LOOP_NEVER) {
-        int64_t left = deadline - loop_now();
-        if (left < 0)
-            left = 0;
-        struct timeval tv = {.tv_sec = (time_t)(left / LOOP_SEC),
-                             .tv_usec = (suseconds_t)((left % LOOP_SEC) / 1000)};
-        struct loop *loop = slots->loop;
-        event_assign(&rec->timer, loop_base(loop), -1, 0, on_timer, rec);
-        event_add(&rec->timer, &tv);
-        rec->timer_armed = true;
-    }
+    rec->due = deadline;
+    if (deadline != LOOP_NEVER)
+        timer_arm(rec, slots->loop, deadline);
     coro_set_cancel_hook(c, on_cancel, rec);
     slots->wait = rec;
 

@@ -10,6 +10,7 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -40,6 +41,7 @@ struct loop {
     struct free_later **reap_tail;
     struct evdns_base *dns;
     unsigned live;
+    uint64_t id;
     void (*on_free)(void *arg);
     void *on_free_arg;
 };
@@ -56,8 +58,7 @@ static __thread struct loop *current_loop;
  * pass before it (nginx and Envoy keep one cached time per turn the same
  * way). A thread outside loop_run() reads the clock each time.
  */
-static __thread int64_t turn_now;
-static __thread bool turn_known;
+__thread int64_t loop_turn_now; /* 0: not read in this turn (loop.h) */
 static __thread bool in_run;
 
 static int64_t clock_now(void)
@@ -67,15 +68,12 @@ static int64_t clock_now(void)
     return (int64_t)ts.tv_sec * LOOP_SEC + ts.tv_nsec;
 }
 
-int64_t loop_now(void)
+int64_t loop_now_read(void)
 {
-    if (!in_run)
-        return clock_now();
-    if (!turn_known) {
-        turn_now = clock_now();
-        turn_known = true;
-    }
-    return turn_now;
+    int64_t t = clock_now();
+    if (in_run)
+        loop_turn_now = t;
+    return t;
 }
 
 int64_t loop_deadline(int64_t after)
@@ -97,11 +95,15 @@ static void on_reap(evutil_socket_t fd, short what, void *arg);
 
 struct loop *loop_new(size_t stack_size, unsigned pool_cap)
 {
+    if (current_loop)
+        return NULL; /* one live loop per thread (loop.h) */
     if (coro_thread_init() != 0)
         return NULL;
     struct loop *loop = calloc(1, sizeof(*loop));
     if (!loop)
         return NULL;
+    static atomic_uint_fast64_t last_id;
+    loop->id = (uint64_t)atomic_fetch_add(&last_id, 1) + 1;
     loop->reap_tail = &loop->reap_head;
     /* Precise timers: deadlines are exact CLOCK_MONOTONIC instants, and
      * the coarse clock (4 ms ticks) would end waits early. */
@@ -161,6 +163,11 @@ struct loop *loop_current(void)
     return current_loop;
 }
 
+uint64_t loop_id(const struct loop *loop)
+{
+    return loop->id;
+}
+
 struct event_base *loop_base(struct loop *loop)
 {
     return loop->base;
@@ -216,7 +223,7 @@ static void on_schedule(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct loop *loop = arg;
     coro_resume_gate(true);
-    turn_known = false; /* this pass's instant: read on first use */
+    loop_turn_now = 0; /* this pass's instant: read on first use */
     for (unsigned n = 0; loop->run_head && n < LOOP_PASS_MAX; n++) {
         struct coro *c = loop->run_head;
         struct coro_slots *s = coro_slots(c);
@@ -256,12 +263,13 @@ int loop_run(struct loop *loop)
     int r = 0;
     in_run = true;
     while (r == 0) {
-        turn_known = false;
+        loop_turn_now = 0;
         r = event_base_loop(loop->base, EVLOOP_ONCE);
         if (event_base_got_exit(loop->base) || event_base_got_break(loop->base))
             break;
     }
     in_run = false;
+    loop_turn_now = 0;
     return r < 0 ? -EIO : 0;
 }
 

@@ -34,16 +34,29 @@ struct loop;
 /* Now, CLOCK_MONOTONIC, in nanoseconds. On a thread inside loop_run() it
  * is read once per loop turn and scheduler pass (a few µs of work): deadlines
  * and logged durations are off by at most that much. */
-int64_t loop_now(void);
+static inline int64_t loop_now(void);
 /* loop_now() + after, or LOOP_NEVER when after <= 0 ("0s = none"). */
 int64_t loop_deadline(int64_t after);
 /* The earlier of two deadlines, LOOP_NEVER counting as the latest. */
 int64_t loop_deadline_min(int64_t a, int64_t b);
 
+/* loop_now()'s cache: this turn's instant, 0 when not read yet in this
+ * turn or outside loop_run() (loop.c only writes it). Inline, because a
+ * request asks for the time a dozen times. */
+extern __thread int64_t loop_turn_now;
+int64_t loop_now_read(void);
+static inline int64_t loop_now(void)
+{
+    int64_t t = loop_turn_now;
+    return t ? t : loop_now_read();
+}
+
 /*
  * Creates a loop for the calling thread (it becomes loop_current() there):
  * an event_base, a coroutine pool of stack_size stacks keeping at most
- * pool_cap released ones. Returns NULL on failure.
+ * pool_cap released ones. Returns NULL on failure, and while the thread
+ * has a loop already: one live loop per thread (io's wait records keep
+ * timers across waits and rely on it).
  */
 struct loop *loop_new(size_t stack_size, unsigned pool_cap);
 /* Frees the loop; every coroutine must have ended. loop_free(NULL) is a no-op. */
@@ -54,6 +67,9 @@ void loop_free(struct loop *loop);
 void loop_on_free(struct loop *loop, void (*fn)(void *arg), void *arg);
 struct loop *loop_current(void);
 struct event_base *loop_base(struct loop *loop);
+/* A number no other loop of the process had or will have (a freed loop's
+ * memory may come back as another loop: this tells them apart). */
+uint64_t loop_id(const struct loop *loop);
 /* The worker's evdns base, created on first use (numeric names need none). */
 struct evdns_base *loop_dns(struct loop *loop);
 

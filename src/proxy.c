@@ -472,7 +472,7 @@ static int route_request(struct request *r)
     r->path_len = (size_t)n;
     if (r->req.host) {
         r->host = r->pathbuf + r->req.path_len + 1;
-        n = headers_host_normalise(r->req.host, r->req.host_len, r->host, hcap);
+        n = headers_host_lower(r->req.host, r->req.host_len, r->host, hcap);
         if (n < 0) {
             r->error = "invalid Host";
             return 400;

@@ -367,6 +367,45 @@ START_TEST(stale_timer_after_signal)
 }
 END_TEST
 
+/* A wait record keeps its pending timer across waits and in the free list
+ * (io.c, struct wait_rec). A thread has one live loop at a time, so a
+ * record whose loop was freed is re-armed on the next loop cleanly: its
+ * next wait ends at its own deadline, and freeing the loops touches no
+ * freed memory (meaningful under ASan). */
+static void lr_wait_fn(void *arg)
+{
+    (void)arg;
+    struct io_want w = {.stream = NULL, .events = IO_SIGNAL};
+    st.r1 = io_wait(&w, 1, loop_now() + 10 * LOOP_SEC); /* the signal ends it */
+}
+
+static void lr_sleep_fn(void *arg)
+{
+    (void)arg;
+    st.t1 = loop_now();
+    st.r2 = io_sleep(st.t1 + 30 * LOOP_MS);
+    st.t2 = loop_now();
+}
+
+START_TEST(record_timer_across_loops)
+{
+    struct loop *a = new_loop(8);
+    st.c = spawn(a, lr_wait_fn, NULL);
+    after_ms(a, 5, on_signal_st, NULL);
+    run_loop(a, 100);
+    ck_assert_int_eq(st.r1, 1); /* its record went back with a 10 s timer pending */
+    ck_assert_ptr_null(loop_new(CORO_STACK_DEFAULT, 8)); /* one live loop per thread */
+    end_loop(a);
+    struct loop *b = new_loop(8);
+    spawn(b, lr_sleep_fn, NULL);
+    run_loop(b, 0);
+    ck_assert_int_eq(st.r2, 0);
+    ck_assert_int_ge(MS(st.t2 - st.t1), 30 - SLACK_MS);
+    ck_assert_int_lt(MS(st.t2 - st.t1), 1000);
+    end_loop(b);
+}
+END_TEST
+
 /* --- late callbacks after cancel (meaningful under ASan; pool cap 0 unmaps
  * every finished stack, so a touch of one faults in any build) ------------ */
 
@@ -2321,6 +2360,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, stale_timer_does_not_end_next_wait);
     tcase_add_test(tc, stale_timer_after_signal);
+    tcase_add_test(tc, record_timer_across_loops);
     tcase_add_test(tc, trickle_gets_etimedout_at_deadline);
     tcase_add_test(tc, deadlines_never_early);
     suite_add_tcase(s, tc);

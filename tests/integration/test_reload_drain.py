@@ -7,6 +7,7 @@ Every server drained: 503. ~5 s."""
 import http.client
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -91,7 +92,20 @@ def test_admin_unix_socket_mode():
                   routes=[respond_route("r", "/")])
     finally:
         os.umask(old)
-    check(wait_until(lambda: os.path.exists(path), 5), "the socket exists")
+    def listening():
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    # Ferry binds, chmods, then listens: once a connect succeeds the mode is
+    # final (the file exists with the umask's mode a moment before, but
+    # nobody can connect to it yet; a check then saw 0777 on a busy machine).
+    check(wait_until(listening, 5), "the socket listens")
     eq(oct(os.stat(path).st_mode & 0o777), oct(0o660), "its mode")
     f.stop()
 
