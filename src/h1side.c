@@ -5,6 +5,7 @@
 #include "io.h"
 #include "reply.h"
 #include "request.h"
+#include "tls.h"
 
 static int h1_write_head(struct request *r, const struct side_head *sh)
 {
@@ -33,8 +34,14 @@ static void h1_interim_continue(struct request *r)
     reply_continue(io_output(r->side->s));
 }
 
+static bool h1_client_cert(const struct request *r, const char **subject, const char **fingerprint)
+{
+    return tls_client_identity(r->side->s, subject, fingerprint);
+}
+
 const struct request_side_ops h1side_ops = {
     .write_head = h1_write_head,
     .answer = h1_answer,
     .interim_continue = h1_interim_continue,
+    .client_cert = h1_client_cert,
 };

@@ -279,7 +279,7 @@ static bool serve_one(struct request *r)
         return r->keep_alive;
     }
     if (r->route->client_cert && r->route->client_cert->required &&
-        !tls_client_identity(r->client, NULL, NULL)) {
+        !r->side->ops->client_cert(r, NULL, NULL)) {
         answer_error(r, 403, "a verified TLS client certificate is required");
         return r->keep_alive;
     }

@@ -244,6 +244,6 @@ void request_log(const struct request *r)
         .error = r->error,
         .identity = r->identity,
     };
-    tls_client_identity(r->client, &a.tls_client_subject, &a.tls_client_fingerprint);
+    r->side->ops->client_cert(r, &a.tls_client_subject, &a.tls_client_fingerprint);
     log_access_write(&a);
 }

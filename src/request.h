@@ -69,13 +69,16 @@ struct side_head {
  * write_head queues the response head (0, or < 0 when it cannot be
  * serialised); answer queues one of Ferry's own answers whole and says
  * whether the connection may carry another request; interim_continue
- * queues a 100 Continue. None yields: the flow awaits the output's
- * drain itself.
+ * queues a 100 Continue; client_cert says who the client is. None yields: the flow awaits the
+ * output's drain itself.
  */
 struct request_side_ops {
     int (*write_head)(struct request *r, const struct side_head *h);
     bool (*answer)(struct request *r, const struct reply *rp);
     void (*interim_continue)(struct request *r);
+    /* the client's verified certificate: false when none (subject and
+     * fingerprint may be NULL; the strings live as long as the side) */
+    bool (*client_cert)(const struct request *r, const char **subject, const char **fingerprint);
 };
 
 /*

@@ -50,10 +50,19 @@ static void mem_continue(struct request *r)
     seen.continues++;
 }
 
+static bool mem_client_cert(const struct request *r, const char **subject, const char **fingerprint)
+{
+    (void)r;
+    (void)subject;
+    (void)fingerprint;
+    return false;
+}
+
 static const struct request_side_ops mem_ops = {
     .write_head = mem_write_head,
     .answer = mem_answer,
     .interim_continue = mem_continue,
+    .client_cert = mem_client_cert,
 };
 
 /* A request on the in-memory side, as the flow holds it after its head. */
