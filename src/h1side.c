@@ -39,9 +39,15 @@ static bool h1_client_cert(const struct request *r, const char **subject, const 
     return tls_client_identity(r->side->s, subject, fingerprint);
 }
 
+static void h1_abort(struct request *r)
+{
+    io_reset_on_close(r->side->s);
+}
+
 const struct request_side_ops h1side_ops = {
     .write_head = h1_write_head,
     .answer = h1_answer,
     .interim_continue = h1_interim_continue,
     .client_cert = h1_client_cert,
+    .abort = h1_abort,
 };

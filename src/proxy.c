@@ -831,7 +831,7 @@ static void relay(struct request *r)
         r->keep_alive = false;
         r->linger = false;
         if (r->reset_if_cut)
-            io_reset_on_close(r->client);
+            r->side->ops->abort(r);
         release_upstream(r, false);
         return;
     }

@@ -79,6 +79,9 @@ struct request_side_ops {
     /* the client's verified certificate: false when none (subject and
      * fingerprint may be NULL; the strings live as long as the side) */
     bool (*client_cert)(const struct request *r, const char **subject, const char **fingerprint);
+    /* the response cannot end cleanly: the client must see a cut, not an
+     * end (HTTP/1: a reset when the connection closes; HTTP/2: RST_STREAM) */
+    void (*abort)(struct request *r);
 };
 
 /*

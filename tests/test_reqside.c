@@ -58,11 +58,17 @@ static bool mem_client_cert(const struct request *r, const char **subject, const
     return false;
 }
 
+static void mem_abort(struct request *r)
+{
+    (void)r;
+}
+
 static const struct request_side_ops mem_ops = {
     .write_head = mem_write_head,
     .answer = mem_answer,
     .interim_continue = mem_continue,
     .client_cert = mem_client_cert,
+    .abort = mem_abort,
 };
 
 /* A request on the in-memory side, as the flow holds it after its head. */
