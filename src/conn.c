@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "h1side.h"
 #include "io.h"
 #include "log.h"
 #include "loop.h"
@@ -112,10 +113,12 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         c->hs_cfg = config_ref((struct config *)w->cfg);
     }
     c->side = (struct request_side){.w = w,
+                                    .ops = &h1side_ops,
                                     .s = c->s,
                                     .read_max = CONN_READ_MAX,
                                     .peer = (const struct sockaddr *)&c->peer,
                                     .client = c->client,
+                                    .tls = c->tls,
                                     .done = on_request_done};
     evtimer_assign(&c->timer, loop_base(w->loop), on_timer, c);
     if (len > sizeof(c->peer))

@@ -279,7 +279,7 @@ static bool serve_one(struct request *r)
         return r->keep_alive;
     }
     if (r->route->client_cert && r->route->client_cert->required &&
-        !tls_client_identity(r->client, NULL, NULL)) {
+        !r->side->ops->client_cert(r, NULL, NULL)) {
         answer_error(r, 403, "a verified TLS client certificate is required");
         return r->keep_alive;
     }
@@ -831,7 +831,7 @@ static void relay(struct request *r)
         r->keep_alive = false;
         r->linger = false;
         if (r->reset_if_cut)
-            io_reset_on_close(r->client);
+            r->side->ops->abort(r);
         release_upstream(r, false);
         return;
     }
@@ -880,7 +880,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .request_id_len = r->id_len,
         .tunnel = r->req.upgrade_websocket,
         .underscores_in_headers = rt->underscores_in_headers,
-        .tls = tls_is(r->side->s),
+        .tls = r->side->tls,
     };
     upstream_host(r, up, server, &fwd.host, &fwd.host_len);
     int n = headers_forward_request(&r->req, &fwd, sc->out, sc->out_cap, sc->buf, sc->buf_cap);
@@ -1001,7 +1001,7 @@ static void maybe_continue(struct request *r)
     /* RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored. */
     if (r->req.expect_continue && r->req.version_minor >= 1 && !r->sent_continue &&
         !r->req_body.done && evbuffer_get_length(io_input(r->client)) == 0) {
-        reply_continue(io_output(r->client));
+        r->side->ops->interim_continue(r);
         r->sent_continue = true;
     }
 }
@@ -1096,7 +1096,6 @@ static int send_response(struct request *r, struct io_stream *up)
 static int write_response_head(struct request *r, enum http1_body advertised)
 {
     struct http1_response *resp = &r->resp;
-    struct evbuffer *cout = io_output(r->client);
     const struct config_header_rules *rules = &r->route->response_headers;
     size_t nout = resp->nheaders + EXTRA_HEADERS + rules->nset + rules->nadd + CORS_MAX_FIELDS;
     struct request_scratch *sc = request_scratch_of(r->w);
@@ -1118,7 +1117,7 @@ static int write_response_head(struct request *r, enum http1_body advertised)
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, f + vary, nf - vary, f, vary,
                             cors_response_fields, CORS_RESPONSE_FIELDS);
     }
-    struct http1_head_out h = {
+    struct side_head h = {
         .status = resp->status,
         .reason = resp->reason,
         .reason_len = resp->reason_len,
@@ -1126,11 +1125,10 @@ static int write_response_head(struct request *r, enum http1_body advertised)
         .nheaders = n > 0 ? (size_t)n : 0,
         .body = advertised,
         .content_length = resp->content_length,
-        .connection_close = !r->keep_alive && !tunnel,
-        .connection_keep_alive = r->keep_alive && r->req.version_minor == 0,
-        .fields_checked = true,
+        .keep_alive = r->keep_alive,
+        .tunnel = tunnel,
     };
-    int rc = n < 0 ? n : reply_head(cout, &h);
+    int rc = n < 0 ? n : r->side->ops->write_head(r, &h);
     if (rc < 0) {
         r->error = "cannot serialise the response head";
         return -1;

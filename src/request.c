@@ -185,7 +185,7 @@ void request_answer(struct request *r, int status, const char *content_type, con
         .body_unread = request_body_unread(r),
     };
     r->status = status;
-    r->keep_alive = reply_write(io_output(r->client), &rp);
+    r->keep_alive = r->side->ops->answer(r, &rp);
     r->linger = !r->keep_alive && rp.body_unread;
     r->bytes_out = body_len;
 }
@@ -244,6 +244,6 @@ void request_log(const struct request *r)
         .error = r->error,
         .identity = r->identity,
     };
-    tls_client_identity(r->client, &a.tls_client_subject, &a.tls_client_fingerprint);
+    r->side->ops->client_cert(r, &a.tls_client_subject, &a.tls_client_fingerprint);
     log_access_write(&a);
 }

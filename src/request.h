@@ -38,9 +38,51 @@ struct config_timeouts;
 struct config_upstream;
 struct evbuffer;
 struct io_stream;
+struct reply;
+struct request;
 struct upstream_conn;
 struct worker;
 struct snapshot;
+
+/*
+ * A response head in the flow's terms, for a side to put in its own
+ * framing: the fields are the ones to send (hop-by-hop ones already
+ * gone); body is the framing the flow will write the body in (chunked
+ * for HTTP/1 when the length is not known); keep_alive is whether the
+ * flow would keep the client's connection; tunnel is a 101 whose
+ * connection becomes a tunnel (HTTP/1 only).
+ */
+struct side_head {
+    int status;
+    const char *reason;
+    size_t reason_len;
+    const struct http1_header *headers;
+    size_t nheaders;
+    enum http1_body body;
+    uint64_t content_length;
+    bool keep_alive;
+    bool tunnel;
+};
+
+/*
+ * How the flow writes a response to its side, whatever the transport:
+ * write_head queues the response head (0, or < 0 when it cannot be
+ * serialised); answer queues one of Ferry's own answers whole and says
+ * whether the connection may carry another request; interim_continue
+ * queues a 100 Continue; client_cert says who the client is. None yields: the flow awaits the
+ * output's drain itself.
+ */
+struct request_side_ops {
+    int (*write_head)(struct request *r, const struct side_head *h);
+    bool (*answer)(struct request *r, const struct reply *rp);
+    void (*interim_continue)(struct request *r);
+    /* the client's verified certificate: false when none (subject and
+     * fingerprint may be NULL; the strings live as long as the side) */
+    bool (*client_cert)(const struct request *r, const char **subject, const char **fingerprint);
+    /* the response cannot end cleanly: the client must see a cut, not an
+     * end (HTTP/1: a reset when the connection closes; HTTP/2: RST_STREAM) */
+    void (*abort)(struct request *r);
+};
 
 /*
  * The client side of requests. Its owner fills it in and keeps it alive
@@ -52,11 +94,13 @@ struct snapshot;
  */
 struct request_side {
     struct worker *w;
-    struct io_stream *s;         /* head and body in, response out */
-    size_t read_max;             /* what s buffers at most: a head must fit */
-    const struct sockaddr *peer; /* the client's address (after PROXY) */
-    const char *client;          /* the same, as text */
-    bool close_after;            /* answer with Connection: close (draining) */
+    const struct request_side_ops *ops; /* response writers (h1side.h for HTTP/1) */
+    struct io_stream *s;                /* head and body in, response out */
+    size_t read_max;                    /* what s buffers at most: a head must fit */
+    const struct sockaddr *peer;        /* the client's address (after PROXY) */
+    const char *client;                 /* the same, as text */
+    bool close_after;                   /* answer with Connection: close (draining) */
+    bool tls;                           /* the client's transport is encrypted */
     void (*done)(struct request_side *side, bool keep_alive, bool linger,
                  struct upstream_conn *tunnel);
 };

@@ -40,6 +40,7 @@ RANKS = {
     # flow (metrics counts per worker and reads the config: flow rank)
     "worker": 4, "conn": 4, "proxy": 4, "request": 4, "reply": 4, "tunnel": 4, "metrics": 4,
     "snapshot": 4,
+    "h1side": 4,
     # process
     "main": 5, "server": 5, "listener": 5, "daemon": 5, "admin": 5,
     "diff": 5,
