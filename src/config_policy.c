@@ -81,6 +81,8 @@ const char *config_redis_url(const char *s, size_t len, char *host, uint16_t *po
     static const char scheme[] = "redis://";
     if (len < sizeof(scheme) - 1 || strncmp(s, scheme, sizeof(scheme) - 1) != 0)
         return "expected redis://HOST[:PORT][/DB]";
+    if (memchr(s, '@', len))
+        return "a user or password is not supported (redis://HOST[:PORT][/DB])";
     size_t i = sizeof(scheme) - 1, h = 0;
     if (i < len && s[i] == '[') { /* [IPv6] */
         for (i++; i < len && s[i] != ']'; i++) {
