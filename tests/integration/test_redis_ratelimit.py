@@ -282,6 +282,143 @@ def test_silent_store_deadline_and_bound():
     f.assert_alive()
 
 
+class FakeRedis:
+    """A loopback server speaking just enough RESP: it parses each command
+    and answers it as self.mode says: "error" (-ERR), "type" (a bulk
+    string), "short" (an array of 2), "midclose" (half a reply, then it
+    closes), "late" (a valid admit 300 ms late), "ok" (a valid admit)."""
+
+    def __init__(self):
+        self.mode = "ok"
+        self.commands = 0
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.stop_ev = threading.Event()
+        self.threads = [threading.Thread(target=self.accept_loop, daemon=True)]
+        self.threads[0].start()
+        ferrytest._cleanups.append(self.stop)
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in list(self.threads):
+            t.join(5)
+        self.ls.close()
+
+    def accept_loop(self):
+        self.ls.settimeout(0.2)
+        while not self.stop_ev.is_set():
+            try:
+                s, _ = self.ls.accept()
+            except OSError:
+                continue
+            t = threading.Thread(target=self.serve, args=(s,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    @staticmethod
+    def parse(buf):
+        "one command off buf: (args, rest) or (None, buf)"
+        if not buf.startswith(b"*") or b"\r\n" not in buf:
+            return None, buf
+        head, rest = buf.split(b"\r\n", 1)
+        args = []
+        for _ in range(int(head[1:])):
+            if b"\r\n" not in rest:
+                return None, buf
+            ln, rest2 = rest.split(b"\r\n", 1)
+            n = int(ln[1:])
+            if len(rest2) < n + 2:
+                return None, buf
+            args.append(rest2[:n])
+            rest = rest2[n + 2:]
+        return args, rest
+
+    def serve(self, s):
+        s.settimeout(0.2)
+        buf = b""
+        admit = b"*4\r\n:1\r\n:3\r\n:0\r\n:20000\r\n"
+        with s:
+            while not self.stop_ev.is_set():
+                try:
+                    data = s.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while True:
+                    args, buf = self.parse(buf)
+                    if args is None:
+                        break
+                    self.commands += 1
+                    mode = self.mode
+                    try:
+                        if mode == "error":
+                            s.sendall(b"-ERR boom\r\n")
+                        elif mode == "type":
+                            s.sendall(b"$5\r\nhello\r\n")
+                        elif mode == "short":
+                            s.sendall(b"*2\r\n:1\r\n:2\r\n")
+                        elif mode == "midclose":
+                            s.sendall(b"*4\r\n:1\r\n:3")
+                            return
+                        elif mode == "late":
+                            time.sleep(0.3)
+                            s.sendall(admit)
+                        else:
+                            s.sendall(admit)
+                    except OSError:
+                        return
+
+
+def test_bad_replies_and_late_replies():
+    "an error, a wrong type, a short array, a close mid-reply, a late reply: fallback, no crash"
+    fake = FakeRedis()
+    url = "redis://127.0.0.1:%d" % fake.port
+    f = ferry(workers=1, routes=[respond_route("deny", "/", rate_limit={
+        "requests": 5, "store": url, "store_timeout": "100ms", "on_store_error": "deny",
+        "key": "header:X-Key"})])
+    c = Client(f.port)
+    # the first request may find the connection still being made: it waits
+    eq(c.request("GET", "/").status, 200, "a valid admit from the fake store")
+    for mode in ("error", "type", "short"):
+        fake.mode = mode
+        eq(c.request("GET", "/").status, 503, "a reply of kind %s: deny" % mode)
+    page = metrics(f)
+    check('reason="bad_reply"' in page, "bad replies counted:\n%s" % page)
+    fake.mode = "ok"
+    eq(c.request("GET", "/").status, 200, "good replies again")
+    fake.mode = "midclose"
+    eq(c.request("GET", "/").status, 503, "the store closed mid-reply: deny")
+    fake.mode = "ok"
+    wait_until(lambda: c.request("GET", "/").status == 200, 10.0,
+               what="reconnected after the close mid-reply")
+    # late replies: each request gives up at 100 ms; the reply comes at 300 ms
+    # and finds an orphaned wait record (ASan builds would see a use after free)
+    fake.mode = "late"
+    for i in range(5):
+        hdr = {"X-Key": "k%%n%%s\"evil-key\"\\%d" % i}
+        eq(c.request("GET", "/", headers=hdr).status, 503, "late reply %d: deny" % i)
+    c.close()
+    # clients that leave while their request waits for the store
+    for i in range(5):
+        cl = Client(f.port)
+        cl.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Key: gone\r\n\r\n")
+        cl.close()
+    time.sleep(2.0)  # every late reply is in
+    fake.mode = "ok"
+    c = Client(f.port)
+    wait_until(lambda: c.request("GET", "/").status == 200, 10.0, what="prompt replies again")
+    c.close()
+    check("evil-key" not in f.stderr_text(), "a key's bytes are never logged")
+    f.assert_alive()
+
+
 def test_unreachable_at_start_then_reload_to_live_store():
     "a dead store at start: a warning, Ferry starts, deny; a reload to a live store applies"
     r = Redis().start()
