@@ -29,6 +29,9 @@
 #define BACKOFF_MAX_MS 5000
 #define LOG_EVERY_MS 5000
 #define KEY_TEXT_MAX 64
+#define TICK_MS 1000 /* the timer's period while connecting or up */
+#define CONNECT_TIMEOUT_S 2
+#define STALL_S 10 /* commands outstanding and no reply for this long */
 
 /* KEYS[1] the bucket; ARGV[1] the interval (µs), ARGV[2] the capacity.
  * Returns {admitted, remaining, retry_after_us, reset_us}. */
@@ -63,11 +66,12 @@ struct conn {
     struct loop *loop;
     redisAsyncContext *ac;
     enum conn_state state;
-    struct event *retry;
+    struct event *retry; /* reconnect after backoff; else the tick */
     struct evdns_getaddrinfo_request *dns;
     int64_t backoff_ms;
     unsigned pending; /* commands sent, reply not yet in */
     int64_t last_used;
+    int64_t since;        /* the connect's start, or the last reply (or first send) */
     int64_t last_log;     /* the connection's own events */
     int64_t last_decided; /* on_store_error decisions */
     unsigned long unlogged;
@@ -200,16 +204,39 @@ static void conn_failed(struct conn *c, const char *what)
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
 }
 
+static void tick_later(struct conn *c)
+{
+    struct timeval tv = {TICK_MS / 1000, (TICK_MS % 1000) * 1000};
+    evtimer_add(c->retry, &tv);
+}
+
+/*
+ * The connection's timer: down, a reconnect after the backoff; connecting,
+ * a connect timeout; up, a stalled Redis (commands outstanding, no reply
+ * for STALL_S: a dead peer TCP has not noticed) is dropped. Unused
+ * connections (an old config's store) are closed.
+ */
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     (void)fd, (void)what;
-    if (idle(c)) { /* nobody uses it (an old config's store): close it */
+    if (idle(c) && c->state != ST_RESOLVING) {
         unlink_conn(c);
         conn_free(c);
         return;
     }
-    conn_start(c);
+    int64_t waited = loop_now() - c->since;
+    if (c->state == ST_DOWN) {
+        conn_start(c);
+    } else if (c->state == ST_CONNECTING && waited > CONNECT_TIMEOUT_S * LOOP_SEC) {
+        conn_close_ac(c);
+        conn_failed(c, "connect timed out");
+    } else if (c->state == ST_UP && c->pending && waited > STALL_S * LOOP_SEC) {
+        conn_close_ac(c);
+        conn_failed(c, "no reply for 10 s: reconnecting");
+    } else {
+        tick_later(c);
+    }
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -224,6 +251,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     c->state = ST_UP;
     c->backoff_ms = BACKOFF_MIN_MS;
+    c->since = loop_now();
+    tick_later(c);
     log_msg(LOG_LEVEL_INFO, "rate_limit store %s: connected", c->url);
 }
 
@@ -270,6 +299,8 @@ static void connect_ip(struct conn *c, const char *ip)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     c->state = ST_CONNECTING;
+    c->since = loop_now();
+    tick_later(c);
     if (c->db)
         redisAsyncCommand(ac, on_select, NULL, "SELECT %u", (unsigned)c->db);
 }
@@ -371,6 +402,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *r = reply;
     (void)ac;
     w->conn->pending--;
+    w->conn->since = loop_now();
     if (!w->co) { /* orphaned: the request stopped waiting */
         free(w);
         return;
@@ -427,7 +459,8 @@ static int take(struct conn *c, struct wait *w, const struct config_route *rt, c
     evbuffer_free(b);
     if (rc != REDIS_OK)
         return R_DOWN;
-    c->pending++;
+    if (c->pending++ == 0)
+        c->since = loop_now();
     struct io_want want = {.events = IO_SIGNAL};
     while (!w->done) {
         if (io_wait(&want, 1, deadline) < 0 && !w->done) {

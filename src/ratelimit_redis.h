@@ -25,7 +25,10 @@
  * blocking getaddrinfo). After a failure or a dropped connection a
  * background timer reconnects with backoff (100 ms doubling to 5 s).
  * While the connection is down (or its host is being resolved) commands
- * fail at once, without waiting for the deadline. A connection nobody has
+ * fail at once, without waiting for the deadline. A connect that takes
+ * over 2 s is abandoned, and so is a connection with commands outstanding
+ * and no reply for 10 s (a peer gone without a FIN or RST; hiredis sets no
+ * keepalive), and both reconnect. A connection nobody has
  * used for RLR_IDLE_CLOSE_S seconds with no command outstanding is closed
  * (this is how a reload's old store URL goes away: the requests of the old
  * config stop using it).

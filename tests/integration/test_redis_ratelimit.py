@@ -8,7 +8,7 @@ fast, counted in /metrics; Redis restarted on the same port: sharing
 resumes. A silent store (accepts, never answers) hits Ferry's deadline;
 its outstanding commands are bounded (queue_full fails at once). A reload
 to another store URL takes effect. Skipped only when redis-server is not
-installed. Slow (~40 s)."""
+installed. About 20 s."""
 import http.client
 import os
 import shutil
@@ -227,14 +227,14 @@ def silent_server():
         stop.set()
         t.join(5)
     ferrytest._cleanups.append(close)
-    return ls.getsockname()[1]
+    return ls.getsockname()[1], conns
 
 
 def test_silent_store_deadline_and_bound():
     "a store that never answers: deadline + fallback in time; outstanding commands bounded"
     if not REDIS:
         raise Skip("redis-server is not installed (apt-get install redis-server)")
-    port = silent_server()
+    port, accepted = silent_server()
     url = "redis://127.0.0.1:%d" % port
     f = ferry(workers=1, routes=[
         respond_route("allow", "/allow", rate_limit={
@@ -278,6 +278,15 @@ def test_silent_store_deadline_and_bound():
     eq(c.request("GET", "/deny").status, 503, "deny with the queue full")
     took = time.monotonic() - t0
     check(took < 0.09, "the queue is full: no wait for the deadline (%.3fs)" % took)
+    c.close()
+    # no reply for 10 s with commands outstanding: the connection is dropped
+    # and made again (a dead peer that sent no FIN)
+    wait_until(lambda: len(accepted) >= 2, 20.0, what="a reconnect after 10 s of silence")
+    c = Client(f.port)
+    t0 = time.monotonic()
+    eq(c.request("GET", "/deny").status, 503, "deny through the new connection")
+    took = time.monotonic() - t0
+    check(0.09 <= took < 1.1, "a fresh queue: the deadline again (%.3fs)" % took)
     c.close()
     f.assert_alive()
 
