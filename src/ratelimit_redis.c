@@ -47,7 +47,7 @@ static const char SCRIPT[] =
     "local limit = cap * iv\n"
     "if new - now <= limit then\n"
     "  redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX',\n"
-    "             math.ceil((new - now) / 1000) + 1000)\n"
+    "             math.min(math.ceil((new - now) / 1000) + 1000, 315360000000))\n"
     "  return {1, math.floor((limit - (new - now)) / iv), 0, math.ceil(new - now)}\n"
     "end\n"
     "return {0, 0, math.ceil(new - now - limit), math.ceil(tat - now)}\n";
