@@ -320,6 +320,11 @@ static void on_resolved(int err, struct evutil_addrinfo *ai, void *arg)
         snprintf(what, sizeof(what), "cannot resolve the host: %s", evutil_gai_strerror(err));
         conn_failed(c, what);
     } else {
+        struct evutil_addrinfo *first = ai;
+        while (ai->ai_next && ai->ai_family != AF_INET) /* IPv4 first */
+            ai = ai->ai_next;
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            ai = first;
         const void *a = ai->ai_family == AF_INET6
                             ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
                             : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
@@ -327,6 +332,7 @@ static void on_resolved(int err, struct evutil_addrinfo *ai, void *arg)
             connect_ip(c, ip);
         else
             conn_failed(c, "resolved to an unusable address");
+        ai = first;
     }
     if (ai)
         evutil_freeaddrinfo(ai);

@@ -22,7 +22,8 @@
  * on the worker's event base (hiredis's libevent adapter), created at the
  * first request that needs it. A host name is resolved with the worker's
  * evdns (hiredis is handed an IP literal: its own connect would call a
- * blocking getaddrinfo). After a failure or a dropped connection a
+ * blocking getaddrinfo); of its addresses the first IPv4 one is used,
+ * else the first. After a failure or a dropped connection a
  * background timer reconnects with backoff (100 ms doubling to 5 s).
  * While the connection is down (or its host is being resolved) commands
  * fail at once, without waiting for the deadline. A connect that takes
