@@ -391,6 +391,17 @@ static struct conn *conn_of(struct loop *loop, const struct config_rate_limit *c
     return c;
 }
 
+void ratelimit_redis_prepare(const struct config *cfg)
+{
+    struct loop *loop = loop_current();
+    for (size_t i = 0; loop && i < cfg->nroutes; i++) {
+        const struct config_rate_limit *rl = cfg->routes[i].rate_limit;
+        struct conn *c = rl && rl->store_url ? conn_of(loop, rl) : NULL;
+        if (c)
+            c->last_used = loop_now();
+    }
+}
+
 void ratelimit_redis_thread_end(void)
 {
     while (conns) {

@@ -19,8 +19,9 @@
  * redis.replicate_commands() is called for 3.2 and 4.)
  *
  * Connections: one hiredis async context per worker thread per store URL,
- * on the worker's event base (hiredis's libevent adapter), created at the
- * first request that needs it. A host name is resolved with the worker's
+ * on the worker's event base (hiredis's libevent adapter), opened when the
+ * worker installs a config that names the store (at start, at a reload)
+ * or at the first request that needs it. A host name is resolved with the worker's
  * evdns (hiredis is handed an IP literal: its own connect would call a
  * blocking getaddrinfo); of its addresses the first IPv4 one is used,
  * else the first. After a failure or a dropped connection a
@@ -79,6 +80,11 @@ struct evbuffer;
 void ratelimit_redis_request(const struct config_route *rt, const struct http1_request *req,
                              const char *client, const char *identity,
                              struct ratelimit_result *res);
+
+/* Opens the calling worker's connections to the stores cfg names (at the
+ * worker's start and after each reload): an unreachable store is a warning
+ * then, not at the first request. */
+void ratelimit_redis_prepare(const struct config *cfg);
 
 /* Closes the calling worker thread's store connections (before its loop
  * is freed). */

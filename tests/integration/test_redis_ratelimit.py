@@ -433,11 +433,11 @@ def test_unreachable_at_start_then_reload_to_live_store():
     r = Redis().start()
     dead = "redis://127.0.0.1:%d/0" % free_port()
     f = ferry(routes=limited_routes(dead, "reload-"))
+    wait_until(lambda: "rate_limit store " + dead in f.stderr_text(), 5.0,
+               what="a warning naming the store, before any request")
     c = Client(f.port)
     eq(c.request("GET", "/big").status, 200, "allow with a dead store")
     eq(c.request("GET", "/small").status, 503, "deny with a dead store")
-    wait_until(lambda: "rate_limit store " + dead in f.stderr_text(), 5.0,
-               what="a warning naming the store")
     f.reload({"routes": limited_routes(r.url(3), "reload-")})
     st = [c.request("GET", "/small").status for _ in range(7)]
     log("after the reload: %r" % st)
