@@ -758,13 +758,12 @@ static unsigned evaluate(struct io_want *w, struct coro_slots *slots)
     unsigned fired = 0;
     struct io_stream *s = w->stream;
     if (s) {
-        size_t in = evbuffer_get_length(s->in);
-        size_t out = evbuffer_get_length(s->out);
         size_t min = w->read_min ? w->read_min : 1;
-        if ((w->events & IO_READABLE) && (in >= min || s->read_done))
+        if ((w->events & IO_READABLE) && (s->read_done || evbuffer_get_length(s->in) >= min))
             fired |= IO_READABLE;
         bool up = s->connected && !s->handshaking;
-        if ((w->events & IO_WRITABLE) && (s->write_err || (up && out <= w->write_below)))
+        if ((w->events & IO_WRITABLE) &&
+            (s->write_err || (up && evbuffer_get_length(s->out) <= w->write_below)))
             fired |= IO_WRITABLE;
         if ((w->events & IO_EOF) && (s->read_done || s->write_err))
             fired |= IO_EOF;

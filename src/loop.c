@@ -56,8 +56,7 @@ static __thread struct loop *current_loop;
  * pass before it (nginx and Envoy keep one cached time per turn the same
  * way). A thread outside loop_run() reads the clock each time.
  */
-static __thread int64_t turn_now;
-static __thread bool turn_known;
+__thread int64_t loop_turn_now; /* 0: not read in this turn (loop.h) */
 static __thread bool in_run;
 
 static int64_t clock_now(void)
@@ -67,15 +66,12 @@ static int64_t clock_now(void)
     return (int64_t)ts.tv_sec * LOOP_SEC + ts.tv_nsec;
 }
 
-int64_t loop_now(void)
+int64_t loop_now_read(void)
 {
-    if (!in_run)
-        return clock_now();
-    if (!turn_known) {
-        turn_now = clock_now();
-        turn_known = true;
-    }
-    return turn_now;
+    int64_t t = clock_now();
+    if (in_run)
+        loop_turn_now = t;
+    return t;
 }
 
 int64_t loop_deadline(int64_t after)
@@ -216,7 +212,7 @@ static void on_schedule(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct loop *loop = arg;
     coro_resume_gate(true);
-    turn_known = false; /* this pass's instant: read on first use */
+    loop_turn_now = 0; /* this pass's instant: read on first use */
     for (unsigned n = 0; loop->run_head && n < LOOP_PASS_MAX; n++) {
         struct coro *c = loop->run_head;
         struct coro_slots *s = coro_slots(c);
@@ -256,12 +252,13 @@ int loop_run(struct loop *loop)
     int r = 0;
     in_run = true;
     while (r == 0) {
-        turn_known = false;
+        loop_turn_now = 0;
         r = event_base_loop(loop->base, EVLOOP_ONCE);
         if (event_base_got_exit(loop->base) || event_base_got_break(loop->base))
             break;
     }
     in_run = false;
+    loop_turn_now = 0;
     return r < 0 ? -EIO : 0;
 }
 

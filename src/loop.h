@@ -34,11 +34,22 @@ struct loop;
 /* Now, CLOCK_MONOTONIC, in nanoseconds. On a thread inside loop_run() it
  * is read once per loop turn and scheduler pass (a few µs of work): deadlines
  * and logged durations are off by at most that much. */
-int64_t loop_now(void);
+static inline int64_t loop_now(void);
 /* loop_now() + after, or LOOP_NEVER when after <= 0 ("0s = none"). */
 int64_t loop_deadline(int64_t after);
 /* The earlier of two deadlines, LOOP_NEVER counting as the latest. */
 int64_t loop_deadline_min(int64_t a, int64_t b);
+
+/* loop_now()'s cache: this turn's instant, 0 when not read yet in this
+ * turn or outside loop_run() (loop.c only writes it). Inline, because a
+ * request asks for the time a dozen times. */
+extern __thread int64_t loop_turn_now;
+int64_t loop_now_read(void);
+static inline int64_t loop_now(void)
+{
+    int64_t t = loop_turn_now;
+    return t ? t : loop_now_read();
+}
 
 /*
  * Creates a loop for the calling thread (it becomes loop_current() there):

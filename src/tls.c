@@ -1235,6 +1235,12 @@ bool tls_failed(const struct io_stream *s, const char **why)
     return true;
 }
 
+/* The longest subject passed on (RFC 2253 text; a CA may sign a subject of
+ * many RDNs). One over it is no identity at all: a cut subject could read
+ * as another, shorter one, so a route that requires a certificate refuses
+ * it rather than pass a prefix upstream. */
+#define TLS_SUBJECT_MAX 4096
+
 /* The subject and fingerprint of the verified peer certificate, once. */
 static void identity_make(struct tls_conn *t)
 {
@@ -1252,8 +1258,10 @@ static void identity_make(struct tls_conn *t)
     }
     char *text;
     long len = BIO_get_mem_data(b, &text);
-    if (len > 1024)
-        len = 1024;
+    if (len < 0 || len > TLS_SUBJECT_MAX) {
+        BIO_free(b);
+        return;
+    }
     t->subject = malloc((size_t)len + 1);
     t->fingerprint = malloc(2 * mdlen + 1);
     if (t->subject && t->fingerprint) {
@@ -1357,17 +1365,24 @@ static bool is_ip(const char *name)
 }
 
 /* The name an upstream connection sends and verifies (see tls_connect),
- * into buf; NULL when there is none (a unix socket). */
+ * into buf; NULL with *why set when there is none (a unix socket without
+ * sni) or it cannot be a host name (too long). */
 static const char *upstream_name(const struct config_upstream *up, unsigned server, char *buf,
-                                 size_t size)
+                                 size_t size, const char **why)
 {
     const char *name = up->tls->sni;
     if (!name && up->host_header == CONFIG_HOST_LITERAL)
         name = up->host_literal;
     if (!name && server < up->nservers)
         name = up->servers[server].addr.host;
-    if (!name || snprintf(buf, size, "%s", name) >= (int)size)
+    if (!name || !*name) {
+        *why = "upstream TLS: no name to verify the certificate against (set tls.sni)";
         return NULL;
+    }
+    if (snprintf(buf, size, "%s", name) >= (int)size) {
+        *why = "upstream TLS: invalid server name (too long)";
+        return NULL;
+    }
     char *colon = strrchr(buf, ':');
     if (colon && !strchr(buf, '[') && colon == strchr(buf, ':'))
         *colon = '\0'; /* a literal host:port */
@@ -1379,20 +1394,22 @@ int tls_connect(struct io_stream *s, const struct config_upstream *up, unsigned 
 {
     struct tls_client *cl = up->tls->ctx;
     char namebuf[256];
-    const char *name = upstream_name(up, server, namebuf, sizeof(namebuf));
+    const char *why = NULL;
+    const char *name = upstream_name(up, server, namebuf, sizeof(namebuf), &why);
     struct tls_conn *t = conn_new(s, cl->ctx, false);
     last_failure = NULL;
     if (!t)
         return -ENOMEM;
     SSL *ssl = t->ssl;
-    bool ok = true;
-    if (name && *name && !is_ip(name))
+    /* Verification without a name would accept any certificate the CA
+     * signed: no name fails closed, and with verify off is no SNI. */
+    bool ok = name || !up->tls->verify;
+    if (name && !is_ip(name))
         ok = SSL_set_tlsext_host_name(ssl, name) == 1;
     if (ok && up->tls->verify) {
         SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-        if (name && *name)
-            ok = is_ip(name) ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1
-                             : SSL_set1_host(ssl, name) == 1;
+        ok = is_ip(name) ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1
+                         : SSL_set1_host(ssl, name) == 1;
     }
     struct session_slot *slot = server < cl->nslots ? &cl->slots[server] : NULL;
     if (slot) {
@@ -1404,7 +1421,7 @@ int tls_connect(struct io_stream *s, const struct config_upstream *up, unsigned 
     }
     io_stream_set_transport(s, &tls_transport, t);
     if (!ok) {
-        last_failure = "upstream TLS: invalid server name";
+        last_failure = why ? why : "upstream TLS: invalid server name";
         return -EPROTO;
     }
     int r = io_handshake(s, deadline, watch);

@@ -74,6 +74,14 @@ def test_via_and_request_id():
         ids.add(rid)
         f.wait_access(lambda e: e.get("request_id") == rid, what="request_id %s" % rid)
     eq(len(ids), 5, "distinct request ids for 5 requests")
+    for i in range(45):
+        expect_response(request(f, "GET", "/echo?j=%d" % i), status=200)
+        ids.add(be.last().header("X-Request-Id"))
+    bad = [r for r in ids if not re.fullmatch(r"[0-9a-f]{16}", r or "")]
+    check(not bad, "ids are 16 lowercase hex digits: %r" % bad)
+    # 50 ids of 16 random digits use every digit in every position often
+    # enough: a digit stuck or never made (a wrong conversion) shows here
+    eq(set("".join(ids)), set("0123456789abcdef"), "every hex digit appears")
 
 
 def test_hop_by_hop_request():

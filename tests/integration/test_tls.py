@@ -467,6 +467,34 @@ def test_route_requires_client_certificate_and_forwards_it():
        ("CN=client-2", p.fingerprint(client[0])), "the access log has both")
 
 
+def test_long_subjects_go_whole_or_not_at_all():
+    """A subject of many RDNs goes upstream whole (it was cut at 1,024
+    bytes, maybe inside an escape); one over 4,096 bytes is no identity."""
+    import json as _json
+    p = pki()
+
+    def subject_of(units):
+        ous = "".join("/OU=unit-%02d-%s" % (i, "x" * 52) for i in range(units))
+        return p.issue("long%d" % units, cn="long", client=True, subj=ous + "/CN=long")
+
+    mid, huge = subject_of(30), subject_of(70)
+    rfc2253 = subprocess.run(["openssl", "x509", "-in", mid[0], "-noout", "-subject", "-nameopt",
+                              "RFC2253"], capture_output=True, check=True).stdout.decode()
+    want = rfc2253.strip().split("=", 1)[1]
+    check(1024 < len(want) < 4096, "the middle subject is %d bytes" % len(want))
+    b = backend()
+    cc = {"subject_header": "X-Client-Subject"}
+    f = tls_ferry(routes=[route("secure", "/", upstream="be", client_cert=cc)],
+                  upstreams={"be": servers(b)}, tls_extra={"client_ca": p.ca_cert})
+    rc, out, err = curl(f, "a.test", "/", "--cert", mid[0], "--key", mid[1])
+    eq(out.rsplit("\n", 1)[1], "200", "a %d-byte subject (%s)" % (len(want), err))
+    hdrs = dict((k.lower(), v) for k, v in _json.loads(out.rsplit("\n", 1)[0])["headers"])
+    eq(hdrs.get("x-client-subject"), want, "the whole subject goes upstream")
+    rc, out, err = curl(f, "a.test", "/", "--cert", huge[0], "--key", huge[1])
+    eq(out.rsplit("\n", 1)[1], "403", "a subject over 4,096 bytes is refused (%s)" % out[-200:])
+    eq(len(b.requests), 1, "and nothing of it reached the upstream")
+
+
 def metrics_text(f):
     import http.client
     c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)

@@ -148,6 +148,20 @@ def test_literal_host_is_the_name():
     eq(b.snis, ["up.test"], "SNI is the literal Host")
 
 
+def test_a_name_too_long_to_verify_fails_closed():
+    """A literal Host longer than any DNS name cannot be verified: a 502
+    saying so (it was sent with the chain checked and no name at all, so
+    any certificate the CA signed passed)."""
+    b = tls_backend()
+    f = up_ferry(b, {"ca": pki().ca_cert}, host_header="a" * 300 + ".test")
+    r = get(f)
+    eq(r.status, 502, "no name to verify against")
+    check("too long" in r.json().get("error", ""), "says why: %r" % r.json())
+    eq(len(b.requests), 0, "nothing was sent")
+    f3 = up_ferry(b, {"verify": False}, host_header="a" * 300 + ".test")
+    eq(get(f3).status, 200, "verify: false does not need a name")
+
+
 def test_sessions_resumed_on_new_connections():
     b = tls_backend()
     f = up_ferry(b, {"ca": pki().ca_cert, "sni": "up.test"}, keepalive=0)

@@ -39,13 +39,14 @@ class Pki:
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    def issue(self, stem, names=(), kind="ec", days=30, client=False, cn=None, ips=()):
+    def issue(self, stem, names=(), kind="ec", days=30, client=False, cn=None, ips=(), subj=None):
         """Signs a certificate for DNS names (and IPs); returns (cert, key)
-        paths. days <= 0 makes one that has already expired."""
+        paths. days <= 0 makes one that has already expired. subj replaces
+        the subject /CN=cn."""
         cert, key, csr, ext = (self.path(stem + s) for s in (".pem", ".key", ".csr", ".ext"))
         cn = cn or (names[0] if names else stem)
         _run(["openssl", "req", "-nodes"] + _newkey(kind) +
-             ["-keyout", key, "-out", csr, "-subj", "/CN=" + cn], self.dir)
+             ["-keyout", key, "-out", csr, "-subj", subj or "/CN=" + cn], self.dir)
         sans = ["DNS:" + n for n in names] + ["IP:" + i for i in ips]
         with open(ext, "w") as fh:
             if sans:
