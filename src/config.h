@@ -361,7 +361,19 @@ struct config_rate_limit {
     char *key_arg; /* header name or constant text; NULL for the others */
     size_t key_arg_len;
     void *state_; /* struct ratelimit *, set at first use (atomic) */
+    /* store: redis://HOST[:PORT][/DB] (ratelimit_redis.h); NULL: local */
+    char *store_url;
+    char *store_host; /* a name, or an IP literal (no brackets) */
+    uint16_t store_port;
+    uint32_t store_db;
+    bool store_deny;       /* on_store_error: deny (false: allow) */
+    int64_t store_timeout; /* ms, > 0 (100) */
 };
+
+/* Parses redis://HOST[:PORT][/DB] (port 6379, db 0 by default): the host
+ * (a name, IPv4, or [IPv6]) into host (room for 256), the port and db.
+ * Returns NULL, or what is wrong. Pure. */
+const char *config_redis_url(const char *s, size_t len, char *host, uint16_t *port, uint32_t *db);
 
 /*
  * cors of a route (see cors.h): origins as written ("*" alone, exact

@@ -57,6 +57,112 @@ static bool load_rate_key(struct ctx *c, const struct cfg_field *f, const struct
     return true;
 }
 
+static bool host_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '.' || ch == '_';
+}
+
+/* Reads decimal digits of s[*i..len) up to max; false when none or too big. */
+static bool url_number(const char *s, size_t len, size_t *i, uint32_t max, uint32_t *out)
+{
+    uint64_t n = 0;
+    size_t start = *i;
+    while (*i < len && s[*i] >= '0' && s[*i] <= '9' && *i - start < 10)
+        n = n * 10 + (uint64_t)(s[(*i)++] - '0');
+    if (*i == start || n > max || (*i < len && s[*i] >= '0' && s[*i] <= '9'))
+        return false;
+    *out = (uint32_t)n;
+    return true;
+}
+
+const char *config_redis_url(const char *s, size_t len, char *host, uint16_t *port, uint32_t *db)
+{
+    static const char scheme[] = "redis://";
+    if (len < sizeof(scheme) - 1 || strncmp(s, scheme, sizeof(scheme) - 1) != 0)
+        return "expected redis://HOST[:PORT][/DB]";
+    if (memchr(s, '@', len))
+        return "a user or password is not supported (redis://HOST[:PORT][/DB])";
+    size_t i = sizeof(scheme) - 1, h = 0;
+    if (i < len && s[i] == '[') { /* [IPv6] */
+        for (i++; i < len && s[i] != ']'; i++) {
+            if (h >= 64 || !(s[i] == ':' || s[i] == '.' || (s[i] >= '0' && s[i] <= '9') ||
+                             (s[i] >= 'a' && s[i] <= 'f') || (s[i] >= 'A' && s[i] <= 'F')))
+                return "a bracketed host must be an IPv6 address";
+            host[h++] = s[i];
+        }
+        if (i >= len || h == 0)
+            return "a bracketed host must be an IPv6 address";
+        i++;
+    } else {
+        for (; i < len && host_char(s[i]); i++) {
+            if (h >= 253)
+                return "the host name is longer than 253 characters";
+            host[h++] = s[i];
+        }
+    }
+    host[h] = '\0';
+    if (h == 0)
+        return "the URL names no host";
+    uint32_t n = 6379;
+    if (i < len && s[i] == ':') {
+        i++;
+        if (!url_number(s, len, &i, 65535, &n) || n == 0)
+            return "the port must be 1 to 65535";
+    }
+    *port = (uint16_t)n;
+    n = 0;
+    if (i < len && s[i] == '/' && i + 1 < len) {
+        i++;
+        if (!url_number(s, len, &i, 2147483647, &n))
+            return "the database must be a number";
+    } else if (i < len && s[i] == '/') {
+        i++;
+    }
+    *db = n;
+    if (i != len)
+        return "unexpected text after HOST[:PORT][/DB] (no user, password or query)";
+    return NULL;
+}
+
+/* store: redis://HOST[:PORT][/DB] */
+static bool load_rate_store(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                            const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    struct config_rate_limit *rl = target;
+    char q[QLEN], host[256];
+    (void)f, (void)k;
+    if (!cfg_want_scalar(c, v, path, "a URL like redis://127.0.0.1:6379/0"))
+        return false;
+    const char *bad = strlen(v->str) == v->len
+                          ? config_redis_url(v->str, v->len, host, &rl->store_port, &rl->store_db)
+                          : "the URL holds a NUL byte";
+    if (bad) {
+        cfg_err(c, v, path, "%s, got %s", bad, cfg_quote(q, sizeof(q), v->str, v->len));
+        return false;
+    }
+    rl->store_url = cfg_strndup(c->mem, v->str, v->len);
+    rl->store_host = cfg_strndup(c->mem, host, strlen(host));
+    return true;
+}
+
+/* on_store_error: allow | deny */
+static bool load_rate_on_error(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                               const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    struct config_rate_limit *rl = target;
+    char q[QLEN];
+    (void)f, (void)k;
+    if (!cfg_want_scalar(c, v, path, "allow or deny"))
+        return false;
+    if (streq(v->str, "allow") || streq(v->str, "deny")) {
+        rl->store_deny = streq(v->str, "deny");
+        return true;
+    }
+    cfg_err(c, v, path, "expected allow or deny, got %s", cfg_quote(q, sizeof(q), v->str, v->len));
+    return false;
+}
+
 static const struct cfg_field rate_limit_fields[] = {
     {"requests", CFG_CUSTOM, .load = load_rate_requests,
      .required = "a rate limit needs requests: (tokens refilled per `per`)",
@@ -67,6 +173,12 @@ static const struct cfg_field rate_limit_fields[] = {
      "an integer from 0 to 1000000000", .def = 0, .doc = "tokens held beyond requests (0)"},
     {"key", CFG_CUSTOM, .load = load_rate_key,
      .doc = "client_ip, identity, header:NAME or const:TEXT (client_ip)"},
+    {"store", CFG_CUSTOM, .load = load_rate_store,
+     .doc = "redis://HOST[:PORT][/DB]: the buckets live in Redis, shared by every instance"},
+    {"on_store_error", CFG_CUSTOM, .load = load_rate_on_error,
+     .doc = "allow or deny when the store is down or slow (allow)"},
+    {"store_timeout", CFG_DURATION, AT(struct config_rate_limit, store_timeout), 1, 10000,
+     .def = 100, .doc = "the longest a request waits for the store (100ms)"},
     END};
 const struct cfg_schema cfg_rate_limit_schema = {
     "routes[].rate_limit", "a mapping (requests, per, burst, key)", rate_limit_fields};

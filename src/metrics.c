@@ -14,6 +14,7 @@
 #include "config.h"
 #include "upstream.h"
 #include "tls.h"
+#include "ratelimit_redis.h"
 #include "worker.h"
 
 /* Request duration buckets (seconds, upper bounds; +Inf is implied). */
@@ -509,6 +510,7 @@ int metrics_render(struct evbuffer *out, const struct config *cfg, struct worker
         return -1;
     render_servers(out, cfg, workers, nworkers);
     render_tls(out, cfg);
+    ratelimit_redis_metrics(out);
     render_process(out);
     return 0;
 }

@@ -45,6 +45,7 @@
 #include "metrics.h"
 #include "body.h"
 #include "ratelimit.h"
+#include "ratelimit_redis.h"
 #include "reply.h"
 #include "snapshot.h"
 #include "request.h"
@@ -236,7 +237,10 @@ static void answer_preflight(struct request *r)
 static bool rate_limit_admits(struct request *r)
 {
     struct ratelimit_result res;
-    ratelimit_request(r->route, &r->req, r->side->client, r->identity, loop_now(), &res);
+    if (r->route->rate_limit->store_url) /* shared through Redis; may yield */
+        ratelimit_redis_request(r->route, &r->req, r->side->client, r->identity, &res);
+    else
+        ratelimit_request(r->route, &r->req, r->side->client, r->identity, loop_now(), &res);
     if (res.allowed)
         return true;
     struct http1_header f[4 + CORS_MAX_FIELDS];
@@ -244,10 +248,15 @@ static bool rate_limit_admits(struct request *r)
     size_t n = ratelimit_fields(&res, f, buf);
     if (r->route->cors)
         n += cors_fields(r->route->cors, &r->req, false, f + n, age);
-    size_t len = reply_error_json(body, sizeof(body), 429, "too many requests", r->id, r->id_len);
+    int status = res.store_error ? 503 : 429; /* on_store_error: deny */
+    size_t len = reply_error_json(
+        body, sizeof(body), status,
+        res.store_error ? "rate limit store unavailable" : "too many requests", r->id, r->id_len);
     struct config_header_rules rules = {.set = f, .nset = n};
-    r->error = res.table_full ? "rate limit: no room for another key" : "rate limited";
-    request_answer(r, 429, "application/json", body, len, false, &rules);
+    r->error = res.store_error  ? "rate limit store unavailable"
+               : res.table_full ? "rate limit: no room for another key"
+                                : "rate limited";
+    request_answer(r, status, "application/json", body, len, false, &rules);
     return false;
 }
 

@@ -324,6 +324,22 @@ void ratelimit_request(const struct config_route *rt, const struct http1_request
         __atomic_store_n((struct ratelimit **)&cfg->state_, rl, __ATOMIC_RELEASE);
     }
     struct ratelimit_rate rate = ratelimit_rate_of(cfg->requests, cfg->per, cfg->burst);
+    size_t len;
+    const char *key = ratelimit_key(rt, req, client, identity, &len);
+    if (!rl) { /* out of memory: refuse rather than let through */
+        memset(res, 0, sizeof(*res));
+        res->limit = rate.capacity;
+        res->retry_after_ns = rate.interval_ns;
+        res->table_full = true;
+        return;
+    }
+    ratelimit_take(rl, ratelimit_hash(key, len), now, &rate, res);
+}
+
+const char *ratelimit_key(const struct config_route *rt, const struct http1_request *req,
+                          const char *client, const char *identity, size_t *out_len)
+{
+    const struct config_rate_limit *cfg = rt->rate_limit;
     const char *key = "";
     size_t len = 0;
     switch (cfg->key) {
@@ -348,14 +364,8 @@ void ratelimit_request(const struct config_route *rt, const struct http1_request
         len = cfg->key_arg_len;
         break;
     }
-    if (!rl) { /* out of memory: refuse rather than let through */
-        memset(res, 0, sizeof(*res));
-        res->limit = rate.capacity;
-        res->retry_after_ns = rate.interval_ns;
-        res->table_full = true;
-        return;
-    }
-    ratelimit_take(rl, ratelimit_hash(key, len), now, &rate, res);
+    *out_len = len;
+    return key;
 }
 
 static uint64_t ceil_seconds(int64_t ns)

@@ -64,6 +64,7 @@ struct ratelimit_result {
     int64_t retry_after_ns; /* refused: until one token is back; else 0 */
     int64_t reset_ns;       /* until the bucket is full again */
     bool table_full;        /* refused because no entry was free */
+    bool store_error;       /* the shared store failed; on_store_error decided */
 };
 
 /*
@@ -112,6 +113,12 @@ struct ratelimit *ratelimit_of_route(const char *name);
 void ratelimit_request(const struct config_route *rt, const struct http1_request *req,
                        const char *client, const char *identity, int64_t now,
                        struct ratelimit_result *res);
+
+/* The bytes of the key a route's rate_limit names for this request (see
+ * ratelimit_request), their length in *len. Points into req, client,
+ * identity or the config. */
+const char *ratelimit_key(const struct config_route *rt, const struct http1_request *req,
+                          const char *client, const char *identity, size_t *len);
 
 /* Fields of a 429: Retry-After, RateLimit-Limit, RateLimit-Remaining,
  * RateLimit-Reset (seconds), into out (room for 4), their text in buf

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "ratelimit_redis.h"
 #include "loop.h"
 #include "health.h"
 #include "registry.h"
@@ -223,6 +224,7 @@ static void *worker_main(void *arg)
         event_free(w->drain_timer);
     if (w->drain_poll)
         event_free(w->drain_poll);
+    ratelimit_redis_thread_end();
     loop_free(w->loop);
     proxy_worker_fini(w);
     io_thread_cleanup();

@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "ratelimit_redis.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -36,6 +37,7 @@ int snapshot_install(struct worker *w, struct config *cfg, struct metrics *metri
     else
         metrics_free(baseline);
     snapshot_release(old);
+    ratelimit_redis_prepare(cfg); /* connect to the rate-limit stores it names */
     return 0;
 }
 

@@ -49,7 +49,7 @@ plant "a pure module including the runtime (http1.c -> loop.h)" \
 plant "a pure module reaching the runtime two headers away (balancer.c -> route.h -> tunnel.h -> io.h)" \
     "balancer.c is a pure module but reaches" sh -c \
     "printf '\n#include \"route.h\"\n' >>balancer.c && printf '\n#include \"tunnel.h\"\n' >>route.h && printf '\n#include \"io.h\"\n' >>tunnel.h"
-plant "openssl outside its module" "includes openssl/, which only jwt auth tls may include" \
+plant "openssl outside its module" "includes openssl/, which only jwt auth tls ratelimit_redis may include" \
     append proxy.c '#include <openssl/ssl.h>'
 plant "yaml.h outside the config module" "includes yaml\\.h, which only config_yaml may include" \
     append route.c '#include <yaml.h>'

@@ -35,14 +35,15 @@ check() {
 # Modules that own sockets, loops or libevent's buffers.
 check 'event2/' loop io io_internal io_splice evmem upstream conn proxy reply request body tunnel listener daemon server main \
     log metrics admin worker \
-    health resolve
+    health resolve ratelimit_redis
 # OpenSSL: token and key verification (jwt, auth) and the TLS module.
-check 'openssl/' jwt auth tls
+check 'openssl/' jwt auth tls ratelimit_redis
 check 'jansson\.h' jwt
 check 'crypt\.h' auth auth_pool
 check 'yaml\.h' config_yaml
 check 'systemd/' daemon
 check 'pcre2\.h' regex
+check 'hiredis/' ratelimit_redis
 
 # The pure modules: no coroutines, no loop, no await, no libevent, also not
 # through a header they include (config.h -> http1.h -> ... is followed).
@@ -93,7 +94,7 @@ done
 # Every module these lists name exists.
 for m in loop io evmem upstream conn proxy reply request body tunnel listener daemon server main log \
     metrics admin worker config config_yaml daemon http1 headers proxyproto balancer route coro sys \
-    ratelimit cors; do
+    ratelimit cors ratelimit_redis; do
     if [ ! -f "$src/$m.c" ] && [ ! -f "$src/$m.h" ]; then
         echo "check-includes: the lists name module $m, which src/ does not have" >&2
         status=1

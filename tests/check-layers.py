@@ -35,6 +35,7 @@ RANKS = {
     "regex": 3, "registry": 3,
     "auth": 3, "auth_pool": 3,
     "ratelimit": 3, "cors": 3,
+    "ratelimit_redis": 3,
     "health": 3,
     "addrset": 3, "resolve": 3,
     # flow (metrics counts per worker and reads the config: flow rank)

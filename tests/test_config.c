@@ -747,6 +747,61 @@ START_TEST(schema_documents_no_unknown_key)
 }
 END_TEST
 
+/* rate_limit.store: redis://HOST[:PORT][/DB] */
+START_TEST(redis_url)
+{
+    static const struct {
+        const char *url, *host;
+        unsigned port, db;
+    } ok[] = {
+        {"redis://127.0.0.1", "127.0.0.1", 6379, 0},
+        {"redis://127.0.0.1:6380/2", "127.0.0.1", 6380, 2},
+        {"redis://redis.example-1.internal:1/", "redis.example-1.internal", 1, 0},
+        {"redis://[::1]:7000/15", "::1", 7000, 15},
+        {"redis://h/2147483647", "h", 6379, 2147483647u},
+    };
+    static const char *const bad[] = {
+        "",
+        "redis:/h",
+        "http://h",
+        "redis://",
+        "redis://:6379",
+        "redis://h:",
+        "redis://h:0",
+        "redis://h:65536",
+        "redis://h:99999999999",
+        "redis://h/x",
+        "redis://h/2147483648",
+        "redis://u:p@h",
+        "redis://h?db=1",
+        "redis://h/1/2",
+        "redis://[::1",
+        "redis://[]",
+        "redis://[g::1]",
+        "redis://h h",
+        "redis://h:6379x",
+    };
+    char host[256];
+    uint16_t port;
+    uint32_t db;
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        const char *err = config_redis_url(ok[i].url, strlen(ok[i].url), host, &port, &db);
+        ck_assert_msg(err == NULL, "%s: %s", ok[i].url, err);
+        ck_assert_str_eq(host, ok[i].host);
+        ck_assert_uint_eq(port, ok[i].port);
+        ck_assert_uint_eq(db, ok[i].db);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(config_redis_url(bad[i], strlen(bad[i]), host, &port, &db) != NULL,
+                      "%s accepted", bad[i]);
+    /* a host of 254 characters */
+    char longname[300] = "redis://";
+    memset(longname + 8, 'a', 254);
+    longname[8 + 254] = '\0';
+    ck_assert(config_redis_url(longname, strlen(longname), host, &port, &db) != NULL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -767,6 +822,7 @@ int main(void)
     tcase_add_test(tc, bad_bytes);
     tcase_add_test(tc, schema_keys_documented);
     tcase_add_test(tc, schema_documents_no_unknown_key);
+    tcase_add_test(tc, redis_url);
     suite_add_tcase(s, tc);
     return check_run(s);
 }
