@@ -33,10 +33,14 @@
 #define CONNECT_TIMEOUT_S 2
 #define STALL_S 10 /* commands outstanding and no reply for this long */
 
-/* KEYS[1] the bucket; ARGV[1] the interval (µs), ARGV[2] the capacity.
- * Returns {admitted, remaining, retry_after_us, reset_us}. */
+/* KEYS[1] the bucket; ARGV[1] the interval (µs), ARGV[2] the capacity,
+ * ARGV[3] the database. Returns {admitted, remaining, retry_after_us,
+ * reset_us}. The script selects its database itself (a SELECT inside a
+ * script stays in it): a database Redis does not have is an error of
+ * every command, never commands run in database 0. */
 static const char SCRIPT[] =
     "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "redis.call('SELECT', tonumber(ARGV[3]))\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local iv = tonumber(ARGV[1])\n"
@@ -266,16 +270,36 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     conn_failed(c, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
-static void on_select(redisAsyncContext *ac, void *reply, void *priv)
+/* hiredis 0.14 allocates an array as its header announces (*400000000 is
+ * 3.2 GB, then freed one element at a time): a store's reply is the
+ * script's four integers or an error, so a longer array is refused, which
+ * hiredis reports as a reader error and Ferry as a dropped connection. */
+#define REPLY_ARRAY_MAX 8
+static redisReplyObjectFunctions bounded_fns;
+static void *(*hiredis_array)(const redisReadTask *, int);
+static pthread_once_t bounded_once = PTHREAD_ONCE_INIT;
+static bool bounded_ok;
+
+static void *bounded_array(const redisReadTask *task, int elements)
 {
-    redisReply *r = reply;
-    (void)priv;
-    struct conn *c = ac->data;
-    if (c && r && r->type == REDIS_REPLY_ERROR) {
-        log_ratelimited(&c->last_log, LOG_EVERY_MS, LOG_LEVEL_ERROR,
-                        "rate_limit store %s: SELECT %u failed", c->url, c->db);
-        redisAsyncDisconnect(ac);
+    if (elements < 0 || elements > REPLY_ARRAY_MAX)
+        return NULL;
+    return hiredis_array(task, elements);
+}
+
+static void bounded_init(void)
+{
+    redisReader *r = redisReaderCreate(); /* with hiredis's own functions */
+    if (!r || !r->fn) {
+        if (r)
+            redisReaderFree(r);
+        return;
     }
+    bounded_fns = *r->fn;
+    redisReaderFree(r);
+    hiredis_array = bounded_fns.createArray;
+    bounded_fns.createArray = bounded_array;
+    bounded_ok = hiredis_array != NULL;
 }
 
 static void connect_ip(struct conn *c, const char *ip)
@@ -291,6 +315,9 @@ static void connect_ip(struct conn *c, const char *ip)
     }
     ac->data = c;
     c->ac = ac;
+    pthread_once(&bounded_once, bounded_init);
+    if (bounded_ok && ac->c.reader)
+        ac->c.reader->fn = &bounded_fns;
     if (redisLibeventAttach(ac, loop_base(c->loop)) != REDIS_OK) {
         conn_close_ac(c);
         conn_failed(c, "cannot attach to the event loop");
@@ -301,8 +328,6 @@ static void connect_ip(struct conn *c, const char *ip)
     c->state = ST_CONNECTING;
     c->since = loop_now();
     tick_later(c);
-    if (c->db)
-        redisAsyncCommand(ac, on_select, NULL, "SELECT %u", (unsigned)c->db);
 }
 
 static void on_resolved(int err, struct evutil_addrinfo *ai, void *arg)
@@ -467,12 +492,14 @@ static int take(struct conn *c, struct wait *w, const struct config_route *rt, c
         return R_DOWN;
     size_t blen = bucket_name(b, rt->name, key, len);
     const char *bname = (const char *)evbuffer_pullup(b, -1);
-    char iv[32], cap[24];
+    char iv[32], cap[24], db[16];
     snprintf(iv, sizeof(iv), "%.3f", (double)rate->interval_ns / 1000.0);
     snprintf(cap, sizeof(cap), "%llu", (unsigned long long)rate->capacity);
-    const char *argv[] = {"EVAL", SCRIPT, "1", bname ? bname : "", iv, cap};
-    size_t argl[] = {4, sizeof(SCRIPT) - 1, 1, bname ? blen : 0, strlen(iv), strlen(cap)};
-    int rc = redisAsyncCommandArgv(c->ac, on_reply, w, 6, argv, argl);
+    snprintf(db, sizeof(db), "%u", (unsigned)c->db);
+    const char *argv[] = {"EVAL", SCRIPT, "1", bname ? bname : "", iv, cap, db};
+    size_t argl[] = {4,          sizeof(SCRIPT) - 1, 1,         bname ? blen : 0,
+                     strlen(iv), strlen(cap),        strlen(db)};
+    int rc = redisAsyncCommandArgv(c->ac, on_reply, w, 7, argv, argl);
     evbuffer_free(b);
     if (rc != REDIS_OK)
         return R_DOWN;

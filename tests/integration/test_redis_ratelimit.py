@@ -376,6 +376,8 @@ class FakeRedis:
                         elif mode == "midclose":
                             s.sendall(b"*4\r\n:1\r\n:3")
                             return
+                        elif mode == "hugearray":  # 3.2 GB announced in 14 bytes
+                            s.sendall(b"*400000000\r\n")
                         elif mode == "late":
                             time.sleep(0.3)
                             s.sendall(admit)
@@ -444,6 +446,55 @@ def test_unreachable_at_start_then_reload_to_live_store():
     eq(st, [200] * 5 + [429] * 2, "the new store decides")
     c.close()
     f.assert_alive()
+
+
+def test_huge_array_header_is_refused():
+    """A store announcing an array of 400,000,000 replies: hiredis would
+    allocate it whole and free it element by element, holding up the
+    worker (1.4-3 s under ASan, found by the attack review); Ferry refuses
+    arrays longer than its script's reply, drops the connection, and the
+    deny route answers 503 while another route is served at once."""
+    fake = FakeRedis()
+    fake.mode = "hugearray"
+    f = ferry(workers=1, routes=[respond_route("n", "/nolimit"), respond_route("r", "/lim", rate_limit={
+        "requests": 5, "store": "redis://127.0.0.1:%d" % fake.port, "on_store_error": "deny"})])
+    c = Client(f.port)
+    got = []
+    t = threading.Thread(target=lambda: got.append(c.request("GET", "/lim").status))
+    t.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    st = Client(f.port).request("GET", "/nolimit").status
+    took = time.monotonic() - t0
+    t.join(10)
+    eq(st, 200, "another route on the same worker")
+    check(took < 1.0, "the worker was held up %.3f s by one reply header" % took)
+    eq(got, [503], "the deny route falls back")
+    f.assert_alive()
+
+
+def test_database_the_store_lacks_never_admits():
+    """redis://.../99 on a Redis with 16 databases: every command fails
+    (the script selects its database), none runs in database 0 (a SELECT
+    sent once on connect failed while the EVALs queued behind it ran in
+    database 0: a deny route admitted)."""
+    r = Redis().start()
+    f = ferry(workers=1, routes=[respond_route("r", "/", rate_limit={
+        "requests": 5, "key": "const:k", "store": "redis://127.0.0.1:%d/99" % r.port,
+        "on_store_error": "deny"})])
+    sts = []
+    lock = threading.Lock()
+
+    def go():
+        c = Client(f.port)
+        for _ in range(10):
+            st = c.request("GET", "/").status
+            with lock:
+                sts.append(st)
+    ts = [threading.Thread(target=go) for _ in range(10)]
+    [t.start() for t in ts]
+    [t.join(60) for t in ts]
+    eq(sorted(set(sts)), [503], "every request of a deny route falls back: %r" % sts)
 
 
 if __name__ == "__main__":
