@@ -75,6 +75,7 @@ struct conn {
     int64_t backoff_ms;
     unsigned pending; /* commands sent, reply not yet in */
     int64_t last_used;
+    unsigned named;       /* the prepare_gen of the last config that named it */
     int64_t since;        /* the connect's start, or the last reply (or first send) */
     int64_t last_log;     /* the connection's own events */
     int64_t last_decided; /* on_store_error decisions */
@@ -90,6 +91,7 @@ struct wait {
 };
 
 static __thread struct conn *conns;
+static __thread unsigned prepare_gen; /* configs installed on this thread */
 
 /* ---- counters, process-wide ---- */
 
@@ -191,9 +193,13 @@ static void unlink_conn(struct conn *c)
         }
 }
 
+/* Only an older config's store closes when unused: the current ones stay
+ * connected (made again on demand, a store named by a host name would send
+ * requests to on_store_error until its lookup ends). */
 static bool idle(const struct conn *c)
 {
-    return c->pending == 0 && loop_now() - c->last_used > RLR_IDLE_CLOSE_S * LOOP_SEC;
+    return c->named != prepare_gen && c->pending == 0 &&
+           loop_now() - c->last_used > RLR_IDLE_CLOSE_S * LOOP_SEC;
 }
 
 /* After a failure: down, and a reconnect after the backoff. */
@@ -419,11 +425,14 @@ static struct conn *conn_of(struct loop *loop, const struct config_rate_limit *c
 void ratelimit_redis_prepare(const struct config *cfg)
 {
     struct loop *loop = loop_current();
+    prepare_gen++;
     for (size_t i = 0; loop && i < cfg->nroutes; i++) {
         const struct config_rate_limit *rl = cfg->routes[i].rate_limit;
         struct conn *c = rl && rl->store_url ? conn_of(loop, rl) : NULL;
-        if (c)
+        if (c) {
             c->last_used = loop_now();
+            c->named = prepare_gen;
+        }
     }
 }
 
