@@ -1252,6 +1252,30 @@ static void wake_self_yield_fn(void *arg)
     loop_wake(coro_current());
 }
 
+static void return_at_once(void *arg)
+{
+    (void)arg;
+}
+
+/* A burst that ends together keeps its stacks mapped past the pool's cap
+ * (no munmap on the path of its answers); the loop unmaps them later, a
+ * batch per tick, down to the cap and no further. */
+START_TEST(burst_stacks_trimmed_later)
+{
+    enum { CAP = 2, N = 200 };
+    struct loop *loop = new_loop(CAP);
+    for (unsigned i = 0; i < N; i++)
+        spawn(loop, return_at_once, NULL);
+    run_loop(loop, 0);
+    ck_assert_uint_eq(loop_live(loop), 0);
+    ck_assert_uint_gt(loop_pooled_stacks(loop), CAP);
+    for (unsigned i = 0; i < 100 && loop_pooled_stacks(loop) > CAP; i++)
+        run_loop(loop, 100);
+    ck_assert_uint_eq(loop_pooled_stacks(loop), CAP);
+    end_loop(loop);
+}
+END_TEST
+
 START_TEST(wake_self_then_finish)
 {
     struct loop *loop = new_loop(0);
@@ -2345,6 +2369,7 @@ int main(void)
     tcase_add_test(tc, signal_between_coroutines);
     tcase_add_test(tc, signal_before_first_wait);
     tcase_add_test(tc, wake_self_then_finish);
+    tcase_add_test(tc, burst_stacks_trimmed_later);
     tcase_add_test(tc, sleep_ordering);
     tcase_add_test(tc, write_backpressure_and_read_limits);
     tcase_add_test(tc, write_to_closed_peer_fails);
