@@ -77,7 +77,8 @@ enum side_event {
 
 /*
  * How the flow reads a request's body from, writes its response to and
- * waits on its side, whatever the transport. Only wait yields.
+ * waits on its side, whatever the transport. Every op but tunnel is
+ * required. Only wait yields.
  */
 struct request_side_ops {
     /* queues the response head (0, or < 0 when it cannot be serialised);

@@ -153,6 +153,9 @@ static const struct request_side_ops mem_ops = {
     .interim_continue = mem_continue,
     .client_cert = mem_client_cert,
     .abort = mem_abort,
+    .read_body = mem_read_body,
+    .write_body = mem_write_body,
+    .wait = mem_wait,
 };
 
 /* The same side for forwarded requests; no tunnel op: it cannot tunnel. */
