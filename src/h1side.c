@@ -210,8 +210,9 @@ static int h1_write_head(struct request *r, struct side_head *sh)
     return reply_head(io_output(r->side->s), &h);
 }
 
-static bool h1_answer(struct request *r, const struct reply *rp)
+static bool h1_answer(struct request *r, struct reply *rp)
 {
+    rp->http10 = r->head_len && r->req.version_minor == 0;
     return reply_write(io_output(r->side->s), rp);
 }
 

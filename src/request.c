@@ -176,7 +176,6 @@ void request_answer(struct request *r, int status, const char *content_type, con
         .head_only = r->req.method == HTTP1_METHOD_HEAD,
         .retry_after = status == 503,
         .keep_alive = r->keep_alive,
-        .http10 = r->head_len && r->req.version_minor == 0,
         .must_close = must_close,
         .body_unread = request_body_unread(r),
     };

@@ -85,9 +85,10 @@ struct request_side_ops {
      * r->resp_body is set up (its framing as the upstream sent it) and
      * the side sets its output framing there (chunk_out) */
     int (*write_head)(struct request *r, struct side_head *h);
-    /* queues one of Ferry's own answers whole; true when the connection
-     * may carry another request */
-    bool (*answer)(struct request *r, const struct reply *rp);
+    /* queues one of Ferry's own answers whole, filling in what its
+     * framing needs (HTTP/1: http10); true when the connection may carry
+     * another request */
+    bool (*answer)(struct request *r, struct reply *rp);
     /* queues a 100 Continue if the transport wants one now (HTTP/1: a
      * 1.1 client that has not started its body); true when queued */
     bool (*interim_continue)(struct request *r);
