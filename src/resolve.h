@@ -38,16 +38,17 @@
  * (below).
  *
  * Re-resolution: each name is asked again when the shortest TTL of the
- * answers that carried addresses runs out, clamped to [1 s, 5 min]. When
- * a name's set of addresses changes, the `changed` callback runs (once
- * per turn of the loop, however many names changed): the server rebuilds the config from the text it was
- * loaded from (config->source_), expands it with the new sets and
- * publishes it exactly as a reload does (snapshot.h): pools and registry
- * entries of addresses that stay carry over; a removed address's pool
- * closes its idle connections and goes once its requests in flight end.
- * A failed resolution (timeout, NXDOMAIN, SERVFAIL, no address) keeps the
- * last good set, is logged once when the name starts failing and once
- * when it resolves again, and is retried every 5 s.
+ * answers that carried addresses runs out, clamped to [1 s, 5 min].
+ * When a name's set of addresses changes, the `changed` callback runs
+ * (once per turn of the loop, however many names changed): the server
+ * rebuilds the config from the text it was loaded from
+ * (config->source_), expands it with the new sets and publishes it
+ * exactly as a reload does (snapshot.h): pools and registry entries of
+ * addresses that stay carry over; a removed address's pool closes its
+ * idle connections and goes once its requests in flight end. A failed
+ * resolution (timeout, NXDOMAIN, SERVFAIL, no address) keeps the last
+ * good set, is logged once when the name starts failing and once when
+ * it resolves again, and is retried every 5 s.
  *
  * At start, every name is resolved before the workers start (the main
  * thread waits for the answers, at most the queries' timeouts). A name
