@@ -483,7 +483,10 @@ def test_a_and_aaaa_all_serve():
        "/status addresses")
     for i in range(20):
         eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
-    eq((len(a.requests), len(b6.requests)), (10, 10), "requests to the IPv4 and IPv6 servers")
+    # round robin per worker (and restarted by each re-expansion): about half each
+    n4, n6 = len(a.requests), len(b6.requests)
+    eq(n4 + n6, 20, "requests that reached the backends")
+    check(n4 >= 5 and n6 >= 5, "both servers get traffic: IPv4 %d, IPv6 %d" % (n4, n6))
     eq(b6.last().header("Host"), "%s:%d" % (NAME, a.port), "Host sent to the IPv6 server")
     # the A answer says 300 s, the AAAA 1 s: the name is asked at the shorter
     q = dict(dns.qtypes)
