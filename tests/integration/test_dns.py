@@ -495,6 +495,7 @@ def test_a_and_aaaa_all_serve():
     err = f.stderr_text()
     check("dns: %s: 2 addresses (2 new, 0 gone): 127.0.0.1 ::1" % NAME in err,
           "the addresses logged:\n%s" % err[-1500:])
+    stop_clean(f)
 
 
 def test_aaaa_failing_keeps_its_addresses():
@@ -523,6 +524,7 @@ def test_aaaa_failing_keeps_its_addresses():
     for i in range(12):
         eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
     check(len(b6.requests) > n6, "the IPv6 server still serves")
+    stop_clean(f)
 
 
 def test_ipv6_only_name():
@@ -560,6 +562,8 @@ def test_resolve_family_key():
     q = d6.qtypes.get(28, 0)
     wait_until(lambda: d6.qtypes.get(28, 0) >= q + 2, timeout=8, what="AAAA asked again")
     eq(d6.qtypes.get(1, 0), 0, "A queries with resolve: ipv6")
+    stop_clean(f)
+    stop_clean(g)
 
 
 class ManyAddressBackend:
