@@ -241,6 +241,13 @@ static void round_end(struct rname *n)
     bool answered = false;
     int64_t ms = ADDRSET_TTL_MAX_MS;
     int bad = DNS_ERR_NODATA;
+    /* NXDOMAIN for one family while the other has records: no record of
+     * it (evdns ends a search list with the last domain's NXDOMAIN) */
+    bool exists = (asks(n, 0) && n->fam[0].result == DNS_ERR_NONE) ||
+                  (asks(n, 1) && n->fam[1].result == DNS_ERR_NONE);
+    for (int i = 0; exists && i < 2; i++)
+        if (n->fam[i].result == DNS_ERR_NOTEXIST)
+            n->fam[i].result = DNS_ERR_NODATA;
     for (int i = 0; i < 2; i++) {
         const struct rfam *f = &n->fam[i];
         if (!asks(n, i))

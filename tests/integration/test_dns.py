@@ -527,6 +527,22 @@ def test_aaaa_failing_keeps_its_addresses():
     stop_clean(f)
 
 
+def test_aaaa_nxdomain_is_no_record():
+    "NXDOMAIN for AAAA while A has records (what a search list ends with) is no IPv6 address, not a failure"
+    a = backend("A")
+    dns = Responder(["127.0.0.1"])
+    dns.type_mode[28] = "nxdomain"
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, a.port)
+    q = dns.qtypes.get(1, 0)
+    wait_until(lambda: dns.qtypes.get(1, 0) >= q + 2, timeout=8, what="asked again at the TTL")
+    check(dns.qtypes.get(28, 0) >= 2, "AAAA asked too (%s)" % dns.qtypes)
+    err = f.stderr_text()
+    check("AAAA:" not in err and "keeping" not in err, "no failure logged:\n%s" % err[-1500:])
+    eq(addresses(f), ["%s:%d@127.0.0.1" % (NAME, a.port)], "/status addresses")
+    eq(request(f, "GET", "/fast").status, 200, "a request")
+
+
 def test_ipv6_only_name():
     "a name with only an AAAA record (::1) resolves and serves"
     need_ipv6()
