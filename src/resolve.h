@@ -31,11 +31,12 @@
  * A round asks every family and ends when all have answered or failed.
  * An answer without records of a family (NODATA) is an answer: that
  * family has no address; so is NXDOMAIN for one family while the other
- * has records (evdns ends a search list with the last domain's answer). A family that fails
- * (timeout, SERVFAIL, NXDOMAIN) while another answers keeps its last good set (nginx keeps a name's
- * last addresses on an error), logged once per change of state, and the name is asked again within
- * 5 s; the name's set is the union. Every family failing, or no address at all, is a failed
- * resolution (below).
+ * has records (evdns ends a search list with the last domain's answer).
+ * A family that fails (timeout, SERVFAIL, NXDOMAIN) while another
+ * answers keeps its last good set (nginx keeps a name's last addresses
+ * on an error), logged once per change of state, and the name is asked
+ * again within 5 s; the name's set is the union. Every family failing,
+ * or no address at all, is a failed resolution (below).
  *
  * Re-resolution: each name is asked again when the shortest TTL of the
  * answers that carried addresses runs out, clamped to [1 s, 5 min].
