@@ -844,7 +844,9 @@ ssize_t http1_parse_request(const char *buf, size_t len, const struct http1_limi
     }
     req->keep_alive = keep_alive_of(&f, req->version_minor);
     req->expect_continue = f.expect_continue;
-    req->upgrade = f.conn_upgrade && f.has_upgrade;
+    /* RFC 9110 7.8: a server must ignore Upgrade in an HTTP/1.0 request
+     * (the 1.0 client cannot know the headers are hop-by-hop). */
+    req->upgrade = req->version_minor >= 1 && f.conn_upgrade && f.has_upgrade;
     req->upgrade_websocket = req->upgrade && f.up_websocket;
     req->upgrade_h2c = f.up_h2c;
     return r;

@@ -283,6 +283,12 @@ START_TEST(request_upgrade)
     ck_assert_int_gt(
         parse_reqs(RL H "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n", &req), 0);
     ck_assert(req.upgrade && !req.upgrade_websocket && req.upgrade_h2c);
+    /* ignored in HTTP/1.0 (RFC 9110 7.8): no tunnel for a 1.0 client */
+    ck_assert_int_gt(parse_reqs("GET / HTTP/1.0\r\n" H
+                                "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                                &req),
+                     0);
+    ck_assert(!req.upgrade && !req.upgrade_websocket);
 }
 END_TEST
 
