@@ -344,9 +344,12 @@ static void finish_request(struct conn *c, bool keep_alive, bool linger)
         io_poll(c->s);
         /* Bytes that arrived while the response finished start the next
          * request on the next loop turn (the idle callback only fires on
-         * new reads). */
-        if (evbuffer_get_length(io_input(c->s)) > 0)
+         * new reads). Otherwise the connection holds no buffers until
+         * its next bytes. */
+        if (io_input_length(c->s) > 0)
             start_request(c);
+        else
+            io_park(c->s);
         return;
     }
     if (linger)

@@ -103,8 +103,23 @@ void io_poll(struct io_stream *s);
  */
 void io_stream_free(struct io_stream *s);
 
+/* The stream's input and output. A parked stream (io_park) takes its
+ * buffers back here, so these pointers are valid until the next io_park. */
 struct evbuffer *io_input(struct io_stream *s);
 struct evbuffer *io_output(struct io_stream *s);
+/* Bytes the input holds, without taking buffers back. */
+size_t io_input_length(const struct io_stream *s);
+/*
+ * Parks an idle stream: gives its input and output evbuffers and its write
+ * event back to the thread's pool, so that it holds only its socket and
+ * read event until bytes move again (a read takes them back, as do
+ * io_input, io_output and the writes). Does nothing while anything is
+ * queued either way, a coroutine waits on it, it is spliced, connecting or
+ * handshaking. The owner calls it when nobody holds the stream's
+ * evbuffers: a keep-alive connection between requests. A new stream
+ * starts parked.
+ */
+void io_park(struct io_stream *s);
 /* The socket, for its addresses and options only: bytes go through io. */
 int io_fd(struct io_stream *s);
 /* True once the peer closed or the socket failed; io_error() gives the

@@ -19,12 +19,25 @@ struct wait_rec;
 
 struct splice_side;
 
+/* A stream's buffers and write event: taken when bytes first move and
+ * given back while it is idle (io_park), so an idle connection holds only
+ * its socket, its read event and the struct below. */
+struct io_bufs {
+    struct evbuffer *in, *out;
+    struct event wev;
+    struct io_stream *wev_owner; /* the stream wev was assigned for, or NULL */
+    struct io_bufs *next_free;
+};
+
 struct io_stream {
     int fd;
     const struct io_transport *tp;
     void *tp_ctx;
     struct loop *loop;
+    /* The buffers' evbuffers, or (parked, bufs NULL) both the thread's
+     * shared empty one, which only lengths are read from. */
     struct evbuffer *in, *out;
+    struct io_bufs *bufs;    /* NULL while parked */
     struct wait_rec *waiter; /* valid only while waiter_gen == waiter->gen */
     uint32_t waiter_gen;
     unsigned want; /* the waiter's events on this stream */
@@ -42,7 +55,7 @@ struct io_stream {
     void (*on_idle)(struct io_stream *s, unsigned what, void *arg);
     void *idle_arg;
     struct splice_side *splice; /* spliced to another stream (io_splice) */
-    struct event rev, wev;
+    struct event rev;
     size_t read_max;
     bool reading;                /* the owner wants reads (io_set_reading) */
     bool rev_added;              /* rev is in the loop */
@@ -53,6 +66,9 @@ struct io_stream {
     struct io_stream *next_free; /* in the pool of freed streams */
 };
 
+/* Gives a parked stream its buffers back. Returns false when out of
+ * memory. */
+bool io_attach(struct io_stream *s);
 /* Keeps the read event in the loop exactly while a read may be done. */
 void io_rev_update(struct io_stream *s);
 /* Writes what the output holds now (never waits; errors show later). */

@@ -35,6 +35,7 @@
 #include "check_helpers.h"
 #include "coro.h"
 #include "io.h"
+#include "io_internal.h"
 #include "loop.h"
 
 #define MS(t) ((t) / LOOP_MS)
@@ -1835,6 +1836,48 @@ START_TEST(lazy_stream_polls_only_when_needed)
 }
 END_TEST
 
+/* A parked stream (new, or io_park between requests) holds no buffers
+ * and no write event; bytes, a read or a write take them back. */
+START_TEST(parked_stream_holds_no_buffers)
+{
+    struct loop *loop = new_loop(8);
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    ck_assert_ptr_null(lz.s->bufs); /* new: parked */
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_read_soon(lz.s);
+    run_loop(loop, 0);
+    ck_assert_ptr_null(lz.s->bufs); /* a read that found nothing takes none */
+    write_all(lz.peer, "abc", 3);
+    run_loop(loop, 300);
+    ck_assert_uint_eq(lz.readable, 1);
+    ck_assert_ptr_nonnull(lz.s->bufs);
+    ck_assert_uint_eq(io_input_length(lz.s), 3);
+    io_park(lz.s); /* input left: stays */
+    ck_assert_ptr_nonnull(lz.s->bufs);
+    evbuffer_drain(io_input(lz.s), 3);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->bufs);
+    ck_assert_uint_eq(io_input_length(lz.s), 0);
+    /* A coroutine that waits on a parked stream reads what comes. */
+    io_set_idle(lz.s, NULL, NULL);
+    spawn(loop, lz_read, NULL);
+    after_ms(loop, 10, on_write_byte, &lz.peer);
+    run_loop(loop, 0);
+    ck_assert_int_eq(lz.got, 1);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->bufs);
+    /* Writing takes them back too, and the bytes arrive. */
+    ck_assert_int_eq(io_write(lz.s, "xy", 2, 0, LOOP_NEVER), 0);
+    char got[2];
+    ck_assert_int_eq(read(lz.peer, got, 2), 2);
+    ck_assert_int_eq(memcmp(got, "xy", 2), 0);
+    io_stream_free(lz.s);
+    close(lz.peer);
+    end_loop(loop);
+}
+END_TEST
+
 /* loop_free_later: the object outlives the callback chain that queued it. */
 static struct {
     int freed;
@@ -2353,6 +2396,7 @@ int main(void)
     tcase_add_test(tc, reset_gives_econnreset);
     tcase_add_test(tc, idle_callback_reports_readable_and_eof);
     tcase_add_test(tc, lazy_stream_polls_only_when_needed);
+    tcase_add_test(tc, parked_stream_holds_no_buffers);
     tcase_add_test(tc, free_later_runs_after_the_callback);
     suite_add_tcase(s, tc);
 
