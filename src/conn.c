@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 
 #include "config.h"
 #include "h1side.h"
@@ -29,29 +30,115 @@ _Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= CONN_READ_MAX,
 static void on_idle(struct io_stream *s, unsigned what, void *arg);
 static void on_request_done(struct request_side *side, bool keep_alive, bool linger,
                             struct upstream_conn *tunnel);
-static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void conn_end_logged(struct conn *c);
-
-static void arm_timer(struct conn *c, int64_t ms)
-{
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    event_add(&c->timer, &tv);
-    c->timer_armed = true;
-    c->timer_at = loop_now() + ms * LOOP_MS;
-}
+static void conn_close(struct conn *c);
 
 /*
- * The connection goes idle for at most ms from now. The timer is not
- * removed when a request starts and re-added when it ends (two event
- * operations per request): it is armed only when not already pending, and
- * on_timer closes the connection only if it has been idle that long.
+ * Deadlines without a timer per connection: the worker's connections that
+ * wait (for a first head, a next request, a lingering client's end) are in
+ * one of three queues, each in deadline order (a queue's connections all
+ * got the same timeout, so a new one almost always goes last: a reload
+ * that changes the timeout is the exception, found by walking back from
+ * the tail). One timer per worker thread is pending for the earliest
+ * deadline of all; re-armed only when a new deadline is earlier than the
+ * one it is pending for (when it fires early, it is armed for the rest).
+ * A connection with a request running is in no queue: its coroutine keeps
+ * its own deadlines.
  */
-static void idle_for(struct conn *c, int64_t ms)
+static __thread struct {
+    uint64_t loop; /* loop_id() the timer is assigned to; 0: none */
+    int64_t armed; /* the instant it is pending for; 0: not pending */
+    struct event timer;
+    struct conn *head[CONN_Q_COUNT], *tail[CONN_Q_COUNT];
+} dq;
+
+static void dq_fire(evutil_socket_t fd, short what, void *arg);
+
+static void dq_arm(struct loop *loop, int64_t at)
 {
-    c->idle_since = loop_now();
-    c->idle_ms = ms;
-    if (!c->timer_armed || c->timer_at > c->idle_since + ms * LOOP_MS)
-        arm_timer(c, ms);
+    if (dq.loop != loop_id(loop)) {
+        /* First use on this thread, or its loop was freed (freeing the
+         * base took the timer out of it; its connections were closed). */
+        evtimer_assign(&dq.timer, loop_base(loop), dq_fire, loop);
+        dq.loop = loop_id(loop);
+        dq.armed = 0;
+        memset(dq.head, 0, sizeof(dq.head));
+        memset(dq.tail, 0, sizeof(dq.tail));
+    }
+    if (dq.armed && dq.armed <= at)
+        return;
+    int64_t left = at - loop_now();
+    if (left < 0)
+        left = 0;
+    struct timeval tv = {.tv_sec = (time_t)(left / LOOP_SEC),
+                         .tv_usec = (suseconds_t)((left % LOOP_SEC) / 1000)};
+    dq.armed = event_add(&dq.timer, &tv) == 0 ? at : 0;
+}
+
+/* Takes c out of its queue, if it is in one. */
+static void dq_remove(struct conn *c)
+{
+    unsigned q = c->dq;
+    if (q == CONN_Q_NONE)
+        return;
+    if (c->dq_prev)
+        c->dq_prev->dq_next = c->dq_next;
+    else
+        dq.head[q] = c->dq_next;
+    if (c->dq_next)
+        c->dq_next->dq_prev = c->dq_prev;
+    else
+        dq.tail[q] = c->dq_prev;
+    c->dq_next = c->dq_prev = NULL;
+    c->dq = CONN_Q_NONE;
+}
+
+/* c waits in queue q for at most ms from now. */
+static void wait_for(struct conn *c, unsigned q, int64_t ms)
+{
+    dq_remove(c);
+    int64_t due = loop_now() + ms * LOOP_MS;
+    dq_arm(c->w->loop, due); /* first: it resets the queues of a new loop */
+    struct conn *after = dq.tail[q];
+    while (after && after->due > due)
+        after = after->dq_prev;
+    c->due = due;
+    c->dq = (uint8_t)q;
+    c->dq_prev = after;
+    c->dq_next = after ? after->dq_next : dq.head[q];
+    if (c->dq_next)
+        c->dq_next->dq_prev = c;
+    else
+        dq.tail[q] = c;
+    if (after)
+        after->dq_next = c;
+    else
+        dq.head[q] = c;
+}
+
+/* The timer: ends the connections whose deadline passed, then is armed
+ * for the earliest one left. */
+static void dq_fire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct loop *loop = arg;
+    dq.armed = 0;
+    int64_t now = loop_now(), next = 0;
+    for (unsigned q = 1; q < CONN_Q_COUNT; q++) {
+        struct conn *c;
+        while ((c = dq.head[q]) && c->due <= now) {
+            dq_remove(c);
+            if (q == CONN_Q_LINGER)
+                conn_close(c);
+            else
+                conn_end_logged(c);
+        }
+        if (c && (!next || c->due < next))
+            next = c->due;
+    }
+    if (next)
+        dq_arm(loop, next);
 }
 
 /* Dotted-quad text of an IPv4 address into out (16 bytes at least):
@@ -87,6 +174,16 @@ static void peer_text(const struct sockaddr *sa, char *out, size_t cap)
     }
 }
 
+/* The peer's address (an AF_UNIX one: its family only) and its text. */
+static void set_peer(struct conn *c, const struct sockaddr *sa, socklen_t len)
+{
+    if (len > sizeof(c->peer))
+        len = sizeof(c->peer);
+    memcpy(&c->peer, sa, len);
+    c->peer_len = len;
+    peer_text(sa, c->client, sizeof(c->client));
+}
+
 void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
                  const struct config_listener *l)
 {
@@ -120,13 +217,8 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
                                     .client = c->client,
                                     .tls = c->tls,
                                     .done = on_request_done};
-    evtimer_assign(&c->timer, loop_base(w->loop), on_timer, c);
-    if (len > sizeof(c->peer))
-        len = sizeof(c->peer);
-    memcpy(&c->peer, peer, len);
-    c->peer_len = len;
+    set_peer(c, peer, len);
     c->await_proxy = l && l->proxy_protocol;
-    peer_text(peer, c->client, sizeof(c->client));
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -135,7 +227,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
     io_set_idle(c->s, on_idle, c);
     /* Until its first byte, a new connection has client_header to send a
      * head (a silent connection is a slowloris as much as a slow one). */
-    idle_for(c, w->cfg->timeouts.client_header);
+    wait_for(c, CONN_Q_HEADER, w->cfg->timeouts.client_header);
     /* The request has usually arrived by the end of this loop turn: read
      * it then, without polling the socket first. */
     io_read_soon(c->s);
@@ -150,7 +242,7 @@ static void conn_close(struct conn *c)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    event_del(&c->timer);
+    dq_remove(c);
     io_stream_free(c->s);
     config_unref(c->hs_cfg);
     WORKER_STAT_SUB(w, connections, 1);
@@ -178,9 +270,7 @@ static void conn_linger(struct conn *c)
     c->lingered = 0;
     linger_drain(c);
     io_set_reading(c->s, true);
-    if (c->timer_armed)
-        event_del(&c->timer);
-    arm_timer(c, CONN_LINGER_MS);
+    wait_for(c, CONN_Q_LINGER, CONN_LINGER_MS);
 }
 
 /* Answers from a callback, without a coroutine (no stack could be had, or
@@ -227,6 +317,7 @@ static void start_request(struct conn *c)
         answer_now(c, 503, "out of memory for a new request");
         return;
     }
+    dq_remove(c); /* the request keeps its own deadlines */
     WORKER_STAT_ADD(w, requests_live, 1);
 }
 
@@ -252,9 +343,7 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
         struct proxyproto_result pr;
         c->await_proxy = false;
         if (tls_proxy_header(s, &pr) && !pr.local) {
-            memcpy(&c->peer, &pr.src, pr.src_len);
-            c->peer_len = pr.src_len;
-            peer_text((const struct sockaddr *)&c->peer, c->client, sizeof(c->client));
+            set_peer(c, (const struct sockaddr *)&pr.src, pr.src_len);
         }
     }
     if (c->await_proxy) {
@@ -277,9 +366,7 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
         evbuffer_drain(in, (size_t)n);
         c->await_proxy = false;
         if (!pr.local) {
-            memcpy(&c->peer, &pr.src, pr.src_len);
-            c->peer_len = pr.src_len;
-            peer_text((const struct sockaddr *)&c->peer, c->client, sizeof(c->client));
+            set_peer(c, (const struct sockaddr *)&pr.src, pr.src_len);
         }
         if (evbuffer_get_length(in) == 0 && !(what & IO_EOF)) {
             io_poll(s); /* the request is awaited */
@@ -306,27 +393,6 @@ static void conn_end_logged(struct conn *c)
     conn_close(c);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct conn *c = arg;
-    c->timer_armed = false;
-    if (c->lingering || c->tunnel) {
-        if (c->lingering)
-            conn_close(c);
-        return;
-    }
-    if (c->req)
-        return; /* busy: finish_request re-arms it */
-    int64_t left = c->idle_ms - (loop_now() - c->idle_since) / LOOP_MS;
-    if (left > 0) {
-        arm_timer(c, left);
-        return;
-    }
-    conn_end_logged(c);
-}
-
 /*
  * The request coroutine's last response is complete: keep_alive leaves
  * the connection idle (client_idle timer, no coroutine); otherwise it
@@ -340,7 +406,7 @@ static void finish_request(struct conn *c, bool keep_alive, bool linger)
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
     if (keep_alive && !c->side.close_after && !w->draining) {
-        idle_for(c, w->cfg->timeouts.client_idle);
+        wait_for(c, CONN_Q_IDLE, w->cfg->timeouts.client_idle);
         io_poll(c->s);
         /* Bytes that arrived while the response finished start the next
          * request on the next loop turn (the idle callback only fires on
@@ -375,8 +441,7 @@ static void start_tunnel(struct conn *c, struct upstream_conn *uc)
     c->req = NULL;
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
-    event_del(&c->timer);
-    c->timer_armed = false;
+    dq_remove(c);
     c->tunnel_uc = uc;
     if (tunnel_start(w->loop, c->s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,
                      on_tunnel_close, c, &c->tunnel) < 0) {

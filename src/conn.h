@@ -25,8 +25,6 @@
 
 #include <netinet/in.h>
 
-#include <event2/event_struct.h>
-
 #include "request.h"
 
 /* What a client connection's input buffers at most: a request head must
@@ -41,25 +39,36 @@ struct coro;
 struct io_stream;
 struct worker;
 
+/* The deadline queue a connection waits in (conn.c), if any. */
+enum { CONN_Q_NONE, CONN_Q_HEADER, CONN_Q_IDLE, CONN_Q_LINGER, CONN_Q_COUNT };
+
+/*
+ * An idle connection is this struct and its stream (io.h: a socket and a
+ * read event, no buffers), nothing else: no timer of its own (its deadline
+ * is its place in a queue), the peer's address in the room an IPv6 one
+ * needs (an AF_UNIX peer keeps its family only).
+ */
 struct conn {
     struct request_side side; /* what the request coroutine sees */
     struct worker *w;
     struct io_stream *s;
-    struct sockaddr_storage peer;
+    struct coro *req;               /* the request coroutine, NULL when idle */
+    struct conn *next, *prev;       /* the worker's list */
+    struct conn *dq_next, *dq_prev; /* its deadline queue */
+    int64_t due;                    /* when its wait in that queue ends */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
     socklen_t peer_len;
     char client[INET6_ADDRSTRLEN]; /* peer address as text */
-    struct coro *req;              /* the request coroutine, NULL when idle */
-    struct event timer;            /* idle keep-alive, or lingering close */
-    struct conn *next, *prev;      /* the worker's list */
-    unsigned served;               /* requests answered */
+    uint8_t dq;                    /* CONN_Q_* */
     bool lingering;
-    size_t lingered; /* bytes discarded while lingering */
-    bool timer_armed;
-    int64_t timer_at;   /* when the armed timer fires */
-    int64_t idle_since; /* loop_now() when it last went idle */
-    int64_t idle_ms;    /* how long it may stay idle from then */
-    bool await_proxy;   /* PROXY header expected, not yet read */
-    bool tls;           /* the stream is TLS: a failed handshake is logged */
+    bool await_proxy; /* PROXY header expected, not yet read */
+    bool tls;         /* the stream is TLS: a failed handshake is logged */
+    unsigned served;  /* requests answered */
+    size_t lingered;  /* bytes discarded while lingering */
     /* TLS: the config whose certificates the handshake uses (their SNI
      * and OCSP callbacks point into it), held until the handshake ends so
      * that a reload meanwhile cannot free them. */
