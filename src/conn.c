@@ -98,7 +98,7 @@ static void wait_for(struct conn *c, unsigned q, int64_t ms)
 {
     dq_remove(c);
     int64_t due = loop_now() + ms * LOOP_MS;
-    dq_arm(c->w->loop, due); /* first: it resets the queues of a new loop */
+    dq_arm(c->side.w->loop, due); /* first: it resets the queues of a new loop */
     struct conn *after = dq.tail[q];
     while (after && after->due > due)
         after = after->dq_prev;
@@ -192,17 +192,16 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         close(fd);
         return;
     }
-    c->w = w;
-    c->s = io_stream_accepted(w->loop, fd, CONN_READ_MAX);
-    if (!c->s) {
+    struct io_stream *s = io_stream_accepted(w->loop, fd, CONN_READ_MAX);
+    if (!s) {
         free(c);
         return;
     }
     if (l && l->tls) {
         /* The handshake runs in the stream's reads; client_header (the
-         * timer below) bounds it as it bounds a head that never comes. */
-        if (tls_accept(c->s, l->tls, l->proxy_protocol) != 0) {
-            io_stream_free(c->s);
+         * deadline below) bounds it as it bounds a head that never comes. */
+        if (tls_accept(s, l->tls, l->proxy_protocol) != 0) {
+            io_stream_free(s);
             free(c);
             return;
         }
@@ -211,7 +210,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
     }
     c->side = (struct request_side){.w = w,
                                     .ops = &h1side_ops,
-                                    .s = c->s,
+                                    .s = s,
                                     .read_max = CONN_READ_MAX,
                                     .peer = (const struct sockaddr *)&c->peer,
                                     .client = c->client,
@@ -224,18 +223,18 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         w->conns->prev = c;
     w->conns = c;
     WORKER_STAT_ADD(w, connections, 1);
-    io_set_idle(c->s, on_idle, c);
+    io_set_idle(c->side.s, on_idle, c);
     /* Until its first byte, a new connection has client_header to send a
      * head (a silent connection is a slowloris as much as a slow one). */
     wait_for(c, CONN_Q_HEADER, w->cfg->timeouts.client_header);
     /* The request has usually arrived by the end of this loop turn: read
      * it then, without polling the socket first. */
-    io_read_soon(c->s);
+    io_read_soon(c->side.s);
 }
 
 static void conn_close(struct conn *c)
 {
-    struct worker *w = c->w;
+    struct worker *w = c->side.w;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -243,7 +242,7 @@ static void conn_close(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     dq_remove(c);
-    io_stream_free(c->s);
+    io_stream_free(c->side.s);
     config_unref(c->hs_cfg);
     WORKER_STAT_SUB(w, connections, 1);
     free(c);
@@ -254,8 +253,8 @@ static void conn_close(struct conn *c)
  * in flight, not a sink for uploads). */
 static bool linger_drain(struct conn *c)
 {
-    size_t n = evbuffer_get_length(io_input(c->s));
-    evbuffer_drain(io_input(c->s), n);
+    size_t n = evbuffer_get_length(io_input(c->side.s));
+    evbuffer_drain(io_input(c->side.s), n);
     c->lingered += n;
     return c->lingered <= CONN_LINGER_BYTES;
 }
@@ -269,7 +268,7 @@ static void conn_linger(struct conn *c)
     c->lingering = true;
     c->lingered = 0;
     linger_drain(c);
-    io_set_reading(c->s, true);
+    io_set_reading(c->side.s, true);
     wait_for(c, CONN_Q_LINGER, CONN_LINGER_MS);
 }
 
@@ -279,7 +278,7 @@ static void conn_linger(struct conn *c)
  * through the same writer, counters and access log as any request's. */
 static void answer_now(struct conn *c, int status, const char *why)
 {
-    struct request *r = request_get(c->w);
+    struct request *r = request_get(c->side.w);
     if (!r) {
         conn_close(c);
         return;
@@ -287,17 +286,17 @@ static void answer_now(struct conn *c, int status, const char *why)
     request_reset(r, &c->side);
     request_id_decide(r);
     request_answer_json(r, status, why, true);
-    io_kick(c->s);
+    io_kick(c->side.s);
     request_log(r);
-    request_put(c->w, r);
+    request_put(c->side.w, r);
     conn_linger(c);
-    if (evbuffer_get_length(io_output(c->s)) == 0)
-        io_shutdown_write(c->s); /* the answer is out: show its end */
+    if (evbuffer_get_length(io_output(c->side.s)) == 0)
+        io_shutdown_write(c->side.s); /* the answer is out: show its end */
 }
 
 static void start_request(struct conn *c)
 {
-    struct worker *w = c->w;
+    struct worker *w = c->side.w;
     if (WORKER_STAT_GET(w, requests_live) >= w->cfg->max_requests) {
         static __thread int64_t last; /* per worker */
         log_ratelimited(&last, 1000, CONFIG_LOG_WARN,
@@ -385,7 +384,7 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
 static void conn_end_logged(struct conn *c)
 {
     const char *why;
-    if (c->tls && !c->served && tls_failed(c->s, &why)) {
+    if (c->tls && !c->served && tls_failed(c->side.s, &why)) {
         static __thread int64_t last; /* per worker */
         log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "client %s: TLS: %s: closing", c->client,
                         why);
@@ -401,21 +400,21 @@ static void conn_end_logged(struct conn *c)
  */
 static void finish_request(struct conn *c, bool keep_alive, bool linger)
 {
-    struct worker *w = c->w;
+    struct worker *w = c->side.w;
     c->req = NULL;
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
     if (keep_alive && !c->side.close_after && !w->draining) {
         wait_for(c, CONN_Q_IDLE, w->cfg->timeouts.client_idle);
-        io_poll(c->s);
+        io_poll(c->side.s);
         /* Bytes that arrived while the response finished start the next
          * request on the next loop turn (the idle callback only fires on
          * new reads). Otherwise the connection holds no buffers until
          * its next bytes. */
-        if (io_input_length(c->s) > 0)
+        if (io_input_length(c->side.s) > 0)
             start_request(c);
         else
-            io_park(c->s);
+            io_park(c->side.s);
         return;
     }
     if (linger)
@@ -437,13 +436,13 @@ static void on_tunnel_close(void *arg, const struct tunnel_stats *st)
 /* After a 101: the connection becomes a tunnel to uc (no coroutine). */
 static void start_tunnel(struct conn *c, struct upstream_conn *uc)
 {
-    struct worker *w = c->w;
+    struct worker *w = c->side.w;
     c->req = NULL;
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
     dq_remove(c);
     c->tunnel_uc = uc;
-    if (tunnel_start(w->loop, c->s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,
+    if (tunnel_start(w->loop, c->side.s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,
                      on_tunnel_close, c, &c->tunnel) < 0) {
         upstream_release(uc, false);
         c->tunnel_uc = NULL;

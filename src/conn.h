@@ -49,9 +49,8 @@ enum { CONN_Q_NONE, CONN_Q_HEADER, CONN_Q_IDLE, CONN_Q_LINGER, CONN_Q_COUNT };
  * needs (an AF_UNIX peer keeps its family only).
  */
 struct conn {
-    struct request_side side; /* what the request coroutine sees */
-    struct worker *w;
-    struct io_stream *s;
+    struct request_side side;       /* what the request coroutine sees: its w and s are the
+                                     * connection's worker and stream */
     struct coro *req;               /* the request coroutine, NULL when idle */
     struct conn *next, *prev;       /* the worker's list */
     struct conn *dq_next, *dq_prev; /* its deadline queue */

@@ -269,6 +269,11 @@ void io_rev_update(struct io_stream *s)
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 
+/* Write events not in use, per thread (at most BUFS_POOL_CAP). */
+#define BUFS_POOL_CAP 1024u
+static __thread struct io_wev *wpool;
+static __thread unsigned wpool_len;
+
 /* Adds (on) or removes the write event; wev_set() is the cheap check. */
 __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
 {
@@ -279,16 +284,33 @@ __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
             s->error = ENOMEM;
             return;
         }
-        struct io_bufs *b = s->bufs;
-        if (b->wev_owner != s) { /* assigned when first needed for s */
-            event_assign(&b->wev, loop_base(s->loop), s->fd, EV_WRITE | EV_PERSIST, on_writable, s);
-            b->wev_owner = s;
+        struct io_wev *e = wpool;
+        if (e) {
+            wpool = e->next_free;
+            wpool_len--;
+        } else if (!(e = malloc(sizeof(*e)))) {
+            s->write_err = true;
+            s->error = ENOMEM;
+            return;
         }
-        event_add(&b->wev, NULL);
+        event_assign(&e->ev, loop_base(s->loop), s->fd, EV_WRITE | EV_PERSIST, on_writable, s);
+        event_add(&e->ev, NULL);
+        s->wev = e;
         s->wev_added = true;
     } else {
-        event_del(&s->bufs->wev);
+        /* Also from its own callback: libevent no longer touches an
+         * event once its callback runs. */
+        struct io_wev *e = s->wev;
+        event_del(&e->ev);
+        s->wev = NULL;
         s->wev_added = false;
+        if (wpool_len >= BUFS_POOL_CAP) {
+            free(e);
+        } else {
+            e->next_free = wpool;
+            wpool = e;
+            wpool_len++;
+        }
     }
 }
 
@@ -571,7 +593,6 @@ static __thread struct {
  * parked stream's in and out point to (lengths are read from it, nothing
  * is ever added).
  */
-#define BUFS_POOL_CAP 1024u
 static __thread struct io_bufs *bpool;
 static __thread unsigned bpool_len;
 static __thread struct evbuffer *empty_buf;
@@ -620,7 +641,6 @@ static bool attach_slow(struct io_stream *s)
             return false;
         }
     }
-    b->wev_owner = NULL; /* the write event is assigned when first needed */
     s->bufs = b;
     s->in = b->in;
     s->out = b->out;
@@ -675,6 +695,12 @@ static void stream_pool_drain(void *arg)
         bufs_free(b);
     }
     bpool_len = 0;
+    while (wpool) {
+        struct io_wev *e = wpool;
+        wpool = e->next_free;
+        free(e);
+    }
+    wpool_len = 0;
 }
 
 /* Keeps s (its fd closed, its events out of the loop) for reuse. */
