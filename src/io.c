@@ -1052,7 +1052,11 @@ int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
         bool lazy_eof = false;
         for (unsigned i = 0; i < n; i++) {
             struct io_stream *s = wants[i].stream;
-            if (!s || !s->lazy)
+            if (!s)
+                continue;
+            if ((wants[i].events & IO_PARK) && recs_live >= IO_PARK_CROWD)
+                io_park(s);
+            if (!s->lazy)
                 continue;
             if (wants[i].events & IO_READABLE)
                 start_polling(s);

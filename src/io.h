@@ -43,7 +43,15 @@ enum io_event {
     IO_EOF = 1u << 2,       /* the peer closed, or the socket failed */
     IO_CONNECTED = 1u << 3, /* a connect in progress completed */
     IO_SIGNAL = 1u << 4,    /* io_signal() was called for this coroutine */
+    /* Not an event: the stream may be parked (io_park) for the wait
+     * when more than IO_PARK_CROWD coroutines of the thread wait, so that
+     * a crowd of waits (answers of a slow upstream) holds no buffers,
+     * while a few (a quick answer takes them back at once) cost no
+     * park and take-back. The caller fetches io_input/io_output again
+     * after the wait. */
+    IO_PARK = 1u << 5,
 };
+#define IO_PARK_CROWD 256u
 
 /* One entry of a wait set. stream is NULL for IO_SIGNAL alone. */
 struct io_want {

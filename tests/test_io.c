@@ -1878,6 +1878,62 @@ START_TEST(parked_stream_holds_no_buffers)
 }
 END_TEST
 
+/* IO_PARK: with a crowd of waits, a stream is parked for the wait, and
+ * what arrives meanwhile is read after it. */
+static struct {
+    struct coro *crowd[IO_PARK_CROWD];
+    bool parked_meanwhile;
+    int got;
+} pk;
+
+static void pk_crowd(void *arg)
+{
+    (void)arg;
+    struct io_want w = {.events = IO_SIGNAL};
+    io_wait(&w, 1, loop_deadline(10 * LOOP_SEC));
+}
+
+static void pk_check_and_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    pk.parked_meanwhile = lz.s->bufs == NULL;
+    write_all(lz.peer, "z", 1);
+}
+
+static void pk_parker(void *arg)
+{
+    struct loop *loop = arg;
+    ck_assert_int_eq(io_read_at_least(lz.s, 2, loop_deadline(5 * LOOP_SEC)), 0);
+    evbuffer_drain(io_input(lz.s), 2); /* attached, and empty again */
+    after_ms(loop, 20, pk_check_and_write, NULL);
+    struct io_want w = {.stream = lz.s, .events = IO_READABLE | IO_PARK};
+    pk.got = io_wait(&w, 1, loop_deadline(5 * LOOP_SEC));
+    ck_assert_uint_eq(evbuffer_get_length(io_input(lz.s)), 1);
+    for (unsigned i = 0; i < IO_PARK_CROWD; i++)
+        io_signal(pk.crowd[i]);
+}
+
+START_TEST(crowded_wait_parks_its_streams)
+{
+    struct loop *loop = new_loop(IO_PARK_CROWD + 8);
+    memset(&lz, 0, sizeof(lz));
+    memset(&pk, 0, sizeof(pk));
+    lz.s = lazy_pair(loop, &lz.peer);
+    for (unsigned i = 0; i < IO_PARK_CROWD; i++)
+        pk.crowd[i] = spawn(loop, pk_crowd, NULL);
+    write_all(lz.peer, "ab", 2);
+    spawn(loop, pk_parker, loop);
+    run_loop(loop, 0);
+    ck_assert_int_eq(pk.got, 1);
+    ck_assert(pk.parked_meanwhile);
+    io_stream_free(lz.s);
+    close(lz.peer);
+    end_loop(loop);
+}
+END_TEST
+
 /* loop_free_later: the object outlives the callback chain that queued it. */
 static struct {
     int freed;
@@ -2397,6 +2453,7 @@ int main(void)
     tcase_add_test(tc, idle_callback_reports_readable_and_eof);
     tcase_add_test(tc, lazy_stream_polls_only_when_needed);
     tcase_add_test(tc, parked_stream_holds_no_buffers);
+    tcase_add_test(tc, crowded_wait_parks_its_streams);
     tcase_add_test(tc, free_later_runs_after_the_callback);
     suite_add_tcase(s, tc);
 
