@@ -994,7 +994,14 @@ static enum fail exchange(struct request *r, struct io_stream *up)
             w[0].write_below = OUT_HIGH / 2;
             deadline = phase_deadline(r, r->tmo->upstream_send);
         }
+        if (r->req_body.done) { /* a long wait for the answer holds no buffers */
+            w[0].events |= IO_PARK;
+            w[1].events |= IO_PARK;
+        }
         int rc = io_wait(w, 2, deadline);
+        cin = io_input(r->client);
+        uout = io_output(up);
+        uin = io_input(up);
         if (rc == -ETIMEDOUT) {
             if (r->req_body.done)
                 return FAIL_UP_TIMEOUT;
