@@ -1,8 +1,9 @@
 /*
  * conn: one client connection.
  *
- * An idle keep-alive connection is this struct and a stream, with no
- * coroutine and no stack (a coroutine per request, not per connection). The first byte
+ * An idle keep-alive connection is this struct and a parked stream (io.h:
+ * a socket and a read event, no buffers), with no coroutine, no stack and
+ * no timer (a coroutine per request, not per connection). The first byte
  * of a request starts a request coroutine (proxy_serve); when the response
  * is done and nothing is pipelined behind it, the coroutine ends and the
  * connection is idle again. Closing is immediate, or lingering after an

@@ -118,9 +118,10 @@ struct evbuffer *io_output(struct io_stream *s);
 /* Bytes the input holds, without taking buffers back. */
 size_t io_input_length(const struct io_stream *s);
 /*
- * Parks an idle stream: gives its input and output evbuffers and its write
- * event back to the thread's pool, so that it holds only its socket and
- * read event until bytes move again (a read takes them back, as do
+ * Parks an idle stream: gives its input and output evbuffers back to the
+ * thread's pool, so that it holds only its socket and read event (its
+ * write event is pooled whenever it is not in the loop) until bytes move
+ * again (a read takes them back, as do
  * io_input, io_output and the writes). Does nothing while anything is
  * queued either way, a coroutine waits on it, it is spliced, connecting or
  * handshaking. The owner calls it when nobody holds the stream's
