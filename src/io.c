@@ -701,6 +701,9 @@ static void stream_pool_drain(void *arg)
         free(e);
     }
     wpool_len = 0;
+    if (empty_buf)
+        evbuffer_free(empty_buf);
+    empty_buf = NULL;
 }
 
 /* Keeps s (its fd closed, its events out of the loop) for reuse. */
@@ -726,6 +729,11 @@ static bool stream_pool_put(struct io_stream *s)
 static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
 {
     struct io_stream *s = NULL;
+    if (!spool.loop) {
+        /* The thread's pools and empty evbuffer go when its loop does. */
+        spool.loop = loop;
+        loop_on_free(loop, stream_pool_drain, NULL);
+    }
     if (!empty_buf)
         empty_buf = evbuffer_new();
     if (spool.head && spool.loop == loop) {
