@@ -32,6 +32,10 @@
  * fit in it (a larger one is refused with 431, never waited for). */
 #define CONN_READ_MAX (128u * 1024u)
 
+/* A keep-alive connection gives its buffers back between requests
+ * (io_park) while the worker has more connections than this. */
+#define CONN_PARK_ABOVE 256u
+
 #define CONN_LINGER_MS 2000
 /* ...and at most this many bytes of it. */
 #define CONN_LINGER_BYTES (32u * 1024u * 1024u)
