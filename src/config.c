@@ -442,6 +442,8 @@ static const struct cfg_field upstream_fields[] = {
      "an integer (0 = unlimited)", .doc = "connections per server per worker (0 = unlimited)"},
     {"host_header", CFG_CUSTOM, .load = load_host_header,
      .doc = "the Host sent: preserve, upstream or a literal (preserve)"},
+    {"resolve", CFG_CUSTOM, .load = cfg_load_resolve,
+     .doc = "families asked for servers' DNS names: any, ipv4 or ipv6 (any)"},
     {"retries", CFG_CUSTOM, .load = load_retries, .doc = "retrying a failed request"},
     {"passive", CFG_CUSTOM, .load = load_passive, .doc = "ejecting a failing server"},
     {"tls", CFG_CUSTOM, .load = cfg_load_upstream_tls,
@@ -1483,6 +1485,8 @@ void config_unref(struct config *cfg)
     struct config_box *box = (struct config_box *)cfg;
     if (cfg->tls_free)
         cfg->tls_free(cfg);
+    if (cfg->servers_release_)
+        cfg->servers_release_(cfg);
     cfg_regexes_free(cfg);
     cfg_free_policies(cfg);
     free(cfg->source_);

@@ -154,6 +154,14 @@ enum config_host_header {
     CONFIG_HOST_LITERAL,  /* host_literal */
 };
 
+/* upstreams.NAME.resolve: the address families asked for a server's DNS
+ * name (resolve.h). */
+enum config_resolve {
+    CONFIG_RESOLVE_ANY,  /* A and AAAA (default) */
+    CONFIG_RESOLVE_IPV4, /* A only */
+    CONFIG_RESOLVE_IPV6, /* AAAA only */
+};
+
 /* The order of balancer.h's enum balancer_kind. */
 enum config_balance {
     CONFIG_BALANCE_ROUND_ROBIN,
@@ -250,6 +258,8 @@ struct config_upstream {
     /* A server's DNS name has no address yet (resolve_expand): that server
      * is never picked, and with no other server the answer is 503. */
     bool unresolved;
+    /* resolve: the address families asked for its servers' DNS names */
+    enum config_resolve resolve;
 };
 
 /* Method bits for the common methods; others are only in match.methods[]. */
@@ -510,6 +520,10 @@ struct config {
     char *source_;
     size_t source_len_;
     void *resolved_; /* what resolve_expand allocated (freed with the config) */
+    /* The registry entries of its servers, held while it lives: the last
+     * unref calls servers_release_ (resolve_expand sets it). */
+    void (*servers_release_)(struct config *cfg);
+    void *servers_held_;
 
     unsigned nwarnings; /* warnings printed while loading */
     /* Frees what tls_config_load attached (the last unref calls it). */

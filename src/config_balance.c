@@ -224,6 +224,27 @@ bool cfg_load_health(struct ctx *c, const struct cfg_field *f, const struct ynod
     return cfg_walk(c, v, path, &cfg_health_schema, u);
 }
 
+/* upstreams.NAME.resolve: any | ipv4 | ipv6 */
+bool cfg_load_resolve(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                      const struct ynode *v, const struct cfg_path *path, void *target)
+{
+    static const char *const families[] = {"any", "ipv4", "ipv6", NULL};
+    struct config_upstream *u = target;
+    char q[96];
+    (void)f, (void)k;
+    if (!cfg_want_scalar(c, v, path, "any, ipv4 or ipv6"))
+        return false;
+    for (size_t i = 0; families[i]; i++) {
+        if (streq(v->str, families[i])) {
+            u->resolve = (enum config_resolve)i;
+            return true;
+        }
+    }
+    cfg_err(c, v, path, "unknown address family %s (expected any, ipv4 or ipv6)",
+            cfg_quote(q, sizeof(q), v->str, v->len));
+    return false;
+}
+
 /* resolver: [IP, "IP:PORT", "[IPv6]:PORT"] (port 53 when not written) */
 bool cfg_load_resolver(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                        const struct ynode *n, const struct cfg_path *path, void *target)

@@ -225,6 +225,9 @@ bool cfg_load_health(struct ctx *c, const struct cfg_field *f, const struct ynod
 /* resolver: the nameservers for servers' DNS names (top level). */
 bool cfg_load_resolver(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
                        const struct ynode *n, const struct cfg_path *path, void *target);
+/* upstreams.NAME.resolve: the families asked for its servers' names. */
+bool cfg_load_resolve(struct ctx *c, const struct cfg_field *f, const struct ynode *k,
+                      const struct ynode *v, const struct cfg_path *path, void *target);
 extern const struct cfg_schema cfg_health_schema;
 
 /* config.c */

@@ -17,7 +17,6 @@
 #include "io.h"
 #include "log.h"
 #include "loop.h"
-#include "proxy.h"
 #include "proxyproto.h"
 #include "tls.h"
 #include "tunnel.h"
@@ -211,6 +210,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
     c->side = (struct request_side){.w = w,
                                     .ops = &h1side_ops,
                                     .s = s,
+                                    .watch = s,
                                     .read_max = CONN_READ_MAX,
                                     .peer = (const struct sockaddr *)&c->peer,
                                     .client = c->client,
@@ -305,7 +305,7 @@ static void start_request(struct conn *c)
         answer_now(c, 503, "too many requests in flight");
         return;
     }
-    int r = loop_spawn(w->loop, proxy_serve, &c->side, &c->req);
+    int r = loop_spawn(w->loop, h1side_serve, &c->side, &c->req);
     if (r < 0) {
         static __thread int64_t last; /* per worker */
         log_ratelimited(&last, 1000, CONFIG_LOG_ERROR,

@@ -4,7 +4,7 @@
  * An idle keep-alive connection is this struct and a parked stream (io.h:
  * a socket and a read event, no buffers), with no coroutine, no stack and
  * no timer (a coroutine per request, not per connection). The first byte
- * of a request starts a request coroutine (proxy_serve); when the response
+ * of a request starts a request coroutine (h1side_serve); when the response
  * is done and nothing is pipelined behind it, the coroutine ends and the
  * connection is idle again. Closing is immediate, or lingering after an
  * early answer: the unread request body is drained for up to

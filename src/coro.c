@@ -507,18 +507,14 @@ int coro_new(struct coro_pool *pool, void (*fn)(void *arg), void *arg, struct co
     return 0;
 }
 
-void coro_release(struct coro *c)
+bool coro_release(struct coro *c)
 {
     if (!c)
-        return;
+        return false;
     CORO_CHECK(c->state == CORO_DONE || c->state == CORO_READY, "coro_release",
                "the coroutine has not finished");
     struct coro_pool *pool = c->pool;
     pool->live--;
-    if (pool->idle >= pool->cap) {
-        unmap_coro(c);
-        return;
-    }
     /* Drop the pages a deep request touched; keep the top ones (this struct
      * and the shallow frames every request uses). Depth is known from the
      * frames seen at yields: a request that never waited below the kept
@@ -533,6 +529,18 @@ void coro_release(struct coro *c)
     c->next_free = pool->free;
     pool->free = c;
     pool->idle++;
+    return pool->idle > pool->cap;
+}
+
+unsigned coro_pool_trim(struct coro_pool *pool, unsigned max)
+{
+    for (; max > 0 && pool->idle > pool->cap; max--) {
+        struct coro *c = pool->free;
+        pool->free = c->next_free;
+        pool->idle--;
+        unmap_coro(c);
+    }
+    return pool->idle > pool->cap ? pool->idle - pool->cap : 0;
 }
 
 size_t coro_stack_resident(const struct coro *c)

@@ -48,8 +48,9 @@ struct coro;
 struct coro_pool;
 
 /*
- * A pool of stacks of one size, for one worker thread. cap bounds how many
- * released stacks stay mapped for reuse. Returns NULL when out of memory.
+ * A pool of stacks of one size, for one worker thread. cap is how many
+ * released stacks stay mapped for reuse for good; those above it wait for
+ * coro_pool_trim. Returns NULL when out of memory.
  */
 struct coro_pool *coro_pool_new(size_t stack_size, unsigned cap);
 /* Unmaps every pooled stack. Every coroutine of the pool must be released. */
@@ -104,11 +105,19 @@ bool coro_cancelled(const struct coro *c);
 void coro_set_cancel_hook(struct coro *c, void (*hook)(struct coro *c, void *arg), void *arg);
 
 /*
- * Returns a finished coroutine's stack to its pool: kept (with all but the
- * top CORO_KEEP_PAGES pages dropped by madvise) while the pool is under its
- * cap, unmapped otherwise. coro_release(NULL) does nothing.
+ * Returns a finished coroutine's stack to its pool, with all but the top
+ * CORO_KEEP_PAGES pages dropped by madvise. The stack stays mapped even past
+ * the pool's cap: unmapping costs a TLB flush per stack (tens of
+ * microseconds on a VM), and a burst of thousands of requests that end
+ * together would pay it on the path of their own answers. Returns true when
+ * the pool holds more idle stacks than its cap, so that the caller trims
+ * them later, a few at a time (coro_pool_trim). coro_release(NULL) does
+ * nothing and returns false.
  */
-void coro_release(struct coro *c);
+bool coro_release(struct coro *c);
+/* Unmaps at most max idle stacks above the pool's cap; returns how many
+ * remain above it. */
+unsigned coro_pool_trim(struct coro_pool *pool, unsigned max);
 
 /*
  * Per-coroutine slots for the two layers above: the run queue link and

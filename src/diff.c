@@ -205,6 +205,7 @@ static void upstream_write(FILE *out, const struct config_upstream *up)
     kvu(out, "max_connections", up->max_connections);
     kv(out, "host_header",
        up->host_header == CONFIG_HOST_LITERAL ? up->host_literal : host[up->host_header]);
+    kv(out, "resolve", (const char *const[]){"any", "ipv4", "ipv6"}[up->resolve]);
     kvu(out, "retries.attempts", up->retry_attempts);
     kvu(out, "retries.on", up->retry_on);
     kvu(out, "retries.replay_bytes", up->replay_bytes);

@@ -24,6 +24,13 @@
  * starve the sockets. */
 #define LOOP_PASS_MAX 1024
 
+/* Stacks released above the pool's cap (a burst that ended) are unmapped
+ * LOOP_TRIM_BATCH every LOOP_TRIM_MS: about 320 a second, a few
+ * milliseconds of munmap per tick instead of one per answer of the burst,
+ * and a burst that comes back within seconds finds its stacks mapped. */
+#define LOOP_TRIM_MS 100
+#define LOOP_TRIM_BATCH 32
+
 struct free_later {
     void (*fn)(void *obj);
     void *obj;
@@ -34,6 +41,8 @@ struct loop {
     struct event_base *base;
     struct event *sched;
     struct event *reaper;
+    struct event *trim;
+    bool trimming; /* the trim timer is armed */
     struct coro_pool *pool;
     struct coro *run_head;
     struct coro *run_tail;
@@ -92,6 +101,7 @@ int64_t loop_deadline_min(int64_t a, int64_t b)
 
 static void on_schedule(evutil_socket_t fd, short what, void *arg);
 static void on_reap(evutil_socket_t fd, short what, void *arg);
+static void on_trim(evutil_socket_t fd, short what, void *arg);
 
 struct loop *loop_new(size_t stack_size, unsigned pool_cap)
 {
@@ -121,7 +131,8 @@ struct loop *loop_new(size_t stack_size, unsigned pool_cap)
         goto out_free;
     loop->sched = event_new(loop->base, -1, 0, on_schedule, loop);
     loop->reaper = event_new(loop->base, -1, 0, on_reap, loop);
-    if (!loop->sched || !loop->reaper)
+    loop->trim = evtimer_new(loop->base, on_trim, loop);
+    if (!loop->sched || !loop->reaper || !loop->trim)
         goto out_free;
     current_loop = loop;
     return loop;
@@ -144,6 +155,8 @@ void loop_free(struct loop *loop)
         event_free(loop->sched);
     if (loop->reaper)
         event_free(loop->reaper);
+    if (loop->trim)
+        event_free(loop->trim);
     coro_pool_free(loop->pool);
     if (loop->base)
         event_base_free(loop->base);
@@ -216,6 +229,24 @@ void loop_consume_wake(struct coro *c)
     coro_slots(c)->ready = false;
 }
 
+static void trim_later(struct loop *loop)
+{
+    if (loop->trimming)
+        return;
+    struct timeval tv = {.tv_sec = 0, .tv_usec = LOOP_TRIM_MS * 1000};
+    loop->trimming = event_add(loop->trim, &tv) == 0;
+}
+
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct loop *loop = arg;
+    loop->trimming = false;
+    if (coro_pool_trim(loop->pool, LOOP_TRIM_BATCH) > 0)
+        trim_later(loop);
+}
+
 /* The scheduler: the only caller of coro_resume(), on the loop's stack. */
 static void on_schedule(evutil_socket_t fd, short what, void *arg)
 {
@@ -235,7 +266,8 @@ static void on_schedule(evutil_socket_t fd, short what, void *arg)
         if (coro_done(c)) {
             /* Woken while it ran, then it ended: released only now that
              * the queue no longer links it. */
-            coro_release(c);
+            if (coro_release(c))
+                trim_later(loop);
             continue;
         }
         if (!s->ready)
@@ -244,8 +276,8 @@ static void on_schedule(evutil_socket_t fd, short what, void *arg)
         coro_resume(c);
         if (coro_done(c)) {
             loop->live--;
-            if (!s->queued)
-                coro_release(c);
+            if (!s->queued && coro_release(c))
+                trim_later(loop);
         }
     }
     coro_resume_gate(false);
@@ -315,4 +347,9 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 unsigned loop_live(const struct loop *loop)
 {
     return loop->live;
+}
+
+unsigned loop_pooled_stacks(const struct loop *loop)
+{
+    return coro_pool_idle(loop->pool);
 }

@@ -102,5 +102,8 @@ void loop_free_later(struct loop *loop, void (*fn)(void *obj), void *obj);
 
 /* Coroutines started and not yet finished. */
 unsigned loop_live(const struct loop *loop);
+/* Stacks of ended coroutines kept mapped for reuse: at most the pool's cap
+ * once the trim timer has caught up after a burst. */
+unsigned loop_pooled_stacks(const struct loop *loop);
 
 #endif

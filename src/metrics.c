@@ -15,6 +15,7 @@
 #include "upstream.h"
 #include "tls.h"
 #include "ratelimit_redis.h"
+#include "registry.h"
 #include "worker.h"
 
 /* Request duration buckets (seconds, upper bounds; +Inf is implied). */
@@ -506,6 +507,9 @@ int metrics_render(struct evbuffer *out, const struct config *cfg, struct worker
           (double)live);
     gauge(out, "ferry_upstream_connections", "Open upstream connections (pooled or in use).",
           (double)upconns);
+    gauge(out, "ferry_registry_servers",
+          "Process-wide server entries: the servers of the configs in use, and drained ones.",
+          (double)registry_count());
     if (render_routes(out, cfg, workers, nworkers) != 0)
         return -1;
     render_servers(out, cfg, workers, nworkers);

@@ -1,23 +1,26 @@
 /*
  * proxy: see proxy.h. One request's life, top to bottom, in the order of
- * this file: proxy_serve (the requests of one client side) -> serve_one ->
- * read_head -> route_request -> (a respond route's answer | forward:
- * attempt (upstream_acquire -> build_upstream_head -> exchange: body out,
- * response head in) -> retries -> relay (send_response: head and body
- * back) -> upstream_release) -> request_log. Failures are one table
- * (FAILURES), bodies and their replay for retries follow.
+ * this file: proxy_request (a head its side delivered) -> route_request ->
+ * (a respond route's answer | forward: attempt (upstream_acquire ->
+ * build_upstream_head -> exchange: body out, response head in) ->
+ * retries -> relay (send_response: head and body back) ->
+ * upstream_release). Failures are one table (FAILURES), bodies and their
+ * replay for retries follow.
  *
- * Bytes stay in evbuffers: the client's head is copied into a buffer of
- * the request's own size (the parsed views point into it), bodies move
- * evbuffer to evbuffer with evbuffer_remove_buffer (chains change hands,
- * nothing is copied), and the heads Ferry sends are serialised from parsed
- * fields only (reply.c).
+ * The client is reached only through the request's side (request.h): its
+ * body is read with read_body, the response written with write_head and
+ * write_body, its leaving and draining awaited with wait, a 101 handed
+ * over with tunnel. Upstream streams are this file's own.
+ *
+ * Bytes stay in evbuffers: bodies move evbuffer to evbuffer with
+ * evbuffer_remove_buffer (chains change hands, nothing is copied), and
+ * the heads Ferry sends are serialised from parsed fields only (reply.c).
  *
  * Decision: the request body is moved by this coroutine inside the same
- * wait set as the response head (client readable, upstream writable,
- * upstream readable, client EOF, deadline), not by separate callbacks: an
- * early upstream answer is forwarded, not turned into a 502, and the flow
- * stays in one place.
+ * wait set as the response head (client body or leaving, upstream
+ * writable or readable, deadline), not by separate callbacks: an early
+ * upstream answer is forwarded, not turned into a 502, and the flow stays
+ * in one place.
  */
 #include "proxy.h"
 
@@ -137,8 +140,6 @@ struct attempts {
 };
 
 /* The request's life, in the order of this file. */
-static bool serve_one(struct request *r);
-static int read_head(struct request *r);
 static int route_request(struct request *r);
 static void answer_error(struct request *r, int status, const char *why);
 static void forward(struct request *r);
@@ -157,10 +158,11 @@ static void relay(struct request *r);
 static void release_upstream(struct request *r, bool reusable);
 static int build_upstream_head(struct request *r, const struct config_server *server,
                                struct evbuffer *dst);
+static int client_cert_headers(const struct request *r, const struct config_client_cert *cc,
+                               struct http1_header *out, size_t n, size_t cap);
 static void upstream_host(const struct request *r, const struct config_upstream *up,
                           const struct config_server *server, const char **host, size_t *len);
 static enum fail exchange(struct request *r, struct io_stream *up);
-static void maybe_continue(struct request *r);
 static int parse_response_head(struct request *r, struct evbuffer *in);
 static int send_response(struct request *r, struct io_stream *up);
 static int write_response_head(struct request *r, enum http1_body advertised);
@@ -171,53 +173,7 @@ static void replay_start(struct request *r, const struct config_upstream *up);
 static bool can_resend(const struct request *r);
 static void replay_record(struct request *r, struct evbuffer *uout, size_t from);
 static void replay_end(struct request *r);
-static int64_t phase_deadline(const struct request *r, int64_t ms);
 static double ms_since(int64_t t0);
-
-/* ---- one client side: its requests, in order ----------------------------------------- */
-
-void proxy_serve(void *arg)
-{
-    struct request_side *side = arg;
-    struct worker *w = side->w;
-    struct request *r = request_get(w);
-    bool keep = false, linger = false;
-    if (!r) {
-        side->done(side, false, false, NULL);
-        return;
-    }
-    /* Requests pipelined behind this one are served by this coroutine;
-     * answers to pipelined requests are flushed together unless they pile
-     * up. Each request is logged once its answer is out (or failed). */
-    do {
-        request_reset(r, side);
-        keep = serve_one(r);
-        linger = r->linger;
-        bool more = keep && !r->tunnel_uc && evbuffer_get_length(io_input(side->s)) > 0;
-        if (!more || evbuffer_get_length(io_output(side->s)) >= OUT_HIGH) {
-            /* client_send bounds a stall, not the whole transfer. */
-            int64_t stall = r->tmo->client_send * LOOP_MS;
-            if (io_flush_progress(side->s, stall, r->total_deadline) < 0) {
-                keep = false;
-                linger = false;
-                if (!r->error)
-                    r->error = "client stopped reading (client_send)";
-            }
-        }
-        if (!r->no_log)
-            request_log(r);
-        if (r->tunnel_uc)
-            break;
-    } while (keep && evbuffer_get_length(io_input(side->s)) > 0);
-
-    /* A lingering close shuts the write side once the answer is out, so
-     * the client sees its end while its unread body is drained. */
-    if (!keep && linger)
-        io_shutdown_write(side->s);
-    struct upstream_conn *tunnel = r->tunnel_uc;
-    request_put(w, r);
-    side->done(side, keep, linger, tunnel);
-}
 
 /* ---- one request: head, route, answer ------------------------------------------------ */
 
@@ -260,18 +216,8 @@ static bool rate_limit_admits(struct request *r)
     return false;
 }
 
-/*
- * One request on the connection, from head to answered response. Returns
- * true when the connection stays open for another request.
- */
-static bool serve_one(struct request *r)
+bool proxy_request(struct request *r, int status)
 {
-    int status = read_head(r);
-    if (status < 0) {
-        r->keep_alive = false;
-        r->no_log = true; /* closed or idle before a whole head */
-        return false;
-    }
     request_id_decide(r); /* the client's well-formed id, also in Ferry's own answers */
     if (status > 0) {
         /* The framing is unknown: whatever follows is unread body. */
@@ -279,8 +225,6 @@ static bool serve_one(struct request *r)
         return false;
     }
     r->keep_alive = r->req.keep_alive && !r->side->close_after && !r->w->draining;
-    body_init(&r->req_body, r->req.body, r->req.content_length, r->req.body == HTTP1_BODY_CHUNKED,
-              0);
 
     status = route_request(r);
     if (status) {
@@ -306,7 +250,7 @@ static bool serve_one(struct request *r)
         status = auth_check(r->route->auth, &r->req, time(NULL), r->auth);
         if (status == AUTH_PENDING) /* a password to hash, off the loop */
             status = auth_pool_check(r->route->auth, r->auth, r->w->loop,
-                                     phase_deadline(r, AUTH_POOL_TIMEOUT_MS));
+                                     request_phase_deadline(r, AUTH_POOL_TIMEOUT_MS));
         r->identity = r->auth->identity;
         if (status) {
             request_answer_auth(r, status);
@@ -335,99 +279,6 @@ static bool serve_one(struct request *r)
     }
     forward(r);
     return r->keep_alive;
-}
-
-/*
- * After a head that is answered without being parsed whole (an error, a
- * timeout), the method view may point into an earlier pullup of the input,
- * and the answer's lingering close drains the input: the access log gets a
- * copy, taken from the input's start where the request line still is.
- */
-static void keep_method(struct request *r, struct evbuffer *in)
-{
-    if (!r->req.method_str)
-        return;
-    const char *cur = (const char *)evbuffer_pullup(in, (ssize_t)r->req.method_len);
-    char *m = cur ? request_grow(&r->head, &r->head_cap, r->req.method_len, 1) : NULL;
-    if (m)
-        memcpy(m, cur, r->req.method_len);
-    r->req.method_str = m;
-}
-
-/*
- * Reads and parses one request head, trickled or pipelined, within
- * client_header from its first byte. Returns 0, an HTTP status to answer
- * (400, 408, 413, 414, 431, 501, 505), or -1 when the client closed
- * before sending a whole head (nothing to answer).
- */
-static int read_head(struct request *r)
-{
-    struct evbuffer *in = io_input(r->client);
-    int64_t deadline = phase_deadline(r, r->tmo->client_header);
-    struct http1_limits lim = {.max_header_bytes = r->cfg->limits.max_header_bytes,
-                               .max_headers = r->cfg->limits.max_headers};
-    http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
-    for (;;) {
-        size_t len = evbuffer_get_length(in);
-        size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
-        if (want > 0) {
-            const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
-            if (!buf)
-                goto out_of_memory;
-            ssize_t n = http1_parse_request(buf, want, &lim, &r->req);
-            if (n == HTTP1_E_TOO_MANY_HEADERS && r->hdrs_cap < lim.max_headers + 1) {
-                /* The header array starts small (a waiting request holds
-                 * it); grow it to the limit and parse again. */
-                struct http1_header *more =
-                    realloc(r->hdrs, (lim.max_headers + 1) * sizeof(*r->hdrs));
-                if (!more)
-                    goto out_of_memory;
-                r->hdrs = more;
-                r->hdrs_cap = lim.max_headers + 1;
-                http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
-                continue;
-            }
-            if (n > 0) {
-                /* Copy the head into a buffer of its own size: the views
-                 * stay valid while the body and pipelined bytes move on,
-                 * and a waiting request does not hold the read buffer. */
-                char *head = request_grow(&r->head, &r->head_cap, (size_t)n, 1);
-                if (!head)
-                    goto out_of_memory;
-                memcpy(head, buf, (size_t)n);
-                r->head_len = (size_t)n;
-                http1_request_rebase(&r->req, buf, head);
-                evbuffer_drain(in, (size_t)n);
-                return 0;
-            }
-            if (n != HTTP1_INCOMPLETE) {
-                r->error = http1_error_str((int)n);
-                keep_method(r, in);
-                return http1_error_status((int)n);
-            }
-            if (len >= r->side->read_max) {
-                /* max_header_bytes allows more than the input can hold. */
-                r->error = "request head larger than the read buffer";
-                keep_method(r, in);
-                return 431;
-            }
-        }
-        if (io_eof(r->client))
-            return -1;
-        struct io_want w = {.stream = r->client, .events = IO_READABLE, .read_min = len + 1};
-        int rc = io_wait(&w, 1, deadline);
-        if (rc == -ETIMEDOUT) {
-            r->error = "request head timed out (client_header)";
-            keep_method(r, in);
-            return len > 0 ? 408 : -1;
-        }
-        if (rc < 0)
-            return -1;
-    }
-
-out_of_memory:
-    r->error = "out of memory reading the request head";
-    return 503;
 }
 
 /* A random 64-bit value for a split without a key (xorshift64* on the
@@ -549,6 +400,10 @@ static void forward(struct request *r)
 {
     const struct config_upstream *up = r->upstream;
     struct attempts at = {.left = up->retry_attempts};
+    /* A side that cannot tunnel forwards an Upgrade request as a plain
+     * one (as nginx behind HTTP/2): a 101 to it is then a 502. */
+    if (r->req.upgrade_websocket && !r->side->ops->tunnel)
+        r->req.upgrade_websocket = false;
     /* The servers tried are the request's own: the list is held across
      * every yield of the attempts (never in the worker's scratch). */
     if (up->retry_attempts && up->nservers > 1 &&
@@ -600,9 +455,9 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
     r->server = &up->servers[server];
     r->upstream_server = r->server->addr.text;
     int64_t t0 = loop_now();
-    int err =
-        upstream_acquire(r->snap->upstreams, up, (unsigned)server, fresh,
-                         phase_deadline(r, r->tmo->upstream_connect), r->client, &r->uc, reused);
+    int err = upstream_acquire(r->snap->upstreams, up, (unsigned)server, fresh,
+                               request_phase_deadline(r, r->tmo->upstream_connect), r->side->watch,
+                               &r->uc, reused);
     if (err < 0) {
         r->uc = NULL;
         if (err == -EPROTO)
@@ -720,8 +575,7 @@ static bool retry_elsewhere(struct request *r, struct attempts *at, int server, 
     r->resp_started = false;
     release_upstream(r, false);
     if (until != LOOP_NEVER) {
-        struct io_want want[1] = {{.stream = r->client, .events = IO_EOF}};
-        if (io_wait(want, 1, until) != -ETIMEDOUT) {
+        if (r->side->ops->wait(r, SIDE_GONE, NULL, until) != -ETIMEDOUT) {
             *fp = FAIL_CLIENT_GONE;
             return false;
         }
@@ -833,7 +687,7 @@ static void relay(struct request *r)
             release_upstream(r, false);
             return;
         }
-        r->tunnel_uc = r->uc;
+        r->side->ops->tunnel(r, r->uc); /* the side splices once the 101 is out */
         r->uc = NULL;
         return;
     }
@@ -843,7 +697,7 @@ static void relay(struct request *r)
     if (send_response(r, us) < 0) {
         r->keep_alive = false;
         r->linger = false;
-        if (r->reset_if_cut)
+        if (r->streaming) /* a head went out: the client must see a cut */
             r->side->ops->abort(r);
         release_upstream(r, false);
         return;
@@ -901,7 +755,7 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, rules->set, rules->nset, rules->add,
                             rules->nadd, rules->remove, rules->nremove);
     if (n >= 0 && rt->client_cert) /* after the rules: they cannot forge these */
-        n = tls_client_headers(r->client, rt->client_cert, sc->out, (size_t)n, sc->out_cap);
+        n = client_cert_headers(r, rt->client_cert, sc->out, (size_t)n, sc->out_cap);
     if (n >= 0 && r->identity) /* auth's fields last: neither client nor route overrides them */
         n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, r->auth->set, r->auth->nset, NULL, 0,
                             r->auth->remove, r->auth->nremove);
@@ -922,6 +776,39 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .fields_checked = true,
     };
     return reply_request_head(dst, &h);
+}
+
+/*
+ * A route's client_cert headers on the fields out[0..n) (room for cap)
+ * going upstream: the client's own fields of those names are dropped
+ * (they cannot be forged), then the subject and fingerprint of the
+ * certificate the side verified are added. Returns the new count, or
+ * -ENOSPC.
+ */
+static int client_cert_headers(const struct request *r, const struct config_client_cert *cc,
+                               struct http1_header *out, size_t n, size_t cap)
+{
+    const char *subject = NULL, *fp = NULL;
+    bool have = r->side->ops->client_cert(r, &subject, &fp);
+    struct http1_header set[2], remove[2];
+    size_t nset = 0, nremove = 0;
+    const char *names[2] = {cc->subject_header, cc->fingerprint_header};
+    const char *values[2] = {subject, fp};
+    for (int i = 0; i < 2; i++) {
+        if (!names[i])
+            continue;
+        struct http1_header h = {.name = names[i], .name_len = strlen(names[i])};
+        if (have && values[i]) {
+            h.value = values[i];
+            h.value_len = strlen(values[i]);
+            set[nset++] = h;
+        } else {
+            remove[nremove++] = h;
+        }
+    }
+    if (!nset && !nremove)
+        return (int)n;
+    return headers_rewrite(out, n, cap, set, nset, NULL, 0, remove, nremove);
 }
 
 /* The Host sent upstream, per the upstream's host_header. */
@@ -947,14 +834,13 @@ static void upstream_host(const struct request *r, const struct config_upstream 
  */
 static enum fail exchange(struct request *r, struct io_stream *up)
 {
-    struct evbuffer *cin = io_input(r->client);
     struct evbuffer *uout = io_output(up);
     struct evbuffer *uin = io_input(up);
     int64_t header_deadline = LOOP_NEVER;
     for (;;) {
         if (!r->req_body.done && evbuffer_get_length(uout) < OUT_HIGH) {
             size_t before = evbuffer_get_length(uout);
-            int e = body_move(&r->req_body, cin, uout);
+            int e = r->side->ops->read_body(r, uout);
             replay_record(r, uout, before);
             if (e == HTTP1_E_BODY_TOO_LARGE)
                 return FAIL_BODY_TOO_LARGE;
@@ -964,7 +850,7 @@ static enum fail exchange(struct request *r, struct io_stream *up)
             }
         }
         if (r->req_body.done && header_deadline == LOOP_NEVER)
-            header_deadline = phase_deadline(r, r->tmo->upstream_header);
+            header_deadline = request_phase_deadline(r, r->tmo->upstream_header);
         int p = parse_response_head(r, uin);
         if (p > 0)
             return FAIL_NONE;
@@ -973,57 +859,37 @@ static enum fail exchange(struct request *r, struct io_stream *up)
         if (io_eof(up))
             return evbuffer_get_length(uin) == 0 ? FAIL_UP_CLOSED : FAIL_UP_BAD;
 
-        maybe_continue(r);
-        struct io_want w[2] = {
-            {.stream = up,
-             .events = IO_READABLE | IO_EOF,
-             .read_min = evbuffer_get_length(uin) + 1},
-            {.stream = r->client, .events = IO_EOF},
-        };
+        /* Expect: 100-continue is answered before the first body byte is
+         * needed (the side knows whether its client wants it now). */
+        if (r->req.expect_continue && !r->sent_continue && !r->req_body.done)
+            r->sent_continue = r->side->ops->interim_continue(r);
+        struct io_want w = {
+            .stream = up, .events = IO_READABLE | IO_EOF, .read_min = evbuffer_get_length(uin) + 1};
+        unsigned what = SIDE_GONE;
         int64_t deadline = header_deadline;
         bool reading_body = !r->req_body.done && evbuffer_get_length(uout) < OUT_HIGH;
         if (reading_body) {
-            w[1].events |= IO_READABLE;
-            w[1].read_min = evbuffer_get_length(cin) + 1;
-            /* A gap between two reads, counted from the last bytes that
-             * arrived, also while the upstream connect went on. */
-            deadline = loop_deadline_min(io_last_read(r->client) + r->tmo->client_body * LOOP_MS,
-                                         r->total_deadline);
+            what |= SIDE_BODY; /* the side bounds the gap between reads (client_body) */
+            deadline = r->total_deadline;
         } else if (!r->req_body.done) {
-            w[0].events |= IO_WRITABLE;
-            w[0].write_below = OUT_HIGH / 2;
-            deadline = phase_deadline(r, r->tmo->upstream_send);
+            w.events |= IO_WRITABLE;
+            w.write_below = OUT_HIGH / 2;
+            deadline = request_phase_deadline(r, r->tmo->upstream_send);
         }
-        if (r->req_body.done) { /* a long wait for the answer holds no buffers */
-            w[0].events |= IO_PARK;
-            w[1].events |= IO_PARK;
-        }
-        int rc = io_wait(w, 2, deadline);
-        cin = io_input(r->client);
-        uout = io_output(up);
+        if (r->req_body.done) /* a long wait for the answer holds no buffers */
+            w.events |= IO_PARK;
+        int rc = r->side->ops->wait(r, what, &w, deadline);
+        uout = io_output(up); /* parked meanwhile: fetched again */
         uin = io_input(up);
         if (rc == -ETIMEDOUT) {
             if (r->req_body.done)
                 return FAIL_UP_TIMEOUT;
             return reading_body ? FAIL_CLIENT_TIMEOUT : FAIL_UP_SEND_TIMEOUT;
         }
-        if (rc < 0)
-            return FAIL_CLIENT_GONE;
         /* The client closing while it waits is an abort (as nginx: its
          * answer has nowhere to go); an upstream EOF is handled above. */
-        if (w[1].fired & IO_EOF)
+        if (rc < 0 || (rc & SIDE_GONE))
             return FAIL_CLIENT_GONE;
-    }
-}
-
-/* Answers `Expect: 100-continue` before the first body byte is needed. */
-static void maybe_continue(struct request *r)
-{
-    /* RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored. */
-    if (r->req.expect_continue && r->req.version_minor >= 1 && !r->sent_continue &&
-        !r->req_body.done && evbuffer_get_length(io_input(r->client)) == 0) {
-        r->side->ops->interim_continue(r);
-        r->sent_continue = true;
     }
 }
 
@@ -1083,30 +949,21 @@ static int send_response(struct request *r, struct io_stream *up)
     r->upstream_status = resp->status;
     r->status = resp->status;
 
-    enum http1_body down = resp->body;
-    if (down == HTTP1_BODY_CHUNKED && r->req.version_minor == 0)
-        down = HTTP1_BODY_CLOSE; /* an HTTP/1.0 client cannot take chunks */
-    else if (down == HTTP1_BODY_CLOSE && r->req.version_minor >= 1 && resp->status != 101)
-        down = HTTP1_BODY_CHUNKED; /* as nginx: the client can tell a cut body */
-    r->keep_alive = reply_keeps(r->keep_alive, down == HTTP1_BODY_CLOSE, request_body_unread(r));
-    r->linger = request_body_unread(r);
-    enum http1_body advertised = down;
-    /* HEAD and 304 may advertise the length of the body they do not
-     * carry; 1xx and 204 must not have a Content-Length (RFC 9110 §8.6). */
-    if (down == HTTP1_BODY_NONE && resp->has_content_length &&
+    /* The side gets what is known of the body: none, a length (also a
+     * HEAD's or 304's, which may advertise the length of the body they do
+     * not carry; 1xx and 204 must not, RFC 9110 §8.6), or an unknown
+     * length (chunked or close-delimited from the upstream). */
+    enum http1_body known = resp->body == HTTP1_BODY_CLOSE ? HTTP1_BODY_CHUNKED : resp->body;
+    if (known == HTTP1_BODY_NONE && resp->has_content_length &&
         (r->req.method == HTTP1_METHOD_HEAD || resp->status == 304))
-        advertised = HTTP1_BODY_LENGTH;
+        known = HTTP1_BODY_LENGTH;
+    r->keep_alive = reply_keeps(r->keep_alive, false, request_body_unread(r));
+    r->linger = request_body_unread(r);
+    body_init(&r->resp_body, resp->body, resp->content_length, false, 0);
 
-    if (write_response_head(r, advertised) < 0)
+    if (write_response_head(r, known) < 0)
         return -1;
     evbuffer_drain(uin, r->resp_head_len);
-
-    body_init(&r->resp_body, down == HTTP1_BODY_NONE ? HTTP1_BODY_NONE : resp->body,
-              resp->content_length, down == HTTP1_BODY_CHUNKED, 0);
-    /* A close-delimited body is the one framing whose cut the client cannot
-     * see; should it fail, the client's connection ends with a reset. */
-    if (down == HTTP1_BODY_CLOSE)
-        r->reset_if_cut = true;
     r->streaming = true; /* bytes_out follows resp_body.bytes from here */
     return relay_body(r, up);
 }
@@ -1150,6 +1007,7 @@ static int write_response_head(struct request *r, enum http1_body advertised)
         .tunnel = tunnel,
     };
     int rc = n < 0 ? n : r->side->ops->write_head(r, &h);
+    r->keep_alive = h.keep_alive; /* the side's framing may need the close */
     if (rc < 0) {
         r->error = "cannot serialise the response head";
         return -1;
@@ -1164,59 +1022,44 @@ static int write_response_head(struct request *r, enum http1_body advertised)
  */
 static int relay_body(struct request *r, struct io_stream *up)
 {
+    const struct request_side_ops *side = r->side->ops;
     struct evbuffer *uin = io_input(up);
-    struct evbuffer *cout = io_output(r->client);
     struct body *b = &r->resp_body;
+    bool gone = false;
     while (!b->done) {
-        if (evbuffer_get_length(cout) < OUT_HIGH) {
-            int e = body_move(b, uin, cout);
-            if (e < 0) {
-                r->error = http1_error_str(e);
-                return -1;
-            }
-            if (b->done)
-                break;
+        int full = side->write_body(r, uin);
+        if (full < 0) {
+            r->error = http1_error_str(full);
+            return -1;
         }
+        if (b->done)
+            break;
         if (io_eof(up) && evbuffer_get_length(uin) == 0) {
             if (b->in == HTTP1_BODY_CLOSE && !io_error(up)) {
-                body_close_end(b, cout);
+                side->write_body(r, NULL);
                 break;
             }
             r->error = "upstream closed in the middle of the response body";
             return -1;
         }
-        if (io_eof(r->client)) {
+        if (gone) {
             r->error = "client closed during the response";
             return -1;
         }
-        struct io_want w[2] = {
-            {.stream = up,
-             .events = IO_READABLE | IO_EOF,
-             .read_min = evbuffer_get_length(uin) + 1},
-            {.stream = r->client, .events = IO_EOF},
-        };
-        int64_t deadline;
-        if (evbuffer_get_length(cout) >= OUT_HIGH) {
-            w[0].events = IO_EOF;
-            w[1].events |= IO_WRITABLE;
-            w[1].write_below = OUT_HIGH / 2;
-            deadline = phase_deadline(r, r->tmo->client_send);
-        } else {
-            deadline = phase_deadline(r, r->tmo->upstream_read);
-        }
-        size_t unsent = evbuffer_get_length(cout) >= OUT_HIGH ? io_unsent(r->client) : 0;
-        int rc2 = io_wait(w, 2, deadline);
-        if (rc2 == -ETIMEDOUT && unsent && io_peer_took(r->client, &unsent) &&
-            (r->total_deadline == LOOP_NEVER || loop_now() < r->total_deadline))
-            continue; /* still reading, below the kernel's wake-up threshold */
-        if (rc2 == -ETIMEDOUT) {
-            r->error = evbuffer_get_length(cout) >= OUT_HIGH
-                           ? "client stopped reading (client_send)"
-                           : "upstream stalled (upstream_read)";
+        struct io_want w = {.stream = up,
+                            .events = full ? IO_EOF : IO_READABLE | IO_EOF,
+                            .read_min = evbuffer_get_length(uin) + 1};
+        int64_t deadline =
+            request_phase_deadline(r, full ? r->tmo->client_send : r->tmo->upstream_read);
+        int rc = side->wait(r, SIDE_GONE | (full ? SIDE_DRAINED : 0), &w, deadline);
+        if (rc == -ETIMEDOUT) {
+            r->error =
+                full ? "client stopped reading (client_send)" : "upstream stalled (upstream_read)";
             return -1;
         }
-        if (rc2 < 0)
+        if (rc < 0)
             return -1;
+        gone = rc & SIDE_GONE;
     }
     return 0;
 }
@@ -1301,12 +1144,6 @@ static void replay_end(struct request *r)
 }
 
 /* ---- time ---------------------------------------------------------------------------- */
-
-static int64_t phase_deadline(const struct request *r, int64_t ms)
-{
-    int64_t d = ms > 0 ? loop_now() + ms * LOOP_MS : LOOP_NEVER;
-    return loop_deadline_min(d, r->total_deadline);
-}
 
 static double ms_since(int64_t t0)
 {

@@ -18,14 +18,29 @@
  * of ejection decisions (the half cap looks at all its servers).
  *
  * A config that keeps a server finds the same entry, so all of it carries
- * over a reload; an entry also stays when a reload removes its server, so
- * a drain applies again if the server comes back (health.c resets the
- * health fields of a server that comes back). Entries are created under a
- * mutex (when a worker builds its upstream state for a config, by the
- * health checker's set-up on the main thread, by the admin endpoint;
- * never per request) and live until registry_free at exit. Their fields
- * are read and written with relaxed atomics (REGISTRY_LOAD and friends):
- * statistics and verdicts, where a stale read costs one pick.
+ * over a reload. Entries are created under a mutex (when a config to be
+ * published takes its holds, when a worker builds its upstream state for
+ * a config, by the health checker's set-up on the main thread, by the
+ * admin endpoint; never per request).
+ *
+ * Lifetime: every config the workers and the health checker are given
+ * holds the entries of its servers while it lives (registry_hold when it
+ * is expanded, before anyone sees it; registry_release at its last
+ * unref: resolve.c). Whoever reads an entry through a pointer holds a
+ * config that has its server (a pool its newest config, a checker its
+ * config, the admin endpoint the running config, a request its
+ * snapshot's), so an entry whose last hold goes is unused: it is freed
+ * then, under the mutex, unless it is drained (a drain outlives the
+ * server: it applies again when the server comes back; undraining an
+ * entry no config holds frees it). So the registry holds the servers of
+ * the configs alive, plus drained ones: a DNS name whose answers keep
+ * bringing new addresses leaves nothing behind once the configs that
+ * had them are gone. A server that leaves every config and comes back
+ * starts over (not ejected; health as health.c decides for a new
+ * server). Entries that were never held (unit tests' configs) live until
+ * registry_free at exit. Fields are read and written with relaxed atomics
+ * (REGISTRY_LOAD and friends): statistics and verdicts, where a stale
+ * read costs one pick.
  *
  * Policy layer, pure: no libevent.
  */
@@ -76,6 +91,9 @@ struct registry_server {
     uint8_t checked;        /* a verdict was given since checking began */
     /* admin */
     bool drained; /* taken out of rotation (registry_set_drained) */
+    /* lifetime (under the registry's mutex) */
+    uint32_t holds; /* configs alive that have the server */
+    bool held;      /* its lifetime follows holds (it was held once) */
     struct registry_upstream *up;
     char *key; /* "upstream" NUL "address" */
     size_t key_len;
@@ -88,6 +106,17 @@ struct registry_server {
 struct registry_server *registry_server(const char *upstream, const char *address);
 /* The entry if it exists (never creates). Any thread. */
 struct registry_server *registry_server_find(const char *upstream, const char *address);
+
+/* A config to be published holds the entry of each of its servers
+ * (created when new); NULL when out of memory. Any thread. */
+struct registry_server *registry_hold(const char *upstream, const char *address);
+/* Gives back a hold taken at registry_epoch() == epoch (none since
+ * registry_free: nothing). The last one frees an entry that is not
+ * drained. Any thread. */
+void registry_release(struct registry_server *s, unsigned epoch);
+unsigned registry_epoch(void);
+/* Server entries alive (for /metrics). */
+size_t registry_count(void);
 
 /* True while the server is drained (taken out of rotation). s may be NULL. */
 bool registry_drained(const struct registry_server *s);

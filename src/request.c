@@ -88,7 +88,6 @@ void request_reset(struct request *r, struct request_side *side)
     r->w = side->w;
     r->snap = snapshot_acquire(side->w);
     r->cfg = r->snap->cfg;
-    r->client = side->s;
     r->tmo = &r->cfg->timeouts;
     r->start = loop_now();
     r->total_deadline = r->tmo->total > 0 ? r->start + r->tmo->total * LOOP_MS : LOOP_NEVER;
@@ -155,13 +154,10 @@ void request_id_decide(struct request *r)
  */
 static void discard_arrived_body(struct request *r)
 {
-    struct evbuffer *in = io_input(r->client);
-    if (evbuffer_get_length(in) == 0)
-        return;
     struct evbuffer *sink = evbuffer_new();
     if (!sink)
         return;
-    if (body_move(&r->req_body, in, sink) < 0)
+    if (r->side->ops->read_body(r, sink) < 0)
         r->req_body.done = false;
     evbuffer_free(sink);
 }
@@ -182,7 +178,6 @@ void request_answer(struct request *r, int status, const char *content_type, con
         .head_only = r->req.method == HTTP1_METHOD_HEAD,
         .retry_after = status == 503,
         .keep_alive = r->keep_alive,
-        .http10 = r->head_len && r->req.version_minor == 0,
         .must_close = must_close,
         .body_unread = request_body_unread(r),
     };

@@ -3,13 +3,12 @@
  * the worker's pool of request objects and its scratch buffers, the
  * answers Ferry gives itself for a request, and the access-log record.
  *
- * The request seam: the request coroutine (proxy.c) reads the head and
- * the body from, and writes the response to, the stream of a struct
- * request_side, and leaves it through the side's done(); it never sees
- * the client connection. An HTTP/1 connection (conn.c) is today its one
- * user, giving its own socket stream; an HTTP/2 stream would be another,
- * giving a stream its connection driver feeds, and run the same
- * forward().
+ * The request seam: the request flow (proxy.c) takes a parsed head from,
+ * reads the body through, writes the response through and waits on a
+ * struct request_side, and never sees the client's transport. The HTTP/1
+ * connection is today its one user: h1side.c reads and parses heads,
+ * runs the loop over a connection's requests and frames bodies; an
+ * HTTP/2 stream would be another, running the same proxy_request().
  *
  * Per-worker scratch holds only what never lives across a yield (see
  * docs/runtime.md); everything a request holds across an await is in its
@@ -29,6 +28,7 @@
 #include "auth.h"
 #include "body.h"
 #include "http1.h"
+#include "loop.h"
 
 struct config;
 struct config_header_rules;
@@ -38,6 +38,7 @@ struct config_timeouts;
 struct config_upstream;
 struct evbuffer;
 struct io_stream;
+struct io_want;
 struct reply;
 struct request;
 struct upstream_conn;
@@ -47,10 +48,13 @@ struct snapshot;
 /*
  * A response head in the flow's terms, for a side to put in its own
  * framing: the fields are the ones to send (hop-by-hop ones already
- * gone); body is the framing the flow will write the body in (chunked
- * for HTTP/1 when the length is not known); keep_alive is whether the
- * flow would keep the client's connection; tunnel is a 101 whose
- * connection becomes a tunnel (HTTP/1 only).
+ * gone); body is what the flow knows of the body: HTTP1_BODY_NONE,
+ * HTTP1_BODY_LENGTH (content_length; also for a HEAD or 304 that
+ * advertises a length it does not carry) or HTTP1_BODY_CHUNKED for a body
+ * of unknown length (the side decides how to delimit it); keep_alive is
+ * whether the flow would keep the client's connection, and the side
+ * clears it when its framing needs the close (HTTP/1.0: an unknown
+ * length); tunnel is a 101 whose connection becomes a tunnel.
  */
 struct side_head {
     int status;
@@ -60,47 +64,82 @@ struct side_head {
     size_t nheaders;
     enum http1_body body;
     uint64_t content_length;
-    bool keep_alive;
+    bool keep_alive; /* in and out */
     bool tunnel;
 };
 
+/* What the flow waits for on its side (bits of wait's `what` and result). */
+enum side_event {
+    SIDE_GONE = 1u << 0,    /* the client left (or reset the stream) */
+    SIDE_BODY = 1u << 1,    /* more of the request body arrived (or its end) */
+    SIDE_DRAINED = 1u << 2, /* the response output drained (after write_body said full) */
+};
+
 /*
- * How the flow writes a response to its side, whatever the transport:
- * write_head queues the response head (0, or < 0 when it cannot be
- * serialised); answer queues one of Ferry's own answers whole and says
- * whether the connection may carry another request; interim_continue
- * queues a 100 Continue; client_cert says who the client is. None yields: the flow awaits the
- * output's drain itself.
+ * How the flow reads a request's body from, writes its response to and
+ * waits on its side, whatever the transport. Every op but tunnel is
+ * required. Only wait yields.
  */
 struct request_side_ops {
-    int (*write_head)(struct request *r, const struct side_head *h);
-    bool (*answer)(struct request *r, const struct reply *rp);
-    void (*interim_continue)(struct request *r);
+    /* queues the response head (0, or < 0 when it cannot be serialised);
+     * r->resp_body is set up (its framing as the upstream sent it) and
+     * the side sets its output framing there (chunk_out) */
+    int (*write_head)(struct request *r, struct side_head *h);
+    /* queues one of Ferry's own answers whole, filling in what its
+     * framing needs (HTTP/1: http10); true when the connection may carry
+     * another request */
+    bool (*answer)(struct request *r, struct reply *rp);
+    /* queues a 100 Continue if the transport wants one now (HTTP/1: a
+     * 1.1 client that has not started its body); true when queued */
+    bool (*interim_continue)(struct request *r);
     /* the client's verified certificate: false when none (subject and
      * fingerprint may be NULL; the strings live as long as the side) */
     bool (*client_cert)(const struct request *r, const char **subject, const char **fingerprint);
-    /* the response cannot end cleanly: the client must see a cut, not an
-     * end (HTTP/1: a reset when the connection closes; HTTP/2: RST_STREAM) */
+    /* the response cannot end cleanly after its head: the client must see
+     * a cut, not an end (HTTP/1: a reset on close where the framing was
+     * the close; HTTP/2: RST_STREAM) */
     void (*abort)(struct request *r);
+    /* moves what has arrived of the request body to `to`, framed for the
+     * upstream as r->req_body says (body_move; the side ends a body of
+     * unknown length with body_close_end). Returns 0 or an HTTP1_E_* error */
+    int (*read_body)(struct request *r, struct evbuffer *to);
+    /* moves what `from` holds of the response body (r->resp_body: framed
+     * as the upstream sent it) to the client in the side's framing; from
+     * NULL: a close-delimited body ended cleanly. Never moves while the
+     * client's output is full. Returns 1 when it is full (wait for
+     * SIDE_DRAINED), 0, or an HTTP1_E_* error */
+    int (*write_body)(struct request *r, struct evbuffer *from);
+    /* waits until one of `what` holds on the side or up (the flow's own
+     * want on an upstream stream; may be NULL) fires, or the deadline;
+     * with SIDE_BODY the side also ends the wait client_body after the
+     * body's last bytes arrived. Returns the side's events that hold (0:
+     * only up fired, or the client made progress worth another look),
+     * -ETIMEDOUT, -ECANCELED or -errno. May yield */
+    int (*wait)(struct request *r, unsigned what, struct io_want *up, int64_t deadline);
+    /* takes an upstream connection after a 101 head was queued: the side
+     * splices its transport with it once the response is out. NULL: the
+     * side cannot tunnel (the flow then forwards an Upgrade request as a
+     * plain one, as an HTTP/2 front end does) */
+    void (*tunnel)(struct request *r, struct upstream_conn *uc);
 };
 
 /*
  * The client side of requests. Its owner fills it in and keeps it alive
- * while a request runs on it; the request coroutine calls done() exactly
- * once, when it leaves the side: keep_alive (another request may come),
- * else close (lingering when linger: request bytes were left unread); a
- * non-NULL tunnel is an upstream connection after a 101 to splice with.
- * The side must not be used after done().
+ * while a request runs on it; the side's request coroutine (h1side_serve
+ * for HTTP/1) calls done() exactly once, when it leaves the side: keep_alive (another request may
+ * come), else close (lingering when linger: request bytes were left unread); a non-NULL tunnel is
+ * an upstream connection after a 101 to splice with. The side must not be used after done().
  */
 struct request_side {
     struct worker *w;
-    const struct request_side_ops *ops; /* response writers (h1side.h for HTTP/1) */
-    struct io_stream *s;                /* head and body in, response out */
-    size_t read_max;                    /* what s buffers at most: a head must fit */
-    const struct sockaddr *peer;        /* the client's address (after PROXY) */
-    const char *client;                 /* the same, as text */
-    bool close_after;                   /* answer with Connection: close (draining) */
-    bool tls;                           /* the client's transport is encrypted */
+    const struct request_side_ops *ops; /* h1side.h for HTTP/1 */
+    struct io_stream *s;                /* the transport's own: only its ops touch it */
+    struct io_stream *watch;     /* ends when the client leaves (upstream connects stop); or NULL */
+    size_t read_max;             /* what s buffers at most: a head must fit */
+    const struct sockaddr *peer; /* the client's address (after PROXY) */
+    const char *client;          /* the same, as text */
+    bool close_after;            /* answer with Connection: close (draining) */
+    bool tls;                    /* the client's transport is encrypted */
     void (*done)(struct request_side *side, bool keep_alive, bool linger,
                  struct upstream_conn *tunnel);
 };
@@ -110,7 +149,6 @@ struct request {
     struct worker *w;
     struct snapshot *snap;    /* the worker's snapshot it started on (a reference) */
     const struct config *cfg; /* snap->cfg */
-    struct io_stream *client;
     const struct config_route *route;
     const struct config_upstream *upstream; /* the route's, or its split's pick */
     const char *rewritten; /* the route's rewrite of path (in pathbuf), else NULL */
@@ -119,6 +157,10 @@ struct request {
     int64_t start;
     int64_t total_deadline;
 
+    /* The head as the side delivers it (views into head), and the body's
+     * reading state it sets up: req.body is the framing sent upstream
+     * (HTTP1_BODY_CHUNKED for a body of unknown length, req_body then
+     * re-encoding it as chunks). */
     struct http1_request req;
     char *path; /* normalised path (in pathbuf) */
     size_t path_len;
@@ -139,7 +181,7 @@ struct request {
     bool replay_wanted; /* a retry after the body went out may happen */
 
     struct upstream_conn *uc;
-    struct upstream_conn *tunnel_uc; /* after a 101: handed to the tunnel */
+    struct upstream_conn *tunnel_uc; /* HTTP/1 side: after a 101, the tunnel's */
     struct http1_response resp;      /* header views valid until the next yield */
     size_t resp_head_len;
     struct body resp_body;
@@ -154,7 +196,6 @@ struct request {
     double connect_ms;
     double header_ms;
     bool streaming;    /* the upstream's body is being relayed */
-    bool reset_if_cut; /* a close-delimited body to the client: a cut ends in a reset */
     bool resp_started; /* a response head (also 1xx) was parsed */
     bool no_log;       /* the client left before a whole head: nothing to log */
     bool keep_alive;   /* keep the client connection after this response */
@@ -219,6 +260,13 @@ void *request_grow(void *bufp, size_t *cap, size_t need, size_t elem);
  * was read (or with none parsed: a fresh one).
  */
 void request_id_decide(struct request *r);
+
+/* The earlier of now + ms (ms > 0; else none) and timeouts.total. */
+static inline int64_t request_phase_deadline(const struct request *r, int64_t ms)
+{
+    int64_t d = ms > 0 ? loop_now() + ms * LOOP_MS : LOOP_NEVER;
+    return loop_deadline_min(d, r->total_deadline);
+}
 
 /* True while any of the request body has not been consumed from the
  * client (also before a head was parsed: its framing is unknown). */

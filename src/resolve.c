@@ -13,22 +13,40 @@
 #include "addrset.h"
 #include "config.h"
 #include "log.h"
+#include "registry.h"
 
 #define RETRY_MS 5000 /* after a failed resolution */
 #define HOSTS_PATH "/etc/hosts"
 #define HOSTS_RECHECK_MS 60000 /* a name found in /etc/hosts is looked up again */
 
+struct rname;
+
+/* One address family's lookups of a name: A ([0]) or AAAA ([1]). */
+struct rfam {
+    struct rname *n;
+    int family; /* 4 or 6 */
+    struct evdns_request *req;
+    bool querying;
+    bool good;          /* set holds an answer (empty: no record of the family) */
+    bool failing;       /* failed while the other family answered (logged once) */
+    bool truncated;     /* the answer had more than ADDRSET_MAX (logged once) */
+    int result;         /* this round's: DNS_ERR_NONE (addresses), _NODATA (none) or why not */
+    int64_t ttl_ms;     /* this round's, when it gave addresses */
+    struct addrset set; /* its last good answer */
+    struct addrset fresh;
+};
+
 struct rname {
     char *host;
-    struct addrset set; /* the last good answer */
+    enum config_resolve want; /* the families asked */
+    struct rfam fam[2];
+    struct addrset set; /* the last good answer: the families' union */
     struct addrset scratch;
     bool resolved;  /* set holds a good answer */
     bool failing;   /* the last resolution failed (logged once) */
-    bool truncated; /* the answer had more than ADDRSET_MAX (logged once) */
     bool used;      /* named by the newest config */
-    bool dropped;   /* no config names it: freed when its query ends */
-    bool querying;
-    struct evdns_request *req;
+    bool dropped;   /* no config names it: freed when its queries end */
+    bool launching; /* query() is starting its lookups */
     struct event *timer;
     struct rname *next;
 };
@@ -46,6 +64,9 @@ static struct {
     bool starting;        /* resolve_start waits: no notification */
 } R;
 
+static const char *const FAMILY_RR[2] = {"A", "AAAA"};
+static const char *const FAMILY_NAME[2] = {"IPv4", "IPv6"};
+
 static void name_free(struct rname *n)
 {
     if (n->timer)
@@ -54,8 +75,20 @@ static void name_free(struct rname *n)
     free(n);
 }
 
+/* Does n ask family i (0: A, 1: AAAA)? */
+static bool asks(const struct rname *n, int i)
+{
+    return n->want == CONFIG_RESOLVE_ANY ||
+           n->want == (i ? CONFIG_RESOLVE_IPV6 : CONFIG_RESOLVE_IPV4);
+}
+
+static bool querying(const struct rname *n)
+{
+    return n->fam[0].querying || n->fam[1].querying;
+}
+
 static void query(struct rname *n);
-static const struct addrset *known(const char *host);
+static const struct addrset *known(const char *host, enum config_resolve want);
 
 static void arm(struct rname *n, int64_t ms)
 {
@@ -68,7 +101,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct rname *n = arg;
-    if (!n->querying)
+    if (!querying(n))
         query(n);
 }
 
@@ -94,26 +127,29 @@ static void list_addrs(const struct addrset *s, char *buf, size_t size)
         snprintf(buf + used, size - used, " ...");
 }
 
-static const char *why(int result, int count)
+static const char *why(const struct rname *n, int result)
 {
-    if (result == DNS_ERR_NONE && count == 0)
-        return "no address (no A record)";
+    if (result == DNS_ERR_NODATA || result == DNS_ERR_NONE)
+        return n->want == CONFIG_RESOLVE_ANY    ? "no address (no A or AAAA record)"
+               : n->want == CONFIG_RESOLVE_IPV4 ? "no address (no A record)"
+                                                : "no address (no AAAA record)";
     if (result == DNS_ERR_NOTEXIST)
         return "no such name (NXDOMAIN)";
     return evdns_err_to_string(result);
 }
 
-static void failed(struct rname *n, int result, int count)
+/* No usable answer: every set kept, n asked again in RETRY_MS. */
+static void failed(struct rname *n, int result)
 {
     if (!n->failing) {
         char list[400];
         list_addrs(&n->set, list, sizeof(list));
         if (n->resolved)
-            log_warn("dns: %s: %s; keeping its last %zu addresses (%s)", n->host,
-                     why(result, count), n->set.n, list);
+            log_warn("dns: %s: %s; keeping its last %zu addresses (%s)", n->host, why(n, result),
+                     n->set.n, list);
         else
             log_warn("dns: %s: %s; its servers have no address until it resolves", n->host,
-                     why(result, count));
+                     why(n, result));
     }
     n->failing = true;
     arm(n, RETRY_MS);
@@ -143,36 +179,125 @@ static void accept_set(struct rname *n, int64_t ms)
     arm(n, ms);
 }
 
-/* host's IPv4 addresses in /etc/hosts into n->scratch (read each time: a
- * small local file, on the main thread). False when it names none. */
+/* The union of the families' sets into n->scratch: fresh answers where
+ * given, else the last good ones. */
+static void merge(struct rname *n, bool fresh)
+{
+    addrset_clear(&n->scratch);
+    for (int i = 0; i < 2; i++) {
+        const struct rfam *f = &n->fam[i];
+        bool ok = fresh && (f->result == DNS_ERR_NONE || f->result == DNS_ERR_NODATA);
+        const struct addrset *from = ok ? &f->fresh : f->good ? &f->set : NULL;
+        for (size_t j = 0; asks(n, i) && from && j < from->n; j++)
+            addrset_add(&n->scratch, from->a[j].family, from->a[j].bytes);
+    }
+}
+
+/* host's addresses of the families asked in /etc/hosts into the
+ * families' fresh sets (read each time: a small local file, on the main
+ * thread). False when it lists none. */
 static bool from_hosts(struct rname *n)
 {
     FILE *f = fopen(HOSTS_PATH, "re");
     if (!f)
         return false;
-    addrset_clear(&n->scratch);
+    addrset_clear(&n->fam[0].fresh);
+    addrset_clear(&n->fam[1].fresh);
     char line[1024];
     while (fgets(line, sizeof(line), f)) {
         line[strcspn(line, "#\n")] = '\0';
         char *save = NULL, *ip = strtok_r(line, " \t", &save);
-        struct in_addr a;
-        if (!ip || inet_pton(AF_INET, ip, &a) != 1)
+        uint8_t a[16];
+        int i = !ip                               ? -1
+                : inet_pton(AF_INET, ip, a) == 1  ? 0
+                : inet_pton(AF_INET6, ip, a) == 1 ? 1
+                                                  : -1;
+        if (i < 0 || !asks(n, i))
             continue;
         for (char *name; (name = strtok_r(NULL, " \t", &save));)
             if (strcasecmp(name, n->host) == 0)
-                addrset_add(&n->scratch, 4, &a);
+                addrset_add(&n->fam[i].fresh, n->fam[i].family, a);
     }
     fclose(f);
-    return n->scratch.n > 0;
+    if (!n->fam[0].fresh.n && !n->fam[1].fresh.n)
+        return false;
+    for (int i = 0; i < 2; i++) {
+        n->fam[i].result = n->fam[i].fresh.n ? DNS_ERR_NONE : DNS_ERR_NODATA;
+        n->fam[i].set = n->fam[i].fresh;
+        n->fam[i].good = true;
+        n->fam[i].failing = false;
+    }
+    merge(n, true);
+    return true;
+}
+
+/* Both families asked have answered (or failed): the name's new set is
+ * the union of the answers, a failed family keeping its last good set (as
+ * nginx keeps a name's last addresses on an error); asked again at the
+ * shortest TTL of the answers with addresses (a family failing: within
+ * RETRY_MS). Every family failing, or no address at all: failed(). */
+static void round_end(struct rname *n)
+{
+    bool answered = false;
+    int64_t ms = ADDRSET_TTL_MAX_MS;
+    int bad = DNS_ERR_NODATA;
+    /* NXDOMAIN for one family while the other has records: no record of
+     * it (evdns ends a search list with the last domain's NXDOMAIN) */
+    bool exists = (asks(n, 0) && n->fam[0].result == DNS_ERR_NONE) ||
+                  (asks(n, 1) && n->fam[1].result == DNS_ERR_NONE);
+    for (int i = 0; exists && i < 2; i++)
+        if (n->fam[i].result == DNS_ERR_NOTEXIST)
+            n->fam[i].result = DNS_ERR_NODATA;
+    for (int i = 0; i < 2; i++) {
+        const struct rfam *f = &n->fam[i];
+        if (!asks(n, i))
+            continue;
+        if (f->result == DNS_ERR_NONE || f->result == DNS_ERR_NODATA)
+            answered = true;
+        else if (bad == DNS_ERR_NODATA)
+            bad = f->result;
+        if (f->result == DNS_ERR_NONE && f->ttl_ms < ms)
+            ms = f->ttl_ms;
+    }
+    merge(n, true);
+    if (!answered || !n->scratch.n) {
+        failed(n, bad);
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        struct rfam *f = &n->fam[i];
+        if (!asks(n, i))
+            continue;
+        if (f->result == DNS_ERR_NONE || f->result == DNS_ERR_NODATA) {
+            if (f->failing)
+                log_info("dns: %s: %s answers again", n->host, FAMILY_RR[i]);
+            f->failing = false;
+            f->set = f->fresh;
+            f->good = true;
+            continue;
+        }
+        if (!f->failing && f->good)
+            log_warn("dns: %s: %s: %s; keeping its last %zu %s addresses", n->host, FAMILY_RR[i],
+                     why(n, f->result), f->set.n, FAMILY_NAME[i]);
+        else if (!f->failing)
+            log_warn("dns: %s: %s: %s; no %s address until it answers", n->host, FAMILY_RR[i],
+                     why(n, f->result), FAMILY_NAME[i]);
+        f->failing = true;
+        ms = ms < RETRY_MS ? ms : RETRY_MS;
+    }
+    accept_set(n, ms);
 }
 
 static void on_answer(int result, char type, int count, int ttl, void *addresses, void *arg)
 {
-    struct rname *n = arg;
-    n->querying = false;
-    n->req = NULL;
+    struct rfam *f = arg;
+    struct rname *n = f->n;
+    f->querying = false;
+    f->req = NULL;
     R.pending--;
     if (n->dropped) {
+        if (querying(n))
+            return; /* the other family's cancel comes */
         struct rname **p = &R.dropped;
         while (*p && *p != n)
             p = &(*p)->next;
@@ -181,21 +306,24 @@ static void on_answer(int result, char type, int count, int ttl, void *addresses
         name_free(n);
         return;
     }
-    if (result == DNS_ERR_CANCEL || result == DNS_ERR_SHUTDOWN)
-        return;
-    if (result != DNS_ERR_NONE || type != DNS_IPv4_A || count <= 0) {
-        failed(n, result, count);
-        return;
+    addrset_clear(&f->fresh);
+    f->result = result;
+    char want = f->family == 4 ? DNS_IPv4_A : DNS_IPv6_AAAA;
+    if (result == DNS_ERR_NONE && (type != want || count <= 0))
+        f->result = DNS_ERR_NODATA; /* no record of the family */
+    if (f->result == DNS_ERR_NONE) {
+        size_t len = f->family == 4 ? 4 : 16;
+        bool whole = true;
+        for (int i = 0; i < count; i++)
+            whole &= addrset_add(&f->fresh, f->family, (const uint8_t *)addresses + len * i);
+        if (!whole && !f->truncated)
+            log_warn("dns: %s: %d %s records; only the lowest %d are used", n->host, count,
+                     FAMILY_RR[f->family == 6], ADDRSET_MAX);
+        f->truncated = !whole;
+        f->ttl_ms = addrset_ttl_ms(ttl);
     }
-    struct addrset *s = &n->scratch;
-    addrset_clear(s);
-    bool whole = true;
-    for (int i = 0; i < count; i++)
-        whole &= addrset_add(s, 4, (const uint8_t *)addresses + 4 * i);
-    if (!whole && !n->truncated)
-        log_warn("dns: %s: %d addresses; only the lowest %d are used", n->host, count, ADDRSET_MAX);
-    n->truncated = !whole;
-    accept_set(n, addrset_ttl_ms(ttl));
+    if (!n->launching && !querying(n))
+        round_end(n);
 }
 
 static void query(struct rname *n)
@@ -204,16 +332,26 @@ static void query(struct rname *n)
         accept_set(n, HOSTS_RECHECK_MS);
         return;
     }
-    n->querying = true;
-    R.pending++;
-    struct evdns_request *req = evdns_base_resolve_ipv4(R.dns, n->host, 0, on_answer, n);
-    if (n->querying)
-        n->req = req; /* not already answered (synchronously) */
-    if (!req && n->querying) {
-        n->querying = false;
-        R.pending--;
-        failed(n, DNS_ERR_UNKNOWN, 0);
+    n->launching = true;
+    for (int i = 0; i < 2; i++) {
+        struct rfam *f = &n->fam[i];
+        if (!asks(n, i))
+            continue;
+        f->querying = true;
+        f->result = DNS_ERR_UNKNOWN;
+        R.pending++;
+        struct evdns_request *req = i ? evdns_base_resolve_ipv6(R.dns, n->host, 0, on_answer, f)
+                                      : evdns_base_resolve_ipv4(R.dns, n->host, 0, on_answer, f);
+        if (f->querying)
+            f->req = req; /* not already answered (synchronously) */
+        if (!req && f->querying) {
+            f->querying = false;
+            R.pending--;
+        }
     }
+    n->launching = false;
+    if (!querying(n))
+        round_end(n);
 }
 
 /* The evdns base with the config's nameservers (or resolv.conf's). */
@@ -251,7 +389,7 @@ static int collect(const struct config *cfg)
             if (a->numeric && !up->servers[i].written)
                 continue; /* an IP as written (an expanded name keeps its host) */
             struct rname *n = R.names;
-            while (n && strcmp(n->host, a->host) != 0)
+            while (n && (strcmp(n->host, a->host) != 0 || n->want != up->resolve))
                 n = n->next;
             if (n) {
                 n->used = true;
@@ -267,6 +405,11 @@ static int collect(const struct config *cfg)
                 free(n);
                 return -1;
             }
+            n->want = up->resolve;
+            for (int f = 0; f < 2; f++) {
+                n->fam[f].n = n;
+                n->fam[f].family = f ? 6 : 4;
+            }
             n->used = true;
             n->next = R.names;
             R.names = n;
@@ -281,12 +424,14 @@ static int collect(const struct config *cfg)
             continue;
         }
         *p = n->next;
-        if (n->querying) {
+        if (querying(n)) {
             n->dropped = true;
             n->next = R.dropped;
             R.dropped = n;
             event_del(n->timer);
-            evdns_cancel_request(R.dns, n->req);
+            for (int f = 0; f < 2; f++)
+                if (n->fam[f].querying)
+                    evdns_cancel_request(R.dns, n->fam[f].req);
         } else {
             name_free(n);
         }
@@ -316,7 +461,7 @@ int resolve_start(struct event_base *base, const struct config *cfg, void (*chan
         const struct config_upstream *up = &cfg->upstreams[u];
         for (size_t i = 0; i < up->nservers; i++) {
             const struct config_server *s = &up->servers[i];
-            if (!s->addr.numeric && !known(s->addr.host))
+            if (!s->addr.numeric && !known(s->addr.host, up->resolve))
                 log_warn("%s:%u:%u: upstreams.%s.servers[%zu].address: warning: %s does not "
                          "resolve; the upstream has no server of it until it does",
                          cfg->path, s->line, s->col, up->name, i, s->addr.host);
@@ -339,10 +484,10 @@ void resolve_update(struct config *cfg)
 }
 
 /* The known addresses of host, NULL when it has none yet. */
-static const struct addrset *known(const char *host)
+static const struct addrset *known(const char *host, enum config_resolve want)
 {
     for (struct rname *n = R.names; n; n = n->next)
-        if (strcmp(n->host, host) == 0)
+        if (strcmp(n->host, host) == 0 && n->want == want)
             return n->resolved && n->set.n ? &n->set : NULL;
     return NULL;
 }
@@ -353,7 +498,7 @@ static void expand_upstream(struct config *cfg, struct config_upstream *up)
     size_t count = 0, bytes = 0;
     for (size_t i = 0; i < up->nservers; i++) {
         const struct config_server *s = &up->servers[i];
-        const struct addrset *set = s->addr.numeric ? NULL : known(s->addr.host);
+        const struct addrset *set = s->addr.numeric ? NULL : known(s->addr.host, up->resolve);
         count += set ? set->n : 1;
         up->unresolved |= !set && !s->addr.numeric;
         bytes += set ? set->n * (strlen(s->addr.text) + 48) : 0;
@@ -374,7 +519,7 @@ static void expand_upstream(struct config *cfg, struct config_upstream *up)
     size_t k = 0;
     for (size_t i = 0; i < up->nservers; i++) {
         const struct config_server *s = &up->servers[i];
-        const struct addrset *set = s->addr.numeric ? NULL : known(s->addr.host);
+        const struct addrset *set = s->addr.numeric ? NULL : known(s->addr.host, up->resolve);
         if (!set) {
             out[k] = *s;
             out[k].index = (uint32_t)k;
@@ -388,16 +533,25 @@ static void expand_upstream(struct config *cfg, struct config_upstream *up)
             d->written = s->addr.text;
             char ip[64];
             addrset_format(&set->a[j], ip, sizeof(ip));
-            size_t len =
-                (size_t)snprintf(str, strlen(s->addr.text) + 48, "%s@%s", s->addr.text, ip);
+            bool v6 = set->a[j].family == 6;
+            size_t len = (size_t)snprintf(str, strlen(s->addr.text) + 48, v6 ? "%s@[%s]" : "%s@%s",
+                                          s->addr.text, ip);
             d->addr.text = str;
             str += len + 1;
             memset(&d->addr.sa, 0, sizeof(d->addr.sa));
-            struct sockaddr_in *in = (struct sockaddr_in *)&d->addr.sa;
-            in->sin_family = AF_INET;
-            in->sin_port = htons(s->addr.port);
-            memcpy(&in->sin_addr, set->a[j].bytes, 4);
-            d->addr.salen = sizeof(*in);
+            if (v6) {
+                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&d->addr.sa;
+                in6->sin6_family = AF_INET6;
+                in6->sin6_port = htons(s->addr.port);
+                memcpy(&in6->sin6_addr, set->a[j].bytes, 16);
+                d->addr.salen = sizeof(*in6);
+            } else {
+                struct sockaddr_in *in = (struct sockaddr_in *)&d->addr.sa;
+                in->sin_family = AF_INET;
+                in->sin_port = htons(s->addr.port);
+                memcpy(&in->sin_addr, set->a[j].bytes, 4);
+                d->addr.salen = sizeof(*in);
+            }
             d->addr.numeric = true;
         }
     }
@@ -405,12 +559,57 @@ static void expand_upstream(struct config *cfg, struct config_upstream *up)
     up->nservers = count;
 }
 
+/* The registry entries a config holds (registry.h): taken when it is
+ * expanded, given back at its last unref. */
+struct held {
+    unsigned epoch;
+    size_t n;
+    struct registry_server *s[];
+};
+
+static void release_servers(struct config *cfg)
+{
+    struct held *h = cfg->servers_held_;
+    for (size_t i = 0; h && i < h->n; i++)
+        registry_release(h->s[i], h->epoch);
+    free(h);
+    cfg->servers_held_ = NULL;
+}
+
+static void hold_servers(struct config *cfg)
+{
+    if (cfg->servers_release_)
+        return;
+    size_t count = 0;
+    for (size_t u = 0; u < cfg->nupstreams; u++)
+        count += cfg->upstreams[u].nservers;
+    struct held *h = malloc(sizeof(*h) + count * sizeof(h->s[0]));
+    if (!h) {
+        fprintf(stderr, "ferry: out of memory\n");
+        abort();
+    }
+    h->epoch = registry_epoch();
+    h->n = 0;
+    cfg->servers_held_ = h;
+    cfg->servers_release_ = release_servers;
+    for (size_t u = 0; u < cfg->nupstreams; u++) {
+        const struct config_upstream *up = &cfg->upstreams[u];
+        for (size_t i = 0; i < up->nservers; i++) {
+            struct registry_server *s = registry_hold(up->name, up->servers[i].addr.text);
+            if (!s) {
+                fprintf(stderr, "ferry: out of memory\n");
+                abort();
+            }
+            h->s[h->n++] = s;
+        }
+    }
+}
+
 void resolve_expand(struct config *cfg)
 {
-    if (!R.names)
-        return;
-    for (size_t u = 0; u < cfg->nupstreams; u++)
+    for (size_t u = 0; R.names && u < cfg->nupstreams; u++)
         expand_upstream(cfg, &cfg->upstreams[u]);
+    hold_servers(cfg);
 }
 
 void resolve_stop(void)

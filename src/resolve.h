@@ -8,33 +8,48 @@
  * set of addresses. Nameservers: the config's `resolver:` list, else those
  * of /etc/resolv.conf (with its search list and options); each query times
  * out after 2 s and is tried twice. /etc/hosts comes first, as in the C
- * library: a name it lists takes its IPv4 addresses from it (read again
- * every 60 s) and is never asked of a nameserver. (evdns_base_load_hosts
- * would only serve evdns_getaddrinfo, which gives no TTL: the file is read
- * here.)
+ * library: a name it lists takes its addresses of the families asked from
+ * it (read again every 60 s) and is never asked of a nameserver.
+ * (evdns_base_load_hosts would only serve evdns_getaddrinfo, which gives
+ * no TTL: the file is read here.)
  *
- * Every IPv4 address (A record) of a name becomes a server of its own,
- * with the configured weight: resolve_expand rewrites a config's servers
- * before the workers see it, and each address gets the identity
- * "NAME:PORT@IP" (addr.text: the registry key, the pool key, /status,
- * /metrics, the admin drain path), so balancers, health checks, passive
- * ejection and drain treat it as any server, and a later config that keeps
- * the address keeps its state and pool. The Host sent (host_header:
- * upstream) and the TLS name stay the name as written. evdns keeps at most
- * 32 A records of an answer; ADDRSET_MAX (64) bounds a name whatever the
- * resolver (a larger set keeps the lowest 64, logged once).
+ * Families: upstreams.NAME.resolve (config_resolve) says which are asked:
+ * any (A and AAAA, two queries in flight together), ipv4 or ipv6; a name
+ * is tracked once per (host, families). Every address of the families
+ * asked becomes a server of its own, with the configured weight:
+ * resolve_expand rewrites a config's servers before the workers see it,
+ * and each address gets the identity "NAME:PORT@IP" or
+ * "NAME:PORT@[IPv6]" (addr.text: the registry key, the pool key,
+ * /status, /metrics, the admin drain path), so balancers, health checks,
+ * passive ejection and drain treat it as any server, and a later config
+ * that keeps the address keeps its state and pool. The Host sent
+ * (host_header: upstream) and the TLS name stay the name as written.
+ * evdns keeps at most 32 records of each family of an answer;
+ * ADDRSET_MAX (64) bounds a name whatever the resolver (a larger set
+ * keeps the lowest 64, logged once).
  *
- * Re-resolution: each name is asked again when its answer's TTL runs out,
- * the TTL clamped to [1 s, 5 min]. When a name's set of addresses changes,
- * the `changed` callback runs (once per turn of the loop, however many
- * names changed): the server rebuilds the config from the text it was
- * loaded from (config->source_), expands it with the new sets and
- * publishes it exactly as a reload does (snapshot.h): pools and registry
- * entries of addresses that stay carry over; a removed address's pool
- * closes its idle connections and goes once its requests in flight end.
- * A failed resolution (timeout, NXDOMAIN, SERVFAIL, no address) keeps the
- * last good set, is logged once when the name starts failing and once
- * when it resolves again, and is retried every 5 s.
+ * A round asks every family and ends when all have answered or failed.
+ * An answer without records of a family (NODATA) is an answer: that
+ * family has no address; so is NXDOMAIN for one family while the other
+ * has records (evdns ends a search list with the last domain's answer).
+ * A family that fails (timeout, SERVFAIL, NXDOMAIN) while another
+ * answers keeps its last good set (nginx keeps a name's last addresses
+ * on an error), logged once per change of state, and the name is asked
+ * again within 5 s; the name's set is the union. Every family failing,
+ * or no address at all, is a failed resolution (below).
+ *
+ * Re-resolution: each name is asked again when the shortest TTL of the
+ * answers that carried addresses runs out, clamped to [1 s, 5 min].
+ * When a name's set of addresses changes, the `changed` callback runs
+ * (once per turn of the loop, however many names changed): the server
+ * rebuilds the config from the text it was loaded from
+ * (config->source_), expands it with the new sets and publishes it
+ * exactly as a reload does (snapshot.h): pools and registry entries of
+ * addresses that stay carry over; a removed address's pool closes its
+ * idle connections and goes once its requests in flight end. A failed
+ * resolution (timeout, NXDOMAIN, SERVFAIL, no address) keeps the last
+ * good set, is logged once when the name starts failing and once when
+ * it resolves again, and is retried every 5 s.
  *
  * At start, every name is resolved before the workers start (the main
  * thread waits for the answers, at most the queries' timeouts). A name
@@ -50,7 +65,13 @@
  * (its memory goes when evdns reports the cancel), so a late answer
  * changes nothing.
  *
- * Calls: config, addrset, log, libevent (core, evdns). Main thread only.
+ * Registry holds: resolve_expand also makes the config hold the registry
+ * entries of all its servers (registry.h) until its last unref, so the
+ * registry holds only the servers of configs alive (and drained ones),
+ * however many addresses a name's answers bring over time.
+ *
+ * Calls: config, addrset, registry, log, libevent (core, evdns). Main
+ * thread only (but a config's release runs where its last unref is).
  */
 #ifndef FERRY_RESOLVE_H
 #define FERRY_RESOLVE_H

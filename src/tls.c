@@ -45,7 +45,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "headers.h"
 #include "io.h"
 #include "proxyproto.h"
 
@@ -1293,32 +1292,6 @@ bool tls_client_identity(const struct io_stream *s, const char **subject, const 
     if (fingerprint)
         *fingerprint = t->fingerprint;
     return true;
-}
-
-int tls_client_headers(const struct io_stream *s, const struct config_client_cert *cc,
-                       struct http1_header *out, size_t n, size_t cap)
-{
-    const char *subject = NULL, *fp = NULL;
-    bool have = tls_client_identity(s, &subject, &fp);
-    struct http1_header set[2], remove[2];
-    size_t nset = 0, nremove = 0;
-    const char *names[2] = {cc->subject_header, cc->fingerprint_header};
-    const char *values[2] = {subject, fp};
-    for (int i = 0; i < 2; i++) {
-        if (!names[i])
-            continue;
-        struct http1_header h = {.name = names[i], .name_len = strlen(names[i])};
-        if (have) {
-            h.value = values[i];
-            h.value_len = strlen(values[i]);
-            set[nset++] = h;
-        } else {
-            remove[nremove++] = h;
-        }
-    }
-    if (!nset && !nremove)
-        return (int)n;
-    return headers_rewrite(out, n, cap, set, nset, NULL, 0, remove, nremove);
 }
 
 static struct tls_conn *conn_new(struct io_stream *s, SSL_CTX *ctx, bool server)

@@ -94,16 +94,6 @@ bool tls_is(const struct io_stream *s);
  * digits), strings that live as long as the stream. False when there is
  * none (not TLS, none sent, out of memory). Either pointer may be NULL. */
 bool tls_client_identity(const struct io_stream *s, const char **subject, const char **fingerprint);
-/*
- * A route's client_cert headers on the fields out[0..n) (room for cap)
- * going upstream: the client's own fields of those names are dropped
- * (they cannot be forged), then the verified subject and fingerprint
- * added when the stream has them. Returns the new count, or -ENOSPC.
- */
-struct http1_header;
-int tls_client_headers(const struct io_stream *s, const struct config_client_cert *cc,
-                       struct http1_header *out, size_t n, size_t cap);
-
 /* Counters, process-wide (relaxed atomics), for /metrics. */
 struct tls_stats {
     unsigned long handshakes; /* completed on listeners */

@@ -35,7 +35,7 @@ check() {
 # Modules that own sockets, loops or libevent's buffers.
 check 'event2/' loop io io_internal io_splice evmem upstream conn proxy reply request body tunnel listener daemon server main \
     log metrics admin worker \
-    health resolve ratelimit_redis
+    health resolve ratelimit_redis h1side
 # OpenSSL: token and key verification (jwt, auth) and the TLS module.
 check 'openssl/' jwt auth tls ratelimit_redis
 check 'jansson\.h' jwt

@@ -462,12 +462,21 @@ START_TEST(pool_cap_bounds_idle)
         for (unsigned i = 0; i < N; i++)
             run_to_end(cs[i]);
         for (unsigned i = 0; i < N; i++) {
-            coro_release(cs[i]);
+            /* Past the cap the release says so, and the stack stays mapped
+             * until trimmed. */
+            ck_assert(coro_release(cs[i]) == (i + 1 > CAP));
             ck_assert_uint_eq(coro_pool_live(pool), N - i - 1);
-            ck_assert_uint_le(coro_pool_idle(pool), CAP);
-            ck_assert_uint_eq(coro_pool_idle(pool), i + 1 < CAP ? i + 1 : CAP);
+            ck_assert_uint_eq(coro_pool_idle(pool), i + 1);
+            ck_assert_int_ge(page_resident(frame_addr[i]), 0);
         }
-        /* Stacks released past the cap are unmapped, the first CAP kept. */
+        /* Trimmed a few at a time, down to the cap and no further. */
+        ck_assert_uint_eq(coro_pool_trim(pool, 2), N - CAP - 2);
+        ck_assert_uint_eq(coro_pool_idle(pool), N - 2);
+        ck_assert_uint_eq(coro_pool_trim(pool, 100), 0);
+        ck_assert_uint_eq(coro_pool_idle(pool), CAP);
+        ck_assert_uint_eq(coro_pool_trim(pool, 100), 0);
+        ck_assert_uint_eq(coro_pool_idle(pool), CAP);
+        /* The stacks past the cap are unmapped, the first CAP kept. */
         for (unsigned i = 0; i < N; i++) {
             int res = page_resident(frame_addr[i]);
             if (i < CAP)
@@ -489,9 +498,10 @@ START_TEST(pool_cap_zero_unmaps)
     ck_assert_int_eq(coro_new(pool, record_frame_fn, NULL, &c), 0);
     run_to_end(c);
     ck_assert_int_ge(page_resident(frame_addr[0]), 0);
-    coro_release(c);
-    ck_assert_uint_eq(coro_pool_idle(pool), 0);
+    ck_assert(coro_release(c));
     ck_assert_uint_eq(coro_pool_live(pool), 0);
+    ck_assert_uint_eq(coro_pool_trim(pool, 1), 0);
+    ck_assert_uint_eq(coro_pool_idle(pool), 0);
     ck_assert_int_eq(page_resident(frame_addr[0]), -ENOMEM);
     coro_pool_free(pool);
 }

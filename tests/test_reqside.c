@@ -1,17 +1,46 @@
 /*
- * Unit tests for the request side's seam: Ferry's own answers leave the
- * transport-independent flow (request.c) through the side's ops only. The
- * side here is an in-memory one with no stream at all (s is NULL: a
- * reach for the client's stream would crash the test), standing in for
- * the HTTP/2 stream a later transport would give.
+ * Unit tests for the request side's seam: the request flow (proxy.c,
+ * request.c) takes the head, reads the body and writes the response
+ * through the side's ops only. The side here is an in-memory one with no
+ * stream at all (s and watch are NULL: a reach for the client's stream
+ * would crash the test), standing in for the HTTP/2 stream a later
+ * transport would give.
+ *
+ * Ferry's own answers leave through answer; a forwarded request goes to
+ * a real upstream (a loopback listener served by a thread) with its body
+ * read through read_body (part of it arriving only once the flow waits)
+ * and its response body written through write_body, decoded: the side
+ * owns the client's framing. A side without a tunnel op gets an Upgrade
+ * request forwarded as a plain one.
  */
+#include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "../src/config.h"
+#include "body.h"
 #include "check_helpers.h"
+#include "coro.h"
+#include "io.h"
+#include "loop.h"
+#include "metrics.h"
+#include "proxy.h"
 #include "reply.h"
 #include "request.h"
+#include "snapshot.h"
+#include "upstream.h"
+#include "worker.h"
 
 /* What the in-memory side was given. */
 static struct {
@@ -22,7 +51,7 @@ static struct {
 } seen;
 static bool side_keeps; /* the verdict the side returns */
 
-static int mem_write_head(struct request *r, const struct side_head *h)
+static int mem_write_head(struct request *r, struct side_head *h)
 {
     (void)r;
     seen.heads++;
@@ -30,7 +59,7 @@ static int mem_write_head(struct request *r, const struct side_head *h)
     return 0;
 }
 
-static bool mem_answer(struct request *r, const struct reply *rp)
+static bool mem_answer(struct request *r, struct reply *rp)
 {
     (void)r;
     seen.answers++;
@@ -44,10 +73,65 @@ static bool mem_answer(struct request *r, const struct reply *rp)
     return side_keeps;
 }
 
-static void mem_continue(struct request *r)
+static bool mem_continue(struct request *r)
 {
     (void)r;
     seen.continues++;
+    return true;
+}
+
+/* The in-memory client of a forwarded request: body bytes that have
+ * arrived (in), more that arrive when the flow waits for them (later),
+ * whether the body is one of unknown length that ends with them (as an
+ * HTTP/2 stream's END_STREAM), and the response body as delivered. */
+static struct {
+    struct evbuffer *in, *later, *out;
+    bool ends;
+    unsigned body_waits;
+    enum http1_body head_body; /* what write_head was told */
+} mem;
+
+static int mem_read_body(struct request *r, struct evbuffer *to)
+{
+    int e = body_move(&r->req_body, mem.in, to);
+    if (e == 0 && mem.ends && !r->req_body.done && evbuffer_get_length(mem.in) == 0 &&
+        evbuffer_get_length(mem.later) == 0)
+        body_close_end(&r->req_body, to);
+    return e;
+}
+
+static int mem_write_body(struct request *r, struct evbuffer *from)
+{
+    if (!from) {
+        body_close_end(&r->resp_body, mem.out);
+        return 0;
+    }
+    return body_move(&r->resp_body, from, mem.out); /* never full */
+}
+
+static int mem_write_head_fwd(struct request *r, struct side_head *h)
+{
+    seen.heads++;
+    seen.status = h->status;
+    mem.head_body = h->body;
+    r->resp_body.chunk_out = false; /* the body goes decoded, as DATA would */
+    return 0;
+}
+
+/* No stream: the body's next bytes "arrive" when asked for; else only the
+ * flow's upstream want is awaited. */
+static int mem_wait(struct request *r, unsigned what, struct io_want *up, int64_t deadline)
+{
+    (void)r;
+    if ((what & SIDE_BODY) && evbuffer_get_length(mem.later) > 0) {
+        evbuffer_add_buffer(mem.in, mem.later);
+        mem.body_waits++;
+        return SIDE_BODY;
+    }
+    if (!up)
+        return io_sleep(deadline) == 0 ? -ETIMEDOUT : -ECANCELED;
+    int rc = io_wait(up, 1, deadline);
+    return rc < 0 ? rc : 0;
 }
 
 static bool mem_client_cert(const struct request *r, const char **subject, const char **fingerprint)
@@ -69,6 +153,21 @@ static const struct request_side_ops mem_ops = {
     .interim_continue = mem_continue,
     .client_cert = mem_client_cert,
     .abort = mem_abort,
+    .read_body = mem_read_body,
+    .write_body = mem_write_body,
+    .wait = mem_wait,
+};
+
+/* The same side for forwarded requests; no tunnel op: it cannot tunnel. */
+static const struct request_side_ops fwd_ops = {
+    .write_head = mem_write_head_fwd,
+    .answer = mem_answer,
+    .interim_continue = mem_continue,
+    .client_cert = mem_client_cert,
+    .abort = mem_abort,
+    .read_body = mem_read_body,
+    .write_body = mem_write_body,
+    .wait = mem_wait,
 };
 
 /* A request on the in-memory side, as the flow holds it after its head. */
@@ -78,7 +177,6 @@ static void setup(struct request_side *side, struct request *r)
     *side = (struct request_side){.ops = &mem_ops, .s = NULL, .client = "192.0.2.1"};
     memset(r, 0, sizeof(*r));
     r->side = side;
-    r->client = NULL;
     r->keep_alive = true;
     r->id = "abc";
     r->id_len = 3;
@@ -121,6 +219,240 @@ START_TEST(side_verdict_closes)
 }
 END_TEST
 
+/* ---- a forwarded request on the in-memory side ---------------------------------------- */
+
+/* The upstream: a loopback listener, one connection served by a thread
+ * with blocking sockets: it reads a whole request (head, then a
+ * Content-Length or chunked body), keeps it and sends a canned answer. */
+static struct {
+    int lfd;
+    uint16_t port;
+    pthread_t thread;
+    const char *answer;
+    char got[4096];
+    size_t got_len;
+} be;
+
+static bool request_complete(const char *b, size_t len)
+{
+    const char *end = strstr(b, "\r\n\r\n");
+    if (!end)
+        return false;
+    size_t head = (size_t)(end - b) + 4;
+    const char *cl = strcasestr(b, "content-length:");
+    if (cl && cl < end)
+        return len >= head + strtoul(cl + 15, NULL, 10);
+    if (strcasestr(b, "transfer-encoding: chunked"))
+        return len >= 5 && memcmp(b + len - 5, "0\r\n\r\n", 5) == 0;
+    return true;
+}
+
+static void *backend(void *arg)
+{
+    (void)arg;
+    int fd = accept(be.lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (be.got_len < sizeof(be.got) - 1) {
+        ssize_t n = read(fd, be.got + be.got_len, sizeof(be.got) - 1 - be.got_len);
+        if (n <= 0)
+            break;
+        be.got_len += (size_t)n;
+        be.got[be.got_len] = '\0';
+        if (request_complete(be.got, be.got_len))
+            break;
+    }
+    ssize_t w = write(fd, be.answer, strlen(be.answer));
+    (void)w;
+    shutdown(fd, SHUT_WR);
+    char sink[256];
+    while (read(fd, sink, sizeof sink) > 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
+static struct worker fw;
+static struct request_side fside;
+static struct sockaddr_in fpeer;
+/* What the request coroutine saw. */
+static struct {
+    const char *head;    /* the request head the side delivers */
+    bool unknown_length; /* its body ends with the stream, not a length */
+    bool keep;           /* proxy_request's verdict */
+    int status;          /* r->status */
+    uint64_t body_bytes; /* r->req_body.bytes */
+    const char *error;
+} run;
+
+static void fwd_setup(void)
+{
+    memset(&be, 0, sizeof be);
+    memset(&run, 0, sizeof run);
+    memset(&seen, 0, sizeof seen);
+    be.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(be.lfd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(be.lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    ck_assert_int_eq(listen(be.lfd, 4), 0);
+    socklen_t len = sizeof sin;
+    ck_assert_int_eq(getsockname(be.lfd, (struct sockaddr *)&sin, &len), 0);
+    be.port = ntohs(sin.sin_port);
+
+    char yaml[512];
+    snprintf(yaml, sizeof yaml,
+             "listen:\n  - address: 127.0.0.1:1\n"
+             "upstreams:\n  u:\n    servers:\n      - address: 127.0.0.1:%u\n"
+             "routes:\n  - name: r\n    upstream: u\n",
+             (unsigned)be.port);
+    struct config *cfg = NULL;
+    FILE *diag = fopen("/dev/null", "w");
+    ck_assert_int_eq(config_load_string("t.yaml", yaml, strlen(yaml), &cfg, diag), 0);
+    fclose(diag);
+    memset(&fw, 0, sizeof fw);
+    fw.rng = 42;
+    fw.loop = loop_new(CORO_STACK_DEFAULT, 8);
+    ck_assert_ptr_nonnull(fw.loop);
+    ck_assert_int_eq(snapshot_install(&fw, cfg, metrics_new(cfg), NULL), 0);
+
+    fpeer = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(0xC0000201)};
+    fside = (struct request_side){.w = &fw,
+                                  .ops = &fwd_ops,
+                                  .s = NULL,
+                                  .watch = NULL,
+                                  .peer = (const struct sockaddr *)&fpeer,
+                                  .client = "192.0.2.1"};
+    mem.in = evbuffer_new();
+    mem.later = evbuffer_new();
+    mem.out = evbuffer_new();
+    mem.ends = false;
+    mem.body_waits = 0;
+}
+
+static void fwd_teardown(void)
+{
+    snapshot_release(fw.snap);
+    upstream_registry_free(&fw.upstream_registry); /* closes the pooled connection */
+    request_worker_fini(&fw);
+    pthread_join(be.thread, NULL);
+    ck_assert_uint_eq(loop_live(fw.loop), 0);
+    loop_free(fw.loop);
+    close(be.lfd);
+    evbuffer_free(mem.in);
+    evbuffer_free(mem.later);
+    evbuffer_free(mem.out);
+}
+
+/* The request coroutine of the in-memory side: the head it delivers is
+ * parsed here from text (an HTTP/2 side would fill the same fields from
+ * its HEADERS), then the flow runs on it. */
+static void run_request(void *arg)
+{
+    struct request_side *side = arg;
+    struct request *r = request_get(side->w);
+    ck_assert_ptr_nonnull(r);
+    request_reset(r, side);
+    struct http1_limits lim = {.max_header_bytes = 8192, .max_headers = 16};
+    http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
+    ssize_t n = http1_parse_request(run.head, strlen(run.head), &lim, &r->req);
+    ck_assert_int_eq(n, (ssize_t)strlen(run.head));
+    r->head_len = (size_t)n;
+    if (run.unknown_length) /* decoded bytes until the stream ends, chunked upstream */
+        body_init(&r->req_body, HTTP1_BODY_CLOSE, 0, true, 0);
+    else
+        body_init(&r->req_body, r->req.body, r->req.content_length, false, 0);
+    run.keep = proxy_request(r, 0);
+    run.status = r->status;
+    run.body_bytes = r->req_body.bytes;
+    run.error = r->error;
+    request_log(r);
+    request_put(side->w, r);
+    loop_stop(side->w->loop);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    loop_stop(arg);
+}
+
+static void forward_one(const char *head, const char *answer)
+{
+    run.head = head;
+    be.answer = answer;
+    ck_assert_int_eq(pthread_create(&be.thread, NULL, backend, NULL), 0);
+    ck_assert_int_eq(loop_spawn(fw.loop, run_request, &fside, NULL), 0);
+    struct timeval tv = {10, 0}; /* a hang fails instead of blocking the suite */
+    ck_assert_int_eq(event_base_once(loop_base(fw.loop), -1, EV_TIMEOUT, on_stop, fw.loop, &tv), 0);
+    loop_run(fw.loop);
+    ck_assert_uint_eq(loop_live(fw.loop), 0);
+}
+
+static char *out_text(void)
+{
+    static char buf[256];
+    size_t n = evbuffer_get_length(mem.out);
+    ck_assert_uint_lt(n, sizeof buf);
+    evbuffer_copyout(mem.out, buf, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+START_TEST(forwards_length_body_and_decodes_chunked_response)
+{
+    evbuffer_add(mem.in, "hello", 5);
+    evbuffer_add(mem.later, " world", 6); /* arrives once the flow waits for it */
+    forward_one("POST /echo HTTP/1.1\r\nHost: example.test\r\nContent-Length: 11\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n");
+    ck_assert_ptr_nonnull(strstr(be.got, "POST /echo HTTP/1.1\r\n"));
+    ck_assert_ptr_nonnull(strcasestr(be.got, "content-length: 11\r\n"));
+    ck_assert_ptr_nonnull(strstr(be.got, "\r\n\r\nhello world"));
+    ck_assert_uint_ge(mem.body_waits, 1);
+    ck_assert_int_eq(run.status, 200);
+    ck_assert_uint_eq(run.body_bytes, 11);
+    ck_assert_int_eq(seen.heads, 1);
+    ck_assert_int_eq(seen.answers, 0);
+    ck_assert_int_eq(mem.head_body, HTTP1_BODY_CHUNKED); /* unknown length: the side frames */
+    ck_assert_str_eq(out_text(), "abcdefg");             /* decoded, no chunk lines */
+    ck_assert(run.keep);
+}
+END_TEST
+
+START_TEST(unknown_length_body_goes_chunked_upstream)
+{
+    mem.ends = true;
+    run.unknown_length = true; /* as an HTTP/2 request without content-length */
+    evbuffer_add(mem.in, "abc", 3);
+    evbuffer_add(mem.later, "defgh", 5);
+    forward_one("POST /up HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
+    ck_assert_ptr_nonnull(strcasestr(be.got, "transfer-encoding: chunked\r\n"));
+    ck_assert_ptr_nonnull(strstr(be.got, "\r\n\r\n3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n"));
+    ck_assert_int_eq(run.status, 201);
+    ck_assert_uint_eq(run.body_bytes, 8);
+    ck_assert_int_eq(mem.head_body, HTTP1_BODY_LENGTH);
+    ck_assert_str_eq(out_text(), "ok");
+}
+END_TEST
+
+START_TEST(upgrade_without_tunnel_goes_plain)
+{
+    forward_one("GET /ws HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\n"
+                "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\n\r\n");
+    ck_assert_ptr_nonnull(strstr(be.got, "GET /ws HTTP/1.1\r\n"));
+    ck_assert_ptr_null(strcasestr(be.got, "upgrade")); /* neither Upgrade nor Connection: Upgrade */
+    ck_assert_int_eq(run.status, 502);                 /* a 101 to a plain request */
+    ck_assert_int_eq(seen.answers, 1);
+    ck_assert_int_eq(seen.heads, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reqside");
@@ -128,5 +460,12 @@ int main(void)
     tcase_add_test(tc, own_answer_goes_through_the_side);
     tcase_add_test(tc, side_verdict_closes);
     suite_add_tcase(s, tc);
+    TCase *fwd = tcase_create("forward");
+    tcase_set_timeout(fwd, 20);
+    tcase_add_checked_fixture(fwd, fwd_setup, fwd_teardown);
+    tcase_add_test(fwd, forwards_length_body_and_decodes_chunked_response);
+    tcase_add_test(fwd, unknown_length_body_goes_chunked_upstream);
+    tcase_add_test(fwd, upgrade_without_tunnel_goes_plain);
+    suite_add_tcase(s, fwd);
     return check_run(s);
 }

@@ -437,6 +437,13 @@ class Ferry:
         if died is not None and not self.expect_exit:
             raise Fail("ferry (pid %d) had died during the test: exit status %s; stderr:\n%s"
                        % (p.pid, died, self.stderr_tail()))
+        # SIGTERM is a clean stop: exit status 0. Anything else is a crash
+        # on the way out or, under the sanitizers, a leak or an error they
+        # report at exit. (-9: it outlived the timeout and was killed, which
+        # tests that leave requests in flight may cause on purpose.)
+        if died is None and rc not in (0, -signal.SIGKILL, None) and not self.expect_exit:
+            raise Fail("ferry (pid %d) exited with status %s after SIGTERM; stderr:\n%s"
+                       % (p.pid, rc, self.stderr_tail()))
         return rc
 
     # observation

@@ -7,7 +7,14 @@ answer moves from A to B: no request fails, traffic reaches B within a few
 TTLs and A gets no new request after. A failing resolver (SERVFAIL, then
 silence) keeps the last good set, logged once per change of state. A name
 that does not resolve at start is a warning; its requests fail until it
-resolves. A name flipping every TTL leaves no descriptor behind."""
+resolves. A name flipping every TTL leaves no descriptor behind.
+
+AAAA: the responder answers AAAA with ::1 (a backend on [::1] with the
+same port): A and AAAA addresses are all servers and all get traffic; an
+IPv6-only name works; `resolve: ipv4` asks no AAAA (`ipv6` no A); a
+failing AAAA keeps its last addresses while A answers. A name answering
+ever new addresses (127.0.0.x) leaves no registry entry behind
+(ferry_registry_servers in /metrics stays bounded)."""
 
 import re
 import socket
@@ -22,16 +29,21 @@ NAME = "api.dns.test"
 
 
 class Responder:
-    """Answers A queries for NAME with self.ips (TTL self.ttl); mode
-    "answer", "servfail", "nxdomain" or "silent" (no reply). Other types:
-    no error, no answer. Counts the queries for NAME."""
+    """Answers A and AAAA queries for NAME with the IPv4 and IPv6 addresses
+    of self.ips (TTL self.ttl, or self.ttls[qtype]); mode "answer",
+    "servfail", "nxdomain" or "silent" (no reply), or per query type
+    self.type_mode[qtype]. Other types, or a family without addresses: no
+    error, no answer. Counts the queries for NAME (by type in qtypes)."""
 
     def __init__(self, ips, ttl=1):
         self.ips = list(ips)
         self.ttl = ttl
+        self.ttls = {}
         self.mode = "answer"
+        self.type_mode = {}
         self.delay = 0  # seconds before each reply
         self.queries = 0
+        self.qtypes = {}
         self.other_names = []
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -91,18 +103,23 @@ class Responder:
             ours = ".".join(labels).lower() == NAME
             if ours:
                 self.queries += 1
+                self.qtypes[qtype] = self.qtypes.get(qtype, 0) + 1
             else:
                 self.other_names.append(".".join(labels).lower())
-            mode, ips, ttl = self.mode, list(self.ips), self.ttl
+            mode, ips = self.type_mode.get(qtype, self.mode), list(self.ips)
+            ttl = self.ttls.get(qtype, self.ttl)
         if not ours:
             mode = "nxdomain"
         if mode == "silent":
             return None
         rcode = {"servfail": 2, "nxdomain": 3}.get(mode, 0)
         answers = []
-        if rcode == 0 and qtype == 1:
+        if rcode == 0 and qtype in (1, 28):
             for ip in ips:
-                answers.append(struct.pack("!HHHIH", 0xC00C, 1, 1, ttl, 4) + socket.inet_aton(ip))
+                if (":" in ip) != (qtype == 28):
+                    continue
+                data = socket.inet_pton(socket.AF_INET6 if qtype == 28 else socket.AF_INET, ip)
+                answers.append(struct.pack("!HHHIH", 0xC00C, qtype, 1, ttl, len(data)) + data)
         head = struct.pack("!HHHHHH", qid, 0x8180 | (flags & 0x0100) | rcode, 1, len(answers), 0, 0)
         return head + question + b"".join(answers)
 
@@ -364,22 +381,317 @@ def test_large_answer_bounded():
     f.assert_alive()
 
 
+def hosts_addresses(name):
+    """The IPv4 and IPv6 addresses /etc/hosts lists for name (IPv4 first)."""
+    v4, v6 = [], []
+    for line in open("/etc/hosts"):
+        words = line.split("#")[0].split()
+        if len(words) < 2 or name not in [w.lower() for w in words[1:]]:
+            continue
+        for fam, out in ((socket.AF_INET, v4), (socket.AF_INET6, v6)):
+            try:
+                packed = socket.inet_pton(fam, words[0])
+            except OSError:
+                continue
+            if packed not in [p for p, _ in out]:
+                out.append((packed, socket.inet_ntop(fam, packed)))
+    return [t for _, t in sorted(v4)], [t for _, t in sorted(v6)]
+
+
 def test_hosts_file_first():
-    "a name in /etc/hosts (localhost) is taken from it, never asked of the nameserver"
-    names = open("/etc/hosts").read().split()
-    if "localhost" not in names:
+    "a name in /etc/hosts (localhost) is taken from it, IPv4 and IPv6 lines, never asked of the nameserver"
+    v4, v6 = hosts_addresses("localhost")
+    if not v4 and not v6:
         raise Skip("no localhost in /etc/hosts")
-    a = backend("A")
+    if v6 and not ipv6_usable():
+        raise Skip("/etc/hosts lists localhost as %s but ::1 is not usable here" % v6)
+    a = backend("A") if "127.0.0.1" in v4 else None
+    if set(v4) - {"127.0.0.1"} or set(v6) - {"::1"} or not a and not v6:
+        raise Skip("localhost in /etc/hosts is %s: no backend for those" % (v4 + v6))
+    port = a.port if a else free_port()
+    b6 = backend6(port) if v6 else None
     dns = Responder(["127.0.0.2"])
     _cleanups_add(dns.stop)
     f = ferry(resolver=["127.0.0.1:%d" % dns.port], routes=[route("r", "/", upstream="u")],
-              upstreams={"u": {"servers": [{"address": "localhost:%d" % a.port}]}})
+              upstreams={"u": {"servers": [{"address": "localhost:%d" % port}]}})
+    for i in range(6):
+        eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
+    served = (len(a.requests) if a else 0) + (len(b6.requests) if b6 else 0)
+    eq(served, 6, "requests that reached the backends")
+    want = ["localhost:%d@%s" % (port, ip) for ip in v4] + \
+        ["localhost:%d@[%s]" % (port, ip) for ip in v6]
+    eq([s["address"] for s in f.status()["upstreams"]["u"]], want, "/status addresses")
+    eq(dns.other_names, [], "names asked of the nameserver")
+
+
+def ipv6_usable():
+    """::1 can listen and be connected to here."""
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            s.bind(("::1", 0))
+            s.listen(1)
+            socket.create_connection(("::1", s.getsockname()[1]), timeout=2).close()
+        finally:
+            s.close()
+        return True
+    except OSError:
+        return False
+
+
+def need_ipv6():
+    if not ipv6_usable():
+        raise Skip("::1 cannot listen or be connected to on this machine (no IPv6 loopback)")
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def backend6(port, name="B6"):
+    """A backend listening on [::1]:port."""
+    b = Backend(name=name)
+    b.lsock.close()
+    ls = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("::1", port))
+    ls.listen(1024)
+    b.lsock, b.port, b.address = ls, port, "[::1]:%d" % port
+    b.start()
+    _cleanups_add(b.stop)
+    return b
+
+
+def addresses(f):
+    return [s["address"] for s in f.status()["upstreams"]["u"]]
+
+
+def test_a_and_aaaa_all_serve():
+    "A 127.0.0.1 and AAAA ::1: both are servers and both get traffic; asked again at the shorter TTL"
+    need_ipv6()
+    a = backend("A")
+    b6 = backend6(a.port)
+    dns = Responder(["127.0.0.1", "::1"])
+    dns.ttls = {1: 300, 28: 1}
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, a.port, up={"host_header": "upstream"})
+    eq(addresses(f), ["%s:%d@127.0.0.1" % (NAME, a.port), "%s:%d@[::1]" % (NAME, a.port)],
+       "/status addresses")
+    for i in range(20):
+        eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
+    # round robin per worker (and restarted by each re-expansion): about half each
+    n4, n6 = len(a.requests), len(b6.requests)
+    eq(n4 + n6, 20, "requests that reached the backends")
+    check(n4 >= 5 and n6 >= 5, "both servers get traffic: IPv4 %d, IPv6 %d" % (n4, n6))
+    eq(b6.last().header("Host"), "%s:%d" % (NAME, a.port), "Host sent to the IPv6 server")
+    # the A answer says 300 s, the AAAA 1 s: the name is asked at the shorter
+    q = dict(dns.qtypes)
+    wait_until(lambda: dns.qtypes.get(1, 0) >= q.get(1, 0) + 2, timeout=8,
+               what="A asked again at the AAAA's TTL")
+    err = f.stderr_text()
+    check("dns: %s: 2 addresses (2 new, 0 gone): 127.0.0.1 ::1" % NAME in err,
+          "the addresses logged:\n%s" % err[-1500:])
+    stop_clean(f)
+
+
+def test_aaaa_failing_keeps_its_addresses():
+    "AAAA fails (SERVFAIL, then silence) while A answers: the IPv6 server stays, logged once; recovery logged"
+    need_ipv6()
+    a = backend("A")
+    b6 = backend6(a.port)
+    dns = Responder(["127.0.0.1", "::1"])
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, a.port)
+    dns.type_mode[28] = "servfail"
+    needle = "dns: %s: AAAA: " % NAME
+    wait_until(lambda: "keeping its last 1 IPv6 addresses" in f.stderr_text(), timeout=8,
+               what="the AAAA failure logged")
+    dns.set(["127.0.0.1", "127.0.0.2", "::1"])  # A moves on meanwhile: applied
+    dns.type_mode[28] = "silent"
+    wait_until(lambda: len(addresses(f)) == 3, timeout=15, what="the new A address applied")
+    eq(addresses(f), ["%s:%d@127.0.0.1" % (NAME, a.port), "%s:%d@127.0.0.2" % (NAME, a.port),
+                      "%s:%d@[::1]" % (NAME, a.port)], "/status addresses: the IPv6 one kept")
+    lines = [ln for ln in f.stderr_text().splitlines() if needle in ln]
+    eq(len(lines), 1, "AAAA failure lines (once per change of state): %s" % lines)
+    del dns.type_mode[28]
+    wait_until(lambda: "dns: %s: AAAA answers again" % NAME in f.stderr_text(), timeout=15,
+               what="the AAAA recovery logged")
+    n6 = len(b6.requests)
+    for i in range(12):
+        eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
+    check(len(b6.requests) > n6, "the IPv6 server still serves")
+    stop_clean(f)
+
+
+def test_aaaa_nxdomain_is_no_record():
+    "NXDOMAIN for AAAA while A has records (what a search list ends with) is no IPv6 address, not a failure"
+    a = backend("A")
+    dns = Responder(["127.0.0.1"])
+    dns.type_mode[28] = "nxdomain"
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, a.port)
+    q = dns.qtypes.get(1, 0)
+    wait_until(lambda: dns.qtypes.get(1, 0) >= q + 2, timeout=8, what="asked again at the TTL")
+    check(dns.qtypes.get(28, 0) >= 2, "AAAA asked too (%s)" % dns.qtypes)
+    err = f.stderr_text()
+    check("AAAA:" not in err and "keeping" not in err, "no failure logged:\n%s" % err[-1500:])
+    eq(addresses(f), ["%s:%d@127.0.0.1" % (NAME, a.port)], "/status addresses")
+    eq(request(f, "GET", "/fast").status, 200, "a request")
+
+
+def test_ipv6_only_name():
+    "a name with only an AAAA record (::1) resolves and serves"
+    need_ipv6()
+    port = free_port()
+    b6 = backend6(port)
+    dns = Responder(["::1"])
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, port)
+    eq(addresses(f), ["%s:%d@[::1]" % (NAME, port)], "/status addresses")
     for i in range(5):
         eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
-    eq(len(a.requests), 5, "requests that reached the backend")
-    eq([s["address"] for s in f.status()["upstreams"]["u"]], ["localhost:%d@127.0.0.1" % a.port],
-       "/status addresses")
-    eq(dns.other_names, [], "names asked of the nameserver")
+    eq(len(b6.requests), 5, "requests that reached the IPv6 backend")
+    check("does not resolve" not in f.stderr_text(), "no warning at start")
+
+
+def test_resolve_family_key():
+    "resolve: ipv4 asks no AAAA and serves only IPv4; resolve: ipv6 asks no A"
+    a = backend("A")
+    d4 = Responder(["127.0.0.1", "::1"])
+    _cleanups_add(d4.stop)
+    f = dns_ferry(d4, a.port, up={"resolve": "ipv4"})
+    eq(addresses(f), ["%s:%d@127.0.0.1" % (NAME, a.port)], "/status addresses with ipv4")
+    q = d4.qtypes.get(1, 0)
+    wait_until(lambda: d4.qtypes.get(1, 0) >= q + 2, timeout=8, what="A asked again")
+    eq(d4.qtypes.get(28, 0), 0, "AAAA queries with resolve: ipv4")
+    for i in range(4):
+        eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
+    eq(len(a.requests), 4, "requests to the IPv4 backend")
+    d6 = Responder(["127.0.0.1", "::1"])
+    _cleanups_add(d6.stop)
+    g = dns_ferry(d6, a.port, up={"resolve": "ipv6"})
+    eq(addresses(g), ["%s:%d@[::1]" % (NAME, a.port)], "/status addresses with ipv6")
+    q = d6.qtypes.get(28, 0)
+    wait_until(lambda: d6.qtypes.get(28, 0) >= q + 2, timeout=8, what="AAAA asked again")
+    eq(d6.qtypes.get(1, 0), 0, "A queries with resolve: ipv6")
+    stop_clean(f)
+    stop_clean(g)
+
+
+class ManyAddressBackend:
+    """One thread answering "ok" to every HTTP/1.1 request (keep-alive) on
+    127.0.0.1..127.0.0.<last>, one port: the servers of a name whose
+    answers keep changing. Counts requests per address."""
+
+    def __init__(self, last):
+        import selectors
+        self.sel = selectors.DefaultSelector()
+        self.port = free_port()
+        self.count = {}
+        self.lock = threading.Lock()
+        self.listeners = []
+        for x in range(1, last + 1):
+            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ls.bind(("127.0.0.%d" % x, self.port))
+            ls.listen(128)
+            ls.setblocking(False)
+            self.sel.register(ls, 1, ("listen", "127.0.0.%d" % x))
+            self.listeners.append(ls)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        for key in list(self.sel.get_map().values()):
+            key.fileobj.close()
+
+    def _loop(self):
+        while not self.stopping:
+            for key, _ in self.sel.select(0.1):
+                kind, data = key.data
+                if kind == "listen":
+                    try:
+                        c, _ = key.fileobj.accept()
+                    except OSError:
+                        continue
+                    c.setblocking(False)
+                    self.sel.register(c, 1, ("conn", [data, b""]))
+                    continue
+                c, state = key.fileobj, data
+                try:
+                    chunk = c.recv(65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self.sel.unregister(c)
+                    c.close()
+                    continue
+                state[1] += chunk
+                while b"\r\n\r\n" in state[1]:
+                    _, state[1] = state[1].split(b"\r\n\r\n", 1)
+                    with self.lock:
+                        self.count[state[0]] = self.count.get(state[0], 0) + 1
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+
+
+def metric(f, name):
+    c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)
+    try:
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+    finally:
+        c.close()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise Fail("no %s in /metrics" % name)
+
+
+def test_new_addresses_leave_nothing_behind():
+    "a name answering ever new addresses (127.0.0.2..200, 16 at a time, TTL 1) under light load: registry entries stay bounded, no failure"
+    srv = ManyAddressBackend(200)
+    _cleanups_add(srv.stop)
+    dns = Responder(["127.0.0.2"])
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, srv.port, workers=2)
+    base = metric(f, "ferry_registry_servers")
+    eq(base, 1, "registry entries at start (one address)")
+    load = Load(f, threads=2, limit=20000, seconds=60)
+    seen, step, peak = 1, 16, 0
+    try:
+        for start in range(3, 201, step):
+            ips = ["127.0.0.%d" % x for x in range(start, min(start + step, 201))]
+            dns.set(ips)
+            seen += len(ips)
+            want = "%s:%d@%s" % (NAME, srv.port, ips[0])
+            wait_until(lambda: want in addresses(f), timeout=10, interval=0.1,
+                       what="the answer %s.. applied" % ips[0])
+            peak = max(peak, metric(f, "ferry_registry_servers"))
+    finally:
+        load.stop()
+    log("%d distinct addresses answered; registry entries peaked at %d; %d requests"
+        % (seen, peak, load.ok))
+    eq(load.failed, [], "failed requests while the addresses change")
+    check(load.ok > 100, "the load ran (%d requests)" % load.ok)
+    check(len(srv.count) > 30, "many addresses served (%d)" % len(srv.count))
+    # the running config's 16 (the last answer has 6), and those of configs
+    # still finishing requests: never the ~200 seen
+    check(peak <= 3 * step, "registry entries stay bounded: peak %d for %d addresses" % (peak, seen))
+    # at rest: the running config's servers, and the start config's one
+    # (kept for the process's life: it names the inherited listeners)
+    first = "%s:%d@127.0.0.2" % (NAME, srv.port)
+    wait_until(lambda: metric(f, "ferry_registry_servers") == len(set(addresses(f)) | {first}),
+               timeout=10, what="registry entries back to the configs alive (%s)"
+               % metric(f, "ferry_registry_servers"))
+    f.assert_alive()
+    stop_clean(f)
 
 
 def _cleanups_add(fn):
