@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 
 #include "config.h"
 #include "h1side.h"
@@ -28,29 +29,115 @@ _Static_assert(CONFIG_MAX_HEADER_BYTES_LIMIT <= CONN_READ_MAX,
 static void on_idle(struct io_stream *s, unsigned what, void *arg);
 static void on_request_done(struct request_side *side, bool keep_alive, bool linger,
                             struct upstream_conn *tunnel);
-static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void conn_end_logged(struct conn *c);
-
-static void arm_timer(struct conn *c, int64_t ms)
-{
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    event_add(&c->timer, &tv);
-    c->timer_armed = true;
-    c->timer_at = loop_now() + ms * LOOP_MS;
-}
+static void conn_close(struct conn *c);
 
 /*
- * The connection goes idle for at most ms from now. The timer is not
- * removed when a request starts and re-added when it ends (two event
- * operations per request): it is armed only when not already pending, and
- * on_timer closes the connection only if it has been idle that long.
+ * Deadlines without a timer per connection: the worker's connections that
+ * wait (for a first head, a next request, a lingering client's end) are in
+ * one of three queues, each in deadline order (a queue's connections all
+ * got the same timeout, so a new one almost always goes last: a reload
+ * that changes the timeout is the exception, found by walking back from
+ * the tail). One timer per worker thread is pending for the earliest
+ * deadline of all; re-armed only when a new deadline is earlier than the
+ * one it is pending for (when it fires early, it is armed for the rest).
+ * A connection with a request running is in no queue: its coroutine keeps
+ * its own deadlines.
  */
-static void idle_for(struct conn *c, int64_t ms)
+static __thread struct {
+    uint64_t loop; /* loop_id() the timer is assigned to; 0: none */
+    int64_t armed; /* the instant it is pending for; 0: not pending */
+    struct event timer;
+    struct conn *head[CONN_Q_COUNT], *tail[CONN_Q_COUNT];
+} dq;
+
+static void dq_fire(evutil_socket_t fd, short what, void *arg);
+
+static void dq_arm(struct loop *loop, int64_t at)
 {
-    c->idle_since = loop_now();
-    c->idle_ms = ms;
-    if (!c->timer_armed || c->timer_at > c->idle_since + ms * LOOP_MS)
-        arm_timer(c, ms);
+    if (dq.loop != loop_id(loop)) {
+        /* First use on this thread, or its loop was freed (freeing the
+         * base took the timer out of it; its connections were closed). */
+        evtimer_assign(&dq.timer, loop_base(loop), dq_fire, loop);
+        dq.loop = loop_id(loop);
+        dq.armed = 0;
+        memset(dq.head, 0, sizeof(dq.head));
+        memset(dq.tail, 0, sizeof(dq.tail));
+    }
+    if (dq.armed && dq.armed <= at)
+        return;
+    int64_t left = at - loop_now();
+    if (left < 0)
+        left = 0;
+    struct timeval tv = {.tv_sec = (time_t)(left / LOOP_SEC),
+                         .tv_usec = (suseconds_t)((left % LOOP_SEC) / 1000)};
+    dq.armed = event_add(&dq.timer, &tv) == 0 ? at : 0;
+}
+
+/* Takes c out of its queue, if it is in one. */
+static void dq_remove(struct conn *c)
+{
+    unsigned q = c->dq;
+    if (q == CONN_Q_NONE)
+        return;
+    if (c->dq_prev)
+        c->dq_prev->dq_next = c->dq_next;
+    else
+        dq.head[q] = c->dq_next;
+    if (c->dq_next)
+        c->dq_next->dq_prev = c->dq_prev;
+    else
+        dq.tail[q] = c->dq_prev;
+    c->dq_next = c->dq_prev = NULL;
+    c->dq = CONN_Q_NONE;
+}
+
+/* c waits in queue q for at most ms from now. */
+static void wait_for(struct conn *c, unsigned q, int64_t ms)
+{
+    dq_remove(c);
+    int64_t due = loop_now() + ms * LOOP_MS;
+    dq_arm(c->side.w->loop, due); /* first: it resets the queues of a new loop */
+    struct conn *after = dq.tail[q];
+    while (after && after->due > due)
+        after = after->dq_prev;
+    c->due = due;
+    c->dq = (uint8_t)q;
+    c->dq_prev = after;
+    c->dq_next = after ? after->dq_next : dq.head[q];
+    if (c->dq_next)
+        c->dq_next->dq_prev = c;
+    else
+        dq.tail[q] = c;
+    if (after)
+        after->dq_next = c;
+    else
+        dq.head[q] = c;
+}
+
+/* The timer: ends the connections whose deadline passed, then is armed
+ * for the earliest one left. */
+static void dq_fire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct loop *loop = arg;
+    dq.armed = 0;
+    int64_t now = loop_now(), next = 0;
+    for (unsigned q = 1; q < CONN_Q_COUNT; q++) {
+        struct conn *c;
+        while ((c = dq.head[q]) && c->due <= now) {
+            dq_remove(c);
+            if (q == CONN_Q_LINGER)
+                conn_close(c);
+            else
+                conn_end_logged(c);
+        }
+        if (c && (!next || c->due < next))
+            next = c->due;
+    }
+    if (next)
+        dq_arm(loop, next);
 }
 
 /* Dotted-quad text of an IPv4 address into out (16 bytes at least):
@@ -86,6 +173,16 @@ static void peer_text(const struct sockaddr *sa, char *out, size_t cap)
     }
 }
 
+/* The peer's address (an AF_UNIX one: its family only) and its text. */
+static void set_peer(struct conn *c, const struct sockaddr *sa, socklen_t len)
+{
+    if (len > sizeof(c->peer))
+        len = sizeof(c->peer);
+    memcpy(&c->peer, sa, len);
+    c->peer_len = len;
+    peer_text(sa, c->client, sizeof(c->client));
+}
+
 void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
                  const struct config_listener *l)
 {
@@ -94,17 +191,16 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
         close(fd);
         return;
     }
-    c->w = w;
-    c->s = io_stream_accepted(w->loop, fd, CONN_READ_MAX);
-    if (!c->s) {
+    struct io_stream *s = io_stream_accepted(w->loop, fd, CONN_READ_MAX);
+    if (!s) {
         free(c);
         return;
     }
     if (l && l->tls) {
         /* The handshake runs in the stream's reads; client_header (the
-         * timer below) bounds it as it bounds a head that never comes. */
-        if (tls_accept(c->s, l->tls, l->proxy_protocol) != 0) {
-            io_stream_free(c->s);
+         * deadline below) bounds it as it bounds a head that never comes. */
+        if (tls_accept(s, l->tls, l->proxy_protocol) != 0) {
+            io_stream_free(s);
             free(c);
             return;
         }
@@ -113,45 +209,40 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
     }
     c->side = (struct request_side){.w = w,
                                     .ops = &h1side_ops,
-                                    .s = c->s,
-                                    .watch = c->s,
+                                    .s = s,
+                                    .watch = s,
                                     .read_max = CONN_READ_MAX,
                                     .peer = (const struct sockaddr *)&c->peer,
                                     .client = c->client,
                                     .tls = c->tls,
                                     .done = on_request_done};
-    evtimer_assign(&c->timer, loop_base(w->loop), on_timer, c);
-    if (len > sizeof(c->peer))
-        len = sizeof(c->peer);
-    memcpy(&c->peer, peer, len);
-    c->peer_len = len;
+    set_peer(c, peer, len);
     c->await_proxy = l && l->proxy_protocol;
-    peer_text(peer, c->client, sizeof(c->client));
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
     WORKER_STAT_ADD(w, connections, 1);
-    io_set_idle(c->s, on_idle, c);
+    io_set_idle(c->side.s, on_idle, c);
     /* Until its first byte, a new connection has client_header to send a
      * head (a silent connection is a slowloris as much as a slow one). */
-    idle_for(c, w->cfg->timeouts.client_header);
+    wait_for(c, CONN_Q_HEADER, w->cfg->timeouts.client_header);
     /* The request has usually arrived by the end of this loop turn: read
      * it then, without polling the socket first. */
-    io_read_soon(c->s);
+    io_read_soon(c->side.s);
 }
 
 static void conn_close(struct conn *c)
 {
-    struct worker *w = c->w;
+    struct worker *w = c->side.w;
     if (c->prev)
         c->prev->next = c->next;
     else
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    event_del(&c->timer);
-    io_stream_free(c->s);
+    dq_remove(c);
+    io_stream_free(c->side.s);
     config_unref(c->hs_cfg);
     WORKER_STAT_SUB(w, connections, 1);
     free(c);
@@ -162,8 +253,8 @@ static void conn_close(struct conn *c)
  * in flight, not a sink for uploads). */
 static bool linger_drain(struct conn *c)
 {
-    size_t n = evbuffer_get_length(io_input(c->s));
-    evbuffer_drain(io_input(c->s), n);
+    size_t n = evbuffer_get_length(io_input(c->side.s));
+    evbuffer_drain(io_input(c->side.s), n);
     c->lingered += n;
     return c->lingered <= CONN_LINGER_BYTES;
 }
@@ -177,10 +268,8 @@ static void conn_linger(struct conn *c)
     c->lingering = true;
     c->lingered = 0;
     linger_drain(c);
-    io_set_reading(c->s, true);
-    if (c->timer_armed)
-        event_del(&c->timer);
-    arm_timer(c, CONN_LINGER_MS);
+    io_set_reading(c->side.s, true);
+    wait_for(c, CONN_Q_LINGER, CONN_LINGER_MS);
 }
 
 /* Answers from a callback, without a coroutine (no stack could be had, or
@@ -189,7 +278,7 @@ static void conn_linger(struct conn *c)
  * through the same writer, counters and access log as any request's. */
 static void answer_now(struct conn *c, int status, const char *why)
 {
-    struct request *r = request_get(c->w);
+    struct request *r = request_get(c->side.w);
     if (!r) {
         conn_close(c);
         return;
@@ -197,17 +286,17 @@ static void answer_now(struct conn *c, int status, const char *why)
     request_reset(r, &c->side);
     request_id_decide(r);
     request_answer_json(r, status, why, true);
-    io_kick(c->s);
+    io_kick(c->side.s);
     request_log(r);
-    request_put(c->w, r);
+    request_put(c->side.w, r);
     conn_linger(c);
-    if (evbuffer_get_length(io_output(c->s)) == 0)
-        io_shutdown_write(c->s); /* the answer is out: show its end */
+    if (evbuffer_get_length(io_output(c->side.s)) == 0)
+        io_shutdown_write(c->side.s); /* the answer is out: show its end */
 }
 
 static void start_request(struct conn *c)
 {
-    struct worker *w = c->w;
+    struct worker *w = c->side.w;
     if (WORKER_STAT_GET(w, requests_live) >= w->cfg->max_requests) {
         static __thread int64_t last; /* per worker */
         log_ratelimited(&last, 1000, CONFIG_LOG_WARN,
@@ -227,6 +316,7 @@ static void start_request(struct conn *c)
         answer_now(c, 503, "out of memory for a new request");
         return;
     }
+    dq_remove(c); /* the request keeps its own deadlines */
     WORKER_STAT_ADD(w, requests_live, 1);
 }
 
@@ -252,9 +342,7 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
         struct proxyproto_result pr;
         c->await_proxy = false;
         if (tls_proxy_header(s, &pr) && !pr.local) {
-            memcpy(&c->peer, &pr.src, pr.src_len);
-            c->peer_len = pr.src_len;
-            peer_text((const struct sockaddr *)&c->peer, c->client, sizeof(c->client));
+            set_peer(c, (const struct sockaddr *)&pr.src, pr.src_len);
         }
     }
     if (c->await_proxy) {
@@ -277,9 +365,7 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
         evbuffer_drain(in, (size_t)n);
         c->await_proxy = false;
         if (!pr.local) {
-            memcpy(&c->peer, &pr.src, pr.src_len);
-            c->peer_len = pr.src_len;
-            peer_text((const struct sockaddr *)&c->peer, c->client, sizeof(c->client));
+            set_peer(c, (const struct sockaddr *)&pr.src, pr.src_len);
         }
         if (evbuffer_get_length(in) == 0 && !(what & IO_EOF)) {
             io_poll(s); /* the request is awaited */
@@ -298,33 +384,12 @@ static void on_idle(struct io_stream *s, unsigned what, void *arg)
 static void conn_end_logged(struct conn *c)
 {
     const char *why;
-    if (c->tls && !c->served && tls_failed(c->s, &why)) {
+    if (c->tls && !c->served && tls_failed(c->side.s, &why)) {
         static __thread int64_t last; /* per worker */
         log_ratelimited(&last, 1000, CONFIG_LOG_WARN, "client %s: TLS: %s: closing", c->client,
                         why);
     }
     conn_close(c);
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct conn *c = arg;
-    c->timer_armed = false;
-    if (c->lingering || c->tunnel) {
-        if (c->lingering)
-            conn_close(c);
-        return;
-    }
-    if (c->req)
-        return; /* busy: finish_request re-arms it */
-    int64_t left = c->idle_ms - (loop_now() - c->idle_since) / LOOP_MS;
-    if (left > 0) {
-        arm_timer(c, left);
-        return;
-    }
-    conn_end_logged(c);
 }
 
 /*
@@ -335,18 +400,23 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
  */
 static void finish_request(struct conn *c, bool keep_alive, bool linger)
 {
-    struct worker *w = c->w;
+    struct worker *w = c->side.w;
     c->req = NULL;
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
     if (keep_alive && !c->side.close_after && !w->draining) {
-        idle_for(c, w->cfg->timeouts.client_idle);
-        io_poll(c->s);
+        wait_for(c, CONN_Q_IDLE, w->cfg->timeouts.client_idle);
+        io_poll(c->side.s);
         /* Bytes that arrived while the response finished start the next
          * request on the next loop turn (the idle callback only fires on
-         * new reads). */
-        if (evbuffer_get_length(io_input(c->s)) > 0)
+         * new reads). Otherwise, when the worker has many connections,
+         * the connection holds no buffers until its next bytes (a few
+         * keep theirs: a park and take-back per request costs ~150
+         * instructions, and their buffers little). */
+        if (io_input_length(c->side.s) > 0)
             start_request(c);
+        else if (WORKER_STAT_GET(w, connections) > CONN_PARK_ABOVE)
+            io_park(c->side.s);
         return;
     }
     if (linger)
@@ -368,14 +438,13 @@ static void on_tunnel_close(void *arg, const struct tunnel_stats *st)
 /* After a 101: the connection becomes a tunnel to uc (no coroutine). */
 static void start_tunnel(struct conn *c, struct upstream_conn *uc)
 {
-    struct worker *w = c->w;
+    struct worker *w = c->side.w;
     c->req = NULL;
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
-    event_del(&c->timer);
-    c->timer_armed = false;
+    dq_remove(c);
     c->tunnel_uc = uc;
-    if (tunnel_start(w->loop, c->s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,
+    if (tunnel_start(w->loop, c->side.s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,
                      on_tunnel_close, c, &c->tunnel) < 0) {
         upstream_release(uc, false);
         c->tunnel_uc = NULL;

@@ -1,8 +1,9 @@
 /*
  * conn: one client connection.
  *
- * An idle keep-alive connection is this struct and a stream, with no
- * coroutine and no stack (a coroutine per request, not per connection). The first byte
+ * An idle keep-alive connection is this struct and a parked stream (io.h:
+ * a socket and a read event, no buffers), with no coroutine, no stack and
+ * no timer (a coroutine per request, not per connection). The first byte
  * of a request starts a request coroutine (h1side_serve); when the response
  * is done and nothing is pipelined behind it, the coroutine ends and the
  * connection is idle again. Closing is immediate, or lingering after an
@@ -25,13 +26,15 @@
 
 #include <netinet/in.h>
 
-#include <event2/event_struct.h>
-
 #include "request.h"
 
 /* What a client connection's input buffers at most: a request head must
  * fit in it (a larger one is refused with 431, never waited for). */
 #define CONN_READ_MAX (128u * 1024u)
+
+/* A keep-alive connection gives its buffers back between requests
+ * (io_park) while the worker has more connections than this. */
+#define CONN_PARK_ABOVE 256u
 
 #define CONN_LINGER_MS 2000
 /* ...and at most this many bytes of it. */
@@ -41,25 +44,35 @@ struct coro;
 struct io_stream;
 struct worker;
 
+/* The deadline queue a connection waits in (conn.c), if any. */
+enum { CONN_Q_NONE, CONN_Q_HEADER, CONN_Q_IDLE, CONN_Q_LINGER, CONN_Q_COUNT };
+
+/*
+ * An idle connection is this struct and its stream (io.h: a socket and a
+ * read event, no buffers), nothing else: no timer of its own (its deadline
+ * is its place in a queue), the peer's address in the room an IPv6 one
+ * needs (an AF_UNIX peer keeps its family only).
+ */
 struct conn {
-    struct request_side side; /* what the request coroutine sees */
-    struct worker *w;
-    struct io_stream *s;
-    struct sockaddr_storage peer;
+    struct request_side side;       /* what the request coroutine sees: its w and s are the
+                                     * connection's worker and stream */
+    struct coro *req;               /* the request coroutine, NULL when idle */
+    struct conn *next, *prev;       /* the worker's list */
+    struct conn *dq_next, *dq_prev; /* its deadline queue */
+    int64_t due;                    /* when its wait in that queue ends */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
     socklen_t peer_len;
     char client[INET6_ADDRSTRLEN]; /* peer address as text */
-    struct coro *req;              /* the request coroutine, NULL when idle */
-    struct event timer;            /* idle keep-alive, or lingering close */
-    struct conn *next, *prev;      /* the worker's list */
-    unsigned served;               /* requests answered */
+    uint8_t dq;                    /* CONN_Q_* */
     bool lingering;
-    size_t lingered; /* bytes discarded while lingering */
-    bool timer_armed;
-    int64_t timer_at;   /* when the armed timer fires */
-    int64_t idle_since; /* loop_now() when it last went idle */
-    int64_t idle_ms;    /* how long it may stay idle from then */
-    bool await_proxy;   /* PROXY header expected, not yet read */
-    bool tls;           /* the stream is TLS: a failed handshake is logged */
+    bool await_proxy; /* PROXY header expected, not yet read */
+    bool tls;         /* the stream is TLS: a failed handshake is logged */
+    unsigned served;  /* requests answered */
+    size_t lingered;  /* bytes discarded while lingering */
     /* TLS: the config whose certificates the handshake uses (their SNI
      * and OCSP callbacks point into it), held until the handshake ends so
      * that a reload meanwhile cannot free them. */

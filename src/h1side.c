@@ -270,6 +270,8 @@ static int h1_wait(struct request *r, unsigned what, struct io_want *up, int64_t
         w[n++] = *up;
     struct io_want *c = &w[n++];
     *c = (struct io_want){.stream = s, .events = IO_EOF};
+    if (up && (up->events & IO_PARK) && !(what & (SIDE_BODY | SIDE_DRAINED)))
+        c->events |= IO_PARK; /* the flow waits for its answer: the client's idle too */
     if (what & SIDE_BODY) {
         /* A gap between two reads, counted from the last bytes that
          * arrived, also while the upstream connect went on. */

@@ -267,15 +267,57 @@ void io_rev_update(struct io_stream *s)
         event_active(&s->rev, EV_READ, 1);
 }
 
-static void wev_set(struct io_stream *s, bool on)
+static void on_writable(evutil_socket_t fd, short what, void *arg);
+
+/* Write events not in use, per thread (at most BUFS_POOL_CAP). */
+#define BUFS_POOL_CAP 1024u
+static __thread struct io_wev *wpool;
+static __thread unsigned wpool_len;
+
+/* Adds (on) or removes the write event; wev_set() is the cheap check. */
+__attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
 {
-    if (on && !s->wev_added) {
-        event_add(&s->wev, NULL);
+    if (on) {
+        if (!io_attach(s)) {
+            /* No memory for the write event: the stream cannot go on. */
+            s->write_err = true;
+            s->error = ENOMEM;
+            return;
+        }
+        struct io_wev *e = wpool;
+        if (e) {
+            wpool = e->next_free;
+            wpool_len--;
+        } else if (!(e = malloc(sizeof(*e)))) {
+            s->write_err = true;
+            s->error = ENOMEM;
+            return;
+        }
+        event_assign(&e->ev, loop_base(s->loop), s->fd, EV_WRITE | EV_PERSIST, on_writable, s);
+        event_add(&e->ev, NULL);
+        s->wev = e;
         s->wev_added = true;
-    } else if (!on && s->wev_added) {
-        event_del(&s->wev);
+    } else {
+        /* Also from its own callback: libevent no longer touches an
+         * event once its callback runs. */
+        struct io_wev *e = s->wev;
+        event_del(&e->ev);
+        s->wev = NULL;
         s->wev_added = false;
+        if (wpool_len >= BUFS_POOL_CAP) {
+            free(e);
+        } else {
+            e->next_free = wpool;
+            wpool = e;
+            wpool_len++;
+        }
     }
+}
+
+static inline void wev_set(struct io_stream *s, bool on)
+{
+    if (on != s->wev_added)
+        wev_change(s, on);
 }
 
 static void write_failed(struct io_stream *s, int err);
@@ -328,7 +370,6 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct io_stream *s = arg;
-    struct evbuffer *in = s->in;
     if (s->write_wants_read) {
         s->write_wants_read = false;
         io_write_now(s);
@@ -338,7 +379,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         handshake_step(s);
         return;
     }
-    size_t len = evbuffer_get_length(in);
+    size_t len = evbuffer_get_length(s->in);
     if (len >= s->read_max) {
         io_rev_update(s);
         return;
@@ -356,10 +397,13 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         static __thread unsigned char scratch[IO_READ_MIN];
         struct iovec one = {.iov_base = scratch, .iov_len = want};
         n = s->tp->readv(s, &one, 1);
-        if (n > 0 && evbuffer_add(in, scratch, (size_t)n) != 0)
+        /* A parked stream takes its buffers only now that bytes came. */
+        if (n > 0 && (!io_attach(s) || evbuffer_add(s->in, scratch, (size_t)n) != 0))
             n = -ENOMEM;
         nv = 0;
-    } else if ((nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2)) > 0) {
+    } else if (!io_attach(s)) {
+        nv = 0;
+    } else if ((nv = evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 2)) > 0) {
         /* The reservation may be larger than asked: never read past it. */
         size_t cap = want;
         for (int i = 0; i < nv; i++) {
@@ -376,7 +420,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
                 v[i].iov_len = left;
             left -= v[i].iov_len;
         }
-        evbuffer_commit_space(in, v, nv);
+        evbuffer_commit_space(s->in, v, nv);
     }
     if (n == -EAGAIN || n == -EINTR) {
         start_polling(s); /* a lazy stream's speculative read found nothing */
@@ -543,10 +587,95 @@ static __thread struct {
     unsigned len;
 } spool;
 
+/*
+ * Buffers (struct io_bufs) given back by parked and freed streams, per
+ * thread, at most BUFS_POOL_CAP; the thread's empty evbuffer, which every
+ * parked stream's in and out point to (lengths are read from it, nothing
+ * is ever added).
+ */
+static __thread struct io_bufs *bpool;
+static __thread unsigned bpool_len;
+static __thread struct evbuffer *empty_buf;
+
+static void bufs_free(struct io_bufs *b)
+{
+    evbuffer_free(b->in);
+    evbuffer_free(b->out);
+    free(b);
+}
+
+/* Puts the attached stream's buffers back (wev not pending; emptied
+ * unless known empty) and points it at the empty evbuffer. */
+static void bufs_put(struct io_stream *s, bool empty)
+{
+    struct io_bufs *b = s->bufs;
+    s->bufs = NULL;
+    s->in = s->out = empty_buf;
+    if (!empty) {
+        evbuffer_drain(b->in, evbuffer_get_length(b->in));
+        evbuffer_drain(b->out, evbuffer_get_length(b->out));
+    }
+    if (bpool_len >= BUFS_POOL_CAP) {
+        bufs_free(b);
+        return;
+    }
+    b->next_free = bpool;
+    bpool = b;
+    bpool_len++;
+}
+
+static bool attach_slow(struct io_stream *s)
+{
+    struct io_bufs *b = bpool;
+    if (b) {
+        bpool = b->next_free;
+        bpool_len--;
+    } else {
+        b = malloc(sizeof(*b));
+        b->in = b ? evbuffer_new() : NULL;
+        b->out = b && b->in ? evbuffer_new() : NULL;
+        if (!b || !b->out) {
+            if (b && b->in)
+                evbuffer_free(b->in);
+            free(b);
+            return false;
+        }
+    }
+    s->bufs = b;
+    s->in = b->in;
+    s->out = b->out;
+    return true;
+}
+
+bool io_attach(struct io_stream *s)
+{
+    return s->bufs || attach_slow(s);
+}
+
+void io_park(struct io_stream *s)
+{
+    if (!s->bufs || s->wev_added || s->splice || io_waited(s) || s->connecting || s->handshaking ||
+        evbuffer_get_length(s->in) || evbuffer_get_length(s->out))
+        return;
+    bufs_put(s, true);
+}
+
+/* io_input, io_output on a parked stream. */
+__attribute__((noinline, cold)) static void attach_or_die(struct io_stream *s, const char *call)
+{
+    if (!attach_slow(s))
+        misuse(call, "out of memory for a stream's buffers");
+}
+
+size_t io_input_length(const struct io_stream *s)
+{
+    return evbuffer_get_length(s->in);
+}
+
 static void stream_release(struct io_stream *s)
 {
-    evbuffer_free(s->in);
-    evbuffer_free(s->out);
+    if (s->bufs)
+        bufs_put(s, false);
     free(s);
 }
 
@@ -560,6 +689,21 @@ static void stream_pool_drain(void *arg)
     }
     spool.len = 0;
     spool.loop = NULL;
+    while (bpool) {
+        struct io_bufs *b = bpool;
+        bpool = b->next_free;
+        bufs_free(b);
+    }
+    bpool_len = 0;
+    while (wpool) {
+        struct io_wev *e = wpool;
+        wpool = e->next_free;
+        free(e);
+    }
+    wpool_len = 0;
+    if (empty_buf)
+        evbuffer_free(empty_buf);
+    empty_buf = NULL;
 }
 
 /* Keeps s (its fd closed, its events out of the loop) for reuse. */
@@ -573,8 +717,8 @@ static bool stream_pool_put(struct io_stream *s)
         spool.loop = s->loop;
         loop_on_free(s->loop, stream_pool_drain, NULL);
     }
-    evbuffer_drain(s->in, evbuffer_get_length(s->in));
-    evbuffer_drain(s->out, evbuffer_get_length(s->out));
+    if (s->bufs)
+        bufs_put(s, false);
     s->next_free = spool.head;
     spool.head = s;
     spool.len++;
@@ -585,37 +729,36 @@ static bool stream_pool_put(struct io_stream *s)
 static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
 {
     struct io_stream *s = NULL;
-    struct evbuffer *in, *out;
+    if (!spool.loop) {
+        /* The thread's pools and empty evbuffer go when its loop does. */
+        spool.loop = loop;
+        loop_on_free(loop, stream_pool_drain, NULL);
+    }
+    if (!empty_buf)
+        empty_buf = evbuffer_new();
     if (spool.head && spool.loop == loop) {
         s = spool.head;
         spool.head = s->next_free;
         spool.len--;
-        in = s->in;
-        out = s->out;
     } else {
-        s = malloc(sizeof(*s));
-        in = s ? evbuffer_new() : NULL;
-        out = in ? evbuffer_new() : NULL;
-        if (!out) {
-            if (in)
-                evbuffer_free(in);
-            free(s);
+        s = empty_buf ? malloc(sizeof(*s)) : NULL;
+        if (!s) {
             sys_close(fd);
             return NULL;
         }
     }
+    /* Parked from the start: buffers come with the first bytes. */
     memset(s, 0, sizeof(*s));
     s->fd = fd;
     s->tp = &plain_transport;
-    s->in = in;
-    s->out = out;
+    s->in = empty_buf;
+    s->out = empty_buf;
     s->loop = loop;
     s->read_max = read_max;
     s->reading = true;
     s->last_read = loop_now();
     s->read_chunk = IO_READ_MIN;
     event_assign(&s->rev, loop_base(loop), fd, EV_READ | EV_PERSIST, on_readable, s);
-    event_assign(&s->wev, loop_base(loop), fd, EV_WRITE | EV_PERSIST, on_writable, s);
     return s;
 }
 
@@ -661,7 +804,7 @@ void io_stream_free(struct io_stream *s)
     if (s->splice)
         misuse("io_stream_free", "the stream is still spliced");
     event_del(&s->rev); /* also when only made active by io_read_soon */
-    event_del(&s->wev);
+    wev_set(s, false);
     if (s->tp->fini)
         s->tp->fini(s);
     /* libevent's epoll backend ignores the EBADF of a pending
@@ -717,11 +860,15 @@ int io_transport_fd(const struct io_stream *s)
 
 struct evbuffer *io_input(struct io_stream *s)
 {
+    if (__builtin_expect(!s->bufs, 0))
+        attach_or_die(s, "io_input");
     return s->in;
 }
 
 struct evbuffer *io_output(struct io_stream *s)
 {
+    if (__builtin_expect(!s->bufs, 0))
+        attach_or_die(s, "io_output");
     return s->out;
 }
 
@@ -913,7 +1060,11 @@ int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
         bool lazy_eof = false;
         for (unsigned i = 0; i < n; i++) {
             struct io_stream *s = wants[i].stream;
-            if (!s || !s->lazy)
+            if (!s)
+                continue;
+            if ((wants[i].events & IO_PARK) && recs_live >= IO_PARK_CROWD)
+                io_park(s);
+            if (!s->lazy)
                 continue;
             if (wants[i].events & IO_READABLE)
                 start_polling(s);
@@ -979,12 +1130,12 @@ ssize_t io_read(struct io_stream *s, struct evbuffer *dst, size_t max, int64_t d
 {
     if (cancelled_now())
         return -ECANCELED;
-    struct evbuffer *in = s->in;
     for (;;) {
-        size_t len = evbuffer_get_length(in);
+        /* s->in each time: a parked stream's buffers come with its bytes. */
+        size_t len = evbuffer_get_length(s->in);
         if (len > 0) {
             size_t n = len < max ? len : max;
-            int moved = evbuffer_remove_buffer(in, dst, n);
+            int moved = evbuffer_remove_buffer(s->in, dst, n);
             if (!s->rev_added)
                 io_rev_update(s); /* below read_max again: read on */
             return moved < 0 ? -ENOMEM : moved;
@@ -1002,9 +1153,8 @@ int io_read_at_least(struct io_stream *s, size_t n, int64_t deadline)
 {
     if (cancelled_now())
         return -ECANCELED;
-    struct evbuffer *in = s->in;
     for (;;) {
-        if (evbuffer_get_length(in) >= n)
+        if (evbuffer_get_length(s->in) >= n)
             return 0;
         if (s->read_done)
             return stream_error(s, -EPIPE);
@@ -1025,13 +1175,12 @@ static int drain_to(struct io_stream *s, size_t high, int64_t stall, int64_t dea
 {
     if (cancelled_now())
         return -ECANCELED;
-    struct evbuffer *out = s->out;
     io_write_now(s);
     size_t unsent = SIZE_MAX; /* measured before the first wait only */
     for (;;) {
         if (s->write_err)
             return stream_error(s, -EPIPE);
-        size_t len = evbuffer_get_length(out);
+        size_t len = evbuffer_get_length(s->out);
         if (len <= high)
             return 0;
         struct io_want w = {.stream = s, .events = IO_WRITABLE, .write_below = high};
@@ -1059,7 +1208,7 @@ int io_write_buffer(struct io_stream *s, struct evbuffer *src, size_t high, int6
         return -ECANCELED;
     if (s->write_err)
         return stream_error(s, -EPIPE);
-    if (evbuffer_add_buffer(s->out, src) != 0)
+    if (!io_attach(s) || evbuffer_add_buffer(s->out, src) != 0)
         return -ENOMEM;
     return drain_to(s, high, 0, deadline);
 }
@@ -1070,7 +1219,7 @@ int io_write(struct io_stream *s, const void *data, size_t len, size_t high, int
         return -ECANCELED;
     if (s->write_err)
         return stream_error(s, -EPIPE);
-    if (evbuffer_add(s->out, data, len) != 0)
+    if (!io_attach(s) || evbuffer_add(s->out, data, len) != 0)
         return -ENOMEM;
     return drain_to(s, high, 0, deadline);
 }

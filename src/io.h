@@ -43,7 +43,15 @@ enum io_event {
     IO_EOF = 1u << 2,       /* the peer closed, or the socket failed */
     IO_CONNECTED = 1u << 3, /* a connect in progress completed */
     IO_SIGNAL = 1u << 4,    /* io_signal() was called for this coroutine */
+    /* Not an event: the stream may be parked (io_park) for the wait
+     * when more than IO_PARK_CROWD coroutines of the thread wait, so that
+     * a crowd of waits (answers of a slow upstream) holds no buffers,
+     * while a few (a quick answer takes them back at once) cost no
+     * park and take-back. The caller fetches io_input/io_output again
+     * after the wait. */
+    IO_PARK = 1u << 5,
 };
+#define IO_PARK_CROWD 256u
 
 /* One entry of a wait set. stream is NULL for IO_SIGNAL alone. */
 struct io_want {
@@ -103,8 +111,24 @@ void io_poll(struct io_stream *s);
  */
 void io_stream_free(struct io_stream *s);
 
+/* The stream's input and output. A parked stream (io_park) takes its
+ * buffers back here, so these pointers are valid until the next io_park. */
 struct evbuffer *io_input(struct io_stream *s);
 struct evbuffer *io_output(struct io_stream *s);
+/* Bytes the input holds, without taking buffers back. */
+size_t io_input_length(const struct io_stream *s);
+/*
+ * Parks an idle stream: gives its input and output evbuffers back to the
+ * thread's pool, so that it holds only its socket and read event (its
+ * write event is pooled whenever it is not in the loop) until bytes move
+ * again (a read takes them back, as do
+ * io_input, io_output and the writes). Does nothing while anything is
+ * queued either way, a coroutine waits on it, it is spliced, connecting or
+ * handshaking. The owner calls it when nobody holds the stream's
+ * evbuffers: a keep-alive connection between requests. A new stream
+ * starts parked.
+ */
+void io_park(struct io_stream *s);
 /* The socket, for its addresses and options only: bytes go through io. */
 int io_fd(struct io_stream *s);
 /* True once the peer closed or the socket failed; io_error() gives the

@@ -19,40 +19,63 @@ struct wait_rec;
 
 struct splice_side;
 
-struct io_stream {
-    int fd;
-    const struct io_transport *tp;
-    void *tp_ctx;
-    struct loop *loop;
+/* A stream's buffers: taken when bytes first move and given back while
+ * it is idle (io_park), so an idle connection holds only its socket, its
+ * read event and the struct below. */
+struct io_bufs {
     struct evbuffer *in, *out;
+    struct io_bufs *next_free;
+};
+/* A write event, taken only while it is in the loop (output left over,
+ * a connect or handshake waiting for the socket). */
+struct io_wev {
+    struct event ev;
+    struct io_wev *next_free;
+};
+
+struct io_stream {
+    const struct io_transport *tp;
+    union {
+        void *tp_ctx;
+        struct io_stream *next_free; /* in the pool of freed streams */
+    };
+    struct loop *loop;
+    /* The buffers' evbuffers, or (parked, bufs NULL) both the thread's
+     * shared empty one, which only lengths are read from. */
+    struct evbuffer *in, *out;
+    struct io_bufs *bufs;    /* NULL while parked */
+    struct io_wev *wev;      /* while wev_added */
     struct wait_rec *waiter; /* valid only while waiter_gen == waiter->gen */
-    uint32_t waiter_gen;
-    unsigned want; /* the waiter's events on this stream */
     size_t read_min;
     size_t write_below; /* the waiter (or a splice) is woken at or below this */
-    bool read_done;     /* EOF or a read error: nothing more will arrive */
-    bool write_err;     /* writing failed (or the connect did) */
+    void (*on_idle)(struct io_stream *s, unsigned what, void *arg);
+    void *idle_arg;
+    struct splice_side *splice; /* spliced to another stream (io_splice) */
+    struct event rev;
+    size_t read_max;
+    int64_t last_read; /* when bytes last arrived (loop_now) */
+    int fd;
+    int error;
+    uint32_t waiter_gen;
+    unsigned want;       /* the waiter's events on this stream */
+    uint32_t read_chunk; /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
+    bool read_done;      /* EOF or a read error: nothing more will arrive */
+    bool write_err;      /* writing failed (or the connect did) */
     bool connected;
     bool connecting;       /* a connect in progress: wev reports its end */
     bool handshaking;      /* the transport's handshake is not done */
     bool hs_want_write;    /* ...and waits for the socket to be writable */
     bool read_wants_write; /* the transport's read waits for writable */
     bool write_wants_read; /* the transport's write waits for readable */
-    int error;
-    void (*on_idle)(struct io_stream *s, unsigned what, void *arg);
-    void *idle_arg;
-    struct splice_side *splice; /* spliced to another stream (io_splice) */
-    struct event rev, wev;
-    size_t read_max;
-    bool reading;                /* the owner wants reads (io_set_reading) */
-    bool rev_added;              /* rev is in the loop */
-    bool wev_added;              /* wev is in the loop: output is left, or connecting */
-    bool lazy;                   /* not polled until a read is needed (io_stream_accepted) */
-    int64_t last_read;           /* when bytes last arrived (loop_now) */
-    uint32_t read_chunk;         /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
-    struct io_stream *next_free; /* in the pool of freed streams */
+    bool reading;          /* the owner wants reads (io_set_reading) */
+    bool rev_added;        /* rev is in the loop */
+    bool wev_added;        /* wev is in the loop: output is left, or connecting */
+    bool lazy;             /* not polled until a read is needed (io_stream_accepted) */
 };
 
+/* Gives a parked stream its buffers back. Returns false when out of
+ * memory. */
+bool io_attach(struct io_stream *s);
 /* Keeps the read event in the loop exactly while a read may be done. */
 void io_rev_update(struct io_stream *s);
 /* Writes what the output holds now (never waits; errors show later). */

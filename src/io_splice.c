@@ -212,6 +212,8 @@ int io_splice(struct io_stream *a, struct io_stream *b, size_t high, int64_t idl
         misuse("io_splice", "a coroutine waits on a stream to splice");
     if (a->splice || b->splice)
         misuse("io_splice", "a stream is already spliced");
+    if (!io_attach(a) || !io_attach(b)) /* its chains change hands */
+        return -ENOMEM;
     struct io_splice *sp = calloc(1, sizeof(*sp));
     if (!sp)
         return -ENOMEM;

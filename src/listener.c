@@ -369,7 +369,7 @@ static void close_after_next(struct worker *w, int lfd)
         return;
     for (struct conn *c = w->conns; c; c = c->next) {
         socklen_t clen = sizeof(ca);
-        if (getsockname(io_fd(c->s), (struct sockaddr *)&ca, &clen) == 0 &&
+        if (getsockname(io_fd(c->side.s), (struct sockaddr *)&ca, &clen) == 0 &&
             accepted_on(&la, &ca, clen, llen))
             c->side.close_after = true;
     }

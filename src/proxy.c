@@ -243,11 +243,15 @@ bool proxy_request(struct request *r, int status)
     }
     /* Who is asking, before any other policy (a rate limit may key on it). */
     if (r->route->auth) {
-        status = auth_check(r->route->auth, &r->req, time(NULL), &r->auth);
+        if (!r->auth && !(r->auth = calloc(1, sizeof(*r->auth)))) {
+            answer_error(r, 503, "out of memory");
+            return r->keep_alive;
+        }
+        status = auth_check(r->route->auth, &r->req, time(NULL), r->auth);
         if (status == AUTH_PENDING) /* a password to hash, off the loop */
-            status = auth_pool_check(r->route->auth, &r->auth, r->w->loop,
+            status = auth_pool_check(r->route->auth, r->auth, r->w->loop,
                                      request_phase_deadline(r, AUTH_POOL_TIMEOUT_MS));
-        r->identity = r->auth.identity;
+        r->identity = r->auth->identity;
         if (status) {
             request_answer_auth(r, status);
             return r->keep_alive;
@@ -753,8 +757,8 @@ static int build_upstream_head(struct request *r, const struct config_server *se
     if (n >= 0 && rt->client_cert) /* after the rules: they cannot forge these */
         n = client_cert_headers(r, rt->client_cert, sc->out, (size_t)n, sc->out_cap);
     if (n >= 0 && r->identity) /* auth's fields last: neither client nor route overrides them */
-        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, r->auth.set, r->auth.nset, NULL, 0,
-                            r->auth.remove, r->auth.nremove);
+        n = headers_rewrite(sc->out, (size_t)n, sc->out_cap, r->auth->set, r->auth->nset, NULL, 0,
+                            r->auth->remove, r->auth->nremove);
     if (n < 0)
         return n;
     struct http1_head_out h = {
@@ -762,8 +766,9 @@ static int build_upstream_head(struct request *r, const struct config_server *se
         .method_len = r->req.method_len,
         .path = sc->path,
         .path_len = plen,
-        .query = r->identity && r->auth.query_rewritten ? r->auth.query : r->req.query,
-        .query_len = r->identity && r->auth.query_rewritten ? r->auth.query_len : r->req.query_len,
+        .query = r->identity && r->auth->query_rewritten ? r->auth->query : r->req.query,
+        .query_len =
+            r->identity && r->auth->query_rewritten ? r->auth->query_len : r->req.query_len,
         .headers = sc->out,
         .nheaders = (size_t)n,
         .body = r->req.body,
@@ -871,7 +876,11 @@ static enum fail exchange(struct request *r, struct io_stream *up)
             w.write_below = OUT_HIGH / 2;
             deadline = request_phase_deadline(r, r->tmo->upstream_send);
         }
+        if (r->req_body.done) /* a long wait for the answer holds no buffers */
+            w.events |= IO_PARK;
         int rc = r->side->ops->wait(r, what, &w, deadline);
+        uout = io_output(up); /* parked meanwhile: fetched again */
+        uin = io_input(up);
         if (rc == -ETIMEDOUT) {
             if (r->req_body.done)
                 return FAIL_UP_TIMEOUT;

@@ -34,7 +34,9 @@ static void request_free(struct request *r)
     free(r->head);
     free(r->hdrs);
     free(r->pathbuf);
-    auth_out_fini(&r->auth);
+    if (r->auth)
+        auth_out_fini(r->auth);
+    free(r->auth);
     free(r);
 }
 
@@ -190,10 +192,10 @@ void request_answer_auth(struct request *r, int status)
     char body[512];
     const char *why = status == 401 ? "unauthorized" : status == 403 ? "forbidden" : "unavailable";
     size_t n = reply_error_json(body, sizeof(body), status, why, r->id, r->id_len);
-    struct http1_header www = {"WWW-Authenticate", 16, r->auth.challenge,
-                               r->auth.challenge ? strlen(r->auth.challenge) : 0};
-    struct config_header_rules rules = {.add = &www, .nadd = status == 401 && r->auth.challenge};
-    r->error = r->auth.why ? r->auth.why : why;
+    struct http1_header www = {"WWW-Authenticate", 16, r->auth->challenge,
+                               r->auth->challenge ? strlen(r->auth->challenge) : 0};
+    struct config_header_rules rules = {.add = &www, .nadd = status == 401 && r->auth->challenge};
+    r->error = r->auth->why ? r->auth->why : why;
     request_answer(r, status, "application/json", body, n, false, &rules);
 }
 

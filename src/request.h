@@ -214,7 +214,10 @@ struct request {
     struct evbuffer *replay; /* see body_sent; drained after each request */
     bool *tried;             /* servers of the upstream this request tried */
     size_t tried_cap;
-    struct auth_out auth; /* the route's auth check (auth_check resets it) */
+    /* The route's auth check (auth_check resets it): allocated for the
+     * first route with auth the pooled request serves (776 bytes that
+     * every other request, and every waiting one, would hold). */
+    struct auth_out *auth;
 };
 
 /*

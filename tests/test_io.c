@@ -35,6 +35,7 @@
 #include "check_helpers.h"
 #include "coro.h"
 #include "io.h"
+#include "io_internal.h"
 #include "loop.h"
 
 #define MS(t) ((t) / LOOP_MS)
@@ -1864,6 +1865,104 @@ START_TEST(lazy_stream_polls_only_when_needed)
 }
 END_TEST
 
+/* A parked stream (new, or io_park between requests) holds no buffers
+ * and no write event; bytes, a read or a write take them back. */
+START_TEST(parked_stream_holds_no_buffers)
+{
+    struct loop *loop = new_loop(8);
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    ck_assert_ptr_null(lz.s->bufs); /* new: parked */
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_read_soon(lz.s);
+    run_loop(loop, 0);
+    ck_assert_ptr_null(lz.s->bufs); /* a read that found nothing takes none */
+    write_all(lz.peer, "abc", 3);
+    run_loop(loop, 300);
+    ck_assert_uint_eq(lz.readable, 1);
+    ck_assert_ptr_nonnull(lz.s->bufs);
+    ck_assert_uint_eq(io_input_length(lz.s), 3);
+    io_park(lz.s); /* input left: stays */
+    ck_assert_ptr_nonnull(lz.s->bufs);
+    evbuffer_drain(io_input(lz.s), 3);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->bufs);
+    ck_assert_uint_eq(io_input_length(lz.s), 0);
+    /* A coroutine that waits on a parked stream reads what comes. */
+    io_set_idle(lz.s, NULL, NULL);
+    spawn(loop, lz_read, NULL);
+    after_ms(loop, 10, on_write_byte, &lz.peer);
+    run_loop(loop, 0);
+    ck_assert_int_eq(lz.got, 1);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->bufs);
+    /* Writing takes them back too, and the bytes arrive. */
+    ck_assert_int_eq(io_write(lz.s, "xy", 2, 0, LOOP_NEVER), 0);
+    char got[2];
+    ck_assert_int_eq(read(lz.peer, got, 2), 2);
+    ck_assert_int_eq(memcmp(got, "xy", 2), 0);
+    io_stream_free(lz.s);
+    close(lz.peer);
+    end_loop(loop);
+}
+END_TEST
+
+/* IO_PARK: with a crowd of waits, a stream is parked for the wait, and
+ * what arrives meanwhile is read after it. */
+static struct {
+    struct coro *crowd[IO_PARK_CROWD];
+    bool parked_meanwhile;
+    int got;
+} pk;
+
+static void pk_crowd(void *arg)
+{
+    (void)arg;
+    struct io_want w = {.events = IO_SIGNAL};
+    io_wait(&w, 1, loop_deadline(10 * LOOP_SEC));
+}
+
+static void pk_check_and_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    pk.parked_meanwhile = lz.s->bufs == NULL;
+    write_all(lz.peer, "z", 1);
+}
+
+static void pk_parker(void *arg)
+{
+    struct loop *loop = arg;
+    ck_assert_int_eq(io_read_at_least(lz.s, 2, loop_deadline(5 * LOOP_SEC)), 0);
+    evbuffer_drain(io_input(lz.s), 2); /* attached, and empty again */
+    after_ms(loop, 20, pk_check_and_write, NULL);
+    struct io_want w = {.stream = lz.s, .events = IO_READABLE | IO_PARK};
+    pk.got = io_wait(&w, 1, loop_deadline(5 * LOOP_SEC));
+    ck_assert_uint_eq(evbuffer_get_length(io_input(lz.s)), 1);
+    for (unsigned i = 0; i < IO_PARK_CROWD; i++)
+        io_signal(pk.crowd[i]);
+}
+
+START_TEST(crowded_wait_parks_its_streams)
+{
+    struct loop *loop = new_loop(IO_PARK_CROWD + 8);
+    memset(&lz, 0, sizeof(lz));
+    memset(&pk, 0, sizeof(pk));
+    lz.s = lazy_pair(loop, &lz.peer);
+    for (unsigned i = 0; i < IO_PARK_CROWD; i++)
+        pk.crowd[i] = spawn(loop, pk_crowd, NULL);
+    write_all(lz.peer, "ab", 2);
+    spawn(loop, pk_parker, loop);
+    run_loop(loop, 0);
+    ck_assert_int_eq(pk.got, 1);
+    ck_assert(pk.parked_meanwhile);
+    io_stream_free(lz.s);
+    close(lz.peer);
+    end_loop(loop);
+}
+END_TEST
+
 /* loop_free_later: the object outlives the callback chain that queued it. */
 static struct {
     int freed;
@@ -2387,6 +2486,8 @@ int main(void)
     tcase_add_test(tc, reset_gives_econnreset);
     tcase_add_test(tc, idle_callback_reports_readable_and_eof);
     tcase_add_test(tc, lazy_stream_polls_only_when_needed);
+    tcase_add_test(tc, parked_stream_holds_no_buffers);
+    tcase_add_test(tc, crowded_wait_parks_its_streams);
     tcase_add_test(tc, free_later_runs_after_the_callback);
     suite_add_tcase(s, tc);
 
