@@ -132,6 +132,9 @@ def test_gauges_and_process():
     be, f = setup()
     c = Client(f.port)
     c.send(build_request("GET", "/api/slow?ms=1500"))
+    # The request is in flight before its upstream connect completes: wait
+    # for both, so that a loaded machine does not catch the gap between.
+    wait_until(lambda: be.stats()["requests"] == 1, what="the request at the backend")
     wait_until(lambda: value(scrape(f)[0], "ferry_requests_in_flight") == 1,
                what="one request in flight")
     s, types = scrape(f)
