@@ -131,7 +131,8 @@ static int acquire(struct io_stream *watch, int64_t ms, struct upstream_conn **u
     return upstream_acquire(u.set, u.up, 0, false, loop_deadline(ms * LOOP_MS), watch, uc, &reused);
 }
 
-/* A: holds the slot 50 ms, gives it back and asks again at once. */
+/* A: holds the slot 200 ms, gives it back and asks again at once (long
+ * enough that a loaded machine's late wake-ups do not reorder the line). */
 static void holder_fn(void *arg)
 {
     (void)arg;
@@ -139,7 +140,7 @@ static void holder_fn(void *arg)
     u.rc[0] = acquire(NULL, 2000, &uc);
     ck_assert_int_eq(u.rc[0], 0);
     mark('A');
-    io_sleep(loop_deadline(50 * LOOP_MS));
+    io_sleep(loop_deadline(200 * LOOP_MS));
     upstream_release(uc, true);
     u.rc[1] = acquire(NULL, 2000, &uc);
     mark('a');
@@ -172,7 +173,7 @@ START_TEST(line_is_first_come_first_served)
     ck_assert_int_eq(loop_spawn(u.loop, waiter_fn, (void *)(intptr_t)2, NULL), 0);
     run_for(10);
     ck_assert_int_eq(loop_spawn(u.loop, waiter_fn, (void *)(intptr_t)3, NULL), 0);
-    run_for(300);
+    run_for(600);
     u.order[u.norder] = '\0';
     /* A's second request (a) waits behind B and C, who came before it. */
     ck_assert_str_eq(u.order, "ABCa");
@@ -252,9 +253,9 @@ START_TEST(watched_client_gone_leaves_the_line)
     struct timeval tv = {0, 20000};
     ck_assert_int_eq(event_base_once(loop_base(u.loop), -1, EV_TIMEOUT, on_close_peer, NULL, &tv),
                      0);
-    run_for(300);
+    run_for(600);
     ck_assert_int_eq(u.rc[2], -ECONNABORTED);
-    ck_assert_int_lt(MS(u.t[2]), 45); /* before A freed the slot at 50 ms */
+    ck_assert_int_lt(MS(u.t[2]), 150); /* before A freed the slot at 200 ms */
     ck_assert_int_eq(u.rc[3], 0);
     u.order[u.norder] = '\0';
     ck_assert_str_eq(u.order, "ACa");
