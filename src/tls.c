@@ -183,12 +183,17 @@ static int ticket_init(const struct ticket_key *k, unsigned char *iv, EVP_CIPHER
     return 0;
 }
 
-/* OpenSSL's ticket callback: encrypt with the current key; decrypt with
- * the current (1) or the previous one (2: the client gets a new ticket). */
+/*
+ * OpenSSL's ticket callback: encrypt with the current key; decrypt with
+ * the current (1) or the previous one (2: the client gets a new ticket).
+ * TLS 1.3 asks for a new ticket (2) after every resumption: a client uses
+ * a ticket once (RFC 8446, C.4), and without a fresh one its next
+ * connection would be a full handshake, as OpenSSL's own keys (nginx)
+ * and HAProxy send one.
+ */
 static int on_ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
-    (void)ssl;
     struct ticket_key cur, prev;
     bool have_prev;
     int r = 0;
@@ -198,7 +203,8 @@ static int on_ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[
         memcpy(key_name, cur.name, 16);
         r = RAND_bytes(iv, 16) == 1 && ticket_init(&cur, iv, cctx, hctx, 1) == 0 ? 1 : -1;
     } else if (memcmp(key_name, cur.name, 16) == 0) {
-        r = ticket_init(&cur, iv, cctx, hctx, 0) == 0 ? 1 : -1;
+        r = ticket_init(&cur, iv, cctx, hctx, 0) == 0 ? (SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1)
+                                                      : -1;
     } else if (have_prev && memcmp(key_name, prev.name, 16) == 0) {
         r = ticket_init(&prev, iv, cctx, hctx, 0) == 0 ? 2 : -1;
     }

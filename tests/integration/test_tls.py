@@ -155,6 +155,23 @@ def test_resumption_across_workers():
     check("Reused, TLSv1.2" in out, "TLS 1.2 ticket resumption:\n" + out)
 
 
+def test_resumed_handshake_gets_a_new_ticket():
+    """TLS 1.3: two tickets after a full handshake and a fresh one after
+    each resumption (a client uses a ticket once: without a new one its
+    next connection would be a full handshake), as nginx and HAProxy."""
+    f = tls_ferry(workers=2)
+    sess = [os.path.join(f.dir, "chain%d.pem" % i) for i in range(4)]
+    out = s_client(f, "-servername", "a.test", "-sess_out", sess[0], linger=0.5)
+    check("New, TLSv1.3" in out, "first handshake:\n" + out)
+    eq(out.count("New Session Ticket arrived"), 2, "tickets after a full handshake")
+    for i in range(1, 4):
+        out = s_client(f, "-servername", "a.test", "-sess_in", sess[i - 1], "-sess_out", sess[i],
+                       linger=0.5)
+        check("Reused, TLSv1.3" in out, "resumption %d resumes the last ticket:\n%s" % (i, out))
+        eq(out.count("New Session Ticket arrived"), 1, "tickets after resumption %d" % i)
+    f.assert_alive()
+
+
 def test_old_protocols_refused():
     f = tls_ferry()
     out = s_client(f, "-servername", "a.test", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
