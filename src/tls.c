@@ -169,6 +169,10 @@ static bool ticket_keys(struct ticket_key *cur, struct ticket_key *prev, bool *h
     return ok;
 }
 
+/* The tickets' cipher, fetched once (tls_config_load): EVP_aes_256_cbc()
+ * would look it up by name in OpenSSL's provider store at every ticket. */
+static EVP_CIPHER *ticket_cipher;
+
 static int ticket_init(const struct ticket_key *k, unsigned char *iv, EVP_CIPHER_CTX *cctx,
                        EVP_MAC_CTX *hctx, int enc)
 {
@@ -177,7 +181,8 @@ static int ticket_init(const struct ticket_key *k, unsigned char *iv, EVP_CIPHER
         OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac));
     params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
     params[2] = OSSL_PARAM_construct_end();
-    if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv, enc) != 1 ||
+    const EVP_CIPHER *cipher = ticket_cipher ? ticket_cipher : EVP_aes_256_cbc();
+    if (EVP_CipherInit_ex(cctx, cipher, NULL, k->aes, iv, enc) != 1 ||
         EVP_MAC_CTX_set_params(hctx, params) != 1)
         return -1;
     return 0;
@@ -902,6 +907,8 @@ int tls_config_load(struct config *cfg, FILE *diag)
     struct loader ld = {.cfg = cfg, .diag = diag};
     if (slot_index < 0)
         slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    if (!ticket_cipher) /* kept for the life of the process */
+        ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         struct config_tls *t = cfg->listeners[i].tls;
         if (t && !(t->ctx = server_load(&ld, t, cfg->listeners[i].addr.text)) && !ld.errors)
