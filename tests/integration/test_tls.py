@@ -172,6 +172,47 @@ def test_resumed_handshake_gets_a_new_ticket():
     f.assert_alive()
 
 
+def _ends_with_close_notify(port, request):
+    """Sends request over TLS and reads to the end: (True when the answer
+    ended with close_notify, False at a bare EOF; the bytes read)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                        server_hostname="a.test", suppress_ragged_eofs=False)
+    t.sendall(request)
+    got = b""
+    try:
+        while True:
+            d = t.recv(65536)
+            if not d:
+                return True, got
+            got += d
+    except ssl.SSLEOFError:
+        return False, got
+    finally:
+        t.close()
+
+
+def test_close_notify_after_a_whole_answer_only():
+    """A connection closed after a whole answer ends with close_notify
+    (RFC 8446 6.1), as nginx and HAProxy; one cut short (the upstream died
+    mid-body) does not, so a close-delimited body cannot look complete."""
+    b = backend()
+    f = tls_ferry(routes=[route("up", "/", upstream="be")], upstreams={"be": servers(b)})
+    for req in (b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+                b"GET /x HTTP/1.0\r\nHost: a.test\r\n\r\n"):
+        notify, got = _ends_with_close_notify(f.port, req)
+        check(got.startswith(b"HTTP/1.1 200") and notify,
+              "a whole answer ends with close_notify (%r, %r)" % (notify, got[:60]))
+    for req in (b"GET /cut?bytes=100000&sent=1000 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+                b"GET /cut?bytes=100000&sent=1000 HTTP/1.0\r\nHost: a.test\r\n\r\n"):
+        notify, got = _ends_with_close_notify(f.port, req)
+        check(got.startswith(b"HTTP/1.1 200") and not notify,
+              "a body cut short ends without close_notify (%r, %r)" % (notify, got[:60]))
+    f.assert_alive()
+
+
 def test_old_protocols_refused():
     f = tls_ferry()
     out = s_client(f, "-servername", "a.test", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
