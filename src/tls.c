@@ -169,6 +169,30 @@ static bool ticket_keys(struct ticket_key *cur, struct ticket_key *prev, bool *h
     return ok;
 }
 
+/*
+ * A ticket's IV: 16 bytes of a per-thread batch taken from RAND_bytes 512
+ * bytes at a time. Each RAND_bytes call costs ~6,000 instructions whatever
+ * its length (the DRBG's locking and state update), paid once per ticket
+ * before. IVs are sent in the clear; they need only be unpredictable before
+ * use, which bytes in the thread's memory are. No fork follows the workers'
+ * start, so no two processes share a batch.
+ */
+#define TICKET_IV_BATCH 32
+static __thread unsigned char iv_batch[TICKET_IV_BATCH * 16];
+static __thread unsigned iv_left;
+
+static int ticket_iv(unsigned char iv[16])
+{
+    if (iv_left == 0) {
+        if (RAND_bytes(iv_batch, sizeof(iv_batch)) != 1)
+            return -1;
+        iv_left = TICKET_IV_BATCH;
+    }
+    iv_left--;
+    memcpy(iv, iv_batch + iv_left * 16, 16);
+    return 0;
+}
+
 /* The tickets' cipher, fetched once (tls_config_load): EVP_aes_256_cbc()
  * would look it up by name in OpenSSL's provider store at every ticket. */
 static EVP_CIPHER *ticket_cipher;
@@ -206,7 +230,7 @@ static int on_ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[
         return -1;
     if (enc) {
         memcpy(key_name, cur.name, 16);
-        r = RAND_bytes(iv, 16) == 1 && ticket_init(&cur, iv, cctx, hctx, 1) == 0 ? 1 : -1;
+        r = ticket_iv(iv) == 0 && ticket_init(&cur, iv, cctx, hctx, 1) == 0 ? 1 : -1;
     } else if (memcmp(key_name, cur.name, 16) == 0) {
         r = ticket_init(&cur, iv, cctx, hctx, 0) == 0 ? (SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1)
                                                       : -1;
