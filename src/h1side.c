@@ -76,6 +76,8 @@ void h1side_serve(void *arg)
      * the client sees its end while its unread body is drained. */
     if (!keep && linger)
         io_shutdown_write(side->s);
+    else if (!keep && !r->error && !r->no_log && !r->tunnel_uc && tls_is(side->s))
+        io_shutdown_write(side->s); /* a whole answer: close_notify (RFC 8446 6.1) */
     struct upstream_conn *tunnel = r->tunnel_uc;
     request_put(w, r);
     side->done(side, keep, linger, tunnel);

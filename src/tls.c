@@ -169,6 +169,34 @@ static bool ticket_keys(struct ticket_key *cur, struct ticket_key *prev, bool *h
     return ok;
 }
 
+/*
+ * A ticket's IV: 16 bytes of a per-thread batch taken from RAND_bytes 512
+ * bytes at a time. Each RAND_bytes call costs ~6,000 instructions whatever
+ * its length (the DRBG's locking and state update), paid once per ticket
+ * before. IVs are sent in the clear; they need only be unpredictable before
+ * use, which bytes in the thread's memory are. No fork follows the workers'
+ * start, so no two processes share a batch.
+ */
+#define TICKET_IV_BATCH 32
+static __thread unsigned char iv_batch[TICKET_IV_BATCH * 16];
+static __thread unsigned iv_left;
+
+static int ticket_iv(unsigned char iv[16])
+{
+    if (iv_left == 0) {
+        if (RAND_bytes(iv_batch, sizeof(iv_batch)) != 1)
+            return -1;
+        iv_left = TICKET_IV_BATCH;
+    }
+    iv_left--;
+    memcpy(iv, iv_batch + iv_left * 16, 16);
+    return 0;
+}
+
+/* The tickets' cipher, fetched once (tls_config_load): EVP_aes_256_cbc()
+ * would look it up by name in OpenSSL's provider store at every ticket. */
+static EVP_CIPHER *ticket_cipher;
+
 static int ticket_init(const struct ticket_key *k, unsigned char *iv, EVP_CIPHER_CTX *cctx,
                        EVP_MAC_CTX *hctx, int enc)
 {
@@ -177,18 +205,24 @@ static int ticket_init(const struct ticket_key *k, unsigned char *iv, EVP_CIPHER
         OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac));
     params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
     params[2] = OSSL_PARAM_construct_end();
-    if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv, enc) != 1 ||
+    const EVP_CIPHER *cipher = ticket_cipher ? ticket_cipher : EVP_aes_256_cbc();
+    if (EVP_CipherInit_ex(cctx, cipher, NULL, k->aes, iv, enc) != 1 ||
         EVP_MAC_CTX_set_params(hctx, params) != 1)
         return -1;
     return 0;
 }
 
-/* OpenSSL's ticket callback: encrypt with the current key; decrypt with
- * the current (1) or the previous one (2: the client gets a new ticket). */
+/*
+ * OpenSSL's ticket callback: encrypt with the current key; decrypt with
+ * the current (1) or the previous one (2: the client gets a new ticket).
+ * TLS 1.3 asks for a new ticket (2) after every resumption: a client uses
+ * a ticket once (RFC 8446, C.4), and without a fresh one its next
+ * connection would be a full handshake, as OpenSSL's own keys (nginx)
+ * and HAProxy send one.
+ */
 static int on_ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
-    (void)ssl;
     struct ticket_key cur, prev;
     bool have_prev;
     int r = 0;
@@ -196,9 +230,10 @@ static int on_ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[
         return -1;
     if (enc) {
         memcpy(key_name, cur.name, 16);
-        r = RAND_bytes(iv, 16) == 1 && ticket_init(&cur, iv, cctx, hctx, 1) == 0 ? 1 : -1;
+        r = ticket_iv(iv) == 0 && ticket_init(&cur, iv, cctx, hctx, 1) == 0 ? 1 : -1;
     } else if (memcmp(key_name, cur.name, 16) == 0) {
-        r = ticket_init(&cur, iv, cctx, hctx, 0) == 0 ? 1 : -1;
+        r = ticket_init(&cur, iv, cctx, hctx, 0) == 0 ? (SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1)
+                                                      : -1;
     } else if (have_prev && memcmp(key_name, prev.name, 16) == 0) {
         r = ticket_init(&prev, iv, cctx, hctx, 0) == 0 ? 2 : -1;
     }
@@ -896,6 +931,8 @@ int tls_config_load(struct config *cfg, FILE *diag)
     struct loader ld = {.cfg = cfg, .diag = diag};
     if (slot_index < 0)
         slot_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    if (!ticket_cipher) /* kept for the life of the process */
+        ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         struct config_tls *t = cfg->listeners[i].tls;
         if (t && !(t->ctx = server_load(&ld, t, cfg->listeners[i].addr.text)) && !ld.errors)
@@ -940,6 +977,16 @@ struct tls_conn {
     char *subject, *fingerprint; /* the verified client certificate's, made once */
     bool identity_done;
 };
+
+/* Empties this thread's error queue before an SSL call, so that
+ * SSL_get_error reads only what the call left. Looked at first: clearing
+ * an empty queue costs OpenSSL ~800 instructions (it wipes every slot),
+ * twice per keep-alive request. */
+static inline void err_clear(void)
+{
+    if (ERR_peek_error())
+        ERR_clear_error();
+}
 
 static __thread const char *last_failure;
 static __thread unsigned char gather[TLS_RECORD];
@@ -1085,7 +1132,7 @@ static int tp_handshake(struct io_stream *s)
         if (r < 0)
             return r;
     }
-    ERR_clear_error();
+    err_clear();
     int r = SSL_do_handshake(t->ssl);
     if (r == 1) {
         t->done = true;
@@ -1111,7 +1158,7 @@ static ssize_t tp_readv(struct io_stream *s, struct iovec *v, int n)
     struct tls_conn *t = io_transport_ctx(s);
     if (t->err)
         return t->err;
-    ERR_clear_error();
+    err_clear();
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         char *p = v[i].iov_base;
@@ -1139,7 +1186,7 @@ static ssize_t tp_writev(struct io_stream *s, const struct iovec *v, int n)
     struct tls_conn *t = io_transport_ctx(s);
     if (t->err)
         return t->err;
-    ERR_clear_error();
+    err_clear();
     size_t total = 0, off = 0;
     int i = 0;
     while (i < n) {
@@ -1186,7 +1233,7 @@ static int tp_shutdown(struct io_stream *s)
 {
     struct tls_conn *t = io_transport_ctx(s);
     if (t->done && !t->err) {
-        ERR_clear_error();
+        err_clear();
         SSL_shutdown(t->ssl); /* close_notify, if the socket takes it */
     }
     return shutdown(io_transport_fd(s), SHUT_WR) == 0 ? 0 : -errno;

@@ -155,6 +155,64 @@ def test_resumption_across_workers():
     check("Reused, TLSv1.2" in out, "TLS 1.2 ticket resumption:\n" + out)
 
 
+def test_resumed_handshake_gets_a_new_ticket():
+    """TLS 1.3: two tickets after a full handshake and a fresh one after
+    each resumption (a client uses a ticket once: without a new one its
+    next connection would be a full handshake), as nginx and HAProxy."""
+    f = tls_ferry(workers=2)
+    sess = [os.path.join(f.dir, "chain%d.pem" % i) for i in range(4)]
+    out = s_client(f, "-servername", "a.test", "-sess_out", sess[0], linger=0.5)
+    check("New, TLSv1.3" in out, "first handshake:\n" + out)
+    eq(out.count("New Session Ticket arrived"), 2, "tickets after a full handshake")
+    for i in range(1, 4):
+        out = s_client(f, "-servername", "a.test", "-sess_in", sess[i - 1], "-sess_out", sess[i],
+                       linger=0.5)
+        check("Reused, TLSv1.3" in out, "resumption %d resumes the last ticket:\n%s" % (i, out))
+        eq(out.count("New Session Ticket arrived"), 1, "tickets after resumption %d" % i)
+    f.assert_alive()
+
+
+def _ends_with_close_notify(port, request):
+    """Sends request over TLS and reads to the end: (True when the answer
+    ended with close_notify, False at a bare EOF; the bytes read)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                        server_hostname="a.test", suppress_ragged_eofs=False)
+    t.sendall(request)
+    got = b""
+    try:
+        while True:
+            d = t.recv(65536)
+            if not d:
+                return True, got
+            got += d
+    except ssl.SSLEOFError:
+        return False, got
+    finally:
+        t.close()
+
+
+def test_close_notify_after_a_whole_answer_only():
+    """A connection closed after a whole answer ends with close_notify
+    (RFC 8446 6.1), as nginx and HAProxy; one cut short (the upstream died
+    mid-body) does not, so a close-delimited body cannot look complete."""
+    b = backend()
+    f = tls_ferry(routes=[route("up", "/", upstream="be")], upstreams={"be": servers(b)})
+    for req in (b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+                b"GET /x HTTP/1.0\r\nHost: a.test\r\n\r\n"):
+        notify, got = _ends_with_close_notify(f.port, req)
+        check(got.startswith(b"HTTP/1.1 200") and notify,
+              "a whole answer ends with close_notify (%r, %r)" % (notify, got[:60]))
+    for req in (b"GET /cut?bytes=100000&sent=1000 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+                b"GET /cut?bytes=100000&sent=1000 HTTP/1.0\r\nHost: a.test\r\n\r\n"):
+        notify, got = _ends_with_close_notify(f.port, req)
+        check(got.startswith(b"HTTP/1.1 200") and not notify,
+              "a body cut short ends without close_notify (%r, %r)" % (notify, got[:60]))
+    f.assert_alive()
+
+
 def test_old_protocols_refused():
     f = tls_ferry()
     out = s_client(f, "-servername", "a.test", "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
