@@ -417,12 +417,10 @@ static void *local_first(struct coro *c, size_t size, void (*fini)(void *area))
 void *coro_local(size_t size, void (*fini)(void *area))
 {
     struct coro *c = current;
+    if (c && c->local_init) /* once per request: kept short */
+        return c->local;
     CORO_CHECK(c != NULL, "coro_local", "called outside a coroutine");
-    if (!c->local_init)
-        return local_first(c, size, fini);
-    CORO_CHECK(size <= c->pool->local_size && fini == c->pool->local_fini, "coro_local",
-               "another kind of local area than the pool's");
-    return c->local;
+    return local_first(c, size, fini);
 }
 
 struct coro_slots *coro_slots(struct coro *c)

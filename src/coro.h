@@ -112,8 +112,8 @@ int coro_defer(void (*fn)(void *arg), void *arg);
  * from a coroutine created before that, or one that would not fit the top
  * page with the struct coro: the caller then keeps its state elsewhere
  * (the heap). Must be called from a coroutine. One kind of area per pool:
- * asking for a larger size or another fini than the first call's aborts
- * once the stack's area was handed out (returns NULL before).
+ * size and fini are checked against the first call's when a stack's area
+ * is first handed out (NULL when larger or another), not on later calls.
  */
 void *coro_local(size_t size, void (*fini)(void *area));
 

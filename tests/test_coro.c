@@ -972,36 +972,6 @@ START_TEST(local_area_larger_than_the_page_refused)
 }
 END_TEST
 
-static void local_other_kind_fn(void *arg)
-{
-    (void)arg;
-    (void)coro_local(LOCAL_SIZE, other_fini);
-    _exit(3);
-}
-
-static void local_other_kind_child(void *arg)
-{
-    (void)arg;
-    struct coro_pool *pool = coro_pool_new(CORO_STACK_DEFAULT, 1);
-    struct local_run a = {.size = LOCAL_SIZE, .fini = local_fini};
-    struct local_run b = a;
-    coro_resume_gate(true);
-    local_run(pool, &a); /* reserves */
-    local_run(pool, &b); /* hands the area out on the pooled stack */
-    struct coro *c;
-    if (!b.got || coro_new(pool, local_other_kind_fn, NULL, &c) != 0)
-        _exit(2);
-    coro_resume(c);
-    _exit(4);
-}
-
-START_TEST(local_area_of_another_kind_aborts)
-{
-    static struct check_child r;
-    check_run_child(local_other_kind_child, NULL, &r);
-    check_assert_aborted_naming(&r, "coro_local");
-}
-END_TEST
 
 /* Each test starts from clean globals, also under CK_FORK=no. */
 static void reset_globals(void)
@@ -1046,7 +1016,6 @@ int main(void)
     tcase_add_test(tc, coro_new_fails_cleanly_out_of_address_space);
     tcase_add_test(tc, local_area_in_the_top_page_kept_across_reuse);
     tcase_add_test(tc, local_area_larger_than_the_page_refused);
-    tcase_add_test(tc, local_area_of_another_kind_aborts);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("guard");
