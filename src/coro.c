@@ -395,10 +395,10 @@ static void *local_first(struct coro *c, size_t size, void (*fini)(void *area))
     struct coro_pool *pool = c->pool;
     size = round_up(size, 64);
     if (!pool->local_size) {
-        /* The area and the struct coro stay within the top page, which
-         * coro_release keeps. */
+        /* The struct coro, the area and the frames down to the await stay
+         * within the top page, which coro_release keeps. */
         size_t coro_size = (size_t)(c->map + c->map_size - (char *)c);
-        if (coro_size + size > page_size || size > pool->stack_size / 4)
+        if (coro_size + size + CORO_LOCAL_FRAMES > page_size || size > pool->stack_size / 4)
             return NULL;
         pool->local_size = size;
         pool->local_fini = fini;

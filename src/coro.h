@@ -46,6 +46,12 @@
 /* A released stack is trimmed when it waited below the kept pages, and in
  * any case every this many releases of its pool. */
 #define CORO_TRIM_EVERY 256u
+/* Room a local area (coro_local) leaves in the top page for the frames
+ * down to a coroutine's await point (1,704 bytes for a request waiting on
+ * its upstream on x86_64): an area that would leave less is refused, so
+ * that it never pushes a waiting coroutine into a second page (as the
+ * ucontext build's larger struct coro would). */
+#define CORO_LOCAL_FRAMES 1792u
 
 struct coro;
 struct coro_pool;
@@ -109,8 +115,9 @@ int coro_defer(void (*fn)(void *arg), void *arg);
  *
  * The first call on a pool reserves the area for the coroutines created
  * after it (the stack starts below it) and returns NULL, as does a call
- * from a coroutine created before that, or one that would not fit the top
- * page with the struct coro: the caller then keeps its state elsewhere
+ * from a coroutine created before that, or one that would not leave
+ * CORO_LOCAL_FRAMES of the top page to the frames under the struct coro
+ * and the area: the caller then keeps its state elsewhere
  * (the heap). Must be called from a coroutine. One kind of area per pool:
  * size and fini are checked against the first call's when a stack's area
  * is first handed out (NULL when larger or another), not on later calls.

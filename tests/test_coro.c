@@ -831,7 +831,7 @@ END_TEST
 
 /* --- the local area (coro_local) ------------------------------------------ */
 
-#define LOCAL_SIZE 1000
+#define LOCAL_SIZE 640
 
 static unsigned local_fini_n;
 static void *local_fini_area[4];
@@ -949,16 +949,18 @@ START_TEST(local_area_in_the_top_page_kept_across_reuse)
 }
 END_TEST
 
-START_TEST(local_area_larger_than_the_page_refused)
+/* An area that would leave the frames less than CORO_LOCAL_FRAMES of the
+ * top page is refused and reserves nothing. */
+START_TEST(local_area_crowding_the_frames_refused)
 {
-    size_t pg = page_size();
+    size_t too_big = page_size() - CORO_LOCAL_FRAMES;
     local_fini_n = 0;
     struct coro_pool *pool = coro_pool_new(CORO_STACK_DEFAULT, 4);
     ck_assert_ptr_nonnull(pool);
-    struct local_run a = {.size = pg, .fini = local_fini, .mark = 0x11};
+    struct local_run a = {.size = too_big, .fini = local_fini, .mark = 0x11};
     local_run(pool, &a);
     ck_assert_ptr_null(a.got);
-    struct local_run b = {.size = pg, .fini = local_fini, .mark = 0x11};
+    struct local_run b = {.size = too_big, .fini = local_fini, .mark = 0x11};
     local_run(pool, &b);
     ck_assert_ptr_null(b.got); /* nothing was reserved */
     struct local_run c = {.size = LOCAL_SIZE, .fini = local_fini, .mark = 0x11};
@@ -971,7 +973,6 @@ START_TEST(local_area_larger_than_the_page_refused)
     ck_assert_uint_eq(local_fini_n, 1);
 }
 END_TEST
-
 
 /* Each test starts from clean globals, also under CK_FORK=no. */
 static void reset_globals(void)
@@ -1015,7 +1016,7 @@ int main(void)
     tcase_add_test(tc, pool_trims_leaf_depth_eventually);
     tcase_add_test(tc, coro_new_fails_cleanly_out_of_address_space);
     tcase_add_test(tc, local_area_in_the_top_page_kept_across_reuse);
-    tcase_add_test(tc, local_area_larger_than_the_page_refused);
+    tcase_add_test(tc, local_area_crowding_the_frames_refused);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("guard");

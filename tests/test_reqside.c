@@ -490,6 +490,12 @@ START_TEST(request_lives_in_its_stack_page)
 
     forward_one("GET /b HTTP/1.1\r\nHost: example.test\r\n\r\n", answer);
     ck_assert_int_eq(run.status, 200);
+#ifdef FERRY_CORO_UCONTEXT
+    /* A ucontext_t in the struct coro leaves no room for the object and
+     * the frames in one page: the heap's, as before. */
+    ck_assert(!run.on_stack);
+    return;
+#endif
     ck_assert(run.on_stack);
     ck_assert(run.inline_hdrs);
     ck_assert(run.snap_released);
