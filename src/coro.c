@@ -83,7 +83,7 @@ struct coro {
     char *map;        /* start of the mapping (guard) */
     size_t map_size;  /* guard + stack */
     char *stack_low;  /* lowest usable stack byte (just above the guard) */
-    char *stack_high; /* where the stack starts (below this struct) */
+    char *stack_high; /* where the stack starts (under the local area, or this struct) */
     char *low_water;  /* lowest frame seen at a yield since coro_new */
     char *local;      /* the entry's area (coro_local): between the stack and this struct */
     bool local_init;  /* local was handed out (zeroed) on this stack: fini it at unmap */
@@ -533,11 +533,11 @@ int coro_new(struct coro_pool *pool, void (*fn)(void *arg), void *arg, struct co
     /* The stack starts under the local area, when the pool reserves one. A
      * stack mapped before the reservation gets the area now: what its
      * earlier frames left there is cleared when it is first handed out. */
-    if (pool->local_size && !c->local) {
+    if (!c->local && pool->local_size) {
         c->local = (char *)c - pool->local_size;
         c->local_init = false;
+        c->stack_high = c->local;
     }
-    c->stack_high = c->local ? c->local : (char *)c;
     c->low_water = c->stack_high;
     c->cancel_hook = NULL;
     c->cancel_arg = NULL;
