@@ -3,11 +3,14 @@
  *
  * Memory layout of one coroutine, a single mmap of guard + stack:
  *
- *   low   [ guard: CORO_GUARD_SIZE, PROT_NONE ][ stack ......... | struct coro ]  high
+ *   low   [ guard: CORO_GUARD_SIZE, PROT_NONE ][ stack ...... | local | struct coro ]  high
  *
  * The struct coro lives at the top of its own stack mapping, so creating a
  * coroutine is one mmap (two VMAs once the guard is mprotected) and the
- * struct's page is always among the top pages kept on release.
+ * struct's page is always among the top pages kept on release. The local
+ * area (coro_local) sits right under it, in the same page, and the stack
+ * starts under that: the page a waiting coroutine holds anyway holds the
+ * entry function's state too, and it stays with the stack in the pool.
  */
 #include "coro.h"
 
@@ -35,6 +38,7 @@
 #endif
 
 #ifdef CORO_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -79,8 +83,10 @@ struct coro {
     char *map;        /* start of the mapping (guard) */
     size_t map_size;  /* guard + stack */
     char *stack_low;  /* lowest usable stack byte (just above the guard) */
-    char *stack_high; /* where the stack starts (below this struct) */
+    char *stack_high; /* where the stack starts (under the local area, or this struct) */
     char *low_water;  /* lowest frame seen at a yield since coro_new */
+    char *local;      /* the entry's area (coro_local): between the stack and this struct */
+    bool local_init;  /* local was handed out (zeroed) on this stack: fini it at unmap */
 #ifdef HAVE_VALGRIND_VALGRIND_H
     unsigned valgrind_id;
 #endif
@@ -98,6 +104,8 @@ struct coro_pool {
     unsigned live;
     unsigned releases;
     struct coro *free;
+    size_t local_size; /* reserved under the struct coro of coroutines from now on */
+    void (*local_fini)(void *area);
 };
 
 static __thread struct coro *current;
@@ -380,6 +388,41 @@ void coro_set_cancel_hook(struct coro *c, void (*hook)(struct coro *c, void *arg
     c->cancel_arg = arg;
 }
 
+/* coro_local's first call on a stack: reserves the pool's area if it has
+ * none yet, clears this stack's. */
+static void *local_first(struct coro *c, size_t size, void (*fini)(void *area))
+{
+    struct coro_pool *pool = c->pool;
+    size = round_up(size, 64);
+    if (!pool->local_size) {
+        /* The struct coro, the area and the frames down to the await stay
+         * within the top page, which coro_release keeps. */
+        size_t coro_size = (size_t)(c->map + c->map_size - (char *)c);
+        if (coro_size + size + CORO_LOCAL_FRAMES > page_size || size > pool->stack_size / 4)
+            return NULL;
+        pool->local_size = size;
+        pool->local_fini = fini;
+    }
+    if (!c->local || size > pool->local_size || fini != pool->local_fini)
+        return NULL;
+#ifdef CORO_ASAN
+    /* Frames of the stack's earlier coroutines may have left it poisoned. */
+    __asan_unpoison_memory_region(c->local, pool->local_size);
+#endif
+    memset(c->local, 0, pool->local_size);
+    c->local_init = true;
+    return c->local;
+}
+
+void *coro_local(size_t size, void (*fini)(void *area))
+{
+    struct coro *c = current;
+    if (c && c->local_init) /* once per request: kept short */
+        return c->local;
+    CORO_CHECK(c != NULL, "coro_local", "called outside a coroutine");
+    return local_first(c, size, fini);
+}
+
 struct coro_slots *coro_slots(struct coro *c)
 {
     return &c->slots;
@@ -401,8 +444,10 @@ struct coro_pool *coro_pool_new(size_t stack_size, unsigned cap)
     return pool;
 }
 
-static void unmap_coro(struct coro *c)
+static void unmap_coro(struct coro_pool *pool, struct coro *c)
 {
+    if (c->local_init && pool->local_fini)
+        pool->local_fini(c->local);
 #ifdef HAVE_VALGRIND_VALGRIND_H
     VALGRIND_STACK_DEREGISTER(c->valgrind_id);
 #endif
@@ -417,7 +462,7 @@ void coro_pool_free(struct coro_pool *pool)
     while (pool->free) {
         struct coro *c = pool->free;
         pool->free = c->next_free;
-        unmap_coro(c);
+        unmap_coro(pool, c);
     }
     free(pool);
 }
@@ -485,6 +530,14 @@ int coro_new(struct coro_pool *pool, void (*fn)(void *arg), void *arg, struct co
     c->state = CORO_READY;
     c->cancelled = false;
     c->ndefers = 0;
+    /* The stack starts under the local area, when the pool reserves one. A
+     * stack mapped before the reservation gets the area now: what its
+     * earlier frames left there is cleared when it is first handed out. */
+    if (!c->local && pool->local_size) {
+        c->local = (char *)c - pool->local_size;
+        c->local_init = false;
+        c->stack_high = c->local;
+    }
     c->low_water = c->stack_high;
     c->cancel_hook = NULL;
     c->cancel_arg = NULL;
@@ -520,7 +573,7 @@ bool coro_release(struct coro *c)
      * frames seen at yields: a request that never waited below the kept
      * pages costs no syscall. Leaf calls that dipped deeper without
      * yielding are caught by every CORO_TRIM_EVERY-th release. */
-    char *keep_from = (char *)((uintptr_t)c->stack_high & ~(uintptr_t)(page_size - 1));
+    char *keep_from = (char *)((uintptr_t)c & ~(uintptr_t)(page_size - 1));
     keep_from -= (CORO_KEEP_PAGES - 1) * page_size;
     bool deep = c->low_water < keep_from || ++pool->releases % CORO_TRIM_EVERY == 0;
     if (deep && keep_from > c->stack_low)
@@ -538,7 +591,7 @@ unsigned coro_pool_trim(struct coro_pool *pool, unsigned max)
         struct coro *c = pool->free;
         pool->free = c->next_free;
         pool->idle--;
-        unmap_coro(c);
+        unmap_coro(pool, c);
     }
     return pool->idle > pool->cap ? pool->idle - pool->cap : 0;
 }

@@ -3,7 +3,8 @@
  *
  * Owns: the context switch (hand-written for x86_64 and aarch64, ucontext
  * elsewhere or with --with-coro=ucontext), the stacks (mmap with a 64 KiB
- * PROT_NONE guard below each), a per-worker pool of released stacks,
+ * PROT_NONE guard below each), a per-worker pool of released stacks, each
+ * stack's local area for its entry function's state (coro_local),
  * deferred cleanups and the cancellation flag.
  *
  * Calls: nothing of Ferry's. The loop (loop.c) is the only caller of
@@ -39,10 +40,18 @@
 /* Pages kept mapped at the top of a released stack (the struct coro and the
  * shallow frames every request touches); the rest is madvise(DONTNEED)ed. */
 #define CORO_KEEP_PAGES 2u
-#define CORO_MAX_DEFERS 16
+/* Few: the defers live in the struct coro, in the top page every waiting
+ * coroutine holds (with the local area and the frames down to its await). */
+#define CORO_MAX_DEFERS 4
 /* A released stack is trimmed when it waited below the kept pages, and in
  * any case every this many releases of its pool. */
 #define CORO_TRIM_EVERY 256u
+/* Room a local area (coro_local) leaves in the top page for the frames
+ * down to a coroutine's await point (1,704 bytes for a request waiting on
+ * its upstream on x86_64): an area that would leave less is refused, so
+ * that it never pushes a waiting coroutine into a second page (as the
+ * ucontext build's larger struct coro would). */
+#define CORO_LOCAL_FRAMES 1792u
 
 struct coro;
 struct coro_pool;
@@ -93,6 +102,27 @@ bool coro_done(const struct coro *c);
  * past CORO_MAX_DEFERS. Must be called from a coroutine.
  */
 int coro_defer(void (*fn)(void *arg), void *arg);
+
+/*
+ * The running coroutine's local area: size bytes (rounded up to 64) right
+ * under its struct coro, in the stack's top page, which every coroutine
+ * touches anyway and coro_release keeps. The area stays as its last user
+ * left it when the stack goes back to the pool and comes out again, so an
+ * entry function can keep its per-run state, and the buffers that state
+ * owns, there from one coroutine to the next without a malloc. It is
+ * zeroed when first handed out on a stack, and fini(area) runs when a
+ * stack whose area was handed out is unmapped.
+ *
+ * The first call on a pool reserves the area for the coroutines created
+ * after it (the stack starts below it) and returns NULL, as does a call
+ * from a coroutine created before that, or one that would not leave
+ * CORO_LOCAL_FRAMES of the top page to the frames under the struct coro
+ * and the area: the caller then keeps its state elsewhere
+ * (the heap). Must be called from a coroutine. One kind of area per pool:
+ * size and fini are checked against the first call's when a stack's area
+ * is first handed out (NULL when larger or another), not on later calls.
+ */
+void *coro_local(size_t size, void (*fini)(void *area));
 
 /*
  * Cooperative cancellation: marks c cancelled and calls its cancel hook

@@ -36,7 +36,7 @@ void h1side_serve(void *arg)
 {
     struct request_side *side = arg;
     struct worker *w = side->w;
-    struct request *r = request_get(w);
+    struct request *r = request_of_coro(w);
     bool keep = false, linger = false;
     if (!r) {
         side->done(side, false, false, NULL);
@@ -127,12 +127,8 @@ static int read_head(struct request *r)
             if (n == HTTP1_E_TOO_MANY_HEADERS && r->hdrs_cap < lim.max_headers + 1) {
                 /* The header array starts small (a waiting request holds
                  * it); grow it to the limit and parse again. */
-                struct http1_header *more =
-                    realloc(r->hdrs, (lim.max_headers + 1) * sizeof(*r->hdrs));
-                if (!more)
+                if (request_headers_grow(r, lim.max_headers + 1) != 0)
                     goto out_of_memory;
-                r->hdrs = more;
-                r->hdrs_cap = lim.max_headers + 1;
                 http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
                 continue;
             }

@@ -8,6 +8,7 @@
 #include <event2/buffer.h>
 
 #include "config.h"
+#include "coro.h"
 #include "headers.h"
 #include "io.h"
 #include "log.h"
@@ -20,23 +21,28 @@
 
 /* Released request objects a worker keeps. */
 #define REQUEST_POOL_CAP 256
-/* Header slots a request starts with; grown to limits.max_headers when a
- * head has more. */
-#define REQUEST_HEADERS_START 24
 
 /* ---- the pool and the scratch ------------------------------------------------------- */
 
-static void request_free(struct request *r)
+/* Frees what a request object owns (not the object). */
+static void request_fini(void *area)
 {
+    struct request *r = area;
     if (r->replay)
         evbuffer_free(r->replay);
     free(r->tried);
     free(r->head);
-    free(r->hdrs);
+    if (r->hdrs != r->hdrs_inline)
+        free(r->hdrs);
     free(r->pathbuf);
     if (r->auth)
         auth_out_fini(r->auth);
     free(r->auth);
+}
+
+static void request_free(struct request *r)
+{
+    request_fini(r);
     free(r);
 }
 
@@ -50,13 +56,22 @@ struct request *request_get(struct worker *w)
         return r;
     }
     struct request *r = calloc(1, sizeof(*r));
+    if (r) {
+        r->hdrs = r->hdrs_inline;
+        r->hdrs_cap = REQUEST_HEADERS_START;
+    }
+    return r;
+}
+
+struct request *request_of_coro(struct worker *w)
+{
+    struct request *r = coro_local(sizeof(*r), request_fini);
     if (!r)
-        return NULL;
-    r->hdrs = malloc(REQUEST_HEADERS_START * sizeof(*r->hdrs));
-    r->hdrs_cap = REQUEST_HEADERS_START;
-    if (!r->hdrs) {
-        request_free(r);
-        return NULL;
+        return request_get(w);
+    if (!r->on_stack) { /* the area was zeroed for its first use */
+        r->on_stack = true;
+        r->hdrs = r->hdrs_inline;
+        r->hdrs_cap = REQUEST_HEADERS_START;
     }
     return r;
 }
@@ -65,15 +80,17 @@ void request_put(struct worker *w, struct request *r)
 {
     snapshot_release(r->snap);
     r->snap = NULL;
-    struct request_scratch *sc = w->proxy_scratch;
-    if (!sc || sc->nfree >= REQUEST_POOL_CAP) {
-        request_free(r);
-        return;
-    }
     if (r->head_cap > 4096) { /* a large head: do not keep its buffer */
         free(r->head);
         r->head = NULL;
         r->head_cap = 0;
+    }
+    if (r->on_stack)
+        return; /* stays with its stack (request_fini when unmapped) */
+    struct request_scratch *sc = w->proxy_scratch;
+    if (!sc || sc->nfree >= REQUEST_POOL_CAP) {
+        request_free(r);
+        return;
     }
     r->next_free = sc->free;
     sc->free = r;
@@ -116,6 +133,18 @@ void request_worker_fini(struct worker *w)
     free(sc->path);
     free(sc);
     w->proxy_scratch = NULL;
+}
+
+int request_headers_grow(struct request *r, size_t n)
+{
+    struct http1_header *more = malloc(n * sizeof(*more));
+    if (!more)
+        return -1;
+    if (r->hdrs != r->hdrs_inline)
+        free(r->hdrs);
+    r->hdrs = more;
+    r->hdrs_cap = n;
+    return 0;
 }
 
 void *request_grow(void *bufp, size_t *cap, size_t need, size_t elem)

@@ -12,7 +12,8 @@
  *
  * Per-worker scratch holds only what never lives across a yield (see
  * docs/runtime.md); everything a request holds across an await is in its
- * struct request, pooled per worker.
+ * struct request, kept in its coroutine's stack page (request_of_coro) or
+ * pooled per worker.
  *
  * Runs on the worker's thread; nothing here yields. Flow layer: may call
  * reply, http1, headers, config, io (buffers only), log, metrics.
@@ -144,6 +145,10 @@ struct request_side {
                  struct upstream_conn *tunnel);
 };
 
+/* Header slots a request holds in itself; a head with more grows them to
+ * limits.max_headers on the heap. */
+#define REQUEST_HEADERS_START 24
+
 struct request {
     struct request_side *side;
     struct worker *w;
@@ -203,9 +208,11 @@ struct request {
 
     const char *identity; /* who the route's auth found (in auth), NULL: none */
 
-    /* ---- kept across requests: the worker's pool; not reset ---- */
+    /* ---- kept across requests (the worker's pool, or the coroutine's
+     * stack: request_of_coro); not reset ---- */
     struct request *next_free;
-    char *head; /* a copy of the client's head; req's views point here */
+    bool on_stack; /* lives in a coroutine stack's local area */
+    char *head;    /* a copy of the client's head; req's views point here */
     size_t head_cap;
     struct http1_header *hdrs;
     size_t hdrs_cap;
@@ -218,6 +225,9 @@ struct request {
      * first route with auth the pooled request serves (776 bytes that
      * every other request, and every waiting one, would hold). */
     struct auth_out *auth;
+    /* The header slots of a head of up to REQUEST_HEADERS_START fields:
+     * hdrs points here until a head needs more (request_headers_grow). */
+    struct http1_header hdrs_inline[REQUEST_HEADERS_START];
 };
 
 /*
@@ -242,6 +252,18 @@ struct request_scratch {
  * of memory. request_reset before each use; request_put when done. */
 struct request *request_get(struct worker *w);
 void request_put(struct worker *w, struct request *r);
+/*
+ * The request object of the running coroutine: the one kept in its stack's
+ * local area (coro_local) with the buffers it owns, so that a waiting
+ * request costs no heap object and the memory is in the page the
+ * coroutine's frames touch anyway; from the worker's pool (request_get)
+ * when the stack has no area. NULL when out of memory. request_reset
+ * before each use; request_put when done, as for request_get's.
+ */
+struct request *request_of_coro(struct worker *w);
+/* Makes room for n header slots (r->hdrs, hdrs_cap), dropping what they
+ * held. Returns 0, or -1 when out of memory (the slots are unchanged). */
+int request_headers_grow(struct request *r, size_t n);
 /* Clears what one request leaves behind, keeping the pooled buffers. */
 void request_reset(struct request *r, struct request_side *side);
 /* The worker's scratch (created on first use); NULL when out of memory. */

@@ -287,7 +287,7 @@ static int defer_rc[CORO_MAX_DEFERS + 2];
 static void defer_fn(void *arg)
 {
     (void)arg;
-    for (int i = 1; i <= 5; i++) {
+    for (int i = 1; i <= CORO_MAX_DEFERS; i++) {
         defer_rc[i] = coro_defer(defer_push, (void *)(intptr_t)i);
         coro_yield();
     }
@@ -300,16 +300,16 @@ START_TEST(defer_normal_end_newest_first)
     coro_resume_gate(true);
     struct coro *c;
     ck_assert_int_eq(coro_new(pool, defer_fn, NULL, &c), 0);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < CORO_MAX_DEFERS; i++) {
         coro_resume(c);
         ck_assert_uint_eq(defer_n, 0); /* nothing runs before the end */
     }
     coro_resume(c);
     ck_assert(coro_done(c));
-    ck_assert_uint_eq(defer_n, 5);
-    for (int i = 0; i < 5; i++) {
+    ck_assert_uint_eq(defer_n, CORO_MAX_DEFERS);
+    for (int i = 0; i < CORO_MAX_DEFERS; i++) {
         ck_assert_int_eq(defer_rc[i + 1], 0);
-        ck_assert_int_eq(defer_log[i], 5 - i);
+        ck_assert_int_eq(defer_log[i], CORO_MAX_DEFERS - i);
         ck_assert_ptr_eq(defer_ran_on[i], c); /* on the coroutine, not the loop */
     }
     coro_release(c);
@@ -829,6 +829,151 @@ START_TEST(wrong_use_yield_outside)
 }
 END_TEST
 
+/* --- the local area (coro_local) ------------------------------------------ */
+
+#define LOCAL_SIZE 640
+
+static unsigned local_fini_n;
+static void *local_fini_area[4];
+
+static void local_fini(void *area)
+{
+    if (local_fini_n < 4)
+        local_fini_area[local_fini_n] = area;
+    local_fini_n++;
+}
+
+static void other_fini(void *area)
+{
+    (void)area;
+}
+
+/* What one coroutine asks for and what it saw. */
+struct local_run {
+    size_t size;
+    void (*fini)(void *area);
+    unsigned char mark; /* written over the area it gets */
+    unsigned char *got;
+    uintptr_t frame;
+    bool zero;   /* the area it got was all zero */
+    bool marked; /* ... or all `mark` (an earlier run's) */
+};
+
+__attribute__((noinline)) static void local_junk(void)
+{
+    /* Frames near the top of a stack mapped before the pool reserved an
+     * area: the area will be carved where they were. */
+    volatile unsigned char junk[2048];
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = 0xAB;
+}
+
+static void local_fn(void *arg)
+{
+    struct local_run *lr = arg;
+    local_junk();
+    lr->got = coro_local(lr->size, lr->fini);
+    lr->frame = (uintptr_t)__builtin_frame_address(0);
+    if (lr->got) {
+        lr->zero = lr->marked = true;
+        for (size_t i = 0; i < lr->size; i++) {
+            lr->zero = lr->zero && lr->got[i] == 0;
+            lr->marked = lr->marked && lr->got[i] == lr->mark;
+        }
+        memset(lr->got, lr->mark, lr->size);
+    }
+    coro_yield();
+}
+
+static void local_run(struct coro_pool *pool, struct local_run *lr)
+{
+    struct coro *c;
+    ck_assert_int_eq(coro_new(pool, local_fn, lr, &c), 0);
+    run_to_end(c);
+    coro_release(c);
+}
+
+START_TEST(local_area_in_the_top_page_kept_across_reuse)
+{
+    size_t pg = page_size();
+    local_fini_n = 0;
+    struct coro_pool *pool = coro_pool_new(CORO_STACK_DEFAULT, 4);
+    ck_assert_ptr_nonnull(pool);
+    /* The first call reserves the area for later coroutines: none now. */
+    struct local_run a = {.size = LOCAL_SIZE, .fini = local_fini, .mark = 0x11};
+    local_run(pool, &a);
+    ck_assert_ptr_null(a.got);
+
+    /* The same stack, now with its area: cleared of the earlier frames,
+     * above this coroutine's frames, within one page. */
+    struct local_run b = {.size = LOCAL_SIZE, .fini = local_fini, .mark = 0x22};
+    local_run(pool, &b);
+    ck_assert_ptr_nonnull(b.got);
+    ck_assert(b.zero);
+    ck_assert_uint_gt((uintptr_t)b.got, b.frame);
+    ck_assert_uint_eq((uintptr_t)b.got / pg, ((uintptr_t)b.got + LOCAL_SIZE - 1) / pg);
+    ck_assert_int_eq(page_resident((uintptr_t)b.got), 1); /* kept by the release */
+
+    /* The next coroutine on that stack finds the area as b left it, also
+     * after the release dropped the deeper pages. */
+    struct local_run c = {.size = LOCAL_SIZE, .fini = local_fini, .mark = 0x22};
+    local_run(pool, &c);
+    ck_assert_ptr_eq(c.got, b.got);
+    ck_assert(c.marked);
+
+    /* Another kind of area on a stack whose area was never handed out:
+     * refused (two coroutines at once: the second one's stack is new). */
+    struct local_run d = {.size = LOCAL_SIZE, .fini = local_fini, .mark = 0x44};
+    struct local_run e = {.size = LOCAL_SIZE, .fini = other_fini, .mark = 0x55};
+    struct coro *cd, *ce;
+    ck_assert_int_eq(coro_new(pool, local_fn, &d, &cd), 0);
+    ck_assert_int_eq(coro_new(pool, local_fn, &e, &ce), 0);
+    run_to_end(cd);
+    run_to_end(ce);
+    ck_assert_ptr_eq(d.got, b.got);
+    ck_assert_ptr_null(e.got);
+    struct local_run f = {.size = 2 * LOCAL_SIZE, .fini = local_fini, .mark = 0x66};
+    struct coro *cf;
+    ck_assert_int_eq(coro_new(pool, local_fn, &f, &cf), 0);
+    run_to_end(cf);
+    ck_assert_ptr_null(f.got); /* larger than the pool's */
+    coro_release(cd);
+    coro_release(ce);
+    coro_release(cf);
+
+    /* Unmapping runs fini once, for the one stack whose area was used. */
+    ck_assert_uint_eq(local_fini_n, 0);
+    coro_pool_free(pool);
+    ck_assert_uint_eq(local_fini_n, 1);
+    ck_assert_ptr_eq(local_fini_area[0], b.got);
+}
+END_TEST
+
+/* An area that would leave the frames less than CORO_LOCAL_FRAMES of the
+ * top page is refused and reserves nothing. */
+START_TEST(local_area_crowding_the_frames_refused)
+{
+    size_t too_big = page_size() - CORO_LOCAL_FRAMES;
+    local_fini_n = 0;
+    struct coro_pool *pool = coro_pool_new(CORO_STACK_DEFAULT, 4);
+    ck_assert_ptr_nonnull(pool);
+    struct local_run a = {.size = too_big, .fini = local_fini, .mark = 0x11};
+    local_run(pool, &a);
+    ck_assert_ptr_null(a.got);
+    struct local_run b = {.size = too_big, .fini = local_fini, .mark = 0x11};
+    local_run(pool, &b);
+    ck_assert_ptr_null(b.got); /* nothing was reserved */
+    struct local_run c = {.size = LOCAL_SIZE, .fini = local_fini, .mark = 0x11};
+    local_run(pool, &c);
+    ck_assert_ptr_null(c.got); /* reserves now */
+    struct local_run d = {.size = LOCAL_SIZE, .fini = local_fini, .mark = 0x11};
+    local_run(pool, &d);
+    ck_assert_ptr_nonnull(d.got);
+    coro_pool_free(pool);
+    ck_assert_uint_eq(local_fini_n, 1);
+}
+END_TEST
+
 /* Each test starts from clean globals, also under CK_FORK=no. */
 static void reset_globals(void)
 {
@@ -870,6 +1015,8 @@ int main(void)
     tcase_add_test(tc, pool_release_drops_pages);
     tcase_add_test(tc, pool_trims_leaf_depth_eventually);
     tcase_add_test(tc, coro_new_fails_cleanly_out_of_address_space);
+    tcase_add_test(tc, local_area_in_the_top_page_kept_across_reuse);
+    tcase_add_test(tc, local_area_crowding_the_frames_refused);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("guard");

@@ -285,6 +285,13 @@ static struct {
     int status;          /* r->status */
     uint64_t body_bytes; /* r->req_body.bytes */
     const char *error;
+    bool of_coro;       /* take the request from the coroutine (request_of_coro) */
+    size_t max_headers; /* the parse's limit; 0: 16 */
+    struct request *r;  /* the object the request ran on */
+    char *frame;        /* the request coroutine's frame */
+    bool on_stack, inline_hdrs;
+    const char *pathbuf; /* r->pathbuf after the request */
+    bool snap_released;  /* r->snap was dropped by request_put */
 } run;
 
 static void fwd_setup(void)
@@ -351,10 +358,13 @@ static void fwd_teardown(void)
 static void run_request(void *arg)
 {
     struct request_side *side = arg;
-    struct request *r = request_get(side->w);
+    struct request *r = run.of_coro ? request_of_coro(side->w) : request_get(side->w);
     ck_assert_ptr_nonnull(r);
     request_reset(r, side);
-    struct http1_limits lim = {.max_header_bytes = 8192, .max_headers = 16};
+    struct http1_limits lim = {.max_header_bytes = 8192,
+                               .max_headers = run.max_headers ? run.max_headers : 16};
+    if (r->hdrs_cap < lim.max_headers + 1)
+        ck_assert_int_eq(request_headers_grow(r, lim.max_headers + 1), 0);
     http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
     ssize_t n = http1_parse_request(run.head, strlen(run.head), &lim, &r->req);
     ck_assert_int_eq(n, (ssize_t)strlen(run.head));
@@ -367,8 +377,14 @@ static void run_request(void *arg)
     run.status = r->status;
     run.body_bytes = r->req_body.bytes;
     run.error = r->error;
+    run.r = r;
+    run.frame = __builtin_frame_address(0);
+    run.on_stack = r->on_stack;
+    run.inline_hdrs = r->hdrs == r->hdrs_inline;
     request_log(r);
     request_put(side->w, r);
+    run.pathbuf = r->pathbuf;
+    run.snap_released = r->snap == NULL;
     loop_stop(side->w->loop);
 }
 
@@ -453,6 +469,62 @@ START_TEST(upgrade_without_tunnel_goes_plain)
 }
 END_TEST
 
+/* The request object of a connection's coroutine lives in its stack's top
+ * page, above the frames, and stays there with the buffers it owns when
+ * the stack goes back to the pool: the next coroutine on that stack gets
+ * the same object and buffers, and no snapshot is held meanwhile. The
+ * first coroutine of a pool only reserves the area (heap object). A head
+ * with more fields than the inline slots grows them on the heap; the
+ * teardown's loop_free unmaps the stack and frees what the object owns
+ * (the ASan build's leak check sees it). */
+START_TEST(request_lives_in_its_stack_page)
+{
+    static const char *answer = /* no upstream connection pooled in between */
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
+    run.of_coro = true;
+    forward_one("GET /a HTTP/1.1\r\nHost: example.test\r\n\r\n", answer);
+    ck_assert_int_eq(run.status, 200);
+    ck_assert(!run.on_stack); /* created before the pool reserved the area */
+    pthread_join(be.thread, NULL);
+    be.got_len = 0;
+
+    forward_one("GET /b HTTP/1.1\r\nHost: example.test\r\n\r\n", answer);
+    ck_assert_int_eq(run.status, 200);
+#ifdef FERRY_CORO_UCONTEXT
+    /* A ucontext_t in the struct coro leaves no room for the object and
+     * the frames in one page: the heap's, as before. */
+    ck_assert(!run.on_stack);
+    return;
+#endif
+    ck_assert(run.on_stack);
+    ck_assert(run.inline_hdrs);
+    ck_assert(run.snap_released);
+    uintptr_t r = (uintptr_t)run.r, page = 4096;
+    ck_assert_uint_gt(r, (uintptr_t)run.frame); /* the frames grow below it */
+    ck_assert_uint_eq(r / page, (r + sizeof(struct request) - 1) / page); /* one page */
+    struct request *first = run.r;
+    const char *pathbuf = run.pathbuf;
+    ck_assert_ptr_nonnull(pathbuf);
+    pthread_join(be.thread, NULL);
+    be.got_len = 0;
+
+    /* 30 fields: more than the inline slots. */
+    char big[2048];
+    size_t at = (size_t)snprintf(big, sizeof big, "GET /c HTTP/1.1\r\nHost: example.test\r\n");
+    for (int i = 0; i < 29; i++)
+        at += (size_t)snprintf(big + at, sizeof big - at, "X-F%d: v\r\n", i);
+    snprintf(big + at, sizeof big - at, "\r\n");
+    run.max_headers = 40;
+    forward_one(big, answer);
+    ck_assert_int_eq(run.status, 200);
+    ck_assert_ptr_eq(run.r, first);         /* the same stack, from the pool */
+    ck_assert_ptr_eq(run.pathbuf, pathbuf); /* and the buffers it owns */
+    ck_assert(run.on_stack);
+    ck_assert(!run.inline_hdrs);
+    ck_assert_ptr_nonnull(strstr(be.got, "X-F28: v\r\n"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reqside");
@@ -466,6 +538,7 @@ int main(void)
     tcase_add_test(fwd, forwards_length_body_and_decodes_chunked_response);
     tcase_add_test(fwd, unknown_length_body_goes_chunked_upstream);
     tcase_add_test(fwd, upgrade_without_tunnel_goes_plain);
+    tcase_add_test(fwd, request_lives_in_its_stack_page);
     suite_add_tcase(s, fwd);
     return check_run(s);
 }
