@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -243,10 +244,193 @@ static void notify_end(struct io_stream *s)
         s->on_idle(s, IO_EOF, s->idle_arg);
 }
 
+/*
+ * Freed streams are kept for reuse, per thread and for one loop at a time
+ * (at most STREAM_POOL_CAP): a new connection then costs no allocation
+ * (the stream, its two evbuffers). The pool is emptied when its loop is
+ * freed.
+ */
+#define STREAM_POOL_CAP 1024u
+static __thread struct {
+    struct loop *loop;
+    struct io_stream *head; /* linked through next_free */
+    unsigned len;
+} spool;
+
+/* Read and write events not in use, per thread (at most EV_POOL_CAP). */
+#define EV_POOL_CAP 1024u
+static __thread struct io_ev *evpool;
+static __thread unsigned evpool_len;
+
+static struct io_ev *ev_get(void)
+{
+    struct io_ev *e = evpool;
+    if (e) {
+        evpool = e->next_free;
+        evpool_len--;
+        return e;
+    }
+    return malloc(sizeof(*e));
+}
+
+/* e is out of the loop (or only in it from its own running callback:
+ * libevent no longer touches an event once its callback runs). */
+static void ev_put(struct io_ev *e)
+{
+    if (evpool_len >= EV_POOL_CAP) {
+        free(e);
+        return;
+    }
+    e->next_free = evpool;
+    evpool = e;
+    evpool_len++;
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * The idle set. A connection idle for long while its worker has many (a
+ * keep-alive client between requests, a silent new one: its owner calls
+ * io_park) waits with no libevent event at all: its socket is in the
+ * thread's idle set, an epoll instance of its own that is in the loop as
+ * one read event, and the stream gives its read event (128 bytes) back to
+ * the pool; libevent keeps no per-fd entry for a socket it never polled.
+ * When the set reports the socket, the stream takes an event back and
+ * reads at once, as if libevent had reported it, lazy from then on (as a
+ * new connection: not polled until a coroutine needs more input).
+ *
+ * EPOLLONESHOT: the set reports a socket once and disarms it, so a wake
+ * costs no epoll_ctl; the next park re-arms it (EPOLL_CTL_MOD), the first
+ * adds it. A disarmed socket can report nothing, and leaves the set with
+ * its file when closed (sockets are never duplicated: CLOEXEC, no fork);
+ * an armed one is deleted from the set before its close, so the set never
+ * holds a pointer to a freed stream. A wake only assigns and activates
+ * the stream's event (no callback runs while a batch is handled), so no
+ * stream of a batch is freed before the batch is done. Level-triggered:
+ * bytes that arrived before the park are reported at once.
+ */
+#define IDLE_SET_BATCH 128
+static __thread struct {
+    struct loop *loop; /* the loop its event is in; NULL: none open */
+    int fd;
+    struct event ev;
+} idle_set;
+
+/* The set reported s: it reads now (its callback runs later in this loop
+ * turn). Out of memory for the event, s stays disarmed and unread: its
+ * owner's deadline ends it. */
+static void idle_wake(struct io_stream *s)
+{
+    struct io_ev *e = ev_get();
+    if (!e)
+        return;
+    s->rev = e;
+    s->rev_added = false;
+    s->lazy = true;
+    event_assign(&e->ev, loop_base(s->loop), s->fd, EV_READ | EV_PERSIST, on_readable, s);
+    event_active(&e->ev, EV_READ, 1);
+}
+
+static void on_idle_set(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    struct epoll_event evs[IDLE_SET_BATCH];
+    /* One batch a turn: the set stays readable while more are ready. */
+    int n = epoll_wait(fd, evs, IDLE_SET_BATCH, 0);
+    for (int i = 0; i < n; i++)
+        idle_wake(evs[i].data.ptr);
+}
+
+static bool idle_set_open(struct loop *loop)
+{
+    if (idle_set.loop)
+        return false; /* another loop of this thread has it */
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    if (fd < 0)
+        return false;
+    event_assign(&idle_set.ev, loop_base(loop), fd, EV_READ | EV_PERSIST, on_idle_set, NULL);
+    if (event_add(&idle_set.ev, NULL) != 0) {
+        close(fd);
+        return false;
+    }
+    idle_set.fd = fd;
+    idle_set.loop = loop;
+    return true;
+}
+
+/* Before the loop goes (stream_pool_drain): its streams are gone. */
+static void idle_set_close(void)
+{
+    if (!idle_set.loop)
+        return;
+    event_del(&idle_set.ev);
+    close(idle_set.fd);
+    idle_set.loop = NULL;
+}
+
+/* Takes s out of the set (before its close, or to poll it again). */
+static void idle_del(struct io_stream *s)
+{
+    if (s->idle_reg && idle_set.loop == s->loop)
+        (void)epoll_ctl(idle_set.fd, EPOLL_CTL_DEL, s->fd, NULL);
+    s->idle_reg = false;
+}
+
+/* Whether s may wait in the set: idle in every way, reading, nothing
+ * buffered, not even in its transport (TLS plaintext OpenSSL decrypted
+ * ahead: the socket would not report it). */
+static bool idle_parkable(struct io_stream *s)
+{
+    return s->rev && !s->bufs && s->on_idle && !s->splice && !io_waited(s) && s->connected &&
+           !s->connecting && !s->handshaking && s->reading && !s->read_done && !s->write_err &&
+           !s->wev_added && !s->read_wants_write && !s->write_wants_read &&
+           s->loop == spool.loop && !(s->tp->pending && s->tp->pending(s));
+}
+
+/* Moves s's socket into the set, armed, and gives its read event back.
+ * False (s unchanged) when the set cannot be had or refuses it. */
+static bool idle_add(struct io_stream *s)
+{
+    if (idle_set.loop != s->loop && !idle_set_open(s->loop))
+        return false;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = s};
+    if (epoll_ctl(idle_set.fd, s->idle_reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->fd, &ev) != 0)
+        return false;
+    s->idle_reg = true;
+    event_del(&s->rev->ev); /* from the loop, and from its active queue */
+    ev_put(s->rev);
+    s->rev = NULL;
+    s->rev_added = false;
+    s->lazy = false;
+    s->park_idle = false;
+    return true;
+}
+
+/* A stream in the set that must be polled by the loop again (or whose
+ * wake found no memory) takes a read event back. */
+__attribute__((noinline, cold)) static bool rev_restore(struct io_stream *s)
+{
+    struct io_ev *e = ev_get();
+    if (!e)
+        return false;
+    idle_del(s);
+    s->rev = e;
+    s->rev_added = false;
+    event_assign(&e->ev, loop_base(s->loop), s->fd, EV_READ | EV_PERSIST, on_readable, s);
+    return true;
+}
+
 /* Keeps the read event in the loop exactly while a read may be done:
  * reading wanted, connected, not ended, input below read_max. */
 void io_rev_update(struct io_stream *s)
 {
+    if (__builtin_expect(!s->rev, 0) && !rev_restore(s)) {
+        /* No memory for the read event: the stream cannot go on. */
+        s->read_done = true;
+        s->error = ENOMEM;
+        return;
+    }
     bool want;
     if (s->handshaking)
         want = !s->lazy && s->connected && !s->read_done && !s->hs_want_write;
@@ -255,24 +439,19 @@ void io_rev_update(struct io_stream *s)
                 evbuffer_get_length(s->in) < s->read_max && !s->read_wants_write) ||
                s->write_wants_read;
     if (want && !s->rev_added) {
-        event_add(&s->rev, NULL);
+        event_add(&s->rev->ev, NULL);
         s->rev_added = true;
     } else if (!want && s->rev_added) {
-        event_del(&s->rev);
+        event_del(&s->rev->ev);
         s->rev_added = false;
     }
     /* Input the transport holds (decrypted, read ahead) is never
      * signalled by the socket: read it on this loop turn. */
     if (want && s->tp->pending && !s->handshaking && s->tp->pending(s))
-        event_active(&s->rev, EV_READ, 1);
+        event_active(&s->rev->ev, EV_READ, 1);
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
-
-/* Write events not in use, per thread (at most BUFS_POOL_CAP). */
-#define BUFS_POOL_CAP 1024u
-static __thread struct io_wev *wpool;
-static __thread unsigned wpool_len;
 
 /* Adds (on) or removes the write event; wev_set() is the cheap check. */
 __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
@@ -284,11 +463,8 @@ __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
             s->error = ENOMEM;
             return;
         }
-        struct io_wev *e = wpool;
-        if (e) {
-            wpool = e->next_free;
-            wpool_len--;
-        } else if (!(e = malloc(sizeof(*e)))) {
+        struct io_ev *e = ev_get();
+        if (!e) {
             s->write_err = true;
             s->error = ENOMEM;
             return;
@@ -300,17 +476,11 @@ __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
     } else {
         /* Also from its own callback: libevent no longer touches an
          * event once its callback runs. */
-        struct io_wev *e = s->wev;
+        struct io_ev *e = s->wev;
         event_del(&e->ev);
         s->wev = NULL;
         s->wev_added = false;
-        if (wpool_len >= BUFS_POOL_CAP) {
-            free(e);
-        } else {
-            e->next_free = wpool;
-            wpool = e;
-            wpool_len++;
-        }
+        ev_put(e);
     }
 }
 
@@ -423,7 +593,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         evbuffer_commit_space(s->in, v, nv);
     }
     if (n == -EAGAIN || n == -EINTR) {
-        start_polling(s); /* a lazy stream's speculative read found nothing */
+        /* A lazy stream's speculative read found nothing: it is polled,
+         * or waits in the idle set if its owner parked it. */
+        if (!s->park_idle || !idle_parkable(s) || !idle_add(s))
+            start_polling(s);
         return;
     }
     if (n == IO_TP_WANT_WRITE) {
@@ -442,6 +615,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     s->last_read = loop_now();
+    s->park_idle = false;
     if ((size_t)n == want && s->read_chunk < IO_READ_MAX_CHUNK)
         s->read_chunk *= 2;
     else if ((size_t)n < want / 4 && s->read_chunk > IO_READ_MIN)
@@ -521,7 +695,8 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     if (s->read_wants_write) {
         s->read_wants_write = false;
         io_rev_update(s);
-        event_active(&s->rev, EV_READ, 1);
+        if (s->rev)
+            event_active(&s->rev->ev, EV_READ, 1);
     }
     ssize_t n = evbuffer_get_length(s->out) ? write_out(s) : 0;
     if (n == IO_TP_WANT_READ) {
@@ -575,24 +750,12 @@ static void set_nodelay(int fd)
 }
 
 /*
- * Freed streams are kept for reuse, per thread and for one loop at a time
- * (at most STREAM_POOL_CAP): a new connection then costs no allocation
- * (the stream, its two evbuffers). The pool is emptied when its loop is
- * freed.
- */
-#define STREAM_POOL_CAP 1024u
-static __thread struct {
-    struct loop *loop;
-    struct io_stream *head; /* linked through next_free */
-    unsigned len;
-} spool;
-
-/*
  * Buffers (struct io_bufs) given back by parked and freed streams, per
  * thread, at most BUFS_POOL_CAP; the thread's empty evbuffer, which every
  * parked stream's in and out point to (lengths are read from it, nothing
  * is ever added).
  */
+#define BUFS_POOL_CAP 1024u
 static __thread struct io_bufs *bpool;
 static __thread unsigned bpool_len;
 static __thread struct evbuffer *empty_buf;
@@ -652,12 +815,31 @@ bool io_attach(struct io_stream *s)
     return s->bufs || attach_slow(s);
 }
 
+/* Gives an idle stream's buffers back (io_park's first half; all that a
+ * wait with IO_PARK does). False when the stream is not idle. */
+static bool bufs_park(struct io_stream *s)
+{
+    if (s->wev_added || s->splice || io_waited(s) || s->connecting || s->handshaking)
+        return false;
+    if (!s->bufs)
+        return true;
+    if (evbuffer_get_length(s->in) || evbuffer_get_length(s->out))
+        return false;
+    bufs_put(s, true);
+    return true;
+}
+
 void io_park(struct io_stream *s)
 {
-    if (!s->bufs || s->wev_added || s->splice || io_waited(s) || s->connecting || s->handshaking ||
-        evbuffer_get_length(s->in) || evbuffer_get_length(s->out))
+    if (!bufs_park(s) || !s->rev)
         return;
-    bufs_put(s, true);
+    if (s->lazy && event_pending(&s->rev->ev, EV_READ, NULL)) {
+        /* A read is scheduled (io_read_soon): what it finds decides. */
+        s->park_idle = true;
+        return;
+    }
+    if (!idle_parkable(s) || !idle_add(s))
+        start_polling(s);
 }
 
 /* io_input, io_output on a parked stream. */
@@ -676,6 +858,8 @@ static void stream_release(struct io_stream *s)
 {
     if (s->bufs)
         bufs_put(s, false);
+    if (s->rev)
+        ev_put(s->rev);
     free(s);
 }
 
@@ -695,12 +879,13 @@ static void stream_pool_drain(void *arg)
         bufs_free(b);
     }
     bpool_len = 0;
-    while (wpool) {
-        struct io_wev *e = wpool;
-        wpool = e->next_free;
+    while (evpool) {
+        struct io_ev *e = evpool;
+        evpool = e->next_free;
         free(e);
     }
-    wpool_len = 0;
+    evpool_len = 0;
+    idle_set_close();
     if (empty_buf)
         evbuffer_free(empty_buf);
     empty_buf = NULL;
@@ -736,19 +921,26 @@ static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
     }
     if (!empty_buf)
         empty_buf = evbuffer_new();
+    struct io_ev *rev = NULL;
     if (spool.head && spool.loop == loop) {
         s = spool.head;
         spool.head = s->next_free;
         spool.len--;
+        rev = s->rev; /* a stream freed in the idle set has none */
     } else {
         s = empty_buf ? malloc(sizeof(*s)) : NULL;
-        if (!s) {
-            sys_close(fd);
-            return NULL;
-        }
+    }
+    if (s && !rev && !(rev = ev_get())) {
+        free(s);
+        s = NULL;
+    }
+    if (!s) {
+        sys_close(fd);
+        return NULL;
     }
     /* Parked from the start: buffers come with the first bytes. */
     memset(s, 0, sizeof(*s));
+    s->rev = rev;
     s->fd = fd;
     s->tp = &plain_transport;
     s->in = empty_buf;
@@ -758,7 +950,7 @@ static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
     s->reading = true;
     s->last_read = loop_now();
     s->read_chunk = IO_READ_MIN;
-    event_assign(&s->rev, loop_base(loop), fd, EV_READ | EV_PERSIST, on_readable, s);
+    event_assign(&rev->ev, loop_base(loop), fd, EV_READ | EV_PERSIST, on_readable, s);
     return s;
 }
 
@@ -777,7 +969,8 @@ void io_read_soon(struct io_stream *s)
     /* An active event that was never added costs no epoll_ctl; its
      * callback runs after the others of this loop turn, giving the
      * client's request the most time to arrive. */
-    event_active(&s->rev, EV_READ, 1);
+    if (s->rev || rev_restore(s))
+        event_active(&s->rev->ev, EV_READ, 1);
 }
 
 void io_poll(struct io_stream *s)
@@ -803,7 +996,10 @@ void io_stream_free(struct io_stream *s)
         misuse("io_stream_free", "a coroutine is still waiting on the stream");
     if (s->splice)
         misuse("io_stream_free", "the stream is still spliced");
-    event_del(&s->rev); /* also when only made active by io_read_soon */
+    if (s->rev)
+        event_del(&s->rev->ev); /* also when only made active by io_read_soon */
+    else
+        idle_del(s); /* armed in the idle set: out of it before the close */
     wev_set(s, false);
     if (s->tp->fini)
         s->tp->fini(s);
@@ -1063,7 +1259,7 @@ int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
             if (!s)
                 continue;
             if ((wants[i].events & IO_PARK) && recs_live >= IO_PARK_CROWD)
-                io_park(s);
+                (void)bufs_park(s);
             if (!s->lazy)
                 continue;
             if (wants[i].events & IO_READABLE)

@@ -20,17 +20,20 @@ struct wait_rec;
 struct splice_side;
 
 /* A stream's buffers: taken when bytes first move and given back while
- * it is idle (io_park), so an idle connection holds only its socket, its
- * read event and the struct below. */
+ * it is idle (io_park), so an idle connection holds only its socket and
+ * the struct below (its read event too, unless it waits in the thread's
+ * idle set: see io_park in io.c). */
 struct io_bufs {
     struct evbuffer *in, *out;
     struct io_bufs *next_free;
 };
-/* A write event, taken only while it is in the loop (output left over,
- * a connect or handshake waiting for the socket). */
-struct io_wev {
+/* A read or write event, from the thread's pool: a write event is taken
+ * only while it is in the loop (output left over, a connect or handshake
+ * waiting for the socket), a read event except while the stream waits in
+ * the idle set. */
+struct io_ev {
     struct event ev;
-    struct io_wev *next_free;
+    struct io_ev *next_free;
 };
 
 struct io_stream {
@@ -44,14 +47,14 @@ struct io_stream {
      * shared empty one, which only lengths are read from. */
     struct evbuffer *in, *out;
     struct io_bufs *bufs;    /* NULL while parked */
-    struct io_wev *wev;      /* while wev_added */
+    struct io_ev *wev;       /* while wev_added */
     struct wait_rec *waiter; /* valid only while waiter_gen == waiter->gen */
     size_t read_min;
     size_t write_below; /* the waiter (or a splice) is woken at or below this */
     void (*on_idle)(struct io_stream *s, unsigned what, void *arg);
     void *idle_arg;
     struct splice_side *splice; /* spliced to another stream (io_splice) */
-    struct event rev;
+    struct io_ev *rev;          /* NULL while it waits in the idle set */
     size_t read_max;
     int64_t last_read; /* when bytes last arrived (loop_now) */
     int fd;
@@ -71,6 +74,8 @@ struct io_stream {
     bool rev_added;        /* rev is in the loop */
     bool wev_added;        /* wev is in the loop: output is left, or connecting */
     bool lazy;             /* not polled until a read is needed (io_stream_accepted) */
+    bool park_idle;        /* io_park asked: a read that finds nothing puts it in the idle set */
+    bool idle_reg;         /* registered in the idle set (armed only while rev is NULL) */
 };
 
 /* Gives a parked stream its buffers back. Returns false when out of
