@@ -259,8 +259,10 @@ static bool linger_drain(struct conn *c)
 {
     size_t n = evbuffer_get_length(io_input(c->side.s));
     evbuffer_drain(io_input(c->side.s), n);
-    c->lingered += n;
-    return c->lingered <= CONN_LINGER_BYTES;
+    if (n > CONN_LINGER_BYTES - c->lingered) /* never wraps: the sum stays in 32 bits */
+        return false;
+    c->lingered += (uint32_t)n;
+    return true;
 }
 
 /* Lingering close: our answer is out (flushed, write side shut by the
@@ -441,6 +443,7 @@ static void on_tunnel_close(void *arg, const struct tunnel_stats *st)
     upstream_release(c->tunnel_uc, false);
     c->tunnel_uc = NULL;
     c->tunnel = NULL;
+    c->tunneled = false;
     conn_close(c);
 }
 
@@ -452,11 +455,14 @@ static void start_tunnel(struct conn *c, struct upstream_conn *uc)
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
     dq_remove(c);
+    c->tunneled = true; /* the queue's links hold the tunnel from now on */
+    c->tunnel = NULL;
     c->tunnel_uc = uc;
     if (tunnel_start(w->loop, c->side.s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,
                      on_tunnel_close, c, &c->tunnel) < 0) {
         upstream_release(uc, false);
         c->tunnel_uc = NULL;
+        c->tunneled = false;
         conn_close(c);
     }
 }
@@ -474,7 +480,7 @@ static void on_request_done(struct request_side *side, bool keep_alive, bool lin
 
 void conn_drain(struct conn *c)
 {
-    if (c->tunnel) {
+    if (c->tunneled && c->tunnel) {
         tunnel_stop(c->tunnel);
         return;
     }

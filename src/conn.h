@@ -54,12 +54,20 @@ enum { CONN_Q_NONE, CONN_Q_HEADER, CONN_Q_IDLE, CONN_Q_LINGER, CONN_Q_COUNT };
  * needs (an AF_UNIX peer keeps its family only).
  */
 struct conn {
-    struct request_side side;       /* what the request coroutine sees: its w and s are the
-                                     * connection's worker and stream */
-    struct coro *req;               /* the request coroutine, NULL when idle */
-    struct conn *next, *prev;       /* the worker's list */
-    struct conn *dq_next, *dq_prev; /* its deadline queue */
-    int64_t due;                    /* when its wait in that queue ends */
+    struct request_side side; /* what the request coroutine sees: its w and s are the
+                               * connection's worker and stream */
+    struct coro *req;         /* the request coroutine, NULL when idle */
+    struct conn *next, *prev; /* the worker's list */
+    union {
+        struct {
+            struct conn *dq_next, *dq_prev; /* its deadline queue */
+        };
+        struct {                   /* after a 101 (tunneled): in no queue any more */
+            struct tunnel *tunnel; /* the splice, no coroutine */
+            struct upstream_conn *tunnel_uc;
+        };
+    };
+    int64_t due; /* when its wait in that queue ends */
     union {
         struct sockaddr sa;
         struct sockaddr_in in;
@@ -68,17 +76,16 @@ struct conn {
     socklen_t peer_len;
     char client[INET6_ADDRSTRLEN]; /* peer address as text */
     uint8_t dq;                    /* CONN_Q_* */
-    bool lingering;
-    bool await_proxy; /* PROXY header expected, not yet read */
-    bool tls;         /* the stream is TLS: a failed handshake is logged */
-    unsigned served;  /* requests answered */
-    size_t lingered;  /* bytes discarded while lingering */
+    bool lingering : 1;
+    bool await_proxy : 1; /* PROXY header expected, not yet read */
+    bool tls : 1;         /* the stream is TLS: a failed handshake is logged */
+    bool tunneled : 1;    /* tunnel and tunnel_uc are set (not the queue's links) */
+    unsigned served;      /* requests answered */
+    uint32_t lingered;    /* bytes discarded while lingering (capped: CONN_LINGER_BYTES) */
     /* TLS: the config whose certificates the handshake uses (their SNI
      * and OCSP callbacks point into it), held until the handshake ends so
      * that a reload meanwhile cannot free them. */
     struct config *hs_cfg;
-    struct tunnel *tunnel; /* after a 101: the splice, no coroutine */
-    struct upstream_conn *tunnel_uc;
 };
 
 /* Takes a socket accepted on listener l (NULL: plain, no PROXY header):

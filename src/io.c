@@ -313,6 +313,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg);
 static __thread struct {
     struct loop *loop; /* the loop its event is in; NULL: none open */
     int fd;
+    unsigned socks; /* registered (armed or not); closed when none is left */
     struct event ev;
 } idle_set;
 
@@ -356,10 +357,12 @@ static bool idle_set_open(struct loop *loop)
     }
     idle_set.fd = fd;
     idle_set.loop = loop;
+    idle_set.socks = 0;
     return true;
 }
 
-/* Before the loop goes (stream_pool_drain): its streams are gone. */
+/* When its last socket left, or before the loop goes (stream_pool_drain):
+ * a worker that had many connections keeps no descriptor for it. */
 static void idle_set_close(void)
 {
     if (!idle_set.loop)
@@ -369,12 +372,19 @@ static void idle_set_close(void)
     idle_set.loop = NULL;
 }
 
-/* Takes s out of the set (before its close, or to poll it again). */
-static void idle_del(struct io_stream *s)
+/* Takes s out of the set: with EPOLL_CTL_DEL when it may be armed (to
+ * poll it again, or before its close), else it leaves with its file. */
+static void idle_del(struct io_stream *s, bool armed)
 {
-    if (s->idle_reg && idle_set.loop == s->loop)
-        (void)epoll_ctl(idle_set.fd, EPOLL_CTL_DEL, s->fd, NULL);
+    if (!s->idle_reg)
+        return;
     s->idle_reg = false;
+    if (idle_set.loop != s->loop)
+        return;
+    if (armed)
+        (void)epoll_ctl(idle_set.fd, EPOLL_CTL_DEL, s->fd, NULL);
+    if (--idle_set.socks == 0)
+        idle_set_close();
 }
 
 /* Whether s may wait in the set: idle in every way, reading, nothing
@@ -384,8 +394,8 @@ static bool idle_parkable(struct io_stream *s)
 {
     return s->rev && !s->bufs && s->on_idle && !s->splice && !io_waited(s) && s->connected &&
            !s->connecting && !s->handshaking && s->reading && !s->read_done && !s->write_err &&
-           !s->wev_added && !s->read_wants_write && !s->write_wants_read &&
-           s->loop == spool.loop && !(s->tp->pending && s->tp->pending(s));
+           !s->wev_added && !s->read_wants_write && !s->write_wants_read && s->loop == spool.loop &&
+           !(s->tp->pending && s->tp->pending(s));
 }
 
 /* Moves s's socket into the set, armed, and gives its read event back.
@@ -395,8 +405,13 @@ static bool idle_add(struct io_stream *s)
     if (idle_set.loop != s->loop && !idle_set_open(s->loop))
         return false;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = s};
-    if (epoll_ctl(idle_set.fd, s->idle_reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->fd, &ev) != 0)
+    if (epoll_ctl(idle_set.fd, s->idle_reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->fd, &ev) != 0) {
+        if (!idle_set.socks)
+            idle_set_close();
         return false;
+    }
+    if (!s->idle_reg)
+        idle_set.socks++;
     s->idle_reg = true;
     event_del(&s->rev->ev); /* from the loop, and from its active queue */
     ev_put(s->rev);
@@ -414,7 +429,7 @@ __attribute__((noinline, cold)) static bool rev_restore(struct io_stream *s)
     struct io_ev *e = ev_get();
     if (!e)
         return false;
-    idle_del(s);
+    idle_del(s, true);
     s->rev = e;
     s->rev_added = false;
     event_assign(&e->ev, loop_base(s->loop), s->fd, EV_READ | EV_PERSIST, on_readable, s);
@@ -425,12 +440,6 @@ __attribute__((noinline, cold)) static bool rev_restore(struct io_stream *s)
  * reading wanted, connected, not ended, input below read_max. */
 void io_rev_update(struct io_stream *s)
 {
-    if (__builtin_expect(!s->rev, 0) && !rev_restore(s)) {
-        /* No memory for the read event: the stream cannot go on. */
-        s->read_done = true;
-        s->error = ENOMEM;
-        return;
-    }
     bool want;
     if (s->handshaking)
         want = !s->lazy && s->connected && !s->read_done && !s->hs_want_write;
@@ -439,6 +448,13 @@ void io_rev_update(struct io_stream *s)
                 evbuffer_get_length(s->in) < s->read_max && !s->read_wants_write) ||
                s->write_wants_read;
     if (want && !s->rev_added) {
+        /* A stream in the idle set is polled by the loop again. */
+        if (__builtin_expect(!s->rev, 0) && !rev_restore(s)) {
+            /* No memory for the read event: the stream cannot go on. */
+            s->read_done = true;
+            s->error = ENOMEM;
+            return;
+        }
         event_add(&s->rev->ev, NULL);
         s->rev_added = true;
     } else if (!want && s->rev_added) {
@@ -615,7 +631,6 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     s->last_read = loop_now();
-    s->park_idle = false;
     if ((size_t)n == want && s->read_chunk < IO_READ_MAX_CHUNK)
         s->read_chunk *= 2;
     else if ((size_t)n < want / 4 && s->read_chunk > IO_READ_MIN)
@@ -946,7 +961,7 @@ static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
     s->in = empty_buf;
     s->out = empty_buf;
     s->loop = loop;
-    s->read_max = read_max;
+    s->read_max = io_clamp32(read_max);
     s->reading = true;
     s->last_read = loop_now();
     s->read_chunk = IO_READ_MIN;
@@ -998,8 +1013,7 @@ void io_stream_free(struct io_stream *s)
         misuse("io_stream_free", "the stream is still spliced");
     if (s->rev)
         event_del(&s->rev->ev); /* also when only made active by io_read_soon */
-    else
-        idle_del(s); /* armed in the idle set: out of it before the close */
+    idle_del(s, !s->rev);       /* armed in the idle set: out of it before the close */
     wev_set(s, false);
     if (s->tp->fini)
         s->tp->fini(s);
@@ -1095,12 +1109,16 @@ bool io_waited(const struct io_stream *s)
 
 void io_set_read_max(struct io_stream *s, size_t read_max)
 {
-    s->read_max = read_max;
+    if (!s->rev)
+        (void)rev_restore(s); /* out of the idle set: the loop decides */
+    s->read_max = io_clamp32(read_max);
     io_rev_update(s);
 }
 
 void io_set_reading(struct io_stream *s, bool on)
 {
+    if (!s->rev)
+        (void)rev_restore(s); /* out of the idle set: the loop decides */
     s->reading = on;
     if (on)
         s->lazy = false;
@@ -1192,11 +1210,11 @@ static int park(struct coro *c, struct wait_rec *rec, struct io_want *wants, uns
             s->want = 0;
         s->waiter = rec;
         s->waiter_gen = rec->gen;
-        s->want |= wants[i].events;
+        s->want |= (uint8_t)wants[i].events;
         if (wants[i].events & IO_READABLE)
-            s->read_min = wants[i].read_min ? wants[i].read_min : 1;
+            s->read_min = wants[i].read_min ? io_clamp32(wants[i].read_min) : 1;
         if (wants[i].events & IO_WRITABLE)
-            s->write_below = wants[i].write_below;
+            s->write_below = io_clamp32(wants[i].write_below);
     }
     rec->due = deadline;
     if (deadline != LOOP_NEVER)
