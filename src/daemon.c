@@ -40,6 +40,17 @@ void daemon_tune_malloc(void)
         mallopt(M_MMAP_THRESHOLD, 1 << 20);
 }
 
+void daemon_reserve_heap(size_t bytes)
+{
+    enum { BLOCK = 512 << 10, MAX = 128 };
+    void *held[MAX];
+    size_t n = 0;
+    while (n < MAX && n * BLOCK < bytes && (held[n] = malloc(BLOCK - 64)))
+        n++;
+    while (n)
+        free(held[--n]); /* newest first: each one joins the top chunk */
+}
+
 int daemon_pidfile(const char *path)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -23,6 +23,16 @@ long daemon_raise_nofile(void);
  * and more are mapped on their own and returned at free. */
 void daemon_tune_malloc(void);
 
+/* Makes the calling thread's malloc arena writable up to `bytes` without
+ * keeping them resident. glibc grows a thread's heap one mprotect per page
+ * the first time it reaches the page (brk's top pad exists only for the
+ * main arena), so a cold burst of requests paid about one mprotect each.
+ * Takes and gives back blocks below the mmap threshold: the heap stays
+ * writable that far, and the trim returns the pages to the kernel (a few
+ * page-sized headers are touched once). Call once per worker thread, after
+ * daemon_tune_malloc. */
+void daemon_reserve_heap(size_t bytes);
+
 /* Creates and locks the pid file, writing our pid. Returns an fd to keep
  * open, or -errno after printing why (another instance holds the lock). */
 int daemon_pidfile(const char *path);

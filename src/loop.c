@@ -126,6 +126,10 @@ struct loop *loop_new(size_t stack_size, unsigned pool_cap)
     loop->base = ec ? event_base_new_with_config(ec) : NULL;
     if (ec)
         event_config_free(ec);
+    /* Three priorities: every event gets libevent's default, the middle
+     * one (n / 2); loop_idle_new's run only in a turn with nothing else. */
+    if (loop->base && event_base_priority_init(loop->base, LOOP_PRIORITIES) != 0)
+        goto out_free;
     loop->pool = coro_pool_new(stack_size, pool_cap);
     if (!loop->base || !loop->pool)
         goto out_free;
@@ -179,6 +183,11 @@ struct loop *loop_current(void)
 uint64_t loop_id(const struct loop *loop)
 {
     return loop->id;
+}
+
+int loop_idle_priority(struct event *ev)
+{
+    return event_priority_set(ev, LOOP_PRIORITIES - 1);
 }
 
 struct event_base *loop_base(struct loop *loop)

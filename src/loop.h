@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 struct coro;
+struct event;
 struct event_base;
 struct evdns_base;
 struct loop;
@@ -67,6 +68,13 @@ void loop_free(struct loop *loop);
 void loop_on_free(struct loop *loop, void (*fn)(void *arg), void *arg);
 struct loop *loop_current(void);
 struct event_base *loop_base(struct loop *loop);
+/* The event base's priorities (loop_new): all events run at libevent's
+ * default, the middle one, except loop_idle_new's. */
+#define LOOP_PRIORITIES 3
+/* Makes an event (not added yet) of the loop's base run only in a turn
+ * where no other event is ready: work that may wait until a burst is
+ * served. Event_active it, or add it with a timeout. Returns 0 or -1. */
+int loop_idle_priority(struct event *ev);
 /* A number no other loop of the process had or will have (a freed loop's
  * memory may come back as another loop: this tells them apart). */
 uint64_t loop_id(const struct loop *loop);

@@ -158,6 +158,14 @@ struct upstream_state {
 struct upstream_registry {
     struct pool *head;
     struct upstream_owner owner; /* as the worker's first set was given it */
+    /* Surplus connections (their pool held `keepalive` idle ones already)
+     * waiting for `closer`, which runs in a loop turn with nothing else
+     * to do: see close_later. */
+    struct io_stream **closing;
+    unsigned nclosing;
+    unsigned closing_cap;
+    int64_t closing_since; /* when the oldest was queued */
+    struct event *closer;
 };
 
 struct upstream_set {
@@ -281,6 +289,65 @@ static void conn_close(struct upstream_conn *uc)
     io_stream_free(uc->s);
     ATOMIC_SUB(uc->pool->reg->owner.conns, 1);
     free(uc);
+}
+
+/*
+ * Closing a connection costs tens of microseconds on loopback: the FIN is
+ * sent and the peer's state changed inside close(). When a burst of
+ * answers comes back on more connections than the pools keep, closing
+ * each surplus one as its answer is relayed made the answers behind it
+ * wait. They are closed in loop turns that have nothing else to run, at
+ * most CLOSE_BATCH a turn; a queue older than CLOSE_LATER_MS (a loop that
+ * is never idle) is closed by the next release instead.
+ */
+#define CLOSE_BATCH 64u
+#define CLOSE_LATER_MS 100
+
+static void close_now(struct upstream_registry *reg, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        io_stream_free(reg->closing[--reg->nclosing]);
+        ATOMIC_SUB(reg->owner.conns, 1);
+    }
+    reg->closing_since = loop_now();
+}
+
+static void on_closer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct upstream_registry *reg = arg;
+    close_now(reg, reg->nclosing < CLOSE_BATCH ? reg->nclosing : CLOSE_BATCH);
+    if (reg->nclosing)
+        event_active(reg->closer, EV_TIMEOUT, 1);
+}
+
+/* Queues uc's stream for closing; false when that cannot be done. */
+static bool close_later(struct upstream_registry *reg, struct upstream_conn *uc)
+{
+    if (!reg->closer) {
+        reg->closer = event_new(loop_base(loop_current()), -1, 0, on_closer, reg);
+        if (!reg->closer || loop_idle_priority(reg->closer) != 0)
+            return false;
+    }
+    if (reg->nclosing == reg->closing_cap) {
+        unsigned cap = reg->closing_cap ? 2 * reg->closing_cap : CLOSE_BATCH;
+        struct io_stream **grown = realloc(reg->closing, cap * sizeof(*grown));
+        if (!grown)
+            return false;
+        reg->closing = grown;
+        reg->closing_cap = cap;
+    }
+    if (reg->nclosing == 0)
+        reg->closing_since = loop_now();
+    else if (loop_now() - reg->closing_since > CLOSE_LATER_MS * LOOP_MS)
+        close_now(reg, reg->nclosing);
+    reg->closing[reg->nclosing++] = uc->s;
+    if (uc->idle_timer)
+        event_free(uc->idle_timer);
+    free(uc);
+    event_active(reg->closer, EV_TIMEOUT, 1);
+    return true;
 }
 
 static void idle_unlink(struct upstream_conn *uc)
@@ -710,7 +777,8 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     if (!reusable || uc->gen != p->gen || io_eof(s) || p->nidle >= p->up->keepalive ||
         *p->reg->owner.draining || registry_drained(p->shared) ||
         evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
-        conn_close(uc);
+        if (!reusable || p->nidle < p->up->keepalive || !close_later(p->reg, uc))
+            conn_close(uc);
         slot_release(p);
         return;
     }
@@ -740,6 +808,10 @@ void upstream_registry_free(struct upstream_registry **reg)
 {
     if (!*reg)
         return;
+    close_now(*reg, (*reg)->nclosing);
+    free((*reg)->closing);
+    if ((*reg)->closer)
+        event_free((*reg)->closer);
     while ((*reg)->head) {
         struct pool *p = (*reg)->head;
         p->refs = 0;

@@ -54,6 +54,24 @@ def test_pool_drops_connection_closed_by_backend():
     eq(be.stats()["connections"], 4, "upstream connections (each closed by the backend)")
 
 
+def test_surplus_connections_close_after_burst():
+    "connections beyond keepalive close once a burst is answered; the pool keeps keepalive"
+    be = backend()
+    f = ferry(workers=1,  # per worker: pools
+              upstreams={"u": servers(be, keepalive=2)}, routes=[route("all", "/", upstream="u")])
+    res = parallel(8, lambda i: request(f, "GET", "/slow?ms=300&i=%d" % i), timeout=20)
+    for r in res:
+        expect_response(r, status=200)
+    eq(be.stats()["peak_open_connections"], 8, "upstream connections during the burst")
+    wait_until(lambda: be.stats()["open_connections"] == 2, timeout=5,
+               what="the 6 surplus connections closed, 2 kept")
+    time.sleep(0.3)
+    eq(be.stats()["open_connections"], 2, "pooled connections left open")
+    for i in range(4):  # the kept ones serve the next requests
+        expect_response(request(f, "GET", "/fast?i=%d" % i), status=200)
+    eq(be.stats()["connections"], 8, "upstream connections opened in all")
+
+
 def test_retry_on_reused_connection():
     "a GET failing on a reused connection before any byte is retried once on a fresh one"
     be = backend()
