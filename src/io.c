@@ -257,185 +257,6 @@ static __thread struct {
     unsigned len;
 } spool;
 
-/* Read and write events not in use, per thread (at most EV_POOL_CAP). */
-#define EV_POOL_CAP 1024u
-static __thread struct io_ev *evpool;
-static __thread unsigned evpool_len;
-
-static struct io_ev *ev_get(void)
-{
-    struct io_ev *e = evpool;
-    if (e) {
-        evpool = e->next_free;
-        evpool_len--;
-        return e;
-    }
-    return malloc(sizeof(*e));
-}
-
-/* e is out of the loop (or only in it from its own running callback:
- * libevent no longer touches an event once its callback runs). */
-static void ev_put(struct io_ev *e)
-{
-    if (evpool_len >= EV_POOL_CAP) {
-        free(e);
-        return;
-    }
-    e->next_free = evpool;
-    evpool = e;
-    evpool_len++;
-}
-
-static void on_readable(evutil_socket_t fd, short what, void *arg);
-
-/*
- * The idle set. A connection idle for long while its worker has many (a
- * keep-alive client between requests, a silent new one: its owner calls
- * io_park) waits with no libevent event at all: its socket is in the
- * thread's idle set, an epoll instance of its own that is in the loop as
- * one read event, and the stream gives its read event (128 bytes) back to
- * the pool; libevent keeps no per-fd entry for a socket it never polled.
- * When the set reports the socket, the stream takes an event back and
- * reads at once, as if libevent had reported it, lazy from then on (as a
- * new connection: not polled until a coroutine needs more input).
- *
- * EPOLLONESHOT: the set reports a socket once and disarms it, so a wake
- * costs no epoll_ctl; the next park re-arms it (EPOLL_CTL_MOD), the first
- * adds it. A disarmed socket can report nothing, and leaves the set with
- * its file when closed (sockets are never duplicated: CLOEXEC, no fork);
- * an armed one is deleted from the set before its close, so the set never
- * holds a pointer to a freed stream. A wake only assigns and activates
- * the stream's event (no callback runs while a batch is handled), so no
- * stream of a batch is freed before the batch is done. Level-triggered:
- * bytes that arrived before the park are reported at once.
- */
-#define IDLE_SET_BATCH 128
-static __thread struct {
-    struct loop *loop; /* the loop its event is in; NULL: none open */
-    int fd;
-    unsigned socks; /* registered (armed or not); closed when none is left */
-    struct event ev;
-} idle_set;
-
-/* The set reported s: it reads now (its callback runs later in this loop
- * turn). Out of memory for the event, s stays disarmed and unread: its
- * owner's deadline ends it. */
-static void idle_wake(struct io_stream *s)
-{
-    struct io_ev *e = ev_get();
-    if (!e)
-        return;
-    s->rev = e;
-    s->rev_added = false;
-    s->lazy = true;
-    event_assign(&e->ev, loop_base(s->loop), s->fd, EV_READ | EV_PERSIST, on_readable, s);
-    event_active(&e->ev, EV_READ, 1);
-}
-
-static void on_idle_set(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    (void)arg;
-    struct epoll_event evs[IDLE_SET_BATCH];
-    /* One batch a turn: the set stays readable while more are ready. */
-    int n = epoll_wait(fd, evs, IDLE_SET_BATCH, 0);
-    for (int i = 0; i < n; i++)
-        idle_wake(evs[i].data.ptr);
-}
-
-static bool idle_set_open(struct loop *loop)
-{
-    if (idle_set.loop)
-        return false; /* another loop of this thread has it */
-    int fd = epoll_create1(EPOLL_CLOEXEC);
-    if (fd < 0)
-        return false;
-    event_assign(&idle_set.ev, loop_base(loop), fd, EV_READ | EV_PERSIST, on_idle_set, NULL);
-    if (event_add(&idle_set.ev, NULL) != 0) {
-        close(fd);
-        return false;
-    }
-    idle_set.fd = fd;
-    idle_set.loop = loop;
-    idle_set.socks = 0;
-    return true;
-}
-
-/* When its last socket left, or before the loop goes (stream_pool_drain):
- * a worker that had many connections keeps no descriptor for it. */
-static void idle_set_close(void)
-{
-    if (!idle_set.loop)
-        return;
-    event_del(&idle_set.ev);
-    close(idle_set.fd);
-    idle_set.loop = NULL;
-}
-
-/* Takes s out of the set: with EPOLL_CTL_DEL when it may be armed (to
- * poll it again, or before its close), else it leaves with its file. */
-static void idle_del(struct io_stream *s, bool armed)
-{
-    if (!s->idle_reg)
-        return;
-    s->idle_reg = false;
-    if (idle_set.loop != s->loop)
-        return;
-    if (armed)
-        (void)epoll_ctl(idle_set.fd, EPOLL_CTL_DEL, s->fd, NULL);
-    if (--idle_set.socks == 0)
-        idle_set_close();
-}
-
-/* Whether s may wait in the set: idle in every way, reading, nothing
- * buffered, not even in its transport (TLS plaintext OpenSSL decrypted
- * ahead: the socket would not report it). */
-static bool idle_parkable(struct io_stream *s)
-{
-    return s->rev && !s->bufs && s->on_idle && !s->splice && !io_waited(s) && s->connected &&
-           !s->connecting && !s->handshaking && s->reading && !s->read_done && !s->write_err &&
-           !s->wev_added && !s->read_wants_write && !s->write_wants_read && s->loop == spool.loop &&
-           !(s->tp->pending && s->tp->pending(s));
-}
-
-/* Moves s's socket into the set, armed, and gives its read event back.
- * False (s unchanged) when the set cannot be had or refuses it. */
-static bool idle_add(struct io_stream *s)
-{
-    if (idle_set.loop != s->loop && !idle_set_open(s->loop))
-        return false;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.ptr = s};
-    if (epoll_ctl(idle_set.fd, s->idle_reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->fd, &ev) != 0) {
-        if (!idle_set.socks)
-            idle_set_close();
-        return false;
-    }
-    if (!s->idle_reg)
-        idle_set.socks++;
-    s->idle_reg = true;
-    event_del(&s->rev->ev); /* from the loop, and from its active queue */
-    ev_put(s->rev);
-    s->rev = NULL;
-    s->rev_added = false;
-    s->lazy = false;
-    s->park_idle = false;
-    return true;
-}
-
-/* A stream in the set that must be polled by the loop again (or whose
- * wake found no memory) takes a read event back. */
-__attribute__((noinline, cold)) static bool rev_restore(struct io_stream *s)
-{
-    struct io_ev *e = ev_get();
-    if (!e)
-        return false;
-    idle_del(s, true);
-    s->rev = e;
-    s->rev_added = false;
-    event_assign(&e->ev, loop_base(s->loop), s->fd, EV_READ | EV_PERSIST, on_readable, s);
-    return true;
-}
-
 /* Keeps the read event in the loop exactly while a read may be done:
  * reading wanted, connected, not ended, input below read_max. */
 void io_rev_update(struct io_stream *s)
@@ -449,7 +270,7 @@ void io_rev_update(struct io_stream *s)
                s->write_wants_read;
     if (want && !s->rev_added) {
         /* A stream in the idle set is polled by the loop again. */
-        if (__builtin_expect(!s->rev, 0) && !rev_restore(s)) {
+        if (__builtin_expect(!s->rev, 0) && !io_rev_restore(s)) {
             /* No memory for the read event: the stream cannot go on. */
             s->read_done = true;
             s->error = ENOMEM;
@@ -479,7 +300,7 @@ __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
             s->error = ENOMEM;
             return;
         }
-        struct io_ev *e = ev_get();
+        struct io_ev *e = io_ev_get();
         if (!e) {
             s->write_err = true;
             s->error = ENOMEM;
@@ -496,7 +317,7 @@ __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
         event_del(&e->ev);
         s->wev = NULL;
         s->wev_added = false;
-        ev_put(e);
+        io_ev_put(e);
     }
 }
 
@@ -551,7 +372,7 @@ static void start_polling(struct io_stream *s)
  * Reads straight into the input evbuffer: one readv of up to read_chunk
  * bytes (never past read_max) into reserved space.
  */
-static void on_readable(evutil_socket_t fd, short what, void *arg)
+void io_on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -612,7 +433,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     if (n == -EAGAIN || n == -EINTR) {
         /* A lazy stream's speculative read found nothing: it is polled,
          * or waits in the idle set if its owner parked it. */
-        if (!s->park_idle || !idle_parkable(s) || !idle_add(s))
+        if (!s->park_idle || !io_idle_park(s))
             start_polling(s);
         return;
     }
@@ -841,6 +662,11 @@ bool io_attach(struct io_stream *s)
     return s->bufs || attach_slow(s);
 }
 
+struct loop *io_pool_loop(void)
+{
+    return spool.loop;
+}
+
 /* Gives an idle stream's buffers back (io_park's first half; all that a
  * wait with IO_PARK does). False when the stream is not idle. */
 static bool bufs_park(struct io_stream *s)
@@ -864,7 +690,7 @@ void io_park(struct io_stream *s)
         s->park_idle = true;
         return;
     }
-    if (!idle_parkable(s) || !idle_add(s))
+    if (!io_idle_park(s))
         start_polling(s);
 }
 
@@ -885,7 +711,7 @@ static void stream_release(struct io_stream *s)
     if (s->bufs)
         bufs_put(s, false);
     if (s->rev)
-        ev_put(s->rev);
+        io_ev_put(s->rev);
     free(s);
 }
 
@@ -905,13 +731,7 @@ static void stream_pool_drain(void *arg)
         bufs_free(b);
     }
     bpool_len = 0;
-    while (evpool) {
-        struct io_ev *e = evpool;
-        evpool = e->next_free;
-        free(e);
-    }
-    evpool_len = 0;
-    idle_set_close();
+    io_ev_pool_drain();
     if (empty_buf)
         evbuffer_free(empty_buf);
     empty_buf = NULL;
@@ -956,7 +776,7 @@ static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
     } else {
         s = empty_buf ? malloc(sizeof(*s)) : NULL;
     }
-    if (s && !rev && !(rev = ev_get())) {
+    if (s && !rev && !(rev = io_ev_get())) {
         free(s);
         s = NULL;
     }
@@ -976,7 +796,7 @@ static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
     s->reading = true;
     s->last_read = loop_now();
     s->read_chunk = IO_READ_MIN;
-    event_assign(&rev->ev, loop_base(loop), fd, EV_READ | EV_PERSIST, on_readable, s);
+    event_assign(&rev->ev, loop_base(loop), fd, EV_READ | EV_PERSIST, io_on_readable, s);
     return s;
 }
 
@@ -995,7 +815,7 @@ void io_read_soon(struct io_stream *s)
     /* An active event that was never added costs no epoll_ctl; its
      * callback runs after the others of this loop turn, giving the
      * client's request the most time to arrive. */
-    if (s->rev || rev_restore(s))
+    if (s->rev || io_rev_restore(s))
         event_active(&s->rev->ev, EV_READ, 1);
 }
 
@@ -1024,7 +844,8 @@ void io_stream_free(struct io_stream *s)
         misuse("io_stream_free", "the stream is still spliced");
     if (s->rev)
         event_del(&s->rev->ev); /* also when only made active by io_read_soon */
-    idle_del(s, !s->rev);       /* armed in the idle set: out of it before the close */
+    if (s->idle_reg)
+        io_idle_del(s, !s->rev); /* armed in the idle set: out of it before the close */
     wev_set(s, false);
     if (s->tp->fini)
         s->tp->fini(s);
@@ -1121,7 +942,7 @@ bool io_waited(const struct io_stream *s)
 void io_set_read_max(struct io_stream *s, size_t read_max)
 {
     if (!s->rev)
-        (void)rev_restore(s); /* out of the idle set: the loop decides */
+        (void)io_rev_restore(s); /* out of the idle set: the loop decides */
     s->read_max = io_clamp32(read_max);
     io_rev_update(s);
 }
@@ -1129,7 +950,7 @@ void io_set_read_max(struct io_stream *s, size_t read_max)
 void io_set_reading(struct io_stream *s, bool on)
 {
     if (!s->rev)
-        (void)rev_restore(s); /* out of the idle set: the loop decides */
+        (void)io_rev_restore(s); /* out of the idle set: the loop decides */
     s->reading = on;
     if (on)
         s->lazy = false;

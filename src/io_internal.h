@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include <event2/event_struct.h>
+#include <event2/util.h>
 
 struct evbuffer;
 struct io_transport;
@@ -95,6 +96,25 @@ bool io_attach(struct io_stream *s);
 void io_rev_update(struct io_stream *s);
 /* Writes what the output holds now (never waits; errors show later). */
 void io_write_now(struct io_stream *s);
+
+/* io_idle.c: read and write events from a per-thread pool (io_ev_get
+ * returns NULL when out of memory), and the idle set (io.h's io_park):
+ * io_idle_park puts an idle stream's socket there and gives its read
+ * event back (false: not idle in every way, or the set refused it; s is
+ * unchanged); io_rev_restore takes a read event back and the socket out
+ * of the set (false: out of memory); io_idle_del takes the socket out
+ * (with EPOLL_CTL_DEL when it may be armed); io_ev_pool_drain frees the
+ * pool and closes the set before the loop goes. */
+struct io_ev *io_ev_get(void);
+void io_ev_put(struct io_ev *e);
+bool io_idle_park(struct io_stream *s);
+bool io_rev_restore(struct io_stream *s);
+void io_idle_del(struct io_stream *s, bool armed);
+void io_ev_pool_drain(void);
+/* io.c, for io_idle.c: the read event's callback; the loop whose pools
+ * the thread keeps (NULL: none yet). */
+void io_on_readable(evutil_socket_t fd, short what, void *arg);
+struct loop *io_pool_loop(void);
 
 /* io_splice.c: what a spliced stream's callbacks report instead of waking
  * a waiter (each may end the splice: return right after). */
