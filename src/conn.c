@@ -230,6 +230,10 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
     /* The request has usually arrived by the end of this loop turn: read
      * it then, without polling the socket first. */
     io_read_soon(c->side.s);
+    /* ...and if it finds nothing, a connection among many waits in the
+     * worker's idle set, with no event of its own. */
+    if (WORKER_STAT_GET(w, connections) > CONN_PARK_ABOVE)
+        io_park(c->side.s);
 }
 
 static void conn_close(struct conn *c)
@@ -255,8 +259,10 @@ static bool linger_drain(struct conn *c)
 {
     size_t n = evbuffer_get_length(io_input(c->side.s));
     evbuffer_drain(io_input(c->side.s), n);
-    c->lingered += n;
-    return c->lingered <= CONN_LINGER_BYTES;
+    if (n > CONN_LINGER_BYTES - c->lingered) /* never wraps: the sum stays in 32 bits */
+        return false;
+    c->lingered += (uint32_t)n;
+    return true;
 }
 
 /* Lingering close: our answer is out (flushed, write side shut by the
@@ -406,17 +412,22 @@ static void finish_request(struct conn *c, bool keep_alive, bool linger)
     WORKER_STAT_SUB(w, requests_live, 1);
     if (keep_alive && !c->side.close_after && !w->draining) {
         wait_for(c, CONN_Q_IDLE, w->cfg->timeouts.client_idle);
-        io_poll(c->side.s);
         /* Bytes that arrived while the response finished start the next
          * request on the next loop turn (the idle callback only fires on
          * new reads). Otherwise, when the worker has many connections,
-         * the connection holds no buffers until its next bytes (a few
-         * keep theirs: a park and take-back per request costs ~150
-         * instructions, and their buffers little). */
-        if (io_input_length(c->side.s) > 0)
+         * the connection holds no buffers and no event until its next
+         * bytes (io_park: its socket waits in the worker's idle set); a
+         * few are polled as they are and keep their buffers (a park and
+         * wake per request costs an epoll_ctl and ~300 instructions,
+         * their buffers and events little). */
+        if (io_input_length(c->side.s) > 0) {
+            io_poll(c->side.s);
             start_request(c);
-        else if (WORKER_STAT_GET(w, connections) > CONN_PARK_ABOVE)
+        } else if (WORKER_STAT_GET(w, connections) > CONN_PARK_ABOVE) {
             io_park(c->side.s);
+        } else {
+            io_poll(c->side.s);
+        }
         return;
     }
     if (linger)
@@ -432,6 +443,7 @@ static void on_tunnel_close(void *arg, const struct tunnel_stats *st)
     upstream_release(c->tunnel_uc, false);
     c->tunnel_uc = NULL;
     c->tunnel = NULL;
+    c->tunneled = false;
     conn_close(c);
 }
 
@@ -443,11 +455,14 @@ static void start_tunnel(struct conn *c, struct upstream_conn *uc)
     c->served++;
     WORKER_STAT_SUB(w, requests_live, 1);
     dq_remove(c);
+    c->tunneled = true; /* the queue's links hold the tunnel from now on */
+    c->tunnel = NULL;
     c->tunnel_uc = uc;
     if (tunnel_start(w->loop, c->side.s, upstream_stream(uc), w->cfg->timeouts.tunnel_idle,
                      on_tunnel_close, c, &c->tunnel) < 0) {
         upstream_release(uc, false);
         c->tunnel_uc = NULL;
+        c->tunneled = false;
         conn_close(c);
     }
 }
@@ -465,7 +480,7 @@ static void on_request_done(struct request_side *side, bool keep_alive, bool lin
 
 void conn_drain(struct conn *c)
 {
-    if (c->tunnel) {
+    if (c->tunneled && c->tunnel) {
         tunnel_stop(c->tunnel);
         return;
     }

@@ -2,8 +2,10 @@
  * conn: one client connection.
  *
  * An idle keep-alive connection is this struct and a parked stream (io.h:
- * a socket and a read event, no buffers), with no coroutine, no stack and
- * no timer (a coroutine per request, not per connection). The first byte
+ * a socket and a read event, no buffers; among more than CONN_PARK_ABOVE
+ * connections not even the event: the socket waits in the worker's idle
+ * epoll set), with no coroutine, no stack and no timer (a coroutine per
+ * request, not per connection). The first byte
  * of a request starts a request coroutine (h1side_serve); when the response
  * is done and nothing is pipelined behind it, the coroutine ends and the
  * connection is idle again. Closing is immediate, or lingering after an
@@ -32,8 +34,9 @@
  * fit in it (a larger one is refused with 431, never waited for). */
 #define CONN_READ_MAX (128u * 1024u)
 
-/* A keep-alive connection gives its buffers back between requests
- * (io_park) while the worker has more connections than this. */
+/* A keep-alive connection, and a new one whose first read found nothing,
+ * gives its buffers and read event back (io_park: its socket waits in the
+ * worker's idle set) while the worker has more connections than this. */
 #define CONN_PARK_ABOVE 256u
 
 #define CONN_LINGER_MS 2000
@@ -48,18 +51,27 @@ struct worker;
 enum { CONN_Q_NONE, CONN_Q_HEADER, CONN_Q_IDLE, CONN_Q_LINGER, CONN_Q_COUNT };
 
 /*
- * An idle connection is this struct and its stream (io.h: a socket and a
- * read event, no buffers), nothing else: no timer of its own (its deadline
- * is its place in a queue), the peer's address in the room an IPv6 one
- * needs (an AF_UNIX peer keeps its family only).
+ * An idle connection is this struct (216 bytes) and its stream (io.h: a
+ * socket, no buffers, a read event unless it waits in the idle set),
+ * nothing else: no timer of its own (its deadline is its place in a
+ * queue), the peer's address in the room an IPv6 one needs (an AF_UNIX
+ * peer keeps its family only).
  */
 struct conn {
-    struct request_side side;       /* what the request coroutine sees: its w and s are the
-                                     * connection's worker and stream */
-    struct coro *req;               /* the request coroutine, NULL when idle */
-    struct conn *next, *prev;       /* the worker's list */
-    struct conn *dq_next, *dq_prev; /* its deadline queue */
-    int64_t due;                    /* when its wait in that queue ends */
+    struct request_side side; /* what the request coroutine sees: its w and s are the
+                               * connection's worker and stream */
+    struct coro *req;         /* the request coroutine, NULL when idle */
+    struct conn *next, *prev; /* the worker's list */
+    union {
+        struct {
+            struct conn *dq_next, *dq_prev; /* its deadline queue */
+        };
+        struct {                   /* after a 101 (tunneled): in no queue any more */
+            struct tunnel *tunnel; /* the splice, no coroutine */
+            struct upstream_conn *tunnel_uc;
+        };
+    };
+    int64_t due; /* when its wait in that queue ends */
     union {
         struct sockaddr sa;
         struct sockaddr_in in;
@@ -68,17 +80,16 @@ struct conn {
     socklen_t peer_len;
     char client[INET6_ADDRSTRLEN]; /* peer address as text */
     uint8_t dq;                    /* CONN_Q_* */
-    bool lingering;
-    bool await_proxy; /* PROXY header expected, not yet read */
-    bool tls;         /* the stream is TLS: a failed handshake is logged */
-    unsigned served;  /* requests answered */
-    size_t lingered;  /* bytes discarded while lingering */
+    bool lingering : 1;
+    bool await_proxy : 1; /* PROXY header expected, not yet read */
+    bool tls : 1;         /* the stream is TLS: a failed handshake is logged */
+    bool tunneled : 1;    /* tunnel and tunnel_uc are set (not the queue's links) */
+    unsigned served;      /* requests answered */
+    uint32_t lingered;    /* bytes discarded while lingering (capped: CONN_LINGER_BYTES) */
     /* TLS: the config whose certificates the handshake uses (their SNI
      * and OCSP callbacks point into it), held until the handshake ends so
      * that a reload meanwhile cannot free them. */
     struct config *hs_cfg;
-    struct tunnel *tunnel; /* after a 101: the splice, no coroutine */
-    struct upstream_conn *tunnel_uc;
 };
 
 /* Takes a socket accepted on listener l (NULL: plain, no PROXY header):

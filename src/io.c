@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/sockios.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -243,6 +244,19 @@ static void notify_end(struct io_stream *s)
         s->on_idle(s, IO_EOF, s->idle_arg);
 }
 
+/*
+ * Freed streams are kept for reuse, per thread and for one loop at a time
+ * (at most STREAM_POOL_CAP): a new connection then costs no allocation
+ * (the stream, its two evbuffers). The pool is emptied when its loop is
+ * freed.
+ */
+#define STREAM_POOL_CAP 1024u
+static __thread struct {
+    struct loop *loop;
+    struct io_stream *head; /* linked through next_free */
+    unsigned len;
+} spool;
+
 /* Keeps the read event in the loop exactly while a read may be done:
  * reading wanted, connected, not ended, input below read_max. */
 void io_rev_update(struct io_stream *s)
@@ -255,24 +269,26 @@ void io_rev_update(struct io_stream *s)
                 evbuffer_get_length(s->in) < s->read_max && !s->read_wants_write) ||
                s->write_wants_read;
     if (want && !s->rev_added) {
-        event_add(&s->rev, NULL);
+        /* A stream in the idle set is polled by the loop again. */
+        if (__builtin_expect(!s->rev, 0) && !io_rev_restore(s)) {
+            /* No memory for the read event: the stream cannot go on. */
+            s->read_done = true;
+            s->error = ENOMEM;
+            return;
+        }
+        event_add(&s->rev->ev, NULL);
         s->rev_added = true;
     } else if (!want && s->rev_added) {
-        event_del(&s->rev);
+        event_del(&s->rev->ev);
         s->rev_added = false;
     }
     /* Input the transport holds (decrypted, read ahead) is never
      * signalled by the socket: read it on this loop turn. */
     if (want && s->tp->pending && !s->handshaking && s->tp->pending(s))
-        event_active(&s->rev, EV_READ, 1);
+        event_active(&s->rev->ev, EV_READ, 1);
 }
 
 static void on_writable(evutil_socket_t fd, short what, void *arg);
-
-/* Write events not in use, per thread (at most BUFS_POOL_CAP). */
-#define BUFS_POOL_CAP 1024u
-static __thread struct io_wev *wpool;
-static __thread unsigned wpool_len;
 
 /* Adds (on) or removes the write event; wev_set() is the cheap check. */
 __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
@@ -284,11 +300,8 @@ __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
             s->error = ENOMEM;
             return;
         }
-        struct io_wev *e = wpool;
-        if (e) {
-            wpool = e->next_free;
-            wpool_len--;
-        } else if (!(e = malloc(sizeof(*e)))) {
+        struct io_ev *e = io_ev_get();
+        if (!e) {
             s->write_err = true;
             s->error = ENOMEM;
             return;
@@ -300,17 +313,11 @@ __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
     } else {
         /* Also from its own callback: libevent no longer touches an
          * event once its callback runs. */
-        struct io_wev *e = s->wev;
+        struct io_ev *e = s->wev;
         event_del(&e->ev);
         s->wev = NULL;
         s->wev_added = false;
-        if (wpool_len >= BUFS_POOL_CAP) {
-            free(e);
-        } else {
-            e->next_free = wpool;
-            wpool = e;
-            wpool_len++;
-        }
+        io_ev_put(e);
     }
 }
 
@@ -365,7 +372,7 @@ static void start_polling(struct io_stream *s)
  * Reads straight into the input evbuffer: one readv of up to read_chunk
  * bytes (never past read_max) into reserved space.
  */
-static void on_readable(evutil_socket_t fd, short what, void *arg)
+void io_on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -424,7 +431,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         evbuffer_commit_space(s->in, v, nv);
     }
     if (n == -EAGAIN || n == -EINTR) {
-        start_polling(s); /* a lazy stream's speculative read found nothing */
+        /* A lazy stream's speculative read found nothing: it is polled,
+         * or waits in the idle set if its owner parked it. */
+        if (!s->park_idle || !io_idle_park(s))
+            start_polling(s);
         return;
     }
     if (n == IO_TP_WANT_WRITE) {
@@ -522,7 +532,8 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     if (s->read_wants_write) {
         s->read_wants_write = false;
         io_rev_update(s);
-        event_active(&s->rev, EV_READ, 1);
+        if (s->rev)
+            event_active(&s->rev->ev, EV_READ, 1);
     }
     ssize_t n = evbuffer_get_length(s->out) ? write_out(s) : 0;
     if (n == IO_TP_WANT_READ) {
@@ -586,24 +597,12 @@ static void set_nodelay(int fd)
 }
 
 /*
- * Freed streams are kept for reuse, per thread and for one loop at a time
- * (at most STREAM_POOL_CAP): a new connection then costs no allocation
- * (the stream, its two evbuffers). The pool is emptied when its loop is
- * freed.
- */
-#define STREAM_POOL_CAP 1024u
-static __thread struct {
-    struct loop *loop;
-    struct io_stream *head; /* linked through next_free */
-    unsigned len;
-} spool;
-
-/*
  * Buffers (struct io_bufs) given back by parked and freed streams, per
  * thread, at most BUFS_POOL_CAP; the thread's empty evbuffer, which every
  * parked stream's in and out point to (lengths are read from it, nothing
  * is ever added).
  */
+#define BUFS_POOL_CAP 1024u
 static __thread struct io_bufs *bpool;
 static __thread unsigned bpool_len;
 static __thread struct evbuffer *empty_buf;
@@ -663,12 +662,36 @@ bool io_attach(struct io_stream *s)
     return s->bufs || attach_slow(s);
 }
 
+struct loop *io_pool_loop(void)
+{
+    return spool.loop;
+}
+
+/* Gives an idle stream's buffers back (io_park's first half; all that a
+ * wait with IO_PARK does). False when the stream is not idle. */
+static bool bufs_park(struct io_stream *s)
+{
+    if (s->wev_added || s->splice || io_waited(s) || s->connecting || s->handshaking)
+        return false;
+    if (!s->bufs)
+        return true;
+    if (evbuffer_get_length(s->in) || evbuffer_get_length(s->out))
+        return false;
+    bufs_put(s, true);
+    return true;
+}
+
 void io_park(struct io_stream *s)
 {
-    if (!s->bufs || s->wev_added || s->splice || io_waited(s) || s->connecting || s->handshaking ||
-        evbuffer_get_length(s->in) || evbuffer_get_length(s->out))
+    if (!bufs_park(s) || !s->rev)
         return;
-    bufs_put(s, true);
+    if (s->lazy && event_pending(&s->rev->ev, EV_READ, NULL)) {
+        /* A read is scheduled (io_read_soon): what it finds decides. */
+        s->park_idle = true;
+        return;
+    }
+    if (!io_idle_park(s))
+        start_polling(s);
 }
 
 /* io_input, io_output on a parked stream. */
@@ -687,6 +710,8 @@ static void stream_release(struct io_stream *s)
 {
     if (s->bufs)
         bufs_put(s, false);
+    if (s->rev)
+        io_ev_put(s->rev);
     free(s);
 }
 
@@ -706,12 +731,7 @@ static void stream_pool_drain(void *arg)
         bufs_free(b);
     }
     bpool_len = 0;
-    while (wpool) {
-        struct io_wev *e = wpool;
-        wpool = e->next_free;
-        free(e);
-    }
-    wpool_len = 0;
+    io_ev_pool_drain();
     if (empty_buf)
         evbuffer_free(empty_buf);
     empty_buf = NULL;
@@ -747,29 +767,36 @@ static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
     }
     if (!empty_buf)
         empty_buf = evbuffer_new();
+    struct io_ev *rev = NULL;
     if (spool.head && spool.loop == loop) {
         s = spool.head;
         spool.head = s->next_free;
         spool.len--;
+        rev = s->rev; /* a stream freed in the idle set has none */
     } else {
         s = empty_buf ? malloc(sizeof(*s)) : NULL;
-        if (!s) {
-            sys_close(fd);
-            return NULL;
-        }
+    }
+    if (s && !rev && !(rev = io_ev_get())) {
+        free(s);
+        s = NULL;
+    }
+    if (!s) {
+        sys_close(fd);
+        return NULL;
     }
     /* Parked from the start: buffers come with the first bytes. */
     memset(s, 0, sizeof(*s));
+    s->rev = rev;
     s->fd = fd;
     s->tp = &plain_transport;
     s->in = empty_buf;
     s->out = empty_buf;
     s->loop = loop;
-    s->read_max = read_max;
+    s->read_max = io_clamp32(read_max);
     s->reading = true;
     s->last_read = loop_now();
     s->read_chunk = IO_READ_MIN;
-    event_assign(&s->rev, loop_base(loop), fd, EV_READ | EV_PERSIST, on_readable, s);
+    event_assign(&rev->ev, loop_base(loop), fd, EV_READ | EV_PERSIST, io_on_readable, s);
     return s;
 }
 
@@ -788,7 +815,8 @@ void io_read_soon(struct io_stream *s)
     /* An active event that was never added costs no epoll_ctl; its
      * callback runs after the others of this loop turn, giving the
      * client's request the most time to arrive. */
-    event_active(&s->rev, EV_READ, 1);
+    if (s->rev || io_rev_restore(s))
+        event_active(&s->rev->ev, EV_READ, 1);
 }
 
 void io_poll(struct io_stream *s)
@@ -814,7 +842,10 @@ void io_stream_free(struct io_stream *s)
         misuse("io_stream_free", "a coroutine is still waiting on the stream");
     if (s->splice)
         misuse("io_stream_free", "the stream is still spliced");
-    event_del(&s->rev); /* also when only made active by io_read_soon */
+    if (s->rev)
+        event_del(&s->rev->ev); /* also when only made active by io_read_soon */
+    if (s->idle_reg)
+        io_idle_del(s, !s->rev); /* armed in the idle set: out of it before the close */
     wev_set(s, false);
     if (s->tp->fini)
         s->tp->fini(s);
@@ -910,12 +941,16 @@ bool io_waited(const struct io_stream *s)
 
 void io_set_read_max(struct io_stream *s, size_t read_max)
 {
-    s->read_max = read_max;
+    if (!s->rev)
+        (void)io_rev_restore(s); /* out of the idle set: the loop decides */
+    s->read_max = io_clamp32(read_max);
     io_rev_update(s);
 }
 
 void io_set_reading(struct io_stream *s, bool on)
 {
+    if (!s->rev)
+        (void)io_rev_restore(s); /* out of the idle set: the loop decides */
     s->reading = on;
     if (on)
         s->lazy = false;
@@ -1007,11 +1042,11 @@ static int park(struct coro *c, struct wait_rec *rec, struct io_want *wants, uns
             s->want = 0;
         s->waiter = rec;
         s->waiter_gen = rec->gen;
-        s->want |= wants[i].events;
+        s->want |= (uint8_t)wants[i].events;
         if (wants[i].events & IO_READABLE)
-            s->read_min = wants[i].read_min ? wants[i].read_min : 1;
+            s->read_min = wants[i].read_min ? io_clamp32(wants[i].read_min) : 1;
         if (wants[i].events & IO_WRITABLE)
-            s->write_below = wants[i].write_below;
+            s->write_below = io_clamp32(wants[i].write_below);
     }
     rec->due = deadline;
     if (deadline != LOOP_NEVER)
@@ -1074,7 +1109,7 @@ int io_wait(struct io_want *wants, unsigned n, int64_t deadline)
             if (!s)
                 continue;
             if ((wants[i].events & IO_PARK) && recs_live >= IO_PARK_CROWD)
-                io_park(s);
+                (void)bufs_park(s);
             if (!s->lazy)
                 continue;
             if (wants[i].events & IO_READABLE)

@@ -119,14 +119,19 @@ struct evbuffer *io_output(struct io_stream *s);
 size_t io_input_length(const struct io_stream *s);
 /*
  * Parks an idle stream: gives its input and output evbuffers back to the
- * thread's pool, so that it holds only its socket and read event (its
- * write event is pooled whenever it is not in the loop) until bytes move
- * again (a read takes them back, as do
- * io_input, io_output and the writes). Does nothing while anything is
- * queued either way, a coroutine waits on it, it is spliced, connecting or
- * handshaking. The owner calls it when nobody holds the stream's
- * evbuffers: a keep-alive connection between requests. A new stream
- * starts parked.
+ * thread's pool (its write event is pooled whenever it is not in the loop)
+ * until bytes move again (a read takes them back, as do io_input,
+ * io_output and the writes), and watches its socket for the idle callback
+ * (as io_poll) from the thread's idle set: an epoll set of its own, with
+ * no libevent event for the stream, which gives its read event back too
+ * (Linux; see io.c). A read already scheduled (io_read_soon) goes first,
+ * and the stream joins the set only if it finds nothing. A stream whose
+ * transport holds input (TLS) is polled as usual. Does nothing while
+ * anything is queued either way, a coroutine waits on it, it is spliced,
+ * connecting or handshaking. The owner calls it when nobody holds the
+ * stream's evbuffers and no request is expected soon: a keep-alive
+ * connection between requests, a new one, when the worker has many. A
+ * new stream starts without buffers.
  */
 void io_park(struct io_stream *s);
 /* The socket, for its addresses and options only: bytes go through io. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include <event2/event_struct.h>
+#include <event2/util.h>
 
 struct evbuffer;
 struct io_transport;
@@ -20,19 +21,26 @@ struct wait_rec;
 struct splice_side;
 
 /* A stream's buffers: taken when bytes first move and given back while
- * it is idle (io_park), so an idle connection holds only its socket, its
- * read event and the struct below. */
+ * it is idle (io_park), so an idle connection holds only its socket and
+ * the struct below (its read event too, unless it waits in the thread's
+ * idle set: see io_park in io.c). */
 struct io_bufs {
     struct evbuffer *in, *out;
     struct io_bufs *next_free;
 };
-/* A write event, taken only while it is in the loop (output left over,
- * a connect or handshake waiting for the socket). */
-struct io_wev {
+/* A read or write event, from the thread's pool: a write event is taken
+ * only while it is in the loop (output left over, a connect or handshake
+ * waiting for the socket), a read event except while the stream waits in
+ * the idle set. */
+struct io_ev {
     struct event ev;
-    struct io_wev *next_free;
+    struct io_ev *next_free;
 };
 
+/* Laid out for an idle connection's sake (one per client connection):
+ * sizes in 32 bits (clamped where set). The flags read on every request
+ * stay whole bytes (as bits they cost ~20 instructions a keep-alive
+ * request, for 8 bytes that malloc's 16-byte rounding does not give back). */
 struct io_stream {
     const struct io_transport *tp;
     union {
@@ -44,21 +52,21 @@ struct io_stream {
      * shared empty one, which only lengths are read from. */
     struct evbuffer *in, *out;
     struct io_bufs *bufs;    /* NULL while parked */
-    struct io_wev *wev;      /* while wev_added */
+    struct io_ev *wev;       /* while wev_added */
     struct wait_rec *waiter; /* valid only while waiter_gen == waiter->gen */
-    size_t read_min;
-    size_t write_below; /* the waiter (or a splice) is woken at or below this */
     void (*on_idle)(struct io_stream *s, unsigned what, void *arg);
     void *idle_arg;
     struct splice_side *splice; /* spliced to another stream (io_splice) */
-    struct event rev;
-    size_t read_max;
-    int64_t last_read; /* when bytes last arrived (loop_now) */
+    struct io_ev *rev;          /* NULL while it waits in the idle set */
+    int64_t last_read;          /* when bytes last arrived (loop_now) */
+    uint32_t read_min;
+    uint32_t write_below; /* the waiter (or a splice) is woken at or below this */
+    uint32_t read_max;
     int fd;
     int error;
     uint32_t waiter_gen;
-    unsigned want;       /* the waiter's events on this stream */
     uint32_t read_chunk; /* the next read's size (IO_READ_MIN..IO_READ_MAX_CHUNK) */
+    uint8_t want;        /* the waiter's events on this stream */
     bool read_done;      /* EOF or a read error: nothing more will arrive */
     bool write_err;      /* writing failed (or the connect did) */
     bool connected;
@@ -71,7 +79,15 @@ struct io_stream {
     bool rev_added;        /* rev is in the loop */
     bool wev_added;        /* wev is in the loop: output is left, or connecting */
     bool lazy;             /* not polled until a read is needed (io_stream_accepted) */
+    bool park_idle : 1;    /* io_park asked: a read that finds nothing puts it in the idle set */
+    bool idle_reg : 1;     /* registered in the idle set (armed only while rev is NULL) */
 };
+
+/* A size for the 32-bit fields above (anything larger means "no limit"). */
+static inline uint32_t io_clamp32(size_t v)
+{
+    return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
 
 /* Gives a parked stream its buffers back. Returns false when out of
  * memory. */
@@ -80,6 +96,25 @@ bool io_attach(struct io_stream *s);
 void io_rev_update(struct io_stream *s);
 /* Writes what the output holds now (never waits; errors show later). */
 void io_write_now(struct io_stream *s);
+
+/* io_idle.c: read and write events from a per-thread pool (io_ev_get
+ * returns NULL when out of memory), and the idle set (io.h's io_park):
+ * io_idle_park puts an idle stream's socket there and gives its read
+ * event back (false: not idle in every way, or the set refused it; s is
+ * unchanged); io_rev_restore takes a read event back and the socket out
+ * of the set (false: out of memory); io_idle_del takes the socket out
+ * (with EPOLL_CTL_DEL when it may be armed); io_ev_pool_drain frees the
+ * pool and closes the set before the loop goes. */
+struct io_ev *io_ev_get(void);
+void io_ev_put(struct io_ev *e);
+bool io_idle_park(struct io_stream *s);
+bool io_rev_restore(struct io_stream *s);
+void io_idle_del(struct io_stream *s, bool armed);
+void io_ev_pool_drain(void);
+/* io.c, for io_idle.c: the read event's callback; the loop whose pools
+ * the thread keeps (NULL: none yet). */
+void io_on_readable(evutil_socket_t fd, short what, void *arg);
+struct loop *io_pool_loop(void);
 
 /* io_splice.c: what a spliced stream's callbacks report instead of waking
  * a waiter (each may end the splice: return right after). */

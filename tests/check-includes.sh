@@ -33,7 +33,7 @@ check() {
 }
 
 # Modules that own sockets, loops or libevent's buffers.
-check 'event2/' loop io io_internal io_splice evmem upstream conn proxy reply request body tunnel listener daemon server main \
+check 'event2/' loop io io_internal io_splice io_idle evmem upstream conn proxy reply request body tunnel listener daemon server main \
     log metrics admin worker \
     health resolve ratelimit_redis h1side
 # OpenSSL: token and key verification (jwt, auth) and the TLS module.
@@ -48,7 +48,7 @@ check 'hiredis/' ratelimit_redis
 # The pure modules: no coroutines, no loop, no await, no libevent, also not
 # through a header they include (config.h -> http1.h -> ... is followed).
 pure='http1 headers proxyproto balancer addrset route config config_* regex jwt auth ratelimit cors'
-runtime='coro loop io io_internal io_splice evmem sys'
+runtime='coro loop io io_internal io_splice io_idle evmem sys'
 
 # Ferry headers that a file includes, one stem a line.
 ferry_includes() {

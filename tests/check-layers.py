@@ -24,7 +24,7 @@ RANKS = {
     # usable by every layer: own types only, include nothing of Ferry's
     "log": 0,
     # await
-    "io": 1, "io_internal": 1, "io_splice": 1,
+    "io": 1, "io_internal": 1, "io_splice": 1, "io_idle": 1,
     # protocol
     "http1": 2, "headers": 2, "proxyproto": 2, "body": 2,
     "jwt": 2,

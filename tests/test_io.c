@@ -1907,6 +1907,80 @@ START_TEST(parked_stream_holds_no_buffers)
 }
 END_TEST
 
+/* io_park: an idle stream waits in the thread's idle set with no read
+ * event of its own; bytes (also ones that came before the park), the
+ * peer's close, a free while parked and a return to polling all work. */
+START_TEST(parked_stream_waits_in_idle_set)
+{
+    struct loop *loop = new_loop(8);
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_read_soon(lz.s);
+    io_park(lz.s); /* the scheduled read goes first */
+    ck_assert_ptr_nonnull(lz.s->rev);
+    run_loop(loop, 20);
+    ck_assert_uint_eq(lz.readable, 0);
+    ck_assert_ptr_null(lz.s->rev); /* it found nothing: in the set */
+    ck_assert(lz.s->idle_reg);
+    write_all(lz.peer, "abc", 3);
+    run_loop(loop, 50);
+    ck_assert_uint_eq(lz.readable, 1);
+    ck_assert_uint_eq(lz.len, 3);
+    ck_assert_ptr_nonnull(lz.s->rev); /* woken: an event again */
+    /* Bytes already there when it parks are reported at once. */
+    evbuffer_drain(io_input(lz.s), 3);
+    write_all(lz.peer, "de", 2);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->rev);
+    ck_assert_ptr_null(lz.s->bufs);
+    run_loop(loop, 50);
+    ck_assert_uint_eq(lz.readable, 2);
+    ck_assert_uint_eq(lz.len, 2);
+    /* Polled by the loop again on request (out of the set). */
+    evbuffer_drain(io_input(lz.s), 2);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->rev);
+    io_set_reading(lz.s, true);
+    ck_assert_ptr_nonnull(lz.s->rev);
+    ck_assert(lz.s->rev_added);
+    ck_assert(!lz.s->idle_reg);
+    write_all(lz.peer, "f", 1);
+    run_loop(loop, 50);
+    ck_assert_uint_eq(lz.readable, 3);
+    /* The peer's close, while parked. */
+    evbuffer_drain(io_input(lz.s), 1);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->rev);
+    close(lz.peer);
+    run_loop(loop, 50);
+    ck_assert_uint_eq(lz.eof, 1);
+    io_stream_free(lz.s);
+
+    /* Freed while armed in the set (out of it before the close); the
+     * pooled stream comes back with a read event and works. */
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->rev);
+    io_stream_free(lz.s);
+    close(lz.peer);
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    ck_assert_ptr_nonnull(lz.s->rev);
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_read_soon(lz.s);
+    write_all(lz.peer, "gh", 2);
+    run_loop(loop, 50);
+    ck_assert_uint_eq(lz.readable, 1);
+    ck_assert_uint_eq(lz.len, 2);
+    io_stream_free(lz.s);
+    close(lz.peer);
+    end_loop(loop);
+}
+END_TEST
+
 /* IO_PARK: with a crowd of waits, a stream is parked for the wait, and
  * what arrives meanwhile is read after it. */
 static struct {
@@ -2487,6 +2561,7 @@ int main(void)
     tcase_add_test(tc, idle_callback_reports_readable_and_eof);
     tcase_add_test(tc, lazy_stream_polls_only_when_needed);
     tcase_add_test(tc, parked_stream_holds_no_buffers);
+    tcase_add_test(tc, parked_stream_waits_in_idle_set);
     tcase_add_test(tc, crowded_wait_parks_its_streams);
     tcase_add_test(tc, free_later_runs_after_the_callback);
     suite_add_tcase(s, tc);
