@@ -1057,8 +1057,13 @@ static int relay_body(struct request *r, struct io_stream *up)
                 full ? "client stopped reading (client_send)" : "upstream stalled (upstream_read)";
             return -1;
         }
-        if (rc < 0)
+        if (rc < 0) {
+            /* Cut short however it failed: the side must not end the
+             * answer as a whole one (a TLS close_notify after a
+             * close-delimited body would make the cut look complete). */
+            r->error = "response body relay failed";
             return -1;
+        }
         gone = rc & SIDE_GONE;
     }
     return 0;

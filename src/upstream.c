@@ -160,11 +160,11 @@ struct upstream_registry {
     struct upstream_owner owner; /* as the worker's first set was given it */
     /* Surplus connections (their pool held `keepalive` idle ones already)
      * waiting for `closer`, which runs in a loop turn with nothing else
-     * to do: see close_later. */
-    struct io_stream **closing;
+     * to do: see close_later. A ring, oldest first. */
+    struct closing *closing;
+    unsigned closing_head;
     unsigned nclosing;
-    unsigned closing_cap;
-    int64_t closing_since; /* when the oldest was queued */
+    unsigned closing_cap; /* a power of two, at most CLOSE_QUEUE_MAX */
     struct event *closer;
 };
 
@@ -297,19 +297,30 @@ static void conn_close(struct upstream_conn *uc)
  * answers comes back on more connections than the pools keep, closing
  * each surplus one as its answer is relayed made the answers behind it
  * wait. They are closed in loop turns that have nothing else to run, at
- * most CLOSE_BATCH a turn; a queue older than CLOSE_LATER_MS (a loop that
- * is never idle) is closed by the next release instead.
+ * most CLOSE_BATCH a turn, oldest first; one queued CLOSE_LATER_MS ago (a
+ * loop that is never idle) is closed by the next release, and beyond
+ * CLOSE_QUEUE_MAX queued a connection is closed at once. Only plain
+ * connections of the pool's current generation wait, with reading
+ * stopped: a TLS one could still take a late session ticket into slots of
+ * a config that is gone (see acquire).
  */
 #define CLOSE_BATCH 64u
 #define CLOSE_LATER_MS 100
+#define CLOSE_QUEUE_MAX 4096u
 
-static void close_now(struct upstream_registry *reg, unsigned n)
+struct closing {
+    struct io_stream *s;
+    int64_t since;
+};
+
+/* Closes the n oldest queued connections. */
+static void close_oldest(struct upstream_registry *reg, unsigned n)
 {
-    for (unsigned i = 0; i < n; i++) {
-        io_stream_free(reg->closing[--reg->nclosing]);
+    for (; n && reg->nclosing; n--, reg->nclosing--) {
+        io_stream_free(reg->closing[reg->closing_head].s);
+        reg->closing_head = (reg->closing_head + 1) & (reg->closing_cap - 1);
         ATOMIC_SUB(reg->owner.conns, 1);
     }
-    reg->closing_since = loop_now();
 }
 
 static void on_closer(evutil_socket_t fd, short what, void *arg)
@@ -317,32 +328,54 @@ static void on_closer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct upstream_registry *reg = arg;
-    close_now(reg, reg->nclosing < CLOSE_BATCH ? reg->nclosing : CLOSE_BATCH);
+    close_oldest(reg, CLOSE_BATCH);
     if (reg->nclosing)
         event_active(reg->closer, EV_TIMEOUT, 1);
 }
 
-/* Queues uc's stream for closing; false when that cannot be done. */
+/* Makes room for one more in the ring; false when it may not grow. */
+static bool closing_room(struct upstream_registry *reg)
+{
+    if (reg->nclosing < reg->closing_cap)
+        return true;
+    if (reg->closing_cap >= CLOSE_QUEUE_MAX)
+        return false;
+    unsigned cap = reg->closing_cap ? 2 * reg->closing_cap : CLOSE_BATCH;
+    struct closing *ring = malloc(cap * sizeof(*ring));
+    if (!ring)
+        return false;
+    for (unsigned i = 0; i < reg->nclosing; i++)
+        ring[i] = reg->closing[(reg->closing_head + i) & (reg->closing_cap - 1)];
+    free(reg->closing);
+    reg->closing = ring;
+    reg->closing_head = 0;
+    reg->closing_cap = cap;
+    return true;
+}
+
+/* Queues uc's stream for closing; false when it is to be closed now. */
 static bool close_later(struct upstream_registry *reg, struct upstream_conn *uc)
 {
     if (!reg->closer) {
         reg->closer = event_new(loop_base(loop_current()), -1, 0, on_closer, reg);
-        if (!reg->closer || loop_idle_priority(reg->closer) != 0)
+        if (!reg->closer)
             return false;
-    }
-    if (reg->nclosing == reg->closing_cap) {
-        unsigned cap = reg->closing_cap ? 2 * reg->closing_cap : CLOSE_BATCH;
-        struct io_stream **grown = realloc(reg->closing, cap * sizeof(*grown));
-        if (!grown)
+        if (loop_idle_priority(reg->closer) != 0) {
+            event_free(reg->closer);
+            reg->closer = NULL;
             return false;
-        reg->closing = grown;
-        reg->closing_cap = cap;
+        }
     }
-    if (reg->nclosing == 0)
-        reg->closing_since = loop_now();
-    else if (loop_now() - reg->closing_since > CLOSE_LATER_MS * LOOP_MS)
-        close_now(reg, reg->nclosing);
-    reg->closing[reg->nclosing++] = uc->s;
+    int64_t now = loop_now();
+    if (reg->nclosing && now - reg->closing[reg->closing_head].since > CLOSE_LATER_MS * LOOP_MS)
+        close_oldest(reg, reg->nclosing);
+    if (!closing_room(reg))
+        return false;
+    io_set_idle(uc->s, NULL, NULL);
+    io_set_reading(uc->s, false);
+    unsigned at = (reg->closing_head + reg->nclosing) & (reg->closing_cap - 1);
+    reg->closing[at] = (struct closing){.s = uc->s, .since = now};
+    reg->nclosing++;
     if (uc->idle_timer)
         event_free(uc->idle_timer);
     free(uc);
@@ -777,7 +810,8 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     if (!reusable || uc->gen != p->gen || io_eof(s) || p->nidle >= p->up->keepalive ||
         *p->reg->owner.draining || registry_drained(p->shared) ||
         evbuffer_get_length(io_input(s)) > 0 || evbuffer_get_length(io_output(s)) > 0) {
-        if (!reusable || p->nidle < p->up->keepalive || !close_later(p->reg, uc))
+        bool surplus = reusable && uc->gen == p->gen && p->nidle >= p->up->keepalive && !tls_is(s);
+        if (!surplus || !close_later(p->reg, uc))
             conn_close(uc);
         slot_release(p);
         return;
@@ -808,7 +842,7 @@ void upstream_registry_free(struct upstream_registry **reg)
 {
     if (!*reg)
         return;
-    close_now(*reg, (*reg)->nclosing);
+    close_oldest(*reg, (*reg)->nclosing);
     free((*reg)->closing);
     if ((*reg)->closer)
         event_free((*reg)->closer);
