@@ -5,7 +5,7 @@
  * `make check` replays fuzz/corpus/config.
  */
 // clang-format off
-// sources: src/config.c src/config_balance.c src/config_yaml.c src/config_value.c src/config_check.c src/config_schema.c src/config_trusted.c src/config_route.c src/regex.c src/http1.c src/config_auth.c src/config_policy.c src/config_tls.c src/auth.c src/auth_pool.c src/jwt.c src/ratelimit.c src/cors.c src/io.c src/io_splice.c src/log.c src/loop.c src/coro.c src/evmem.c
+// sources: src/config.c src/config_balance.c src/config_yaml.c src/config_value.c src/config_check.c src/config_schema.c src/config_trusted.c src/config_route.c src/regex.c src/http1.c src/config_auth.c src/config_policy.c src/config_tls.c src/auth.c src/auth_pool.c src/jwt.c src/ratelimit.c src/cors.c src/io.c src/io_idle.c src/io_splice.c src/log.c src/loop.c src/coro.c src/evmem.c
 // libs: -lyaml -lpcre2-8 -lcrypto -ljansson -lcrypt -lpthread -levent -levent_pthreads
 // clang-format on
 #include <stdint.h>
