@@ -73,19 +73,27 @@ static __thread struct {
     struct event ev;
 } idle_set;
 
+/* Gives s a read event from the pool, assigned and not added. */
+static bool rev_take(struct io_stream *s)
+{
+    struct io_ev *e = io_ev_get();
+    if (!e)
+        return false;
+    s->rev = e;
+    s->rev_added = false;
+    event_assign(&e->ev, loop_base(s->loop), s->fd, EV_READ | EV_PERSIST, io_on_readable, s);
+    return true;
+}
+
 /* The set reported s: it reads now (its callback runs later in this loop
  * turn). Out of memory for the event, s stays disarmed and unread: its
  * owner's deadline ends it. */
 static void idle_wake(struct io_stream *s)
 {
-    struct io_ev *e = io_ev_get();
-    if (!e)
+    if (!rev_take(s))
         return;
-    s->rev = e;
-    s->rev_added = false;
     s->lazy = true;
-    event_assign(&e->ev, loop_base(s->loop), s->fd, EV_READ | EV_PERSIST, io_on_readable, s);
-    event_active(&e->ev, EV_READ, 1);
+    event_active(&s->rev->ev, EV_READ, 1);
 }
 
 static void on_idle_set(evutil_socket_t fd, short what, void *arg)
@@ -182,13 +190,9 @@ static bool idle_add(struct io_stream *s)
  * wake found no memory) takes a read event back. */
 bool io_rev_restore(struct io_stream *s)
 {
-    struct io_ev *e = io_ev_get();
-    if (!e)
+    if (!rev_take(s))
         return false;
     io_idle_del(s, true);
-    s->rev = e;
-    s->rev_added = false;
-    event_assign(&e->ev, loop_base(s->loop), s->fd, EV_READ | EV_PERSIST, io_on_readable, s);
     return true;
 }
 
