@@ -43,6 +43,7 @@ import json
 import os
 import random
 import re
+import resource
 import select
 import shutil
 import signal
@@ -98,6 +99,16 @@ def check(cond, msg):
 def eq(actual, expected, what):
     if actual != expected:
         raise Fail("%s: expected %r, got %r" % (what, expected, actual))
+
+
+def raise_nofile(need):
+    """Raises this process's soft RLIMIT_NOFILE to its hard limit when
+    under `need` (ferry inherits it); skips when the hard limit is under."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise Skip("RLIMIT_NOFILE hard limit %d < %d (ulimit -Hn)" % (hard, need))
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def wait_until(pred, timeout=5.0, interval=0.02, what=None):
@@ -1194,4 +1205,4 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-__all__ += ["ferry_under", "cpu_seconds"]
+__all__ += ["ferry_under", "cpu_seconds", "raise_nofile"]

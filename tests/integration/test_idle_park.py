@@ -9,7 +9,6 @@ head split across the park (part, pause, rest), a pipelined pair, a client
 that closes while parked, the client_header and client_idle deadlines, and
 a SIGTERM drain; and TLS connections parked between requests. ~10 s."""
 import os
-import resource
 import signal
 import socket
 import ssl
@@ -23,14 +22,6 @@ from tlscerts import make_pki  # noqa: E402
 N = 400  # CONN_PARK_ABOVE is 256
 REQ = b"GET /ping HTTP/1.1\r\nHost: test.local\r\n\r\n"
 EPOLLIN, EPOLLRDHUP, EPOLLONESHOT = 0x1, 0x2000, 1 << 30
-
-
-def raise_nofile(need):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < need:
-        raise Skip("RLIMIT_NOFILE hard limit %d < %d" % (hard, need))
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def armed_in_idle_set(f):

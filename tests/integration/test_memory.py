@@ -7,7 +7,6 @@ connection); closing them brings connections back to 0. Raises this
 process's RLIMIT_NOFILE to its hard limit (skips if under 10,500). SLOW:
 ~15 s."""
 import os
-import resource
 import selectors
 import socket
 import sys
@@ -20,14 +19,6 @@ N = 10000
 BATCH = 500
 RSS_LIMIT_KB = 40 * 1024
 REQ = b"GET /ping HTTP/1.1\r\nHost: test.local\r\n\r\n"
-
-
-def raise_nofile(need):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < need:
-        raise Skip("RLIMIT_NOFILE hard limit %d < %d (ulimit -Hn)" % (hard, need))
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def open_batch(port, n):
