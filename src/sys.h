@@ -22,14 +22,31 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+/*
+ * A socket read or write of one buffer is recvfrom or sendto, not readv or
+ * writev: those go through the VFS (the iovec import, the position lock's
+ * fdget_pos, rw_verify_area, fsnotify) before reaching the socket, which
+ * recvfrom and sendto call directly. Several buffers need the iovec, and
+ * take readv and writev. The descriptor must be a socket.
+ */
+static inline ssize_t sys_recv(int fd, void *buf, size_t len)
+{
+    return syscall(SYS_recvfrom, fd, buf, len, 0, NULL, NULL);
+}
+
+static inline ssize_t sys_send(int fd, const void *buf, size_t len)
+{
+    return syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, NULL, 0);
+}
+
 static inline ssize_t sys_readv(int fd, const struct iovec *iov, int n)
 {
-    return syscall(SYS_readv, fd, iov, n);
+    return n == 1 ? sys_recv(fd, iov->iov_base, iov->iov_len) : syscall(SYS_readv, fd, iov, n);
 }
 
 static inline ssize_t sys_writev(int fd, const struct iovec *iov, int n)
 {
-    return syscall(SYS_writev, fd, iov, n);
+    return n == 1 ? sys_send(fd, iov->iov_base, iov->iov_len) : syscall(SYS_writev, fd, iov, n);
 }
 
 static inline int sys_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
