@@ -15,7 +15,9 @@
  *   write and a write never needs to read (io still handles both).
  * - Session tickets only (no per-worker session cache that another worker
  *   could not see); their keys are process-wide, so any worker resumes a
- *   session, and survive a reload.
+ *   session, and survive a reload. A session resumes for at most
+ *   TLS_SESSION_LIFETIME_S from its full handshake, whose time every
+ *   ticket of it carries (on_ticket_new, on_ticket_open).
  * - ALPN: http/1.1 when the client offers it; a client offering only
  *   other protocols gets the no_application_protocol alert (RFC 7301).
  * - The unexpected EOF of a peer that does not send close_notify is a
@@ -58,6 +60,9 @@
 #define TLS_MAX_CERTS 64
 #define TLS_EXPIRY_WARN_DAYS 14
 #define TLS_TICKET_ROTATE_S 3600
+/* A ticket is decrypted for at least one rotation after it was made (then
+ * under the previous key): its lifetime hint, the session's, promises no more. */
+_Static_assert(TLS_SESSION_LIFETIME_S <= TLS_TICKET_ROTATE_S, "tickets would outlive their key");
 /* Small chains are gathered into one record up to this size. */
 #define TLS_RECORD 16384
 
@@ -240,6 +245,63 @@ static int on_ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[
     OPENSSL_cleanse(&cur, sizeof(cur));
     OPENSSL_cleanse(&prev, sizeof(prev));
     return r;
+}
+
+/*
+ * A session's birth: the time of its full handshake, in every ticket made
+ * for it (the ticket's application data: 8 bytes, big-endian Unix
+ * seconds), so the bound holds however many resumptions renewed it.
+ * OpenSSL 3.0 stamps a TLS 1.3 session with the time of each new ticket,
+ * also one sent after a resumption (tls_construct_new_session_ticket), and
+ * its age check would restart at every resumption; a TLS 1.2 session
+ * keeps the time of its full handshake, and OpenSSL refuses it past
+ * SSL_CTX_set_timeout, the same TLS_SESSION_LIFETIME_S.
+ */
+bool tls_session_resumable(int64_t born, int64_t now)
+{
+    return now >= born && (uint64_t)now - (uint64_t)born < TLS_SESSION_LIFETIME_S;
+}
+
+/* OpenSSL's callback before a ticket is encrypted: a session without a
+ * birth is a full handshake's, born now; a resumed one keeps its own
+ * (OpenSSL copies the application data into the renewed session). */
+static int on_ticket_new(SSL *ssl, void *arg)
+{
+    (void)arg;
+    SSL_SESSION *sess = SSL_get0_session(ssl);
+    void *data;
+    size_t len = 0;
+    if (!sess || (SSL_SESSION_get0_ticket_appdata(sess, &data, &len) == 1 && len == 8))
+        return 1;
+    uint64_t now = (uint64_t)time(NULL);
+    unsigned char born[8];
+    for (int i = 7; i >= 0; i--, now >>= 8)
+        born[i] = now & 0xff;
+    /* Without it (out of memory) the ticket is made but never resumes. */
+    SSL_SESSION_set1_ticket_appdata(sess, born, sizeof(born));
+    return 1;
+}
+
+/* OpenSSL's callback after a ticket was decrypted: a session past its
+ * lifetime, or without a birth, is not resumed; the client gets a full
+ * handshake and a ticket of a new session. Other outcomes as OpenSSL's
+ * default (no ticket, an empty one or one not ours: a new ticket). */
+static SSL_TICKET_RETURN on_ticket_open(SSL *ssl, SSL_SESSION *sess, const unsigned char *key_name,
+                                        size_t key_name_len, SSL_TICKET_STATUS status, void *arg)
+{
+    (void)ssl, (void)key_name, (void)key_name_len, (void)arg;
+    if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    void *data;
+    size_t len = 0;
+    if (SSL_SESSION_get0_ticket_appdata(sess, &data, &len) != 1 || len != 8)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    uint64_t born = 0;
+    for (int i = 0; i < 8; i++)
+        born = born << 8 | ((const unsigned char *)data)[i];
+    if (!tls_session_resumable((int64_t)born, (int64_t)time(NULL)))
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
 }
 
 /* ---- reporting problems of a config's files ------------------------------------------ */
@@ -625,8 +687,9 @@ static SSL_CTX *server_ctx(struct loader *ld, const struct config_tls *t, struct
     }
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_session_id_context(ctx, srv->sid, sizeof(srv->sid));
-    SSL_CTX_set_timeout(ctx, TLS_TICKET_ROTATE_S);
+    SSL_CTX_set_timeout(ctx, TLS_SESSION_LIFETIME_S);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
+    SSL_CTX_set_session_ticket_cb(ctx, on_ticket_new, on_ticket_open, NULL);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, srv);

@@ -4,9 +4,11 @@
  * Owns: the SSL_CTXs built from a config's listen[].tls and
  * upstreams.NAME.tls tables, the session ticket keys (process-wide, shared
  * by every worker, rotated hourly with the previous key still accepted),
- * the client sessions kept per upstream server for resumption, and the
- * TLS transport (struct io_transport) that io drives: nothing above io
- * knows whether a stream is encrypted. OpenSSL is included here only.
+ * the bound on a listener's sessions' age (TLS_SESSION_LIFETIME_S from the
+ * full handshake, resumptions included), the client sessions kept per
+ * upstream server for resumption, and the TLS transport (struct
+ * io_transport) that io drives: nothing above io knows whether a stream
+ * is encrypted. OpenSSL is included here only.
  *
  * Listeners: certificates are chosen by SNI from the DNS names of their
  * subjectAltName (exact names first, then one-label wildcards "*.x.y"),
@@ -94,6 +96,22 @@ bool tls_is(const struct io_stream *s);
  * digits), strings that live as long as the stream. False when there is
  * none (not TLS, none sent, out of memory). Either pointer may be NULL. */
 bool tls_client_identity(const struct io_stream *s, const char **subject, const char **fingerprint);
+/*
+ * A session lives TLS_SESSION_LIFETIME_S from its full handshake, however
+ * often it was resumed: a client that reconnects at least once per ticket
+ * lifetime gets a new ticket each time (TLS 1.3), and without this bound
+ * its session (and a client certificate verified at its first handshake)
+ * would never end. It is also the tickets' lifetime hint. Past it a
+ * ticket is refused and the client makes a full handshake (RFC 8446
+ * 4.6.1: tickets live at most 7 days, and a server may bound a session's
+ * lifetime by its first handshake).
+ */
+#define TLS_SESSION_LIFETIME_S 3600
+/* Whether a session first made at born (Unix seconds) may still resume at
+ * now: 0 <= now - born < TLS_SESSION_LIFETIME_S. A birth in the future
+ * (the clock went back) is refused: a full handshake costs little. */
+bool tls_session_resumable(int64_t born, int64_t now);
+
 /* Counters, process-wide (relaxed atomics), for /metrics. */
 struct tls_stats {
     unsigned long handshakes; /* completed on listeners */

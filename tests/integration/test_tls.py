@@ -172,6 +172,35 @@ def test_resumed_handshake_gets_a_new_ticket():
     f.assert_alive()
 
 
+def test_session_chain_with_client_certificate_within_its_lifetime():
+    """A session lives an hour from its full handshake however often it
+    resumes (TLS_SESSION_LIFETIME_S, src/tls.h): its birth goes from ticket
+    to ticket and a ticket without one is refused. The clock cannot move
+    here, so the bound itself is tests/test_tls.c's; this is the normal
+    path: the tickets' lifetime hint says the hour, and a chain of TLS 1.3
+    resumptions with a client certificate keeps resuming, as does TLS 1.2."""
+    p = pki()
+    client = p.issue("client-chain", cn="client-chain", client=True)
+    f = tls_ferry(tls_extra={"client_ca": p.ca_cert}, workers=2)
+    cert = ["-cert", client[0], "-key", client[1]]
+    sess = [os.path.join(f.dir, "mtls%d.pem" % i) for i in range(4)]
+    out = s_client(f, "-servername", "a.test", "-sess_out", sess[0], *cert, linger=0.5)
+    check("New, TLSv1.3" in out, "first handshake:\n" + out)
+    check("lifetime hint: 3600 (seconds)" in out, "the tickets live an hour:\n" + out)
+    for i in range(1, 4):
+        out = s_client(f, "-servername", "a.test", "-sess_in", sess[i - 1], "-sess_out", sess[i],
+                       *cert, linger=0.5)
+        check("Reused, TLSv1.3" in out, "resumption %d resumes:\n%s" % (i, out))
+        check("lifetime hint: 3600 (seconds)" in out, "resumption %d's ticket:\n%s" % (i, out))
+    # TLS 1.2: the ticket is renewed only when the previous key made it.
+    sess12 = os.path.join(f.dir, "mtls12.pem")
+    s_client(f, "-servername", "a.test", "-tls1_2", "-sess_out", sess12, *cert)
+    for i in range(1, 3):
+        out = s_client(f, "-servername", "a.test", "-tls1_2", "-sess_in", sess12, *cert)
+        check("Reused, TLSv1.2" in out, "TLS 1.2 resumption %d resumes:\n%s" % (i, out))
+    f.assert_alive()
+
+
 def _ends_with_close_notify(port, request):
     """Sends request over TLS and reads to the end: (True when the answer
     ended with close_notify, False at a bare EOF; the bytes read)."""
