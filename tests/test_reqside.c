@@ -12,12 +12,21 @@
  * and its response body written through write_body, decoded: the side
  * owns the client's framing. A side without a tunnel op gets an Upgrade
  * request forwarded as a plain one.
+ *
+ * A pooled upstream connection that its server closed (at once after a
+ * keep-alive answer, or while the loop did not run, with a FIN or a
+ * reset) is the keep-alive race: a GET on it is retried on a fresh
+ * connection and answered; a POST whose body went out is answered 502
+ * (it may have taken effect), and the next request finds a fresh one.
  */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,6 +283,78 @@ static void *backend(void *arg)
     return NULL;
 }
 
+/* The keep-alive upstream that closes: connections served one after
+ * another, each answering one request with a keep-alive 200 (a length,
+ * no Connection: close) and then closed, at once or once the test says
+ * so (ka_close, while the loop does not run), with a reset when `reset`.
+ * It records each connection's request line. */
+#define KA_CONNS 8
+static struct {
+    bool at_once, reset;
+    sem_t go, closed;
+    atomic_bool stop;
+    atomic_int conns;         /* accepted so far */
+    char lines[KA_CONNS][32]; /* each one's request line, as far as it fits */
+} ka;
+
+static void *ka_backend(void *arg)
+{
+    (void)arg;
+    static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    while (!atomic_load(&ka.stop) && atomic_load(&ka.conns) < KA_CONNS) {
+        struct pollfd pfd = {.fd = be.lfd, .events = POLLIN};
+        if (poll(&pfd, 1, 50) <= 0)
+            continue;
+        int fd = accept(be.lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        struct timeval tv = {5, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        char got[1024];
+        size_t len = 0;
+        while (len < sizeof(got) - 1) {
+            ssize_t n = read(fd, got + len, sizeof(got) - 1 - len);
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            got[len] = '\0';
+            if (request_complete(got, len))
+                break;
+        }
+        got[len] = '\0';
+        int i = atomic_load(&ka.conns);
+        snprintf(ka.lines[i], sizeof ka.lines[i], "%.*s", (int)strcspn(got, "\r"), got);
+        atomic_fetch_add(&ka.conns, 1);
+        ssize_t w = write(fd, answer, sizeof(answer) - 1);
+        (void)w;
+        if (!ka.at_once)
+            sem_wait(&ka.go);
+        if (ka.reset) {
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        }
+        close(fd);
+        if (!ka.at_once)
+            sem_post(&ka.closed);
+    }
+    return NULL;
+}
+
+static void ka_start(bool at_once, bool reset)
+{
+    ka.at_once = at_once;
+    ka.reset = reset;
+    ck_assert_int_eq(pthread_create(&be.thread, NULL, ka_backend, NULL), 0);
+}
+
+/* The upstream closes the connection it answered last, and has closed
+ * it when this returns (the FIN or reset is in Ferry's socket). */
+static void ka_close(void)
+{
+    sem_post(&ka.go);
+    sem_wait(&ka.closed);
+}
+
 static struct worker fw;
 static struct request_side fside;
 static struct sockaddr_in fpeer;
@@ -298,6 +379,9 @@ static void fwd_setup(void)
 {
     memset(&be, 0, sizeof be);
     memset(&run, 0, sizeof run);
+    memset(&ka, 0, sizeof ka);
+    ck_assert_int_eq(sem_init(&ka.go, 0, 0), 0);
+    ck_assert_int_eq(sem_init(&ka.closed, 0, 0), 0);
     memset(&seen, 0, sizeof seen);
     be.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ck_assert_int_ge(be.lfd, 0);
@@ -340,6 +424,8 @@ static void fwd_setup(void)
 
 static void fwd_teardown(void)
 {
+    atomic_store(&ka.stop, true);
+    sem_post(&ka.go); /* a keep-alive upstream waiting to close its last one */
     snapshot_release(fw.snap);
     upstream_registry_free(&fw.upstream_registry); /* closes the pooled connection */
     request_worker_fini(&fw);
@@ -347,6 +433,8 @@ static void fwd_teardown(void)
     ck_assert_uint_eq(loop_live(fw.loop), 0);
     loop_free(fw.loop);
     close(be.lfd);
+    sem_destroy(&ka.go);
+    sem_destroy(&ka.closed);
     evbuffer_free(mem.in);
     evbuffer_free(mem.later);
     evbuffer_free(mem.out);
@@ -394,16 +482,30 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     loop_stop(arg);
 }
 
-static void forward_one(const char *head, const char *answer)
+/* Runs one request on the in-memory side to its end. The stop timer is
+ * the forward's own and goes with it: one left in the loop stops any
+ * forward that runs 10 s later, with its request still running (a third
+ * forward, after two joins that each waited out a backend's 5 s read). */
+static void forward_run(const char *head)
 {
     run.head = head;
+    run.status = 0;
+    run.error = NULL;
+    ck_assert_int_eq(loop_spawn(fw.loop, run_request, &fside, NULL), 0);
+    struct event *stop = evtimer_new(loop_base(fw.loop), on_stop, fw.loop);
+    ck_assert_ptr_nonnull(stop);
+    struct timeval tv = {10, 0}; /* a hang fails instead of blocking the suite */
+    ck_assert_int_eq(evtimer_add(stop, &tv), 0);
+    loop_run(fw.loop);
+    event_free(stop);
+    ck_assert_uint_eq(loop_live(fw.loop), 0);
+}
+
+static void forward_one(const char *head, const char *answer)
+{
     be.answer = answer;
     ck_assert_int_eq(pthread_create(&be.thread, NULL, backend, NULL), 0);
-    ck_assert_int_eq(loop_spawn(fw.loop, run_request, &fside, NULL), 0);
-    struct timeval tv = {10, 0}; /* a hang fails instead of blocking the suite */
-    ck_assert_int_eq(event_base_once(loop_base(fw.loop), -1, EV_TIMEOUT, on_stop, fw.loop, &tv), 0);
-    loop_run(fw.loop);
-    ck_assert_uint_eq(loop_live(fw.loop), 0);
+    forward_run(head);
 }
 
 static char *out_text(void)
@@ -479,7 +581,10 @@ END_TEST
  * (the ASan build's leak check sees it). */
 START_TEST(request_lives_in_its_stack_page)
 {
-    static const char *answer = /* no upstream connection pooled in between */
+    /* No upstream connection pooled in between: each forward's backend
+     * serves one connection and reads it to its end, so a pooled one
+     * would hold the join below for its 5 s read timeout. */
+    static const char *answer =
         "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
     run.of_coro = true;
     forward_one("GET /a HTTP/1.1\r\nHost: example.test\r\n\r\n", answer);
@@ -525,6 +630,82 @@ START_TEST(request_lives_in_its_stack_page)
 }
 END_TEST
 
+/* ---- a pooled upstream connection its server closed ---------------------------------- */
+
+static const char post_head[] =
+    "POST /p HTTP/1.1\r\nHost: example.test\r\nContent-Length: 5\r\n\r\n";
+
+/* The answer of a forward that the keep-alive upstream served. */
+static void assert_ok(void)
+{
+    ck_assert_int_eq(run.status, 200);
+    ck_assert_ptr_null(run.error);
+    ck_assert_str_eq(out_text(), "ok");
+    evbuffer_drain(mem.out, evbuffer_get_length(mem.out));
+}
+
+/* Closed while the loop did not run: the next request takes the
+ * connection from the pool before the loop polls its idle read event. */
+static void closed_while_stopped(bool reset)
+{
+    ka_start(false, reset);
+    forward_run("GET /1 HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    assert_ok();
+    ck_assert_int_eq(atomic_load(&ka.conns), 1);
+    ka_close();
+
+    /* A GET on the closed one goes again on a fresh connection. */
+    forward_run("GET /2 HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    assert_ok();
+    ck_assert_int_eq(atomic_load(&ka.conns), 2);
+    ck_assert_str_eq(ka.lines[1], "GET /2 HTTP/1.1");
+    ka_close();
+
+    /* A POST whose body went out is not sent again: it may have taken
+     * effect (as nginx without non_idempotent). */
+    evbuffer_add(mem.in, "hello", 5);
+    forward_run(post_head);
+    ck_assert_int_eq(run.status, 502);
+    ck_assert_str_eq(run.error, "upstream closed the connection without answering");
+    ck_assert_int_eq(seen.answers, 1);
+    ck_assert_int_eq(atomic_load(&ka.conns), 2);
+
+    /* The closed one left the pool with the failure: a fresh one. */
+    forward_run("GET /4 HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    assert_ok();
+    ck_assert_int_eq(atomic_load(&ka.conns), 3);
+    ck_assert_str_eq(ka.lines[2], "GET /4 HTTP/1.1");
+}
+
+START_TEST(pooled_closed_while_stopped_is_retried)
+{
+    closed_while_stopped(false);
+}
+END_TEST
+
+START_TEST(pooled_reset_while_stopped_is_retried)
+{
+    closed_while_stopped(true);
+}
+END_TEST
+
+/* Closed right after each answer: whether Ferry sees the close before
+ * the next request takes the connection or only when it uses it, every
+ * GET is answered by the request's own connection. */
+START_TEST(pooled_closed_at_once_never_fails_a_get)
+{
+    ka_start(true, false);
+    for (int i = 0; i < 4; i++) {
+        char head[64];
+        snprintf(head, sizeof head, "GET /%d HTTP/1.1\r\nHost: example.test\r\n\r\n", i);
+        forward_run(head);
+        assert_ok();
+        ck_assert_int_eq(atomic_load(&ka.conns), i + 1);
+        ck_assert_int_eq(strncmp(ka.lines[i], head, strcspn(head, "\r")), 0);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reqside");
@@ -539,6 +720,9 @@ int main(void)
     tcase_add_test(fwd, unknown_length_body_goes_chunked_upstream);
     tcase_add_test(fwd, upgrade_without_tunnel_goes_plain);
     tcase_add_test(fwd, request_lives_in_its_stack_page);
+    tcase_add_test(fwd, pooled_closed_while_stopped_is_retried);
+    tcase_add_test(fwd, pooled_reset_while_stopped_is_retried);
+    tcase_add_test(fwd, pooled_closed_at_once_never_fails_a_get);
     suite_add_tcase(s, fwd);
     return check_run(s);
 }

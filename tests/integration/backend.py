@@ -25,10 +25,13 @@ front of it does not matter) and by its query string:
                      dup-cl | bad-cl | bad-chunk | space-before-colon | http09
   cut?bytes=N&sent=M[&chunked=1]
                      announces N bytes, sends M, closes (chunked: no last chunk)
-  close-after?n=N[&mode=drop|close]
+  close-after?n=N[&mode=drop|close|reset][&after=MS]
                      per connection: requests 1..N are answered keep-alive;
-                     mode=close closes right after the N-th answer; mode=drop
-                     (default) reads request N+1 and closes without answering
+                     mode=close closes right after the N-th answer (FIN),
+                     mode=reset resets it (SO_LINGER 0), either MS ms later
+                     if after= is given (reading nothing meanwhile: what
+                     arrives is never answered); mode=drop (default) reads
+                     request N+1 and closes without answering
   reset              reads the head, closes with RST
   status?code=N      answers N (no body for 1xx/204/304), JSON body otherwise
   headers?h=Name:Value&h=...
@@ -489,8 +492,12 @@ class Backend:
             if req.index > n:
                 return False  # drop: close without answering
             self._read_body_all(c, req)
-            close_now = mode == "close" and req.index >= n
+            close_now = mode in ("close", "reset") and req.index >= n
             c.send(_response(200, ("conn %d req %d\n" % (c.id, req.index)).encode(), conn_hdr))
+            if close_now:
+                time.sleep(_q(req, "after", 0) / 1000.0)
+                if mode == "reset":
+                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             return keep and not close_now
 
         if m == "upload":
