@@ -30,6 +30,25 @@ long daemon_raise_nofile(void)
     return (long)rl.rlim_cur;
 }
 
+void daemon_presize_fds(long want)
+{
+    if (want > DAEMON_FDS_PRESIZE_MAX)
+        want = DAEMON_FDS_PRESIZE_MAX;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)want > rl.rlim_cur)
+        want = (long)rl.rlim_cur;
+    if (want <= 64) /* the table every process starts with */
+        return;
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, (int)want - 1);
+    if (high >= 0)
+        close(high);
+    close(fd);
+}
+
 void daemon_tune_malloc(void)
 {
     if (getenv("GLIBC_TUNABLES"))

@@ -14,6 +14,22 @@
 /* Raises the soft RLIMIT_NOFILE to the hard limit. Returns the new soft limit. */
 long daemon_raise_nofile(void);
 
+/*
+ * Grows the process's descriptor table, once and before any other thread
+ * exists, to hold want descriptors (at most DAEMON_FDS_PRESIZE_MAX, and
+ * not past RLIMIT_NOFILE). The kernel grows the table by doubling when a
+ * new descriptor's number passes its size, and in a process of more than
+ * one thread every growth first waits for an RCU grace period
+ * (expand_fdtable calls synchronize_rcu): 10 to 30 ms here in which the
+ * worker that opened the socket sleeps. A burst of 5,000 clients took the
+ * worker past 256, 512, ... 8,192 descriptors, six stalls of about 85 ms
+ * in all, while its listen queue overflowed. Grown while one thread shares
+ * the table, nothing waits; the cost is 8 bytes of kernel memory a slot
+ * (512 KiB at the cap), never returned, as a busy process would keep it.
+ */
+#define DAEMON_FDS_PRESIZE_MAX 65536
+void daemon_presize_fds(long want);
+
 /* Fixes glibc malloc's trim and mmap thresholds (unless the environment
  * sets them). glibc's defaults are dynamic: until a large block is freed,
  * every free that leaves more than 128 KiB at the top of a worker's arena

@@ -7,6 +7,7 @@ is removed at exit, also by the exit(1) when a worker thread cannot start
 Draining: the admin listener answers, /healthz 503 "draining", SIGUSR1
 reopens the log; a second SIGTERM or SIGINT exits at once. ~15 s."""
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -193,6 +194,29 @@ def test_out_of_threads_removes_pid_file():
     eq(rc, 1, "exit status")
     check("out of threads" in f.stderr_text(), "no error said why: %r" % f.stderr_tail())
     check(not os.path.exists(f.pid_file), "pid file left behind by the exit(1) at start-up")
+
+
+def _fd_table_size(pid):
+    with open("/proc/%d/status" % pid) as fh:
+        for line in fh:
+            if line.startswith("FDSize:"):
+                return int(line.split()[1])
+    raise Fail("no FDSize in /proc/%d/status" % pid)
+
+
+def test_descriptor_table_grown_at_start():
+    "the descriptor table holds a client and an upstream socket per connection from the start"
+    # Grown later, by the kernel's doubling, each growth in a threaded
+    # process waits for an RCU grace period (tens of ms with no answers).
+    f = ferry(workers=2, limits={"max_connections": 1500}, routes=[respond_route("ping", "/ping")])
+    eq(request(f, "GET", "/ping").status, 200, "ping")
+    want = 2 * 1500 * 2 + 256
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    size = _fd_table_size(f.pid)
+    check(size >= min(want, soft), "descriptor table of %d slots, want %d" % (size, min(want, soft)))
+    # Capped: a large max_connections does not take a table of millions.
+    g = ferry(limits={"max_connections": 10000000}, routes=[respond_route("ping", "/ping")])
+    check(_fd_table_size(g.pid) <= 2 * 65536, "descriptor table past the cap: %d" % _fd_table_size(g.pid))
 
 
 if __name__ == "__main__":
