@@ -38,8 +38,12 @@
  * again within 5 s; the name's set is the union. Every family failing,
  * or no address at all, is a failed resolution (below).
  *
- * Re-resolution: each name is asked again when the shortest TTL of the
- * answers that carried addresses runs out, clamped to [1 s, 5 min].
+ * Re-resolution: each name is asked again when the shortest TTL of its
+ * answers runs out, clamped to [1 s, 5 min]: the records' TTL of an
+ * answer with addresses, the negative-caching TTL of a NODATA answer
+ * (RFC 2308: the lower of the TTL and the MINIMUM of the SOA in its
+ * authority section, which evdns reports; a NODATA answer without an SOA
+ * sets none).
  * When a name's set of addresses changes, the `changed` callback runs
  * (once per turn of the loop, however many names changed): the server
  * rebuilds the config from the text it was loaded from
@@ -49,7 +53,9 @@
  * idle connections and goes once its requests in flight end. A failed
  * resolution (timeout, NXDOMAIN, SERVFAIL, no address) keeps the last
  * good set, is logged once when the name starts failing and once when
- * it resolves again, and is retried every 5 s.
+ * it resolves again, and is retried every 5 s (when every family asked
+ * answered NODATA with a negative TTL: at the shortest of them, clamped
+ * as above).
  *
  * At start, every name is resolved before the workers start (the main
  * thread waits for the answers, at most the queries' timeouts). A name
