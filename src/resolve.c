@@ -43,11 +43,12 @@ struct rname {
     struct rfam fam[2];
     struct addrset set; /* the last good answer: the families' union */
     struct addrset scratch;
-    bool resolved;  /* set holds a good answer */
-    bool failing;   /* the last resolution failed (logged once) */
-    bool used;      /* named by the newest config */
-    bool dropped;   /* no config names it: freed when its queries end */
-    bool launching; /* query() is starting its lookups */
+    bool resolved;   /* set holds a good answer */
+    bool failing;    /* the last resolution failed (logged once) */
+    bool used;       /* named by the newest config */
+    bool dropped;    /* no config names it: freed when its queries end */
+    bool launching;  /* query() is starting its lookups */
+    bool link_local; /* a link-local address was skipped (logged once) */
     struct event *timer;
     struct rname *next;
 };
@@ -139,6 +140,22 @@ static const char *why(const struct rname *n, int result)
     return evdns_err_to_string(result);
 }
 
+/* A link-local IPv6 address of n (fe80::/10, from DNS or /etc/hosts) is
+ * not used: without the interface it is on (a scope id, which an address
+ * record cannot carry) a connect fails (EINVAL) or would leave through an
+ * interface nobody chose. Logged once per name. */
+static void skip_link_local(struct rname *n, const uint8_t *bytes)
+{
+    if (n->link_local)
+        return;
+    n->link_local = true;
+    char a[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, bytes, a, sizeof(a));
+    log_warn("dns: %s: %s is link-local; not used (an address record carries no interface to "
+             "reach it through)",
+             n->host, a);
+}
+
 /* No usable answer: every set kept, n asked again in ms. */
 static void failed(struct rname *n, int result, int64_t ms)
 {
@@ -215,9 +232,14 @@ static bool from_hosts(struct rname *n)
                                                   : -1;
         if (i < 0 || !asks(n, i))
             continue;
-        for (char *name; (name = strtok_r(NULL, " \t", &save));)
-            if (strcasecmp(name, n->host) == 0)
+        for (char *name; (name = strtok_r(NULL, " \t", &save));) {
+            if (strcasecmp(name, n->host) != 0)
+                continue;
+            if (addrset_link_local(n->fam[i].family, a))
+                skip_link_local(n, a); /* as if the line were not there */
+            else
                 addrset_add(&n->fam[i].fresh, n->fam[i].family, a);
+        }
     }
     fclose(f);
     if (!n->fam[0].fresh.n && !n->fam[1].fresh.n)
@@ -324,13 +346,20 @@ static void on_answer(int result, char type, int count, int ttl, void *addresses
     if (f->result == DNS_ERR_NONE) {
         size_t len = f->family == 4 ? 4 : 16;
         bool whole = true;
-        for (int i = 0; i < count; i++)
-            whole &= addrset_add(&f->fresh, f->family, (const uint8_t *)addresses + len * i);
+        for (int i = 0; i < count; i++) {
+            const uint8_t *a = (const uint8_t *)addresses + len * i;
+            if (addrset_link_local(f->family, a))
+                skip_link_local(n, a);
+            else
+                whole &= addrset_add(&f->fresh, f->family, a);
+        }
         if (!whole && !f->truncated)
             log_warn("dns: %s: %d %s records; only the lowest %d are used", n->host, count,
                      FAMILY_RR[f->family == 6], ADDRSET_MAX);
         f->truncated = !whole;
         f->ttl_ms = addrset_ttl_ms(ttl);
+        if (!f->fresh.n)
+            f->result = DNS_ERR_NODATA; /* link-local records only: none usable */
     } else if (result == DNS_ERR_NODATA && ttl > 0) {
         /* how long the name has no record of the family (RFC 2308's
          * negative caching): evdns reports the lower of the TTL and the

@@ -24,6 +24,10 @@
  * passive ejection and drain treat it as any server, and a later config
  * that keeps the address keeps its state and pool. The Host sent
  * (host_header: upstream) and the TLS name stay the name as written.
+ * A link-local IPv6 address (fe80::/10) of an answer or an /etc/hosts
+ * line is skipped, logged once per name: an address record carries no
+ * scope id (the interface), without which a connect fails; a family whose
+ * records are all link-local answered NODATA.
  * evdns keeps at most 32 records of each family of an answer;
  * ADDRSET_MAX (64) bounds a name whatever the resolver (a larger set
  * keeps the lowest 64, logged once).

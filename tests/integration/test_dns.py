@@ -14,7 +14,8 @@ same port): A and AAAA addresses are all servers and all get traffic; an
 IPv6-only name works; `resolve: ipv4` asks no AAAA (`ipv6` no A); a
 failing AAAA keeps its last addresses while A answers. A name answering
 ever new addresses (127.0.0.x) leaves no registry entry behind
-(ferry_registry_servers in /metrics stays bounded).
+(ferry_registry_servers in /metrics stays bounded). A link-local AAAA
+(fe80::1) is skipped: only the usable ::1 becomes a server.
 
 NODATA with an SOA in the authority section (RFC 2308 negative caching):
 the name is asked again at the SOA's negative TTL, also when it is shorter
@@ -630,6 +631,34 @@ def test_ipv6_only_name():
         eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
     eq(len(b6.requests), 5, "requests that reached the IPv6 backend")
     check("does not resolve" not in f.stderr_text(), "no warning at start")
+
+
+def test_link_local_aaaa_skipped():
+    "AAAA fe80::1 and ::1: only ::1 becomes a server (a record carries no scope id), warned once; fe80::1 as the only AAAA: no IPv6 server, no failure"
+    need_ipv6()
+    a = backend("A")
+    b6 = backend6(a.port)
+    dns = Responder(["fe80::1", "::1"])
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, a.port)
+    eq(addresses(f), ["%s:%d@[::1]" % (NAME, a.port)], "/status addresses")
+    for i in range(6):
+        eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
+    eq(len(b6.requests), 6, "requests that reached the IPv6 backend")
+    q = dns.qtypes.get(28, 0)
+    wait_until(lambda: dns.qtypes.get(28, 0) >= q + 2, timeout=8, what="AAAA asked again")
+    warn = "dns: %s: fe80::1 is link-local; not used" % NAME
+    eq(f.stderr_text().count(warn), 1, "link-local warnings (once per name)")
+    # the only AAAA link-local while A answers: no IPv6 address, not a failure
+    dns.set(["127.0.0.1", "fe80::1"])
+    wait_until(lambda: addresses(f) == ["%s:%d@127.0.0.1" % (NAME, a.port)], timeout=8,
+               what="the IPv4 address alone")
+    for i in range(4):
+        eq(request(f, "GET", "/fast").status, 200, "request %d after the move" % i)
+    err = f.stderr_text()
+    check("AAAA:" not in err and "keeping" not in err, "no failure logged:\n%s" % err[-1500:])
+    eq(err.count(warn), 1, "link-local warnings after the move")
+    stop_clean(f)
 
 
 def test_resolve_family_key():
