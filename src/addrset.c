@@ -70,6 +70,12 @@ void addrset_diff(const struct addrset *from, const struct addrset *to, size_t *
     *removed = rem;
 }
 
+bool addrset_link_local(int family, const void *bytes)
+{
+    const uint8_t *b = bytes;
+    return family == 6 && b[0] == 0xfe && (b[1] & 0xc0) == 0x80;
+}
+
 int64_t addrset_ttl_ms(int64_t ttl_s)
 {
     if (ttl_s < 0 || ttl_s < ADDRSET_TTL_MIN_MS / 1000)

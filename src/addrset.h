@@ -48,6 +48,11 @@ bool addrset_equal(const struct addrset *a, const struct addrset *b);
 void addrset_diff(const struct addrset *from, const struct addrset *to, size_t *added,
                   size_t *removed);
 
+/* Is an address IPv6 link-local (fe80::/10)? Such an address means
+ * nothing without the interface it is on (a scope id), which neither an
+ * AAAA record nor an /etc/hosts line without "%IF" can carry. */
+bool addrset_link_local(int family, const void *bytes);
+
 /* The re-resolution delay for a TTL in seconds (negative: unknown, the
  * minimum): clamped to [ADDRSET_TTL_MIN_MS, ADDRSET_TTL_MAX_MS]. */
 int64_t addrset_ttl_ms(int64_t ttl_s);

@@ -195,8 +195,7 @@ void metrics_retry(struct metrics *m, const struct config_upstream *up, bool all
 
 /* ---- rendering (admin thread) ------------------------------------------------------ */
 
-/* A label value: backslash, double quote and newline escaped. */
-static void add_label(struct evbuffer *out, const char *s)
+void metrics_label_value(struct evbuffer *out, const char *s)
 {
     for (; *s; s++) {
         if (*s == '\\' || *s == '"')
@@ -217,7 +216,7 @@ static void route_label(struct evbuffer *out, const struct config *cfg, size_t r
 {
     evbuffer_add(out, "route=\"", 7);
     if (r < cfg->nroutes)
-        add_label(out, cfg->routes[r].name);
+        metrics_label_value(out, cfg->routes[r].name);
     evbuffer_add(out, "\"", 1);
 }
 
@@ -225,9 +224,9 @@ static void server_labels(struct evbuffer *out, const struct config_upstream *up
                           const struct config_server *s)
 {
     evbuffer_add(out, "upstream=\"", 10);
-    add_label(out, up->name);
+    metrics_label_value(out, up->name);
     evbuffer_add(out, "\",server=\"", 10);
-    add_label(out, s->addr.text);
+    metrics_label_value(out, s->addr.text);
     evbuffer_add(out, "\"", 1);
 }
 
@@ -344,14 +343,14 @@ static void render_resilience(struct evbuffer *out, const struct config *cfg,
          "Retries sent to another server of the upstream.");
     for (size_t u = 0; u < cfg->nupstreams; u++) {
         evbuffer_add(out, "ferry_upstream_retries_total{upstream=\"", 39);
-        add_label(out, cfg->upstreams[u].name);
+        metrics_label_value(out, cfg->upstreams[u].name);
         evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)up_sum(workers, nworkers, u, 0));
     }
     help(out, "ferry_upstream_retry_budget_exhausted_total", "counter",
          "Retries not sent because retries.budget was spent.");
     for (size_t u = 0; u < cfg->nupstreams; u++) {
         evbuffer_add(out, "ferry_upstream_retry_budget_exhausted_total{upstream=\"", 54);
-        add_label(out, cfg->upstreams[u].name);
+        metrics_label_value(out, cfg->upstreams[u].name);
         evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)up_sum(workers, nworkers, u, 1));
     }
 }
@@ -413,9 +412,9 @@ static void cert_expiry(void *arg, const char *listener, const char *file, int64
 {
     struct evbuffer *out = arg;
     evbuffer_add_printf(out, "ferry_tls_certificate_expiry_seconds{listener=\"");
-    add_label(out, listener);
+    metrics_label_value(out, listener);
     evbuffer_add_printf(out, "\",file=\"");
-    add_label(out, file);
+    metrics_label_value(out, file);
     evbuffer_add_printf(out, "\"} %lld\n", (long long)(not_after - (int64_t)time(NULL)));
 }
 
@@ -437,6 +436,25 @@ static void render_tls(struct evbuffer *out, const struct config *cfg)
     help(out, "ferry_tls_certificate_expiry_seconds", "gauge",
          "Seconds until a listener's certificate expires (negative: expired).");
     tls_cert_expiry(cfg, cert_expiry, out);
+}
+
+/* One count of the rate-limit store's failures (ratelimit_redis.h). */
+struct store_errors {
+    struct evbuffer *out;
+    bool any;
+};
+
+static void store_error_count(void *arg, const char *route, const char *outcome, const char *reason,
+                              unsigned long n)
+{
+    struct store_errors *e = arg;
+    if (!e->any)
+        help(e->out, "ferry_ratelimit_store_errors_total", "counter",
+             "Requests decided by on_store_error because the rate-limit store failed.");
+    e->any = true;
+    evbuffer_add_printf(e->out, "ferry_ratelimit_store_errors_total{route=\"");
+    metrics_label_value(e->out, route);
+    evbuffer_add_printf(e->out, "\",outcome=\"%s\",reason=\"%s\"} %lu\n", outcome, reason, n);
 }
 
 static void render_process(struct evbuffer *out)
@@ -514,7 +532,8 @@ int metrics_render(struct evbuffer *out, const struct config *cfg, struct worker
         return -1;
     render_servers(out, cfg, workers, nworkers);
     render_tls(out, cfg);
-    ratelimit_redis_metrics(out);
+    struct store_errors errors = {.out = out};
+    ratelimit_redis_errors(store_error_count, &errors);
     render_process(out);
     return 0;
 }

@@ -48,6 +48,8 @@
  *   ferry_tls_handshakes_total, ferry_tls_resumed_total,
  *   ferry_tls_handshake_failures_total, ferry_tls_plaintext_total (tls.c's
  *   counters), ferry_tls_certificate_expiry_seconds{listener,file}
+ *   ferry_ratelimit_store_errors_total{route,outcome,reason}
+ *                                                (ratelimit_redis.c's counts)
  *   process_cpu_seconds_total, process_resident_memory_bytes,
  *   process_open_fds, process_max_fds, process_start_time_seconds
  * route="" counts requests that matched no route (404) or were refused
@@ -104,6 +106,12 @@ void metrics_ejection(struct metrics *m, const struct config_upstream *up,
 
 /* A retry was sent (allowed) or refused by the retry budget. */
 void metrics_retry(struct metrics *m, const struct config_upstream *up, bool allowed);
+
+/* Appends s as a label value, the text between its double quotes:
+ * backslash, double quote and newline escaped (\\, \" and \n), every other
+ * byte as it is (the text format 0.0.4). Every label value of the page goes
+ * through it. */
+void metrics_label_value(struct evbuffer *out, const char *s);
 
 /* Renders every worker's counters and the process gauges (admin thread).
  * Returns 0 or -1 when out of memory. */

@@ -123,35 +123,16 @@ static void count(const char *route, bool deny, enum reason why)
     pthread_mutex_unlock(&counters_lock);
 }
 
-static void add_label(struct evbuffer *out, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
-            evbuffer_add_printf(out, "\\%c", *s);
-        else if (*s == '\n')
-            evbuffer_add(out, "\\n", 2);
-        else
-            evbuffer_add(out, s, 1);
-    }
-}
-
-void ratelimit_redis_metrics(struct evbuffer *out)
+void ratelimit_redis_errors(void (*fn)(void *arg, const char *route, const char *outcome,
+                                       const char *reason, unsigned long n),
+                            void *arg)
 {
     pthread_mutex_lock(&counters_lock);
-    if (counters)
-        evbuffer_add_printf(out, "# HELP ferry_ratelimit_store_errors_total Requests decided by "
-                                 "on_store_error because the rate-limit store failed.\n"
-                                 "# TYPE ferry_ratelimit_store_errors_total counter\n");
     for (struct counter *c = counters; c; c = c->next)
         for (int d = 0; d < 2; d++)
-            for (int r = 0; r < R_COUNT; r++) {
-                if (!c->n[d][r])
-                    continue;
-                evbuffer_add_printf(out, "ferry_ratelimit_store_errors_total{route=\"");
-                add_label(out, c->route);
-                evbuffer_add_printf(out, "\",outcome=\"%s\",reason=\"%s\"} %lu\n",
-                                    d ? "deny" : "allow", reason_names[r], c->n[d][r]);
-            }
+            for (int r = 0; r < R_COUNT; r++)
+                if (c->n[d][r])
+                    fn(arg, c->route, d ? "deny" : "allow", reason_names[r], c->n[d][r]);
     pthread_mutex_unlock(&counters_lock);
 }
 

@@ -67,8 +67,6 @@
 #include "http1.h"
 #include "ratelimit.h"
 
-struct evbuffer;
-
 #define RLR_MAX_PENDING 1024
 #define RLR_IDLE_CLOSE_S 30
 
@@ -90,7 +88,14 @@ void ratelimit_redis_prepare(const struct config *cfg);
  * is freed). */
 void ratelimit_redis_thread_end(void);
 
-/* Appends ferry_ratelimit_store_errors_total to a Prometheus page. */
-void ratelimit_redis_metrics(struct evbuffer *out);
+/* Calls fn for each nonzero count of store failures decided by
+ * on_store_error, process-wide (metrics.c renders them as
+ * ferry_ratelimit_store_errors_total): the route, the outcome ("allow" or
+ * "deny"), the reason ("down", "timeout", "queue_full", "bad_reply") and
+ * the count. fn runs under the counters' lock: it must not fail a store
+ * command. */
+void ratelimit_redis_errors(void (*fn)(void *arg, const char *route, const char *outcome,
+                                       const char *reason, unsigned long n),
+                            void *arg);
 
 #endif

@@ -2,6 +2,7 @@
 #include "resolve.h"
 
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ struct rfam {
     bool failing;       /* failed while the other family answered (logged once) */
     bool truncated;     /* the answer had more than ADDRSET_MAX (logged once) */
     int result;         /* this round's: DNS_ERR_NONE (addresses), _NODATA (none) or why not */
-    int64_t ttl_ms;     /* this round's, when it gave addresses */
+    int64_t ttl_ms;     /* this round's TTL (addresses, or NODATA's negative one); -1: none */
     struct addrset set; /* its last good answer */
     struct addrset fresh;
 };
@@ -42,11 +43,12 @@ struct rname {
     struct rfam fam[2];
     struct addrset set; /* the last good answer: the families' union */
     struct addrset scratch;
-    bool resolved;  /* set holds a good answer */
-    bool failing;   /* the last resolution failed (logged once) */
-    bool used;      /* named by the newest config */
-    bool dropped;   /* no config names it: freed when its queries end */
-    bool launching; /* query() is starting its lookups */
+    bool resolved;   /* set holds a good answer */
+    bool failing;    /* the last resolution failed (logged once) */
+    bool used;       /* named by the newest config */
+    bool dropped;    /* no config names it: freed when its queries end */
+    bool launching;  /* query() is starting its lookups */
+    bool link_local; /* a link-local address was skipped (logged once) */
     struct event *timer;
     struct rname *next;
 };
@@ -138,8 +140,24 @@ static const char *why(const struct rname *n, int result)
     return evdns_err_to_string(result);
 }
 
-/* No usable answer: every set kept, n asked again in RETRY_MS. */
-static void failed(struct rname *n, int result)
+/* A link-local IPv6 address of n (fe80::/10, from DNS or /etc/hosts) is
+ * not used: without the interface it is on (a scope id, which an address
+ * record cannot carry) a connect fails (EINVAL) or would leave through an
+ * interface nobody chose. Logged once per name. */
+static void skip_link_local(struct rname *n, const uint8_t *bytes)
+{
+    if (n->link_local)
+        return;
+    n->link_local = true;
+    char a[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, bytes, a, sizeof(a));
+    log_warn("dns: %s: %s is link-local; not used (an address record carries no interface to "
+             "reach it through)",
+             n->host, a);
+}
+
+/* No usable answer: every set kept, n asked again in ms. */
+static void failed(struct rname *n, int result, int64_t ms)
 {
     if (!n->failing) {
         char list[400];
@@ -152,7 +170,7 @@ static void failed(struct rname *n, int result)
                      why(n, result));
     }
     n->failing = true;
-    arm(n, RETRY_MS);
+    arm(n, ms);
 }
 
 /* n->scratch is n's new good answer: taken (logged and published when it
@@ -214,9 +232,14 @@ static bool from_hosts(struct rname *n)
                                                   : -1;
         if (i < 0 || !asks(n, i))
             continue;
-        for (char *name; (name = strtok_r(NULL, " \t", &save));)
-            if (strcasecmp(name, n->host) == 0)
+        for (char *name; (name = strtok_r(NULL, " \t", &save));) {
+            if (strcasecmp(name, n->host) != 0)
+                continue;
+            if (addrset_link_local(n->fam[i].family, a))
+                skip_link_local(n, a); /* as if the line were not there */
+            else
                 addrset_add(&n->fam[i].fresh, n->fam[i].family, a);
+        }
     }
     fclose(f);
     if (!n->fam[0].fresh.n && !n->fam[1].fresh.n)
@@ -234,12 +257,16 @@ static bool from_hosts(struct rname *n)
 /* Both families asked have answered (or failed): the name's new set is
  * the union of the answers, a failed family keeping its last good set (as
  * nginx keeps a name's last addresses on an error); asked again at the
- * shortest TTL of the answers with addresses (a family failing: within
- * RETRY_MS). Every family failing, or no address at all: failed(). */
+ * shortest TTL of the answers, those with addresses and the NODATA ones
+ * that carry a negative TTL (a family failing: within RETRY_MS). Every
+ * family failing, or no address at all: failed(), asked again within
+ * RETRY_MS, or at the shortest negative TTL when every family asked
+ * answered NODATA with one. */
 static void round_end(struct rname *n)
 {
     bool answered = false;
-    int64_t ms = ADDRSET_TTL_MAX_MS;
+    int64_t ms = ADDRSET_TTL_MAX_MS; /* the answers' shortest TTL */
+    int64_t none_ms = INT64_MAX;     /* with no address: when to ask again */
     int bad = DNS_ERR_NODATA;
     /* NXDOMAIN for one family while the other has records: no record of
      * it (evdns ends a search list with the last domain's NXDOMAIN) */
@@ -252,16 +279,20 @@ static void round_end(struct rname *n)
         const struct rfam *f = &n->fam[i];
         if (!asks(n, i))
             continue;
-        if (f->result == DNS_ERR_NONE || f->result == DNS_ERR_NODATA)
+        bool ok = f->result == DNS_ERR_NONE || f->result == DNS_ERR_NODATA;
+        if (ok)
             answered = true;
         else if (bad == DNS_ERR_NODATA)
             bad = f->result;
-        if (f->result == DNS_ERR_NONE && f->ttl_ms < ms)
+        if (ok && f->ttl_ms >= 0 && f->ttl_ms < ms)
             ms = f->ttl_ms;
+        int64_t again = f->result == DNS_ERR_NODATA && f->ttl_ms >= 0 ? f->ttl_ms : RETRY_MS;
+        if (again < none_ms)
+            none_ms = again;
     }
     merge(n, true);
     if (!answered || !n->scratch.n) {
-        failed(n, bad);
+        failed(n, bad, none_ms);
         return;
     }
     for (int i = 0; i < 2; i++) {
@@ -308,18 +339,31 @@ static void on_answer(int result, char type, int count, int ttl, void *addresses
     }
     addrset_clear(&f->fresh);
     f->result = result;
+    f->ttl_ms = -1;
     char want = f->family == 4 ? DNS_IPv4_A : DNS_IPv6_AAAA;
     if (result == DNS_ERR_NONE && (type != want || count <= 0))
         f->result = DNS_ERR_NODATA; /* no record of the family */
     if (f->result == DNS_ERR_NONE) {
         size_t len = f->family == 4 ? 4 : 16;
         bool whole = true;
-        for (int i = 0; i < count; i++)
-            whole &= addrset_add(&f->fresh, f->family, (const uint8_t *)addresses + len * i);
+        for (int i = 0; i < count; i++) {
+            const uint8_t *a = (const uint8_t *)addresses + len * i;
+            if (addrset_link_local(f->family, a))
+                skip_link_local(n, a);
+            else
+                whole &= addrset_add(&f->fresh, f->family, a);
+        }
         if (!whole && !f->truncated)
             log_warn("dns: %s: %d %s records; only the lowest %d are used", n->host, count,
                      FAMILY_RR[f->family == 6], ADDRSET_MAX);
         f->truncated = !whole;
+        f->ttl_ms = addrset_ttl_ms(ttl);
+        if (!f->fresh.n)
+            f->result = DNS_ERR_NODATA; /* link-local records only: none usable */
+    } else if (result == DNS_ERR_NODATA && ttl > 0) {
+        /* how long the name has no record of the family (RFC 2308's
+         * negative caching): evdns reports the lower of the TTL and the
+         * MINIMUM of the SOA in the authority section, 0 without one */
         f->ttl_ms = addrset_ttl_ms(ttl);
     }
     if (!n->launching && !querying(n))
@@ -339,6 +383,7 @@ static void query(struct rname *n)
             continue;
         f->querying = true;
         f->result = DNS_ERR_UNKNOWN;
+        f->ttl_ms = -1;
         R.pending++;
         struct evdns_request *req = i ? evdns_base_resolve_ipv6(R.dns, n->host, 0, on_answer, f)
                                       : evdns_base_resolve_ipv4(R.dns, n->host, 0, on_answer, f);

@@ -24,6 +24,10 @@
  * passive ejection and drain treat it as any server, and a later config
  * that keeps the address keeps its state and pool. The Host sent
  * (host_header: upstream) and the TLS name stay the name as written.
+ * A link-local IPv6 address (fe80::/10) of an answer or an /etc/hosts
+ * line is skipped, logged once per name: an address record carries no
+ * scope id (the interface), without which a connect fails; a family whose
+ * records are all link-local answered NODATA.
  * evdns keeps at most 32 records of each family of an answer;
  * ADDRSET_MAX (64) bounds a name whatever the resolver (a larger set
  * keeps the lowest 64, logged once).
@@ -38,8 +42,12 @@
  * again within 5 s; the name's set is the union. Every family failing,
  * or no address at all, is a failed resolution (below).
  *
- * Re-resolution: each name is asked again when the shortest TTL of the
- * answers that carried addresses runs out, clamped to [1 s, 5 min].
+ * Re-resolution: each name is asked again when the shortest TTL of its
+ * answers runs out, clamped to [1 s, 5 min]: the records' TTL of an
+ * answer with addresses, the negative-caching TTL of a NODATA answer
+ * (RFC 2308: the lower of the TTL and the MINIMUM of the SOA in its
+ * authority section, which evdns reports; a NODATA answer without an SOA
+ * sets none).
  * When a name's set of addresses changes, the `changed` callback runs
  * (once per turn of the loop, however many names changed): the server
  * rebuilds the config from the text it was loaded from
@@ -49,7 +57,9 @@
  * idle connections and goes once its requests in flight end. A failed
  * resolution (timeout, NXDOMAIN, SERVFAIL, no address) keeps the last
  * good set, is logged once when the name starts failing and once when
- * it resolves again, and is retried every 5 s.
+ * it resolves again, and is retried every 5 s (when every family asked
+ * answered NODATA with a negative TTL: at the shortest of them, clamped
+ * as above).
  *
  * At start, every name is resolved before the workers start (the main
  * thread waits for the answers, at most the queries' timeouts). A name

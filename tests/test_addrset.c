@@ -3,8 +3,10 @@
  * to, a pure module. The TTL clamp to [1 s, 5 min]; sets are sorted and
  * free of duplicates whatever the answer's order; an answer over
  * ADDRSET_MAX keeps the lowest ADDRSET_MAX and says it was truncated; the
- * diff counts addresses added and removed.
+ * diff counts addresses added and removed; fe80::/10, and only it, is
+ * link-local.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <string.h>
 
@@ -101,6 +103,30 @@ START_TEST(diff_counts)
 }
 END_TEST
 
+static bool link_local6(const char *text)
+{
+    uint8_t a[16];
+    ck_assert_int_eq(inet_pton(AF_INET6, text, a), 1);
+    return addrset_link_local(6, a);
+}
+
+START_TEST(link_local_is_fe80_10)
+{
+    ck_assert(link_local6("fe80::1"));
+    ck_assert(link_local6("fe80::21b:aabb:9765:7231"));
+    ck_assert(link_local6("febf:ffff::1")); /* the last of fe80::/10 */
+    ck_assert(!link_local6("fec0::1"));     /* the old site-local, next to it */
+    ck_assert(!link_local6("fe7f::1"));
+    ck_assert(!link_local6("::1"));
+    ck_assert(!link_local6("2001:db8::1"));
+    ck_assert(!link_local6("fd00::1"));
+    ck_assert(!link_local6("ff02::1")); /* multicast: not an address of a server either way */
+    ck_assert(!link_local6("::ffff:169.254.0.1"));
+    uint8_t v4[4] = {0xfe, 0x80, 0, 1}; /* 254.128.0.1: IPv4, not link-local by this test */
+    ck_assert(!addrset_link_local(4, v4));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("addrset");
@@ -109,6 +135,7 @@ int main(void)
     tcase_add_test(tc, order_and_duplicates);
     tcase_add_test(tc, truncated_keeps_lowest);
     tcase_add_test(tc, diff_counts);
+    tcase_add_test(tc, link_local_is_fe80_10);
     suite_add_tcase(s, tc);
     return check_run(s);
 }

@@ -14,7 +14,13 @@ same port): A and AAAA addresses are all servers and all get traffic; an
 IPv6-only name works; `resolve: ipv4` asks no AAAA (`ipv6` no A); a
 failing AAAA keeps its last addresses while A answers. A name answering
 ever new addresses (127.0.0.x) leaves no registry entry behind
-(ferry_registry_servers in /metrics stays bounded)."""
+(ferry_registry_servers in /metrics stays bounded). A link-local AAAA
+(fe80::1) is skipped: only the usable ::1 becomes a server.
+
+NODATA with an SOA in the authority section (RFC 2308 negative caching):
+the name is asked again at the SOA's negative TTL, also when it is shorter
+than the TTL of the other family's addresses, and when the name has no
+address at all (instead of every 5 s)."""
 
 import re
 import socket
@@ -33,12 +39,16 @@ class Responder:
     of self.ips (TTL self.ttl, or self.ttls[qtype]); mode "answer",
     "servfail", "nxdomain" or "silent" (no reply), or per query type
     self.type_mode[qtype]. Other types, or a family without addresses: no
-    error, no answer. Counts the queries for NAME (by type in qtypes)."""
+    error, no answer (NODATA), with an SOA in the authority section when
+    self.soa[qtype] = (TTL, MINIMUM). Counts the queries for NAME (by type
+    in qtypes, their times in times)."""
 
     def __init__(self, ips, ttl=1):
         self.ips = list(ips)
         self.ttl = ttl
         self.ttls = {}
+        self.soa = {}
+        self.times = {}
         self.mode = "answer"
         self.type_mode = {}
         self.delay = 0  # seconds before each reply
@@ -104,10 +114,12 @@ class Responder:
             if ours:
                 self.queries += 1
                 self.qtypes[qtype] = self.qtypes.get(qtype, 0) + 1
+                self.times.setdefault(qtype, []).append(time.monotonic())
             else:
                 self.other_names.append(".".join(labels).lower())
             mode, ips = self.type_mode.get(qtype, self.mode), list(self.ips)
             ttl = self.ttls.get(qtype, self.ttl)
+            soa = self.soa.get(qtype)
         if not ours:
             mode = "nxdomain"
         if mode == "silent":
@@ -120,8 +132,21 @@ class Responder:
                     continue
                 data = socket.inet_pton(socket.AF_INET6 if qtype == 28 else socket.AF_INET, ip)
                 answers.append(struct.pack("!HHHIH", 0xC00C, qtype, 1, ttl, len(data)) + data)
-        head = struct.pack("!HHHHHH", qid, 0x8180 | (flags & 0x0100) | rcode, 1, len(answers), 0, 0)
-        return head + question + b"".join(answers)
+        authority = []
+        if rcode == 0 and not answers and soa:
+            soa_ttl, minimum = soa
+            rdata = dns_name("ns.dns.test") + dns_name("hostmaster.dns.test") + \
+                struct.pack("!IIIII", 1, 3600, 600, 86400, minimum)
+            authority.append(dns_name("dns.test") + struct.pack("!HHIH", 6, 1, soa_ttl, len(rdata))
+                             + rdata)
+        head = struct.pack("!HHHHHH", qid, 0x8180 | (flags & 0x0100) | rcode, 1, len(answers),
+                           len(authority), 0)
+        return head + question + b"".join(answers) + b"".join(authority)
+
+
+def dns_name(name):
+    """A domain name in wire form (labels, uncompressed)."""
+    return b"".join(bytes([len(l)]) + l.encode("ascii") for l in name.split(".")) + b"\0"
 
 
 def two_backends():
@@ -543,6 +568,56 @@ def test_aaaa_nxdomain_is_no_record():
     eq(request(f, "GET", "/fast").status, 200, "a request")
 
 
+def query_gaps(dns, qtype, n):
+    """The seconds between the first n queries of qtype."""
+    t = dns.times.get(qtype, [])[:n]
+    return [round(t[i + 1] - t[i], 2) for i in range(len(t) - 1)]
+
+
+def test_nodata_negative_ttl():
+    "AAAA NODATA whose SOA says 3 s while A says 300 s: the name is asked again about every 3 s (at 300 s before)"
+    a = backend("A")
+    dns = Responder(["127.0.0.1"], ttl=300)
+    dns.soa = {28: (600, 3)}  # the negative TTL is the lower of the SOA's TTL and MINIMUM
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, a.port)
+    wait_until(lambda: len(dns.times.get(28, [])) >= 3, timeout=12,
+               what="AAAA asked twice more")
+    gaps = query_gaps(dns, 28, 3)
+    log("AAAA asked again after %s s (negative TTL 3 s, A's TTL 300 s)" % gaps)
+    for g in gaps:
+        check(2.5 <= g <= 5.0, "AAAA asked again after about 3 s: %s" % gaps)
+    check(dns.qtypes.get(1, 0) >= 3, "A asked with it (%s)" % dns.qtypes)
+    eq(addresses(f), ["%s:%d@127.0.0.1" % (NAME, a.port)], "/status addresses")
+    err = f.stderr_text()
+    check("AAAA:" not in err and "keeping" not in err, "no failure logged:\n%s" % err[-1500:])
+    eq(request(f, "GET", "/fast").status, 200, "a request")
+
+
+def test_nodata_only_negative_ttl():
+    "a name without address, every family NODATA: asked again at the SOA's negative TTL (8 s; every 5 s before), every 5 s without an SOA"
+    a = backend("A")
+    soa = Responder([])
+    soa.soa = {1: (8, 3600), 28: (8, 3600)}
+    _cleanups_add(soa.stop)
+    bare = Responder([])
+    _cleanups_add(bare.stop)
+    f = dns_ferry(soa, a.port)
+    g = dns_ferry(bare, a.port)
+    for x in (f, g):
+        check("no address (no A or AAAA record); its servers have no address" in x.stderr_text(),
+              "the warning at start")
+    wait_until(lambda: len(soa.times.get(1, [])) >= 2 and len(bare.times.get(1, [])) >= 3,
+               timeout=16, what="both names asked again")
+    with_soa, without = query_gaps(soa, 1, 2), query_gaps(bare, 1, 3)
+    log("asked again after %s s with an SOA (negative TTL 8 s), after %s s without"
+        % (with_soa, without))
+    check(6.5 <= with_soa[0] <= 10.0, "asked again after about 8 s: %s" % with_soa)
+    for x in without:
+        check(4.0 <= x <= 6.5, "without an SOA, asked again after about 5 s: %s" % without)
+    eq(request(f, "GET", "/fast").status, 503, "a request while the name has no address")
+
+
 def test_ipv6_only_name():
     "a name with only an AAAA record (::1) resolves and serves"
     need_ipv6()
@@ -556,6 +631,34 @@ def test_ipv6_only_name():
         eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
     eq(len(b6.requests), 5, "requests that reached the IPv6 backend")
     check("does not resolve" not in f.stderr_text(), "no warning at start")
+
+
+def test_link_local_aaaa_skipped():
+    "AAAA fe80::1 and ::1: only ::1 becomes a server (a record carries no scope id), warned once; fe80::1 as the only AAAA: no IPv6 server, no failure"
+    need_ipv6()
+    a = backend("A")
+    b6 = backend6(a.port)
+    dns = Responder(["fe80::1", "::1"])
+    _cleanups_add(dns.stop)
+    f = dns_ferry(dns, a.port)
+    eq(addresses(f), ["%s:%d@[::1]" % (NAME, a.port)], "/status addresses")
+    for i in range(6):
+        eq(request(f, "GET", "/fast").status, 200, "request %d" % i)
+    eq(len(b6.requests), 6, "requests that reached the IPv6 backend")
+    q = dns.qtypes.get(28, 0)
+    wait_until(lambda: dns.qtypes.get(28, 0) >= q + 2, timeout=8, what="AAAA asked again")
+    warn = "dns: %s: fe80::1 is link-local; not used" % NAME
+    eq(f.stderr_text().count(warn), 1, "link-local warnings (once per name)")
+    # the only AAAA link-local while A answers: no IPv6 address, not a failure
+    dns.set(["127.0.0.1", "fe80::1"])
+    wait_until(lambda: addresses(f) == ["%s:%d@127.0.0.1" % (NAME, a.port)], timeout=8,
+               what="the IPv4 address alone")
+    for i in range(4):
+        eq(request(f, "GET", "/fast").status, 200, "request %d after the move" % i)
+    err = f.stderr_text()
+    check("AAAA:" not in err and "keeping" not in err, "no failure logged:\n%s" % err[-1500:])
+    eq(err.count(warn), 1, "link-local warnings after the move")
+    stop_clean(f)
 
 
 def test_resolve_family_key():
