@@ -461,6 +461,14 @@ void io_on_readable(evutil_socket_t fd, short what, void *arg)
     notify_readable(s);
 }
 
+void io_read_failed(struct io_stream *s, int err)
+{
+    s->read_done = true;
+    s->error = err;
+    io_rev_update(s);
+    notify_end(s);
+}
+
 /* At most this many chains per writev. */
 #define IO_WRITE_IOV 16
 
@@ -600,7 +608,8 @@ static void set_nodelay(int fd)
  * Buffers (struct io_bufs) given back by parked and freed streams, per
  * thread, at most BUFS_POOL_CAP; the thread's empty evbuffer, which every
  * parked stream's in and out point to (lengths are read from it, nothing
- * is ever added).
+ * is ever added: it is frozen at both ends, so an add is refused rather
+ * than seen by every parked stream).
  */
 #define BUFS_POOL_CAP 1024u
 static __thread struct io_bufs *bpool;
@@ -642,10 +651,12 @@ static bool attach_slow(struct io_stream *s)
         bpool_len--;
     } else {
         b = malloc(sizeof(*b));
-        b->in = b ? evbuffer_new() : NULL;
-        b->out = b && b->in ? evbuffer_new() : NULL;
-        if (!b || !b->out) {
-            if (b && b->in)
+        if (!b)
+            return false;
+        b->in = evbuffer_new();
+        b->out = b->in ? evbuffer_new() : NULL;
+        if (!b->out) {
+            if (b->in)
                 evbuffer_free(b->in);
             free(b);
             return false;
@@ -694,11 +705,25 @@ void io_park(struct io_stream *s)
         start_polling(s);
 }
 
-/* io_input, io_output on a parked stream. */
-__attribute__((noinline, cold)) static void attach_or_die(struct io_stream *s, const char *call)
+/*
+ * io_input, io_output on a parked stream: its buffers back. Out of memory
+ * for them, the stream fails as a failed read and write would (io_eof,
+ * io_error ENOMEM; its read event leaves the loop, a waiter is woken, but
+ * not the idle callback: this may run on a coroutine's stack) instead of
+ * the process: the caller gets the thread's frozen empty evbuffer, reads
+ * nothing from it and cannot add to it, and its next await or write on
+ * the stream fails.
+ */
+__attribute__((noinline, cold)) static void attach_or_fail(struct io_stream *s)
 {
-    if (!attach_slow(s))
-        misuse(call, "out of memory for a stream's buffers");
+    if (attach_slow(s))
+        return;
+    s->read_done = true;
+    s->write_err = true;
+    if (!s->error)
+        s->error = ENOMEM;
+    io_rev_update(s);
+    wake_waiter(s, IO_READABLE | IO_WRITABLE | IO_EOF | IO_CONNECTED);
 }
 
 size_t io_input_length(const struct io_stream *s)
@@ -765,8 +790,10 @@ static struct io_stream *stream_new(struct loop *loop, int fd, size_t read_max)
         spool.loop = loop;
         loop_on_free(loop, stream_pool_drain, NULL);
     }
-    if (!empty_buf)
-        empty_buf = evbuffer_new();
+    if (!empty_buf && (empty_buf = evbuffer_new())) {
+        evbuffer_freeze(empty_buf, 0);
+        evbuffer_freeze(empty_buf, 1);
+    }
     struct io_ev *rev = NULL;
     if (spool.head && spool.loop == loop) {
         s = spool.head;
@@ -903,14 +930,14 @@ int io_transport_fd(const struct io_stream *s)
 struct evbuffer *io_input(struct io_stream *s)
 {
     if (__builtin_expect(!s->bufs, 0))
-        attach_or_die(s, "io_input");
+        attach_or_fail(s);
     return s->in;
 }
 
 struct evbuffer *io_output(struct io_stream *s)
 {
     if (__builtin_expect(!s->bufs, 0))
-        attach_or_die(s, "io_output");
+        attach_or_fail(s);
     return s->out;
 }
 

@@ -112,7 +112,9 @@ void io_poll(struct io_stream *s);
 void io_stream_free(struct io_stream *s);
 
 /* The stream's input and output. A parked stream (io_park) takes its
- * buffers back here, so these pointers are valid until the next io_park. */
+ * buffers back here, so these pointers are valid until the next io_park.
+ * Out of memory for them, the stream fails (io_eof, io_error ENOMEM; its
+ * waiter is woken) and both return an empty evbuffer that refuses adds. */
 struct evbuffer *io_input(struct io_stream *s);
 struct evbuffer *io_output(struct io_stream *s);
 /* Bytes the input holds, without taking buffers back. */

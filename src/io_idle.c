@@ -5,6 +5,7 @@
  */
 #include "io.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -63,7 +64,10 @@ void io_ev_put(struct io_ev *e)
  * holds a pointer to a freed stream. A wake only assigns and activates
  * the stream's event (no callback runs while a batch is handled), so no
  * stream of a batch is freed before the batch is done. Level-triggered:
- * bytes that arrived before the park are reported at once.
+ * bytes that arrived before the park are reported at once. A stream that
+ * finds no memory for its event ends as a failed read (ENOMEM) once the
+ * batch is done: its owner is told and closes it, rather than it sitting
+ * unread, its client waiting, until its deadline.
  */
 #define IDLE_SET_BATCH 128
 static __thread struct {
@@ -86,14 +90,15 @@ static bool rev_take(struct io_stream *s)
 }
 
 /* The set reported s: it reads now (its callback runs later in this loop
- * turn). Out of memory for the event, s stays disarmed and unread: its
- * owner's deadline ends it. */
-static void idle_wake(struct io_stream *s)
+ * turn). False when out of memory for the event (s is left disarmed and
+ * unread). */
+static bool idle_wake(struct io_stream *s)
 {
     if (!rev_take(s))
-        return;
+        return false;
     s->lazy = true;
     event_active(&s->rev->ev, EV_READ, 1);
+    return true;
 }
 
 static void on_idle_set(evutil_socket_t fd, short what, void *arg)
@@ -103,8 +108,14 @@ static void on_idle_set(evutil_socket_t fd, short what, void *arg)
     struct epoll_event evs[IDLE_SET_BATCH];
     /* One batch a turn: the set stays readable while more are ready. */
     int n = epoll_wait(fd, evs, IDLE_SET_BATCH, 0);
+    int failed = 0;
     for (int i = 0; i < n; i++)
-        idle_wake(evs[i].data.ptr);
+        if (!idle_wake(evs[i].data.ptr))
+            evs[failed++].data.ptr = evs[i].data.ptr;
+    /* Told after the batch, one at a time: an owner may free its own
+     * stream (io.h), never another's, so the ones still listed stay. */
+    for (int i = 0; i < failed; i++)
+        io_read_failed(evs[i].data.ptr, ENOMEM);
 }
 
 static bool idle_set_open(struct loop *loop)

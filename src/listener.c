@@ -64,6 +64,33 @@ static int open_socket(const struct config_listener *l, bool reuseport)
     return fd;
 }
 
+/*
+ * The options of a listening socket that Ferry did not just bind (one the
+ * socket unit passed, or one a reload keeps), as the listener's config
+ * says: TCP_NODELAY on TCP sockets (accepted connections inherit it; a
+ * unit without NoDelay=yes would leave every client connection with Nagle
+ * on, and an answer written in two writes would wait ~40 ms for the
+ * client's delayed ACK), TCP_DEFER_ACCEPT on or off as defer_accept says
+ * (a unit's own DeferAcceptSec= is kept while it is on: only on or off is
+ * Ferry's to say), and the backlog (listen(2) again changes only the
+ * queue's limit). SO_REUSEADDR, SO_REUSEPORT and IPV6_V6ONLY mean
+ * something only before bind: a passed socket keeps the unit's.
+ */
+static void listen_options(int fd, const struct config_listener *l)
+{
+    if (!l->addr.is_unix) {
+        int one = 1, on = 0;
+        socklen_t len = sizeof(on);
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &on, &len) == 0 &&
+            (on != 0) != l->defer_accept) {
+            int v = l->defer_accept ? 1 : 0;
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &v, sizeof(v));
+        }
+    }
+    listen(fd, (int)l->backlog);
+}
+
 int listener_claim_unix(const char *what, const struct config_addr *a)
 {
     struct stat st;
@@ -138,6 +165,7 @@ int listener_inherit(const struct config *cfg, int *inherited)
         int fl = fcntl(fd, F_GETFL);
         fcntl(fd, F_SETFL, fl | O_NONBLOCK);
         fcntl(fd, F_SETFD, FD_CLOEXEC);
+        listen_options(fd, &cfg->listeners[i]);
         inherited[i] = fd;
         log_info("socket activation: listen %s from descriptor %d", cfg->listeners[i].addr.text,
                  fd);
@@ -417,7 +445,7 @@ int listener_reopen(const struct config *old, const int *oldfds, const struct co
         int fd;
         if (k >= 0) {
             fd = oldfds[k];
-            listen(fd, (int)l->backlog); /* a new backlog applies at once */
+            listen_options(fd, l); /* a new backlog or defer_accept applies at once */
         } else if (first && l->addr.is_unix) {
             fd = fcntl(first[i], F_DUPFD_CLOEXEC, 0);
             fd = fd >= 0 ? fd : -errno;

@@ -32,8 +32,10 @@ int listener_probe(const struct config *cfg, const int *inherited);
  * inherited[i] is the descriptor for listeners[i], or -1 (bound by Ferry
  * as usual). A passed socket that matches no address is closed with a
  * warning. Returns how many were passed. Such a listener is never probed
- * or bound; workers accept on duplicates of it, and a reload that keeps
- * its address keeps it.
+ * or bound, but gets what Ferry sets on its own sockets and can still set
+ * (TCP_NODELAY, defer_accept, backlog; see listen_options in listener.c);
+ * workers accept on duplicates of it, and a reload that keeps its address
+ * keeps it.
  */
 int listener_inherit(const struct config *cfg, int *inherited);
 
@@ -60,9 +62,10 @@ int listener_start(struct worker *w);
 /*
  * Reload, main thread: fds[i] for each of cfg's listeners, given a worker's
  * old config and its fds: the same socket when old has the same address
- * (kept open: no accept gap; a new backlog applies), else a new one
- * (probed, then bound; first as in listener_open). Returns 0, or -errno
- * with err set to one line (what was opened is closed again).
+ * (kept open: no accept gap; a new backlog or defer_accept applies),
+ * else a new one (probed, then bound; first as in listener_open).
+ * Returns 0, or -errno with err set to one line (what was opened is
+ * closed again).
  */
 int listener_reopen(const struct config *old, const int *oldfds, const struct config *cfg, int *fds,
                     const int *first, char *err, size_t errlen);

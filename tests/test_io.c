@@ -90,6 +90,24 @@ static void run_loop_until(struct loop *loop, int64_t linger_ms, const bool *unt
     ck_assert_msg(!r.watchdog, "watchdog: %u coroutines still live after 10 s", loop_live(loop));
 }
 
+/* Out of memory on demand: this program is linked with --wrap=malloc
+ * (Makefile.am), so every malloc of libferry's code (not libevent's, a
+ * shared library) comes here first. The next fail_left ones of exactly
+ * fail_size bytes fail. */
+void *__real_malloc(size_t n);
+void *__wrap_malloc(size_t n);
+static size_t fail_size;
+static unsigned fail_left;
+
+void *__wrap_malloc(size_t n)
+{
+    if (fail_left && n == fail_size) {
+        fail_left--;
+        return NULL;
+    }
+    return __real_malloc(n);
+}
+
 static void run_loop(struct loop *loop, int64_t linger_ms)
 {
     run_loop_until(loop, linger_ms, NULL);
@@ -2037,6 +2055,137 @@ START_TEST(crowded_wait_parks_its_streams)
 }
 END_TEST
 
+/* Out of memory when a parked stream takes its buffers back (io_input,
+ * io_output: a request after an IO_PARK wait): that stream fails, not the
+ * process. A fresh loop's thread pools are empty, so the buffers are
+ * malloc'd. */
+static struct {
+    struct io_stream *s;
+    int peer;
+    int rc;
+    unsigned fired;
+    int64_t ms;
+    unsigned fail_left; /* after the failing io_output */
+} om;
+
+static void om_wait_eof(void *arg)
+{
+    (void)arg;
+    int64_t t0 = loop_now();
+    struct io_want w = {.stream = om.s, .events = IO_EOF};
+    om.rc = io_wait(&w, 1, loop_deadline(5 * LOOP_SEC));
+    om.fired = w.fired;
+    om.ms = (loop_now() - t0) / LOOP_MS;
+}
+
+static void on_om_take_buffers(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    fail_size = sizeof(struct io_bufs);
+    fail_left = 1;
+    (void)io_output(om.s);
+    om.fail_left = fail_left;
+    fail_left = 0;
+}
+
+START_TEST(parked_stream_out_of_memory_for_buffers)
+{
+    struct loop *loop = new_loop(8);
+    int peer, other_peer;
+    struct io_stream *s = lazy_pair(loop, &peer);
+    struct io_stream *other = lazy_pair(loop, &other_peer);
+    ck_assert_ptr_null(s->bufs); /* new: parked */
+    fail_size = sizeof(struct io_bufs);
+    fail_left = 1;
+    struct evbuffer *out = io_output(s);
+    ck_assert_uint_eq(fail_left, 0); /* the malloc that failed was the buffers' */
+    ck_assert_ptr_nonnull(out);
+    ck_assert(io_eof(s));
+    ck_assert_int_eq(io_error(s), ENOMEM);
+    /* What it was given refuses adds: no other parked stream sees bytes. */
+    ck_assert_int_eq(evbuffer_add(out, "x", 1), -1);
+    ck_assert_uint_eq(evbuffer_get_length(out), 0);
+    ck_assert_uint_eq(io_input_length(s), 0);
+    ck_assert_uint_eq(io_input_length(other), 0);
+    ck_assert_int_eq(io_write(s, "x", 1, 0, LOOP_NEVER), -ENOMEM);
+    /* Memory back: the buffers come, the stream stays failed. */
+    ck_assert_uint_eq(evbuffer_get_length(io_input(s)), 0);
+    ck_assert_ptr_nonnull(s->bufs);
+    ck_assert(io_eof(s));
+    io_stream_free(s);
+    close(peer);
+
+    /* A coroutine waiting on the stream is woken by the failure. The
+     * buffers s gave back go to other: the next are malloc'd. */
+    ck_assert_ptr_nonnull(io_output(other));
+    ck_assert_ptr_nonnull(other->bufs);
+    memset(&om, 0, sizeof(om));
+    om.s = lazy_pair(loop, &om.peer);
+    ck_assert_ptr_null(om.s->bufs);
+    spawn(loop, om_wait_eof, NULL);
+    after_ms(loop, 10, on_om_take_buffers, NULL);
+    run_loop(loop, 0);
+    ck_assert_uint_eq(om.fail_left, 0);
+    ck_assert_int_eq(om.rc, 1);
+    ck_assert_uint_eq(om.fired, IO_EOF);
+    ck_assert_int_lt(om.ms, IO_LAZY_EOF_MS);
+    ck_assert_int_eq(io_error(om.s), ENOMEM);
+    io_stream_free(om.s);
+    close(om.peer);
+    io_stream_free(other);
+    close(other_peer);
+    end_loop(loop);
+}
+END_TEST
+
+/* Out of memory when the idle set wakes a parked stream (no read event to
+ * be had): that stream ends with ENOMEM at once, its owner told (it would
+ * close it), rather than sitting unread until its deadline. */
+START_TEST(idle_set_wake_out_of_memory_ends_the_stream)
+{
+    struct loop *loop = new_loop(8);
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->rev); /* in the set: its event went to the pool */
+    ck_assert(lz.s->idle_reg);
+    int other_peer;
+    struct io_stream *other = lazy_pair(loop, &other_peer); /* takes it: the pool is empty */
+    ck_assert_ptr_nonnull(other->rev);
+    write_all(lz.peer, "abc", 3);
+    fail_size = sizeof(struct io_ev);
+    fail_left = 1;
+    run_loop(loop, 50);
+    unsigned left = fail_left;
+    fail_left = 0;
+    ck_assert_uint_eq(left, 0); /* the wake found no memory */
+    ck_assert_uint_eq(lz.eof, 1);
+    ck_assert_uint_eq(lz.readable, 0);
+    ck_assert(io_eof(lz.s));
+    ck_assert_int_eq(io_error(lz.s), ENOMEM);
+    io_stream_free(lz.s); /* out of the set (disarmed), as its owner would */
+    close(lz.peer);
+
+    /* The set serves the next parked stream as before. */
+    memset(&lz, 0, sizeof(lz));
+    lz.s = other;
+    lz.peer = other_peer;
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->rev);
+    write_all(lz.peer, "de", 2);
+    run_loop(loop, 50);
+    ck_assert_uint_eq(lz.readable, 1);
+    ck_assert_uint_eq(lz.len, 2);
+    io_stream_free(lz.s);
+    close(lz.peer);
+    end_loop(loop);
+}
+END_TEST
+
 /* loop_free_later: the object outlives the callback chain that queued it. */
 static struct {
     int freed;
@@ -2563,6 +2712,8 @@ int main(void)
     tcase_add_test(tc, parked_stream_holds_no_buffers);
     tcase_add_test(tc, parked_stream_waits_in_idle_set);
     tcase_add_test(tc, crowded_wait_parks_its_streams);
+    tcase_add_test(tc, parked_stream_out_of_memory_for_buffers);
+    tcase_add_test(tc, idle_set_wake_out_of_memory_ends_the_stream);
     tcase_add_test(tc, free_later_runs_after_the_callback);
     suite_add_tcase(s, tc);
 

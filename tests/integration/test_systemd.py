@@ -5,9 +5,12 @@ then READY=1 around a reload, good or bad, with STATUS= saying which;
 STATUS= with connections, requests/s and the config's load time;
 WATCHDOG=1 when WATCHDOG_USEC is set; STOPPING=1), and a listening socket
 inherited the way systemd passes it (LISTEN_FDS/LISTEN_PID, fd 3), matched
-to the YAML's address and kept across a reload. ~15 s."""
+to the YAML's address, given the options ferry sets on its own listeners
+and kept across a reload. ~20 s."""
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -120,6 +123,100 @@ def test_socket_activation():
     f.reload({"routes": [respond_route("r", "/", body="two\n")]})
     eq(request(f, "GET", "/").body, b"two\n", "the inherited socket after a reload")
     check(re.search(r"socket:\[\d+\]", f.fds().get(3, "")), "fd 3 still open: %r" % f.fds())
+
+
+def _tcp_opt(sock, opt):
+    return sock.getsockopt(socket.IPPROTO_TCP, opt)
+
+
+def _backlog(port):
+    """A listening socket's queue limit (ss shows it as Send-Q), or None
+    without ss."""
+    if not shutil.which("ss"):
+        return None
+    out = subprocess.run(["ss", "-Hltn", "sport = :%d" % port], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return int(out[2]) if len(out) >= 3 else -1
+
+
+def _inherited_ferry(ls, listeners):
+    port = ls.getsockname()[1]
+    f = ferry(routes=[respond_route("r", "/", body="one\n")], start=False)
+    f.port = port
+    f.address = "127.0.0.1:%d" % port
+    for ln in listeners:
+        ln["address"] = f.address
+    f.write_config({"routes": [respond_route("r", "/", body="one\n")]}, listeners=listeners)
+    _start(f, {}, pass_fd=ls.fileno())
+    # Served: the workers run, so ferry has matched the socket (and set its
+    # options). The test's copy of the socket is the same open file
+    # description: its options are what ferry set.
+    eq(request(f, "GET", "/").body, b"one\n", "served on the inherited socket")
+    return f
+
+
+def test_socket_activation_sets_listener_options():
+    """A socket from a unit without NoDelay=, DeferAcceptSec= or Backlog=
+    gets what ferry sets on the sockets it binds itself: TCP_NODELAY (the
+    accepted connections inherit it; without it an answer written in two
+    writes waits for the client's delayed ACK), TCP_DEFER_ACCEPT
+    (defer_accept: true) and the YAML's backlog; a reload applies a new
+    backlog and defer_accept: false."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    eq(_tcp_opt(ls, socket.TCP_NODELAY), 0, "TCP_NODELAY before ferry")
+    eq(_tcp_opt(ls, socket.TCP_DEFER_ACCEPT), 0, "TCP_DEFER_ACCEPT before ferry")
+    f = _inherited_ferry(ls, [{"backlog": 100}])
+    port = f.port
+    check(_tcp_opt(ls, socket.TCP_NODELAY) != 0, "TCP_NODELAY set by ferry on the passed socket")
+    check(_tcp_opt(ls, socket.TCP_DEFER_ACCEPT) != 0, "TCP_DEFER_ACCEPT set (defer_accept: true)")
+    if _backlog(port) is not None:
+        eq(_backlog(port), 100, "the YAML's backlog")
+    # A connection accepted from that socket has it: accepted here, with
+    # ferry stopped so that it does not take the connection first.
+    os.kill(f.pid, signal.SIGSTOP)
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"G")  # deferred accept: handed over once bytes came
+        ls.settimeout(10)
+        while True:  # this connection, not one queued before ferry set the options
+            a, peer = ls.accept()
+            if peer == c.getsockname():
+                break
+            a.close()
+        check(_tcp_opt(a, socket.TCP_NODELAY) != 0, "an accepted connection has TCP_NODELAY")
+        a.close()
+        c.close()
+    finally:
+        os.kill(f.pid, signal.SIGCONT)
+
+    f.reload({"routes": [respond_route("r", "/", body="two\n")]},
+             listeners=[{"address": f.address, "backlog": 50, "defer_accept": False}])
+    eq(_tcp_opt(ls, socket.TCP_DEFER_ACCEPT), 0, "defer_accept: false after a reload")
+    check(_tcp_opt(ls, socket.TCP_NODELAY) != 0, "TCP_NODELAY kept")
+    if _backlog(port) is not None:
+        eq(_backlog(port), 50, "a new backlog after a reload")
+    eq(request(f, "GET", "/").body, b"two\n", "served after the reload")
+    ls.close()
+
+
+def test_socket_activation_keeps_unit_defer_accept():
+    """defer_accept: true keeps a unit's longer DeferAcceptSec= (ferry says
+    on or off, not how long); defer_accept: false turns a unit's off."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
+    ls.listen(16)
+    unit = _tcp_opt(ls, socket.TCP_DEFER_ACCEPT)  # the kernel rounds it up (7)
+    check(unit >= 5, "DeferAcceptSec=5 as a unit sets it: %d" % unit)
+    f = _inherited_ferry(ls, [{}])
+    eq(_tcp_opt(ls, socket.TCP_DEFER_ACCEPT), unit, "the unit's delay kept")
+    f.stop()
+
+    f = _inherited_ferry(ls, [{"defer_accept": False}])
+    eq(_tcp_opt(ls, socket.TCP_DEFER_ACCEPT), 0, "defer_accept: false turns it off")
+    ls.close()
 
 
 def test_socket_activation_unix_path_stays():
