@@ -856,6 +856,8 @@ static enum fail exchange(struct request *r, struct io_stream *up)
             return FAIL_NONE;
         if (p < 0)
             return FAIL_UP_BAD;
+        if (io_eof(up) && io_error(up) == ENOMEM)
+            return FAIL_NOMEM; /* Ferry's memory, not the server's fault */
         if (io_eof(up))
             return evbuffer_get_length(uin) == 0 ? FAIL_UP_CLOSED : FAIL_UP_BAD;
 
