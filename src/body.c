@@ -21,6 +21,14 @@ void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_o
         b->chunk_out = false;
 }
 
+/* Moves n bytes; false if out refused them (out of memory, or a stream's
+ * frozen stand-in buffer): the body's count must not run ahead of its
+ * bytes, or what stays in `in` would be read as the next message. */
+static bool moved(struct evbuffer *in, struct evbuffer *out, size_t n)
+{
+    return evbuffer_remove_buffer(in, out, n) == (int)n;
+}
+
 int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
 {
     size_t len = evbuffer_get_length(in);
@@ -28,7 +36,8 @@ int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
         return 0;
     if (b->in == HTTP1_BODY_LENGTH) {
         size_t n = len < b->remaining ? len : (size_t)b->remaining;
-        evbuffer_remove_buffer(in, out, n);
+        if (!moved(in, out, n))
+            return HTTP1_E_NOMEM;
         b->remaining -= n;
         b->bytes += n;
         b->done = b->remaining == 0;
@@ -39,7 +48,8 @@ int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
             char line[HTTP1_CHUNK_HEADER_MAX];
             evbuffer_add(out, line, http1_chunk_header(line, len));
         }
-        evbuffer_remove_buffer(in, out, len);
+        if (!moved(in, out, len))
+            return HTTP1_E_NOMEM;
         if (b->chunk_out)
             evbuffer_add(out, HTTP1_CHUNK_END, 2);
         b->bytes += len;
@@ -61,7 +71,8 @@ int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
                 char line[HTTP1_CHUNK_HEADER_MAX];
                 evbuffer_add(out, line, http1_chunk_header(line, dlen));
             }
-            evbuffer_remove_buffer(in, out, dlen);
+            if (!moved(in, out, dlen))
+                return HTTP1_E_NOMEM;
             if (b->chunk_out)
                 evbuffer_add(out, HTTP1_CHUNK_END, 2);
             evbuffer_drain(in, (size_t)n - off - dlen);

@@ -38,7 +38,8 @@ void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_o
 
 /*
  * Moves what `in` holds of the body to `out`, re-framing chunked bodies.
- * Never waits. Returns 0 or an HTTP1_E_* error. b->done turns true at the
+ * Never waits. Returns 0 or an HTTP1_E_* error (HTTP1_E_NOMEM when out
+ * refused the bytes: nothing of them is counted). b->done turns true at the
  * body's end (for CLOSE framing the caller decides at EOF); bytes after
  * the end stay in `in`.
  */

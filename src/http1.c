@@ -91,6 +91,8 @@ int http1_error_status(int err)
     case HTTP1_E_REASON_CHAR:
     case HTTP1_E_SERIALIZE:
         return 502;
+    case HTTP1_E_NOMEM:
+        return 503;
     default:
         return 400;
     }
@@ -191,6 +193,8 @@ const char *http1_error_str(int err)
         return "invalid character in reason phrase";
     case HTTP1_E_SERIALIZE:
         return "invalid field for serialization";
+    case HTTP1_E_NOMEM:
+        return "out of memory";
     default:
         return "unknown error";
     }

@@ -106,6 +106,8 @@ enum http1_error {
     HTTP1_E_REASON_CHAR = -91, /* CTL in the reason phrase */
     /* serializer */
     HTTP1_E_SERIALIZE = -99, /* CR, LF or NUL in a field given to the serializer */
+    /* body_move: out of memory moving a body (Ferry's fault, not the peer's; 503) */
+    HTTP1_E_NOMEM = -100,
 };
 
 /* The HTTP status answering a request-side error (400, 413, 414, 431, 501,

@@ -101,6 +101,34 @@ START_TEST(chunked_errors_and_limit)
 }
 END_TEST
 
+/* An out that refuses bytes (a stream's frozen stand-in after an
+ * allocation failure): the body fails and counts nothing it did not move. */
+START_TEST(refused_move_fails_and_counts_nothing)
+{
+    static const struct {
+        enum http1_body framing;
+        const char *wire;
+    } cases[] = {
+        {HTTP1_BODY_LENGTH, "hello"},
+        {HTTP1_BODY_CHUNKED, "5\r\nhello\r\n0\r\n\r\n"},
+        {HTTP1_BODY_CLOSE, "hello"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+        struct body b;
+        body_init(&b, cases[i].framing, 5, false, 0);
+        evbuffer_add(in, cases[i].wire, strlen(cases[i].wire));
+        evbuffer_freeze(out, 0);
+        ck_assert_int_eq(body_move(&b, in, out), HTTP1_E_NOMEM);
+        ck_assert_uint_eq(b.bytes, 0);
+        ck_assert(!b.done);
+        ck_assert_uint_ge(evbuffer_get_length(in), 5); /* the payload stays unread */
+        evbuffer_free(in);
+        evbuffer_free(out);
+    }
+}
+END_TEST
+
 START_TEST(empty_bodies_are_done_at_once)
 {
     struct body b;
@@ -141,6 +169,7 @@ int main(void)
     tcase_add_test(tc, length_moves_exactly_its_bytes);
     tcase_add_test(tc, chunked_is_reencoded_as_whole_chunks);
     tcase_add_test(tc, chunked_errors_and_limit);
+    tcase_add_test(tc, refused_move_fails_and_counts_nothing);
     tcase_add_test(tc, empty_bodies_are_done_at_once);
     tcase_add_test(tc, copy_leaves_the_source);
     suite_add_tcase(s, tc);
