@@ -79,7 +79,8 @@ void io_signal(struct coro *c);
  * deadline or -ECANCELED. May yield. */
 int io_sleep(int64_t deadline);
 
-/* Creates a stream on an accepted or connected fd (non-blocking and
+/* Creates a stream on an accepted or connected socket (reads and writes
+ * are recvfrom and sendto: a pipe or file does not work; non-blocking and
  * TCP_NODELAY set here), which it owns. Reads stay enabled once
  * connected, the input capped at read_max bytes (backpressure on the
  * peer). Returns NULL when out of memory (fd is then closed). */
