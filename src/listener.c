@@ -43,16 +43,6 @@ static int open_socket(const struct config_listener *l, bool reuseport)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (reuseport)
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-        /* Accepted sockets inherit it: no setsockopt per connection. */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        /* HTTP clients speak first: the kernel hands over a connection
-         * once its first bytes arrived (a silent one after ~1 s), so the
-         * first read after accept finds the request instead of polling
-         * for it (an epoll ADD, a wait and a DEL per connection; 10 % of
-         * a new-connection request's CPU here). nginx's "deferred",
-         * HAProxy's "defer-accept". */
-        if (l->defer_accept)
-            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
         if (a->sa.ss_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
@@ -65,18 +55,25 @@ static int open_socket(const struct config_listener *l, bool reuseport)
 }
 
 /*
- * The options of a listening socket that Ferry did not just bind (one the
- * socket unit passed, or one a reload keeps), as the listener's config
- * says: TCP_NODELAY on TCP sockets (accepted connections inherit it; a
- * unit without NoDelay=yes would leave every client connection with Nagle
- * on, and an answer written in two writes would wait ~40 ms for the
- * client's delayed ACK), TCP_DEFER_ACCEPT on or off as defer_accept says
- * (a unit's own DeferAcceptSec= is kept while it is on: only on or off is
- * Ferry's to say), and the backlog (listen(2) again changes only the
- * queue's limit). SO_REUSEADDR, SO_REUSEPORT and IPV6_V6ONLY mean
- * something only before bind: a passed socket keeps the unit's.
+ * Listens on a bound socket with the options that can be set after bind,
+ * as the listener's config says: on a socket Ferry just bound, on one the
+ * socket unit passed, and on one a reload keeps. TCP_NODELAY on TCP
+ * sockets: accepted connections inherit it, so there is no setsockopt per
+ * connection (a unit without NoDelay=yes would otherwise leave every
+ * client connection with Nagle on, and an answer written in two writes
+ * would wait ~40 ms for the client's delayed ACK). TCP_DEFER_ACCEPT on or
+ * off as defer_accept says: HTTP clients speak first, so the kernel hands
+ * over a connection once its first bytes arrived (a silent one after
+ * ~1 s) and the first read after accept finds the request instead of
+ * polling for it (an epoll ADD, a wait and a DEL per connection; 10 % of
+ * a new-connection request's CPU here; nginx's "deferred", HAProxy's
+ * "defer-accept"); a unit's own DeferAcceptSec= is kept while it is on:
+ * only on or off is Ferry's to say. Then the backlog (listen(2) again
+ * changes only the queue's limit). SO_REUSEADDR, SO_REUSEPORT and
+ * IPV6_V6ONLY mean something only before bind (open_socket): a passed
+ * socket keeps the unit's. Returns listen's 0, or -1 with errno set.
  */
-static void listen_options(int fd, const struct config_listener *l)
+static int listen_options(int fd, const struct config_listener *l)
 {
     if (!l->addr.is_unix) {
         int one = 1, on = 0;
@@ -88,7 +85,7 @@ static void listen_options(int fd, const struct config_listener *l)
             setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &v, sizeof(v));
         }
     }
-    listen(fd, (int)l->backlog);
+    return listen(fd, (int)l->backlog);
 }
 
 int listener_claim_unix(const char *what, const struct config_addr *a)
@@ -165,7 +162,7 @@ int listener_inherit(const struct config *cfg, int *inherited)
         int fl = fcntl(fd, F_GETFL);
         fcntl(fd, F_SETFL, fl | O_NONBLOCK);
         fcntl(fd, F_SETFD, FD_CLOEXEC);
-        listen_options(fd, &cfg->listeners[i]);
+        (void)listen_options(fd, &cfg->listeners[i]);
         inherited[i] = fd;
         log_info("socket activation: listen %s from descriptor %d", cfg->listeners[i].addr.text,
                  fd);
@@ -223,7 +220,7 @@ int listener_open(const struct config *cfg, int *fds, const int *first, const in
         } else {
             fd = open_socket(l, true);
         }
-        if (fd >= 0 && listen(fd, (int)l->backlog) != 0) {
+        if (fd >= 0 && listen_options(fd, l) != 0) {
             close(fd);
             fd = -errno;
         }
@@ -445,7 +442,7 @@ int listener_reopen(const struct config *old, const int *oldfds, const struct co
         int fd;
         if (k >= 0) {
             fd = oldfds[k];
-            listen_options(fd, l); /* a new backlog or defer_accept applies at once */
+            (void)listen_options(fd, l); /* a new backlog or defer_accept applies at once */
         } else if (first && l->addr.is_unix) {
             fd = fcntl(first[i], F_DUPFD_CLOEXEC, 0);
             fd = fd >= 0 ? fd : -errno;
@@ -461,7 +458,7 @@ int listener_reopen(const struct config *old, const int *oldfds, const struct co
             }
             if (fd >= 0)
                 fd = open_socket(l, true);
-            if (fd >= 0 && listen(fd, (int)l->backlog) != 0) {
+            if (fd >= 0 && listen_options(fd, l) != 0) {
                 int e = -errno;
                 close(fd);
                 fd = e;
