@@ -445,11 +445,7 @@ void io_on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (n <= 0) {
-        s->read_done = true;
-        if (n < 0)
-            s->error = (int)-n;
-        io_rev_update(s);
-        notify_end(s);
+        io_read_failed(s, n < 0 ? (int)-n : 0);
         return;
     }
     s->last_read = loop_now();
@@ -464,7 +460,8 @@ void io_on_readable(evutil_socket_t fd, short what, void *arg)
 void io_read_failed(struct io_stream *s, int err)
 {
     s->read_done = true;
-    s->error = err;
+    if (err)
+        s->error = err;
     io_rev_update(s);
     notify_end(s);
 }

@@ -112,9 +112,9 @@ bool io_rev_restore(struct io_stream *s);
 void io_idle_del(struct io_stream *s, bool armed);
 void io_ev_pool_drain(void);
 /* io.c, for io_idle.c: the read event's callback; the loop whose pools
- * the thread keeps (NULL: none yet); ends s as a failed read with err
- * (io_eof, io_error) and tells its waiter or owner (from a callback only:
- * the idle callback may free s). */
+ * the thread keeps (NULL: none yet); ends s's reading, at the peer's EOF
+ * (err 0) or as a failed read with err (io_eof, io_error), and tells its
+ * waiter or owner (from a callback only: the idle callback may free s). */
 void io_on_readable(evutil_socket_t fd, short what, void *arg);
 struct loop *io_pool_loop(void);
 void io_read_failed(struct io_stream *s, int err);
