@@ -30,14 +30,13 @@ long daemon_raise_nofile(void)
     return (long)rl.rlim_cur;
 }
 
-void daemon_presize_fds(long want)
+void daemon_presize_fds(uint64_t want)
 {
     if (want > DAEMON_FDS_PRESIZE_MAX)
         want = DAEMON_FDS_PRESIZE_MAX;
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        (rlim_t)want > rl.rlim_cur)
-        want = (long)rl.rlim_cur;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && want > rl.rlim_cur)
+        want = rl.rlim_cur;
     if (want <= 64) /* the table every process starts with */
         return;
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -28,7 +28,7 @@ long daemon_raise_nofile(void);
  * (512 KiB at the cap), never returned, as a busy process would keep it.
  */
 #define DAEMON_FDS_PRESIZE_MAX 65536
-void daemon_presize_fds(long want);
+void daemon_presize_fds(uint64_t want);
 
 /* Fixes glibc malloc's trim and mmap thresholds (unless the environment
  * sets them). glibc's defaults are dynamic: until a large block is freed,

@@ -776,8 +776,7 @@ int server_run(struct config *cfg, const char *config_path, int64_t t0)
     }
     daemon_raise_nofile();
     /* A client and an upstream descriptor per connection, per worker. */
-    uint64_t fds = (uint64_t)worker_count(cfg) * cfg->limits.max_connections * 2 + 256;
-    daemon_presize_fds(fds < DAEMON_FDS_PRESIZE_MAX ? (long)fds : DAEMON_FDS_PRESIZE_MAX);
+    daemon_presize_fds((uint64_t)worker_count(cfg) * cfg->limits.max_connections * 2 + 256);
     daemon_tune_malloc();
     evmem_install(); /* before the first libevent allocation */
     srv.inherited = calloc(cfg->nlisteners, sizeof(int));
