@@ -73,7 +73,7 @@ __all__ = [
     "log", "parallel", "parse_response", "parse_responses", "pattern", "raw", "refused_address",
     "request", "route", "run", "run_cases", "run_ferry_cli", "servers", "sha256",
     "wait_until", "to_yaml", "respond_route", "timed", "build_request", "kill_pid", "tmpdir",
-    "RawResult",
+    "RawResult", "stopped",
 ]
 
 
@@ -124,6 +124,41 @@ def wait_until(pred, timeout=5.0, interval=0.02, what=None):
                 raise Fail("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, v))
             return v
         time.sleep(interval)
+
+
+def _thread_states(pid):
+    states = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as fh:
+                states.append(fh.read().rsplit(")", 1)[1].split()[0])
+        except FileNotFoundError:  # a thread that just exited
+            pass
+    return states
+
+
+class stopped:
+    """with stopped(pid): the block runs while the process is stopped
+    (SIGSTOP), SIGCONT after it. kill() only queues the signal: a thread
+    already running would still accept a connection or read a socket, so
+    the block starts once every thread is seen stopped."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __enter__(self):
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: all(s == "T" for s in _thread_states(self.pid)),
+                       what="every thread of %d stopped" % self.pid)
+        except BaseException:
+            os.kill(self.pid, signal.SIGCONT)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        os.kill(self.pid, signal.SIGCONT)
+        return False
 
 
 def sha256(data):

@@ -10,7 +10,6 @@ and kept across a reload. ~20 s."""
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -175,8 +174,7 @@ def test_socket_activation_sets_listener_options():
         eq(_backlog(port), 100, "the YAML's backlog")
     # A connection accepted from that socket has it: accepted here, with
     # ferry stopped so that it does not take the connection first.
-    os.kill(f.pid, signal.SIGSTOP)
-    try:
+    with stopped(f.pid):
         c = socket.create_connection(("127.0.0.1", port), timeout=10)
         c.sendall(b"G")  # deferred accept: handed over once bytes came
         ls.settimeout(10)
@@ -188,8 +186,6 @@ def test_socket_activation_sets_listener_options():
         check(_tcp_opt(a, socket.TCP_NODELAY) != 0, "an accepted connection has TCP_NODELAY")
         a.close()
         c.close()
-    finally:
-        os.kill(f.pid, signal.SIGCONT)
 
     f.reload({"routes": [respond_route("r", "/", body="two\n")]},
              listeners=[{"address": f.address, "backlog": 50, "defer_accept": False}])

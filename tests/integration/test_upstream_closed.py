@@ -13,7 +13,6 @@ A POST whose body went out on a closed pooled connection is answered 502
 or 200 but never reaches the server twice. Fast (~4 s)."""
 import os
 import random
-import signal
 import sys
 import time
 
@@ -84,14 +83,11 @@ def test_closed_while_ferry_stopped():
         path = "/close-after?n=1&mode=%s&after=100&i=%d"
         expect_response(c.request("GET", path % ("close", 0), timeout=5), status=200)
         for i, mode in enumerate(["close", "reset"] * 3, start=1):
-            os.kill(f.pid, signal.SIGSTOP)
-            try:
+            with stopped(f.pid):
                 wait_until(lambda: be.stats()["open_connections"] == 0,
                            what="the upstream closed the pooled connection")
                 c.send(build_request("GET", path % (mode, i)))
                 time.sleep(0.05)
-            finally:
-                os.kill(f.pid, signal.SIGCONT)
             expect_response(c.response(5), status=200, body_contains="req 1", what="GET %d" % i)
     finally:
         c.close()
