@@ -257,28 +257,49 @@ static int on_ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[
  * keeps the time of its full handshake, and OpenSSL refuses it past
  * SSL_CTX_set_timeout, the same TLS_SESSION_LIFETIME_S.
  */
-bool tls_session_resumable(int64_t born, int64_t now)
+int64_t tls_session_left(int64_t born, int64_t now)
 {
-    return now >= born && (uint64_t)now - (uint64_t)born < TLS_SESSION_LIFETIME_S;
+    if (now < born || (uint64_t)now - (uint64_t)born >= TLS_SESSION_LIFETIME_S)
+        return 0;
+    return TLS_SESSION_LIFETIME_S - (now - born);
+}
+
+/* A ticket's birth: the 8 bytes of its application data. */
+static bool ticket_birth(SSL_SESSION *sess, int64_t *born)
+{
+    void *data;
+    size_t len = 0;
+    if (SSL_SESSION_get0_ticket_appdata(sess, &data, &len) != 1 || len != 8)
+        return false;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | ((const unsigned char *)data)[i];
+    *born = (int64_t)v;
+    return true;
 }
 
 /* OpenSSL's callback before a ticket is encrypted: a session without a
  * birth is a full handshake's, born now; a resumed one keeps its own
- * (OpenSSL copies the application data into the renewed session). */
+ * (OpenSSL copies the application data into the renewed session, a copy
+ * of its own) and its ticket's lifetime hint (the session's timeout) is
+ * what is left of it. */
 static int on_ticket_new(SSL *ssl, void *arg)
 {
     (void)arg;
     SSL_SESSION *sess = SSL_get0_session(ssl);
-    void *data;
-    size_t len = 0;
-    if (!sess || (SSL_SESSION_get0_ticket_appdata(sess, &data, &len) == 1 && len == 8))
+    if (!sess)
         return 1;
+    int64_t born;
+    if (ticket_birth(sess, &born)) {
+        SSL_SESSION_set_timeout(sess, (long)tls_session_left(born, (int64_t)time(NULL)));
+        return 1;
+    }
     uint64_t now = (uint64_t)time(NULL);
-    unsigned char born[8];
+    unsigned char stamp[8];
     for (int i = 7; i >= 0; i--, now >>= 8)
-        born[i] = now & 0xff;
+        stamp[i] = now & 0xff;
     /* Without it (out of memory) the ticket is made but never resumes. */
-    SSL_SESSION_set1_ticket_appdata(sess, born, sizeof(born));
+    SSL_SESSION_set1_ticket_appdata(sess, stamp, sizeof(stamp));
     return 1;
 }
 
@@ -292,14 +313,8 @@ static SSL_TICKET_RETURN on_ticket_open(SSL *ssl, SSL_SESSION *sess, const unsig
     (void)ssl, (void)key_name, (void)key_name_len, (void)arg;
     if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
-    void *data;
-    size_t len = 0;
-    if (SSL_SESSION_get0_ticket_appdata(sess, &data, &len) != 1 || len != 8)
-        return SSL_TICKET_RETURN_IGNORE_RENEW;
-    uint64_t born = 0;
-    for (int i = 0; i < 8; i++)
-        born = born << 8 | ((const unsigned char *)data)[i];
-    if (!tls_session_resumable((int64_t)born, (int64_t)time(NULL)))
+    int64_t born;
+    if (!ticket_birth(sess, &born) || tls_session_left(born, (int64_t)time(NULL)) == 0)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
     return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
 }

@@ -107,10 +107,12 @@ bool tls_client_identity(const struct io_stream *s, const char **subject, const 
  * lifetime by its first handshake).
  */
 #define TLS_SESSION_LIFETIME_S 3600
-/* Whether a session first made at born (Unix seconds) may still resume at
- * now: 0 <= now - born < TLS_SESSION_LIFETIME_S. A birth in the future
- * (the clock went back) is refused: a full handshake costs little. */
-bool tls_session_resumable(int64_t born, int64_t now);
+/* The seconds a session first made at born (Unix seconds) has left at
+ * now: TLS_SESSION_LIFETIME_S - (now - born), or 0 when it may no longer
+ * resume. A birth in the future (the clock went back) has none: a full
+ * handshake costs little. A renewed ticket's lifetime hint is what is
+ * left, so that a client does not keep a ticket the server will refuse. */
+int64_t tls_session_left(int64_t born, int64_t now);
 
 /* Counters, process-wide (relaxed atomics), for /metrics. */
 struct tls_stats {

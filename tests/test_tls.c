@@ -14,20 +14,21 @@
 START_TEST(a_session_resumes_within_its_lifetime)
 {
     int64_t born = 1796000000; /* 2026-11-30 */
-    ck_assert(tls_session_resumable(born, born));
-    ck_assert(tls_session_resumable(born, born + 1));
-    ck_assert(tls_session_resumable(born, born + TLS_SESSION_LIFETIME_S - 1));
+    /* What is left is also the renewed ticket's lifetime hint. */
+    ck_assert_int_eq(tls_session_left(born, born), TLS_SESSION_LIFETIME_S);
+    ck_assert_int_eq(tls_session_left(born, born + 1), TLS_SESSION_LIFETIME_S - 1);
+    ck_assert_int_eq(tls_session_left(born, born + TLS_SESSION_LIFETIME_S - 1), 1);
 }
 END_TEST
 
 START_TEST(a_session_past_its_lifetime_does_not)
 {
     int64_t born = 1796000000;
-    ck_assert(!tls_session_resumable(born, born + TLS_SESSION_LIFETIME_S));
-    ck_assert(!tls_session_resumable(born, born + TLS_SESSION_LIFETIME_S + 1));
-    ck_assert(!tls_session_resumable(born, born + 7 * 86400));
-    ck_assert(!tls_session_resumable(0, born));
-    ck_assert(!tls_session_resumable(INT64_MIN, INT64_MAX));
+    ck_assert_int_eq(tls_session_left(born, born + TLS_SESSION_LIFETIME_S), 0);
+    ck_assert_int_eq(tls_session_left(born, born + TLS_SESSION_LIFETIME_S + 1), 0);
+    ck_assert_int_eq(tls_session_left(born, born + 7 * 86400), 0);
+    ck_assert_int_eq(tls_session_left(0, born), 0);
+    ck_assert_int_eq(tls_session_left(INT64_MIN, INT64_MAX), 0);
 }
 END_TEST
 
@@ -35,9 +36,9 @@ START_TEST(a_birth_in_the_future_does_not)
 {
     /* The clock went back (or a ticket says nonsense): a full handshake. */
     int64_t now = 1796000000;
-    ck_assert(!tls_session_resumable(now + 1, now));
-    ck_assert(!tls_session_resumable(INT64_MAX, now));
-    ck_assert(!tls_session_resumable(now, INT64_MIN));
+    ck_assert_int_eq(tls_session_left(now + 1, now), 0);
+    ck_assert_int_eq(tls_session_left(INT64_MAX, now), 0);
+    ck_assert_int_eq(tls_session_left(now, INT64_MIN), 0);
 }
 END_TEST
 

@@ -7,6 +7,7 @@ client_header, a thousand stalled handshakes cut without memory growth,
 bodies both ways through TLS, a PROXY header before the handshake.
 Certificates are made at test time (tlscerts.py). ~40 s."""
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -177,8 +178,9 @@ def test_session_chain_with_client_certificate_within_its_lifetime():
     resumes (TLS_SESSION_LIFETIME_S, src/tls.h): its birth goes from ticket
     to ticket and a ticket without one is refused. The clock cannot move
     here, so the bound itself is tests/test_tls.c's; this is the normal
-    path: the tickets' lifetime hint says the hour, and a chain of TLS 1.3
-    resumptions with a client certificate keeps resuming, as does TLS 1.2."""
+    path: the first ticket's lifetime hint says the hour, a renewed one what
+    is left of it, and a chain of TLS 1.3 resumptions with a client
+    certificate keeps resuming, as does TLS 1.2."""
     p = pki()
     client = p.issue("client-chain", cn="client-chain", client=True)
     f = tls_ferry(tls_extra={"client_ca": p.ca_cert}, workers=2)
@@ -187,11 +189,17 @@ def test_session_chain_with_client_certificate_within_its_lifetime():
     out = s_client(f, "-servername", "a.test", "-sess_out", sess[0], *cert, linger=0.5)
     check("New, TLSv1.3" in out, "first handshake:\n" + out)
     check("lifetime hint: 3600 (seconds)" in out, "the tickets live an hour:\n" + out)
+    born = time.time()
+    time.sleep(2)  # whole seconds of the session gone
     for i in range(1, 4):
         out = s_client(f, "-servername", "a.test", "-sess_in", sess[i - 1], "-sess_out", sess[i],
                        *cert, linger=0.5)
         check("Reused, TLSv1.3" in out, "resumption %d resumes:\n%s" % (i, out))
-        check("lifetime hint: 3600 (seconds)" in out, "resumption %d's ticket:\n%s" % (i, out))
+        hints = [int(h) for h in re.findall(r"lifetime hint: (\d+) \(seconds\)", out)]
+        gone = time.time() - born
+        check(hints and all(3600 - gone - 2 <= h <= 3600 - 1 for h in hints),
+              "resumption %d's tickets say what is left of the hour (%.1f s gone): %r"
+              % (i, gone, hints))
     # TLS 1.2: the ticket is renewed only when the previous key made it.
     sess12 = os.path.join(f.dir, "mtls12.pem")
     s_client(f, "-servername", "a.test", "-tls1_2", "-sess_out", sess12, *cert)
