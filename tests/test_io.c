@@ -108,6 +108,22 @@ void *__wrap_malloc(size_t n)
     return __real_malloc(n);
 }
 
+/* The next n mallocs of size bytes fail. */
+static void fail_mallocs(size_t size, unsigned n)
+{
+    fail_size = size;
+    fail_left = n;
+}
+
+/* Mallocs succeed again. Returns how many of the failures asked for were
+ * left unused (0: every one happened). */
+static unsigned fail_stop(void)
+{
+    unsigned left = fail_left;
+    fail_left = 0;
+    return left;
+}
+
 static void run_loop(struct loop *loop, int64_t linger_ms)
 {
     run_loop_until(loop, linger_ms, NULL);
@@ -1792,6 +1808,25 @@ static struct io_stream *lazy_pair(struct loop *loop, int *peer)
     return s;
 }
 
+/* A new stream in lz (reset; lz_idle its idle callback), parked in the
+ * thread's idle set: its read event went back to the pool. When taker is
+ * not NULL, a second stream (*taker, its peer *taker_peer) takes that
+ * event: the pool is empty again and the next event is malloc'd, so that
+ * fail_mallocs(sizeof(struct io_ev), n) reaches it. */
+static void park_in_idle_set(struct loop *loop, struct io_stream **taker, int *taker_peer)
+{
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->rev);
+    ck_assert(lz.s->idle_reg);
+    if (taker) {
+        *taker = lazy_pair(loop, taker_peer);
+        ck_assert_ptr_nonnull((*taker)->rev);
+    }
+}
+
 static void on_close_lz_peer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1977,11 +2012,7 @@ START_TEST(parked_stream_waits_in_idle_set)
 
     /* Freed while armed in the set (out of it before the close); the
      * pooled stream comes back with a read event and works. */
-    memset(&lz, 0, sizeof(lz));
-    lz.s = lazy_pair(loop, &lz.peer);
-    io_set_idle(lz.s, lz_idle, NULL);
-    io_park(lz.s);
-    ck_assert_ptr_null(lz.s->rev);
+    park_in_idle_set(loop, NULL, NULL);
     io_stream_free(lz.s);
     close(lz.peer);
     memset(&lz, 0, sizeof(lz));
@@ -2083,11 +2114,9 @@ static void on_om_take_buffers(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    fail_size = sizeof(struct io_bufs);
-    fail_left = 1;
+    fail_mallocs(sizeof(struct io_bufs), 1);
     (void)io_output(om.s);
-    om.fail_left = fail_left;
-    fail_left = 0;
+    om.fail_left = fail_stop();
 }
 
 START_TEST(parked_stream_out_of_memory_for_buffers)
@@ -2097,10 +2126,9 @@ START_TEST(parked_stream_out_of_memory_for_buffers)
     struct io_stream *s = lazy_pair(loop, &peer);
     struct io_stream *other = lazy_pair(loop, &other_peer);
     ck_assert_ptr_null(s->bufs); /* new: parked */
-    fail_size = sizeof(struct io_bufs);
-    fail_left = 1;
+    fail_mallocs(sizeof(struct io_bufs), 1);
     struct evbuffer *out = io_output(s);
-    ck_assert_uint_eq(fail_left, 0); /* the malloc that failed was the buffers' */
+    ck_assert_uint_eq(fail_stop(), 0); /* the malloc that failed was the buffers' */
     ck_assert_ptr_nonnull(out);
     ck_assert(io_eof(s));
     ck_assert_int_eq(io_error(s), ENOMEM);
@@ -2146,22 +2174,13 @@ END_TEST
 START_TEST(idle_set_wake_out_of_memory_ends_the_stream)
 {
     struct loop *loop = new_loop(8);
-    memset(&lz, 0, sizeof(lz));
-    lz.s = lazy_pair(loop, &lz.peer);
-    io_set_idle(lz.s, lz_idle, NULL);
-    io_park(lz.s);
-    ck_assert_ptr_null(lz.s->rev); /* in the set: its event went to the pool */
-    ck_assert(lz.s->idle_reg);
+    struct io_stream *other;
     int other_peer;
-    struct io_stream *other = lazy_pair(loop, &other_peer); /* takes it: the pool is empty */
-    ck_assert_ptr_nonnull(other->rev);
+    park_in_idle_set(loop, &other, &other_peer);
     write_all(lz.peer, "abc", 3);
-    fail_size = sizeof(struct io_ev);
-    fail_left = 1;
+    fail_mallocs(sizeof(struct io_ev), 1);
     run_loop(loop, 50);
-    unsigned left = fail_left;
-    fail_left = 0;
-    ck_assert_uint_eq(left, 0); /* the wake found no memory */
+    ck_assert_uint_eq(fail_stop(), 0); /* the wake found no memory */
     ck_assert_uint_eq(lz.eof, 1);
     ck_assert_uint_eq(lz.readable, 0);
     ck_assert(io_eof(lz.s));
