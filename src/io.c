@@ -257,6 +257,8 @@ static __thread struct {
     unsigned len;
 } spool;
 
+static void stream_nomem(struct io_stream *s);
+
 /* Keeps the read event in the loop exactly while a read may be done:
  * reading wanted, connected, not ended, input below read_max. */
 void io_rev_update(struct io_stream *s)
@@ -271,9 +273,7 @@ void io_rev_update(struct io_stream *s)
     if (want && !s->rev_added) {
         /* A stream in the idle set is polled by the loop again. */
         if (__builtin_expect(!s->rev, 0) && !io_rev_restore(s)) {
-            /* No memory for the read event: the stream cannot go on. */
-            s->read_done = true;
-            s->error = ENOMEM;
+            stream_nomem(s); /* no memory for the read event */
             return;
         }
         event_add(&s->rev->ev, NULL);
@@ -294,16 +294,9 @@ static void on_writable(evutil_socket_t fd, short what, void *arg);
 __attribute__((noinline)) static void wev_change(struct io_stream *s, bool on)
 {
     if (on) {
-        if (!io_attach(s)) {
-            /* No memory for the write event: the stream cannot go on. */
-            s->write_err = true;
-            s->error = ENOMEM;
-            return;
-        }
-        struct io_ev *e = io_ev_get();
+        struct io_ev *e = io_attach(s) ? io_ev_get() : NULL;
         if (!e) {
-            s->write_err = true;
-            s->error = ENOMEM;
+            stream_nomem(s); /* no memory for its buffers or the write event */
             return;
         }
         event_assign(&e->ev, loop_base(s->loop), s->fd, EV_WRITE | EV_PERSIST, on_writable, s);
@@ -325,6 +318,45 @@ static inline void wev_set(struct io_stream *s, bool on)
 {
     if (on != s->wev_added)
         wev_change(s, on);
+}
+
+/*
+ * Out of memory for what the stream needs to go on (its buffers, its
+ * read or write event): it fails both ways, as a failed read and write
+ * would (io_eof, io_error ENOMEM), instead of the process, and whoever
+ * uses it learns at once. Called on a coroutine's stack, in a callback,
+ * and inside io_wait's own steps, and its callers go on using s after it
+ * returns, so the owner's idle callback or a splice (either may free s)
+ * is not called from here. A waiting coroutine is woken: wake_waiter only
+ * queues it (loop_wake), from any of those places; inside io_wait's steps
+ * no waiter is registered yet (only a coroutine suspended in park() is),
+ * and the evaluation that follows sees the failure. With nobody waiting,
+ * the read event is made active instead: io_on_readable tells the end
+ * (end_pending) from the loop's stack on this loop turn; a stream in the
+ * idle set has no read event and is told when the set next reports its
+ * socket (bytes or the peer's close).
+ */
+__attribute__((noinline, cold)) static void stream_nomem(struct io_stream *s)
+{
+    s->read_done = true;
+    s->write_err = true;
+    s->connecting = false;
+    s->read_wants_write = false;
+    s->write_wants_read = false;
+    if (!s->error)
+        s->error = ENOMEM;
+    if (s->rev_added) {
+        event_del(&s->rev->ev);
+        s->rev_added = false;
+    }
+    wev_set(s, false);
+    if (io_waited(s)) {
+        wake_waiter(s, IO_READABLE | IO_WRITABLE | IO_EOF | IO_CONNECTED);
+        return;
+    }
+    s->end_pending = true;
+    if (s->rev)
+        event_active(&s->rev->ev, EV_READ, 1);
 }
 
 static void write_failed(struct io_stream *s, int err);
@@ -377,6 +409,12 @@ void io_on_readable(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct io_stream *s = arg;
+    if (__builtin_expect(s->end_pending, 0)) {
+        /* It failed (stream_nomem) with nobody waiting: tell its owner. */
+        s->end_pending = false;
+        notify_end(s);
+        return;
+    }
     if (s->write_wants_read) {
         s->write_wants_read = false;
         io_write_now(s);
@@ -704,23 +742,14 @@ void io_park(struct io_stream *s)
 
 /*
  * io_input, io_output on a parked stream: its buffers back. Out of memory
- * for them, the stream fails as a failed read and write would (io_eof,
- * io_error ENOMEM; its read event leaves the loop, a waiter is woken, but
- * not the idle callback: this may run on a coroutine's stack) instead of
- * the process: the caller gets the thread's frozen empty evbuffer, reads
- * nothing from it and cannot add to it, and its next await or write on
- * the stream fails.
+ * for them, the stream fails (stream_nomem) instead of the process: the
+ * caller gets the thread's frozen empty evbuffer, reads nothing from it
+ * and cannot add to it, and its next await or write on the stream fails.
  */
 __attribute__((noinline, cold)) static void attach_or_fail(struct io_stream *s)
 {
-    if (attach_slow(s))
-        return;
-    s->read_done = true;
-    s->write_err = true;
-    if (!s->error)
-        s->error = ENOMEM;
-    io_rev_update(s);
-    wake_waiter(s, IO_READABLE | IO_WRITABLE | IO_EOF | IO_CONNECTED);
+    if (!attach_slow(s))
+        stream_nomem(s);
 }
 
 size_t io_input_length(const struct io_stream *s)

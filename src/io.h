@@ -114,8 +114,8 @@ void io_stream_free(struct io_stream *s);
 
 /* The stream's input and output. A parked stream (io_park) takes its
  * buffers back here, so these pointers are valid until the next io_park.
- * Out of memory for them, the stream fails (io_eof, io_error ENOMEM; its
- * waiter is woken) and both return an empty evbuffer that refuses adds. */
+ * Out of memory for them, the stream fails (io_eof, io_error ENOMEM: see
+ * there) and both return an empty evbuffer that refuses adds. */
 struct evbuffer *io_input(struct io_stream *s);
 struct evbuffer *io_output(struct io_stream *s);
 /* Bytes the input holds, without taking buffers back. */
@@ -140,7 +140,12 @@ void io_park(struct io_stream *s);
 /* The socket, for its addresses and options only: bytes go through io. */
 int io_fd(struct io_stream *s);
 /* True once the peer closed or the socket failed; io_error() gives the
- * errno (0 for a clean EOF). */
+ * errno (0 for a clean EOF). Out of memory for what the stream needs (its
+ * buffers, its read or write event) fails it both ways too, with ENOMEM,
+ * never the process: a coroutine waiting on it is woken at once; with
+ * none, the idle callback (or the splice) hears IO_EOF from the loop, on
+ * the turn it failed (a stream waiting in the idle set: when its socket
+ * next reports), never from inside the call that failed. */
 bool io_eof(const struct io_stream *s);
 /* When bytes last arrived on the stream (loop_now() instant; its creation
  * before any). Deadlines "between two reads" count from it. */

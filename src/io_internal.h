@@ -81,6 +81,7 @@ struct io_stream {
     bool lazy;             /* not polled until a read is needed (io_stream_accepted) */
     bool park_idle : 1;    /* io_park asked: a read that finds nothing puts it in the idle set */
     bool idle_reg : 1;     /* registered in the idle set (armed only while rev is NULL) */
+    bool end_pending : 1;  /* failed with nobody waiting: the read event tells the owner */
 };
 
 /* A size for the 32-bit fields above (anything larger means "no limit"). */

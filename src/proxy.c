@@ -77,6 +77,7 @@ enum fail {
     FAIL_UP_BAD,          /* a response that breaks HTTP/1 */
     FAIL_UP_SWITCH,       /* a 101 to a request that asked for no upgrade */
     FAIL_CLIENT_GONE,     /* the client closed: nothing to answer */
+    FAIL_CLIENT_NOMEM,    /* the client's connection failed for want of Ferry's memory */
     FAIL_CLIENT_BODY,     /* a bad chunked request body */
     FAIL_CLIENT_TIMEOUT,  /* the client stalled its body */
     FAIL_BODY_TOO_LARGE,  /* a chunked body over max_body_bytes */
@@ -93,15 +94,18 @@ enum fail {
  * retry: the retries.on condition under which another server is tried
  * (0: never). stale: on a reused pooled connection, tried once more on a
  * fresh one (the keep-alive race). close: the client connection ends
- * after the answer (an unread body closes it anyway: reply.c).
+ * after the answer (an unread body closes it anyway: reply.c). silent:
+ * nothing can be answered (the client left, or its connection failed):
+ * status and why are only logged, and the connection closes.
  */
 static const struct failure {
-    int status;      /* answered to the client; 499: nothing (logged) */
+    int status;      /* answered to the client, or only logged when silent */
     const char *why; /* the answer's message; NULL: r->error */
     bool blame;
     unsigned retry;
     bool stale;
     bool close;
+    bool silent;
 } FAILURES[FAIL_KINDS] = {
     [FAIL_NONE] = {0, NULL, false, 0, false, false},
     [FAIL_CONNECT] = {502, "upstream connection failed", true, CONFIG_RETRY_CONNECT_ERROR, false,
@@ -122,7 +126,11 @@ static const struct failure {
     [FAIL_UP_BAD] = {502, "upstream sent an invalid response", true, 0, true, false},
     [FAIL_UP_SWITCH] = {502, "upstream switched protocols without an upgrade request", false, 0,
                         false, false},
-    [FAIL_CLIENT_GONE] = {499, "client closed the connection", false, 0, false, true},
+    [FAIL_CLIENT_GONE] = {499, "client closed the connection", false, 0, false, true, true},
+    /* Ferry's shortage, not the client's doing: a 5xx in the log and the
+     * metrics, though nothing reaches the client. */
+    [FAIL_CLIENT_NOMEM] = {503, "out of memory for the client connection: closed unanswered", false,
+                           0, false, true, true},
     [FAIL_CLIENT_BODY] = {400, NULL, false, 0, false, true},
     [FAIL_CLIENT_TIMEOUT] = {408, "request body timed out (client_body)", false, 0, false, true},
     [FAIL_BODY_TOO_LARGE] = {413, "request body too large", false, 0, false, true},
@@ -145,7 +153,8 @@ static void answer_error(struct request *r, int status, const char *why);
 static void forward(struct request *r);
 static enum fail attempt(struct request *r, const struct config_upstream *up, int server,
                          bool fresh, bool *reused);
-static enum fail connect_failure(int err);
+static enum fail connect_failure(const struct request *r, int err);
+static enum fail client_failure(const struct request *r, int rc);
 static bool stale_retry(struct request *r, struct attempts *at, enum fail f, bool reused);
 static void attempt_done(struct request *r, const struct config_upstream *up, int server,
                          enum fail f);
@@ -462,7 +471,7 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
         r->uc = NULL;
         if (err == -EPROTO)
             r->error = tls_last_failure();
-        return connect_failure(err);
+        return connect_failure(r, err);
     }
     r->connect_ms = ms_since(t0);
     /* The head is serialised straight into the connection's output (a
@@ -482,14 +491,30 @@ static enum fail attempt(struct request *r, const struct config_upstream *up, in
 /* The failure kind of a connect error (upstream_acquire logged it,
  * rate-limited per server). The client leaving while Ferry waited for a
  * slot or a connection is -ECONNABORTED (or -ECANCELED). */
-static enum fail connect_failure(int err)
+static enum fail connect_failure(const struct request *r, int err)
 {
-    return err == -ECANCELED || err == -ECONNABORTED ? FAIL_CLIENT_GONE
+    return err == -ECANCELED || err == -ECONNABORTED ? client_failure(r, err)
            : err == -EBUSY                           ? FAIL_BUSY
            : err == -EPROTO                          ? FAIL_TLS
            : err == -ETIMEDOUT                       ? FAIL_CONNECT_TIMEOUT
            : out_of_resources(err)                   ? FAIL_RESOURCES
                                                      : FAIL_CONNECT;
+}
+
+/*
+ * How the client side ended the request: rc is what said so (the side's
+ * wait: its events with SIDE_GONE, or -errno; a connect or a slot that
+ * the watch stopped: -ECONNABORTED). The client left (499), unless the
+ * side's watch failed for want of Ferry's own memory (io_error ENOMEM:
+ * the client did nothing, and its connection can carry no answer), or
+ * the wait itself found none (-ENOMEM: the client is still there and is
+ * answered 503).
+ */
+static enum fail client_failure(const struct request *r, int rc)
+{
+    if (r->side->watch && io_error(r->side->watch) == ENOMEM)
+        return FAIL_CLIENT_NOMEM;
+    return rc == -ENOMEM ? FAIL_NOMEM : FAIL_CLIENT_GONE;
 }
 
 /*
@@ -536,7 +561,7 @@ static void attempt_done(struct request *r, const struct config_upstream *up, in
  * was sent an idempotent method, a backoff that ends within
  * timeouts.total, and room in the upstream's retry budget (counted in
  * /metrics either way). Releases the connection and waits the backoff
- * when so; a client that leaves meanwhile makes *fp FAIL_CLIENT_GONE (and
+ * when so; a client that leaves meanwhile makes *fp its client_failure (and
  * false). May yield.
  */
 static bool retry_elsewhere(struct request *r, struct attempts *at, int server, enum fail *fp)
@@ -575,8 +600,9 @@ static bool retry_elsewhere(struct request *r, struct attempts *at, int server, 
     r->resp_started = false;
     release_upstream(r, false);
     if (until != LOOP_NEVER) {
-        if (r->side->ops->wait(r, SIDE_GONE, NULL, until) != -ETIMEDOUT) {
-            *fp = FAIL_CLIENT_GONE;
+        int rc = r->side->ops->wait(r, SIDE_GONE, NULL, until);
+        if (rc != -ETIMEDOUT) {
+            *fp = client_failure(r, rc);
             return false;
         }
     }
@@ -659,12 +685,12 @@ static bool hash_key(const struct request *r, const struct config_upstream *up, 
     }
 }
 
-/* Answers the client for f, per FAILURES (499: nothing, only logged). */
+/* Answers the client for f, per FAILURES (silent: nothing, only logged). */
 static void answer_failure(struct request *r, enum fail f)
 {
     const struct failure *fl = &FAILURES[f];
-    if (fl->status == 499) {
-        r->status = 499;
+    if (fl->silent) {
+        r->status = fl->status;
         r->error = fl->why;
         r->keep_alive = false;
         return;
@@ -891,7 +917,7 @@ static enum fail exchange(struct request *r, struct io_stream *up)
         /* The client closing while it waits is an abort (as nginx: its
          * answer has nowhere to go); an upstream EOF is handled above. */
         if (rc < 0 || (rc & SIDE_GONE))
-            return FAIL_CLIENT_GONE;
+            return client_failure(r, rc);
     }
 }
 
@@ -1045,7 +1071,9 @@ static int relay_body(struct request *r, struct io_stream *up)
             return -1;
         }
         if (gone) {
-            r->error = "client closed during the response";
+            r->error = client_failure(r, SIDE_GONE) == FAIL_CLIENT_NOMEM
+                           ? FAILURES[FAIL_CLIENT_NOMEM].why
+                           : "client closed during the response";
             return -1;
         }
         struct io_want w = {.stream = up,

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <netinet/in.h>
@@ -106,6 +107,22 @@ void *__wrap_malloc(size_t n)
         return NULL;
     }
     return __real_malloc(n);
+}
+
+/* The next n mallocs of size bytes fail. */
+static void fail_mallocs(size_t size, unsigned n)
+{
+    fail_size = size;
+    fail_left = n;
+}
+
+/* Mallocs succeed again. Returns how many of the failures asked for were
+ * left unused (0: every one happened). */
+static unsigned fail_stop(void)
+{
+    unsigned left = fail_left;
+    fail_left = 0;
+    return left;
 }
 
 static void run_loop(struct loop *loop, int64_t linger_ms)
@@ -1792,6 +1809,25 @@ static struct io_stream *lazy_pair(struct loop *loop, int *peer)
     return s;
 }
 
+/* A new stream in lz (reset; lz_idle its idle callback), parked in the
+ * thread's idle set: its read event went back to the pool. When taker is
+ * not NULL, a second stream (*taker, its peer *taker_peer) takes that
+ * event: the pool is empty again and the next event is malloc'd, so that
+ * fail_mallocs(sizeof(struct io_ev), n) reaches it. */
+static void park_in_idle_set(struct loop *loop, struct io_stream **taker, int *taker_peer)
+{
+    memset(&lz, 0, sizeof(lz));
+    lz.s = lazy_pair(loop, &lz.peer);
+    io_set_idle(lz.s, lz_idle, NULL);
+    io_park(lz.s);
+    ck_assert_ptr_null(lz.s->rev);
+    ck_assert(lz.s->idle_reg);
+    if (taker) {
+        *taker = lazy_pair(loop, taker_peer);
+        ck_assert_ptr_nonnull((*taker)->rev);
+    }
+}
+
 static void on_close_lz_peer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1977,11 +2013,7 @@ START_TEST(parked_stream_waits_in_idle_set)
 
     /* Freed while armed in the set (out of it before the close); the
      * pooled stream comes back with a read event and works. */
-    memset(&lz, 0, sizeof(lz));
-    lz.s = lazy_pair(loop, &lz.peer);
-    io_set_idle(lz.s, lz_idle, NULL);
-    io_park(lz.s);
-    ck_assert_ptr_null(lz.s->rev);
+    park_in_idle_set(loop, NULL, NULL);
     io_stream_free(lz.s);
     close(lz.peer);
     memset(&lz, 0, sizeof(lz));
@@ -2083,11 +2115,9 @@ static void on_om_take_buffers(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    fail_size = sizeof(struct io_bufs);
-    fail_left = 1;
+    fail_mallocs(sizeof(struct io_bufs), 1);
     (void)io_output(om.s);
-    om.fail_left = fail_left;
-    fail_left = 0;
+    om.fail_left = fail_stop();
 }
 
 START_TEST(parked_stream_out_of_memory_for_buffers)
@@ -2097,10 +2127,9 @@ START_TEST(parked_stream_out_of_memory_for_buffers)
     struct io_stream *s = lazy_pair(loop, &peer);
     struct io_stream *other = lazy_pair(loop, &other_peer);
     ck_assert_ptr_null(s->bufs); /* new: parked */
-    fail_size = sizeof(struct io_bufs);
-    fail_left = 1;
+    fail_mallocs(sizeof(struct io_bufs), 1);
     struct evbuffer *out = io_output(s);
-    ck_assert_uint_eq(fail_left, 0); /* the malloc that failed was the buffers' */
+    ck_assert_uint_eq(fail_stop(), 0); /* the malloc that failed was the buffers' */
     ck_assert_ptr_nonnull(out);
     ck_assert(io_eof(s));
     ck_assert_int_eq(io_error(s), ENOMEM);
@@ -2146,22 +2175,13 @@ END_TEST
 START_TEST(idle_set_wake_out_of_memory_ends_the_stream)
 {
     struct loop *loop = new_loop(8);
-    memset(&lz, 0, sizeof(lz));
-    lz.s = lazy_pair(loop, &lz.peer);
-    io_set_idle(lz.s, lz_idle, NULL);
-    io_park(lz.s);
-    ck_assert_ptr_null(lz.s->rev); /* in the set: its event went to the pool */
-    ck_assert(lz.s->idle_reg);
+    struct io_stream *other;
     int other_peer;
-    struct io_stream *other = lazy_pair(loop, &other_peer); /* takes it: the pool is empty */
-    ck_assert_ptr_nonnull(other->rev);
+    park_in_idle_set(loop, &other, &other_peer);
     write_all(lz.peer, "abc", 3);
-    fail_size = sizeof(struct io_ev);
-    fail_left = 1;
+    fail_mallocs(sizeof(struct io_ev), 1);
     run_loop(loop, 50);
-    unsigned left = fail_left;
-    fail_left = 0;
-    ck_assert_uint_eq(left, 0); /* the wake found no memory */
+    ck_assert_uint_eq(fail_stop(), 0); /* the wake found no memory */
     ck_assert_uint_eq(lz.eof, 1);
     ck_assert_uint_eq(lz.readable, 0);
     ck_assert(io_eof(lz.s));
@@ -2180,6 +2200,191 @@ START_TEST(idle_set_wake_out_of_memory_ends_the_stream)
     run_loop(loop, 50);
     ck_assert_uint_eq(lz.readable, 1);
     ck_assert_uint_eq(lz.len, 2);
+    io_stream_free(lz.s);
+    close(lz.peer);
+    end_loop(loop);
+}
+END_TEST
+
+/* Out of memory for a read event while a coroutine waits on the stream:
+ * the waiter is woken with the failure at once, not at its deadline. The
+ * stream waits in the idle set with reading off and no read event (its
+ * owner turned reading off when none could be had back), a coroutine
+ * awaits its end, and turning reading on again finds no memory for the
+ * event either. */
+static void on_om_reading_on(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    fail_mallocs(sizeof(struct io_ev), 2); /* io_set_reading's take-back, io_rev_update's */
+    io_set_reading(om.s, true);
+    om.fail_left = fail_stop();
+}
+
+START_TEST(out_of_memory_for_read_event_wakes_waiter)
+{
+    struct loop *loop = new_loop(8);
+    struct io_stream *other;
+    int other_peer;
+    park_in_idle_set(loop, &other, &other_peer);
+    memset(&om, 0, sizeof(om));
+    om.s = lz.s;
+    om.peer = lz.peer;
+    fail_mallocs(sizeof(struct io_ev), 1);
+    io_set_reading(om.s, false); /* no event back: it stays in the set */
+    ck_assert_uint_eq(fail_stop(), 0);
+    ck_assert_ptr_null(om.s->rev);
+    ck_assert(!io_eof(om.s));
+    spawn(loop, om_wait_eof, NULL);
+    after_ms(loop, 10, on_om_reading_on, NULL);
+    run_loop(loop, 0);
+    ck_assert_uint_eq(om.fail_left, 0);
+    ck_assert_int_eq(om.rc, 1);
+    ck_assert_uint_eq(om.fired, IO_EOF);
+    ck_assert_int_lt(om.ms, 1000); /* its deadline was 5 s away */
+    ck_assert(io_eof(om.s));
+    ck_assert_int_eq(io_error(om.s), ENOMEM);
+    ck_assert_uint_eq(lz.eof, 0); /* its waiter was told, not the idle callback */
+    io_stream_free(om.s);
+    close(om.peer);
+    io_stream_free(other);
+    close(other_peer);
+    end_loop(loop);
+}
+END_TEST
+
+/* Queues more than the socket takes and writes it (io_kick) with no
+ * memory for the write event the rest needs. Returns the failures left
+ * unused (0: the write event's malloc failed). */
+static unsigned om_write_stuck(struct io_stream *s)
+{
+    static char big[1u << 20]; /* a socket pair's buffers take a few 100 KiB */
+    if (evbuffer_add(io_output(s), big, sizeof(big)) != 0)
+        return ~0u;
+    fail_mallocs(sizeof(struct io_ev), 1);
+    io_kick(s);
+    return fail_stop();
+}
+
+static void on_om_write_stuck(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    om.fail_left = om_write_stuck(om.s);
+}
+
+/* A transport whose handshake waits for the peer's first byte, then for
+ * the socket to be writable (as TLS's may, from the read callback). */
+static unsigned hs_steps;
+
+static ssize_t hs_readv(struct io_stream *s, struct iovec *v, int n)
+{
+    ssize_t r = readv(io_transport_fd(s), v, n);
+    return r < 0 ? -errno : r;
+}
+
+static ssize_t hs_writev(struct io_stream *s, const struct iovec *v, int n)
+{
+    ssize_t r = writev(io_transport_fd(s), v, n);
+    return r < 0 ? -errno : r;
+}
+
+static int hs_shutdown(struct io_stream *s)
+{
+    return shutdown(io_transport_fd(s), SHUT_WR) == 0 ? 0 : -errno;
+}
+
+static int hs_handshake(struct io_stream *s)
+{
+    (void)s;
+    return hs_steps++ == 0 ? -EAGAIN : IO_TP_WANT_WRITE;
+}
+
+static const struct io_transport hs_transport = {
+    .name = "test-handshake",
+    .readv = hs_readv,
+    .writev = hs_writev,
+    .shutdown = hs_shutdown,
+    .handshake = hs_handshake,
+};
+
+static void om_handshake(void *arg)
+{
+    (void)arg;
+    int64_t t0 = loop_now();
+    om.rc = io_handshake(om.s, loop_deadline(5 * LOOP_SEC), NULL);
+    om.ms = (loop_now() - t0) / LOOP_MS;
+}
+
+/* The peer's byte comes with no memory for the write event the
+ * handshake's next step asks for. */
+static void on_om_handshake_byte(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    fail_mallocs(sizeof(struct io_ev), 1);
+    write_all(om.peer, "h", 1);
+}
+
+/* Out of memory for a write event (output left over after a partial
+ * write, or a handshake that needs the socket writable) fails the stream
+ * both ways: a coroutine waiting on it is woken at once, not at its
+ * deadline; with nobody waiting, its owner hears of it from the loop (the
+ * idle callback, IO_EOF), never from inside the call that failed. A
+ * fresh loop each time: the thread's pool of events starts empty, so the
+ * write event is malloc'd. */
+START_TEST(out_of_memory_for_write_event_ends_the_stream)
+{
+    /* A coroutine waits for the stream's end while a callback writes. */
+    struct loop *loop = new_loop(8);
+    memset(&om, 0, sizeof(om));
+    om.s = pair_stream(loop, &om.peer, 4096);
+    spawn(loop, om_wait_eof, NULL);
+    after_ms(loop, 10, on_om_write_stuck, NULL);
+    run_loop(loop, 0);
+    ck_assert_uint_eq(om.fail_left, 0);
+    ck_assert_int_eq(om.rc, 1);
+    ck_assert_uint_eq(om.fired, IO_EOF);
+    ck_assert_int_lt(om.ms, 1000); /* its deadline was 5 s away */
+    ck_assert_int_eq(io_error(om.s), ENOMEM);
+    ck_assert_int_eq(io_write(om.s, "x", 1, 0, LOOP_NEVER), -ENOMEM);
+    io_stream_free(om.s);
+    close(om.peer);
+    end_loop(loop);
+
+    /* A coroutine in the transport's handshake. */
+    loop = new_loop(8);
+    memset(&om, 0, sizeof(om));
+    hs_steps = 0;
+    om.s = pair_stream(loop, &om.peer, 4096);
+    io_stream_set_transport(om.s, &hs_transport, NULL);
+    spawn(loop, om_handshake, NULL);
+    after_ms(loop, 10, on_om_handshake_byte, NULL);
+    run_loop(loop, 0);
+    ck_assert_uint_eq(fail_stop(), 0);
+    ck_assert_uint_eq(hs_steps, 2);
+    ck_assert_int_eq(om.rc, -ENOMEM);
+    ck_assert_int_lt(om.ms, 1000);
+    ck_assert(io_eof(om.s));
+    io_stream_free(om.s);
+    close(om.peer);
+    end_loop(loop);
+
+    /* Nobody waits: the idle callback hears of it on the loop's stack. */
+    loop = new_loop(8);
+    memset(&lz, 0, sizeof(lz));
+    lz.s = pair_stream(loop, &lz.peer, 4096);
+    io_set_idle(lz.s, lz_idle, NULL);
+    ck_assert_uint_eq(om_write_stuck(lz.s), 0);
+    ck_assert(io_eof(lz.s));
+    ck_assert_int_eq(io_error(lz.s), ENOMEM);
+    ck_assert_uint_eq(lz.eof, 0); /* not from inside io_kick */
+    run_loop(loop, 20);
+    ck_assert_uint_eq(lz.eof, 1);
+    ck_assert_uint_eq(lz.readable, 0);
     io_stream_free(lz.s);
     close(lz.peer);
     end_loop(loop);
@@ -2714,6 +2919,8 @@ int main(void)
     tcase_add_test(tc, crowded_wait_parks_its_streams);
     tcase_add_test(tc, parked_stream_out_of_memory_for_buffers);
     tcase_add_test(tc, idle_set_wake_out_of_memory_ends_the_stream);
+    tcase_add_test(tc, out_of_memory_for_read_event_wakes_waiter);
+    tcase_add_test(tc, out_of_memory_for_write_event_ends_the_stream);
     tcase_add_test(tc, free_later_runs_after_the_callback);
     suite_add_tcase(s, tc);
 

@@ -18,6 +18,11 @@
  * reset) is the keep-alive race: a GET on it is retried on a fresh
  * connection and answered; a POST whose body went out is answered 502
  * (it may have taken effect), and the next request finds a fresh one.
+ *
+ * A client whose connection failed for want of Ferry's own memory did
+ * not leave: the request is logged as Ferry's 503, unanswered and
+ * closed, not as the client's 499; a wait that found no memory of its
+ * own answers the client, who is still there, 503.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -42,6 +47,7 @@
 #include "check_helpers.h"
 #include "coro.h"
 #include "io.h"
+#include "io_internal.h"
 #include "loop.h"
 #include "metrics.h"
 #include "proxy.h"
@@ -98,7 +104,22 @@ static struct {
     bool ends;
     unsigned body_waits;
     enum http1_body head_body; /* what write_head was told */
+    /* When the flow first waits with an upstream want (for the response
+     * head): the client's stream (the side's watch) fails for want of
+     * memory and the wait says SIDE_GONE (client_nomem), or the wait
+     * itself fails with fail_wait. */
+    bool client_nomem;
+    int fail_wait;
 } mem;
+
+/* What io makes of a stream that found no memory for its buffers or
+ * events (test_io shows it does): failed both ways, ENOMEM. */
+static void stream_fail_nomem(struct io_stream *s)
+{
+    s->read_done = true;
+    s->write_err = true;
+    s->error = ENOMEM;
+}
 
 static int mem_read_body(struct request *r, struct evbuffer *to)
 {
@@ -131,11 +152,17 @@ static int mem_write_head_fwd(struct request *r, struct side_head *h)
  * flow's upstream want is awaited. */
 static int mem_wait(struct request *r, unsigned what, struct io_want *up, int64_t deadline)
 {
-    (void)r;
     if ((what & SIDE_BODY) && evbuffer_get_length(mem.later) > 0) {
         evbuffer_add_buffer(mem.in, mem.later);
         mem.body_waits++;
         return SIDE_BODY;
+    }
+    if (up && (mem.client_nomem || mem.fail_wait)) {
+        io_kick(up->stream); /* the head goes out: the upstream answers, unread */
+        if (mem.fail_wait)
+            return mem.fail_wait;
+        stream_fail_nomem(r->side->watch);
+        return SIDE_GONE;
     }
     if (!up)
         return io_sleep(deadline) == 0 ? -ETIMEDOUT : -ECANCELED;
@@ -420,6 +447,8 @@ static void fwd_setup(void)
     mem.out = evbuffer_new();
     mem.ends = false;
     mem.body_waits = 0;
+    mem.client_nomem = false;
+    mem.fail_wait = 0;
 }
 
 static void fwd_teardown(void)
@@ -706,6 +735,71 @@ START_TEST(pooled_closed_at_once_never_fails_a_get)
 }
 END_TEST
 
+/* ---- Ferry's own memory, not the client's doing ----------------------------------------- */
+
+/* The side's watch: a client stream (of a socket pair; *peer the other
+ * end), lazy, never read. */
+static struct io_stream *client_stream(int *peer)
+{
+    int fds[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+    struct io_stream *s = io_stream_accepted(fw.loop, fds[0], 4096);
+    ck_assert_ptr_nonnull(s);
+    *peer = fds[1];
+    return s;
+}
+
+/* Logged as Ferry's 503, with nothing answered through the side and the
+ * connection not kept. */
+static void assert_closed_unanswered_nomem(void)
+{
+    ck_assert_int_eq(run.status, 503);
+    ck_assert_str_eq(run.error, "out of memory for the client connection: closed unanswered");
+    ck_assert_int_eq(seen.answers, 0);
+    ck_assert_int_eq(seen.heads, 0);
+    ck_assert(!run.keep);
+}
+
+/* The client's connection failed for want of memory before the upstream
+ * connect (the watch stops it), or while the flow waited for the
+ * response head. */
+START_TEST(client_out_of_memory_is_not_a_client_close)
+{
+    ka_start(true, false);
+    int peer;
+    fside.watch = client_stream(&peer);
+    stream_fail_nomem(fside.watch);
+    forward_run("GET /a HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    assert_closed_unanswered_nomem();
+    ck_assert_int_eq(atomic_load(&ka.conns), 0); /* nothing was sent upstream */
+    io_stream_free(fside.watch);
+    close(peer);
+
+    memset(&seen, 0, sizeof seen);
+    fside.watch = client_stream(&peer);
+    mem.client_nomem = true;
+    forward_run("GET /b HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    assert_closed_unanswered_nomem();
+    io_stream_free(fside.watch);
+    close(peer);
+    fside.watch = NULL;
+}
+END_TEST
+
+/* The side's wait found no memory of its own (-ENOMEM): the client is
+ * still there and is answered 503. */
+START_TEST(side_wait_out_of_memory_answers_503)
+{
+    ka_start(true, false);
+    mem.fail_wait = -ENOMEM;
+    forward_run("GET /a HTTP/1.1\r\nHost: example.test\r\n\r\n");
+    ck_assert_int_eq(run.status, 503);
+    ck_assert_str_eq(run.error, "out of memory");
+    ck_assert_int_eq(seen.answers, 1);
+    ck_assert_int_eq(seen.status, 503);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reqside");
@@ -723,6 +817,8 @@ int main(void)
     tcase_add_test(fwd, pooled_closed_while_stopped_is_retried);
     tcase_add_test(fwd, pooled_reset_while_stopped_is_retried);
     tcase_add_test(fwd, pooled_closed_at_once_never_fails_a_get);
+    tcase_add_test(fwd, client_out_of_memory_is_not_a_client_close);
+    tcase_add_test(fwd, side_wait_out_of_memory_answers_503);
     suite_add_tcase(s, fwd);
     return check_run(s);
 }
