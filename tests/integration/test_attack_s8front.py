@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """What an attack review of the client-facing request path (session 8)
-found, against the real binary: requests pipelined behind a long answer
-whose bytes end where the client's input buffer filled are all answered
-(the connection stalled until client_idle, then reset). ~3 s."""
+found, against the real binary: empty lines (CRLF) before a request line
+are ignored as RFC 9112 2.2 asks (a 400 answered to a CRLF sent after a
+body reached the client as the answer to its next request); requests
+pipelined behind a long answer whose bytes end where the client's input
+buffer filled are all answered (the connection stalled until
+client_idle, then reset). ~4 s."""
 import os
 import socket
 import sys
@@ -21,6 +24,58 @@ def setup(**kw):
               routes=[respond_route("ping", "/ping", body="pong\n"),
                       route("up", "/up", upstream="u", strip_prefix="/up")], **kw)
     return be, f
+
+
+def test_empty_lines_before_a_request_ignored():
+    "CRLFs before a request line: ignored (new connection, after a body, alone between requests)"
+    be, f = setup()
+    # A client that ends a length-framed body with a CRLF (old clients do):
+    # the CRLF is not a request, and the next request on the connection
+    # gets its own answer, not a 400 meant for the CRLF.
+    for path in ("/ping", "/up/echo"):
+        c = Client(f.port, timeout=5)
+        try:
+            c.send(build_request("POST", path, body=b"ab") + b"\r\n")
+            r = c.response(3)
+            eq(r.status, 200, "POST %s with a CRLF after its body" % path)
+            c._fill(time.monotonic() + 0.3)
+            check(not c.buf and not c.eof, "POST %s: after the answer, unasked bytes %r%s"
+                  % (path, c.buf[:80], " and the connection closed" if c.eof else ""))
+            r = c.request("GET", "/up/echo?next=1")
+            eq(r.status, 200, "the next request after the CRLF (%s)" % path)
+            eq(r.json()["target"], "/echo?next=1", "the next request's answer is its own")
+        finally:
+            c.close()
+    # A new connection whose request starts with empty lines.
+    res = raw(f, b"\r\n\r\nGET /ping HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", timeout=3)
+    eq([r.status for r in res.responses], [200], "CRLF CRLF then a request: answers")
+    # A lone CRLF on an idle keep-alive connection, then a request later.
+    c = Client(f.port, timeout=5)
+    try:
+        eq(c.request("GET", "/ping").status, 200, "first request")
+        c.send(b"\r\n")
+        c._fill(time.monotonic() + 0.3)
+        check(not c.buf and not c.eof, "a lone CRLF: %s"
+              % ("the connection closed" if c.eof else "answered %r" % c.buf[:80]))
+        eq(c.request("GET", "/ping").status, 200, "a request after the lone CRLF")
+    finally:
+        c.close()
+    # A flood of them costs little and ends in the request behind it.
+    cpu0 = cpu_seconds(f.pid)
+    c = Client(f.port, timeout=10)
+    try:
+        c.send(b"\r\n" * (1 << 20) + build_request("GET", "/ping"))
+        eq(c.response(10).status, 200, "2 MiB of CRLFs, then a request")
+    finally:
+        c.close()
+    used = cpu_seconds(f.pid) - cpu0
+    log("   2 MiB of CRLFs: %.3f s of CPU" % used)
+    check(used < 1.0, "2 MiB of CRLFs cost %.2f s of CPU" % used)
+    # Still strict: a bare LF, or a CR alone, before the request line.
+    for junk in (b"\n", b"\r\r\n"):
+        res = raw(f, junk + b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n", timeout=3)
+        eq([r.status for r in res.responses], [400], "%r before a request" % junk)
+    f.assert_alive()
 
 
 def pipelined_answers(port, first, req, n, pause):
