@@ -5,7 +5,8 @@ are ignored as RFC 9112 2.2 asks (a 400 answered to a CRLF sent after a
 body reached the client as the answer to its next request); requests
 pipelined behind a long answer whose bytes end where the client's input
 buffer filled are all answered (the connection stalled until
-client_idle, then reset). ~4 s."""
+client_idle, then reset); Ferry's own answers on a cors route carry its
+CORS fields and Vary (only 429 and preflights did). ~4 s."""
 import os
 import socket
 import sys
@@ -119,6 +120,49 @@ def test_pipelined_heads_ending_where_the_input_filled():
                                 1.0)
         eq(got, n + 1, "answers to %d requests of %d bytes behind a 30 MB answer (%d fill the "
            "input)" % (n + 1, size, CONN_READ_MAX // size))
+    f.assert_alive()
+
+
+def test_cors_fields_on_ferrys_own_answers():
+    "a cors route's own answers (413, 417, 502, respond) carry Vary and, for an allowed origin, its CORS fields"
+    be = backend()
+    cors = {"allow_origins": ["https://app.test"], "allow_credentials": True,
+            "expose_headers": ["X-Total"]}
+    f = ferry(upstreams={"u": servers(be), "dead": servers(refused_address())},
+              routes=[route("small", "/small", upstream="u", max_body_bytes=4, cors=cors),
+                      respond_route("resp", "/resp", cors=cors),
+                      route("dead", "/dead", upstream="dead", cors=cors),
+                      route("limited", "/limited", upstream="u", cors=cors,
+                            rate_limit={"requests": 1, "per": "1m"}),
+                      route("u", "/", upstream="u", cors=cors)], workers=1)
+    cases = [("GET", "/echo", None, {}, 200), ("POST", "/small", b"123456", {}, 413),
+             ("GET", "/resp", None, {}, 200), ("GET", "/dead", None, {}, 502),
+             ("POST", "/echo", b"x", {"Expect": "x-foo"}, 417),
+             ("GET", "/limited", None, {}, 200), ("GET", "/limited", None, {}, 429)]
+    for origin, allowed in (("https://app.test", True), ("https://evil.test", False)):
+        for method, path, body, extra, status in cases:
+            if not allowed and path == "/limited":
+                continue
+            h = dict(extra, Origin=origin)
+            r = request(f, method, path, headers=h, body=body)
+            what = "%s %s from %s" % (method, path, origin)
+            eq(r.status, status, what)
+            eq(r.header_all("Vary"), ["Origin"], what + ": Vary")
+            if allowed:
+                eq(r.header_all("Access-Control-Allow-Origin"), [origin], what + ": ACAO")
+                eq(r.header_all("Access-Control-Allow-Credentials"), ["true"], what + ": ACAC")
+                eq(r.header_all("Access-Control-Expose-Headers"), ["X-Total"], what + ": ACEH")
+            else:
+                for name in ("Access-Control-Allow-Origin", "Access-Control-Allow-Credentials",
+                             "Access-Control-Expose-Headers"):
+                    eq(r.header(name), None, what + ": " + name)
+    # A preflight keeps its own fields, nothing twice and no Expose.
+    r = request(f, "OPTIONS", "/resp", headers={"Origin": "https://app.test",
+                                               "Access-Control-Request-Method": "PUT"})
+    eq(r.status, 204, "preflight")
+    names = [n.lower() for n, _ in r.headers]
+    eq(sorted(set(names)) == sorted(names), True, "preflight fields once each: %r" % names)
+    eq(r.header("Access-Control-Expose-Headers"), None, "preflight: no Expose")
     f.assert_alive()
 
 
