@@ -109,13 +109,8 @@ static void keep_method(struct request *r, struct evbuffer *in)
     r->req.method_str = m;
 }
 
-/*
- * RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF)
- * received before a request line; some clients send one after a body
- * they framed by its length. Drops every CRLF at the start of in (a head
- * never starts with one); true when any was dropped.
- */
-static bool drop_empty_lines(struct evbuffer *in)
+/* Empty lines before a request line: see h1side.h. */
+bool h1side_drop_empty_lines(struct evbuffer *in)
 {
     /* A pass over the bytes as they lie and a drain per few chains: a
      * flood of CRLFs costs what reading it costs, not a call per pair. */
@@ -138,8 +133,8 @@ static bool drop_empty_lines(struct evbuffer *in)
             return dropped;
         evbuffer_drain(in, n);
         dropped = true;
-        if (!all || nv <= 4)
-            return true;
+        if (!all || nv < 4)
+            return true; /* with len -1, evbuffer_peek says at most 4 */
     }
 }
 
@@ -160,7 +155,7 @@ static int read_head(struct request *r)
                                .max_headers = r->cfg->limits.max_headers};
     http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
     for (;;) {
-        if (drop_empty_lines(in)) {
+        if (h1side_drop_empty_lines(in)) {
             if (evbuffer_get_length(in) == 0)
                 return io_eof(s) ? -1 : HEAD_NONE;
             /* Nothing of a head was parsed: start over on what is left. */
