@@ -218,6 +218,7 @@ static int read_head(struct request *r)
 
 out_of_memory:
     r->error = "out of memory reading the request head";
+    keep_method(r, in); /* the view is into a pullup the answer may outlive */
     return 503;
 }
 
