@@ -29,6 +29,23 @@ static bool moved(struct evbuffer *in, struct evbuffer *out, size_t n)
     return evbuffer_remove_buffer(in, out, n) == (int)n;
 }
 
+/* The chunk line before n re-encoded payload bytes, and the CRLF after
+ * them; false when out refused it. Moving the payload without its framing
+ * would hand the receiver the sender's bytes as chunk lines (a payload
+ * holding "0\r\n\r\nGET /admin ..." would end the body there and be
+ * read as the next request), so the move fails instead. Nothing when the
+ * body is not re-encoded. */
+static bool chunk_start(const struct body *b, struct evbuffer *out, size_t n)
+{
+    char line[HTTP1_CHUNK_HEADER_MAX];
+    return !b->chunk_out || evbuffer_add(out, line, http1_chunk_header(line, n)) == 0;
+}
+
+static bool chunk_end(const struct body *b, struct evbuffer *out)
+{
+    return !b->chunk_out || evbuffer_add(out, HTTP1_CHUNK_END, 2) == 0;
+}
+
 int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
 {
     size_t len = evbuffer_get_length(in);
@@ -44,14 +61,8 @@ int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
         return 0;
     }
     if (b->in == HTTP1_BODY_CLOSE) {
-        if (b->chunk_out) {
-            char line[HTTP1_CHUNK_HEADER_MAX];
-            evbuffer_add(out, line, http1_chunk_header(line, len));
-        }
-        if (!moved(in, out, len))
+        if (!chunk_start(b, out, len) || !moved(in, out, len) || !chunk_end(b, out))
             return HTTP1_E_NOMEM;
-        if (b->chunk_out)
-            evbuffer_add(out, HTTP1_CHUNK_END, 2);
         b->bytes += len;
         return 0;
     }
@@ -67,23 +78,17 @@ int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
             break;
         if (dlen > 0) {
             evbuffer_drain(in, off);
-            if (b->chunk_out) {
-                char line[HTTP1_CHUNK_HEADER_MAX];
-                evbuffer_add(out, line, http1_chunk_header(line, dlen));
-            }
-            if (!moved(in, out, dlen))
+            if (!chunk_start(b, out, dlen) || !moved(in, out, dlen) || !chunk_end(b, out))
                 return HTTP1_E_NOMEM;
-            if (b->chunk_out)
-                evbuffer_add(out, HTTP1_CHUNK_END, 2);
             evbuffer_drain(in, (size_t)n - off - dlen);
             b->bytes += dlen;
         } else {
             evbuffer_drain(in, (size_t)n);
         }
         if (http1_chunked_done(&b->dec)) {
+            if (b->chunk_out && evbuffer_add(out, HTTP1_LAST_CHUNK, 5) != 0)
+                return HTTP1_E_NOMEM; /* not done: the receiver never sees an end */
             b->done = true;
-            if (b->chunk_out)
-                evbuffer_add(out, HTTP1_LAST_CHUNK, 5);
         }
     }
     return 0;

@@ -39,9 +39,11 @@ void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_o
 /*
  * Moves what `in` holds of the body to `out`, re-framing chunked bodies.
  * Never waits. Returns 0 or an HTTP1_E_* error (HTTP1_E_NOMEM when out
- * refused the bytes: nothing of them is counted). b->done turns true at the
- * body's end (for CLOSE framing the caller decides at EOF); bytes after
- * the end stay in `in`.
+ * refused the bytes or, re-encoding, a chunk line: nothing of them is
+ * counted, and no payload goes out without its chunk line). An error is
+ * final: the body is not moved again. b->done turns true at the body's
+ * end (for CLOSE framing the caller decides at EOF); bytes after the end
+ * stay in `in`.
  */
 int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out);
 

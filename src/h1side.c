@@ -28,6 +28,9 @@
 /* Response output queued beyond this waits for the client to read. */
 #define H1_OUT_HIGH (256u * 1024u)
 
+/* read_head: the input held only empty lines, now dropped (no request). */
+#define HEAD_NONE (-2)
+
 static int read_head(struct request *r);
 
 /* ---- the requests of one connection, in order ---------------------------------------- */
@@ -48,7 +51,11 @@ void h1side_serve(void *arg)
     do {
         request_reset(r, side);
         int status = read_head(r);
-        if (status < 0) {
+        if (status == HEAD_NONE) {
+            /* CRLFs between requests: the connection is idle again. */
+            r->no_log = true;
+            keep = true;
+        } else if (status < 0) {
             r->no_log = true; /* closed or idle before a whole head */
             keep = false;
         } else {
@@ -102,11 +109,42 @@ static void keep_method(struct request *r, struct evbuffer *in)
     r->req.method_str = m;
 }
 
+/* Empty lines before a request line: see h1side.h. */
+bool h1side_drop_empty_lines(struct evbuffer *in)
+{
+    /* A pass over the bytes as they lie and a drain per few chains: a
+     * flood of CRLFs costs what reading it costs, not a call per pair. */
+    bool dropped = false;
+    for (;;) {
+        struct evbuffer_iovec v[4];
+        int nv = evbuffer_peek(in, -1, NULL, v, 4);
+        size_t n = 0;
+        bool all = true;
+        for (int i = 0; i < nv && i < 4 && all; i++) {
+            const char *p = v[i].iov_base;
+            size_t k = 0;
+            while (k < v[i].iov_len && p[k] == ((n + k) % 2 ? '\n' : '\r'))
+                k++;
+            n += k;
+            all = k == v[i].iov_len;
+        }
+        n -= n % 2; /* a CR whose LF is not there (yet) stays */
+        if (n == 0)
+            return dropped;
+        evbuffer_drain(in, n);
+        dropped = true;
+        if (!all || nv < 4)
+            return true; /* with len -1, evbuffer_peek says at most 4 */
+    }
+}
+
 /*
  * Reads and parses one request head, trickled or pipelined, within
  * client_header from its first byte. Returns 0, an HTTP status to answer
- * (400, 408, 413, 414, 431, 501, 505), or -1 when the client closed
- * before sending a whole head (nothing to answer).
+ * (400, 408, 413, 414, 431, 501, 505), -1 when the client closed
+ * before sending a whole head (nothing to answer), or HEAD_NONE when the
+ * input held only empty lines (dropped: not a request, and the
+ * connection's idle time, not client_header, bounds what comes next).
  */
 static int read_head(struct request *r)
 {
@@ -117,6 +155,12 @@ static int read_head(struct request *r)
                                .max_headers = r->cfg->limits.max_headers};
     http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
     for (;;) {
+        if (h1side_drop_empty_lines(in)) {
+            if (evbuffer_get_length(in) == 0)
+                return io_eof(s) ? -1 : HEAD_NONE;
+            /* Nothing of a head was parsed: start over on what is left. */
+            http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
+        }
         size_t len = evbuffer_get_length(in);
         size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
         if (want > 0) {
@@ -174,6 +218,7 @@ static int read_head(struct request *r)
 
 out_of_memory:
     r->error = "out of memory reading the request head";
+    keep_method(r, in); /* the view is into a pullup the answer may outlive */
     return 503;
 }
 

@@ -20,6 +20,9 @@
 #ifndef FERRY_H1SIDE_H
 #define FERRY_H1SIDE_H
 
+#include <stdbool.h>
+
+struct evbuffer;
 struct request_side_ops;
 
 extern const struct request_side_ops h1side_ops;
@@ -27,5 +30,15 @@ extern const struct request_side_ops h1side_ops;
 /* Coroutine entry: arg is the connection's struct request_side. Serves
  * its requests in order, then leaves it through done(). May yield. */
 void h1side_serve(void *arg);
+
+/*
+ * RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF)
+ * received before a request line; some clients send one after a body
+ * they framed by its length. Drops every CRLF at the start of in (a head
+ * never starts with one), whatever its chains; a CR whose LF has not come
+ * stays. True when any was dropped. Used before each head is parsed;
+ * public for its unit test (tests/test_h1side.c).
+ */
+bool h1side_drop_empty_lines(struct evbuffer *in);
 
 #endif

@@ -82,6 +82,14 @@ static bool rule_names(const struct config_header_rules *rules, const char *name
                      headers_named_in(name, len, rules->remove, rules->nremove));
 }
 
+/* Does a rule set, add or remove the field `name`? */
+static bool rule_has(const struct config_header_rules *rules, const char *name, size_t len)
+{
+    return rules && (headers_named_in(name, len, rules->set, rules->nset) ||
+                     headers_named_in(name, len, rules->add, rules->nadd) ||
+                     headers_named_in(name, len, rules->remove, rules->nremove));
+}
+
 static void field(struct http1_header *f, const char *name, const char *value, size_t value_len)
 {
     f->name = name;
@@ -96,9 +104,12 @@ bool reply_write(struct evbuffer *out, const struct reply *rp)
     size_t nrules = rules ? rules->nset + rules->nadd : 0;
     struct http1_header stack[REPLY_FIELDS_STACK];
     struct http1_header *f = stack;
-    if (nrules + 3 > REPLY_FIELDS_STACK) {
-        f = malloc((nrules + 3) * sizeof(*f));
-        if (!f) {
+    size_t cap = REPLY_FIELDS_STACK;
+    if (nrules + 3 + rp->nextra > cap) {
+        f = malloc((nrules + 3 + rp->nextra) * sizeof(*f));
+        if (f) {
+            cap = nrules + 3 + rp->nextra;
+        } else {
             nrules = 0; /* the answer still goes out, without the route's fields */
             rules = NULL;
             f = stack;
@@ -113,6 +124,10 @@ bool reply_write(struct evbuffer *out, const struct reply *rp)
         field(&f[n++], "Retry-After", "1", 1);
     for (size_t i = 0; i < nrules; i++)
         f[n++] = i < rules->nset ? rules->set[i] : rules->add[i - rules->nset];
+    for (size_t i = 0; i < rp->nextra && n < cap; i++) {
+        if (!rule_has(rules, rp->extra[i].name, rp->extra[i].name_len))
+            f[n++] = rp->extra[i];
+    }
 
     bool keep = reply_keeps(rp->keep_alive, rp->must_close, rp->body_unread);
     /* 1xx, 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6). */

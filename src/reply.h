@@ -40,6 +40,10 @@ struct reply {
     /* a respond route's response_headers: set/add fields are added, and
      * set/remove of Content-Type or X-Request-Id suppress Ferry's own */
     const struct config_header_rules *rules;
+    /* more fields (a cors route's CORS fields), each left out when the
+     * rules set, add or remove a field of its name */
+    const struct http1_header *extra;
+    size_t nextra;
     bool head_only;   /* the request was HEAD: head, no body bytes */
     bool retry_after; /* Retry-After: 1 (503s) */
     bool keep_alive;  /* the client and Ferry would keep the connection */

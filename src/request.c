@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "coro.h"
+#include "cors.h"
 #include "headers.h"
 #include "io.h"
 #include "log.h"
@@ -196,6 +197,15 @@ void request_answer(struct request *r, int status, const char *content_type, con
 {
     if (!must_close && r->head_len && r->keep_alive && request_body_unread(r))
         discard_arrived_body(r);
+    /* A cors route's answers carry its fields, Ferry's own too: a page's
+     * script can read a 401, 413 or 502, and Vary: Origin keeps caches
+     * apart. A preflight's answer and a 429 bring theirs (rules: then
+     * nothing is added twice). */
+    struct http1_header cors[CORS_MAX_FIELDS];
+    char age[24];
+    size_t ncors = 0;
+    if (r->route && r->route->cors && r->head_len && !cors_is_preflight(&r->req))
+        ncors = cors_fields(r->route->cors, &r->req, false, cors, age);
     struct reply rp = {
         .status = status,
         .content_type = content_type,
@@ -204,6 +214,8 @@ void request_answer(struct request *r, int status, const char *content_type, con
         .request_id = r->id,
         .request_id_len = r->id_len,
         .rules = rules,
+        .extra = cors,
+        .nextra = ncors,
         .head_only = r->req.method == HTTP1_METHOD_HEAD,
         .retry_after = status == 503,
         .keep_alive = r->keep_alive,

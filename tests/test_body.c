@@ -4,10 +4,12 @@
  * and body_copy (the replay of a body for a retry).
  */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "check_helpers.h"
 #include "body.h"
@@ -129,6 +131,65 @@ START_TEST(refused_move_fails_and_counts_nothing)
 }
 END_TEST
 
+/* libevent's allocator, failing while fail_allocs is set. */
+static bool fail_allocs;
+
+static void *failing_malloc(size_t n)
+{
+    return fail_allocs ? NULL : malloc(n);
+}
+
+static void *failing_realloc(void *p, size_t n)
+{
+    return fail_allocs ? NULL : realloc(p, n);
+}
+
+/* Appends s to in as a chain of its own (with room to spare): a move of
+ * exactly its bytes relinks the chain and allocates nothing. */
+static void add_chain(struct evbuffer *in, const char *s)
+{
+    struct evbuffer *one = evbuffer_new();
+    evbuffer_add(one, s, strlen(s));
+    evbuffer_add_buffer(in, one);
+    evbuffer_free(one);
+}
+
+/* Out of memory for a chunk line while the payload itself could still be
+ * moved (whole chains change hands without an allocation): the payload
+ * must not go out without its framing, where the receiver would read the
+ * sender's bytes as chunk lines (here: the body's end, then a request). */
+START_TEST(refused_chunk_line_moves_nothing)
+{
+    static const char smuggled[] = "0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (int close_delimited = 0; close_delimited <= 1; close_delimited++) {
+        struct evbuffer *in = evbuffer_new(), *out = evbuffer_new();
+        struct body b;
+        if (close_delimited) {
+            body_init(&b, HTTP1_BODY_CLOSE, 0, true, 0);
+        } else {
+            char line[16];
+            snprintf(line, sizeof(line), "%zx\r\n", strlen(smuggled));
+            add_chain(in, line);
+            body_init(&b, HTTP1_BODY_CHUNKED, 0, true, 0);
+        }
+        add_chain(in, smuggled);
+        if (!close_delimited)
+            add_chain(in, "\r\n0\r\n\r\n");
+        event_set_mem_functions(failing_malloc, failing_realloc, free);
+        fail_allocs = true;
+        int rc = body_move(&b, in, out);
+        fail_allocs = false;
+        event_set_mem_functions(NULL, NULL, NULL);
+        ck_assert_int_eq(rc, HTTP1_E_NOMEM);
+        ck_assert(!b.done);
+        ck_assert_uint_eq(b.bytes, 0);
+        ck_assert_uint_eq(evbuffer_get_length(out), 0); /* no payload without its chunk line */
+        evbuffer_free(in);
+        evbuffer_free(out);
+    }
+}
+END_TEST
+
 START_TEST(empty_bodies_are_done_at_once)
 {
     struct body b;
@@ -170,6 +231,7 @@ int main(void)
     tcase_add_test(tc, chunked_is_reencoded_as_whole_chunks);
     tcase_add_test(tc, chunked_errors_and_limit);
     tcase_add_test(tc, refused_move_fails_and_counts_nothing);
+    tcase_add_test(tc, refused_chunk_line_moves_nothing);
     tcase_add_test(tc, empty_bodies_are_done_at_once);
     tcase_add_test(tc, copy_leaves_the_source);
     suite_add_tcase(s, tc);
