@@ -105,6 +105,8 @@ const char *http1_error_str(int err)
         return "incomplete";
     case HTTP1_E_METHOD_CHAR:
         return "invalid character in method";
+    case HTTP1_E_METHOD_CASE:
+        return "method not in upper case";
     case HTTP1_E_REQUEST_LINE:
         return "malformed request line";
     case HTTP1_E_TARGET_CHAR:
@@ -392,14 +394,25 @@ static int parse_request_line(const char *buf, size_t end, const struct http1_li
                               struct http1_request *req)
 {
     size_t i = 0;
-    while (i < end && is_tchar((unsigned char)buf[i]))
+    bool lower = false;
+    while (i < end && is_tchar((unsigned char)buf[i])) {
+        lower |= (unsigned char)(buf[i] - 'a') < 26;
         i++;
+    }
     if (i == end)
         return HTTP1_E_REQUEST_LINE;
     if (buf[i] != ' ')
         return bad_byte((unsigned char)buf[i], HTTP1_E_METHOD_CHAR);
     if (i == 0)
         return HTTP1_E_REQUEST_LINE;
+    /* Methods are case-sensitive (RFC 9110 9.1) and every registered one
+     * is upper case: "get" is no GET to Ferry, but backends that upper-case
+     * the method (Werkzeug, Rails, PHP frameworks) take it for one. Routes
+     * matched by method and the response framing of HEAD would then
+     * disagree with the backend ("head" answered without a body, read by
+     * Ferry as one), so such a method is refused, as nginx does. */
+    if (lower)
+        return HTTP1_E_METHOD_CASE;
     req->method_str = buf;
     req->method_len = i;
     req->method = method_from(buf, i);

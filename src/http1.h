@@ -57,6 +57,7 @@ enum http1_error {
     HTTP1_E_TARGET_CHAR = -12,  /* CTL, NUL, DEL, SP, '#' or non-ASCII in target */
     HTTP1_E_TARGET_FORM = -13,  /* not origin/absolute/asterisk(OPTIONS) form */
     HTTP1_E_VERSION = -14,      /* not HTTP/DIGIT.DIGIT */
+    HTTP1_E_METHOD_CASE = -15,  /* a lowercase letter in the method ("get", "Head") */
     /* 400: line endings and field lines */
     HTTP1_E_BARE_LF = -20,         /* LF not preceded by CR */
     HTTP1_E_BARE_CR = -21,         /* CR not followed by LF */

@@ -263,9 +263,13 @@ START_TEST(request_fields)
     ck_assert_int_gt(parse_reqs("PURGE / HTTP/1.1\r\n" H "\r\n", &req), 0);
     ck_assert_int_eq(req.method, HTTP1_METHOD_OTHER);
     ck_assert(req.method_len == 5 && !memcmp(req.method_str, "PURGE", 5));
-    /* methods are case-sensitive */
-    ck_assert_int_gt(parse_reqs("get / HTTP/1.1\r\n" H "\r\n", &req), 0);
-    ck_assert_int_eq(req.method, HTTP1_METHOD_OTHER);
+    /* methods are case-sensitive, and one with a lowercase letter is
+     * refused: backends that upper-case it would read another method */
+    ck_assert_int_eq(parse_reqs("get / HTTP/1.1\r\n" H "\r\n", &req), HTTP1_E_METHOD_CASE);
+    ck_assert_int_eq(parse_reqs("Head / HTTP/1.1\r\n" H "\r\n", &req), HTTP1_E_METHOD_CASE);
+    ck_assert_int_eq(parse_reqs("M-SEARCH_z / HTTP/1.1\r\n" H "\r\n", &req), HTTP1_E_METHOD_CASE);
+    ck_assert_int_gt(parse_reqs("M-SEARCH / HTTP/1.1\r\n" H "\r\n", &req), 0);
+    ck_assert_int_gt(parse_reqs("X_9.A~ / HTTP/1.1\r\n" H "\r\n", &req), 0);
 
     ck_assert_int_gt(parse_reqs(POST "Transfer-Encoding: chunked\r\n\r\n", &req), 0);
     ck_assert_int_eq(req.body, HTTP1_BODY_CHUNKED);
@@ -913,6 +917,7 @@ END_TEST
 START_TEST(error_mapping)
 {
     static const int e400[] = {HTTP1_E_METHOD_CHAR,
+                               HTTP1_E_METHOD_CASE,
                                HTTP1_E_REQUEST_LINE,
                                HTTP1_E_TARGET_CHAR,
                                HTTP1_E_TARGET_FORM,

@@ -171,5 +171,23 @@ def test_cors_fields_on_ferrys_own_answers():
     f.assert_alive()
 
 
+def test_lowercase_method_refused():
+    "a method with a lowercase letter: 400, never routed nor forwarded (a backend would upper-case it)"
+    be = backend()
+    f = ferry(upstreams={"u": servers(be)},
+              routes=[respond_route("guard", "/admin", status=403, body="no\n", methods=["GET"]),
+                      route("all", "/", upstream="u")])
+    for method in ("get", "Get", "head", "pOST"):
+        res = raw(f, b"%s /admin/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                  % method.encode(), timeout=3)
+        eq([r.status for r in res.responses], [400], "%s /admin/x" % method)
+        check(b"method not in upper case" in res.responses[0].body,
+              "%s: the 400 says why: %r" % (method, res.responses[0].body))
+    eq(be.stats()["requests"], 0, "requests that reached the backend")
+    eq(request(f, "GET", "/admin/x").status, 403, "GET still meets the guard")
+    eq(request(f, "PROPFIND", "/x").status, 200, "an upper-case extension method still passes")
+    f.assert_alive()
+
+
 if __name__ == "__main__":
     run(globals(), budget=60)
