@@ -53,8 +53,8 @@ enum jwt_err {
     JWT_E_ALG = -2,       /* alg none, unknown, not allowed, or crit */
     JWT_E_NO_KEY = -3,    /* no key of the alg's family (and kid) */
     JWT_E_SIGNATURE = -4, /* no key verifies the signature */
-    JWT_E_EXPIRED = -5,   /* exp + leeway is past */
-    JWT_E_NOT_YET = -6,   /* nbf - leeway is to come */
+    JWT_E_EXPIRED = -5,   /* now is exp + leeway or later */
+    JWT_E_NOT_YET = -6,   /* now is before nbf - leeway */
     JWT_E_ISSUER = -7,
     JWT_E_AUDIENCE = -8,
     JWT_E_NOMEM = -9,
