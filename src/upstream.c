@@ -176,6 +176,7 @@ struct upstream_set {
 };
 
 static void pool_close_idle(struct pool *p);
+static void slot_grant(struct pool *p);
 
 static void pool_point(struct pool *p, const struct config *cfg, const struct config_upstream *up,
                        const struct config_server *server)
@@ -190,6 +191,7 @@ static void pool_point(struct pool *p, const struct config *cfg, const struct co
     p->up = up;
     p->refs++;
     config_unref(old);
+    slot_grant(p); /* a reload that raised max_connections serves the line now */
 }
 
 static struct pool *registry_get(struct upstream_set *set, const struct config_upstream *up,
@@ -653,25 +655,47 @@ static void on_pooled_expired(evutil_socket_t fd, short what, void *arg)
     conn_close(uc);
 }
 
-/*
- * Gives a slot back. With coroutines waiting, it is handed to the first
- * one (reserved for it: nactive stays as it is) and that one is woken; a
- * newcomer never takes a slot while anyone waits, so the queue is served
- * in order and a woken waiter never finds its slot taken.
- */
-static void slot_release(struct pool *p)
+/* Hands a slot to the first coroutine in line (reserved for it: counted
+ * in nactive) and wakes it. */
+static void slot_hand(struct pool *p)
 {
     struct slot_waiter *sw = p->waiters;
-    if (!sw) {
-        p->nactive--;
-        pool_put(p);
-        return;
-    }
     p->waiters = sw->next;
     if (!p->waiters)
         p->waiters_tail = &p->waiters;
     sw->granted = true;
     io_signal(sw->coro);
+}
+
+/*
+ * Gives a slot back. With coroutines waiting, it is handed to the first
+ * one (reserved for it: nactive stays as it is) and that one is woken; a
+ * newcomer never takes a slot while anyone waits, so the queue is served
+ * in order and a woken waiter never finds its slot taken. While more are
+ * in use than the server's max_connections (a reload lowered it), the
+ * slot is not handed on: the line waits until the new limit holds.
+ */
+static void slot_release(struct pool *p)
+{
+    uint32_t max = p->up->max_connections;
+    if (!p->waiters || (max && p->nactive > max)) {
+        p->nactive--;
+        pool_put(p);
+        return;
+    }
+    slot_hand(p);
+}
+
+/* The pool's server took a new description (a reload): while it is under
+ * its max_connections (raised, or 0: unlimited), the coroutines in line
+ * get the free slots, in order, rather than one per release. */
+static void slot_grant(struct pool *p)
+{
+    uint32_t max = p->up->max_connections;
+    while (p->waiters && (!max || p->nactive < max)) {
+        p->nactive++;
+        slot_hand(p);
+    }
 }
 
 static void slot_unqueue(struct pool *p, struct slot_waiter *sw)
@@ -724,7 +748,7 @@ static int slot_take(struct pool *p, struct io_stream *watch, int64_t deadline)
         log_ratelimited(&p->busy_logged, 1000, CONFIG_LOG_WARN,
                         "upstream %s: %s: no connection free within upstream_connect "
                         "(max_connections %u)",
-                        p->up->name, p->server->addr.text, (unsigned)max);
+                        p->up->name, p->server->addr.text, (unsigned)p->up->max_connections);
         return -EBUSY;
     }
 }
