@@ -71,5 +71,65 @@ def test_reload_lowering_max_connections_holds_the_new_limit():
               "two requests at the backend at once under max_connections 1 (%s and %s)"
               % (a.target, b.target))
 
+def crypt_hash(password, prefix, cost):
+    """A crypt(3) hash made by libxcrypt through ctypes (bcrypt: $2b$)."""
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    salt = lib.crypt_gensalt(prefix.encode(), cost, None, 0)
+    check(salt, "crypt_gensalt(%s) failed" % prefix)
+    return lib.crypt(password.encode(), salt).decode()
+
+
+def basic_status(f, user, pw, timeout=10):
+    import base64
+    cred = base64.b64encode(("%s:%s" % (user, pw)).encode()).decode()
+    c = Client(f.port, timeout=timeout)
+    try:
+        return c.request("GET", "/b/fast", {"Authorization": "Basic " + cred}, timeout=timeout).status
+    finally:
+        c.close()
+
+
+def test_basic_checks_nobody_waits_for_are_skipped():
+    "Basic auth: password checks whose requests gave up (503 at timeouts.total) are not hashed; the next user is checked at once"
+    be = backend()
+    users_file = os.path.join(tmpdir(), "users-s8")
+    with open(users_file, "w") as fh:
+        fh.write("ana:%s\n" % crypt_hash("ana-pw", "$2b$", 10))
+    auth = {"basic": {"users_file": users_file, "cache_ttl": "0s"}}
+
+    def start(total):
+        return ferry(workers=1, timeouts={"total": total},
+                     routes=[route("basic", "/b/", upstream="u", auth=auth)],
+                     upstreams={"u": servers(be)})
+    f = start("10s")
+    t0 = time.monotonic()
+    eq(basic_status(f, "ana", "ana-pw"), 200, "ana's password")
+    one = time.monotonic() - t0
+    f.stop()
+    # Each request of the flood gives up after `total` (at least 5 checks);
+    # n wrong passwords are n / 2 checks' time on the pool's 2 threads: 4
+    # times `total`, so that ana's check would queue far past it.
+    total_ms = max(300, int(one * 5000))
+    n = min(120, max(24, int(8 * total_ms / (one * 1000)) + 1))
+    f = start("%dms" % total_ms)
+    out = parallel(n, lambda i: basic_status(f, "ana", "wrong-%d" % i), timeout=60)
+    check(all(isinstance(o, int) for o in out), "flood requests failed: %r" % out[:3])
+    check(set(out) <= {401, 503}, "flood statuses %r" % sorted(set(out)))
+    check(503 in out, "no flood request gave up (one check %.0f ms): %r" % (one * 1000, out))
+    # every flood request has given up: ana's check must not queue behind theirs
+    t0 = time.monotonic()
+    st = basic_status(f, "ana", "ana-pw")
+    took = time.monotonic() - t0
+    log("one check %.0f ms, total %d ms, %d wrong passwords; then: %s in %.0f ms"
+        % (one * 1000, total_ms, n, st, took * 1000))
+    eq(st, 200, "ana's password right after a flood that gave up (%.0f ms)" % (took * 1000))
+
+
 if __name__ == "__main__":
     run(globals())
