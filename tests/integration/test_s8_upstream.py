@@ -2,6 +2,7 @@
 """Upstream and policy side under an operator's reloads and a hostile
 upstream (session 8 review): what earlier reviews did not cover. Fast."""
 import os
+import socket
 import sys
 import threading
 import time
@@ -129,6 +130,161 @@ def test_basic_checks_nobody_waits_for_are_skipped():
     log("one check %.0f ms, total %d ms, %d wrong passwords; then: %s in %.0f ms"
         % (one * 1000, total_ms, n, st, took * 1000))
     eq(st, 200, "ana's password right after a flood that gave up (%.0f ms)" % (took * 1000))
+
+
+# --- a raw upstream: one handler thread per connection --------------------------------------
+class RawUpstream:
+    """A loopback server that hands each accepted socket (and what was
+    read of its request head) to handler(sock, head) in a thread."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.address = "127.0.0.1:%d" % self.lsock.getsockname()[1]
+        self.events = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+        _cleanups_add(self.stop)
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        try:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = s.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            self.handler(s, head + b"\r\n\r\n", rest, self.events)
+        except OSError as e:
+            self.events.append(("error", repr(e)))
+        finally:
+            s.close()
+
+    def stop(self):
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+
+
+def _cleanups_add(fn):
+    import ferrytest
+    ferrytest._cleanups.append(fn)
+
+
+def read_all(s, timeout=5.0):
+    """Reads s until EOF; returns (bytes, "eof" | "reset" | "timeout")."""
+    s.settimeout(timeout)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            d = s.recv(262144)
+        except socket.timeout:
+            return out, "timeout"
+        except ConnectionResetError:
+            return out, "reset"
+        if not d:
+            return out, "eof"
+        out += d
+    return out, "timeout"
+
+
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+SWITCH = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+
+
+def open_tunnel(f):
+    """A client socket through which the 101 has been read; returns (sock, bytes after the head)."""
+    c = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+    c.sendall(UPGRADE)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(65536)
+        check(d, "ferry closed before the 101 (got %r)" % buf)
+        buf += d
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    check(head.startswith(b"HTTP/1.1 101"), "not a 101: %r" % head[:200])
+    return c, rest
+
+
+def test_tunnel_client_half_close():
+    "WebSocket tunnel: the client shuts its write side; the upstream still sends 1 MiB, then closes: the client gets every byte, then EOF"
+    big = pattern(1 << 20)
+
+    def handler(s, head, rest, ev):
+        s.sendall(SWITCH)
+        got = rest
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        ev.append(("got", got))
+        s.sendall(big)
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.2)
+    up = RawUpstream(handler)
+    f = ferry(upstreams={"ws": servers(up.address)}, routes=[route("ws", "/", upstream="ws")])
+    fd0 = f.fd_count()
+    c, rest = open_tunnel(f)
+    c.sendall(b"hello from the client")
+    c.shutdown(socket.SHUT_WR)
+    data, how = read_all(c, 10)
+    c.close()
+    data = rest + data
+    eq(how, "eof", "how the client's read ended")
+    eq(len(data), len(big), "bytes the client got after its half-close")
+    check(data == big, "the bytes differ")
+    eq([e for e in up.events if e[0] == "got"], [("got", b"hello from the client")],
+       "what the upstream read before the forwarded EOF")
+    wait_until(lambda: f.fd_count() <= fd0, 5, what="ferry's descriptors back to %d" % fd0)
+
+
+def test_tunnel_upstream_half_close():
+    "WebSocket tunnel: the upstream shuts its write side first; the client's later bytes still reach it, then the client's close ends the tunnel"
+    def handler(s, head, rest, ev):
+        s.sendall(SWITCH + b"bye")
+        s.shutdown(socket.SHUT_WR)
+        got = rest
+        s.settimeout(5)
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        ev.append(("got", got))
+    up = RawUpstream(handler)
+    f = ferry(upstreams={"ws": servers(up.address)}, routes=[route("ws", "/", upstream="ws")])
+    fd0 = f.fd_count()
+    c, rest = open_tunnel(f)
+    data, how = read_all(c, 5)
+    eq((rest + data, how), (b"bye", "eof"), "the upstream's bytes and its EOF")
+    time.sleep(0.2)
+    payload = pattern(300000)
+    c.sendall(payload)
+    c.shutdown(socket.SHUT_WR)
+    wait_until(lambda: [e for e in up.events if e[0] == "got"], 5,
+               what="the upstream to see the client's EOF")
+    got = [e for e in up.events if e[0] == "got"][0][1]
+    eq(len(got), len(payload), "bytes the upstream got after its half-close")
+    c.close()
+    wait_until(lambda: f.fd_count() <= fd0, 5, what="ferry's descriptors back to %d" % fd0)
 
 
 if __name__ == "__main__":
