@@ -287,5 +287,33 @@ def test_tunnel_upstream_half_close():
     wait_until(lambda: f.fd_count() <= fd0, 5, what="ferry's descriptors back to %d" % fd0)
 
 
+
+def test_health_check_skips_interim_answers():
+    "A health check answered 103 Early Hints (or an unsolicited 100) before its 200 passes: 1xx heads are interim (RFC 9110 15.2)"
+    def handler(s, head, rest, ev):
+        if b" /hc" in head.split(b"\r\n")[0]:
+            s.sendall(b"HTTP/1.1 100 Continue\r\n\r\n"
+                      b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                      b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+        else:
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nserved\n")
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(2)
+        try:
+            while s.recv(65536):
+                pass
+        except OSError:
+            pass
+    up = RawUpstream(handler)
+    hc = {"path": "/hc", "interval": "200ms", "timeout": "500ms", "healthy_after": 1,
+          "unhealthy_after": 1}
+    f = ferry(upstreams={"u": servers(up.address, health_check=hc)},
+              routes=[route("all", "/", upstream="u")])
+    wait_until(lambda: up.accepted >= 2, 5, what="two health checks")
+    r = request(f, "GET", "/x")
+    eq((r.status, r.body), (200, b"served\n"), "a request after the first check (%s)"
+       % [ln for ln in f.stderr_text().splitlines() if "health check" in ln][:1])
+
+
 if __name__ == "__main__":
     run(globals())
