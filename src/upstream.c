@@ -129,6 +129,10 @@ struct pool {
     unsigned nactive;            /* in use by requests, or reserved for a woken waiter */
     struct slot_waiter *waiters; /* first come, first served */
     struct slot_waiter **waiters_tail;
+    /* The waiter last handed a released slot, until it runs, and the
+     * coroutine that released it: see slot_take_back. */
+    struct slot_waiter *handed;
+    struct coro *handed_by;
     int64_t connect_logged;
     int64_t busy_logged;
     /* Bumped when a reload repoints a TLS upstream's pool: connections
@@ -683,6 +687,8 @@ static void slot_release(struct pool *p)
         pool_put(p);
         return;
     }
+    p->handed = p->waiters;
+    p->handed_by = coro_current();
     slot_hand(p);
 }
 
@@ -711,26 +717,55 @@ static void slot_unqueue(struct pool *p, struct slot_waiter *sw)
 }
 
 /*
+ * A request whose pooled connection just failed before any answer (the
+ * keep-alive race: upstream_acquire with `fresh`) and that released its
+ * slot to the first in line, that waiter not having run yet: the slot is
+ * taken back, the waiter goes back to the head of the line (its wake-up
+ * finds no grant and it waits on). The request was in service, not a
+ * newcomer: without this, a server at max_connections answered it 503
+ * after upstream_connect while the waiter it had let in was served.
+ * True when taken back.
+ */
+static bool slot_take_back(struct pool *p)
+{
+    struct slot_waiter *sw = p->handed;
+    if (!sw || !p->handed_by || p->handed_by != coro_current())
+        return false;
+    p->handed = NULL;
+    sw->granted = false;
+    sw->next = p->waiters;
+    if (!p->waiters)
+        p->waiters_tail = &sw->next;
+    p->waiters = sw;
+    return true;
+}
+
+/*
  * Takes a slot under max_connections (counted in nactive until
  * slot_release), waiting in line for one while the server is full or
- * others wait. Returns 0, -EBUSY (none before the deadline), -ECANCELED,
- * -ECONNABORTED (watch ended) or -ENOMEM. A waiter leaving the line just
- * after it was handed a slot (cancelled, its client gone, its deadline
- * met in the same loop turn) passes the slot on. May yield.
+ * others wait; `fresh`: see slot_take_back. Returns 0, -EBUSY (none
+ * before the deadline), -ECANCELED, -ECONNABORTED (watch ended) or
+ * -ENOMEM. A waiter leaving the line just after it was handed a slot
+ * (cancelled, its client gone, its deadline met in the same loop turn)
+ * passes the slot on. May yield.
  */
-static int slot_take(struct pool *p, struct io_stream *watch, int64_t deadline)
+static int slot_take(struct pool *p, bool fresh, struct io_stream *watch, int64_t deadline)
 {
     uint32_t max = p->up->max_connections;
     if (!max || (p->nactive < max && !p->waiters)) {
         p->nactive++;
         return 0;
     }
+    if (fresh && slot_take_back(p))
+        return 0;
     struct slot_waiter sw = {.coro = coro_current(), .next = NULL, .granted = false};
     *p->waiters_tail = &sw;
     p->waiters_tail = &sw.next;
     for (;;) {
         struct io_want want[2] = {{.events = IO_SIGNAL}, {.stream = watch, .events = IO_EOF}};
         int r = io_wait(want, watch ? 2 : 1, deadline);
+        if (p->handed == &sw) /* it runs: no longer to be taken back */
+            p->handed = NULL;
         if (r >= 0 && (want[1].fired & IO_EOF))
             r = -ECONNABORTED;
         if (sw.granted) {
@@ -757,7 +792,7 @@ static int acquire(struct pool *p, const struct config_upstream *up, unsigned se
                    int64_t deadline, struct io_stream *watch, struct upstream_conn **out,
                    bool *reused)
 {
-    int r = slot_take(p, watch, deadline);
+    int r = slot_take(p, fresh, watch, deadline);
     if (r < 0)
         return r;
     if (watch && io_eof(watch)) {
@@ -875,6 +910,7 @@ void upstream_registry_free(struct upstream_registry **reg)
         p->refs = 0;
         p->nactive = 0;
         p->waiters = NULL;
+        p->handed = NULL;
         pool_put(p);
     }
     free(*reg);

@@ -72,6 +72,52 @@ def test_reload_lowering_max_connections_holds_the_new_limit():
               "two requests at the backend at once under max_connections 1 (%s and %s)"
               % (a.target, b.target))
 
+
+def test_stale_pooled_connection_keeps_its_place_in_line():
+    "max_connections 1: a request whose pooled connection closed under it (keep-alive race) is retried on a fresh one at once, not sent behind the request waiting in line"
+    conns = []
+
+    def handler(s, head, rest, ev):
+        conns.append(1)
+        first = len(conns) == 1
+        n, buf = 0, rest
+        while True:
+            n += 1
+            if first and n == 2:  # the keep-alive race: closed as the request came
+                time.sleep(0.3)
+                return
+            if b"/slow" in head.split(b"\r\n")[0]:
+                time.sleep(1.5)
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            while b"\r\n\r\n" not in buf:
+                d = s.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head, _, buf = buf.partition(b"\r\n\r\n")
+    up = RawUpstream(handler)
+    f = ferry(workers=1, timeouts={"upstream_connect": "1s"},
+              upstreams={"u": servers(up.address, max_connections=1)},
+              routes=[route("all", "/", upstream="u")])
+    eq(request(f, "GET", "/a1").status, 200, "the first request (its connection is pooled)")
+    res = {}
+
+    def one(name, path):
+        t0 = time.monotonic()
+        res[name] = (request(f, "GET", path, timeout=10).status, time.monotonic() - t0)
+    a = threading.Thread(target=one, args=("A", "/a2"), daemon=True)
+    a.start()
+    time.sleep(0.05)  # A is on the pooled connection; B waits in line
+    b = threading.Thread(target=one, args=("B", "/slow"), daemon=True)
+    b.start()
+    a.join(10)
+    b.join(10)
+    eq(sorted(res), ["A", "B"], "requests finished")
+    eq(res["A"][0], 200, "A, retried after the race (%.2fs)" % res["A"][1])
+    eq(res["B"][0], 200, "B, in line behind A (%.2fs)" % res["B"][1])
+    check(res["A"][1] < 1.0, "A waited %.2fs" % res["A"][1])
+
+
 def crypt_hash(password, prefix, cost):
     """A crypt(3) hash made by libxcrypt through ctypes (bcrypt: $2b$)."""
     import ctypes
