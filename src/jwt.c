@@ -598,7 +598,9 @@ static int check_signature(const struct jwt_policy *p, unsigned alg, const char 
     bool any = false;
     for (size_t i = 0; i < p->keys->n; i++) {
         const struct jwt_key *k = &p->keys->k[i];
-        if (k->alg != alg || (kid && (!k->kid || strcmp(k->kid, kid) != 0)))
+        /* A kid is a hint (RFC 7515 §4.1.4): a key with another kid is
+         * skipped, one loaded without a kid (a PEM key, a secret) is tried. */
+        if (k->alg != alg || (kid && k->kid && strcmp(k->kid, kid) != 0))
             continue;
         any = true;
         if (verify_with(k, (const unsigned char *)tok, signed_len, sig, slen))

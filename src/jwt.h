@@ -13,7 +13,8 @@
  * must name that family: an RSA public key is never used as an HMAC
  * secret (the "algorithm confusion" attack), and "none" is never
  * accepted. A header with "crit" is refused (no extension is understood).
- * A token naming a kid is checked only against keys of that kid.
+ * A token naming a kid is checked against keys of that kid and keys
+ * loaded without one (a PEM key, a secret), never a key of another kid.
  *
  * Bad input: a token is at most JWT_MAX_TOKEN bytes; base64url is strict
  * (no padding, no other alphabet); the JSON of the header and payload is

@@ -257,6 +257,25 @@ START_TEST(wrong_key_of_the_family)
 }
 END_TEST
 
+/* Identity providers put a kid in every token; a key loaded without one
+ * (a PEM public key, a secret file) is tried for any kid, as a key whose
+ * kid differs is not (RFC 7515 4.1.4: the kid is a hint). */
+START_TEST(key_without_kid_verifies_a_token_with_one)
+{
+    int64_t now = time(NULL);
+    char *tok = make_token("RS256", "rsa.pem", "{\"alg\":\"RS256\",\"kid\":\"idp-2024\"}",
+                           payload_at(now + 60, now));
+    struct jwt_keys *ks = pem_keys("rsa.pub");
+    ck_assert_int_eq(verify(ks, tok, 0), JWT_OK);
+    jwt_keys_free(ks);
+    /* the wrong key without a kid: tried, and its signature fails */
+    ks = pem_keys("rsa2.pub");
+    ck_assert_int_eq(verify(ks, tok, 0), JWT_E_SIGNATURE);
+    jwt_keys_free(ks);
+    free(tok);
+}
+END_TEST
+
 START_TEST(alg_none_refused)
 {
     int64_t now = time(NULL);
@@ -662,6 +681,7 @@ int main(void)
     tcase_add_test(tc, algorithm_confusion_refused);
     tcase_add_test(tc, exp_nbf_leeway);
     tcase_add_test(tc, exp_nbf_boundaries);
+    tcase_add_test(tc, key_without_kid_verifies_a_token_with_one);
     tcase_add_test(tc, issuer_audience);
     tcase_add_test(tc, claims_as_text);
     tcase_add_test(tc, malformed_tokens);
