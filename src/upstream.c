@@ -806,6 +806,13 @@ static int acquire(struct pool *p, const struct config_upstream *up, unsigned se
      * ticket would then write into a slot its own config does not keep
      * alive). */
     bool foreign = up != p->up && (up->tls || p->up->tls);
+    /* A pooled connection's timer may still run to an older config's
+     * longer upstream_idle (a reload shortened it): its age is checked
+     * when it is taken. The most recently released is first: when it is
+     * past upstream_idle, so are all the others. */
+    if (!fresh && !foreign && p->idle_head &&
+        loop_now() - p->idle_head->idle_since >= p->cfg->timeouts.upstream_idle * LOOP_MS)
+        pool_close_idle(p);
     if (!fresh && !foreign && p->idle_head) {
         struct upstream_conn *uc = p->idle_head;
         idle_unlink(uc);

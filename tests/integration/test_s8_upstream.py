@@ -118,6 +118,22 @@ def test_stale_pooled_connection_keeps_its_place_in_line():
     check(res["A"][1] < 1.0, "A waited %.2fs" % res["A"][1])
 
 
+
+def test_reload_shortening_upstream_idle_applies_to_pooled_connections():
+    "upstream_idle 10s -> 300ms by a reload: a connection pooled before it is not reused 700 ms later"
+    be = backend()
+    cfg = {"workers": 1, "routes": [route("all", "/", upstream="u")],
+           "upstreams": {"u": servers(be)}}
+    f = ferry(timeouts={"upstream_idle": "10s"}, **cfg)
+    eq(request(f, "GET", "/fast").status, 200, "first request")
+    eq(be.stats()["connections"], 1, "upstream connections")
+    f.reload(dict(cfg, timeouts={"upstream_idle": "300ms"}))
+    time.sleep(0.7)
+    eq(request(f, "GET", "/fast").status, 200, "request after the reload")
+    eq(be.stats()["connections"], 2,
+       "upstream connections (the one idle 700 ms past upstream_idle 300ms was reused)")
+
+
 def crypt_hash(password, prefix, cost):
     """A crypt(3) hash made by libxcrypt through ctypes (bcrypt: $2b$)."""
     import ctypes
