@@ -377,5 +377,20 @@ def test_health_check_skips_interim_answers():
        % [ln for ln in f.stderr_text().splitlines() if "health check" in ln][:1])
 
 
+
+def test_health_check_refuses_a_four_digit_status():
+    "A health check answered \"HTTP/1.1 2000 OK\" fails (not read as 200)"
+    def handler(s, head, rest, ev):
+        s.sendall(b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+    up = RawUpstream(handler)
+    hc = {"path": "/hc", "interval": "200ms", "timeout": "500ms", "healthy_after": 1,
+          "unhealthy_after": 1}
+    f = ferry(upstreams={"u": servers(up.address, health_check=hc)},
+              routes=[route("all", "/", upstream="u")])
+    wait_until(lambda: up.accepted >= 2, 5, what="two health checks")
+    eq(request(f, "GET", "/x").status, 503, "a request while the only server fails its checks")
+
+
 if __name__ == "__main__":
     run(globals())
