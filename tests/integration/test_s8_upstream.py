@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Upstream and policy side under an operator's reloads and a hostile
-upstream (session 8 review): what earlier reviews did not cover. Fast."""
+upstream, what earlier reviews did not cover: max_connections raised or
+lowered by a reload while requests wait in line, the keep-alive race of a
+request at max_connections, upstream_idle shortened by a reload, password
+checks of requests that gave up, WebSocket half-closes either way (raw
+sockets on both sides), health checks answered with 1xx heads first or a
+four-digit status. ~8 s."""
 import os
 import socket
 import sys
