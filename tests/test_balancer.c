@@ -319,7 +319,7 @@ static void table_shares(const struct balancer *b, unsigned *count)
 
 static const char **many_names(size_t n)
 {
-    static char buf[200][24];
+    static char buf[200][32];
     static const char *names[200];
     for (size_t i = 0; i < n; i++) {
         snprintf(buf[i], sizeof(buf[i]), "10.1.%zu.%zu:80", i / 250, i % 250 + 1);
