@@ -397,5 +397,40 @@ def test_health_check_refuses_a_four_digit_status():
     eq(request(f, "GET", "/x").status, 503, "a request while the only server fails its checks")
 
 
+
+def test_redis_refusing_after_connect_backs_off():
+    "A rate-limit store that accepts and then refuses (Redis at maxclients) is reconnected with a growing backoff, not every 100 ms"
+    refused = []
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    port = lsock.getsockname()[1]
+
+    def serve():
+        while True:
+            try:
+                s, _ = lsock.accept()
+            except OSError:
+                return
+            refused.append(time.monotonic())
+            try:
+                s.sendall(b"-ERR max number of clients reached\r\n")
+            except OSError:
+                pass
+            s.close()
+    threading.Thread(target=serve, daemon=True).start()
+    _cleanups_add(lsock.close)
+    rl = {"requests": 10, "per": "1s", "key": "const:k", "store": "redis://127.0.0.1:%d" % port,
+          "on_store_error": "allow"}
+    f = ferry(workers=1, routes=[respond_route("r", "/", rate_limit=rl)])
+    t0 = time.monotonic()
+    eq(request(f, "GET", "/").status, 200, "a request while the store refuses (allow)")
+    time.sleep(3.0 - (time.monotonic() - t0))
+    n = len(refused)
+    log("connections to the refusing store in 3 s: %d" % n)
+    # backoff 100, 200, 400, 800, 1600 ms: about 5 (every 100 ms: about 25)
+    check(n <= 8, "%d connections in 3 s to a store that refuses each" % n)
+
+
 if __name__ == "__main__":
     run(globals())
