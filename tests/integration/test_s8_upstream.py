@@ -5,7 +5,8 @@ lowered by a reload while requests wait in line, the keep-alive race of a
 request at max_connections, upstream_idle shortened by a reload, password
 checks of requests that gave up, WebSocket half-closes either way (raw
 sockets on both sides), health checks answered with 1xx heads first or a
-four-digit status. ~8 s."""
+four-digit status, a rate-limit store that accepts and refuses (Redis at
+maxclients). ~11 s."""
 import os
 import socket
 import sys
