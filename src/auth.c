@@ -36,7 +36,7 @@ struct basic_user {
 struct cached_token {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     bool used;
-    int64_t expires; /* wall-clock seconds; INT64_MAX: no exp */
+    int64_t expires; /* wall-clock seconds, the first no longer valid; INT64_MAX: no exp */
     char *vals;      /* identity, then each claim: NUL-terminated, one after another */
     int16_t len[1 + AUTH_MAX_CLAIMS]; /* -1: the claim is absent */
 };
@@ -663,7 +663,7 @@ static bool cache_get(const struct auth_policy *p, const unsigned char *d, int64
         &mp->cache[(d[0] | (size_t)d[1] << 8 | (size_t)d[2] << 16) & (p->ncache - 1)];
     bool hit = false;
     pthread_mutex_lock(&mp->cache_lock);
-    if (e->used && memcmp(e->digest, d, SHA256_DIGEST_LENGTH) == 0 && now <= e->expires) {
+    if (e->used && memcmp(e->digest, d, SHA256_DIGEST_LENGTH) == 0 && now < e->expires) {
         size_t total = 0;
         for (size_t i = 0; i <= p->c.nclaims; i++) {
             lens[i] = e->len[i];

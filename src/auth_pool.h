@@ -16,7 +16,8 @@
  * libevent object is touched from another thread. A job is reference
  * counted: a coroutine that stops waiting (deadline, client gone) closes
  * its end and drops its reference; the thread's write then fails quietly
- * (MSG_NOSIGNAL) and the last reference frees the job.
+ * (MSG_NOSIGNAL) and the last reference frees the job. A job whose
+ * coroutine left before a thread took it is dropped unhashed.
  *
  * Policy layer; calls io, loop and auth. Functions marked "may yield" run
  * in a request coroutine only.

@@ -24,40 +24,55 @@ uint64_t balancer_hash(const void *data, size_t len)
 
 /*
  * Fills the Maglev table: server i's permutation is offset_i + j * step_i
- * (mod M, a prime, so every step visits every entry); in each round,
- * server i takes weight_i turns, each claiming the next free entry of its
- * permutation, until the table is full. Returns 0 or -ENOMEM.
+ * (mod M, a prime, so every step visits every entry). Turns interleave by
+ * weight (weighted Maglev): in each round every server adds its weight to
+ * its credit and claims the next free entry of its permutation when the
+ * credit reaches the largest weight, so a server of the largest weight
+ * takes one entry a round and the others in proportion, within one entry
+ * of their share however large the weights. (Whole runs of weight_i
+ * turns per round left the servers late in the order a turn short when
+ * the table filled mid-round: with 100 servers of weight 500, half owned
+ * 500 entries and half 1000.) Equal weights take one entry each a round,
+ * as with weight 1. Returns 0 or -ENOMEM.
  */
 static int maglev_fill(struct balancer *b, const char *const *names)
 {
     const uint32_t m = BALANCER_MAGLEV_SIZE;
     uint32_t *pos = malloc(b->n * sizeof(*pos));
     uint32_t *step = malloc(b->n * sizeof(*step));
+    uint64_t *credit = calloc(b->n, sizeof(*credit));
     b->table = malloc(m * sizeof(*b->table));
-    if (!pos || !step || !b->table) {
+    if (!pos || !step || !credit || !b->table) {
         free(pos);
         free(step);
+        free(credit);
         return -ENOMEM;
     }
+    uint32_t wmax = 1;
     for (size_t i = 0; i < b->n; i++) {
         uint64_t h = balancer_hash(names[i], strlen(names[i]));
         pos[i] = (uint32_t)(h % m);
         step[i] = (uint32_t)((h >> 32) % (m - 1)) + 1;
+        if (b->weights[i] > wmax)
+            wmax = b->weights[i];
     }
     memset(b->table, 0xff, m * sizeof(*b->table));
     uint32_t filled = 0;
     while (filled < m) {
         for (size_t i = 0; i < b->n && filled < m; i++) {
-            for (uint32_t t = 0; t < b->weights[i] && filled < m; t++) {
-                while (b->table[pos[i]] != UINT32_MAX)
-                    pos[i] = (uint32_t)(((uint64_t)pos[i] + step[i]) % m);
-                b->table[pos[i]] = (uint32_t)i;
-                filled++;
-            }
+            credit[i] += b->weights[i];
+            if (credit[i] < wmax)
+                continue;
+            credit[i] -= wmax;
+            while (b->table[pos[i]] != UINT32_MAX)
+                pos[i] = (uint32_t)(((uint64_t)pos[i] + step[i]) % m);
+            b->table[pos[i]] = (uint32_t)i;
+            filled++;
         }
     }
     free(pos);
     free(step);
+    free(credit);
     return 0;
 }
 
@@ -189,12 +204,15 @@ static int hashed(struct balancer *b, const bool *skip, uint64_t key)
     if (!any)
         return -1;
     uint32_t e = (uint32_t)(key % BALANCER_MAGLEV_SIZE);
-    for (;;) {
+    for (uint32_t walked = 0; walked < BALANCER_MAGLEV_SIZE; walked++) {
         uint32_t s = b->table[e];
         if (!skip || !skip[s])
             return (int)s;
         e = e + 1 == BALANCER_MAGLEV_SIZE ? 0 : e + 1;
     }
+    /* Every server left owns no entry (weights far below the others'):
+     * the walk went round the table. Round robin among them. */
+    return round_robin(b, skip);
 }
 
 int balancer_next(struct balancer *b, const bool *skip, const uint64_t *inflight, uint64_t key,

@@ -26,7 +26,9 @@
  *               its weight's share of the table within one entry. A key
  *               hashes to an entry; when that server is skipped, the walk
  *               goes on to the next entries, so only the skipped server's
- *               keys move, spread over the others in their shares. A
+ *               keys move, spread over the others in their shares (a
+ *               server far lighter than the others may own no entry:
+ *               when only such servers are left, round robin). A
  *               changed server list rebuilds the table (a new config):
  *               Maglev moves about 1/N of keys when one of N servers
  *               leaves and 1/(N+1) when one joins.

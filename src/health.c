@@ -22,6 +22,7 @@
 #include "tls.h"
 
 #define STATUS_LINE_MAX 1024 /* a longer first line fails the check */
+#define INTERIM_MAX 8192     /* bytes of 1xx heads skipped before the status */
 
 /* One server's checker (a coroutine of the health thread). */
 struct checker {
@@ -56,12 +57,10 @@ static struct {
     bool stopping;
 } H = {.wake_pipe = {-1, -1}, .lock = PTHREAD_MUTEX_INITIALIZER};
 
-/*
- * Reads the status of the response on s, up to the deadline. Returns the
- * status (100..599), or -EPROTO (no HTTP/1.x status line), or an await's
- * error. May yield.
- */
-static int read_status(struct io_stream *s, int64_t deadline)
+/* Reads one status line on s (in its input, not drained). Returns the
+ * status (100..599), -EPROTO (no HTTP/1.x status line) or an await's
+ * error. May yield. */
+static int read_status_line(struct io_stream *s, int64_t deadline)
 {
     struct evbuffer *in = io_input(s);
     for (size_t want = 12;; want = evbuffer_get_length(in) + 1) {
@@ -74,13 +73,49 @@ static int read_status(struct io_stream *s, int64_t deadline)
         if (evbuffer_get_length(in) > STATUS_LINE_MAX)
             return -EPROTO;
     }
-    char line[13];
-    evbuffer_copyout(in, line, 12);
-    line[12] = '\0';
+    char line[13] = {0}; /* "HTTP/1.1 200" and what follows: SP, or CR without a reason */
+    evbuffer_copyout(in, line, 13);
     if (memcmp(line, "HTTP/1.", 7) != 0 || line[8] != ' ' || line[9] < '1' || line[9] > '5' ||
-        line[10] < '0' || line[10] > '9' || line[11] < '0' || line[11] > '9')
+        line[10] < '0' || line[10] > '9' || line[11] < '0' || line[11] > '9' ||
+        (line[12] != ' ' && line[12] != '\r'))
         return -EPROTO;
     return (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+}
+
+/*
+ * Reads the status of the final response on s, up to the deadline:
+ * interim 1xx heads (100 Continue, 103 Early Hints) before it are read
+ * whole and skipped, as any HTTP client must (RFC 9110 §15.2), at most
+ * INTERIM_MAX bytes of them. A 101 is final (a switch nobody asked for:
+ * it fails unless expected). Returns the status (100..599), or -EPROTO
+ * (no HTTP/1.x status line, an interim head too large), or an await's
+ * error. May yield.
+ */
+static int read_status(struct io_stream *s, int64_t deadline)
+{
+    struct evbuffer *in = io_input(s);
+    size_t skipped = 0;
+    for (;;) {
+        int st = read_status_line(s, deadline);
+        if (st < 0 || st >= 200 || st == 101)
+            return st;
+        struct evbuffer_ptr end;
+        for (;;) {
+            end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+            if (end.pos >= 0)
+                break;
+            size_t len = evbuffer_get_length(in);
+            if (skipped + len > INTERIM_MAX)
+                return -EPROTO;
+            int r = io_read_at_least(s, len + 1, deadline);
+            if (r < 0)
+                return r;
+        }
+        skipped += (size_t)end.pos + 4;
+        if (skipped > INTERIM_MAX)
+            return -EPROTO;
+        evbuffer_drain(in, (size_t)end.pos + 4);
+    }
 }
 
 /*

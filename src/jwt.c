@@ -509,7 +509,9 @@ static bool verify_with(const struct jwt_key *k, const unsigned char *data, size
     return ok;
 }
 
-/* A NumericDate claim: absent (1), a number (0, *out), else -1. */
+/* A NumericDate claim: absent (1), a number (0, *out), else -1. A
+ * fraction rounds up: "now" is whole seconds, and now < 100.5 is now <
+ * 101 (so exp 100.5 still admits 100, nbf 100.5 refuses it). */
 static int numeric_date(json_t *payload, const char *name, int64_t *out)
 {
     json_t *v = json_object_get(payload, name);
@@ -523,24 +525,31 @@ static int numeric_date(json_t *payload, const char *name, int64_t *out)
         double d = json_real_value(v);
         if (!(d > -9e15 && d < 9e15))
             return -1;
-        *out = (int64_t)d;
+        int64_t t = (int64_t)d;
+        *out = (double)t < d ? t + 1 : t;
         return 0;
     }
     return -1;
 }
 
+/*
+ * exp and nbf with the leeway (RFC 7519 §4.1.4, §4.1.5): the token is
+ * valid while now < exp (at exp it has expired) and from nbf on, each
+ * widened by the leeway. Claims near the ends of int64 (exp 2^63 - 1)
+ * saturate instead of wrapping into the past.
+ */
 static int check_claims(const struct jwt_policy *p, json_t *payload, int64_t now)
 {
     int64_t t;
     int rc = numeric_date(payload, "exp", &t);
     if (rc < 0)
         return JWT_E_MALFORMED;
-    if (rc == 0 && now > t + p->leeway)
+    if (rc == 0 && t <= INT64_MAX - p->leeway && now >= t + p->leeway)
         return JWT_E_EXPIRED;
     rc = numeric_date(payload, "nbf", &t);
     if (rc < 0)
         return JWT_E_MALFORMED;
-    if (rc == 0 && now < t - p->leeway)
+    if (rc == 0 && t >= INT64_MIN + p->leeway && now < t - p->leeway)
         return JWT_E_NOT_YET;
     if (p->issuer) {
         json_t *iss = json_object_get(payload, "iss");
@@ -589,7 +598,9 @@ static int check_signature(const struct jwt_policy *p, unsigned alg, const char 
     bool any = false;
     for (size_t i = 0; i < p->keys->n; i++) {
         const struct jwt_key *k = &p->keys->k[i];
-        if (k->alg != alg || (kid && (!k->kid || strcmp(k->kid, kid) != 0)))
+        /* A kid is a hint (RFC 7515 §4.1.4): a key with another kid is
+         * skipped, one loaded without a kid (a PEM key, a secret) is tried. */
+        if (k->alg != alg || (kid && k->kid && strcmp(k->kid, kid) != 0))
             continue;
         any = true;
         if (verify_with(k, (const unsigned char *)tok, signed_len, sig, slen))

@@ -13,7 +13,8 @@
  * must name that family: an RSA public key is never used as an HMAC
  * secret (the "algorithm confusion" attack), and "none" is never
  * accepted. A header with "crit" is refused (no extension is understood).
- * A token naming a kid is checked only against keys of that kid.
+ * A token naming a kid is checked against keys of that kid and keys
+ * loaded without one (a PEM key, a secret), never a key of another kid.
  *
  * Bad input: a token is at most JWT_MAX_TOKEN bytes; base64url is strict
  * (no padding, no other alphabet); the JSON of the header and payload is
@@ -53,8 +54,8 @@ enum jwt_err {
     JWT_E_ALG = -2,       /* alg none, unknown, not allowed, or crit */
     JWT_E_NO_KEY = -3,    /* no key of the alg's family (and kid) */
     JWT_E_SIGNATURE = -4, /* no key verifies the signature */
-    JWT_E_EXPIRED = -5,   /* exp + leeway is past */
-    JWT_E_NOT_YET = -6,   /* nbf - leeway is to come */
+    JWT_E_EXPIRED = -5,   /* now is exp + leeway or later */
+    JWT_E_NOT_YET = -6,   /* now is before nbf - leeway */
     JWT_E_ISSUER = -7,
     JWT_E_AUDIENCE = -8,
     JWT_E_NOMEM = -9,

@@ -73,6 +73,8 @@ struct conn {
     struct event *retry; /* reconnect after backoff; else the tick */
     struct evdns_getaddrinfo_request *dns;
     int64_t backoff_ms;
+    bool answered;    /* since connecting: a reply that is not an error */
+    bool refused;     /* since connecting: an error reply */
     unsigned pending; /* commands sent, reply not yet in */
     int64_t last_used;
     unsigned named;       /* the prepare_gen of the last config that named it */
@@ -139,6 +141,7 @@ void ratelimit_redis_errors(void (*fn)(void *arg, const char *route, const char 
 /* ---- connections ---- */
 
 static void conn_start(struct conn *c);
+static void conn_failed(struct conn *c, const char *what);
 
 static void conn_close_ac(struct conn *c)
 {
@@ -183,6 +186,19 @@ static bool idle(const struct conn *c)
            loop_now() - c->last_used > RLR_IDLE_CLOSE_S * LOOP_SEC;
 }
 
+/*
+ * A connection that was up is lost: the next try comes after the shortest
+ * backoff, unless the store only refused since connecting (error replies,
+ * nothing else: a Redis at maxclients accepts, sends an error and closes),
+ * where the backoff keeps growing rather than reconnecting every 100 ms.
+ */
+static void conn_lost(struct conn *c, const char *what)
+{
+    if (c->answered || !c->refused)
+        c->backoff_ms = BACKOFF_MIN_MS;
+    conn_failed(c, what);
+}
+
 /* After a failure: down, and a reconnect after the backoff. */
 static void conn_failed(struct conn *c, const char *what)
 {
@@ -224,7 +240,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
         conn_failed(c, "connect timed out");
     } else if (c->state == ST_UP && c->pending && waited > STALL_S * LOOP_SEC) {
         conn_close_ac(c);
-        conn_failed(c, "no reply for 10 s: reconnecting");
+        conn_lost(c, "no reply for 10 s: reconnecting");
     } else {
         tick_later(c);
     }
@@ -240,8 +256,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
         conn_failed(c, ac->errstr[0] ? ac->errstr : "connect failed");
         return;
     }
-    c->state = ST_UP;
-    c->backoff_ms = BACKOFF_MIN_MS;
+    c->state = ST_UP; /* the backoff is reset when it is lost: conn_lost */
+    c->answered = c->refused = false;
     c->since = loop_now();
     tick_later(c);
     log_msg(LOG_LEVEL_INFO, "rate_limit store %s: connected", c->url);
@@ -254,7 +270,10 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (!c || c->ac != ac)
         return;
     c->ac = NULL; /* hiredis frees it after this callback */
-    conn_failed(c, ac->errstr[0] ? ac->errstr : "connection closed");
+    /* An error reply nothing waited for made hiredis drop it (maxclients). */
+    if (ac->err == REDIS_ERR_OTHER)
+        c->refused = true;
+    conn_lost(c, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
 /* hiredis 0.14 allocates an array as its header announces (*400000000 is
@@ -435,6 +454,10 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     (void)ac;
     w->conn->pending--;
     w->conn->since = loop_now();
+    if (r && r->type == REDIS_REPLY_ERROR)
+        w->conn->refused = true;
+    else if (r)
+        w->conn->answered = true;
     if (!w->co) { /* orphaned: the request stopped waiting */
         free(w);
         return;

@@ -129,6 +129,10 @@ struct pool {
     unsigned nactive;            /* in use by requests, or reserved for a woken waiter */
     struct slot_waiter *waiters; /* first come, first served */
     struct slot_waiter **waiters_tail;
+    /* The waiter last handed a released slot, until it runs, and the
+     * coroutine that released it: see slot_take_back. */
+    struct slot_waiter *handed;
+    struct coro *handed_by;
     int64_t connect_logged;
     int64_t busy_logged;
     /* Bumped when a reload repoints a TLS upstream's pool: connections
@@ -176,6 +180,7 @@ struct upstream_set {
 };
 
 static void pool_close_idle(struct pool *p);
+static void slot_grant(struct pool *p);
 
 static void pool_point(struct pool *p, const struct config *cfg, const struct config_upstream *up,
                        const struct config_server *server)
@@ -190,6 +195,7 @@ static void pool_point(struct pool *p, const struct config *cfg, const struct co
     p->up = up;
     p->refs++;
     config_unref(old);
+    slot_grant(p); /* a reload that raised max_connections serves the line now */
 }
 
 static struct pool *registry_get(struct upstream_set *set, const struct config_upstream *up,
@@ -653,25 +659,49 @@ static void on_pooled_expired(evutil_socket_t fd, short what, void *arg)
     conn_close(uc);
 }
 
-/*
- * Gives a slot back. With coroutines waiting, it is handed to the first
- * one (reserved for it: nactive stays as it is) and that one is woken; a
- * newcomer never takes a slot while anyone waits, so the queue is served
- * in order and a woken waiter never finds its slot taken.
- */
-static void slot_release(struct pool *p)
+/* Hands a slot to the first coroutine in line (reserved for it: counted
+ * in nactive) and wakes it. */
+static void slot_hand(struct pool *p)
 {
     struct slot_waiter *sw = p->waiters;
-    if (!sw) {
-        p->nactive--;
-        pool_put(p);
-        return;
-    }
     p->waiters = sw->next;
     if (!p->waiters)
         p->waiters_tail = &p->waiters;
     sw->granted = true;
     io_signal(sw->coro);
+}
+
+/*
+ * Gives a slot back. With coroutines waiting, it is handed to the first
+ * one (reserved for it: nactive stays as it is) and that one is woken; a
+ * newcomer never takes a slot while anyone waits, so the queue is served
+ * in order and a woken waiter never finds its slot taken. While more are
+ * in use than the server's max_connections (a reload lowered it), the
+ * slot is not handed on: the line waits until the new limit holds.
+ */
+static void slot_release(struct pool *p)
+{
+    uint32_t max = p->up->max_connections;
+    if (!p->waiters || (max && p->nactive > max)) {
+        p->nactive--;
+        pool_put(p);
+        return;
+    }
+    p->handed = p->waiters;
+    p->handed_by = coro_current();
+    slot_hand(p);
+}
+
+/* The pool's server took a new description (a reload): while it is under
+ * its max_connections (raised, or 0: unlimited), the coroutines in line
+ * get the free slots, in order, rather than one per release. */
+static void slot_grant(struct pool *p)
+{
+    uint32_t max = p->up->max_connections;
+    while (p->waiters && (!max || p->nactive < max)) {
+        p->nactive++;
+        slot_hand(p);
+    }
 }
 
 static void slot_unqueue(struct pool *p, struct slot_waiter *sw)
@@ -687,26 +717,55 @@ static void slot_unqueue(struct pool *p, struct slot_waiter *sw)
 }
 
 /*
+ * A request whose pooled connection just failed before any answer (the
+ * keep-alive race: upstream_acquire with `fresh`) and that released its
+ * slot to the first in line, that waiter not having run yet: the slot is
+ * taken back, the waiter goes back to the head of the line (its wake-up
+ * finds no grant and it waits on). The request was in service, not a
+ * newcomer: without this, a server at max_connections answered it 503
+ * after upstream_connect while the waiter it had let in was served.
+ * True when taken back.
+ */
+static bool slot_take_back(struct pool *p)
+{
+    struct slot_waiter *sw = p->handed;
+    if (!sw || !p->handed_by || p->handed_by != coro_current())
+        return false;
+    p->handed = NULL;
+    sw->granted = false;
+    sw->next = p->waiters;
+    if (!p->waiters)
+        p->waiters_tail = &sw->next;
+    p->waiters = sw;
+    return true;
+}
+
+/*
  * Takes a slot under max_connections (counted in nactive until
  * slot_release), waiting in line for one while the server is full or
- * others wait. Returns 0, -EBUSY (none before the deadline), -ECANCELED,
- * -ECONNABORTED (watch ended) or -ENOMEM. A waiter leaving the line just
- * after it was handed a slot (cancelled, its client gone, its deadline
- * met in the same loop turn) passes the slot on. May yield.
+ * others wait; `fresh`: see slot_take_back. Returns 0, -EBUSY (none
+ * before the deadline), -ECANCELED, -ECONNABORTED (watch ended) or
+ * -ENOMEM. A waiter leaving the line just after it was handed a slot
+ * (cancelled, its client gone, its deadline met in the same loop turn)
+ * passes the slot on. May yield.
  */
-static int slot_take(struct pool *p, struct io_stream *watch, int64_t deadline)
+static int slot_take(struct pool *p, bool fresh, struct io_stream *watch, int64_t deadline)
 {
     uint32_t max = p->up->max_connections;
     if (!max || (p->nactive < max && !p->waiters)) {
         p->nactive++;
         return 0;
     }
+    if (fresh && slot_take_back(p))
+        return 0;
     struct slot_waiter sw = {.coro = coro_current(), .next = NULL, .granted = false};
     *p->waiters_tail = &sw;
     p->waiters_tail = &sw.next;
     for (;;) {
         struct io_want want[2] = {{.events = IO_SIGNAL}, {.stream = watch, .events = IO_EOF}};
         int r = io_wait(want, watch ? 2 : 1, deadline);
+        if (p->handed == &sw) /* it runs: no longer to be taken back */
+            p->handed = NULL;
         if (r >= 0 && (want[1].fired & IO_EOF))
             r = -ECONNABORTED;
         if (sw.granted) {
@@ -724,7 +783,7 @@ static int slot_take(struct pool *p, struct io_stream *watch, int64_t deadline)
         log_ratelimited(&p->busy_logged, 1000, CONFIG_LOG_WARN,
                         "upstream %s: %s: no connection free within upstream_connect "
                         "(max_connections %u)",
-                        p->up->name, p->server->addr.text, (unsigned)max);
+                        p->up->name, p->server->addr.text, (unsigned)p->up->max_connections);
         return -EBUSY;
     }
 }
@@ -733,7 +792,7 @@ static int acquire(struct pool *p, const struct config_upstream *up, unsigned se
                    int64_t deadline, struct io_stream *watch, struct upstream_conn **out,
                    bool *reused)
 {
-    int r = slot_take(p, watch, deadline);
+    int r = slot_take(p, fresh, watch, deadline);
     if (r < 0)
         return r;
     if (watch && io_eof(watch)) {
@@ -747,6 +806,13 @@ static int acquire(struct pool *p, const struct config_upstream *up, unsigned se
      * ticket would then write into a slot its own config does not keep
      * alive). */
     bool foreign = up != p->up && (up->tls || p->up->tls);
+    /* A pooled connection's timer may still run to an older config's
+     * longer upstream_idle (a reload shortened it): its age is checked
+     * when it is taken. The most recently released is first: when it is
+     * past upstream_idle, so are all the others. */
+    if (!fresh && !foreign && p->idle_head &&
+        loop_now() - p->idle_head->idle_since >= p->cfg->timeouts.upstream_idle * LOOP_MS)
+        pool_close_idle(p);
     if (!fresh && !foreign && p->idle_head) {
         struct upstream_conn *uc = p->idle_head;
         idle_unlink(uc);
@@ -851,6 +917,7 @@ void upstream_registry_free(struct upstream_registry **reg)
         p->refs = 0;
         p->nactive = 0;
         p->waiters = NULL;
+        p->handed = NULL;
         pool_put(p);
     }
     free(*reg);

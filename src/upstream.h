@@ -120,8 +120,11 @@ bool upstream_budget_retry(struct upstream_set *set, const struct config_upstrea
  * `fresh`, else a new connect. While the server is at max_connections
  * (per worker), waits in line for a slot: first come, first served; a
  * slot freed while anyone waits goes to the first in line, never to a
- * newcomer. watch (may be NULL: the request's client) is watched all the
- * while: its end (EOF or error) stops the wait, the lookup or the connect
+ * newcomer. `fresh` says the caller's pooled connection to this server
+ * just failed (the keep-alive race): a slot it released to the line
+ * without yielding since is taken back (it was in service, not new).
+ * watch (may be NULL: the request's client) is watched all the while:
+ * its end (EOF or error) stops the wait, the lookup or the connect
  * with -ECONNABORTED, and nothing is sent for it. Sets *reused. Returns
  * 0, or -EBUSY (no slot freed before the deadline), -ETIMEDOUT (connect),
  * -ECONNREFUSED / -errno (connect), -EMFILE/-ENFILE (no descriptor),

@@ -316,7 +316,11 @@ START_TEST(jwt_identity_claims_cache)
         ck_assert_ptr_null(field(&o, "X-Tenant"));
     }
     ck_assert_uint_eq(auth_jwt_verifications(p), 1); /* the hot token was verified once */
-    /* the cached token still expires */
+    /* the cached token still expires, at exp + leeway as a verified one (RFC 7519: valid
+     * while now < exp) */
+    ck_assert_int_eq(auth_check(p, parse(head), now + 600 + 59, &o), 0);
+    ck_assert_uint_eq(auth_jwt_verifications(p), 1);
+    ck_assert_int_eq(auth_check(p, parse(head), now + 600 + 60, &o), 401);
     ck_assert_int_eq(auth_check(p, parse(head), now + 600 + 61, &o), 401);
     ck_assert_str_eq(o.challenge, "Bearer realm=\"api\", error=\"invalid_token\"");
     auth_out_fini(&o);

@@ -309,6 +309,75 @@ START_TEST(hash_skip_moves_only_its_keys)
 }
 END_TEST
 
+/* Entries of the Maglev table each server owns. */
+static void table_shares(const struct balancer *b, unsigned *count)
+{
+    memset(count, 0, b->n * sizeof(*count));
+    for (uint32_t e = 0; e < BALANCER_MAGLEV_SIZE; e++)
+        count[b->table[e]]++;
+}
+
+static const char **many_names(size_t n)
+{
+    static char buf[200][32];
+    static const char *names[200];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(buf[i], sizeof(buf[i]), "10.1.%zu.%zu:80", i / 250, i % 250 + 1);
+        names[i] = buf[i];
+    }
+    return names;
+}
+
+/* Large weights: each server owns its weight's share of the table (the
+ * last round cut short by a full table must not take a turn's worth from
+ * the servers late in the order), also when the weights add up to more
+ * than the table. */
+START_TEST(hash_large_weights_fair_shares)
+{
+    static const size_t ns[] = {100, 128};
+    static const uint32_t ws[] = {500, 1000};
+    for (size_t t = 0; t < 2; t++) {
+        size_t n = ns[t];
+        uint32_t *w = malloc(n * sizeof(*w));
+        for (size_t i = 0; i < n; i++)
+            w[i] = ws[t];
+        struct balancer b;
+        ck_assert_int_eq(balancer_init(&b, BALANCER_HASH, w, many_names(n), n, 1), 0);
+        unsigned count[200];
+        table_shares(&b, count);
+        unsigned lo = UINT32_MAX, hi = 0;
+        for (size_t i = 0; i < n; i++) {
+            lo = count[i] < lo ? count[i] : lo;
+            hi = count[i] > hi ? count[i] : hi;
+        }
+        printf("hash: %zu servers of weight %u: %u to %u entries each (%.1f fair)\n", n, ws[t], lo,
+               hi, (double)BALANCER_MAGLEV_SIZE / (double)n);
+        ck_assert_msg(hi - lo <= 1, "%zu servers of weight %u: %u to %u entries", n, ws[t], lo, hi);
+        balancer_fini(&b);
+        free(w);
+    }
+}
+END_TEST
+
+/* A server that owns no entry (a weight far below the others') is still
+ * chosen when every server that owns entries is skipped: the walk ends. */
+START_TEST(hash_server_without_entries_still_chosen)
+{
+    uint32_t w[101];
+    for (size_t i = 0; i < 100; i++)
+        w[i] = 1000;
+    w[100] = 1;
+    struct balancer b;
+    ck_assert_int_eq(balancer_init(&b, BALANCER_HASH, w, many_names(101), 101, 1), 0);
+    bool skip[101];
+    for (size_t i = 0; i < 101; i++)
+        skip[i] = i < 100;
+    for (unsigned i = 0; i < 1000; i++)
+        ck_assert_int_eq(balancer_next(&b, skip, NULL, key_of(i), true), 100);
+    balancer_fini(&b);
+}
+END_TEST
+
 START_TEST(hash_without_key_round_robin)
 {
     const uint32_t w[] = {1, 1};
@@ -359,6 +428,8 @@ int main(void)
     tcase_add_test(tc, random_two_avoids_the_loaded);
     tcase_add_test(tc, hash_consistent_remove_add);
     tcase_add_test(tc, hash_skip_moves_only_its_keys);
+    tcase_add_test(tc, hash_large_weights_fair_shares);
+    tcase_add_test(tc, hash_server_without_entries_still_chosen);
     tcase_add_test(tc, hash_without_key_round_robin);
     tcase_add_test(tc, cookie_values);
     suite_add_tcase(s, tc);

@@ -257,6 +257,25 @@ START_TEST(wrong_key_of_the_family)
 }
 END_TEST
 
+/* Identity providers put a kid in every token; a key loaded without one
+ * (a PEM public key, a secret file) is tried for any kid, as a key whose
+ * kid differs is not (RFC 7515 4.1.4: the kid is a hint). */
+START_TEST(key_without_kid_verifies_a_token_with_one)
+{
+    int64_t now = time(NULL);
+    char *tok = make_token("RS256", "rsa.pem", "{\"alg\":\"RS256\",\"kid\":\"idp-2024\"}",
+                           payload_at(now + 60, now));
+    struct jwt_keys *ks = pem_keys("rsa.pub");
+    ck_assert_int_eq(verify(ks, tok, 0), JWT_OK);
+    jwt_keys_free(ks);
+    /* the wrong key without a kid: tried, and its signature fails */
+    ks = pem_keys("rsa2.pub");
+    ck_assert_int_eq(verify(ks, tok, 0), JWT_E_SIGNATURE);
+    jwt_keys_free(ks);
+    free(tok);
+}
+END_TEST
+
 START_TEST(alg_none_refused)
 {
     int64_t now = time(NULL);
@@ -344,6 +363,56 @@ START_TEST(exp_nbf_leeway)
         make_token("ES256", "ec.pem", "{\"alg\":\"ES256\"}", "{\"sub\":\"a\",\"exp\":\"x\"}");
     ck_assert_int_eq(verify(ks, tok, 0), JWT_E_MALFORMED);
     free(tok);
+    jwt_keys_free(ks);
+}
+END_TEST
+
+static int verify_at(const struct jwt_keys *ks, const char *payload, int64_t now, int64_t leeway)
+{
+    char *tok = make_token("ES256", "ec.pem", "{\"alg\":\"ES256\"}", payload);
+    struct jwt_policy p = {.keys = ks, .algs = JWT_ALGS_ALL, .leeway = leeway};
+    struct jwt_token *t = NULL;
+    int rc = jwt_verify(&p, tok, strlen(tok), now, &t);
+    ck_assert(rc == JWT_OK ? t != NULL : t == NULL);
+    jwt_token_free(t);
+    free(tok);
+    return rc;
+}
+
+/* RFC 7519: valid while now < exp (at exp it has expired), and from nbf
+ * on; a fraction of a second counts; claims at the ends of int64 do not
+ * wrap around into the past or the future. */
+START_TEST(exp_nbf_boundaries)
+{
+    struct jwt_keys *ks = pem_keys("ec.pub");
+    const int64_t now = 1700000000;
+    struct {
+        const char *payload;
+        int64_t leeway;
+        int want;
+    } cases[] = {
+        {"{\"sub\":\"a\",\"exp\":1700000000}", 0, JWT_E_EXPIRED}, /* exp == now */
+        {"{\"sub\":\"a\",\"exp\":1700000001}", 0, JWT_OK},
+        {"{\"sub\":\"a\",\"exp\":1699999940}", 60, JWT_E_EXPIRED}, /* exp + leeway == now */
+        {"{\"sub\":\"a\",\"exp\":1699999941}", 60, JWT_OK},
+        {"{\"sub\":\"a\",\"exp\":1700000000.5}", 0, JWT_OK}, /* now < 1700000000.5 */
+        {"{\"sub\":\"a\",\"exp\":1699999999.5}", 0, JWT_E_EXPIRED},
+        {"{\"sub\":\"a\",\"nbf\":1700000000}", 0, JWT_OK}, /* nbf == now */
+        {"{\"sub\":\"a\",\"nbf\":1700000001}", 0, JWT_E_NOT_YET},
+        {"{\"sub\":\"a\",\"nbf\":1700000060}", 60, JWT_OK},
+        {"{\"sub\":\"a\",\"nbf\":1700000061}", 60, JWT_E_NOT_YET},
+        {"{\"sub\":\"a\",\"nbf\":1699999999.5}", 0, JWT_OK},
+        {"{\"sub\":\"a\",\"nbf\":1700000000.5}", 0, JWT_E_NOT_YET},
+        {"{\"sub\":\"a\",\"exp\":9223372036854775807}", 60, JWT_OK},
+        {"{\"sub\":\"a\",\"exp\":9223372036854775800}", 60, JWT_OK},
+        {"{\"sub\":\"a\",\"nbf\":-9223372036854775808}", 60, JWT_OK},
+        {"{\"sub\":\"a\",\"nbf\":-9223372036854775800}", 60, JWT_OK},
+        {"{\"sub\":\"a\",\"exp\":-9223372036854775808}", 60, JWT_E_EXPIRED},
+        {"{\"sub\":\"a\",\"nbf\":9223372036854775807}", 60, JWT_E_NOT_YET},
+    };
+    for (size_t i = 0; i < CHECK_NELEMS(cases); i++)
+        ck_assert_msg(verify_at(ks, cases[i].payload, now, cases[i].leeway) == cases[i].want,
+                      "case %zu: %s", i, cases[i].payload);
     jwt_keys_free(ks);
 }
 END_TEST
@@ -611,6 +680,8 @@ int main(void)
     tcase_add_test(tc, alg_none_refused);
     tcase_add_test(tc, algorithm_confusion_refused);
     tcase_add_test(tc, exp_nbf_leeway);
+    tcase_add_test(tc, exp_nbf_boundaries);
+    tcase_add_test(tc, key_without_kid_verifies_a_token_with_one);
     tcase_add_test(tc, issuer_audience);
     tcase_add_test(tc, claims_as_text);
     tcase_add_test(tc, malformed_tokens);
