@@ -470,10 +470,26 @@ static bool cert_load(struct loader *ld, const struct config_tls_cert *ct, struc
     }
     c->chain = sk_X509_new_null();
     X509 *x;
-    while (c->chain && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)))
-        sk_X509_push(c->chain, x);
-    ERR_clear_error(); /* the end of the file */
+    ERR_clear_error();
+    while (c->chain && (x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+        if (!sk_X509_push(c->chain, x)) {
+            X509_free(x);
+            break;
+        }
+    }
     BIO_free(b);
+    /* The end of the file is "no start line"; anything else is a chain
+     * certificate that does not parse, which would otherwise be dropped
+     * and the listener serve without it (clients then fail to build the
+     * chain), as nginx refuses such a file. */
+    unsigned long e = ERR_peek_last_error();
+    if (!c->chain ||
+        (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE))) {
+        report(ld, false, &ct->cert, "%s: certificate #%d in the file does not parse (%s)",
+               ct->cert.path, c->chain ? sk_X509_num(c->chain) + 2 : 2, ssl_reason());
+        return false;
+    }
+    ERR_clear_error();
     if (!(b = open_file(ld, &ct->key, "key")))
         return false;
     bool encrypted = false;

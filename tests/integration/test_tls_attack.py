@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""TLS as an attacker and an operator would try it (session 8 review),
+with real certificates (openssl) and clients: a certificate file whose
+chain does not parse is an error, not a listener silently serving without
+its intermediate. ~5 s."""
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ferrytest import *  # noqa: E402,F401,F403
+from tlscerts import make_pki  # noqa: E402
+
+PKI = None
+
+
+def pki():
+    global PKI
+    if PKI is None:
+        p = make_pki(tmpdir())
+        p.site = p.issue("site", ["a.test"])
+        PKI = p
+    return PKI
+
+
+def check_config(cert, key):
+    """ferry -t on a TLS listener with cert and key: (rc, stderr)."""
+    f = ferry(routes=[respond_route("h", "/")], start=False,
+              listener={"tls": {"certificates": [{"cert": cert, "key": key}]}})
+    rc, out, err = run_ferry_cli(["-t", "-c", f.config_path])
+    return rc, err
+
+
+def test_chain_that_does_not_parse_is_an_error():
+    """A certificate after the leaf that does not parse (bad base64, cut
+    off) was dropped without a word: Ferry started and served the leaf
+    without its intermediate, and clients failed to verify. Now it is an
+    error at the key, as for a leaf that does not parse (nginx too)."""
+    p = pki()
+    leaf, key = p.site
+    ca = open(p.ca_cert).read()
+    cases = {
+        "bad-base64.pem": open(leaf).read() +
+        "-----BEGIN CERTIFICATE-----\nMIIB!!not base64!!\n-----END CERTIFICATE-----\n",
+        "cut.pem": open(leaf).read() + ca[:len(ca) // 2],
+    }
+    for name, text in cases.items():
+        path = p.path(name)
+        with open(path, "w") as fh:
+            fh.write(text)
+        rc, err = check_config(path, key)
+        check(rc != 0, "%s: ferry -t fails (%r)" % (name, err))
+        check(re.search(r"ferry\.yaml:\d+:\d+: listen\[0\]\.tls\.certificates\[0\]\.cert: .*%s: "
+                        r"certificate #2 in the file does not parse" % re.escape(name), err),
+              "%s: the file and the key's FILE:LINE:COLUMN named: %r" % (name, err))
+    # What still loads: leaf, chain, the key in the same file, a comment after.
+    path = p.path("full.pem")
+    with open(path, "w") as fh:
+        fh.write(open(leaf).read() + ca + open(key).read() + "# made by the test\n")
+    rc, err = check_config(path, key)
+    eq(rc, 0, "leaf, chain, key and a trailing comment load (%r)" % err)
+
+
+if __name__ == "__main__":
+    run(globals(), budget=60)
