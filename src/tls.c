@@ -1498,8 +1498,22 @@ static const char *upstream_name(const struct config_upstream *up, unsigned serv
         return NULL;
     }
     char *colon = strrchr(buf, ':');
-    if (colon && !strchr(buf, '[') && colon == strchr(buf, ':'))
+    if (buf[0] == '[') {
+        /* An IPv6 literal as a Host is bracketed ("[::1]", "[::1]:8443"):
+         * the address inside is what is verified (and never sent as SNI). */
+        char *end = strchr(buf, ']');
+        if (end && (end[1] == '\0' || end[1] == ':')) {
+            *end = '\0';
+            memmove(buf, buf + 1, (size_t)(end - buf));
+        }
+    } else if (colon && colon == strchr(buf, ':')) {
         *colon = '\0'; /* a literal host:port */
+    }
+    /* A fully qualified "api.internal." is the same name; SNI carries no
+     * trailing dot (RFC 6066, 3) and OpenSSL's host check does not take one. */
+    size_t len = strlen(buf);
+    if (len > 1 && buf[len - 1] == '.')
+        buf[len - 1] = '\0';
     return buf;
 }
 

@@ -2,7 +2,8 @@
 """TLS as an attacker and an operator would try it (session 8 review),
 with real certificates (openssl) and clients: a certificate file whose
 chain does not parse is an error, not a listener silently serving without
-its intermediate. ~5 s."""
+its intermediate; an upstream's name given as a bracketed IPv6 literal or
+with a trailing dot is verified as the address or name it is. ~5 s."""
 import os
 import re
 import sys
@@ -10,6 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ferrytest import *  # noqa: E402,F401,F403
 from tlscerts import make_pki  # noqa: E402
+import test_tls_upstream as up  # noqa: E402
 
 PKI = None
 
@@ -19,6 +21,7 @@ def pki():
     if PKI is None:
         p = make_pki(tmpdir())
         p.site = p.issue("site", ["a.test"])
+        p.v6 = p.issue("v6", ["up.test"], ips=["::1", "127.0.0.1"])
         PKI = p
     return PKI
 
@@ -59,6 +62,27 @@ def test_chain_that_does_not_parse_is_an_error():
         fh.write(open(leaf).read() + ca + open(key).read() + "# made by the test\n")
     rc, err = check_config(path, key)
     eq(rc, 0, "leaf, chain, key and a trailing comment load (%r)" % err)
+
+
+def test_upstream_name_ipv6_literal_and_trailing_dot():
+    """A literal Host of "[::1]:8443" was sent as SNI "[::1]:8443" and
+    verified as a DNS name (always a mismatch); "up.test." was sent with
+    its dot (RFC 6066 forbids it) and OpenSSL's host check refused it. The
+    address in brackets is verified against the IP SANs and not sent; the
+    trailing dot is dropped."""
+    p = pki()
+    up.PKI = p
+    b = up.tls_backend(cert=p.v6)
+    for host_header, tls, sni in (("[::1]:8443", {}, None), ("[::1]", {}, None),
+                                  ("up.test.", {}, "up.test"),
+                                  ("x.other", {"sni": "up.test."}, "up.test")):
+        b.snis.clear()
+        tls = dict(tls, ca=p.ca_cert)
+        f = up.up_ferry(b, tls, host_header=host_header)
+        r = up.get(f)
+        eq(r.status, 200, "%s / %r: verified (%r)" % (host_header, tls, r.body[:160]))
+        eq(b.snis, [sni], "%s / %r: SNI sent" % (host_header, tls))
+        f.stop()
 
 
 if __name__ == "__main__":
