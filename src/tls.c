@@ -303,18 +303,25 @@ static int on_ticket_new(SSL *ssl, void *arg)
     return 1;
 }
 
-/* OpenSSL's callback after a ticket was decrypted: a session past its
- * lifetime, or without a birth, is not resumed; the client gets a full
- * handshake and a ticket of a new session. Other outcomes as OpenSSL's
- * default (no ticket, an empty one or one not ours: a new ticket). */
+struct tls_server;
+static bool ticket_same_certificates(SSL *ssl, SSL_SESSION *sess, const struct tls_server *srv);
+
+/* OpenSSL's callback after a ticket was decrypted (arg: the listener's
+ * tls_server): a session past its lifetime, or without a birth, or made
+ * under a name served by other certificates, is not resumed; the client
+ * gets a full handshake and a ticket of a new session. Other outcomes as
+ * OpenSSL's default (no ticket, an empty one or one not ours: a new
+ * ticket). */
 static SSL_TICKET_RETURN on_ticket_open(SSL *ssl, SSL_SESSION *sess, const unsigned char *key_name,
                                         size_t key_name_len, SSL_TICKET_STATUS status, void *arg)
 {
-    (void)ssl, (void)key_name, (void)key_name_len, (void)arg;
+    (void)key_name, (void)key_name_len;
     if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
     int64_t born;
     if (!ticket_birth(sess, &born) || tls_session_left(born, (int64_t)time(NULL)) == 0)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    if (arg && !ticket_same_certificates(ssl, sess, arg))
         return SSL_TICKET_RETURN_IGNORE_RENEW;
     return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
 }
@@ -611,21 +618,17 @@ static SSL_CTX *name_find(const struct tls_server *srv, const char *name)
     return hit ? hit->ctx : NULL;
 }
 
-/* SNI: the context of the exact name, else of "*.<name less its first
- * label>", else the default. */
-static int on_servername(SSL *ssl, int *alert, void *arg)
+/* The context for a server name of len bytes (not NUL-terminated; NULL:
+ * no SNI): the exact name's, else "*.<name less its first label>"'s,
+ * else the default. */
+static SSL_CTX *sni_ctx(const struct tls_server *srv, const char *sni, size_t len)
 {
-    (void)alert;
-    const struct tls_server *srv = arg;
-    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (!sni)
-        return SSL_TLSEXT_ERR_OK;
     char name[256];
-    size_t len = strlen(sni);
-    if (len == 0 || len >= sizeof(name) - 1)
-        return SSL_TLSEXT_ERR_OK;
-    for (size_t i = 0; i <= len; i++)
+    if (!sni || len == 0 || len >= sizeof(name) - 1 || memchr(sni, '\0', len))
+        return srv->def;
+    for (size_t i = 0; i < len; i++)
         name[i] = (char)tolower((unsigned char)sni[i]);
+    name[len] = '\0';
     if (name[len - 1] == '.')
         name[--len] = '\0';
     SSL_CTX *ctx = name_find(srv, name);
@@ -635,9 +638,52 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
         snprintf(wild, sizeof(wild), "*%s", dot);
         ctx = name_find(srv, wild);
     }
-    if (ctx && ctx != SSL_get_SSL_CTX(ssl))
+    return ctx ? ctx : srv->def;
+}
+
+/* SNI: the context of the name (sni_ctx). */
+static int on_servername(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert;
+    const struct tls_server *srv = arg;
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!sni)
+        return SSL_TLSEXT_ERR_OK;
+    SSL_CTX *ctx = sni_ctx(srv, sni, strlen(sni));
+    if (ctx != SSL_get_SSL_CTX(ssl))
         SSL_set_SSL_CTX(ssl, ctx);
     return SSL_TLSEXT_ERR_OK;
+}
+
+/*
+ * Whether a ticket's session may resume under the ClientHello being
+ * processed: only when its SNI chooses the context (the certificates)
+ * that the session's own name chose. A session authenticated by a.test's
+ * certificate resumed under "b.test" would let a client take b.test as
+ * proven by a.test's certificate (the virtual-host confusion of
+ * Delignat-Lavaud et al., 2015); RFC 6066 (3) forbids it for TLS 1.2.
+ * Names served by the same certificates (x.wild.test and y.wild.test)
+ * still resume, as with nginx's per-certificate session context. The
+ * servername callback runs after OpenSSL decided on resumption, so the
+ * SNI is read from the ClientHello itself.
+ */
+static bool ticket_same_certificates(SSL *ssl, SSL_SESSION *sess, const struct tls_server *srv)
+{
+    const unsigned char *ext;
+    size_t extlen;
+    const char *sni = NULL;
+    size_t snilen = 0;
+    /* server_name_list: a 2-byte length, then entries of a type (0:
+     * host_name), a 2-byte length and the name; the first is used. */
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &extlen) == 1 &&
+        extlen >= 5 && ext[2] == TLSEXT_NAMETYPE_host_name) {
+        snilen = (size_t)ext[3] << 8 | ext[4];
+        if (snilen > extlen - 5)
+            return false;
+        sni = (const char *)ext + 5;
+    }
+    const char *was = SSL_SESSION_get0_hostname(sess);
+    return sni_ctx(srv, sni, snilen) == sni_ctx(srv, was, was ? strlen(was) : 0);
 }
 
 static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -720,7 +766,7 @@ static SSL_CTX *server_ctx(struct loader *ld, const struct config_tls *t, struct
     SSL_CTX_set_session_id_context(ctx, srv->sid, sizeof(srv->sid));
     SSL_CTX_set_timeout(ctx, TLS_SESSION_LIFETIME_S);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
-    SSL_CTX_set_session_ticket_cb(ctx, on_ticket_new, on_ticket_open, NULL);
+    SSL_CTX_set_session_ticket_cb(ctx, on_ticket_new, on_ticket_open, srv);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, srv);

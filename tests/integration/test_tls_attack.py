@@ -3,7 +3,8 @@
 with real certificates (openssl) and clients: a certificate file whose
 chain does not parse is an error, not a listener silently serving without
 its intermediate; an upstream's name given as a bracketed IPv6 literal or
-with a trailing dot is verified as the address or name it is. ~5 s."""
+with a trailing dot is verified as the address or name it is; a session
+resumes only under a name its certificates serve. ~5 s."""
 import os
 import re
 import sys
@@ -12,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ferrytest import *  # noqa: E402,F401,F403
 from tlscerts import make_pki  # noqa: E402
 import test_tls_upstream as up  # noqa: E402
+import test_tls as lst  # noqa: E402
 
 PKI = None
 
@@ -83,6 +85,38 @@ def test_upstream_name_ipv6_literal_and_trailing_dot():
         eq(r.status, 200, "%s / %r: verified (%r)" % (host_header, tls, r.body[:160]))
         eq(b.snis, [sni], "%s / %r: SNI sent" % (host_header, tls))
         f.stop()
+
+
+def resumes(f, sess_in, sess_out, *args):
+    """Whether an s_client handshake resumed sess_in (saving its session
+    to sess_out), and the certificate subject it reports."""
+    out = lst.s_client(f, "-sess_in", sess_in, "-sess_out", sess_out, *args, linger=0.3)
+    return ("Reused," in out), lst.subject_cn(out)
+
+
+def test_session_does_not_cross_certificates_by_sni():
+    """A session made under a.test resumed under SNI b.test (TLS 1.2 and
+    1.3): the connection to b.test was "authenticated" by a.test's
+    certificate, which RFC 6066 forbids (TLS 1.2) and the virtual-host
+    confusion attacks use. It now resumes only under a name served by the
+    same certificates (another name of the certificate, a wildcard's
+    names, the default for no SNI or an unknown name); else a full
+    handshake with the right certificate."""
+    lst.pki()
+    f = lst.tls_ferry(tls_extra={"protocols": ["TLSv1.2", "TLSv1.3"]})
+    d = tmpdir()
+    for ver in ("-tls1_2", "-tls1_3"):
+        first = os.path.join(d, "first" + ver)
+        out = lst.s_client(f, ver, "-servername", "a.test", "-sess_out", first, linger=0.3)
+        check("New," in out and os.path.exists(first), "%s: a full handshake, a session" % ver)
+        for sni, same in (("b.test", False), ("A.TEST", True), ("x.wild.test", True),
+                          ("unknown.test", True), (None, True)):
+            args = [ver] + (["-servername", sni] if sni else ["-noservername"])
+            reused, cn = resumes(f, first, os.path.join(d, "next"), *args)
+            eq(reused, same, "%s: a.test's session under SNI %s resumed" % (ver, sni))
+            if not same:
+                eq(cn, "b.test", "%s: the full handshake shows b.test's certificate" % ver)
+    f.assert_alive()
 
 
 if __name__ == "__main__":
