@@ -444,21 +444,42 @@ static void cert_names(struct cert *c)
     }
 }
 
-/* Warns when the certificate expires within TLS_EXPIRY_WARN_DAYS. */
-static void cert_expiry(struct loader *ld, struct cert *c, const struct config_file *f)
+/* Seconds from now to a certificate's notAfter (false if unreadable). */
+static bool seconds_left(X509 *x, long long *left)
 {
     int days = 0, secs = 0;
-    const ASN1_TIME *na = X509_get0_notAfter(c->x509);
+    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)))
+        return false;
+    *left = (long long)days * 86400 + secs;
+    return true;
+}
+
+/* Warns when the certificate, or one of its chain (what clients verify
+ * it by: an expired intermediate fails them as an expired leaf does),
+ * expires within TLS_EXPIRY_WARN_DAYS. */
+static void cert_expiry(struct loader *ld, struct cert *c, const struct config_file *f)
+{
     struct tm tm;
-    if (ASN1_TIME_to_tm(na, &tm) == 1)
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(c->x509), &tm) == 1)
         c->not_after = timegm(&tm);
-    if (!ASN1_TIME_diff(&days, &secs, NULL, na))
-        return;
-    long long left = (long long)days * 86400 + secs;
-    if (left <= 0)
-        report(ld, true, f, "certificate %s expired %lld days ago", f->path, -left / 86400);
-    else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
-        report(ld, true, f, "certificate %s expires in %lld days", f->path, (left + 86399) / 86400);
+    long long left;
+    if (seconds_left(c->x509, &left)) {
+        if (left <= 0)
+            report(ld, true, f, "certificate %s expired %lld days ago", f->path, -left / 86400);
+        else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
+            report(ld, true, f, "certificate %s expires in %lld days", f->path,
+                   (left + 86399) / 86400);
+    }
+    for (int i = 0; c->chain && i < sk_X509_num(c->chain); i++) {
+        if (!seconds_left(sk_X509_value(c->chain, i), &left))
+            continue;
+        if (left <= 0)
+            report(ld, true, f, "certificate #%d in %s (its chain) expired %lld days ago", i + 2,
+                   f->path, -left / 86400);
+        else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
+            report(ld, true, f, "certificate #%d in %s (its chain) expires in %lld days", i + 2,
+                   f->path, (left + 86399) / 86400);
+    }
 }
 
 /* Reads a certificate file (leaf, then its chain), its key, the staple. */

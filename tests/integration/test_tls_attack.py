@@ -4,7 +4,8 @@ with real certificates (openssl) and clients: a certificate file whose
 chain does not parse is an error, not a listener silently serving without
 its intermediate; an upstream's name given as a bracketed IPv6 literal or
 with a trailing dot is verified as the address or name it is; a session
-resumes only under a name its certificates serve. ~5 s."""
+resumes only under a name its certificates serve; an expired chain
+certificate is a warning. ~8 s."""
 import os
 import re
 import sys
@@ -85,6 +86,28 @@ def test_upstream_name_ipv6_literal_and_trailing_dot():
         eq(r.status, 200, "%s / %r: verified (%r)" % (host_header, tls, r.body[:160]))
         eq(b.snis, [sni], "%s / %r: SNI sent" % (host_header, tls))
         f.stop()
+
+
+def test_expired_chain_certificate_warns():
+    """An intermediate in the cert file that expired fails every client as
+    an expired leaf does, but only the leaf was checked: nothing was said.
+    Now it is a warning naming its place in the file, as for the leaf."""
+    p = pki()
+    leaf, key = p.site
+    old, _ = p.issue("old-intermediate", ["old.test"], days=0)
+    soon, _ = p.issue("soon-intermediate", ["soon.test"], days=5)
+    path = p.path("chain-old.pem")
+    with open(path, "w") as fh:
+        fh.write(open(leaf).read() + open(soon).read() + open(old).read())
+    rc, err = check_config(path, key)
+    eq(rc, 0, "a warning, not an error (%r)" % err)
+    check(re.search(r"ferry\.yaml:\d+:\d+: listen\[0\]\.tls\.certificates\[0\]\.cert: warning: "
+                    r"certificate #3 in .*chain-old\.pem \(its chain\) expired", err),
+          "the expired one named: %r" % err)
+    check("certificate #2 in %s (its chain) expires in 5 days" % path in err,
+          "the expiring one named: %r" % err)
+    rc, err = check_config(*p.site)
+    check("warning" not in err, "a good certificate: no warning (%r)" % err)
 
 
 def resumes(f, sess_in, sess_out, *args):
