@@ -303,18 +303,25 @@ static int on_ticket_new(SSL *ssl, void *arg)
     return 1;
 }
 
-/* OpenSSL's callback after a ticket was decrypted: a session past its
- * lifetime, or without a birth, is not resumed; the client gets a full
- * handshake and a ticket of a new session. Other outcomes as OpenSSL's
- * default (no ticket, an empty one or one not ours: a new ticket). */
+struct tls_server;
+static bool ticket_same_certificates(SSL *ssl, SSL_SESSION *sess, const struct tls_server *srv);
+
+/* OpenSSL's callback after a ticket was decrypted (arg: the listener's
+ * tls_server): a session past its lifetime, or without a birth, or made
+ * under a name served by other certificates, is not resumed; the client
+ * gets a full handshake and a ticket of a new session. Other outcomes as
+ * OpenSSL's default (no ticket, an empty one or one not ours: a new
+ * ticket). */
 static SSL_TICKET_RETURN on_ticket_open(SSL *ssl, SSL_SESSION *sess, const unsigned char *key_name,
                                         size_t key_name_len, SSL_TICKET_STATUS status, void *arg)
 {
-    (void)ssl, (void)key_name, (void)key_name_len, (void)arg;
+    (void)key_name, (void)key_name_len;
     if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
         return SSL_TICKET_RETURN_IGNORE_RENEW;
     int64_t born;
     if (!ticket_birth(sess, &born) || tls_session_left(born, (int64_t)time(NULL)) == 0)
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    if (arg && !ticket_same_certificates(ssl, sess, arg))
         return SSL_TICKET_RETURN_IGNORE_RENEW;
     return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
 }
@@ -437,21 +444,42 @@ static void cert_names(struct cert *c)
     }
 }
 
-/* Warns when the certificate expires within TLS_EXPIRY_WARN_DAYS. */
-static void cert_expiry(struct loader *ld, struct cert *c, const struct config_file *f)
+/* Seconds from now to a certificate's notAfter (false if unreadable). */
+static bool seconds_left(X509 *x, long long *left)
 {
     int days = 0, secs = 0;
-    const ASN1_TIME *na = X509_get0_notAfter(c->x509);
+    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)))
+        return false;
+    *left = (long long)days * 86400 + secs;
+    return true;
+}
+
+/* Warns when the certificate, or one of its chain (what clients verify
+ * it by: an expired intermediate fails them as an expired leaf does),
+ * expires within TLS_EXPIRY_WARN_DAYS. */
+static void cert_expiry(struct loader *ld, struct cert *c, const struct config_file *f)
+{
     struct tm tm;
-    if (ASN1_TIME_to_tm(na, &tm) == 1)
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(c->x509), &tm) == 1)
         c->not_after = timegm(&tm);
-    if (!ASN1_TIME_diff(&days, &secs, NULL, na))
-        return;
-    long long left = (long long)days * 86400 + secs;
-    if (left <= 0)
-        report(ld, true, f, "certificate %s expired %lld days ago", f->path, -left / 86400);
-    else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
-        report(ld, true, f, "certificate %s expires in %lld days", f->path, (left + 86399) / 86400);
+    long long left;
+    if (seconds_left(c->x509, &left)) {
+        if (left <= 0)
+            report(ld, true, f, "certificate %s expired %lld days ago", f->path, -left / 86400);
+        else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
+            report(ld, true, f, "certificate %s expires in %lld days", f->path,
+                   (left + 86399) / 86400);
+    }
+    for (int i = 0; c->chain && i < sk_X509_num(c->chain); i++) {
+        if (!seconds_left(sk_X509_value(c->chain, i), &left))
+            continue;
+        if (left <= 0)
+            report(ld, true, f, "certificate #%d in %s (its chain) expired %lld days ago", i + 2,
+                   f->path, -left / 86400);
+        else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
+            report(ld, true, f, "certificate #%d in %s (its chain) expires in %lld days", i + 2,
+                   f->path, (left + 86399) / 86400);
+    }
 }
 
 /* Reads a certificate file (leaf, then its chain), its key, the staple. */
@@ -470,10 +498,26 @@ static bool cert_load(struct loader *ld, const struct config_tls_cert *ct, struc
     }
     c->chain = sk_X509_new_null();
     X509 *x;
-    while (c->chain && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)))
-        sk_X509_push(c->chain, x);
-    ERR_clear_error(); /* the end of the file */
+    ERR_clear_error();
+    while (c->chain && (x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+        if (!sk_X509_push(c->chain, x)) {
+            X509_free(x);
+            break;
+        }
+    }
     BIO_free(b);
+    /* The end of the file is "no start line"; anything else is a chain
+     * certificate that does not parse, which would otherwise be dropped
+     * and the listener serve without it (clients then fail to build the
+     * chain), as nginx refuses such a file. */
+    unsigned long e = ERR_peek_last_error();
+    if (!c->chain ||
+        (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE))) {
+        report(ld, false, &ct->cert, "%s: certificate #%d in the file does not parse (%s)",
+               ct->cert.path, c->chain ? sk_X509_num(c->chain) + 2 : 2, ssl_reason());
+        return false;
+    }
+    ERR_clear_error();
     if (!(b = open_file(ld, &ct->key, "key")))
         return false;
     bool encrypted = false;
@@ -595,21 +639,17 @@ static SSL_CTX *name_find(const struct tls_server *srv, const char *name)
     return hit ? hit->ctx : NULL;
 }
 
-/* SNI: the context of the exact name, else of "*.<name less its first
- * label>", else the default. */
-static int on_servername(SSL *ssl, int *alert, void *arg)
+/* The context for a server name of len bytes (not NUL-terminated; NULL:
+ * no SNI): the exact name's, else "*.<name less its first label>"'s,
+ * else the default. */
+static SSL_CTX *sni_ctx(const struct tls_server *srv, const char *sni, size_t len)
 {
-    (void)alert;
-    const struct tls_server *srv = arg;
-    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (!sni)
-        return SSL_TLSEXT_ERR_OK;
     char name[256];
-    size_t len = strlen(sni);
-    if (len == 0 || len >= sizeof(name) - 1)
-        return SSL_TLSEXT_ERR_OK;
-    for (size_t i = 0; i <= len; i++)
+    if (!sni || len == 0 || len >= sizeof(name) - 1 || memchr(sni, '\0', len))
+        return srv->def;
+    for (size_t i = 0; i < len; i++)
         name[i] = (char)tolower((unsigned char)sni[i]);
+    name[len] = '\0';
     if (name[len - 1] == '.')
         name[--len] = '\0';
     SSL_CTX *ctx = name_find(srv, name);
@@ -619,9 +659,52 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
         snprintf(wild, sizeof(wild), "*%s", dot);
         ctx = name_find(srv, wild);
     }
-    if (ctx && ctx != SSL_get_SSL_CTX(ssl))
+    return ctx ? ctx : srv->def;
+}
+
+/* SNI: the context of the name (sni_ctx). */
+static int on_servername(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert;
+    const struct tls_server *srv = arg;
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!sni)
+        return SSL_TLSEXT_ERR_OK;
+    SSL_CTX *ctx = sni_ctx(srv, sni, strlen(sni));
+    if (ctx != SSL_get_SSL_CTX(ssl))
         SSL_set_SSL_CTX(ssl, ctx);
     return SSL_TLSEXT_ERR_OK;
+}
+
+/*
+ * Whether a ticket's session may resume under the ClientHello being
+ * processed: only when its SNI chooses the context (the certificates)
+ * that the session's own name chose. A session authenticated by a.test's
+ * certificate resumed under "b.test" would let a client take b.test as
+ * proven by a.test's certificate (the virtual-host confusion of
+ * Delignat-Lavaud et al., 2015); RFC 6066 (3) forbids it for TLS 1.2.
+ * Names served by the same certificates (x.wild.test and y.wild.test)
+ * still resume, as with nginx's per-certificate session context. The
+ * servername callback runs after OpenSSL decided on resumption, so the
+ * SNI is read from the ClientHello itself.
+ */
+static bool ticket_same_certificates(SSL *ssl, SSL_SESSION *sess, const struct tls_server *srv)
+{
+    const unsigned char *ext;
+    size_t extlen;
+    const char *sni = NULL;
+    size_t snilen = 0;
+    /* server_name_list: a 2-byte length, then entries of a type (0:
+     * host_name), a 2-byte length and the name; the first is used. */
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &extlen) == 1 &&
+        extlen >= 5 && ext[2] == TLSEXT_NAMETYPE_host_name) {
+        snilen = (size_t)ext[3] << 8 | ext[4];
+        if (snilen > extlen - 5)
+            return false;
+        sni = (const char *)ext + 5;
+    }
+    const char *was = SSL_SESSION_get0_hostname(sess);
+    return sni_ctx(srv, sni, snilen) == sni_ctx(srv, was, was ? strlen(was) : 0);
 }
 
 static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -704,7 +787,7 @@ static SSL_CTX *server_ctx(struct loader *ld, const struct config_tls *t, struct
     SSL_CTX_set_session_id_context(ctx, srv->sid, sizeof(srv->sid));
     SSL_CTX_set_timeout(ctx, TLS_SESSION_LIFETIME_S);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
-    SSL_CTX_set_session_ticket_cb(ctx, on_ticket_new, on_ticket_open, NULL);
+    SSL_CTX_set_session_ticket_cb(ctx, on_ticket_new, on_ticket_open, srv);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, srv);
@@ -1482,8 +1565,22 @@ static const char *upstream_name(const struct config_upstream *up, unsigned serv
         return NULL;
     }
     char *colon = strrchr(buf, ':');
-    if (colon && !strchr(buf, '[') && colon == strchr(buf, ':'))
+    if (buf[0] == '[') {
+        /* An IPv6 literal as a Host is bracketed ("[::1]", "[::1]:8443"):
+         * the address inside is what is verified (and never sent as SNI). */
+        char *end = strchr(buf, ']');
+        if (end && (end[1] == '\0' || end[1] == ':')) {
+            *end = '\0';
+            memmove(buf, buf + 1, (size_t)(end - buf));
+        }
+    } else if (colon && colon == strchr(buf, ':')) {
         *colon = '\0'; /* a literal host:port */
+    }
+    /* A fully qualified "api.internal." is the same name; SNI carries no
+     * trailing dot (RFC 6066, 3) and OpenSSL's host check does not take one. */
+    size_t len = strlen(buf);
+    if (len > 1 && buf[len - 1] == '.')
+        buf[len - 1] = '\0';
     return buf;
 }
 
