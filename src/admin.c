@@ -260,15 +260,20 @@ static void on_server_state(struct admin_conn *ac, const char *p, size_t n)
         answer_text(ac, 404, "not found: POST /upstreams/NAME/servers/ADDRESS/drain|ready\n", NULL);
         return;
     }
+    bool drain = strcmp(action, "drain") == 0;
     const struct config_upstream *up = config_upstream_find(ac->a->cfg, name);
     bool known = false;
     for (size_t i = 0; up && i < up->nservers && !known; i++)
         known = strcmp(up->servers[i].addr.text, addr) == 0;
+    /* A server a reload removed while drained keeps its entry (a reload
+     * that adds it back finds it drained): ready clears it, or nothing
+     * could, and every pick would stay on the path that checks drains. */
+    if (!known && !drain)
+        known = registry_drained_named(name, addr);
     if (!known) {
         answer_text(ac, 404, "no such upstream server in the running config\n", NULL);
         return;
     }
-    bool drain = strcmp(action, "drain") == 0;
     if (registry_set_drained(name, addr, drain) != 0) {
         answer_text(ac, 503, "out of memory\n", NULL);
         return;

@@ -134,6 +134,15 @@ bool registry_drained(const struct registry_server *s)
     return s && REGISTRY_LOAD(&s->drained);
 }
 
+bool registry_drained_named(const char *upstream, const char *address)
+{
+    pthread_mutex_lock(&lock);
+    struct registry_server *s = find(upstream, address);
+    bool drained = s && REGISTRY_LOAD(&s->drained);
+    pthread_mutex_unlock(&lock);
+    return drained;
+}
+
 bool registry_any_drained(void)
 {
     return REGISTRY_LOAD(&ndrained) != 0;

@@ -120,6 +120,9 @@ size_t registry_count(void);
 
 /* True while the server is drained (taken out of rotation). s may be NULL. */
 bool registry_drained(const struct registry_server *s);
+/* The same by name, for a server no config may hold (its entry may go
+ * meanwhile: looked up and read under the registry's lock). Any thread. */
+bool registry_drained_named(const char *upstream, const char *address);
 /* True when any server is drained: the request path's fast check. */
 bool registry_any_drained(void);
 

@@ -71,6 +71,32 @@ def test_drain_ready_across_reload():
     eq(_states(f), {a.address: "drained", b.address: "ready"}, "the states")
 
 
+def test_ready_a_drained_server_a_reload_removed():
+    """A server drained, then removed by a reload: /ready still clears it
+    (404 before: nothing could, and a reload adding it back found it
+    drained); a server never drained and not in the config stays a 404."""
+    a, b = backend("a"), backend("b")
+    cfg = {"upstreams": {"api": servers(a, b)}, "routes": [route("api", "/", upstream="api")]}
+    f = ferry(**cfg)
+    eq(_admin(f, "POST", "/upstreams/api/servers/%s/drain" % b.address)[0], 200, "drain b")
+    cfg["upstreams"] = {"api": servers(a)}
+    f.reload(cfg)
+    eq(_admin(f, "POST", "/upstreams/api/servers/%s/drain" % b.address)[0], 404,
+       "drain of a server not in the config")
+    st, body = _admin(f, "POST", "/upstreams/api/servers/%s/ready" % b.address)
+    eq(st, 200, "ready of the removed, drained b: %s" % body)
+    eq(json.loads(body)["state"], "ready", "the answer")
+    eq(_admin(f, "POST", "/upstreams/api/servers/%s/ready" % b.address)[0], 404,
+       "ready again: no entry left")
+    cfg["upstreams"] = {"api": servers(a, b)}
+    f.reload(cfg)
+    eq(_states(f), {a.address: "ready", b.address: "ready"}, "b added back: ready")
+    before = b.stats()["requests"]
+    for _ in range(4):
+        eq(request(f, "GET", "/fast").status, 200, "requests")
+    check(b.stats()["requests"] > before, "b serves")
+
+
 def test_bad_admin_requests():
     """Unknown upstream or server: 404; GET on a drain path: 405."""
     a = backend("a")
