@@ -20,8 +20,10 @@
  *   ticket of it carries (on_ticket_new, on_ticket_open).
  * - ALPN: http/1.1 when the client offers it; a client offering only
  *   other protocols gets the no_application_protocol alert (RFC 7301).
- * - The unexpected EOF of a peer that does not send close_notify is a
- *   plain EOF (SSL_OP_IGNORE_UNEXPECTED_EOF), as with most servers.
+ * - The unexpected EOF of a client that does not send close_notify is a
+ *   plain EOF (SSL_OP_IGNORE_UNEXPECTED_EOF), as with most servers; an
+ *   upstream's is an error, so a close-delimited body is never taken
+ *   whole without close_notify.
  */
 #include "tls.h"
 
