@@ -428,13 +428,14 @@ static void finish_request(struct conn *c, bool keep_alive, bool linger)
         /* Reading pauses while the input holds read_max bytes and resumes
          * when a coroutine awaits more: one that drained a full input
          * without a wait after (pipelined heads that ended where the input
-         * was full, or empty lines) left it paused, and the next requests
-         * would wait in the socket until client_idle closed it. A parked
-         * socket is polled in the idle set whatever its read event. */
+         * was full, or empty lines) left it paused, and io_poll resumes it
+         * (else the next requests would wait in the socket until
+         * client_idle closed it). A parked socket is polled in the idle
+         * set whatever its read event. */
         if (WORKER_STAT_GET(w, connections) > CONN_PARK_ABOVE)
             io_park(c->side.s);
         else
-            io_set_reading(c->side.s, true); /* io_poll, and reading resumed */
+            io_poll(c->side.s);
         return;
     }
     if (linger)

@@ -155,18 +155,20 @@ static int read_head(struct request *r)
                                .max_headers = r->cfg->limits.max_headers};
     http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
     for (;;) {
-        if (h1side_drop_empty_lines(in)) {
-            if (evbuffer_get_length(in) == 0)
-                return io_eof(s) ? -1 : HEAD_NONE;
-            /* Nothing of a head was parsed: start over on what is left. */
-            http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
-        }
         size_t len = evbuffer_get_length(in);
         size_t want = len < lim.max_header_bytes + 1 ? len : lim.max_header_bytes + 1;
         if (want > 0) {
             const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
             if (!buf)
                 goto out_of_memory;
+            /* A head never starts with CR: empty lines before it. */
+            if (__builtin_expect(buf[0] == '\r', 0) && h1side_drop_empty_lines(in)) {
+                if (evbuffer_get_length(in) == 0)
+                    return io_eof(s) ? -1 : HEAD_NONE;
+                /* Nothing of a head was parsed: start over on the rest. */
+                http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
+                continue;
+            }
             ssize_t n = http1_parse_request(buf, want, &lim, &r->req);
             if (n == HTTP1_E_TOO_MANY_HEADERS && r->hdrs_cap < lim.max_headers + 1) {
                 /* The header array starts small (a waiting request holds

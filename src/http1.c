@@ -394,11 +394,8 @@ static int parse_request_line(const char *buf, size_t end, const struct http1_li
                               struct http1_request *req)
 {
     size_t i = 0;
-    bool lower = false;
-    while (i < end && is_tchar((unsigned char)buf[i])) {
-        lower |= (unsigned char)(buf[i] - 'a') < 26;
+    while (i < end && is_tchar((unsigned char)buf[i]))
         i++;
-    }
     if (i == end)
         return HTTP1_E_REQUEST_LINE;
     if (buf[i] != ' ')
@@ -411,11 +408,13 @@ static int parse_request_line(const char *buf, size_t end, const struct http1_li
      * matched by method and the response framing of HEAD would then
      * disagree with the backend ("head" answered without a body, read by
      * Ferry as one), so such a method is refused, as nginx does. */
-    if (lower)
-        return HTTP1_E_METHOD_CASE;
     req->method_str = buf;
     req->method_len = i;
-    req->method = method_from(buf, i);
+    req->method = method_from(buf, i); /* the known ones are upper case */
+    for (size_t k = 0; req->method == HTTP1_METHOD_OTHER && k < i; k++) {
+        if ((unsigned char)(buf[k] - 'a') < 26)
+            return HTTP1_E_METHOD_CASE;
+    }
 
     size_t t = ++i;
     while (i < end && (cclass[(unsigned char)buf[i]] & C_TARGET))

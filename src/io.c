@@ -874,7 +874,12 @@ void io_read_soon(struct io_stream *s)
 
 void io_poll(struct io_stream *s)
 {
-    start_polling(s);
+    /* Also a read event that left the loop at read_max (the input was
+     * full) and was not put back (it was drained without an await). */
+    if (s->lazy || (s->rev && !s->rev_added)) {
+        s->lazy = false;
+        io_rev_update(s);
+    }
 }
 
 struct io_stream *io_stream_from_fd(struct loop *loop, int fd, size_t read_max)

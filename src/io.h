@@ -103,7 +103,8 @@ struct io_stream *io_stream_accepted(struct loop *loop, int fd, size_t read_max)
  * (reports to the idle callback, which may free the stream). Polls if
  * nothing was there. */
 void io_read_soon(struct io_stream *s);
-/* Polls the socket from now on (reads ahead, idle callback). */
+/* Polls the socket from now on (reads ahead, idle callback), also after
+ * reading paused at read_max and the input was drained without an await. */
 void io_poll(struct io_stream *s);
 /*
  * Frees the stream (closing the socket at once). No coroutine may be

@@ -681,8 +681,7 @@ static void slot_hand(struct pool *p)
  */
 static void slot_release(struct pool *p)
 {
-    uint32_t max = p->up->max_connections;
-    if (!p->waiters || (max && p->nactive > max)) {
+    if (!p->waiters || (p->up->max_connections && p->nactive > p->up->max_connections)) {
         p->nactive--;
         pool_put(p);
         return;
