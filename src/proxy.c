@@ -258,8 +258,12 @@ bool proxy_request(struct request *r, int status)
         }
         status = auth_check(r->route->auth, &r->req, time(NULL), r->auth);
         if (status == AUTH_PENDING) /* a password to hash, off the loop */
-            status = auth_pool_check(r->route->auth, r->auth, r->w->loop,
+            status = auth_pool_check(r->route->auth, r->auth, r->w->loop, r->side->watch,
                                      request_phase_deadline(r, AUTH_POOL_TIMEOUT_MS));
+        if (status < 0) { /* the client left while its password waited: 499 */
+            answer_failure(r, client_failure(r, status));
+            return false;
+        }
         r->identity = r->auth->identity;
         if (status) {
             request_answer_auth(r, status);

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Request flow review (session 8): a client that closes while its basic-auth
+password check waits in the pool's queue is let go at once (499, a short
+duration_ms) rather than holding its coroutine and its place in the queue
+until the verdict or the pool's 10 s limit. ~8 s."""
+import base64
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ferrytest import *  # noqa: E402,F401,F403
+
+
+def crypt_hash(password, prefix, cost):
+    """A crypt(3) hash made by libxcrypt through ctypes (bcrypt: $2b$)."""
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    salt = lib.crypt_gensalt(prefix.encode(), cost, None, 0)
+    check(salt, "crypt_gensalt(%s) failed" % prefix)
+    return lib.crypt(password.encode(), salt).decode()
+
+
+def basic_header(user, pw):
+    return "Basic " + base64.b64encode(("%s:%s" % (user, pw)).encode()).decode()
+
+
+def basic_status(f, user, pw, timeout=15):
+    c = Client(f.port, timeout=timeout)
+    try:
+        return c.request("GET", "/b/fast", {"Authorization": basic_header(user, pw)},
+                         timeout=timeout).status
+    finally:
+        c.close()
+
+
+def test_basic_check_of_a_client_gone_ends_at_once():
+    "Basic auth: a client that closes while its password check waits in the pool's queue is let go at once (499), not at its verdict"
+    be = backend()
+    users_file = os.path.join(tmpdir(), "users-s8-proxy")
+    with open(users_file, "w") as fh:
+        fh.write("ana:%s\n" % crypt_hash("ana-pw", "$2b$", 10))
+    f = ferry(workers=1,
+              routes=[route("basic", "/b/", upstream="u",
+                            auth={"basic": {"users_file": users_file, "cache_ttl": "0s"}})],
+              upstreams={"u": servers(be)})
+    one = 1e9
+    for _ in range(3):  # the first starts the pool's threads
+        t0 = time.monotonic()
+        eq(basic_status(f, "ana", "ana-pw"), 200, "ana's password")
+        one = min(one, time.monotonic() - t0)
+    # Wrong passwords keep the pool's 2 threads busy for about 3 s (each is
+    # hashed: failures are not cached), well within the pool's 10 s limit.
+    n = min(120, max(12, int(2 * 3.0 / one) + 1))
+    t0 = time.monotonic()
+    flood = {}
+
+    def run_flood():
+        flood["out"] = parallel(n, lambda i: basic_status(f, "ana", "wrong-%d" % i), timeout=40)
+        flood["end"] = time.monotonic()
+    ft = threading.Thread(target=run_flood, daemon=True)
+    ft.start()
+    time.sleep(0.3)  # the flood is queued: what comes now waits behind it
+    gone = []
+    for i in range(4):
+        s = socket.create_connection(("127.0.0.1", f.port))
+        s.sendall(build_request("GET", "/b/gone%d" % i,
+                                {"Authorization": basic_header("ana", "wrong-gone")}))
+        gone.append(s)
+    time.sleep(0.2)
+    for s in gone:
+        s.close()
+    closed = time.monotonic()
+
+    def gone_lines():
+        out = [e for e in f.access_log() if "/gone" in (e.get("path") or "")]
+        return out if len(out) == len(gone) else None
+    lines = wait_until(gone_lines, 15.0)
+    seen = time.monotonic()
+    ft.join(40)
+    check("out" in flood, "the flood did not end")
+    log("one check %.0f ms, %d wrong passwords for %.1f s; the closed clients logged %.0f ms "
+        "after closing: %r" % (one * 1000, n, flood["end"] - t0, (seen - closed) * 1000,
+                               [(e.get("status"), e.get("duration_ms")) for e in lines or []]))
+    check(lines, "no access-log lines for the clients that closed")
+    check(flood["end"] - closed > 1.0,
+          "the flood ended %.2f s after the clients closed: the pool was not busy enough to show "
+          "anything" % (flood["end"] - closed))
+    for e in lines:
+        eq(e.get("status"), 499, "status logged for %s (the client closed while its check waited)"
+           % e.get("path"))
+        check(e.get("duration_ms", 1e9) < 1500,
+              "%s: %.0f ms: held after its client closed" % (e.get("path"), e.get("duration_ms")))
+    out = flood["out"]
+    check(all(isinstance(o, int) for o in out), "flood requests failed: %r" % out[:3])
+    check(set(out) <= {401}, "flood statuses %r" % sorted(set(out)))
+    eq(basic_status(f, "ana", "ana-pw"), 200, "ana's password after it all")
+
+
+if __name__ == "__main__":
+    run(globals())
