@@ -2,7 +2,9 @@
 """Request flow review (session 8): a client that closes while its basic-auth
 password check waits in the pool's queue is let go at once (499, a short
 duration_ms) rather than holding its coroutine and its place in the queue
-until the verdict or the pool's 10 s limit. ~8 s."""
+until the verdict or the pool's 10 s limit; balance: hash on client_ip
+keys one client alike whether its address comes as IPv4 or IPv4-mapped
+IPv6 (PROXY protocol headers, TCP4 and TCP6), and never on the port. ~8 s."""
 import base64
 import os
 import socket
@@ -102,6 +104,61 @@ def test_basic_check_of_a_client_gone_ends_at_once():
     check(all(isinstance(o, int) for o in out), "flood requests failed: %r" % out[:3])
     check(set(out) <= {401}, "flood statuses %r" % sorted(set(out)))
     eq(basic_status(f, "ana", "ana-pw"), 200, "ana's password after it all")
+
+
+# --- balance: hash on client_ip, the peer given by PROXY protocol headers --------------------
+def served_by(backends, fn):
+    """Runs fn (one request, sequential) and returns the index of the
+    backend that saw it (-1: none), with fn's result."""
+    before = [b.stats()["requests"] for b in backends]
+    r = fn()
+    after = [b.stats()["requests"] for b in backends]
+    hit = [i for i in range(len(backends)) if after[i] > before[i]]
+    return (hit[-1] if hit else -1), r
+
+
+def pp_request(f, header):
+    c = Client(f.port)
+    try:
+        c.send(header + build_request("GET", "/fast"))
+        return c.response(5)
+    finally:
+        c.close()
+
+
+def test_hash_client_ip_same_for_ipv4_and_mapped():
+    "balance: hash on client_ip: a client seen as IPv4 (PROXY TCP4) and as IPv4-mapped IPv6 (TCP6) goes to the same server, whatever its port"
+    bes = [backend("b%d" % i) for i in range(6)]
+    f = Ferry({"workers": 1,
+               "upstreams": {"u": servers(*bes, balance="hash", hash_key="client_ip")},
+               "routes": [route("all", "/", upstream="u")]},
+              listener={"proxy_protocol": True}).start()
+    owners = set()
+    for i in range(10):
+        ip = "198.51.100.%d" % (10 + i)
+        got = []
+        for hdr in ("PROXY TCP4 %s 127.0.0.1 %d 80\r\n" % (ip, 40000 + i),
+                    "PROXY TCP4 %s 127.0.0.1 %d 80\r\n" % (ip, 50000 + i),
+                    "PROXY TCP6 ::ffff:%s ::1 %d 80\r\n" % (ip, 40000 + i),
+                    "PROXY TCP6 ::FFFF:%s ::1 %d 80\r\n" % (ip, 60000 + i)):
+            k, r = served_by(bes, lambda: pp_request(f, hdr.encode()))
+            eq(r.status, 200, "status for %r" % hdr)
+            got.append(k)
+        eq(len(set(got)), 1, "servers of %s (IPv4, IPv4 another port, mapped, mapped another "
+                             "port): %r" % (ip, got))
+        owners |= set(got)
+    # native IPv6: the port is not part of the key
+    for i in range(4):
+        ip = "2001:db8::%x" % (0x10 + i)
+        got = []
+        for port in (40000, 50001, 65535):
+            k, r = served_by(bes, lambda: pp_request(
+                f, ("PROXY TCP6 %s ::1 %d 80\r\n" % (ip, port)).encode()))
+            eq(r.status, 200, "status")
+            got.append(k)
+        eq(len(set(got)), 1, "servers of %s from three ports: %r" % (ip, got))
+        owners |= set(got)
+    check(len(owners) > 1, "fourteen clients all on one server: %r" % owners)
 
 
 if __name__ == "__main__":
