@@ -44,6 +44,28 @@ static void job_unref(struct job *j)
     free(j);
 }
 
+/* Takes j out of the queue if no thread took it yet (its waiter left:
+ * its place is free at once, not when a thread reaches it). The queue
+ * holds at most AUTH_POOL_QUEUE jobs. True when it was there; the caller
+ * then drops the pool's share (its fd and reference). */
+static bool queue_remove(struct job *j)
+{
+    pthread_mutex_lock(&pool_lock);
+    struct job *prev = NULL;
+    for (struct job **pp = &queue_head; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != j)
+            continue;
+        *pp = j->next;
+        if (queue_tail == j)
+            queue_tail = prev;
+        queued--;
+        pthread_mutex_unlock(&pool_lock);
+        return true;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    return false;
+}
+
 /* A pool thread: takes jobs in order, forever. Its crypt_data (32 KiB
  * and more) lives on the heap, zeroed before first use as crypt_rn asks. */
 static void *pool_main(void *arg)
@@ -179,6 +201,10 @@ int auth_pool_verify(struct loop *loop, const char *hash, const char *password,
     }
     io_stream_free(s);
     int v = __atomic_load_n(&j->verdict, __ATOMIC_ACQUIRE);
+    if (!v && queue_remove(j)) {
+        close(j->fd);
+        job_unref(j);
+    }
     job_unref(j);
     if (rc == -ECONNABORTED || rc == -ECANCELED)
         return rc; /* nobody to answer, whatever the verdict */

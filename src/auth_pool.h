@@ -17,7 +17,8 @@
  * counted: a coroutine that stops waiting (deadline, client gone) closes
  * its end and drops its reference; the thread's write then fails quietly
  * (MSG_NOSIGNAL) and the last reference frees the job. A job whose
- * coroutine left before a thread took it is dropped unhashed.
+ * coroutine left before a thread took it is taken out of the queue then
+ * (its place is free at once) and never hashed.
  *
  * Policy layer; calls io, loop and auth. Functions marked "may yield" run
  * in a request coroutine only.
