@@ -44,6 +44,28 @@ static void job_unref(struct job *j)
     free(j);
 }
 
+/* Takes j out of the queue if no thread took it yet (its waiter left:
+ * its place is free at once, not when a thread reaches it). The queue
+ * holds at most AUTH_POOL_QUEUE jobs. True when it was there; the caller
+ * then drops the pool's share (its fd and reference). */
+static bool queue_remove(struct job *j)
+{
+    pthread_mutex_lock(&pool_lock);
+    struct job *prev = NULL;
+    for (struct job **pp = &queue_head; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != j)
+            continue;
+        *pp = j->next;
+        if (queue_tail == j)
+            queue_tail = prev;
+        queued--;
+        pthread_mutex_unlock(&pool_lock);
+        return true;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    return false;
+}
+
 /* A pool thread: takes jobs in order, forever. Its crypt_data (32 KiB
  * and more) lives on the heap, zeroed before first use as crypt_rn asks. */
 static void *pool_main(void *arg)
@@ -123,8 +145,8 @@ static struct job *job_new(const char *hash, const char *password, int fd)
     return j;
 }
 
-int auth_pool_verify(struct loop *loop, const char *hash, const char *password, int64_t deadline,
-                     bool *ok)
+int auth_pool_verify(struct loop *loop, const char *hash, const char *password,
+                     struct io_stream *watch, int64_t deadline, bool *ok)
 {
     pthread_once(&pool_once, pool_start);
     if (!threads)
@@ -163,22 +185,43 @@ int auth_pool_verify(struct loop *loop, const char *hash, const char *password, 
         job_unref(j);
         return -EAGAIN;
     }
-    int rc = io_read_at_least(s, 1, deadline);
+    /* The verdict's byte, or the client's end: a client gone while its
+     * check waits leaves at once (its job is then dropped unhashed if no
+     * thread took it yet), rather than holding its coroutine and the
+     * job's place until the verdict or the deadline. */
+    int rc = 0;
+    while (io_input_length(s) < 1) {
+        struct io_want w[2] = {{.stream = s, .events = IO_READABLE, .read_min = 1},
+                               {.stream = watch, .events = IO_EOF}};
+        rc = io_wait(w, watch ? 2 : 1, deadline);
+        if (rc >= 0 && (w[1].fired & IO_EOF))
+            rc = -ECONNABORTED;
+        if (rc < 0 || (w[0].fired & IO_READABLE))
+            break; /* the byte, or the pool's end closed without it */
+    }
     io_stream_free(s);
     int v = __atomic_load_n(&j->verdict, __ATOMIC_ACQUIRE);
+    if (!v && queue_remove(j)) {
+        close(j->fd);
+        job_unref(j);
+    }
     job_unref(j);
+    if (rc == -ECONNABORTED || rc == -ECANCELED)
+        return rc; /* nobody to answer, whatever the verdict */
     if (v) {
         *ok = v == 1;
         return 0;
     }
-    return rc < 0 && rc != -EPIPE ? rc : -EIO;
+    return rc < 0 ? rc : -EIO;
 }
 
 int auth_pool_check(const struct auth_policy *p, struct auth_out *out, struct loop *loop,
-                    int64_t deadline)
+                    struct io_stream *watch, int64_t deadline)
 {
     bool ok = false;
-    int rc = auth_pool_verify(loop, out->hash, out->password, deadline, &ok);
+    int rc = auth_pool_verify(loop, out->hash, out->password, watch, deadline, &ok);
+    if (rc == -ECONNABORTED || rc == -ECANCELED)
+        return rc;
     if (rc < 0) {
         out->why = rc == -EAGAIN      ? "auth: password checks queue full"
                    : rc == -ETIMEDOUT ? "auth: password check timed out"

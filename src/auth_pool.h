@@ -17,7 +17,8 @@
  * counted: a coroutine that stops waiting (deadline, client gone) closes
  * its end and drops its reference; the thread's write then fails quietly
  * (MSG_NOSIGNAL) and the last reference frees the job. A job whose
- * coroutine left before a thread took it is dropped unhashed.
+ * coroutine left before a thread took it is taken out of the queue then
+ * (its place is free at once) and never hashed.
  *
  * Policy layer; calls io, loop and auth. Functions marked "may yield" run
  * in a request coroutine only.
@@ -34,23 +35,27 @@
 
 struct auth_out;
 struct auth_policy;
+struct io_stream;
 struct loop;
 
 /*
- * Checks password against hash (a crypt(3) string) in the pool. Returns 0
- * with the verdict in *ok, -EAGAIN (the queue is full), -ETIMEDOUT at the
- * deadline, -ECANCELED, -ENOMEM or -errno. The strings are copied. May
- * yield.
+ * Checks password against hash (a crypt(3) string) in the pool, watching
+ * `watch` (the client's stream, or NULL) meanwhile. Returns 0 with the
+ * verdict in *ok, -EAGAIN (the queue is full), -ETIMEDOUT at the deadline,
+ * -ECONNABORTED (watch ended: the client left), -ECANCELED, -ENOMEM or
+ * -errno. The strings are copied. May yield.
  */
-int auth_pool_verify(struct loop *loop, const char *hash, const char *password, int64_t deadline,
-                     bool *ok);
+int auth_pool_verify(struct loop *loop, const char *hash, const char *password,
+                     struct io_stream *watch, int64_t deadline, bool *ok);
 
 /*
  * After auth_check returned AUTH_PENDING for out: awaits the check of its
  * password and finishes it (auth_basic_done). Returns 0, 401, 403 or 503
- * (queue full, timed out, out of memory). May yield.
+ * (queue full, timed out, out of memory), or -ECONNABORTED / -ECANCELED
+ * when the client left (watch ended) or the coroutine was cancelled:
+ * nothing to answer. May yield.
  */
 int auth_pool_check(const struct auth_policy *p, struct auth_out *out, struct loop *loop,
-                    int64_t deadline);
+                    struct io_stream *watch, int64_t deadline);
 
 #endif

@@ -258,8 +258,12 @@ bool proxy_request(struct request *r, int status)
         }
         status = auth_check(r->route->auth, &r->req, time(NULL), r->auth);
         if (status == AUTH_PENDING) /* a password to hash, off the loop */
-            status = auth_pool_check(r->route->auth, r->auth, r->w->loop,
+            status = auth_pool_check(r->route->auth, r->auth, r->w->loop, r->side->watch,
                                      request_phase_deadline(r, AUTH_POOL_TIMEOUT_MS));
+        if (status < 0) { /* the client left while its password waited: 499 */
+            answer_failure(r, client_failure(r, status));
+            return false;
+        }
         r->identity = r->auth->identity;
         if (status) {
             request_answer_auth(r, status);
@@ -656,7 +660,15 @@ static bool hash_key(const struct request *r, const struct config_upstream *up, 
         }
         if (sa && sa->sa_family == AF_INET6) {
             const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-            *key = balancer_hash(a, sizeof(*a));
+            /* An IPv4 client as IPv4-mapped IPv6 (a PROXY TCP6 header, a
+             * dual-stack socket a unit passed) is keyed as the IPv4
+             * address it is, as conn.c's text (the rate limits' key) and
+             * config_trusted see it: its 4 bytes, so its server is the
+             * one it gets when it comes as IPv4. */
+            if (IN6_IS_ADDR_V4MAPPED(a))
+                *key = balancer_hash(&a->s6_addr[12], 4);
+            else
+                *key = balancer_hash(a, sizeof(*a));
             return true;
         }
         return false;

@@ -3,7 +3,8 @@
  * lines reported FILE:LINE), the constant-time comparison, API keys from a
  * header or the query (hide_credentials), JWT bearer tokens through a
  * policy (identity, claims to headers, the cache: a hot token is verified
- * once), the challenges of 401 and the 403 of allow.
+ * once), the challenges of 401 and the 403 of allow; the password-check
+ * pool awaited in a coroutine, watching the client's stream.
  */
 #include <check.h>
 #include <stdio.h>
@@ -16,8 +17,16 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <errno.h>
+#include <event2/event.h>
+#include <sys/socket.h>
+
 #include "auth.h"
+#include "auth_pool.h"
 #include "check_helpers.h"
+#include "coro.h"
+#include "io.h"
+#include "loop.h"
 #include "http1.h"
 #include "jwt.h"
 
@@ -469,6 +478,81 @@ START_TEST(users_file_bad_lines)
 }
 END_TEST
 
+/* One auth_pool_verify in a coroutine, watching the stream on fds[0] of a
+ * socketpair whose other end the test closes after close_ms (-1: never). */
+struct pool_run {
+    struct loop *loop;
+    const char *hash, *password;
+    struct io_stream *watch;
+    int peer;
+    int rc;
+    bool ok;
+    double ms;
+};
+
+static void pool_run_fn(void *arg)
+{
+    struct pool_run *pr = arg;
+    int64_t t0 = loop_now();
+    pr->rc = auth_pool_verify(pr->loop, pr->hash, pr->password, pr->watch, t0 + 20000 * LOOP_MS,
+                              &pr->ok);
+    pr->ms = (double)(loop_now() - t0) / LOOP_MS;
+    loop_stop(pr->loop);
+}
+
+static void pool_close_peer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pool_run *pr = arg;
+    close(pr->peer);
+    pr->peer = -1;
+}
+
+static void pool_run(struct pool_run *pr, const char *hash, const char *password, int close_ms)
+{
+    struct loop *loop = loop_new(CORO_STACK_DEFAULT, 4);
+    ck_assert_ptr_nonnull(loop);
+    int fds[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds), 0);
+    *pr = (struct pool_run){.loop = loop, .hash = hash, .password = password, .peer = fds[1]};
+    pr->watch = io_stream_from_fd(loop, fds[0], 64);
+    ck_assert_ptr_nonnull(pr->watch);
+    if (close_ms >= 0) {
+        struct timeval tv = {0, close_ms * 1000};
+        ck_assert_int_eq(event_base_once(loop_base(loop), -1, EV_TIMEOUT, pool_close_peer, pr, &tv),
+                         0);
+    }
+    ck_assert_int_eq(loop_spawn(loop, pool_run_fn, pr, NULL), 0);
+    loop_run(loop);
+    ck_assert_uint_eq(loop_live(loop), 0);
+    io_stream_free(pr->watch);
+    if (pr->peer >= 0)
+        close(pr->peer);
+    loop_free(loop);
+}
+
+START_TEST(basic_pool_watches_the_client)
+{
+    static char quick[128], slow[128];
+    snprintf(quick, sizeof(quick), "%s", crypt("pw", crypt_gensalt("$2b$", 4, NULL, 0)));
+    /* cost 14: a check of about a second (0.7 s on an idle 2020 core) */
+    snprintf(slow, sizeof(slow), "%s", crypt("pw", crypt_gensalt("$2b$", 14, NULL, 0)));
+    struct pool_run pr;
+    /* the client stays: the verdict, either way */
+    pool_run(&pr, quick, "pw", -1);
+    ck_assert_int_eq(pr.rc, 0);
+    ck_assert(pr.ok);
+    pool_run(&pr, quick, "wrong", -1);
+    ck_assert_int_eq(pr.rc, 0);
+    ck_assert(!pr.ok);
+    /* the client closes 50 ms into a long check: the wait ends then */
+    pool_run(&pr, slow, "pw", 50);
+    ck_assert_int_eq(pr.rc, -ECONNABORTED);
+    ck_assert_msg(pr.ms < 400, "left %.0f ms into the check, its client gone at 50 ms", pr.ms);
+}
+END_TEST
+
 int main(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/ferry-auth-XXXXXX");
@@ -489,6 +573,7 @@ int main(void)
     tcase_add_test(tc, jwt_bad_key_files);
     tcase_add_test(tc, basic_users_and_cache);
     tcase_add_test(tc, users_file_bad_lines);
+    tcase_add_test(tc, basic_pool_watches_the_client);
     suite_add_tcase(s, tc);
     int rc = check_run(s);
     char cmd[128];
