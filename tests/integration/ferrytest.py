@@ -73,7 +73,7 @@ __all__ = [
     "log", "parallel", "parse_response", "parse_responses", "pattern", "raw", "refused_address",
     "request", "route", "run", "run_cases", "run_ferry_cli", "servers", "sha256",
     "wait_until", "to_yaml", "respond_route", "timed", "build_request", "kill_pid", "tmpdir",
-    "RawResult", "stopped",
+    "RawResult", "stopped", "crypt_hash",
 ]
 
 
@@ -159,6 +159,20 @@ class stopped:
     def __exit__(self, *exc):
         os.kill(self.pid, signal.SIGCONT)
         return False
+
+
+def crypt_hash(password, prefix, cost):
+    """A crypt(3) hash made by libxcrypt through ctypes (bcrypt: $2b$)."""
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    salt = lib.crypt_gensalt(prefix.encode(), cost, None, 0)
+    check(salt, "crypt_gensalt(%s) failed" % prefix)
+    return lib.crypt(password.encode(), salt).decode()
 
 
 def sha256(data):

@@ -353,20 +353,6 @@ routes:
     check(rc != 0 and "set twice" in err, "a field set twice refused: %r" % err)
 
 
-def crypt_hash(password, prefix, cost):
-    """A crypt(3) hash made by libxcrypt through ctypes (bcrypt: $2b$)."""
-    import ctypes
-    import ctypes.util
-    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
-    lib.crypt_gensalt.restype = ctypes.c_char_p
-    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
-    lib.crypt.restype = ctypes.c_char_p
-    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    salt = lib.crypt_gensalt(prefix.encode(), cost, None, 0)
-    check(salt, "crypt_gensalt(%s) failed" % prefix)
-    return lib.crypt(password.encode(), salt).decode()
-
-
 def basic_ferry(be, d, users, workers=2, **basic):
     cfg = {"users_file": write(d, "users", users)}
     cfg.update(basic)

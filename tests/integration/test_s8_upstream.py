@@ -140,20 +140,6 @@ def test_reload_shortening_upstream_idle_applies_to_pooled_connections():
        "upstream connections (the one idle 700 ms past upstream_idle 300ms was reused)")
 
 
-def crypt_hash(password, prefix, cost):
-    """A crypt(3) hash made by libxcrypt through ctypes (bcrypt: $2b$)."""
-    import ctypes
-    import ctypes.util
-    lib = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
-    lib.crypt_gensalt.restype = ctypes.c_char_p
-    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
-    lib.crypt.restype = ctypes.c_char_p
-    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    salt = lib.crypt_gensalt(prefix.encode(), cost, None, 0)
-    check(salt, "crypt_gensalt(%s) failed" % prefix)
-    return lib.crypt(password.encode(), salt).decode()
-
-
 def basic_status(f, user, pw, timeout=10):
     import base64
     cred = base64.b64encode(("%s:%s" % (user, pw)).encode()).decode()
