@@ -28,9 +28,6 @@
 /* Response output queued beyond this waits for the client to read. */
 #define H1_OUT_HIGH (256u * 1024u)
 
-/* read_head: the input held only empty lines, now dropped (no request). */
-#define HEAD_NONE (-2)
-
 static int read_head(struct request *r);
 
 /* ---- the requests of one connection, in order ---------------------------------------- */
@@ -51,11 +48,7 @@ void h1side_serve(void *arg)
     do {
         request_reset(r, side);
         int status = read_head(r);
-        if (status == HEAD_NONE) {
-            /* CRLFs between requests: the connection is idle again. */
-            r->no_log = true;
-            keep = true;
-        } else if (status < 0) {
+        if (status < 0) {
             r->no_log = true; /* closed or idle before a whole head */
             keep = false;
         } else {
@@ -141,10 +134,9 @@ bool h1side_drop_empty_lines(struct evbuffer *in)
 /*
  * Reads and parses one request head, trickled or pipelined, within
  * client_header from its first byte. Returns 0, an HTTP status to answer
- * (400, 408, 413, 414, 431, 501, 505), -1 when the client closed
- * before sending a whole head (nothing to answer), or HEAD_NONE when the
- * input held only empty lines (dropped: not a request, and the
- * connection's idle time, not client_header, bounds what comes next).
+ * (400, 408, 413, 414, 431, 501, 505), or -1 when the client closed
+ * or went silent before sending a whole head (nothing to answer; empty
+ * lines before a head are dropped, within the same client_header).
  */
 static int read_head(struct request *r)
 {
@@ -162,9 +154,9 @@ static int read_head(struct request *r)
             if (!buf)
                 goto out_of_memory;
             /* A head never starts with CR: empty lines before it. */
+            /* They do not restart client_header (as in nginx): a client
+             * sending CRLFs alone is closed at its end, unanswered. */
             if (__builtin_expect(buf[0] == '\r', 0) && h1side_drop_empty_lines(in)) {
-                if (evbuffer_get_length(in) == 0)
-                    return io_eof(s) ? -1 : HEAD_NONE;
                 /* Nothing of a head was parsed: start over on the rest. */
                 http1_request_init(&r->req, r->hdrs, r->hdrs_cap);
                 continue;
@@ -294,10 +286,8 @@ static int h1_read_body(struct request *r, struct evbuffer *to)
 static int h1_write_body(struct request *r, struct evbuffer *from)
 {
     struct evbuffer *out = io_output(r->side->s);
-    if (!from) {
-        body_close_end(&r->resp_body, out);
-        return 0;
-    }
+    if (!from)
+        return body_close_end(&r->resp_body, out);
     if (evbuffer_get_length(out) < H1_OUT_HIGH) {
         int e = body_move(&r->resp_body, from, out);
         if (e < 0)

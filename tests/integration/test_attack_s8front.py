@@ -171,6 +171,41 @@ def test_cors_fields_on_ferrys_own_answers():
     f.assert_alive()
 
 
+def test_crlfs_alone_do_not_hold_a_connection():
+    "CRLFs alone, one every 0.3 s: the connection is closed at client_header, not held for ever"
+    be, f = setup(timeouts={"client_header": "1s", "client_idle": "3s"})
+    c = Client(f.port, timeout=5)
+    try:
+        eq(c.request("GET", "/ping").status, 200, "first request")
+        t0 = time.monotonic()
+        closed = None
+        while time.monotonic() - t0 < 6 and closed is None:
+            try:
+                c.send(b"\r\n")
+            except OSError:
+                closed = time.monotonic() - t0
+                break
+            c._fill(time.monotonic() + 0.3)
+            if c.eof:
+                closed = time.monotonic() - t0
+        check(closed is not None and closed < 3.0,
+              "closed %s (client_header 1s; client_idle 3s)"
+              % ("after %.1f s" % closed if closed is not None else "never within 6 s"))
+        check(not c.buf, "nothing answered to CRLFs: %r" % c.buf[:80])
+    finally:
+        c.close()
+    # A CRLF then a request within client_header is served.
+    c = Client(f.port, timeout=5)
+    try:
+        eq(c.request("GET", "/ping").status, 200, "first request")
+        c.send(b"\r\n")
+        time.sleep(0.3)
+        eq(c.request("GET", "/ping").status, 200, "a request 0.3 s after a CRLF")
+    finally:
+        c.close()
+    f.assert_alive()
+
+
 def test_lowercase_method_refused():
     "a method with a lowercase letter: 400, never routed nor forwarded (a backend would upper-case it)"
     be = backend()
