@@ -94,11 +94,14 @@ int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out)
     return 0;
 }
 
-void body_close_end(struct body *b, struct evbuffer *out)
+int body_close_end(struct body *b, struct evbuffer *out)
 {
+    /* Not done without its last chunk: the answer would pass for a whole
+     * one, and the next answer's bytes be read as its chunk lines. */
+    if (b->chunk_out && evbuffer_add(out, HTTP1_LAST_CHUNK, 5) != 0)
+        return HTTP1_E_NOMEM;
     b->done = true;
-    if (b->chunk_out)
-        evbuffer_add(out, HTTP1_LAST_CHUNK, 5);
+    return 0;
 }
 
 int body_copy(struct evbuffer *dst, struct evbuffer *src)

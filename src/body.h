@@ -48,8 +48,9 @@ void body_init(struct body *b, enum http1_body in, uint64_t length, bool chunk_o
 int body_move(struct body *b, struct evbuffer *in, struct evbuffer *out);
 
 /* Ends a close-delimited body at the sender's clean EOF (the last chunk
- * when it is re-encoded as chunked). */
-void body_close_end(struct body *b, struct evbuffer *out);
+ * when it is re-encoded as chunked). Returns 0, or HTTP1_E_NOMEM when out
+ * refused the last chunk (the body is then not done). */
+int body_close_end(struct body *b, struct evbuffer *out);
 
 /* Appends a copy of src (left as is) to dst. Returns 0 or -ENOMEM. */
 int body_copy(struct evbuffer *dst, struct evbuffer *src);

@@ -882,6 +882,8 @@ static enum fail exchange(struct request *r, struct io_stream *up)
             replay_record(r, uout, before);
             if (e == HTTP1_E_BODY_TOO_LARGE)
                 return FAIL_BODY_TOO_LARGE;
+            if (e == HTTP1_E_NOMEM)
+                return FAIL_NOMEM; /* Ferry's shortage, not the client's body */
             if (e < 0) {
                 r->error = http1_error_str(e);
                 return FAIL_CLIENT_BODY;
@@ -1076,7 +1078,11 @@ static int relay_body(struct request *r, struct io_stream *up)
             break;
         if (io_eof(up) && evbuffer_get_length(uin) == 0) {
             if (b->in == HTTP1_BODY_CLOSE && !io_error(up)) {
-                side->write_body(r, NULL);
+                int e = side->write_body(r, NULL);
+                if (e < 0) { /* no end marker: the answer must look cut */
+                    r->error = http1_error_str(e);
+                    return -1;
+                }
                 break;
             }
             r->error = "upstream closed in the middle of the response body";

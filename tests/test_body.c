@@ -190,6 +190,29 @@ START_TEST(refused_chunk_line_moves_nothing)
 }
 END_TEST
 
+/* The same for the last chunk that ends a close-delimited body sent on
+ * as chunked: without it the body must not count as done (the answer
+ * would pass for a whole one, and the next answer's bytes be read as its
+ * chunk lines). */
+START_TEST(refused_last_chunk_is_not_an_end)
+{
+    struct evbuffer *out = evbuffer_new();
+    struct body b;
+    body_init(&b, HTTP1_BODY_CLOSE, 0, true, 0);
+    event_set_mem_functions(failing_malloc, failing_realloc, free);
+    fail_allocs = true;
+    int rc = body_close_end(&b, out);
+    fail_allocs = false;
+    event_set_mem_functions(NULL, NULL, NULL);
+    ck_assert_int_eq(rc, HTTP1_E_NOMEM);
+    ck_assert(!b.done);
+    ck_assert_int_eq(body_close_end(&b, out), 0);
+    ck_assert(b.done);
+    ck_assert_uint_eq(evbuffer_get_length(out), 5); /* "0\r\n\r\n" */
+    evbuffer_free(out);
+}
+END_TEST
+
 START_TEST(empty_bodies_are_done_at_once)
 {
     struct body b;
@@ -232,6 +255,7 @@ int main(void)
     tcase_add_test(tc, chunked_errors_and_limit);
     tcase_add_test(tc, refused_move_fails_and_counts_nothing);
     tcase_add_test(tc, refused_chunk_line_moves_nothing);
+    tcase_add_test(tc, refused_last_chunk_is_not_an_end);
     tcase_add_test(tc, empty_bodies_are_done_at_once);
     tcase_add_test(tc, copy_leaves_the_source);
     suite_add_tcase(s, tc);
