@@ -73,11 +73,13 @@ static int read_status_line(struct io_stream *s, int64_t deadline)
         if (evbuffer_get_length(in) > STATUS_LINE_MAX)
             return -EPROTO;
     }
-    char line[13] = {0}; /* "HTTP/1.1 200" and what follows: SP, or CR without a reason */
+    /* "HTTP/1.1 200" and what follows: SP, or the line's end without a
+     * reason (CR, or a bare LF, which EVBUFFER_EOL_CRLF accepts too). */
+    char line[13] = {0};
     evbuffer_copyout(in, line, 13);
     if (memcmp(line, "HTTP/1.", 7) != 0 || line[8] != ' ' || line[9] < '1' || line[9] > '5' ||
         line[10] < '0' || line[10] > '9' || line[11] < '0' || line[11] > '9' ||
-        (line[12] != ' ' && line[12] != '\r'))
+        (line[12] != ' ' && line[12] != '\r' && line[12] != '\n'))
         return -EPROTO;
     return (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
 }

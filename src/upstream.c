@@ -682,6 +682,7 @@ static void slot_hand(struct pool *p)
 static void slot_release(struct pool *p)
 {
     if (!p->waiters || (p->up->max_connections && p->nactive > p->up->max_connections)) {
+        p->handed = NULL; /* not to be taken back by whoever comes next */
         p->nactive--;
         pool_put(p);
         return;

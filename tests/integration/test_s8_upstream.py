@@ -384,6 +384,24 @@ def test_health_check_refuses_a_four_digit_status():
     eq(request(f, "GET", "/x").status, 503, "a request while the only server fails its checks")
 
 
+def test_health_check_status_line_with_a_bare_lf():
+    "A health check answered \"HTTP/1.1 200\\n\" (no reason, bare LF) passes, as \"HTTP/1.1 200\\r\\n\" does"
+    def handler(s, head, rest, ev):
+        if b" /hc" in head.split(b"\r\n")[0]:
+            s.sendall(b"HTTP/1.1 200\nContent-Length: 0\nConnection: close\n\n")
+        else:
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nserved\n")
+        s.shutdown(socket.SHUT_WR)
+    up = RawUpstream(handler)
+    hc = {"path": "/hc", "interval": "200ms", "timeout": "500ms", "healthy_after": 1,
+          "unhealthy_after": 1}
+    f = ferry(upstreams={"u": servers(up.address, health_check=hc)},
+              routes=[route("all", "/", upstream="u")])
+    wait_until(lambda: up.accepted >= 2, 5, what="two health checks")
+    r = request(f, "GET", "/x")
+    eq((r.status, r.body), (200, b"served\n"), "a request after the checks")
+
+
 
 def test_redis_refusing_after_connect_backs_off():
     "A rate-limit store that accepts and then refuses (Redis at maxclients) is reconnected with a growing backoff, not every 100 ms"
