@@ -19,6 +19,7 @@
 #include "config.h"
 #include "http1.h"
 #include "io.h"
+#include "log.h"
 #include "loop.h"
 #include "proxy.h"
 #include "reply.h"
@@ -212,6 +213,11 @@ static int read_head(struct request *r)
 
 out_of_memory:
     r->error = "out of memory reading the request head";
+    {
+        static __thread int64_t last; /* per worker: the error log says so too */
+        log_ratelimited(&last, 1000, CONFIG_LOG_ERROR, "client %s: %s: answering 503",
+                        r->side->client ? r->side->client : "-", r->error);
+    }
     keep_method(r, in); /* the view is into a pullup the answer may outlive */
     return 503;
 }

@@ -701,6 +701,14 @@ static bool hash_key(const struct request *r, const struct config_upstream *up, 
 static void answer_failure(struct request *r, enum fail f)
 {
     const struct failure *fl = &FAILURES[f];
+    if (f == FAIL_NOMEM || f == FAIL_CLIENT_NOMEM) {
+        /* Ferry's own shortage: the error log says so, not only the
+         * access log's status (rate-limited per worker). */
+        static __thread int64_t last;
+        log_ratelimited(&last, 1000, CONFIG_LOG_ERROR, "client %s: %s: %s",
+                        r->side->client ? r->side->client : "-", fl->why,
+                        fl->silent ? "closed" : "answered 503");
+    }
     if (fl->silent) {
         r->status = fl->status;
         r->error = fl->why;
