@@ -446,14 +446,24 @@ static void cert_names(struct cert *c)
     }
 }
 
-/* Seconds from now to a certificate's notAfter (false if unreadable). */
-static bool seconds_left(X509 *x, long long *left)
+/* Warns when x, certificate n of file f (1: the leaf, then its chain),
+ * has expired or expires within TLS_EXPIRY_WARN_DAYS. */
+static void warn_expiry(struct loader *ld, const struct config_file *f, X509 *x, int n)
 {
     int days = 0, secs = 0;
     if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)))
-        return false;
-    *left = (long long)days * 86400 + secs;
-    return true;
+        return;
+    long long left = (long long)days * 86400 + secs;
+    char nth[24] = "";
+    if (n > 1)
+        snprintf(nth, sizeof(nth), "#%d in ", n);
+    const char *chain = n > 1 ? " (its chain)" : "";
+    if (left <= 0)
+        report(ld, true, f, "certificate %s%s%s expired %lld days ago", nth, f->path, chain,
+               -left / 86400);
+    else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
+        report(ld, true, f, "certificate %s%s%s expires in %lld days", nth, f->path, chain,
+               (left + 86399) / 86400);
 }
 
 /* Warns when the certificate, or one of its chain (what clients verify
@@ -464,24 +474,9 @@ static void cert_expiry(struct loader *ld, struct cert *c, const struct config_f
     struct tm tm;
     if (ASN1_TIME_to_tm(X509_get0_notAfter(c->x509), &tm) == 1)
         c->not_after = timegm(&tm);
-    long long left;
-    if (seconds_left(c->x509, &left)) {
-        if (left <= 0)
-            report(ld, true, f, "certificate %s expired %lld days ago", f->path, -left / 86400);
-        else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
-            report(ld, true, f, "certificate %s expires in %lld days", f->path,
-                   (left + 86399) / 86400);
-    }
-    for (int i = 0; c->chain && i < sk_X509_num(c->chain); i++) {
-        if (!seconds_left(sk_X509_value(c->chain, i), &left))
-            continue;
-        if (left <= 0)
-            report(ld, true, f, "certificate #%d in %s (its chain) expired %lld days ago", i + 2,
-                   f->path, -left / 86400);
-        else if (left < TLS_EXPIRY_WARN_DAYS * 86400LL)
-            report(ld, true, f, "certificate #%d in %s (its chain) expires in %lld days", i + 2,
-                   f->path, (left + 86399) / 86400);
-    }
+    warn_expiry(ld, f, c->x509, 1);
+    for (int i = 0; c->chain && i < sk_X509_num(c->chain); i++)
+        warn_expiry(ld, f, sk_X509_value(c->chain, i), i + 2);
 }
 
 /* Reads a certificate file (leaf, then its chain), its key, the staple. */
