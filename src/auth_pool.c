@@ -81,15 +81,6 @@ static void *pool_main(void *arg)
             queue_tail = NULL;
         queued--;
         pthread_mutex_unlock(&pool_lock);
-        /* Its request gave up waiting (deadline, total): nobody reads the
-         * verdict. Not hashed: a flood of such jobs would keep the
-         * threads busy for requests answered long ago, and every check
-         * queued behind them would time out in turn. */
-        if (__atomic_load_n(&j->refs, __ATOMIC_ACQUIRE) == 1) {
-            close(j->fd);
-            job_unref(j);
-            continue;
-        }
 
         const char *out = crypt_rn(j->password, j->hash, cd, sizeof(*cd));
         size_t hl = strlen(j->hash);
