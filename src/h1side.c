@@ -154,8 +154,8 @@ static int read_head(struct request *r)
             const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)want);
             if (!buf)
                 goto out_of_memory;
-            /* A head never starts with CR: empty lines before it. */
-            /* They do not restart client_header (as in nginx): a client
+            /* A head never starts with CR: empty lines before it. They
+             * do not restart client_header (as in nginx): a client
              * sending CRLFs alone is closed at its end, unanswered. */
             if (__builtin_expect(buf[0] == '\r', 0) && h1side_drop_empty_lines(in)) {
                 /* Nothing of a head was parsed: start over on the rest. */

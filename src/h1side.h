@@ -36,8 +36,8 @@ void h1side_serve(void *arg);
  * received before a request line; some clients send one after a body
  * they framed by its length. Drops every CRLF at the start of in (a head
  * never starts with one), whatever its chains; a CR whose LF has not come
- * stays. True when any was dropped. Used before each head is parsed;
- * public for its unit test (tests/test_h1side.c).
+ * stays. True when any was dropped. Used when a head's input starts with
+ * CR; public for its unit test (tests/test_h1side.c).
  */
 bool h1side_drop_empty_lines(struct evbuffer *in);
 

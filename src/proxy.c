@@ -705,9 +705,9 @@ static void answer_failure(struct request *r, enum fail f)
         /* Ferry's own shortage: the error log says so, not only the
          * access log's status (rate-limited per worker). */
         static __thread int64_t last;
-        log_ratelimited(&last, 1000, CONFIG_LOG_ERROR, "client %s: %s: %s",
+        log_ratelimited(&last, 1000, CONFIG_LOG_ERROR, "client %s: %s: %s %d",
                         r->side->client ? r->side->client : "-", fl->why,
-                        fl->silent ? "closed" : "answered 503");
+                        fl->silent ? "closed, logged" : "answered", fl->status);
     }
     if (fl->silent) {
         r->status = fl->status;
